@@ -1,0 +1,591 @@
+//! The public face of actors: [`ActorHandle`], [`ActorOptions`], [`ActorCall`], [`get_actor`]
+//! and [`kill`].
+
+use crate::actors::host::{ActorTask, CallGuard};
+use crate::api::args::{self, PreparedArg};
+use crate::api::context;
+use crate::api::task::{detached_ref, failed_ref};
+use crate::error::{Error, Result};
+use crate::ids::{ActorId, ObjectId, TaskId};
+use crate::objects::object_ref::{ObjectRef, RawRef};
+use crate::placement::SchedulingStrategy;
+use crate::resources::{ResourceRequest, ResourceSet};
+use crate::runtime;
+use crate::system::actor_directory::Registered;
+use crate::system::gcs::{CreateActor, KillActor, LookupActor};
+use crate::task::{ActorCreation, FunctionRef, TaskKind, TaskSpec};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// A type made into an actor by `#[lumen::remote] impl`. Implemented by the macro.
+pub trait RemoteActor: Sized + Send + Sync + 'static {
+    /// `crate::module::Type`: the stable name of the actor type.
+    #[doc(hidden)]
+    const PATH: &'static str;
+    /// The generated type carrying the remote methods.
+    #[doc(hidden)]
+    type Methods: ActorMethods;
+    /// The generated type carrying `remote(..)` with the constructor's parameters.
+    #[doc(hidden)]
+    type Constructor: ActorConstructor;
+}
+
+/// The untyped part of a handle: which actor, of which type. What travels on the wire.
+#[doc(hidden)]
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RawActorHandle {
+    pub(crate) actor_id: ActorId,
+    pub(crate) class: Cow<'static, str>,
+    /// Keeps an unnamed actor alive while any handle (or call in flight) exists.
+    pub(crate) anchor: Option<ObjectRef<()>>,
+}
+
+impl fmt::Debug for RawActorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.class, self.actor_id)
+    }
+}
+
+/// Implemented by the generated methods type of each actor.
+#[doc(hidden)]
+pub trait ActorMethods: Send + Sync + 'static {
+    fn from_raw(raw: RawActorHandle) -> Self;
+    fn raw(&self) -> &RawActorHandle;
+}
+
+/// Implemented by the generated constructor type of each actor.
+#[doc(hidden)]
+pub trait ActorConstructor: Send + Sync + 'static {
+    fn from_options(options: ActorOptionsData) -> Self;
+    fn options_mut(&mut self) -> &mut ActorOptionsData;
+}
+
+/// A handle to an actor of type `T`: call its methods with `handle.method(args).remote()`.
+///
+/// Handles are cheap to clone and serializable: pass them to tasks and other actors. An actor
+/// that is neither named nor detached stops when every handle to it (and every call in flight)
+/// is gone.
+///
+/// # Examples
+/// ```no_run
+/// pub struct Counter { value: i64 }
+///
+/// #[lumen::remote]
+/// impl Counter {
+///     pub fn new(start: i64) -> Self { Counter { value: start } }
+///     pub fn inc(&mut self) -> i64 { self.value += 1; self.value }
+/// }
+///
+/// lumen::init()?;
+/// let c: lumen::ActorHandle<Counter> = Counter::remote(0);
+/// let r = c.inc().remote();
+/// assert_eq!(lumen::get(&r)?, 1);
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub struct ActorHandle<T: RemoteActor> {
+    methods: T::Methods,
+}
+
+impl<T: RemoteActor> ActorHandle<T> {
+    pub(crate) fn from_raw(raw: RawActorHandle) -> Self {
+        ActorHandle {
+            methods: T::Methods::from_raw(raw),
+        }
+    }
+
+    /// The actor's id.
+    pub fn id(&self) -> ActorId {
+        self.methods.raw().actor_id
+    }
+
+    #[doc(hidden)]
+    pub fn __raw(&self) -> &RawActorHandle {
+        self.methods.raw()
+    }
+}
+
+impl<T: RemoteActor> Deref for ActorHandle<T> {
+    type Target = T::Methods;
+    fn deref(&self) -> &T::Methods {
+        &self.methods
+    }
+}
+
+impl<T: RemoteActor> Clone for ActorHandle<T> {
+    fn clone(&self) -> Self {
+        ActorHandle::from_raw(self.methods.raw().clone())
+    }
+}
+
+impl<T: RemoteActor> fmt::Debug for ActorHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActorHandle<{}>({})", T::PATH, self.id())
+    }
+}
+
+impl<T: RemoteActor> Serialize for ActorHandle<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.methods.raw().serialize(s)
+    }
+}
+
+impl<'de, T: RemoteActor> Deserialize<'de> for ActorHandle<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw = RawActorHandle::deserialize(d)?;
+        if raw.class != T::PATH {
+            return Err(serde::de::Error::custom(format!(
+                "an actor handle of {} cannot be used as ActorHandle<{}>",
+                raw.class,
+                T::PATH
+            )));
+        }
+        Ok(ActorHandle::from_raw(raw))
+    }
+}
+
+/// The options of one actor creation.
+#[doc(hidden)]
+#[derive(Clone, Debug, Default)]
+pub struct ActorOptionsData {
+    pub(crate) resources: ResourceRequest,
+    pub(crate) strategy: SchedulingStrategy,
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) detached: bool,
+    pub(crate) get_if_exists: bool,
+    pub(crate) max_restarts: i32,
+    pub(crate) max_task_retries: i32,
+    pub(crate) max_concurrency: Option<usize>,
+}
+
+/// Options for creating an actor: `T::options().name("x").num_cpus(1.0).remote(args)`.
+///
+/// # Examples
+/// ```no_run
+/// pub struct Store { items: Vec<String> }
+///
+/// #[lumen::remote]
+/// impl Store {
+///     pub fn new() -> Self { Store { items: Vec::new() } }
+///     pub fn add(&mut self, s: String) -> usize { self.items.push(s); self.items.len() }
+/// }
+///
+/// lumen::init()?;
+/// let s = Store::options().name("store").num_cpus(0.5).remote();
+/// let again: lumen::ActorHandle<Store> = lumen::get_actor("store")?;
+/// assert_eq!(lumen::get(&again.add("x".into()).remote())?, 1);
+/// # drop(s);
+/// # Ok::<(), lumen::Error>(())
+/// ```
+#[must_use = "options do nothing until .remote(..) is called"]
+pub struct ActorOptions<T: RemoteActor> {
+    ctor: T::Constructor,
+}
+
+impl<T: RemoteActor> fmt::Debug for ActorOptions<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActorOptions<{}>", T::PATH)
+    }
+}
+
+impl<T: RemoteActor> ActorOptions<T> {
+    #[doc(hidden)]
+    pub fn __new() -> Self {
+        ActorOptions {
+            ctor: T::Constructor::from_options(ActorOptionsData::default()),
+        }
+    }
+
+    fn o(&mut self) -> &mut ActorOptionsData {
+        self.ctor.options_mut()
+    }
+
+    /// CPUs held while the actor lives (default: 1 to place it, 0 while it runs).
+    pub fn num_cpus(mut self, n: f64) -> Self {
+        self.o().resources.num_cpus = Some(n);
+        self
+    }
+
+    /// GPUs held while the actor lives.
+    pub fn num_gpus(mut self, n: f64) -> Self {
+        self.o().resources.num_gpus = Some(n);
+        self
+    }
+
+    /// Bytes of the `memory` resource held while the actor lives.
+    pub fn memory(mut self, bytes: f64) -> Self {
+        self.o().resources.memory = Some(bytes);
+        self
+    }
+
+    /// An amount of a custom resource held while the actor lives.
+    pub fn resource(mut self, name: impl Into<String>, amount: f64) -> Self {
+        let name = name.into();
+        let r = &mut self.o().resources.custom;
+        r.retain(|(n, _)| *n != name);
+        r.push((name, amount));
+        self
+    }
+
+    /// Where to place the actor.
+    pub fn scheduling_strategy(mut self, strategy: SchedulingStrategy) -> Self {
+        self.o().strategy = strategy;
+        self
+    }
+
+    /// Registers the actor under `name` (in its namespace) before `remote()` returns, so
+    /// [`get_actor`] finds it at once.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.o().name = Some(name.into());
+        self
+    }
+
+    /// The namespace of the name (default: the driver's namespace).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.o().namespace = Some(namespace.into());
+        self
+    }
+
+    /// The actor outlives its handles (and, on a cluster, its driver) until killed.
+    pub fn detached(mut self) -> Self {
+        self.o().detached = true;
+        self
+    }
+
+    /// If an actor of this name exists, return a handle to it instead of failing.
+    pub fn get_if_exists(mut self, yes: bool) -> Self {
+        self.o().get_if_exists = yes;
+        self
+    }
+
+    /// Restarts after the actor's process dies (default 0; -1 forever).
+    pub fn max_restarts(mut self, n: i32) -> Self {
+        self.o().max_restarts = n;
+        self
+    }
+
+    /// Retries of a call interrupted by the actor's death (default 0; -1 forever).
+    pub fn max_task_retries(mut self, n: i32) -> Self {
+        self.o().max_task_retries = n;
+        self
+    }
+
+    /// Calls that may run at once (async actors: default 1000).
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.o().max_concurrency = Some(n);
+        self
+    }
+}
+
+impl<T: RemoteActor> Deref for ActorOptions<T> {
+    type Target = T::Constructor;
+    fn deref(&self) -> &T::Constructor {
+        &self.ctor
+    }
+}
+
+/// A handle whose actor never came to be: its calls fail with `error`.
+fn dead_handle<T: RemoteActor>(actor_id: ActorId, error: Option<Error>) -> ActorHandle<T> {
+    if let Some(e) = error {
+        runtime::with_current(|rt| rt.actors.mark_dead(actor_id, e));
+    }
+    ActorHandle::from_raw(RawActorHandle {
+        actor_id,
+        class: Cow::Borrowed(T::PATH),
+        anchor: None,
+    })
+}
+
+/// Creates an actor: the body of every generated constructor `remote(..)`.
+#[doc(hidden)]
+pub fn create_actor<T: RemoteActor>(
+    options: &ActorOptionsData,
+    args: Vec<Result<PreparedArg>>,
+) -> ActorHandle<T> {
+    let actor_id = ActorId::fresh();
+    let Ok(rt) = runtime::current() else {
+        return dead_handle(actor_id, None);
+    };
+    let explicit = options.resources.is_explicit();
+    let lifetime = match options.resources.to_set(0.0) {
+        Ok(r) if explicit => r,
+        Ok(_) => ResourceSet::new(),
+        Err(e) => return dead_handle(actor_id, Some(e)),
+    };
+    if options.max_concurrency == Some(0) {
+        let e = Error::invalid("max_concurrency must be at least 1");
+        return dead_handle(actor_id, Some(e));
+    }
+    let placement = if explicit {
+        lifetime.clone()
+    } else {
+        ResourceSet::one_cpu()
+    };
+    let (args, pinned) = match args::collect(args) {
+        Ok(a) => a,
+        Err(e) => return dead_handle(actor_id, Some(e)),
+    };
+    if let Some(name) = &options.name {
+        if name.is_empty() {
+            return dead_handle(actor_id, Some(Error::invalid("an actor name must not be empty")));
+        }
+    }
+    let task_id = TaskId::fresh();
+    let return_id = ObjectId::for_return(task_id, 0);
+    let namespace = options
+        .namespace
+        .clone()
+        .unwrap_or_else(|| rt.namespace.clone());
+    let spec = Arc::new(TaskSpec {
+        task_id,
+        job_id: rt.job_id,
+        parent: context::exec(|e| e.task_id),
+        function: FunctionRef {
+            id: crate::registry::stable_id(T::PATH),
+            path: Cow::Borrowed(T::PATH),
+        },
+        args,
+        return_id,
+        resources: placement,
+        strategy: options.strategy.clone(),
+        max_retries: 0,
+        retry_exceptions: false,
+        attempt: 0,
+        owner: rt.owner(),
+        kind: TaskKind::ActorCreation(Box::new(ActorCreation {
+            actor_id,
+            lifetime_resources: lifetime,
+            max_restarts: options.max_restarts,
+            max_task_retries: options.max_task_retries,
+            max_concurrency: options.max_concurrency,
+            name: options.name.clone(),
+            namespace,
+            detached: options.detached,
+            request: options.resources.clone(),
+        })),
+        pinned,
+    });
+    let pinned = spec.pinned.clone();
+    rt.refs.pin(&pinned);
+    rt.refs.add_pending_actor(return_id, spec.clone(), actor_id);
+    let anchor = ObjectRef::adopt(RawRef {
+        id: return_id,
+        owner: rt.owner(),
+    });
+    let msg = CreateActor {
+        spec,
+        get_if_exists: options.get_if_exists,
+    };
+    if options.name.is_none() {
+        rt.actors.created(&rt, actor_id);
+        rt.gcs.do_send(msg);
+        return ActorHandle::from_raw(RawActorHandle {
+            actor_id,
+            class: Cow::Borrowed(T::PATH),
+            anchor: Some(anchor),
+        });
+    }
+    // A name is registered before remote() returns.
+    let outcome = futures::executor::block_on(rt.gcs.send(msg))
+        .map_err(|_| Error::shutdown("registering an actor"))
+        .and_then(|r| r);
+    match outcome {
+        Ok(Registered::New) => {
+            rt.actors.created(&rt, actor_id);
+            ActorHandle::from_raw(RawActorHandle {
+                actor_id,
+                class: Cow::Borrowed(T::PATH),
+                anchor: Some(anchor),
+            })
+        }
+        Ok(Registered::Existing { actor_id: existing, class: c }) => {
+            // Nothing was scheduled for the unused creation: release its arguments.
+            rt.refs.unpin(&pinned);
+            if c != T::PATH {
+                let e = Error::invalid(format!(
+                    "the existing actor {:?} is a {c}, not a {}",
+                    options.name.as_deref().unwrap_or_default(),
+                    T::PATH
+                ));
+                return dead_handle(existing, Some(e));
+            }
+            ActorHandle::from_raw(RawActorHandle {
+                actor_id: existing,
+                class: Cow::Borrowed(T::PATH),
+                anchor: None,
+            })
+        }
+        Err(e) => {
+            rt.refs.unpin(&pinned);
+            dead_handle(actor_id, Some(e))
+        }
+    }
+}
+
+/// A call of an actor method, ready to submit with [`remote`](ActorCall::remote).
+///
+/// # Examples
+/// ```no_run
+/// pub struct Echo;
+/// #[lumen::remote]
+/// impl Echo {
+///     pub fn new() -> Self { Echo }
+///     pub fn echo(&self, s: String) -> String { s }
+/// }
+///
+/// lumen::init()?;
+/// let e = Echo::remote();
+/// let call: lumen::ActorCall<String> = e.echo("hi".to_string());
+/// assert_eq!(lumen::get(&call.remote())?, "hi");
+/// # Ok::<(), lumen::Error>(())
+/// ```
+#[must_use = "an actor call does nothing until .remote() is called"]
+pub struct ActorCall<R> {
+    raw: RawActorHandle,
+    method: u32,
+    args: Vec<Result<PreparedArg>>,
+    group: Option<String>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R> fmt::Debug for ActorCall<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActorCall({:?}, method #{})", self.raw, self.method)
+    }
+}
+
+impl<R> ActorCall<R> {
+    #[doc(hidden)]
+    pub fn __new(raw: &RawActorHandle, method: u32, args: Vec<Result<PreparedArg>>) -> Self {
+        ActorCall {
+            raw: raw.clone(),
+            method,
+            args,
+            group: None,
+            _r: PhantomData,
+        }
+    }
+
+    /// Per-call options (chain the setters, then `.remote()`).
+    pub fn options(self) -> Self {
+        self
+    }
+
+    /// Runs this call in the named concurrency group instead of the method's own.
+    pub fn concurrency_group(mut self, name: impl Into<String>) -> Self {
+        self.group = Some(name.into());
+        self
+    }
+
+    /// Submits the call; returns at once with a ref to its result.
+    pub fn remote(self) -> ObjectRef<R> {
+        let Ok(rt) = runtime::current() else {
+            return detached_ref();
+        };
+        let (args, mut pinned) = match args::collect(self.args) {
+            Ok(a) => a,
+            Err(e) => return failed_ref(&rt, e),
+        };
+        let task_id = TaskId::fresh();
+        let return_id = ObjectId::for_return(task_id, 0);
+        // The call keeps the actor alive until it has run.
+        if let Some(anchor) = &self.raw.anchor {
+            pinned.push(anchor.id());
+        }
+        rt.refs.pin(&pinned);
+        rt.refs.add_pending(return_id, None);
+        let r = ObjectRef::adopt(RawRef {
+            id: return_id,
+            owner: rt.owner(),
+        });
+        let actor_id = self.raw.actor_id;
+        rt.actors.submit(
+            &rt,
+            actor_id,
+            ActorTask {
+                task_id,
+                method: self.method,
+                args,
+                group: self.group,
+                guard: CallGuard::new(return_id, pinned, actor_id),
+            },
+        );
+        r
+    }
+}
+
+/// Finds the named actor in the driver's namespace.
+///
+/// # Examples
+/// ```no_run
+/// pub struct Registry;
+/// #[lumen::remote]
+/// impl Registry { pub fn new() -> Self { Registry } pub fn ping(&self) -> u8 { 1 } }
+///
+/// lumen::init()?;
+/// let _r = Registry::options().name("registry").remote();
+/// let h: lumen::ActorHandle<Registry> = lumen::get_actor("registry")?;
+/// assert_eq!(lumen::get(&h.ping().remote())?, 1);
+/// assert!(lumen::get_actor::<Registry>("nobody").is_err());
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn get_actor<T: RemoteActor>(name: &str) -> Result<ActorHandle<T>> {
+    let rt = runtime::current()?;
+    get_actor_in(name, &rt.namespace.clone())
+}
+
+/// Finds the named actor in `namespace`.
+pub fn get_actor_in<T: RemoteActor>(name: &str, namespace: &str) -> Result<ActorHandle<T>> {
+    let rt = runtime::current()?;
+    let (actor_id, class) = futures::executor::block_on(rt.gcs.send(LookupActor {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }))
+    .map_err(|_| Error::shutdown("looking up an actor"))??;
+    if class != T::PATH {
+        return Err(Error::invalid(format!(
+            "the actor {name:?} is a {class}, not a {}",
+            T::PATH
+        )));
+    }
+    Ok(ActorHandle::from_raw(RawActorHandle {
+        actor_id,
+        class: Cow::Owned(class),
+        anchor: None,
+    }))
+}
+
+/// Kills the actor at once (no restart). Calls not yet run fail with `Error::ActorDied`; a named
+/// actor's name becomes free.
+///
+/// # Examples
+/// ```no_run
+/// pub struct Worker;
+/// #[lumen::remote]
+/// impl Worker { pub fn new() -> Self { Worker } pub fn work(&self) -> u8 { 1 } }
+///
+/// lumen::init()?;
+/// let w = Worker::remote();
+/// lumen::kill(&w);
+/// assert!(matches!(lumen::get(&w.work().remote()), Err(lumen::Error::ActorDied { .. })));
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn kill<T: RemoteActor>(handle: &ActorHandle<T>) {
+    runtime::with_current(|rt| {
+        let actor_id = handle.id();
+        let reason = "killed by lumen::kill".to_string();
+        rt.actors.mark_dead(
+            actor_id,
+            Error::ActorDied {
+                actor: actor_id.to_string(),
+                class: T::PATH.to_string(),
+                reason: reason.clone(),
+            },
+        );
+        rt.gcs.do_send(KillActor { actor_id, reason });
+    });
+}

@@ -1,0 +1,140 @@
+//! [`Config`]: how `lumen::init_with` starts or joins a cluster.
+
+use crate::resources::{Amount, Resource, ResourceRequest, ResourceSet};
+use crate::error::{Error, Result};
+
+/// Options for [`init_with`](crate::init_with): the embedded node's resources, or the address of
+/// a running cluster.
+///
+/// # Examples
+/// ```no_run
+/// lumen::init_with(lumen::Config::default().num_cpus(2.0).num_gpus(0.0).resource("node0", 2.0))?;
+/// assert_eq!(lumen::cluster_resources()["node0"], 2.0);
+/// lumen::shutdown();
+/// # Ok::<(), lumen::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub(crate) num_cpus: Option<f64>,
+    pub(crate) num_gpus: Option<f64>,
+    pub(crate) memory: Option<f64>,
+    pub(crate) object_store_memory: Option<f64>,
+    pub(crate) resources: Vec<(String, f64)>,
+    pub(crate) address: Option<String>,
+    pub(crate) namespace: Option<String>,
+}
+
+impl Config {
+    /// Logical CPUs of the embedded node (default: the machine's cores).
+    pub fn num_cpus(mut self, n: f64) -> Self {
+        self.num_cpus = Some(n);
+        self
+    }
+
+    /// Logical GPUs of the embedded node (default: the GPUs found on the machine).
+    pub fn num_gpus(mut self, n: f64) -> Self {
+        self.num_gpus = Some(n);
+        self
+    }
+
+    /// Bytes of the `memory` resource (default: 70% of available memory).
+    pub fn memory(mut self, bytes: f64) -> Self {
+        self.memory = Some(bytes);
+        self
+    }
+
+    /// Bytes of object-store capacity reported as `object_store_memory` (default: 30% of
+    /// available memory).
+    pub fn object_store_memory(mut self, bytes: f64) -> Self {
+        self.object_store_memory = Some(bytes);
+        self
+    }
+
+    /// A custom resource of the embedded node, e.g. `resource("node0", 2.0)`.
+    pub fn resource(mut self, name: impl Into<String>, amount: f64) -> Self {
+        self.resources.push((name.into(), amount));
+        self
+    }
+
+    /// Connect to a running cluster at `HOST:PORT` instead of starting one ("auto": the local
+    /// one).
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = Some(address.into());
+        self
+    }
+
+    /// The namespace for named actors (default: a fresh anonymous one per driver, as in Ray).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// The embedded node's total resources, validated.
+    pub(crate) fn node_resources(&self) -> Result<ResourceSet> {
+        let cpus = self.num_cpus.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+        });
+        let gpus = self.num_gpus.unwrap_or_else(|| detect_gpus() as f64);
+        if gpus.fract() != 0.0 {
+            return Err(Error::invalid(format!(
+                "num_gpus = {gpus}: a node has a whole number of GPUs"
+            )));
+        }
+        let avail = available_memory() as f64;
+        let req = ResourceRequest {
+            num_cpus: Some(cpus),
+            num_gpus: Some(gpus),
+            memory: Some(self.memory.unwrap_or((avail * 0.7).floor())),
+            custom: self.resources.clone(),
+        };
+        let mut set = req.to_set(0.0)?;
+        let store = self.object_store_memory.unwrap_or((avail * 0.3).floor());
+        set.set(
+            Resource::ObjectStoreMemory,
+            Amount::parse("object_store_memory", store)?,
+        );
+        Ok(set)
+    }
+}
+
+/// GPUs visible to this process: `CUDA_VISIBLE_DEVICES` if set, else the NVIDIA driver's list.
+pub(crate) fn detect_gpus() -> usize {
+    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return v.split(',').filter(|s| !s.trim().is_empty()).count();
+    }
+    std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count())
+}
+
+fn available_memory() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/meminfo") else {
+        return 4 << 30;
+    };
+    s.lines()
+        .find(|l| l.starts_with("MemAvailable:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(4 << 30, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_resources_validate() {
+        let set = Config::default()
+            .num_cpus(3.0)
+            .num_gpus(1.0)
+            .resource("node0", 2.0)
+            .node_resources()
+            .unwrap()
+            .to_map();
+        assert_eq!(set["CPU"], 3.0);
+        assert_eq!(set["GPU"], 1.0);
+        assert_eq!(set["node0"], 2.0);
+        assert!(set["memory"] > 0.0 && set["object_store_memory"] > 0.0);
+        assert!(Config::default().num_cpus(-1.0).node_resources().is_err());
+        assert!(Config::default().num_gpus(0.5).node_resources().is_err());
+        assert!(Config::default().resource("GPU", 1.0).node_resources().is_err());
+    }
+}

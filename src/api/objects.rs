@@ -1,0 +1,302 @@
+//! `put`, `get`, `get_all`, `get_timeout`, `wait`, and awaiting refs.
+//!
+//! Blocking reads wait on the store shards' reply channel. Inside a task, a read that has to wait
+//! lends the task's CPU back to the raylet until the objects arrive (so a task waiting for its
+//! children cannot starve them), and takes it back before returning. Inside async tasks and
+//! methods, blocking reads are refused: `.await` the ref instead.
+
+use crate::api::context::{self, refuse_blocking_in_async};
+use crate::error::{Error, Result};
+use crate::ids::ObjectId;
+use crate::node::raylet::{TaskBlocked, TaskUnblocked};
+use crate::objects::codec;
+use crate::objects::object_ref::{ObjectRef, RawRef};
+use crate::objects::store::Stored;
+use crate::runtime::{self, Runtime};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a blocking read waits before lending its task's CPU.
+const LEND_AFTER: Duration = Duration::from_millis(1);
+
+/// Stores `value` in the object store and returns a ref to it. The object is immutable.
+///
+/// # Examples
+/// ```no_run
+/// lumen::init()?;
+/// let r = lumen::put(vec![1u8; 1 << 20]);
+/// let v: Vec<u8> = lumen::get(&r)?;
+/// assert_eq!(v.len(), 1 << 20);
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn put<T: Serialize>(value: T) -> ObjectRef<T> {
+    let Ok(rt) = runtime::current() else {
+        return crate::api::task::detached_ref();
+    };
+    match codec::encode(std::any::type_name::<T>(), &value) {
+        Ok(enc) => {
+            let id = ObjectId::for_put();
+            rt.refs.add_put(id, enc);
+            ObjectRef::adopt(RawRef {
+                id,
+                owner: rt.owner(),
+            })
+        }
+        Err(e) => crate::api::task::failed_ref(&rt, e),
+    }
+}
+
+fn decode<T: DeserializeOwned>(id: ObjectId, stored: Stored) -> Result<T> {
+    match stored {
+        Stored::Value(b) => codec::decode(&format!("object {id}"), &b),
+        Stored::Error(e) => Err(e),
+    }
+}
+
+/// Waits until `need` of `ids` are present or `timeout` passes; returns the values by slot and
+/// whether `need` was reached.
+fn fetch_blocking(
+    rt: &Arc<Runtime>,
+    ids: &[ObjectId],
+    need: usize,
+    timeout: Option<Duration>,
+) -> Result<(Vec<Option<Stored>>, bool)> {
+    refuse_blocking_in_async("lumen::get")?;
+    let mut slots: Vec<Option<Stored>> = vec![None; ids.len()];
+    if ids.is_empty() || need == 0 {
+        return Ok((slots, true));
+    }
+    let rx = rt.store.fetch(ids);
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut got = 0;
+    let mut lent = None;
+    let mut complete = true;
+    while got < need {
+        let now = Instant::now();
+        let mut wait = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+        if lent.is_none() {
+            wait = wait.min(LEND_AFTER);
+        }
+        match rx.recv_timeout(wait) {
+            Ok((slot, v)) => {
+                if slots[slot as usize].is_none() {
+                    got += 1;
+                }
+                slots[slot as usize] = Some(v);
+            }
+            Err(flume::RecvTimeoutError::Timeout) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    complete = false;
+                    break;
+                }
+                if lent.is_none() {
+                    // About to wait for real: lend the task's CPU, if it holds one.
+                    lent = Some(context::exec(|e| e.task_id.filter(|_| e.lends_cpu)));
+                    if let Some(Some(task_id)) = lent {
+                        rt.raylet.do_send(TaskBlocked { task_id });
+                    }
+                }
+            }
+            Err(flume::RecvTimeoutError::Disconnected) => {
+                return Err(Error::shutdown("waiting for an object"));
+            }
+        }
+    }
+    // Anything else already delivered counts as ready too.
+    while let Ok((slot, v)) = rx.try_recv() {
+        slots[slot as usize] = Some(v);
+    }
+    if let Some(Some(task_id)) = lent {
+        let (tx, back) = flume::bounded(1);
+        rt.raylet.do_send(TaskUnblocked { task_id, reply: tx });
+        let _ = back.recv();
+    }
+    Ok((slots, complete))
+}
+
+/// Waits for the object and returns its value, or the error of the task that made it.
+///
+/// Inside an async task or method this returns `Error::InvalidArgument` without blocking:
+/// `.await` the ref there instead.
+///
+/// # Examples
+/// ```no_run
+/// #[lumen::remote]
+/// fn square(x: i64) -> i64 { x * x }
+///
+/// lumen::init()?;
+/// assert_eq!(lumen::get(&square::remote(4))?, 16);
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn get<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
+    get_inner(r, None)
+}
+
+/// Like [`get`], but gives up after `timeout` with `Error::GetTimeout`.
+///
+/// # Examples
+/// ```no_run
+/// use std::time::Duration;
+/// #[lumen::remote]
+/// fn slow() -> u8 { std::thread::sleep(Duration::from_secs(10)); 1 }
+///
+/// lumen::init()?;
+/// let e = lumen::get_timeout(&slow::remote(), Duration::from_millis(100)).unwrap_err();
+/// assert!(matches!(e, lumen::Error::GetTimeout { .. }));
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn get_timeout<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
+    get_inner(r, Some(timeout))
+}
+
+fn get_inner<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Option<Duration>) -> Result<T> {
+    let rt = runtime::current()?;
+    let id = r.id();
+    let (mut slots, complete) = fetch_blocking(&rt, &[id], 1, timeout)?;
+    if !complete {
+        return Err(Error::GetTimeout {
+            object: id.to_string(),
+            timeout: timeout.unwrap_or_default(),
+        });
+    }
+    match slots.pop().flatten() {
+        Some(v) => decode(id, v),
+        None => Err(Error::shutdown("waiting for an object")),
+    }
+}
+
+/// Waits for every object and returns their values in order; the first failed object's error
+/// otherwise.
+///
+/// # Examples
+/// ```no_run
+/// #[lumen::remote]
+/// fn square(x: i64) -> i64 { x * x }
+///
+/// lumen::init()?;
+/// let refs: Vec<_> = (0..4).map(square::remote).collect();
+/// assert_eq!(lumen::get_all(&refs)?, vec![0, 1, 4, 9]);
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
+    let rt = runtime::current()?;
+    let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
+    let (slots, _) = fetch_blocking(&rt, &ids, ids.len(), None)?;
+    ids.iter()
+        .zip(slots)
+        .map(|(id, s)| match s {
+            Some(v) => decode(*id, v),
+            None => Err(Error::shutdown("waiting for an object")),
+        })
+        .collect()
+}
+
+/// Waits until `num_returns` of `refs` are ready (or `timeout` passes) and splits them into
+/// `(ready, not_ready)`, each in the order of `refs`. At most `num_returns` refs are returned as
+/// ready; `num_returns` larger than `refs.len()` waits for all of them. A failed object counts as
+/// ready. Before `lumen::init()` nothing is ready.
+///
+/// # Examples
+/// ```no_run
+/// use std::time::Duration;
+/// #[lumen::remote]
+/// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+///
+/// lumen::init()?;
+/// let refs = vec![nap::remote(5000), nap::remote(0)];
+/// let (ready, rest) = lumen::wait(&refs, 1, Some(Duration::from_secs(4)));
+/// assert_eq!((ready.len(), rest.len()), (1, 1));
+/// assert_eq!(lumen::get(&ready[0])?, 0);
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn wait<T>(
+    refs: &[ObjectRef<T>],
+    num_returns: usize,
+    timeout: Option<Duration>,
+) -> (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>) {
+    let Ok(rt) = runtime::current() else {
+        return (Vec::new(), refs.to_vec());
+    };
+    let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
+    let need = num_returns.min(ids.len());
+    let slots = match fetch_blocking(&rt, &ids, need, timeout) {
+        Ok((s, _)) => s,
+        // Inside an async task: answer from what is present now, without blocking.
+        Err(_) => fetch_ready_now(&rt, &ids),
+    };
+    let mut ready = Vec::new();
+    let mut rest = Vec::new();
+    for (r, s) in refs.iter().zip(slots) {
+        if s.is_some() && ready.len() < need {
+            ready.push(r.clone());
+        } else {
+            rest.push(r.clone());
+        }
+    }
+    (ready, rest)
+}
+
+/// Which of `ids` are present right now (one round trip to the shards).
+fn fetch_ready_now(rt: &Arc<Runtime>, ids: &[ObjectId]) -> Vec<Option<Stored>> {
+    let mut slots = vec![None; ids.len()];
+    let rx = rt.store.fetch(ids);
+    // The shards answer present objects immediately; give them a moment to do so.
+    let deadline = Instant::now() + Duration::from_millis(20);
+    while let Ok((slot, v)) = rx.recv_deadline(deadline) {
+        slots[slot as usize] = Some(v);
+        if slots.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    slots
+}
+
+/// Awaits an object without blocking a thread (what `ref.await` does).
+pub(crate) async fn get_async<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
+    let rt = runtime::current()?;
+    let id = r.id();
+    let rx = rt.store.fetch(&[id]);
+    drop(rt);
+    let (_, v) = rx
+        .recv_async()
+        .await
+        .map_err(|_| Error::shutdown("awaiting an object"))?;
+    decode(id, v)
+}
+
+/// Counts of what this process references and what the local store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemorySummary {
+    /// Objects this process holds references to (owned or borrowed).
+    pub referenced_objects: usize,
+    /// Objects in the local object store.
+    pub stored_objects: usize,
+    /// Bytes of those objects.
+    pub stored_bytes: usize,
+}
+
+/// What this process references and the local object store holds; for finding leaks.
+///
+/// # Examples
+/// ```no_run
+/// lumen::init()?;
+/// let before = lumen::memory_summary()?.stored_objects;
+/// let r = lumen::put(vec![0u8; 1024]);
+/// # let _ = lumen::get(&r)?;
+/// drop(r);                                        // the last ref: the object is freed
+/// # std::thread::sleep(std::time::Duration::from_millis(50));
+/// assert_eq!(lumen::memory_summary()?.stored_objects, before);
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn memory_summary() -> Result<MemorySummary> {
+    let rt = runtime::current()?;
+    let stats = futures::executor::block_on(rt.store.stats());
+    Ok(MemorySummary {
+        referenced_objects: rt.refs.len(),
+        stored_objects: stats.objects,
+        stored_bytes: stats.bytes,
+    })
+}

@@ -1,0 +1,224 @@
+//! Running task bodies, and handing outcomes to the owner.
+//!
+//! Shared by the worker actor (sync tasks), the event loop (async tasks) and actor hosts: build
+//! the argument list (inline values and resolved refs; a failed upstream object fails this task
+//! with the same error), run the registered function with panics caught, and finish: the owner
+//! either resubmits the task (retries left and the failure is retryable) or stores the outcome and
+//! unpins the arguments.
+
+use crate::api::context::{with_exec, ExecContext, WithExec};
+use crate::error::Error;
+use crate::ids::NodeId;
+use crate::node::raylet::{Raylet, SubmitTask, TaskDone};
+use crate::objects::store::Stored;
+use crate::registry::{self, Args, Invoke, Outcome};
+use crate::resources::Grant;
+use crate::runtime;
+use crate::task::{TaskArg, TaskSpec};
+use actix::Addr;
+use bytes::Bytes;
+use futures::FutureExt;
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+/// A task whose top-level ref arguments have been fetched.
+pub(crate) struct Ready {
+    pub(crate) spec: Arc<TaskSpec>,
+    /// The value of each ref argument, by argument index (`None` for inline values).
+    pub(crate) resolved: Vec<Option<Stored>>,
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".to_string()
+    }
+}
+
+/// Fills in where a user error happened.
+pub(crate) fn locate(error: Error, function: &str, node: NodeId) -> Error {
+    match error {
+        Error::Task {
+            function: f,
+            message,
+            node: n,
+        } if f.is_empty() || n.is_empty() => Error::Task {
+            function: if f.is_empty() { function.to_string() } else { f },
+            message,
+            node: if n.is_empty() { node.to_string() } else { n },
+        },
+        other => other,
+    }
+}
+
+/// The argument bytes of a task, in order. A failed upstream object is this task's failure.
+pub(crate) fn build_args(args: &[TaskArg], resolved: Vec<Option<Stored>>) -> Result<Vec<Bytes>, Error> {
+    let mut resolved = resolved.into_iter();
+    let mut out = Vec::with_capacity(args.len());
+    for arg in args {
+        let value = resolved.next().flatten();
+        match (arg, value) {
+            (TaskArg::Value(b), _) => out.push(b.clone()),
+            (TaskArg::Ref(_), Some(Stored::Value(b))) => out.push(b),
+            (TaskArg::Ref(_), Some(Stored::Error(e))) => return Err(e),
+            (TaskArg::Ref(r), None) => {
+                return Err(Error::ObjectLost {
+                    object: r.id.to_string(),
+                    reason: "an argument was not resolved before the task ran".into(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves ref arguments by fetching them (blocking), for callers that did not pre-resolve.
+pub(crate) fn fetch_args_blocking(args: &[TaskArg]) -> Result<Vec<Bytes>, Error> {
+    let resolved = fetch_resolution(args)?;
+    match resolved {
+        None => build_args(args, Vec::new()),
+        Some((rx, n, mut slots)) => {
+            for _ in 0..n {
+                let (i, v) = rx
+                    .recv()
+                    .map_err(|_| Error::shutdown("resolving the arguments of an actor call"))?;
+                slots[i as usize] = Some(v);
+            }
+            build_args(args, slots)
+        }
+    }
+}
+
+/// Resolves ref arguments by fetching them, without blocking a thread.
+pub(crate) async fn fetch_args_async(args: &[TaskArg]) -> Result<Vec<Bytes>, Error> {
+    match fetch_resolution(args)? {
+        None => build_args(args, Vec::new()),
+        Some((rx, n, mut slots)) => {
+            for _ in 0..n {
+                let (i, v) = rx
+                    .recv_async()
+                    .await
+                    .map_err(|_| Error::shutdown("resolving the arguments of an actor call"))?;
+                slots[i as usize] = Some(v);
+            }
+            build_args(args, slots)
+        }
+    }
+}
+
+type Resolution = (flume::Receiver<(u32, Stored)>, usize, Vec<Option<Stored>>);
+
+fn fetch_resolution(args: &[TaskArg]) -> Result<Option<Resolution>, Error> {
+    let deps: Vec<(usize, crate::ids::ObjectId)> = args
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| match a {
+            TaskArg::Ref(r) => Some((i, r.id)),
+            TaskArg::Value(_) => None,
+        })
+        .collect();
+    if deps.is_empty() {
+        return Ok(None);
+    }
+    let rt = runtime::current()?;
+    let (tx, rx) = flume::unbounded();
+    let n = deps.len();
+    rt.store.fetch_into(deps, tx);
+    Ok(Some((rx, n, vec![None; args.len()])))
+}
+
+/// Runs a sync task to completion on this thread.
+pub(crate) fn run_sync(spec: &TaskSpec, resolved: Vec<Option<Stored>>, node: NodeId) -> Outcome {
+    let path = &spec.function.path;
+    let f = registry::function(spec.function.id, path)?;
+    let args = build_args(&spec.args, resolved)?;
+    let Invoke::Sync(invoke) = f.invoke else {
+        return Err(Error::invalid(format!("{path} is async and cannot run on a worker thread")));
+    };
+    match std::panic::catch_unwind(AssertUnwindSafe(|| invoke(Args::new(args, f.path)))) {
+        Ok(outcome) => outcome.map_err(|e| locate(e, path, node)),
+        Err(p) => Err(Error::Task {
+            function: path.to_string(),
+            message: panic_message(p),
+            node: node.to_string(),
+        }),
+    }
+}
+
+/// Runs an async task on the node's event loop; tells the raylet when it is done.
+pub(crate) fn spawn_async(
+    executor: &tokio::runtime::Handle,
+    ready: Ready,
+    grant: Grant,
+    raylet: Addr<Raylet>,
+    node: NodeId,
+) {
+    let spec = ready.spec;
+    let ctx = ExecContext {
+        task_id: Some(spec.task_id),
+        actor_id: None,
+        gpu_ids: grant.gpu_ids(),
+        lends_cpu: false,
+        in_async: true,
+    };
+    executor.spawn(async move {
+        let path = spec.function.path.to_string();
+        let started = registry::function(spec.function.id, &path).and_then(|f| {
+            let args = build_args(&spec.args, ready.resolved)?;
+            match f.invoke {
+                Invoke::Async(invoke) => Ok(invoke(Args::new(args, f.path))),
+                Invoke::Sync(_) => Err(Error::invalid(format!("{path} is not async"))),
+            }
+        });
+        let outcome = match started {
+            Ok(fut) => match WithExec::new(ctx, AssertUnwindSafe(fut).catch_unwind()).await {
+                Ok(outcome) => outcome.map_err(|e| locate(e, &path, node)),
+                Err(p) => Err(Error::Task {
+                    function: path.clone(),
+                    message: panic_message(p),
+                    node: node.to_string(),
+                }),
+            },
+            Err(e) => Err(e),
+        };
+        finish(&spec, outcome);
+        raylet.do_send(TaskDone {
+            task_id: spec.task_id,
+            worker: None,
+        });
+    });
+}
+
+/// The owner's side of a finished attempt: retry, or store the outcome and unpin the arguments.
+pub(crate) fn finish(spec: &Arc<TaskSpec>, outcome: Outcome) {
+    runtime::with_current(|rt| {
+        let outcome = match outcome {
+            Err(Error::Task { .. }) if spec.retry_exceptions && spec.may_retry() => {
+                let mut next = (**spec).clone();
+                next.attempt += 1;
+                tracing::debug!(task = %spec.task_id, attempt = next.attempt, "retrying task");
+                rt.raylet.do_send(SubmitTask {
+                    spec: Arc::new(next),
+                });
+                return;
+            }
+            other => other,
+        };
+        let (value, contained) = match outcome {
+            Ok(enc) => (Stored::Value(enc.bytes), enc.contained),
+            Err(e) => (Stored::Error(e), Vec::new()),
+        };
+        rt.refs.complete(spec.return_id, value, &contained);
+        rt.refs.unpin(&spec.pinned);
+    });
+}
+
+/// Runs `f` as the body of a task with `ctx` set.
+pub(crate) fn in_context<R>(ctx: ExecContext, f: impl FnOnce() -> R) -> R {
+    with_exec(ctx, f)
+}

@@ -1,0 +1,66 @@
+//! A worker: an actix actor on its own thread that runs sync tasks, one at a time.
+//!
+//! The raylet keeps a pool of idle workers and starts more when every one is busy (including
+//! when a task blocks in `get` and lends its CPU to another task), as Ray's worker pool does.
+
+use crate::api::context::ExecContext;
+use crate::ids::NodeId;
+use crate::node::executor::{self, Ready};
+use crate::node::raylet::{Raylet, TaskDone};
+use crate::resources::{Grant, Resource};
+use actix::prelude::*;
+
+/// Runs one task.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Execute {
+    pub(crate) ready: Ready,
+    pub(crate) grant: Grant,
+}
+
+/// Stops the worker and its thread.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Retire;
+
+/// A worker thread.
+pub(crate) struct Worker {
+    pub(crate) node: NodeId,
+    pub(crate) raylet: Addr<Raylet>,
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+}
+
+impl Handler<Execute> for Worker {
+    type Result = ();
+    fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) {
+        let spec = msg.ready.spec;
+        let span = tracing::debug_span!("task", task = %spec.task_id, function = %spec.function.path);
+        let _enter = span.enter();
+        let exec = ExecContext {
+            task_id: Some(spec.task_id),
+            actor_id: None,
+            gpu_ids: msg.grant.gpu_ids(),
+            lends_cpu: msg.grant.resources.get(&Resource::Cpu).as_f64() > 0.0,
+            in_async: false,
+        };
+        let node = self.node;
+        let resolved = msg.ready.resolved;
+        let outcome = executor::in_context(exec, || executor::run_sync(&spec, resolved, node));
+        executor::finish(&spec, outcome);
+        self.raylet.do_send(TaskDone {
+            task_id: spec.task_id,
+            worker: Some(ctx.address()),
+        });
+    }
+}
+
+impl Handler<Retire> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        ctx.stop();
+        Arbiter::current().stop();
+    }
+}

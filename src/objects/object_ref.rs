@@ -1,0 +1,142 @@
+//! [`ObjectRef<T>`]: a typed, reference-counted handle to an object that exists now or will
+//! exist when the task that makes it finishes.
+//!
+//! Cloning a ref adds a local reference; dropping one removes it; serializing one inside a task
+//! argument or a stored value pins the object for as long as that task or value lives. When the
+//! owner's count for an object reaches zero, every copy is freed.
+
+use crate::error::Result;
+use crate::ids::{NodeId, ObjectId, WorkerId};
+use crate::objects::codec;
+use crate::runtime;
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::future::IntoFuture;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+
+/// Where an object's owner lives: the worker that created the ref and its node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct OwnerAddress {
+    pub(crate) worker: WorkerId,
+    pub(crate) node: NodeId,
+}
+
+/// An untyped ref: the object's id and its owner. What travels on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct RawRef {
+    pub(crate) id: ObjectId,
+    pub(crate) owner: OwnerAddress,
+}
+
+/// A reference to an object of type `T` in the object store: the result of a task, an actor
+/// call or [`put`](crate::put).
+///
+/// `ObjectRef<T>` is cheap to clone, `Send + Sync`, and serializable: pass it to tasks and
+/// actors, store it inside other objects. Read the value with [`get`](crate::get) or by
+/// `.await`ing the ref. The object lives as long as any ref to it (or any task or object
+/// holding one) does.
+///
+/// # Examples
+/// ```no_run
+/// #[lumen::remote]
+/// fn square(x: i64) -> i64 { x * x }
+///
+/// lumen::init()?;
+/// let r: lumen::ObjectRef<i64> = square::remote(3);
+/// let r2 = square::remote(&r);            // a ref as an argument: resolved before the task runs
+/// assert_eq!(lumen::get(&r2)?, 81);
+/// # Ok::<(), lumen::Error>(())
+/// ```
+#[must_use = "dropping an ObjectRef frees its object once no other reference remains"]
+pub struct ObjectRef<T> {
+    raw: RawRef,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> ObjectRef<T> {
+    /// Wraps a raw ref whose local count has already been taken for this handle.
+    pub(crate) fn adopt(raw: RawRef) -> Self {
+        ObjectRef {
+            raw,
+            _t: PhantomData,
+        }
+    }
+
+    /// The object's id.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// lumen::init()?;
+    /// let r = lumen::put(1u8);
+    /// println!("object {}", r.id());
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn id(&self) -> ObjectId {
+        self.raw.id
+    }
+
+    pub(crate) fn raw(&self) -> &RawRef {
+        &self.raw
+    }
+}
+
+impl<T> Clone for ObjectRef<T> {
+    fn clone(&self) -> Self {
+        runtime::with_current(|rt| rt.refs.add_local(self.raw.id));
+        ObjectRef::adopt(self.raw.clone())
+    }
+}
+
+impl<T> Drop for ObjectRef<T> {
+    fn drop(&mut self) {
+        runtime::with_current(|rt| rt.refs.remove_local(self.raw.id));
+    }
+}
+
+impl<T> fmt::Debug for ObjectRef<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectRef({})", self.raw.id)
+    }
+}
+
+impl<T> PartialEq for ObjectRef<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw.id == other.raw.id
+    }
+}
+
+impl<T> Eq for ObjectRef<T> {}
+
+impl<T> Hash for ObjectRef<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.raw.id.hash(state)
+    }
+}
+
+impl<T> Serialize for ObjectRef<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        codec::note_contained(&self.raw);
+        self.raw.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for ObjectRef<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw = RawRef::deserialize(d)?;
+        runtime::with_current(|rt| rt.refs.add_borrowed(&raw));
+        Ok(ObjectRef::adopt(raw))
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> IntoFuture for ObjectRef<T> {
+    type Output = Result<T>;
+    type IntoFuture = BoxFuture<'static, Result<T>>;
+
+    /// Waits for the object without blocking a thread; works on any executor.
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { crate::api::objects::get_async(&self).await })
+    }
+}

@@ -1,0 +1,212 @@
+//! The owner's reference table: reference counts, lineage and containment of the objects this
+//! process owns or borrows.
+//!
+//! Counts per object: `local` (live `ObjectRef` handles in this process) and `pinned` (tasks in
+//! flight whose arguments mention the object, and stored objects that contain it). When both
+//! reach zero the entry is removed, the stored copy freed, and the objects it contained unpinned.
+//!
+//! The table is also where a task's result lands ([`RefTable::complete`]): the result is stored
+//! only if someone still holds a reference, and the check and the store send happen under the
+//! entry's lock, so a result can never be stored after its object was freed.
+
+use crate::ids::{ActorId, ObjectId};
+use crate::system::gcs::{ActorOutOfScope, Gcs};
+use actix::Addr;
+use crate::objects::codec::Encoded;
+use crate::objects::object_ref::RawRef;
+use crate::objects::store::{StoreClient, Stored};
+use crate::task::TaskSpec;
+use dashmap::DashMap;
+use std::sync::Arc;
+
+#[derive(Default)]
+struct RefEntry {
+    local: u32,
+    pinned: u32,
+    /// The value is in the store (so freeing must drop it there).
+    stored: bool,
+    /// Objects referenced from inside this object's value.
+    contains: Vec<ObjectId>,
+    /// The task that makes this object, kept by its owner for re-execution.
+    #[allow(dead_code)]
+    lineage: Option<Arc<TaskSpec>>,
+    /// This object anchors an actor's handles: when it goes, the actor is out of scope.
+    actor: Option<ActorId>,
+}
+
+/// Reference counts and lineage of objects, per process.
+pub(crate) struct RefTable {
+    map: DashMap<ObjectId, RefEntry>,
+    store: StoreClient,
+    gcs: Addr<Gcs>,
+}
+
+impl RefTable {
+    pub(crate) fn new(store: StoreClient, gcs: Addr<Gcs>) -> Self {
+        RefTable {
+            map: DashMap::with_shard_amount(64),
+            store,
+            gcs,
+        }
+    }
+
+    /// Registers the creation object of an actor: the anchor of its handles.
+    pub(crate) fn add_pending_actor(&self, id: ObjectId, lineage: Arc<TaskSpec>, actor: ActorId) {
+        self.map.insert(
+            id,
+            RefEntry {
+                local: 1,
+                lineage: Some(lineage),
+                actor: Some(actor),
+                ..Default::default()
+            },
+        );
+    }
+
+    /// Registers the return object of a task just submitted: one local ref, not yet stored.
+    pub(crate) fn add_pending(&self, id: ObjectId, lineage: Option<Arc<TaskSpec>>) {
+        self.map.insert(
+            id,
+            RefEntry {
+                local: 1,
+                lineage,
+                ..Default::default()
+            },
+        );
+    }
+
+    /// Registers and stores a value made by `put`: one local ref.
+    pub(crate) fn add_put(&self, id: ObjectId, value: Encoded) {
+        let contains: Vec<ObjectId> = value.contained.iter().map(|r| r.id).collect();
+        self.pin(&contains);
+        self.map.insert(
+            id,
+            RefEntry {
+                local: 1,
+                stored: true,
+                contains,
+                ..Default::default()
+            },
+        );
+        self.store.put(id, Stored::Value(value.bytes));
+    }
+
+    /// Another local handle to a known object.
+    pub(crate) fn add_local(&self, id: ObjectId) {
+        if let Some(mut e) = self.map.get_mut(&id) {
+            e.local += 1;
+        }
+    }
+
+    /// A handle deserialized from a task argument or a stored value.
+    pub(crate) fn add_borrowed(&self, raw: &RawRef) {
+        let mut e = self.map.entry(raw.id).or_insert_with(|| RefEntry {
+            stored: true,
+            ..Default::default()
+        });
+        e.local += 1;
+    }
+
+    /// A local handle was dropped.
+    pub(crate) fn remove_local(&self, id: ObjectId) {
+        let release = match self.map.get_mut(&id) {
+            Some(mut e) => {
+                e.local = e.local.saturating_sub(1);
+                e.local == 0 && e.pinned == 0
+            }
+            None => false,
+        };
+        if release {
+            self.release(id);
+        }
+    }
+
+    /// Pins objects mentioned by a task's arguments or a stored value.
+    pub(crate) fn pin(&self, ids: &[ObjectId]) {
+        for id in ids {
+            let mut e = self.map.entry(*id).or_insert_with(|| RefEntry {
+                stored: true,
+                ..Default::default()
+            });
+            e.pinned += 1;
+        }
+    }
+
+    /// Undoes [`pin`](Self::pin).
+    pub(crate) fn unpin(&self, ids: &[ObjectId]) {
+        for id in ids {
+            let release = match self.map.get_mut(id) {
+                Some(mut e) => {
+                    e.pinned = e.pinned.saturating_sub(1);
+                    e.local == 0 && e.pinned == 0
+                }
+                None => false,
+            };
+            if release {
+                self.release(*id);
+            }
+        }
+    }
+
+    /// Stores a task's result if the object is still referenced. Returns whether it was stored.
+    pub(crate) fn complete(&self, id: ObjectId, value: Stored, contained: &[RawRef]) -> bool {
+        let contains: Vec<ObjectId> = contained.iter().map(|r| r.id).collect();
+        // Pin what the value holds before it becomes visible; undone below if it is discarded.
+        self.pin(&contains);
+        let stored = match self.map.get_mut(&id) {
+            Some(mut e) if !e.stored => {
+                e.stored = true;
+                e.contains = contains.clone();
+                self.store.put(id, value);
+                true
+            }
+            _ => false,
+        };
+        if !stored {
+            self.unpin(&contains);
+        }
+        stored
+    }
+
+    /// Removes entries whose counts are zero, freeing their values and what they contain.
+    fn release(&self, first: ObjectId) {
+        let mut work = vec![first];
+        while let Some(id) = work.pop() {
+            let Some((_, e)) = self
+                .map
+                .remove_if(&id, |_, e| e.local == 0 && e.pinned == 0)
+            else {
+                continue;
+            };
+            if e.stored {
+                self.store.free(id);
+            }
+            if let Some(actor_id) = e.actor {
+                self.gcs.do_send(ActorOutOfScope { actor_id });
+            }
+            for inner in e.contains {
+                let release = match self.map.get_mut(&inner) {
+                    Some(mut ie) => {
+                        ie.pinned = ie.pinned.saturating_sub(1);
+                        ie.local == 0 && ie.pinned == 0
+                    }
+                    None => false,
+                };
+                if release {
+                    work.push(inner);
+                }
+            }
+        }
+    }
+
+    /// Number of objects this process holds references to.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the object is still referenced.
+    #[allow(dead_code)]
+    pub(crate) fn contains(&self, id: ObjectId) -> bool {
+        self.map.contains_key(&id)
+    }
+}

@@ -1,0 +1,240 @@
+//! The node-selection policy: a pure function over a snapshot of the nodes.
+//!
+//! No actors, no clocks, no randomness of its own: the caller passes a random number and the
+//! spread cursor, so every decision can be tested exactly.
+
+use crate::ids::NodeId;
+use crate::placement::SchedulingStrategy;
+use crate::resources::{Resource, ResourceSet};
+
+/// Nodes below this utilisation are packed (Ray's `scheduler_spread_threshold`).
+pub(crate) const SPREAD_THRESHOLD: f64 = 0.5;
+/// Fraction of nodes among which the hybrid policy picks at random (Ray's top-k).
+const TOP_K_FRACTION: f64 = 0.2;
+
+/// What the policy knows about one node.
+#[derive(Clone, Debug)]
+pub(crate) struct NodeView {
+    pub(crate) id: NodeId,
+    pub(crate) alive: bool,
+    pub(crate) total: ResourceSet,
+    pub(crate) available: ResourceSet,
+}
+
+impl NodeView {
+    fn feasible(&self, req: &ResourceSet) -> bool {
+        self.alive && req.is_subset_of(&self.total)
+    }
+
+    fn available_for(&self, req: &ResourceSet) -> bool {
+        self.alive && req.is_subset_of(&self.available)
+    }
+
+    /// Utilisation of the node's most used resource, in [0, 1].
+    fn utilisation(&self) -> f64 {
+        self.total
+            .iter()
+            .filter(|(r, t)| t.as_f64() > 0.0 && !matches!(r, Resource::ObjectStoreMemory))
+            .map(|(r, t)| 1.0 - self.available.get(r).as_f64() / t.as_f64())
+            .fold(0.0, f64::max)
+    }
+}
+
+/// The decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Run (or queue) on this node.
+    Node(NodeId),
+    /// No live node can ever fit the request: wait, reported as a demand.
+    Infeasible,
+    /// The strategy forbids every node that could fit: fail with this reason.
+    Unschedulable(String),
+}
+
+/// Picks a node for `req` under `strategy`. `local` is the deciding raylet's node, `random` any
+/// random number, `spread_cursor` the round-robin position kept by the caller.
+pub(crate) fn pick_node(
+    nodes: &[NodeView],
+    local: NodeId,
+    req: &ResourceSet,
+    strategy: &SchedulingStrategy,
+    random: u64,
+    spread_cursor: &mut usize,
+) -> Placement {
+    match strategy {
+        SchedulingStrategy::Default => hybrid(nodes, local, req, random),
+        SchedulingStrategy::Spread => spread(nodes, req, spread_cursor),
+        SchedulingStrategy::NodeAffinity { node_id, soft } => {
+            match nodes.iter().find(|n| n.id == *node_id) {
+                Some(n) if n.feasible(req) => Placement::Node(n.id),
+                _ if *soft => hybrid(nodes, local, req, random),
+                Some(n) if !n.alive => {
+                    Placement::Unschedulable(format!("node {node_id} (hard affinity) is dead"))
+                }
+                Some(_) => Placement::Unschedulable(format!(
+                    "node {node_id} (hard affinity) can never fit {req:?}"
+                )),
+                None => Placement::Unschedulable(format!(
+                    "node {node_id} (hard affinity) is not in the cluster"
+                )),
+            }
+        }
+    }
+}
+
+fn hybrid(nodes: &[NodeView], local: NodeId, req: &ResourceSet, random: u64) -> Placement {
+    let feasible: Vec<&NodeView> = nodes.iter().filter(|n| n.feasible(req)).collect();
+    if feasible.is_empty() {
+        return Placement::Infeasible;
+    }
+    let score = |n: &NodeView| {
+        let u = n.utilisation();
+        if u < SPREAD_THRESHOLD {
+            0.0
+        } else {
+            u
+        }
+    };
+    let mut available: Vec<&NodeView> = feasible
+        .iter()
+        .copied()
+        .filter(|n| n.available_for(req))
+        .collect();
+    if available.is_empty() {
+        // Queue where it fits eventually: the local node if it can, else the least loaded.
+        if let Some(n) = feasible.iter().find(|n| n.id == local) {
+            return Placement::Node(n.id);
+        }
+        let best = feasible
+            .iter()
+            .min_by(|a, b| score(a).total_cmp(&score(b)))
+            .map(|n| n.id);
+        return best.map_or(Placement::Infeasible, Placement::Node);
+    }
+    if let Some(n) = available.iter().find(|n| n.id == local) {
+        if score(n) == 0.0 {
+            return Placement::Node(n.id);
+        }
+    }
+    // Stable sort by score, local first among equals.
+    available.sort_by(|a, b| {
+        score(a)
+            .total_cmp(&score(b))
+            .then_with(|| (b.id == local).cmp(&(a.id == local)))
+    });
+    let best = score(available[0]);
+    if best == 0.0 {
+        // Pack: the first node under the threshold.
+        return Placement::Node(available[0].id);
+    }
+    let k = ((nodes.len() as f64 * TOP_K_FRACTION).ceil() as usize).clamp(1, available.len());
+    Placement::Node(available[(random % k as u64) as usize].id)
+}
+
+fn spread(nodes: &[NodeView], req: &ResourceSet, cursor: &mut usize) -> Placement {
+    let n = nodes.len();
+    if n == 0 {
+        return Placement::Infeasible;
+    }
+    for pass in [true, false] {
+        for step in 0..n {
+            let i = (*cursor + step) % n;
+            let node = &nodes[i];
+            let ok = if pass {
+                node.available_for(req)
+            } else {
+                node.feasible(req)
+            };
+            if ok {
+                *cursor = i + 1;
+                return Placement::Node(node.id);
+            }
+        }
+    }
+    Placement::Infeasible
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::Amount;
+
+    fn cpus(n: u64) -> ResourceSet {
+        let mut s = ResourceSet::new();
+        s.set(Resource::Cpu, Amount::units(n));
+        s
+    }
+
+    fn node(i: u128, total: u64, avail: u64) -> NodeView {
+        NodeView {
+            id: NodeId(i),
+            alive: true,
+            total: cpus(total),
+            available: cpus(avail),
+        }
+    }
+
+    #[test]
+    fn hybrid_packs_local_until_half_then_spreads() {
+        let nodes = vec![node(1, 4, 4), node(2, 4, 4)];
+        let mut c = 0;
+        let p = pick_node(&nodes, NodeId(1), &cpus(1), &SchedulingStrategy::Default, 7, &mut c);
+        assert_eq!(p, Placement::Node(NodeId(1)));
+        // Local at 75%: the other, idle node wins.
+        let nodes = vec![node(1, 4, 1), node(2, 4, 4)];
+        let p = pick_node(&nodes, NodeId(1), &cpus(1), &SchedulingStrategy::Default, 7, &mut c);
+        assert_eq!(p, Placement::Node(NodeId(2)));
+    }
+
+    #[test]
+    fn infeasible_and_busy() {
+        let nodes = vec![node(1, 2, 0)];
+        let mut c = 0;
+        let d = SchedulingStrategy::Default;
+        assert_eq!(pick_node(&nodes, NodeId(1), &cpus(3), &d, 0, &mut c), Placement::Infeasible);
+        assert_eq!(pick_node(&nodes, NodeId(1), &cpus(1), &d, 0, &mut c), Placement::Node(NodeId(1)));
+    }
+
+    #[test]
+    fn spread_round_robins() {
+        let nodes = vec![node(1, 4, 4), node(2, 4, 4), node(3, 4, 4)];
+        let mut c = 0;
+        let s = SchedulingStrategy::Spread;
+        let picks: Vec<_> = (0..6)
+            .map(|_| pick_node(&nodes, NodeId(1), &cpus(1), &s, 0, &mut c))
+            .collect();
+        let ids: Vec<u128> = picks
+            .iter()
+            .map(|p| match p {
+                Placement::Node(n) => n.0,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3, 1, 2, 3]);
+    }
+
+    #[test]
+    fn node_affinity_hard_and_soft() {
+        let mut dead = node(2, 4, 4);
+        dead.alive = false;
+        let nodes = vec![node(1, 4, 4), dead];
+        let mut c = 0;
+        let hard = SchedulingStrategy::NodeAffinity { node_id: NodeId(2), soft: false };
+        assert!(matches!(
+            pick_node(&nodes, NodeId(1), &cpus(1), &hard, 0, &mut c),
+            Placement::Unschedulable(r) if r.contains("dead")
+        ));
+        let soft = SchedulingStrategy::NodeAffinity { node_id: NodeId(2), soft: true };
+        assert_eq!(pick_node(&nodes, NodeId(1), &cpus(1), &soft, 0, &mut c), Placement::Node(NodeId(1)));
+        let missing = SchedulingStrategy::NodeAffinity { node_id: NodeId(9), soft: false };
+        assert!(matches!(
+            pick_node(&nodes, NodeId(1), &cpus(1), &missing, 0, &mut c),
+            Placement::Unschedulable(_)
+        ));
+        let too_big = SchedulingStrategy::NodeAffinity { node_id: NodeId(1), soft: false };
+        assert!(matches!(
+            pick_node(&nodes, NodeId(1), &cpus(8), &too_big, 0, &mut c),
+            Placement::Unschedulable(r) if r.contains("never fit")
+        ));
+    }
+}

@@ -1,0 +1,301 @@
+//! The actor directory: every actor's record, the name index, and who waits for what.
+//!
+//! Generic over the address type `A` of a live actor so the rules (names unique per namespace,
+//! `get_if_exists`, a dead actor's name freed for reuse, watchers told of each change exactly
+//! once) are tested without starting actors.
+
+use crate::error::Error;
+use crate::ids::{ActorId, NodeId};
+use std::collections::HashMap;
+
+/// A change in an actor's state, as told to a watcher.
+#[derive(Clone, Debug)]
+pub(crate) enum ActorUpdate<A> {
+    /// The actor is up at `addr`; `incarnation` counts (re)starts from 0.
+    Alive { addr: A, incarnation: u32 },
+    /// The actor is dead and will not come back.
+    Dead(Error),
+}
+
+#[derive(Clone, Debug)]
+enum Lifecycle<A> {
+    Pending,
+    Alive { addr: A, incarnation: u32 },
+    Dead(Error),
+}
+
+struct Record<A> {
+    class: String,
+    name: Option<(String, String)>,
+    detached: bool,
+    node: Option<NodeId>,
+    state: Lifecycle<A>,
+    watchers: Vec<(Option<u32>, flume::Sender<ActorUpdate<A>>)>,
+}
+
+/// Outcome of registering an actor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Registered {
+    /// A new actor: schedule its creation.
+    New,
+    /// `get_if_exists` found a live actor of that name.
+    Existing { actor_id: ActorId, class: String },
+}
+
+/// A row of `list actors`.
+#[derive(Clone, Debug)]
+pub(crate) struct ActorSummary {
+    pub(crate) actor_id: ActorId,
+    pub(crate) class: String,
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) state: &'static str,
+    pub(crate) node: Option<NodeId>,
+}
+
+/// The table of actors.
+pub(crate) struct ActorDirectory<A> {
+    actors: HashMap<ActorId, Record<A>>,
+    names: HashMap<(String, String), ActorId>,
+}
+
+impl<A> Default for ActorDirectory<A> {
+    fn default() -> Self {
+        ActorDirectory {
+            actors: HashMap::new(),
+            names: HashMap::new(),
+        }
+    }
+}
+
+/// Notifications to deliver: each sender with its update.
+pub(crate) type Notices<A> = Vec<(flume::Sender<ActorUpdate<A>>, ActorUpdate<A>)>;
+
+impl<A: Clone> ActorDirectory<A> {
+    /// Registers a new actor, claiming its name (namespace, name) if it has one.
+    pub(crate) fn register(
+        &mut self,
+        actor_id: ActorId,
+        class: &str,
+        name: Option<(String, String)>,
+        detached: bool,
+        get_if_exists: bool,
+    ) -> Result<Registered, Error> {
+        if let Some(key) = &name {
+            if let Some(existing) = self.names.get(key) {
+                let rec = &self.actors[existing];
+                if get_if_exists {
+                    return Ok(Registered::Existing {
+                        actor_id: *existing,
+                        class: rec.class.clone(),
+                    });
+                }
+                return Err(Error::invalid(format!(
+                    "the actor name {:?} is already taken in namespace {:?} (by actor {existing}); \
+                     pick another name, or use get_if_exists(true) to reuse that actor",
+                    key.1, key.0
+                )));
+            }
+            self.names.insert(key.clone(), actor_id);
+        }
+        self.actors.insert(
+            actor_id,
+            Record {
+                class: class.to_string(),
+                name,
+                detached,
+                node: None,
+                state: Lifecycle::Pending,
+                watchers: Vec::new(),
+            },
+        );
+        Ok(Registered::New)
+    }
+
+    /// The actor's constructor finished on `node`.
+    pub(crate) fn alive(&mut self, actor_id: ActorId, addr: A, node: NodeId) -> Notices<A> {
+        let Some(rec) = self.actors.get_mut(&actor_id) else {
+            return Vec::new();
+        };
+        let incarnation = match &rec.state {
+            Lifecycle::Dead(_) => return Vec::new(),
+            Lifecycle::Alive { incarnation, .. } => incarnation + 1,
+            Lifecycle::Pending => 0,
+        };
+        rec.state = Lifecycle::Alive {
+            addr: addr.clone(),
+            incarnation,
+        };
+        rec.node = Some(node);
+        let update = ActorUpdate::Alive { addr, incarnation };
+        let mut out = Vec::new();
+        rec.watchers.retain(|(after, tx)| {
+            if after.is_some_and(|a| a >= incarnation) {
+                return true;
+            }
+            out.push((tx.clone(), update.clone()));
+            false
+        });
+        out
+    }
+
+    /// The actor died for good; its name is free again.
+    pub(crate) fn dead(&mut self, actor_id: ActorId, error: Error) -> Notices<A> {
+        let Some(rec) = self.actors.get_mut(&actor_id) else {
+            return Vec::new();
+        };
+        if matches!(rec.state, Lifecycle::Dead(_)) {
+            return Vec::new();
+        }
+        rec.state = Lifecycle::Dead(error.clone());
+        if let Some(key) = &rec.name {
+            if self.names.get(key) == Some(&actor_id) {
+                self.names.remove(key);
+            }
+        }
+        rec.watchers
+            .drain(..)
+            .map(|(_, tx)| (tx, ActorUpdate::Dead(error.clone())))
+            .collect()
+    }
+
+    /// Asks to be told when the actor is alive with an incarnation newer than `after` (or dead).
+    /// Returns the update at once if it is already known.
+    pub(crate) fn watch(
+        &mut self,
+        actor_id: ActorId,
+        after: Option<u32>,
+        tx: flume::Sender<ActorUpdate<A>>,
+    ) -> Option<ActorUpdate<A>> {
+        let Some(rec) = self.actors.get_mut(&actor_id) else {
+            return Some(ActorUpdate::Dead(Error::ActorDied {
+                actor: actor_id.to_string(),
+                class: "unknown".into(),
+                reason: "no such actor in this cluster".into(),
+            }));
+        };
+        match &rec.state {
+            Lifecycle::Dead(e) => Some(ActorUpdate::Dead(e.clone())),
+            Lifecycle::Alive { addr, incarnation } if after.map_or(true, |a| *incarnation > a) => {
+                Some(ActorUpdate::Alive {
+                    addr: addr.clone(),
+                    incarnation: *incarnation,
+                })
+            }
+            _ => {
+                rec.watchers.push((after, tx));
+                None
+            }
+        }
+    }
+
+    /// Finds a live (or pending) actor by name.
+    pub(crate) fn lookup(&self, namespace: &str, name: &str) -> Result<(ActorId, String), Error> {
+        self.names
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|id| (*id, self.actors[id].class.clone()))
+            .ok_or_else(|| Error::NotFound {
+                kind: "actor".into(),
+                name: name.into(),
+                namespace: namespace.into(),
+            })
+    }
+
+    /// Whether dropping every handle should end the actor (unnamed and not detached).
+    pub(crate) fn collectable(&self, actor_id: ActorId) -> bool {
+        self.actors
+            .get(&actor_id)
+            .is_some_and(|r| r.name.is_none() && !r.detached)
+    }
+
+    pub(crate) fn node_of(&self, actor_id: ActorId) -> Option<NodeId> {
+        self.actors.get(&actor_id).and_then(|r| r.node)
+    }
+
+    pub(crate) fn class_of(&self, actor_id: ActorId) -> Option<&str> {
+        self.actors.get(&actor_id).map(|r| r.class.as_str())
+    }
+
+    pub(crate) fn list(&self) -> Vec<ActorSummary> {
+        self.actors
+            .iter()
+            .map(|(id, r)| ActorSummary {
+                actor_id: *id,
+                class: r.class.clone(),
+                name: r.name.as_ref().map(|n| n.1.clone()),
+                namespace: r.name.as_ref().map(|n| n.0.clone()),
+                state: match r.state {
+                    Lifecycle::Pending => "PENDING_CREATION",
+                    Lifecycle::Alive { .. } => "ALIVE",
+                    Lifecycle::Dead(_) => "DEAD",
+                },
+                node: r.node,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(n: &str) -> Option<(String, String)> {
+        Some(("ns".into(), n.into()))
+    }
+
+    #[test]
+    fn names_are_unique_per_namespace_and_freed_on_death() {
+        let mut d: ActorDirectory<u8> = ActorDirectory::default();
+        let (a, b) = (ActorId::fresh(), ActorId::fresh());
+        assert_eq!(d.register(a, "C", name("x"), false, false).unwrap(), Registered::New);
+        let e = d.register(b, "C", name("x"), false, false).unwrap_err();
+        assert!(e.to_string().contains("already taken"), "{e}");
+        assert_eq!(
+            d.register(b, "C", name("x"), false, true).unwrap(),
+            Registered::Existing { actor_id: a, class: "C".into() }
+        );
+        // Another namespace is another name.
+        let other = Some(("other".into(), "x".into()));
+        assert_eq!(d.register(b, "C", other, false, false).unwrap(), Registered::New);
+        assert_eq!(d.lookup("ns", "x").unwrap().0, a);
+        d.dead(a, Error::invalid("gone"));
+        assert!(matches!(d.lookup("ns", "x"), Err(Error::NotFound { .. })));
+        let c = ActorId::fresh();
+        assert_eq!(d.register(c, "C", name("x"), false, false).unwrap(), Registered::New);
+    }
+
+    #[test]
+    fn watchers_hear_each_change_once() {
+        let mut d: ActorDirectory<u8> = ActorDirectory::default();
+        let a = ActorId::fresh();
+        d.register(a, "C", None, false, false).unwrap();
+        let (tx, rx) = flume::unbounded();
+        assert!(d.watch(a, None, tx.clone()).is_none());
+        let notes = d.alive(a, 7, NodeId::fresh());
+        assert_eq!(notes.len(), 1);
+        for (tx, u) in notes {
+            tx.send(u).unwrap();
+        }
+        assert!(matches!(rx.try_recv(), Ok(ActorUpdate::Alive { addr: 7, incarnation: 0 })));
+        // Already alive: answered at once; watching for a newer incarnation waits.
+        assert!(matches!(d.watch(a, None, tx.clone()), Some(ActorUpdate::Alive { .. })));
+        assert!(d.watch(a, Some(0), tx.clone()).is_none());
+        let notes = d.dead(a, Error::invalid("killed"));
+        assert_eq!(notes.len(), 1);
+        assert!(d.dead(a, Error::invalid("again")).is_empty());
+        assert!(matches!(d.watch(a, Some(5), tx), Some(ActorUpdate::Dead(_))));
+        assert!(matches!(d.watch(ActorId::fresh(), None, flume::unbounded().0), Some(ActorUpdate::Dead(_))));
+    }
+
+    #[test]
+    fn only_unnamed_non_detached_actors_are_collected() {
+        let mut d: ActorDirectory<u8> = ActorDirectory::default();
+        let (a, b, c) = (ActorId::fresh(), ActorId::fresh(), ActorId::fresh());
+        d.register(a, "C", None, false, false).unwrap();
+        d.register(b, "C", name("b"), false, false).unwrap();
+        d.register(c, "C", None, true, false).unwrap();
+        assert!(d.collectable(a));
+        assert!(!d.collectable(b));
+        assert!(!d.collectable(c));
+    }
+}

@@ -1,0 +1,97 @@
+//! The task specification: everything needed to run one task, retry it, or re-execute it to
+//! recreate a lost object (its lineage).
+//!
+//! A spec is built by the submitter, kept by the owner of its return object, and travels to the
+//! raylet and executor. Arguments are either inline encoded values or refs to objects; refs at
+//! the top level are resolved before the task runs, refs nested inside a value are passed as
+//! refs.
+
+use crate::ids::{ActorId, JobId, ObjectId, TaskId};
+use crate::objects::object_ref::{OwnerAddress, RawRef};
+use crate::placement::SchedulingStrategy;
+use crate::resources::{ResourceRequest, ResourceSet};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// One argument of a task or actor call.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum TaskArg {
+    /// An encoded value.
+    Value(Bytes),
+    /// A ref whose value is passed (resolved before the task runs).
+    Ref(RawRef),
+}
+
+/// Which registered function a task runs: a stable id and the path for messages.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct FunctionRef {
+    pub(crate) id: u64,
+    pub(crate) path: Cow<'static, str>,
+}
+
+/// What creating an actor needs beyond an ordinary task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ActorCreation {
+    pub(crate) actor_id: ActorId,
+    /// Resources held while the actor lives (empty unless given explicitly).
+    pub(crate) lifetime_resources: ResourceSet,
+    pub(crate) max_restarts: i32,
+    pub(crate) max_task_retries: i32,
+    pub(crate) max_concurrency: Option<usize>,
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: String,
+    pub(crate) detached: bool,
+    pub(crate) request: ResourceRequest,
+}
+
+/// The kind of task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum TaskKind {
+    /// A remote function; async ones run on the node's event loop.
+    Normal { is_async: bool },
+    /// The constructor of an actor.
+    ActorCreation(Box<ActorCreation>),
+}
+
+/// A task, as submitted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct TaskSpec {
+    pub(crate) task_id: TaskId,
+    pub(crate) job_id: JobId,
+    pub(crate) parent: Option<TaskId>,
+    pub(crate) function: FunctionRef,
+    pub(crate) args: Vec<TaskArg>,
+    pub(crate) return_id: ObjectId,
+    /// Resources needed to place (and, for tasks, to run) it.
+    pub(crate) resources: ResourceSet,
+    pub(crate) strategy: SchedulingStrategy,
+    /// Retries on failure: -1 means forever.
+    pub(crate) max_retries: i32,
+    /// Whether application errors (Err, panic) are retried too, not only system failures.
+    pub(crate) retry_exceptions: bool,
+    pub(crate) attempt: u32,
+    pub(crate) owner: OwnerAddress,
+    pub(crate) kind: TaskKind,
+    /// Objects this task's arguments mention (top level and nested), pinned until it finishes.
+    pub(crate) pinned: Vec<ObjectId>,
+}
+
+impl TaskSpec {
+    /// The ids of the top-level ref arguments, which must be ready before the task runs.
+    pub(crate) fn dependencies(&self) -> impl Iterator<Item = (usize, ObjectId)> + '_ {
+        self.args.iter().enumerate().filter_map(|(i, a)| match a {
+            TaskArg::Ref(r) => Some((i, r.id)),
+            TaskArg::Value(_) => None,
+        })
+    }
+
+    pub(crate) fn is_async(&self) -> bool {
+        matches!(self.kind, TaskKind::Normal { is_async: true })
+    }
+
+    /// Whether another attempt is allowed after `attempt` failed.
+    pub(crate) fn may_retry(&self) -> bool {
+        self.max_retries < 0 || (self.attempt as i64) < self.max_retries as i64
+    }
+}
