@@ -381,8 +381,9 @@ pub fn create_actor<T: RemoteActor>(
         get_if_exists: options.get_if_exists,
     };
     if options.name.is_none() {
-        rt.actors.created(&rt, actor_id);
+        // Same sender, same mailbox: the GCS sees the creation before the watch.
         rt.gcs.do_send(msg);
+        rt.actors.created(&rt, actor_id);
         return ActorHandle::from_raw(RawActorHandle {
             actor_id,
             class: Cow::Borrowed(T::PATH),

@@ -75,11 +75,15 @@ fn fetch_blocking(
     let mut complete = true;
     while got < need {
         let now = Instant::now();
-        let mut wait = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+        let mut wait = deadline.map(|d| d.saturating_duration_since(now));
         if lent.is_none() {
-            wait = wait.min(LEND_AFTER);
+            wait = Some(wait.map_or(LEND_AFTER, |w| w.min(LEND_AFTER)));
         }
-        match rx.recv_timeout(wait) {
+        let next = match wait {
+            Some(w) => rx.recv_timeout(w),
+            None => rx.recv().map_err(|_| flume::RecvTimeoutError::Disconnected),
+        };
+        match next {
             Ok((slot, v)) => {
                 if slots[slot as usize].is_none() {
                     got += 1;

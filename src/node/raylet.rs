@@ -101,7 +101,9 @@ pub(crate) struct Raylet {
     running: HashMap<TaskId, Running>,
     unblock: VecDeque<(TaskId, flume::Sender<()>)>,
     idle: Vec<Addr<Worker>>,
-    workers: usize,
+    /// Every live worker. An actix actor stops once no `Addr` to it remains, so the raylet keeps
+    /// one for each worker for as long as the worker should live, busy or idle.
+    workers: Vec<Addr<Worker>>,
     max_idle: usize,
     actors: HashMap<ActorId, Hosted>,
     killed: HashSet<ActorId>,
@@ -128,7 +130,7 @@ impl Raylet {
             running: HashMap::new(),
             unblock: VecDeque::new(),
             idle: Vec::new(),
-            workers: 0,
+            workers: Vec::new(),
             max_idle: cpus.max(1) + 2,
             actors: HashMap::new(),
             killed: HashSet::new(),
@@ -268,9 +270,10 @@ impl Raylet {
     }
 
     fn spawn_worker(&mut self, ctx: &mut Context<Self>) -> Addr<Worker> {
-        self.workers += 1;
         let (node, raylet) = (self.node_id, ctx.address());
-        Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker { node, raylet })
+        let w = Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker { node, raylet });
+        self.workers.push(w.clone());
+        w
     }
 }
 
@@ -360,7 +363,7 @@ impl Handler<TaskDone> for Raylet {
             if self.idle.len() < self.max_idle {
                 self.idle.push(w);
             } else {
-                self.workers -= 1;
+                self.workers.retain(|x| *x != w);
                 w.do_send(Retire);
             }
         }
@@ -448,8 +451,9 @@ impl Handler<GetResources> for Raylet {
             demands: self.queue.demands(),
             waiting_for_args: self.waiting_for_args,
             running: self.running.len(),
-            workers: self.workers,
+            workers: self.workers.len(),
         }
     }
 }
+
 
