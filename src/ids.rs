@@ -46,6 +46,7 @@ macro_rules! id_type {
             }
 
             /// The id as a 32-digit hex string.
+            #[allow(dead_code)]
             pub fn hex(&self) -> String {
                 format!("{:032x}", self.0)
             }

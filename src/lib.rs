@@ -54,7 +54,9 @@ mod task;
 
 pub use actors::handle::{get_actor, get_actor_in, kill, ActorCall, ActorHandle, ActorOptions, RemoteActor};
 pub use api::args::IntoArg;
-pub use api::cluster::{available_resources, cluster_resources, nodes, NodeInfo};
+pub use api::cluster::{
+    available_resources, cluster_resources, list_actors, nodes, ActorInfo, NodeInfo,
+};
 pub use api::config::Config;
 pub use api::context::{runtime_context, try_runtime_context, RuntimeContext};
 pub use api::objects::{get, get_all, get_timeout, memory_summary, put, wait, MemorySummary};

@@ -45,6 +45,7 @@ impl Amount {
     }
 
     /// Builds an amount from whole units.
+    #[cfg(test)]
     pub(crate) fn units(n: u64) -> Amount {
         Amount(n as i64 * SCALE)
     }
@@ -128,6 +129,7 @@ impl ResourceSet {
         ResourceSet(vec![(Resource::Cpu, Amount::ONE)])
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -161,6 +163,7 @@ impl ResourceSet {
     }
 
     /// Adds `other` into `self`.
+    #[cfg(test)]
     pub(crate) fn add(&mut self, other: &ResourceSet) {
         for (r, a) in other.iter() {
             let cur = self.get(r);
@@ -276,11 +279,13 @@ impl NodeResources {
     }
 
     /// Whether `req` could ever fit on this node (when idle).
+    #[cfg(test)]
     pub(crate) fn is_feasible(&self, req: &ResourceSet) -> bool {
         req.is_subset_of(&self.total) && self.assign_gpus(req, true).is_some()
     }
 
     /// Whether `req` fits in what is available now.
+    #[cfg(test)]
     pub(crate) fn fits(&self, req: &ResourceSet) -> bool {
         req.is_subset_of(&self.available) && self.assign_gpus(req, false).is_some()
     }

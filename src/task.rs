@@ -86,10 +86,6 @@ impl TaskSpec {
         })
     }
 
-    pub(crate) fn is_async(&self) -> bool {
-        matches!(self.kind, TaskKind::Normal { is_async: true })
-    }
-
     /// Whether another attempt is allowed after `attempt` failed.
     pub(crate) fn may_retry(&self) -> bool {
         self.max_retries < 0 || (self.attempt as i64) < self.max_retries as i64

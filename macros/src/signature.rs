@@ -133,7 +133,7 @@ pub(crate) fn value_assertions(params: &[Param], ret: &Return) -> TokenStream {
 pub(crate) fn decode_args(params: &[Param]) -> TokenStream {
     let lets = params.iter().map(|p| {
         let (n, t) = (&p.name, &p.ty);
-        quote!(let #n: #t = __args.next()?;)
+        quote!(let #n: #t = __args.take()?;)
     });
     quote!(#(#lets)* __args.finish()?;)
 }

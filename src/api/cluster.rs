@@ -4,7 +4,8 @@ use crate::error::{Error, Result};
 use crate::ids::NodeId;
 use crate::node::raylet::GetResources;
 use crate::runtime;
-use crate::system::gcs::GetNodes;
+use crate::ids::ActorId;
+use crate::system::gcs::{GetNodes, ListActors};
 use std::collections::BTreeMap;
 
 /// A node of the cluster, as `lumen::nodes()` reports it.
@@ -30,6 +31,11 @@ pub struct NodeInfo {
     pub resources: BTreeMap<String, f64>,
     /// The node's resources available now.
     pub available: BTreeMap<String, f64>,
+    /// Requests queued on the node that do not fit now (Ray's "demands"): each resource shape
+    /// with the number of tasks and actors waiting for it.
+    pub pending: Vec<(BTreeMap<String, f64>, usize)>,
+    /// Tasks queued on the node until their ref arguments are ready.
+    pub waiting_for_args: usize,
 }
 
 fn snapshot() -> Result<Vec<NodeInfo>> {
@@ -42,20 +48,21 @@ fn snapshot() -> Result<Vec<NodeInfo>> {
             .map_err(|_| Error::shutdown("listing nodes"))?;
         let mut out = Vec::with_capacity(nodes.len());
         for n in nodes {
-            let available = if n.alive {
-                match n.raylet.send(GetResources).await {
-                    Ok(s) => s.available.to_map(),
-                    Err(_) => BTreeMap::new(),
-                }
-            } else {
-                BTreeMap::new()
+            let snap = match n.raylet.send(GetResources).await {
+                Ok(s) if n.alive => Some(s),
+                _ => None,
             };
             out.push(NodeInfo {
                 node_id: n.node_id,
                 address: n.address,
                 alive: n.alive,
                 resources: n.total.to_map(),
-                available,
+                available: snap.as_ref().map(|s| s.available.to_map()).unwrap_or_default(),
+                pending: snap
+                    .as_ref()
+                    .map(|s| s.demands.iter().map(|(r, n)| (r.to_map(), *n)).collect())
+                    .unwrap_or_default(),
+                waiting_for_args: snap.map_or(0, |s| s.waiting_for_args),
             });
         }
         Ok(out)
@@ -101,4 +108,55 @@ pub fn cluster_resources() -> BTreeMap<String, f64> {
 /// ```
 pub fn available_resources() -> BTreeMap<String, f64> {
     sum(|n| &n.available)
+}
+
+/// An actor, as `lumen::list_actors()` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ActorInfo {
+    /// The actor's id.
+    pub actor_id: ActorId,
+    /// Its type, `crate::module::Type`.
+    pub class: String,
+    /// Its name, if it has one.
+    pub name: Option<String>,
+    /// The namespace of its name.
+    pub namespace: Option<String>,
+    /// `PENDING_CREATION`, `ALIVE` or `DEAD` (Ray's state names).
+    pub state: String,
+    /// The node hosting it, once created.
+    pub node_id: Option<NodeId>,
+}
+
+/// Every actor the cluster knows, live or dead (Ray's `list_actors`).
+///
+/// # Examples
+/// ```no_run
+/// pub struct A;
+/// #[lumen::remote]
+/// impl A { pub fn new() -> Self { A } }
+///
+/// lumen::init()?;
+/// let _a = A::options().name("a").remote();
+/// assert!(lumen::list_actors().iter().any(|x| x.name.as_deref() == Some("a")));
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn list_actors() -> Vec<ActorInfo> {
+    let Ok(rt) = runtime::current() else {
+        return Vec::new();
+    };
+    let mut v: Vec<ActorInfo> = futures::executor::block_on(rt.gcs.send(ListActors))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| ActorInfo {
+            actor_id: a.actor_id,
+            class: a.class,
+            name: a.name,
+            namespace: a.namespace,
+            state: a.state.to_string(),
+            node_id: a.node,
+        })
+        .collect();
+    v.sort_by_key(|a| a.actor_id);
+    v
 }

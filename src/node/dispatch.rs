@@ -34,6 +34,7 @@ impl<T> DispatchQueue<T> {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -68,13 +68,11 @@ pub(crate) struct GetResources;
 /// What [`GetResources`] answers.
 #[derive(Debug, Clone, MessageResponse)]
 pub(crate) struct ResourceSnapshot {
-    pub(crate) total: ResourceSet,
     pub(crate) available: ResourceSet,
-    /// Queued requests that do not fit now, per class, and tasks waiting for arguments.
+    /// Queued requests that do not fit now: each resource shape with how many wait for it.
     pub(crate) demands: Vec<(ResourceSet, usize)>,
+    /// Tasks waiting for their arguments.
     pub(crate) waiting_for_args: usize,
-    pub(crate) running: usize,
-    pub(crate) workers: usize,
 }
 
 struct Running {
@@ -446,12 +444,9 @@ impl Handler<GetResources> for Raylet {
     type Result = ResourceSnapshot;
     fn handle(&mut self, _: GetResources, _: &mut Context<Self>) -> ResourceSnapshot {
         ResourceSnapshot {
-            total: self.resources.total().clone(),
             available: self.resources.available().clone(),
             demands: self.queue.demands(),
             waiting_for_args: self.waiting_for_args,
-            running: self.running.len(),
-            workers: self.workers.len(),
         }
     }
 }

@@ -1,0 +1,117 @@
+//! lumen's microbenchmark, in the format of Ray's `ray microbenchmark`.
+//!
+//! Each metric: a warm-up, then timed rounds; the figure is mean ± std of the rounds' rates,
+//! printed as `NAME per second MEAN +- STD` with Ray's metric names so the two outputs line up.
+//! No-op tasks and methods return the 2-byte value `b"ok"`, as in Ray's `ray_perf.py`.
+//!
+//! ```text
+//! cargo run --release --example microbenchmark                  # every metric
+//! cargo run --release --example microbenchmark -- --filter actor --rounds 2 --seconds 1
+//! ```
+
+use std::time::{Duration, Instant};
+
+#[lumen::remote]
+fn noop() -> Vec<u8> {
+    b"ok".to_vec()
+}
+
+/// A serial actor with a no-op method.
+pub struct Sink;
+
+#[lumen::remote]
+impl Sink {
+    pub fn new() -> Self {
+        Sink
+    }
+    pub fn noop(&self) -> Vec<u8> {
+        b"ok".to_vec()
+    }
+}
+
+struct Bench {
+    filter: Option<String>,
+    rounds: usize,
+    seconds: f64,
+}
+
+impl Bench {
+    /// Times `op` (which performs `per_call` operations) and prints the rate.
+    fn run(&self, name: &str, per_call: f64, mut op: impl FnMut()) {
+        if self.filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            return;
+        }
+        let warm = Instant::now();
+        while warm.elapsed() < Duration::from_secs_f64(self.seconds / 2.0) {
+            op();
+        }
+        let mut rates = Vec::with_capacity(self.rounds);
+        for _ in 0..self.rounds {
+            let start = Instant::now();
+            let mut calls = 0u64;
+            while start.elapsed() < Duration::from_secs_f64(self.seconds) {
+                op();
+                calls += 1;
+            }
+            rates.push(calls as f64 * per_call / start.elapsed().as_secs_f64());
+        }
+        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+        let var = rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64;
+        println!("{name} per second {mean:.2} +- {:.2}", var.sqrt());
+    }
+}
+
+fn main() -> lumen::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut bench = Bench {
+        filter: None,
+        rounds: 4,
+        seconds: 2.0,
+    };
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--filter" => bench.filter = args.next(),
+            "--rounds" => bench.rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(4),
+            "--seconds" => bench.seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(2.0),
+            other => {
+                eprintln!("unknown argument {other:?}; use --filter SUBSTRING, --rounds N, --seconds S");
+                std::process::exit(2);
+            }
+        }
+    }
+    lumen::init()?;
+
+    let small = lumen::put(0u64);
+    bench.run("single client get calls (Plasma Store)", 1.0, || {
+        lumen::get(&small).expect("get");
+    });
+    bench.run("single client put calls (Plasma Store)", 1.0, || {
+        drop(lumen::put(0u64));
+    });
+    bench.run("single client tasks sync", 1.0, || {
+        lumen::get(&noop::remote()).expect("task");
+    });
+    bench.run("single client tasks async", 1000.0, || {
+        let refs: Vec<_> = (0..1000).map(|_| noop::remote()).collect();
+        lumen::get_all(&refs).expect("tasks");
+    });
+    let sink = Sink::options().num_cpus(0.0).remote();
+    lumen::get(&sink.noop().remote())?;
+    bench.run("1:1 actor calls sync", 1.0, || {
+        lumen::get(&sink.noop().remote()).expect("call");
+    });
+    bench.run("1:1 actor calls async", 1000.0, || {
+        let refs: Vec<_> = (0..1000).map(|_| sink.noop().remote()).collect();
+        lumen::get_all(&refs).expect("calls");
+    });
+    let t0 = Instant::now();
+    let actors: Vec<_> = (0..200).map(|_| Sink::remote()).collect();
+    let refs: Vec<_> = actors.iter().map(|a| a.noop().remote()).collect();
+    lumen::get_all(&refs)?;
+    if bench.filter.as_deref().is_none_or(|f| "lumen: actor creation".contains(f)) {
+        let rate = 200.0 / t0.elapsed().as_secs_f64();
+        println!("lumen: actor creation with one call per second {rate:.2} +- 0.00");
+    }
+    lumen::shutdown();
+    Ok(())
+}

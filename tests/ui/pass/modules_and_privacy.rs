@@ -1,0 +1,104 @@
+// Remote items in nested modules, called through their module path, and private (non-pub)
+// remote functions and actors.
+
+mod inner {
+    #[lumen::remote]
+    pub fn f(x: u32) -> u32 {
+        x + 1
+    }
+
+    pub mod deeper {
+        #[lumen::remote]
+        pub fn g(s: String) -> usize {
+            s.len()
+        }
+
+        pub struct Acc {
+            total: u64,
+        }
+
+        #[lumen::remote]
+        impl Acc {
+            pub fn new() -> Self {
+                Acc { total: 0 }
+            }
+
+            pub fn push(&mut self, x: u64) -> u64 {
+                self.total += x;
+                self.total
+            }
+        }
+    }
+
+    // A private task, used through a public wrapper in the same module.
+    #[lumen::remote]
+    fn hidden(x: u32) -> u32 {
+        x * 100
+    }
+
+    pub fn call_hidden(x: u32) -> lumen::ObjectRef<u32> {
+        hidden::remote(x)
+    }
+}
+
+// Same names as in `inner`: the registered paths differ, so both exist side by side.
+#[lumen::remote]
+fn f(x: u32) -> u32 {
+    x + 2
+}
+
+// A private task and a private actor at the crate root.
+#[lumen::remote]
+fn private_task() -> String {
+    "private".to_string()
+}
+
+struct Secret {
+    word: String,
+}
+
+#[lumen::remote]
+impl Secret {
+    fn new(word: String) -> Self {
+        Secret { word }
+    }
+
+    fn reveal(&self) -> String {
+        self.word.clone()
+    }
+
+    fn set(&mut self, word: String) {
+        self.word = word;
+    }
+}
+
+#[lumen::main]
+fn main() {
+    lumen::init_with(lumen::Config::default().num_cpus(2.0)).expect("init");
+
+    assert_eq!(lumen::get(&inner::f::remote(1)).unwrap(), 2);
+    assert_eq!(lumen::get(&f::remote(1)).unwrap(), 3);
+    assert_eq!(
+        lumen::get(&inner::deeper::g::remote("four".to_string())).unwrap(),
+        4
+    );
+    assert_eq!(lumen::get(&inner::call_hidden(3)).unwrap(), 300);
+    assert_eq!(
+        lumen::get(&inner::f::options().num_cpus(1.0).remote(10)).unwrap(),
+        11
+    );
+
+    let acc = inner::deeper::Acc::remote();
+    acc.push(2).remote();
+    assert_eq!(lumen::get(&acc.push(3).remote()).unwrap(), 5);
+
+    assert_eq!(lumen::get(&private_task::remote()).unwrap(), "private");
+
+    let s = Secret::remote("a".to_string());
+    assert_eq!(lumen::get(&s.reveal().remote()).unwrap(), "a");
+    lumen::get(&s.set("b".to_string()).remote()).unwrap();
+    assert_eq!(lumen::get(&s.reveal().remote()).unwrap(), "b");
+    // Still ordinary local items.
+    assert_eq!(Secret::new("c".to_string()).reveal(), "c");
+    assert_eq!(private_task(), "private");
+}
