@@ -52,7 +52,9 @@ mod runtime;
 pub(crate) mod system;
 mod task;
 
-pub use actors::handle::{get_actor, get_actor_in, kill, ActorCall, ActorHandle, ActorOptions, RemoteActor};
+pub use actors::handle::{
+    get_actor, get_actor_in, kill, ActorCall, ActorHandle, ActorOptions, RemoteActor,
+};
 pub use api::args::IntoArg;
 pub use api::cluster::{
     available_resources, cluster_resources, list_actors, nodes, ActorInfo, NodeInfo,

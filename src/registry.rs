@@ -173,7 +173,12 @@ fn functions() -> &'static HashMap<u64, &'static RemoteFunction> {
 
 fn classes() -> &'static HashMap<u64, &'static ActorClass> {
     static MAP: OnceLock<HashMap<u64, &'static ActorClass>> = OnceLock::new();
-    MAP.get_or_init(|| ACTOR_CLASSES.iter().map(|c| (stable_id(c.path), c)).collect())
+    MAP.get_or_init(|| {
+        ACTOR_CLASSES
+            .iter()
+            .map(|c| (stable_id(c.path), c))
+            .collect()
+    })
 }
 
 /// Looks up a function by id.

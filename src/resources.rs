@@ -115,7 +115,9 @@ pub(crate) struct ResourceSet(Vec<(Resource, Amount)>);
 
 impl fmt::Debug for ResourceSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.0.iter().map(|(r, a)| (r, a))).finish()
+        f.debug_map()
+            .entries(self.0.iter().map(|(r, a)| (r, a)))
+            .finish()
     }
 }
 
@@ -339,7 +341,8 @@ impl NodeResources {
         for (r, a) in grant.resources.iter() {
             let cur = self.available.get(r);
             let cap = self.total.get(r);
-            self.available.set(r.clone(), Amount((cur.0 + a.0).min(cap.0)));
+            self.available
+                .set(r.clone(), Amount((cur.0 + a.0).min(cap.0)));
         }
         for (i, a) in &grant.gpus {
             if let Some(slot) = self.gpu_instances.get_mut(*i as usize) {
@@ -451,7 +454,10 @@ mod tests {
         let g = node.try_acquire(&set(&[("CPU", 1.0), ("x", 1.0)])).unwrap();
         node.release_cpu(&g);
         assert_eq!(node.available().get(&Resource::Cpu), Amount::ONE);
-        assert_eq!(node.available().get(&Resource::custom("x").unwrap()), Amount::ZERO);
+        assert_eq!(
+            node.available().get(&Resource::custom("x").unwrap()),
+            Amount::ZERO
+        );
         let other = node.try_acquire(&set(&[("CPU", 1.0)])).unwrap();
         assert!(!node.try_reacquire_cpu(&g));
         node.release(&other);
@@ -465,7 +471,11 @@ mod tests {
             let mut s = ResourceSet::new();
             s.set(Resource::Cpu, Amount(c as i64 * 1000));
             // Fractions up to 1, or 2 whole GPUs.
-            let gpu = if g > 20 { Amount::units(2) } else { Amount(g as i64 * 500) };
+            let gpu = if g > 20 {
+                Amount::units(2)
+            } else {
+                Amount(g as i64 * 500)
+            };
             s.set(Resource::Gpu, gpu);
             s.set(Resource::Custom(Arc::from("x")), Amount::units(x as u64));
             s

@@ -83,10 +83,11 @@ pub(crate) fn start(config: Config) -> Result<()> {
     if is_initialized() {
         return Err(Error::AlreadyInitialized);
     }
-    let address = config
-        .address
-        .clone()
-        .or_else(|| std::env::var("LUMEN_ADDRESS").ok().filter(|a| !a.is_empty()));
+    let address = config.address.clone().or_else(|| {
+        std::env::var("LUMEN_ADDRESS")
+            .ok()
+            .filter(|a| !a.is_empty())
+    });
     if let Some(addr) = address {
         return Err(Error::Connection {
             peer: addr,

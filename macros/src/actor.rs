@@ -4,7 +4,9 @@
 
 use crate::function::option_setters;
 use crate::options::{Errors, MethodOptions, RemoteOptions};
-use crate::signature::{check_plain, decode_args, params, returns, value_assertions, Param, Return};
+use crate::signature::{
+    check_plain, decode_args, params, returns, value_assertions, Param, Return,
+};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, ToTokens};
 use syn::spanned::Spanned;
@@ -22,27 +24,46 @@ struct Method {
 }
 
 fn is_lumen_method_attr(a: &syn::Attribute) -> bool {
-    let segs: Vec<String> = a.path().segments.iter().map(|s| s.ident.to_string()).collect();
-    matches!(segs.as_slice(), [m] if m == "method") || matches!(segs.as_slice(), [l, m] if l == "lumen" && m == "method")
+    let segs: Vec<String> = a
+        .path()
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    matches!(segs.as_slice(), [m] if m == "method")
+        || matches!(segs.as_slice(), [l, m] if l == "lumen" && m == "method")
 }
 
 pub(crate) fn expand(opts: RemoteOptions, mut imp: ItemImpl, errors: &mut Errors) -> TokenStream {
     if !imp.generics.params.is_empty() {
-        errors.at(imp.generics.span(), "an actor type cannot be generic: `#[lumen::remote]` registers one concrete type");
+        errors.at(
+            imp.generics.span(),
+            "an actor type cannot be generic: `#[lumen::remote]` registers one concrete type",
+        );
     }
     if let Some((_, path, _)) = &imp.trait_ {
-        errors.at(path.span(), "#[lumen::remote] goes on the type's own `impl` block, not on a trait impl");
+        errors.at(
+            path.span(),
+            "#[lumen::remote] goes on the type's own `impl` block, not on a trait impl",
+        );
     }
     let ty_ident = match &*imp.self_ty {
         Type::Path(p) if p.qself.is_none() => p.path.segments.last().map(|s| s.ident.clone()),
         _ => None,
     };
     let Some(ty_ident) = ty_ident else {
-        errors.at(imp.self_ty.span(), "#[lumen::remote] needs an impl of a named struct or enum");
+        errors.at(
+            imp.self_ty.span(),
+            "#[lumen::remote] needs an impl of a named struct or enum",
+        );
         return imp.to_token_stream();
     };
     let self_ty = imp.self_ty.clone();
-    let groups: Vec<String> = opts.concurrency_groups.iter().map(|(n, _, _)| n.clone()).collect();
+    let groups: Vec<String> = opts
+        .concurrency_groups
+        .iter()
+        .map(|(n, _, _)| n.clone())
+        .collect();
 
     let mut ctor: Option<(Visibility, Vec<Param>, Return, syn::Ident)> = None;
     let mut methods = Vec::new();
@@ -66,14 +87,25 @@ pub(crate) fn expand(opts: RemoteOptions, mut imp: ItemImpl, errors: &mut Errors
             None if f.sig.ident == "new" => {
                 check_plain(&f.sig, errors);
                 if f.sig.asyncness.is_some() {
-                    errors.at(f.sig.asyncness.span(), "an actor's `new` must be a plain (not async) function");
+                    errors.at(
+                        f.sig.asyncness.span(),
+                        "an actor's `new` must be a plain (not async) function",
+                    );
                 }
                 let ret = returns(&f.sig);
-                ctor = Some((f.vis.clone(), params(&f.sig, errors), ret, f.sig.ident.clone()));
+                ctor = Some((
+                    f.vis.clone(),
+                    params(&f.sig, errors),
+                    ret,
+                    f.sig.ident.clone(),
+                ));
             }
             None => {
                 if mopts.concurrency_group.is_some() {
-                    errors.at(f.sig.span(), "#[lumen::method] only applies to methods taking `&self` or `&mut self`");
+                    errors.at(
+                        f.sig.span(),
+                        "#[lumen::method] only applies to methods taking `&self` or `&mut self`",
+                    );
                 }
             }
             Some(r) => {
@@ -153,8 +185,14 @@ pub(crate) fn expand(opts: RemoteOptions, mut imp: ItemImpl, errors: &mut Errors
         let names: Vec<_> = m.params.iter().map(|p| &p.name).collect();
         let decode = decode_args(&m.params);
         let encode = m.ret.encode();
-        let path = quote!(::core::concat!(::core::module_path!(), "::", #ty_name, "::", ::core::stringify!(#ident)));
-        let lock = if m.mutates { quote!(write) } else { quote!(read) };
+        let path = quote!(
+            ::core::concat!(::core::module_path!(), "::", #ty_name, "::", ::core::stringify!(#ident))
+        );
+        let lock = if m.mutates {
+            quote!(write)
+        } else {
+            quote!(read)
+        };
         if m.is_async {
             trampolines.extend(quote! {
                 fn #fname(__state: ::lumen::__private::ActorState, mut __args: ::lumen::__private::Args)
@@ -205,12 +243,22 @@ pub(crate) fn expand(opts: RemoteOptions, mut imp: ItemImpl, errors: &mut Errors
         });
     }
     let n_methods = entries.len();
-    let group_entries = opts.concurrency_groups.iter().map(|(n, size, _)| quote!((#n, (#size) as usize)));
-    let mut asserts = value_assertions(&ctor_params, &Return { ty: syn::parse_quote!(()), is_result: false });
+    let group_entries = opts
+        .concurrency_groups
+        .iter()
+        .map(|(n, size, _)| quote!((#n, (#size) as usize)));
+    let mut asserts = value_assertions(
+        &ctor_params,
+        &Return {
+            ty: syn::parse_quote!(()),
+            is_result: false,
+        },
+    );
     for m in &methods {
         asserts.extend(value_assertions(&m.params, &m.ret));
     }
-    let methods_doc = format!("The remote methods of [`{ty_name}`], reached through `ActorHandle<{ty_name}>`.");
+    let methods_doc =
+        format!("The remote methods of [`{ty_name}`], reached through `ActorHandle<{ty_name}>`.");
     let ctor_doc = format!("Creates a `{ty_name}` actor with the chosen options.");
 
     let mut out = imp.to_token_stream();
@@ -313,7 +361,12 @@ pub(crate) fn expand(opts: RemoteOptions, mut imp: ItemImpl, errors: &mut Errors
     out
 }
 
-fn method_model(f: &ImplItemFn, mutates: bool, group: Option<String>, errors: &mut Errors) -> Method {
+fn method_model(
+    f: &ImplItemFn,
+    mutates: bool,
+    group: Option<String>,
+    errors: &mut Errors,
+) -> Method {
     Method {
         ident: f.sig.ident.clone(),
         vis: f.vis.clone(),
@@ -322,6 +375,11 @@ fn method_model(f: &ImplItemFn, mutates: bool, group: Option<String>, errors: &m
         mutates,
         is_async: f.sig.asyncness.is_some(),
         group,
-        docs: f.attrs.iter().filter(|a| a.path().is_ident("doc")).cloned().collect(),
+        docs: f
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("doc"))
+            .cloned()
+            .collect(),
     }
 }

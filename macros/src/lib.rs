@@ -71,8 +71,11 @@ pub fn method(_attr: TokenStream, item: TokenStream) -> TokenStream {
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item2: proc_macro2::TokenStream = item.clone().into();
     if !attr.is_empty() {
-        let err = syn::Error::new(proc_macro2::Span::call_site(), "#[lumen::main] takes no options")
-            .to_compile_error();
+        let err = syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "#[lumen::main] takes no options",
+        )
+        .to_compile_error();
         return quote!(#item2 #err).into();
     }
     let f: syn::ItemFn = match syn::parse(item) {

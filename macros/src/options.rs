@@ -40,9 +40,17 @@ pub(crate) struct Num {
 
 fn literal_value(e: &Expr) -> Option<f64> {
     match e {
-        Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => i.base10_parse::<f64>().ok(),
-        Expr::Lit(ExprLit { lit: Lit::Float(f), .. }) => f.base10_parse::<f64>().ok(),
-        Expr::Unary(ExprUnary { op: UnOp::Neg(_), expr, .. }) => literal_value(expr).map(|v| -v),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i.base10_parse::<f64>().ok(),
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(f), ..
+        }) => f.base10_parse::<f64>().ok(),
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_),
+            expr,
+            ..
+        }) => literal_value(expr).map(|v| -v),
         Expr::Group(g) => literal_value(&g.expr),
         Expr::Paren(p) => literal_value(&p.expr),
         _ => None,
@@ -62,7 +70,10 @@ fn check_amount(errors: &mut Errors, what: &str, n: &Num, gpu: bool) {
     let Some(v) = n.value else { return };
     let span = syn::spanned::Spanned::span(&n.expr);
     if !v.is_finite() || v < 0.0 {
-        errors.at(span, format!("{what} = {v}: resource amounts must be non-negative"));
+        errors.at(
+            span,
+            format!("{what} = {v}: resource amounts must be non-negative"),
+        );
         return;
     }
     let scaled = v * 10_000.0;
@@ -73,7 +84,10 @@ fn check_amount(errors: &mut Errors, what: &str, n: &Num, gpu: bool) {
         );
     }
     if gpu && v > 1.0 && v.fract() != 0.0 {
-        errors.at(span, format!("{what} = {v}: GPU amounts above 1 must be whole numbers (e.g. 0.5, 1, 2)"));
+        errors.at(
+            span,
+            format!("{what} = {v}: GPU amounts above 1 must be whole numbers (e.g. 0.5, 1, 2)"),
+        );
     }
 }
 
@@ -92,7 +106,8 @@ pub(crate) struct RemoteOptions {
     pub(crate) concurrency_groups: Vec<(String, Expr, Span)>,
 }
 
-const FN_OPTIONS: &str = "num_cpus, num_gpus, memory, resources(name = amount, ..), max_retries, retry_exceptions";
+const FN_OPTIONS: &str =
+    "num_cpus, num_gpus, memory, resources(name = amount, ..), max_retries, retry_exceptions";
 const IMPL_OPTIONS: &str = "num_cpus, num_gpus, memory, resources(name = amount, ..), max_restarts, max_task_retries, max_concurrency, concurrency_groups(name = size, ..)";
 
 /// Which item the options are on.
@@ -103,7 +118,11 @@ pub(crate) enum Target {
 }
 
 impl RemoteOptions {
-    pub(crate) fn parse(attr: proc_macro2::TokenStream, target: Target, errors: &mut Errors) -> Self {
+    pub(crate) fn parse(
+        attr: proc_macro2::TokenStream,
+        target: Target,
+        errors: &mut Errors,
+    ) -> Self {
         let mut o = RemoteOptions::default();
         if attr.is_empty() {
             return o;
@@ -126,7 +145,9 @@ impl RemoteOptions {
                     let name = if let Some(id) = inner.path.get_ident() {
                         id.to_string()
                     } else {
-                        return Err(inner.error("a resource name is an identifier: resources(my_resource = 1)"));
+                        return Err(inner.error(
+                            "a resource name is an identifier: resources(my_resource = 1)",
+                        ));
                     };
                     o.resources.push((name, num(&inner)?));
                     Ok(())
@@ -144,7 +165,8 @@ impl RemoteOptions {
                 }
                 ("concurrency_groups", Target::Impl) => meta.parse_nested_meta(|inner| {
                     let Some(id) = inner.path.get_ident() else {
-                        return Err(inner.error("a group name is an identifier: concurrency_groups(io = 2)"));
+                        return Err(inner
+                            .error("a group name is an identifier: concurrency_groups(io = 2)"));
                     };
                     let size: Expr = inner.value()?.parse()?;
                     if let Some(v) = literal_value(&size) {
@@ -184,7 +206,10 @@ impl RemoteOptions {
             check_amount(errors, "memory", n, false);
         }
         for (name, n) in &o.resources {
-            if matches!(name.as_str(), "CPU" | "GPU" | "memory" | "object_store_memory") {
+            if matches!(
+                name.as_str(),
+                "CPU" | "GPU" | "memory" | "object_store_memory"
+            ) {
                 errors.at(
                     syn::spanned::Spanned::span(&n.expr),
                     format!("`{name}` is a predefined resource: use num_cpus / num_gpus / memory instead of resources({name} = ..)"),

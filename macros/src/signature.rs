@@ -42,11 +42,7 @@ impl Return {
 
 fn is_result_type(ty: &Type) -> bool {
     match ty {
-        Type::Path(p) => p
-            .path
-            .segments
-            .last()
-            .is_some_and(|s| s.ident == "Result"),
+        Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Result"),
         _ => false,
     }
 }
@@ -104,10 +100,16 @@ pub(crate) fn check_plain(sig: &Signature, errors: &mut Errors) {
         errors.at(v.span(), "remote functions cannot be variadic");
     }
     if sig.constness.is_some() {
-        errors.at(sig.constness.span(), "remote functions cannot be `const fn`");
+        errors.at(
+            sig.constness.span(),
+            "remote functions cannot be `const fn`",
+        );
     }
     if sig.unsafety.is_some() {
-        errors.at(sig.unsafety.span(), "remote functions cannot be `unsafe fn`");
+        errors.at(
+            sig.unsafety.span(),
+            "remote functions cannot be `unsafe fn`",
+        );
     }
 }
 

@@ -331,7 +331,10 @@ pub fn create_actor<T: RemoteActor>(
     };
     if let Some(name) = &options.name {
         if name.is_empty() {
-            return dead_handle(actor_id, Some(Error::invalid("an actor name must not be empty")));
+            return dead_handle(
+                actor_id,
+                Some(Error::invalid("an actor name must not be empty")),
+            );
         }
     }
     let task_id = TaskId::fresh();
@@ -403,7 +406,10 @@ pub fn create_actor<T: RemoteActor>(
                 anchor: Some(anchor),
             })
         }
-        Ok(Registered::Existing { actor_id: existing, class: c }) => {
+        Ok(Registered::Existing {
+            actor_id: existing,
+            class: c,
+        }) => {
             // Nothing was scheduled for the unused creation: release its arguments.
             rt.refs.unpin(&pinned);
             if c != T::PATH {

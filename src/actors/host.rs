@@ -78,8 +78,9 @@ impl Drop for CallGuard {
             self.complete(Err(Error::ActorDied {
                 actor: self.actor_id.to_string(),
                 class: String::new(),
-                reason: "the actor stopped (killed, or every handle dropped) before running this call"
-                    .into(),
+                reason:
+                    "the actor stopped (killed, or every handle dropped) before running this call"
+                        .into(),
             }));
         }
     }
@@ -148,7 +149,10 @@ impl ActorHost {
         }
     }
 
-    fn construct(&self, resolved: Vec<Option<Stored>>) -> Result<(&'static ActorClass, ActorState), Error> {
+    fn construct(
+        &self,
+        resolved: Vec<Option<Stored>>,
+    ) -> Result<(&'static ActorClass, ActorState), Error> {
         let spec = &self.spec;
         let path = &spec.function.path;
         let class = registry::class(spec.function.id, path)?;
@@ -157,7 +161,9 @@ impl ActorHost {
         match std::panic::catch_unwind(AssertUnwindSafe(|| {
             in_context(self.exec(spec.task_id, false), run)
         })) {
-            Ok(r) => r.map(|s| (class, s)).map_err(|e| locate(e, path, self.node)),
+            Ok(r) => r
+                .map(|s| (class, s))
+                .map_err(|e| locate(e, path, self.node)),
             Err(p) => Err(Error::Task {
                 function: format!("{path}::new"),
                 message: panic_message(p),
@@ -241,7 +247,8 @@ impl Handler<ActorTask> for ActorHost {
         if let Some(limit) = &self.limit {
             // Async actor: run on the event loop, bounded by max_concurrency.
             let limit = limit.clone();
-            let (exec_async, exec_sync) = (self.exec(msg.task_id, true), self.exec(msg.task_id, false));
+            let (exec_async, exec_sync) =
+                (self.exec(msg.task_id, true), self.exec(msg.task_id, false));
             self.executor.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 let outcome = match fetch_args_async(&msg.args).await {
@@ -258,7 +265,8 @@ impl Handler<ActorTask> for ActorHost {
                         }),
                     },
                 };
-                msg.guard.finish(outcome.map_err(|e| locate(e, method.path, node)));
+                msg.guard
+                    .finish(outcome.map_err(|e| locate(e, method.path, node)));
             });
             return;
         }
@@ -273,7 +281,8 @@ impl Handler<ActorTask> for ActorHost {
                 ))),
             }
         });
-        msg.guard.finish(outcome.map_err(|e| locate(e, method.path, node)));
+        msg.guard
+            .finish(outcome.map_err(|e| locate(e, method.path, node)));
     }
 }
 

@@ -1,10 +1,10 @@
 //! The cluster's state: nodes and resources.
 
 use crate::error::{Error, Result};
+use crate::ids::ActorId;
 use crate::ids::NodeId;
 use crate::node::raylet::GetResources;
 use crate::runtime;
-use crate::ids::ActorId;
 use crate::system::gcs::{GetNodes, ListActors};
 use std::collections::BTreeMap;
 
@@ -57,7 +57,10 @@ fn snapshot() -> Result<Vec<NodeInfo>> {
                 address: n.address,
                 alive: n.alive,
                 resources: n.total.to_map(),
-                available: snap.as_ref().map(|s| s.available.to_map()).unwrap_or_default(),
+                available: snap
+                    .as_ref()
+                    .map(|s| s.available.to_map())
+                    .unwrap_or_default(),
                 pending: snap
                     .as_ref()
                     .map(|s| s.demands.iter().map(|(r, n)| (r.to_map(), *n)).collect())

@@ -1,7 +1,7 @@
 //! [`Config`]: how `lumen::init_with` starts or joins a cluster.
 
-use crate::resources::{Amount, Resource, ResourceRequest, ResourceSet};
 use crate::error::{Error, Result};
+use crate::resources::{Amount, Resource, ResourceRequest, ResourceSet};
 
 /// Options for [`init_with`](crate::init_with): the embedded node's resources, or the address of
 /// a running cluster.
@@ -71,9 +71,9 @@ impl Config {
 
     /// The embedded node's total resources, validated.
     pub(crate) fn node_resources(&self) -> Result<ResourceSet> {
-        let cpus = self.num_cpus.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
-        });
+        let cpus = self
+            .num_cpus
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()) as f64);
         let gpus = self.num_gpus.unwrap_or_else(|| detect_gpus() as f64);
         if gpus.fract() != 0.0 {
             return Err(Error::invalid(format!(
@@ -135,6 +135,9 @@ mod tests {
         assert!(set["memory"] > 0.0 && set["object_store_memory"] > 0.0);
         assert!(Config::default().num_cpus(-1.0).node_resources().is_err());
         assert!(Config::default().num_gpus(0.5).node_resources().is_err());
-        assert!(Config::default().resource("GPU", 1.0).node_resources().is_err());
+        assert!(Config::default()
+            .resource("GPU", 1.0)
+            .node_resources()
+            .is_err());
     }
 }

@@ -68,6 +68,7 @@ fn fetch_blocking(
     if ids.is_empty() || need == 0 {
         return Ok((slots, true));
     }
+    check_known(rt, ids)?;
     let rx = rt.store.fetch(ids);
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut got = 0;
@@ -257,10 +258,25 @@ fn fetch_ready_now(rt: &Arc<Runtime>, ids: &[ObjectId]) -> Vec<Option<Stored>> {
     slots
 }
 
+/// Refuses objects this process holds no reference to: they can never arrive (a ref made before
+/// `lumen::init()`, or kept across `shutdown()`).
+fn check_known(rt: &Runtime, ids: &[ObjectId]) -> Result<()> {
+    match ids.iter().find(|id| !rt.refs.contains(**id)) {
+        Some(id) => Err(Error::ObjectLost {
+            object: id.to_string(),
+            reason: "this process holds no reference to it: the ref was made before lumen::init() \
+                     or belongs to a runtime that was shut down"
+                .into(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Awaits an object without blocking a thread (what `ref.await` does).
 pub(crate) async fn get_async<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
     let rt = runtime::current()?;
     let id = r.id();
+    check_known(&rt, &[id])?;
     let rx = rt.store.fetch(&[id]);
     drop(rt);
     let (_, v) = rx

@@ -93,7 +93,10 @@ mod tests {
 
     fn cpus(tenths: i64) -> ResourceSet {
         let mut s = ResourceSet::new();
-        s.set(Resource::Cpu, Amount::parse("x", tenths as f64 / 10.0).unwrap());
+        s.set(
+            Resource::Cpu,
+            Amount::parse("x", tenths as f64 / 10.0).unwrap(),
+        );
         s
     }
 
@@ -105,7 +108,11 @@ mod tests {
         q.push(&cpus(10), "a");
         q.push(&cpus(10), "b");
         q.push(&cpus(10), "c");
-        let got: Vec<_> = q.take_dispatchable(&mut node).into_iter().map(|(t, _)| t).collect();
+        let got: Vec<_> = q
+            .take_dispatchable(&mut node)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
         assert_eq!(got, vec!["a", "b"]);
         assert_eq!(q.len(), 2);
         assert_eq!(q.demands().len(), 2);

@@ -48,7 +48,11 @@ pub(crate) fn locate(error: Error, function: &str, node: NodeId) -> Error {
             message,
             node: n,
         } if f.is_empty() || n.is_empty() => Error::Task {
-            function: if f.is_empty() { function.to_string() } else { f },
+            function: if f.is_empty() {
+                function.to_string()
+            } else {
+                f
+            },
             message,
             node: if n.is_empty() { node.to_string() } else { n },
         },
@@ -57,7 +61,10 @@ pub(crate) fn locate(error: Error, function: &str, node: NodeId) -> Error {
 }
 
 /// The argument bytes of a task, in order. A failed upstream object is this task's failure.
-pub(crate) fn build_args(args: &[TaskArg], resolved: Vec<Option<Stored>>) -> Result<Vec<Bytes>, Error> {
+pub(crate) fn build_args(
+    args: &[TaskArg],
+    resolved: Vec<Option<Stored>>,
+) -> Result<Vec<Bytes>, Error> {
     let mut resolved = resolved.into_iter();
     let mut out = Vec::with_capacity(args.len());
     for arg in args {
@@ -138,7 +145,9 @@ pub(crate) fn run_sync(spec: &TaskSpec, resolved: Vec<Option<Stored>>, node: Nod
     let f = registry::function(spec.function.id, path)?;
     let args = build_args(&spec.args, resolved)?;
     let Invoke::Sync(invoke) = f.invoke else {
-        return Err(Error::invalid(format!("{path} is async and cannot run on a worker thread")));
+        return Err(Error::invalid(format!(
+            "{path} is async and cannot run on a worker thread"
+        )));
     };
     match std::panic::catch_unwind(AssertUnwindSafe(|| invoke(Args::new(args, f.path)))) {
         Ok(outcome) => outcome.map_err(|e| locate(e, path, node)),

@@ -269,7 +269,8 @@ impl Raylet {
 
     fn spawn_worker(&mut self, ctx: &mut Context<Self>) -> Addr<Worker> {
         let (node, raylet) = (self.node_id, ctx.address());
-        let w = Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker { node, raylet });
+        let w =
+            Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker { node, raylet });
         self.workers.push(w.clone());
         w
     }
@@ -350,8 +351,10 @@ impl Handler<TaskDone> for Raylet {
             if run.blocked {
                 // Its CPU is already lent out; return the rest.
                 let mut rest = run.grant.clone();
-                rest.resources
-                    .set(crate::resources::Resource::Cpu, crate::resources::Amount::ZERO);
+                rest.resources.set(
+                    crate::resources::Resource::Cpu,
+                    crate::resources::Amount::ZERO,
+                );
                 self.resources.release(&rest);
             } else {
                 self.resources.release(&run.grant);
@@ -419,9 +422,9 @@ impl Handler<KillActor> for Raylet {
         } else {
             // Not created yet: drop it from the queue, or refuse it when it arrives.
             let id = msg.actor_id;
-            let dropped = self.queue.remove_where(|r| {
-                matches!(&r.spec.kind, TaskKind::ActorCreation(c) if c.actor_id == id)
-            });
+            let dropped = self.queue.remove_where(
+                |r| matches!(&r.spec.kind, TaskKind::ActorCreation(c) if c.actor_id == id),
+            );
             if dropped.is_empty() {
                 self.killed.insert(id);
             }
@@ -450,5 +453,3 @@ impl Handler<GetResources> for Raylet {
         }
     }
 }
-
-

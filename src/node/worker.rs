@@ -37,7 +37,8 @@ impl Handler<Execute> for Worker {
     type Result = ();
     fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) {
         let spec = msg.ready.spec;
-        let span = tracing::debug_span!("task", task = %spec.task_id, function = %spec.function.path);
+        let span =
+            tracing::debug_span!("task", task = %spec.task_id, function = %spec.function.path);
         let _enter = span.enter();
         let exec = ExecContext {
             task_id: Some(spec.task_id),

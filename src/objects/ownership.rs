@@ -10,12 +10,12 @@
 //! entry's lock, so a result can never be stored after its object was freed.
 
 use crate::ids::{ActorId, ObjectId};
-use crate::system::gcs::{ActorOutOfScope, Gcs};
-use actix::Addr;
 use crate::objects::codec::Encoded;
 use crate::objects::object_ref::RawRef;
 use crate::objects::store::{StoreClient, Stored};
+use crate::system::gcs::{ActorOutOfScope, Gcs};
 use crate::task::TaskSpec;
+use actix::Addr;
 use dashmap::DashMap;
 use std::sync::Arc;
 
@@ -205,7 +205,6 @@ impl RefTable {
     }
 
     /// Whether the object is still referenced.
-    #[allow(dead_code)]
     pub(crate) fn contains(&self, id: ObjectId) -> bool {
         self.map.contains_key(&id)
     }

@@ -178,11 +178,25 @@ mod tests {
     fn hybrid_packs_local_until_half_then_spreads() {
         let nodes = vec![node(1, 4, 4), node(2, 4, 4)];
         let mut c = 0;
-        let p = pick_node(&nodes, NodeId(1), &cpus(1), &SchedulingStrategy::Default, 7, &mut c);
+        let p = pick_node(
+            &nodes,
+            NodeId(1),
+            &cpus(1),
+            &SchedulingStrategy::Default,
+            7,
+            &mut c,
+        );
         assert_eq!(p, Placement::Node(NodeId(1)));
         // Local at 75%: the other, idle node wins.
         let nodes = vec![node(1, 4, 1), node(2, 4, 4)];
-        let p = pick_node(&nodes, NodeId(1), &cpus(1), &SchedulingStrategy::Default, 7, &mut c);
+        let p = pick_node(
+            &nodes,
+            NodeId(1),
+            &cpus(1),
+            &SchedulingStrategy::Default,
+            7,
+            &mut c,
+        );
         assert_eq!(p, Placement::Node(NodeId(2)));
     }
 
@@ -191,8 +205,14 @@ mod tests {
         let nodes = vec![node(1, 2, 0)];
         let mut c = 0;
         let d = SchedulingStrategy::Default;
-        assert_eq!(pick_node(&nodes, NodeId(1), &cpus(3), &d, 0, &mut c), Placement::Infeasible);
-        assert_eq!(pick_node(&nodes, NodeId(1), &cpus(1), &d, 0, &mut c), Placement::Node(NodeId(1)));
+        assert_eq!(
+            pick_node(&nodes, NodeId(1), &cpus(3), &d, 0, &mut c),
+            Placement::Infeasible
+        );
+        assert_eq!(
+            pick_node(&nodes, NodeId(1), &cpus(1), &d, 0, &mut c),
+            Placement::Node(NodeId(1))
+        );
     }
 
     #[test]
@@ -219,19 +239,34 @@ mod tests {
         dead.alive = false;
         let nodes = vec![node(1, 4, 4), dead];
         let mut c = 0;
-        let hard = SchedulingStrategy::NodeAffinity { node_id: NodeId(2), soft: false };
+        let hard = SchedulingStrategy::NodeAffinity {
+            node_id: NodeId(2),
+            soft: false,
+        };
         assert!(matches!(
             pick_node(&nodes, NodeId(1), &cpus(1), &hard, 0, &mut c),
             Placement::Unschedulable(r) if r.contains("dead")
         ));
-        let soft = SchedulingStrategy::NodeAffinity { node_id: NodeId(2), soft: true };
-        assert_eq!(pick_node(&nodes, NodeId(1), &cpus(1), &soft, 0, &mut c), Placement::Node(NodeId(1)));
-        let missing = SchedulingStrategy::NodeAffinity { node_id: NodeId(9), soft: false };
+        let soft = SchedulingStrategy::NodeAffinity {
+            node_id: NodeId(2),
+            soft: true,
+        };
+        assert_eq!(
+            pick_node(&nodes, NodeId(1), &cpus(1), &soft, 0, &mut c),
+            Placement::Node(NodeId(1))
+        );
+        let missing = SchedulingStrategy::NodeAffinity {
+            node_id: NodeId(9),
+            soft: false,
+        };
         assert!(matches!(
             pick_node(&nodes, NodeId(1), &cpus(1), &missing, 0, &mut c),
             Placement::Unschedulable(_)
         ));
-        let too_big = SchedulingStrategy::NodeAffinity { node_id: NodeId(1), soft: false };
+        let too_big = SchedulingStrategy::NodeAffinity {
+            node_id: NodeId(1),
+            soft: false,
+        };
         assert!(matches!(
             pick_node(&nodes, NodeId(1), &cpus(8), &too_big, 0, &mut c),
             Placement::Unschedulable(r) if r.contains("never fit")

@@ -247,21 +247,33 @@ mod tests {
     fn names_are_unique_per_namespace_and_freed_on_death() {
         let mut d: ActorDirectory<u8> = ActorDirectory::default();
         let (a, b) = (ActorId::fresh(), ActorId::fresh());
-        assert_eq!(d.register(a, "C", name("x"), false, false).unwrap(), Registered::New);
+        assert_eq!(
+            d.register(a, "C", name("x"), false, false).unwrap(),
+            Registered::New
+        );
         let e = d.register(b, "C", name("x"), false, false).unwrap_err();
         assert!(e.to_string().contains("already taken"), "{e}");
         assert_eq!(
             d.register(b, "C", name("x"), false, true).unwrap(),
-            Registered::Existing { actor_id: a, class: "C".into() }
+            Registered::Existing {
+                actor_id: a,
+                class: "C".into()
+            }
         );
         // Another namespace is another name.
         let other = Some(("other".into(), "x".into()));
-        assert_eq!(d.register(b, "C", other, false, false).unwrap(), Registered::New);
+        assert_eq!(
+            d.register(b, "C", other, false, false).unwrap(),
+            Registered::New
+        );
         assert_eq!(d.lookup("ns", "x").unwrap().0, a);
         d.dead(a, Error::invalid("gone"));
         assert!(matches!(d.lookup("ns", "x"), Err(Error::NotFound { .. })));
         let c = ActorId::fresh();
-        assert_eq!(d.register(c, "C", name("x"), false, false).unwrap(), Registered::New);
+        assert_eq!(
+            d.register(c, "C", name("x"), false, false).unwrap(),
+            Registered::New
+        );
     }
 
     #[test]
@@ -276,15 +288,30 @@ mod tests {
         for (tx, u) in notes {
             tx.send(u).unwrap();
         }
-        assert!(matches!(rx.try_recv(), Ok(ActorUpdate::Alive { addr: 7, incarnation: 0 })));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(ActorUpdate::Alive {
+                addr: 7,
+                incarnation: 0
+            })
+        ));
         // Already alive: answered at once; watching for a newer incarnation waits.
-        assert!(matches!(d.watch(a, None, tx.clone()), Some(ActorUpdate::Alive { .. })));
+        assert!(matches!(
+            d.watch(a, None, tx.clone()),
+            Some(ActorUpdate::Alive { .. })
+        ));
         assert!(d.watch(a, Some(0), tx.clone()).is_none());
         let notes = d.dead(a, Error::invalid("killed"));
         assert_eq!(notes.len(), 1);
         assert!(d.dead(a, Error::invalid("again")).is_empty());
-        assert!(matches!(d.watch(a, Some(5), tx), Some(ActorUpdate::Dead(_))));
-        assert!(matches!(d.watch(ActorId::fresh(), None, flume::unbounded().0), Some(ActorUpdate::Dead(_))));
+        assert!(matches!(
+            d.watch(a, Some(5), tx),
+            Some(ActorUpdate::Dead(_))
+        ));
+        assert!(matches!(
+            d.watch(ActorId::fresh(), None, flume::unbounded().0),
+            Some(ActorUpdate::Dead(_))
+        ));
     }
 
     #[test]

@@ -9,7 +9,9 @@ use crate::objects::store::Stored;
 use crate::placement::policy::{pick_node, NodeView, Placement};
 use crate::resources::ResourceSet;
 use crate::runtime;
-use crate::system::actor_directory::{ActorDirectory, ActorSummary, ActorUpdate, Notices, Registered};
+use crate::system::actor_directory::{
+    ActorDirectory, ActorSummary, ActorUpdate, Notices, Registered,
+};
 use crate::task::{TaskKind, TaskSpec};
 use actix::prelude::*;
 use std::collections::HashMap;
@@ -185,7 +187,8 @@ impl Gcs {
                     reason,
                 };
                 runtime::with_current(|rt| {
-                    rt.refs.complete(spec.return_id, Stored::Error(error.clone()), &[]);
+                    rt.refs
+                        .complete(spec.return_id, Stored::Error(error.clone()), &[]);
                     rt.refs.unpin(&spec.pinned);
                 });
                 self.fail_actor(creation.actor_id, error);
@@ -272,7 +275,10 @@ impl Handler<ActorFailed> for Gcs {
 impl Handler<WatchActor> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: WatchActor, _: &mut Context<Self>) {
-        if let Some(update) = self.actors.watch(msg.actor_id, msg.after, msg.reply.clone()) {
+        if let Some(update) = self
+            .actors
+            .watch(msg.actor_id, msg.after, msg.reply.clone())
+        {
             let _ = msg.reply.send(update);
         }
     }
