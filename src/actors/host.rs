@@ -1,26 +1,25 @@
 //! The `ActorHost` actix actor: one per actor, on its own arbiter (thread).
 //!
-//! It runs the constructor, then the calls. A serial actor runs calls one at a time in mailbox
-//! order, which is each caller's submission order. An async actor (any `async fn` method) runs
-//! calls on the node's event loop, at most `max_concurrency` at once (default 1000). A call's
-//! result object is completed exactly once: by the call, or, if the host stops before running it,
-//! by the call's guard with `ActorDied`.
+//! It runs the constructor, then routes each call to its concurrency group (the call's override,
+//! else the method's group, else the default group; an unknown name fails the call). A serial
+//! actor's default group runs inline, one call at a time in mailbox order, which is each caller's
+//! submission order. Async and threaded groups are their own actix actors (see
+//! [`groups`](crate::actors::groups)). A call's result object is completed exactly once: by the
+//! call, or, if the host stops before running it, by the call's guard with `ActorDied`.
 
-use crate::api::context::{ExecContext, WithExec};
+use crate::api::context::ExecContext;
 use crate::error::Error;
 use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
-use crate::node::executor::{
-    self, build_args, fetch_args_async, fetch_args_blocking, in_context, locate, panic_message,
-};
+use crate::actors::groups::{Group, RunCall};
+use crate::node::executor::{self, build_args, in_context, locate, panic_message};
 use crate::node::raylet::{ActorReady, Raylet};
 use crate::objects::codec;
 use crate::objects::store::Stored;
-use crate::registry::{self, ActorClass, ActorState, Args, MethodInvoke, Outcome};
+use crate::registry::{self, ActorClass, ActorState, Args, Outcome};
 use crate::runtime;
 use crate::system::gcs::{ActorFailed, ActorStarted, Gcs};
 use crate::task::{TaskArg, TaskKind, TaskSpec};
 use actix::prelude::*;
-use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -93,7 +92,7 @@ pub(crate) struct ActorTask {
     pub(crate) task_id: TaskId,
     pub(crate) method: u32,
     pub(crate) args: Vec<TaskArg>,
-    #[allow(dead_code)]
+    /// A per-call concurrency group, overriding the method's.
     pub(crate) group: Option<String>,
     pub(crate) guard: CallGuard,
 }
@@ -109,7 +108,10 @@ pub(crate) struct ActorHost {
     executor: tokio::runtime::Handle,
     class: Option<&'static ActorClass>,
     state: Option<ActorState>,
-    limit: Option<Arc<tokio::sync::Semaphore>>,
+    /// Where calls without a group run.
+    default_group: Group,
+    /// The declared concurrency groups.
+    groups: Vec<(&'static str, Group)>,
 }
 
 impl ActorHost {
@@ -135,7 +137,8 @@ impl ActorHost {
             executor,
             class: None,
             state: None,
-            limit: None,
+            default_group: Group::Inline,
+            groups: Vec::new(),
         }
     }
 
@@ -186,13 +189,22 @@ impl Handler<Construct> for ActorHost {
             Ok((class, state)) => {
                 self.class = Some(class);
                 self.state = Some(state);
-                if class.is_async {
-                    let n = match &self.spec.kind {
-                        TaskKind::ActorCreation(c) => c.max_concurrency.unwrap_or(1000),
-                        TaskKind::Normal { .. } => 1000,
-                    };
-                    self.limit = Some(Arc::new(tokio::sync::Semaphore::new(n.max(1))));
-                }
+                // The default group: 1000 for async actors, else 1, resized by max_concurrency.
+                let max = match &self.spec.kind {
+                    TaskKind::ActorCreation(c) => c.max_concurrency,
+                    TaskKind::Normal { .. } => None,
+                };
+                let default = max.unwrap_or(if class.is_async { 1000 } else { 1 });
+                self.default_group = if class.is_async || default > 1 {
+                    Group::start(default, class.is_async, &self.executor)
+                } else {
+                    Group::Inline
+                };
+                self.groups = class
+                    .groups
+                    .iter()
+                    .map(|(name, size)| (*name, Group::start(*size, class.is_async, &self.executor)))
+                    .collect();
                 executor::finish(&self.spec, codec::encode("()", &()));
                 self.gcs.do_send(ActorStarted {
                     actor_id: self.actor_id,
@@ -241,67 +253,35 @@ impl Handler<ActorTask> for ActorHost {
                 class.path, msg.method
             ))));
         };
-        let node = self.node;
         let span = tracing::debug_span!("actor_call", actor = %self.actor_id, method = method.path);
         let _enter = span.enter();
-        if let Some(limit) = &self.limit {
-            // Async actor: run on the event loop, bounded by max_concurrency.
-            let limit = limit.clone();
-            let (exec_async, exec_sync) =
-                (self.exec(msg.task_id, true), self.exec(msg.task_id, false));
-            self.executor.spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                let outcome = match fetch_args_async(&msg.args).await {
-                    Err(e) => Err(e),
-                    Ok(args) => match method.invoke {
-                        MethodInvoke::Async(f) => {
-                            let fut = f(state, Args::new(args, method.path));
-                            WithExec::new(exec_async, AssertUnwindSafe(fut).catch_unwind())
-                                .await
-                                .unwrap_or_else(|p| Err(panic_error(method.path, p, node)))
+        let group = match msg.group.as_deref().or(method.group) {
+            None => &self.default_group,
+            Some(name) => match self.groups.iter().find(|(n, _)| *n == name) {
+                Some((_, g)) => g,
+                None => {
+                    let mut names: Vec<&str> = self.groups.iter().map(|(n, _)| *n).collect();
+                    names.sort_unstable();
+                    return msg.guard.finish(Err(Error::invalid(format!(
+                        "{} has no concurrency group {name:?}; its groups: {}",
+                        class.path,
+                        if names.is_empty() {
+                            "none besides the default group".to_string()
+                        } else {
+                            names.join(", ")
                         }
-                        MethodInvoke::Sync(f) => tokio::task::block_in_place(|| {
-                            in_context(exec_sync, || call_sync(f, &state, args, method.path, node))
-                        }),
-                    },
-                };
-                msg.guard
-                    .finish(outcome.map_err(|e| locate(e, method.path, node)));
-            });
-            return;
-        }
+                    ))));
+                }
+            },
+        };
         let exec = self.exec(msg.task_id, false);
-        let outcome = in_context(exec, || {
-            let args = fetch_args_blocking(&msg.args)?;
-            match method.invoke {
-                MethodInvoke::Sync(f) => call_sync(f, &state, args, method.path, node),
-                MethodInvoke::Async(_) => Err(Error::invalid(format!(
-                    "{} is async but its actor was not started as an async actor",
-                    method.path
-                ))),
-            }
+        group.run(RunCall {
+            task: msg,
+            method,
+            state,
+            exec,
+            node: self.node,
         });
-        msg.guard
-            .finish(outcome.map_err(|e| locate(e, method.path, node)));
-    }
-}
-
-fn call_sync(
-    f: fn(&ActorState, Args) -> Outcome,
-    state: &ActorState,
-    args: Vec<bytes::Bytes>,
-    path: &'static str,
-    node: NodeId,
-) -> Outcome {
-    std::panic::catch_unwind(AssertUnwindSafe(|| f(state, Args::new(args, path))))
-        .unwrap_or_else(|p| Err(panic_error(path, p, node)))
-}
-
-fn panic_error(path: &str, p: Box<dyn std::any::Any + Send>, node: NodeId) -> Error {
-    Error::Task {
-        function: path.to_string(),
-        message: panic_message(p),
-        node: node.to_string(),
     }
 }
 
