@@ -37,15 +37,16 @@ pub(crate) struct ActorClients {
 impl ActorClients {
     /// Starts resolving an actor this process just created.
     pub(crate) fn created(&self, rt: &Arc<Runtime>, actor_id: ActorId) {
-        self.map.insert(
-            actor_id,
-            Client {
-                state: State::Pending(Vec::new()),
-                incarnation: None,
-                watching: true,
-            },
-        );
-        watch(rt, actor_id, None);
+        // Another thread may already have queued calls (a handle from get_actor): keep them.
+        let mut c = self.map.entry(actor_id).or_insert_with(|| Client {
+            state: State::Pending(Vec::new()),
+            incarnation: None,
+            watching: false,
+        });
+        if !c.watching && matches!(c.state, State::Pending(_)) {
+            c.watching = true;
+            watch(rt, actor_id, None);
+        }
     }
 
     /// Marks an actor dead locally: its calls fail with `error`.

@@ -16,7 +16,9 @@ use crate::actors::host::ActorTask;
 use crate::api::context::{ExecContext, WithExec};
 use crate::error::Error;
 use crate::ids::NodeId;
-use crate::node::executor::{fetch_args_async, fetch_args_blocking, in_context, locate, panic_message};
+use crate::node::executor::{
+    fetch_args_async, fetch_args_blocking, in_context, locate, panic_message,
+};
 use crate::registry::{ActorMethod, ActorState, Args, MethodInvoke, Outcome};
 use actix::prelude::*;
 use futures::FutureExt;
@@ -86,7 +88,8 @@ pub(crate) fn run_sync(call: RunCall) {
             ))),
         }
     });
-    task.guard.finish(outcome.map_err(|e| locate(e, method.path, node)));
+    task.guard
+        .finish(outcome.map_err(|e| locate(e, method.path, node)));
 }
 
 /// Runs a call on the event loop.
@@ -116,7 +119,8 @@ async fn run_async(call: RunCall) {
             }),
         },
     };
-    task.guard.finish(outcome.map_err(|e| locate(e, method.path, node)));
+    task.guard
+        .finish(outcome.map_err(|e| locate(e, method.path, node)));
 }
 
 pub(crate) fn call_sync(

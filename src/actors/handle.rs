@@ -372,8 +372,8 @@ pub fn create_actor<T: RemoteActor>(
         })),
         pinned,
     });
+    // The arguments' pins were taken when they were prepared; the spec now owns them.
     let pinned = spec.pinned.clone();
-    rt.refs.pin(&pinned);
     rt.refs.add_pending_actor(return_id, spec.clone(), actor_id);
     let anchor = ObjectRef::adopt(RawRef {
         id: return_id,
@@ -418,7 +418,7 @@ pub fn create_actor<T: RemoteActor>(
                     options.name.as_deref().unwrap_or_default(),
                     T::PATH
                 ));
-                return dead_handle(existing, Some(e));
+                return dead_handle(actor_id, Some(e));
             }
             ActorHandle::from_raw(RawActorHandle {
                 actor_id: existing,
@@ -501,9 +501,9 @@ impl<R> ActorCall<R> {
         let return_id = ObjectId::for_return(task_id, 0);
         // The call keeps the actor alive until it has run.
         if let Some(anchor) = &self.raw.anchor {
+            rt.refs.pin(&[anchor.id()]);
             pinned.push(anchor.id());
         }
-        rt.refs.pin(&pinned);
         rt.refs.add_pending(return_id, None);
         let r = ObjectRef::adopt(RawRef {
             id: return_id,

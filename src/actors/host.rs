@@ -7,10 +7,10 @@
 //! [`groups`](crate::actors::groups)). A call's result object is completed exactly once: by the
 //! call, or, if the host stops before running it, by the call's guard with `ActorDied`.
 
+use crate::actors::groups::{Group, RunCall};
 use crate::api::context::ExecContext;
 use crate::error::Error;
 use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
-use crate::actors::groups::{Group, RunCall};
 use crate::node::executor::{self, build_args, in_context, locate, panic_message};
 use crate::node::raylet::{ActorReady, Raylet};
 use crate::objects::codec;
@@ -61,11 +61,14 @@ impl CallGuard {
 
     fn complete(&self, outcome: Outcome) {
         runtime::with_current(|rt| {
-            let (value, contained) = match outcome {
-                Ok(enc) => (Stored::Value(enc.bytes), enc.contained),
+            let (value, contains) = match outcome {
+                Ok(enc) => {
+                    let (bytes, pins) = enc.into_parts();
+                    (Stored::Value(bytes), pins)
+                }
                 Err(e) => (Stored::Error(e), Vec::new()),
             };
-            rt.refs.complete(self.return_id, value, &contained);
+            rt.refs.complete(self.return_id, value, contains);
             rt.refs.unpin(&self.pinned);
         });
     }
@@ -203,7 +206,9 @@ impl Handler<Construct> for ActorHost {
                 self.groups = class
                     .groups
                     .iter()
-                    .map(|(name, size)| (*name, Group::start(*size, class.is_async, &self.executor)))
+                    .map(|(name, size)| {
+                        (*name, Group::start(*size, class.is_async, &self.executor))
+                    })
                     .collect();
                 executor::finish(&self.spec, codec::encode("()", &()));
                 self.gcs.do_send(ActorStarted {

@@ -4,15 +4,32 @@ use crate::error::Result;
 use crate::ids::ObjectId;
 use crate::objects::codec;
 use crate::objects::object_ref::ObjectRef;
+use crate::runtime;
 use crate::task::TaskArg;
 use serde::Serialize;
 
-/// An argument ready to be put into a task spec, with the objects it keeps alive.
+/// An argument ready to be put into a task spec. It holds pins on the objects it mentions
+/// (taken while the caller's value or ref was still alive); the task takes them over, and a
+/// prepared argument dropped unused releases them.
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct PreparedArg {
-    pub(crate) arg: TaskArg,
-    pub(crate) pins: Vec<ObjectId>,
+    arg: Option<TaskArg>,
+    pins: Vec<ObjectId>,
+}
+
+impl PreparedArg {
+    fn into_parts(mut self) -> (Option<TaskArg>, Vec<ObjectId>) {
+        (self.arg.take(), std::mem::take(&mut self.pins))
+    }
+}
+
+impl Drop for PreparedArg {
+    fn drop(&mut self) {
+        if !self.pins.is_empty() {
+            runtime::with_current(|rt| rt.refs.unpin(&self.pins));
+        }
+    }
 }
 
 /// A value accepted for a remote parameter of type `T`: the value itself, or a ref to one
@@ -42,10 +59,11 @@ pub trait IntoArg<T> {
 
 impl<T: Serialize> IntoArg<T> for T {
     fn into_arg(self) -> Result<PreparedArg> {
-        let enc = codec::encode(std::any::type_name::<T>(), &self)?;
+        // Refs inside the value are pinned by the encoder before `self` is dropped.
+        let (bytes, pins) = codec::encode(std::any::type_name::<T>(), &self)?.into_parts();
         Ok(PreparedArg {
-            arg: TaskArg::Value(enc.bytes),
-            pins: enc.contained.into_iter().map(|r| r.id).collect(),
+            arg: Some(TaskArg::Value(bytes)),
+            pins,
         })
     }
 }
@@ -58,21 +76,44 @@ impl<T> IntoArg<T> for ObjectRef<T> {
 
 impl<T> IntoArg<T> for &ObjectRef<T> {
     fn into_arg(self) -> Result<PreparedArg> {
+        // Pinned now, while the caller's ref (possibly a temporary) is alive.
+        let pins = runtime::with_current(|rt| {
+            rt.refs.pin(&[self.id()]);
+            vec![self.id()]
+        })
+        .unwrap_or_default();
         Ok(PreparedArg {
-            arg: TaskArg::Ref(self.raw().clone()),
-            pins: vec![self.id()],
+            arg: Some(TaskArg::Ref(self.raw().clone())),
+            pins,
         })
     }
 }
 
-/// Collects prepared arguments: the args and every object they pin.
+/// Collects prepared arguments: the args and the pins they hand over. On an error, every pin is
+/// released.
 pub(crate) fn collect(args: Vec<Result<PreparedArg>>) -> Result<(Vec<TaskArg>, Vec<ObjectId>)> {
     let mut out = Vec::with_capacity(args.len());
     let mut pins = Vec::new();
+    let mut failed = None;
     for a in args {
-        let a = a?;
-        out.push(a.arg);
-        pins.extend(a.pins);
+        match a {
+            Ok(a) => {
+                let (arg, p) = a.into_parts();
+                pins.extend(p);
+                if let Some(arg) = arg {
+                    out.push(arg);
+                }
+            }
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
     }
-    Ok((out, pins))
+    match failed {
+        None => Ok((out, pins)),
+        Some(e) => {
+            runtime::with_current(|rt| rt.refs.unpin(&pins));
+            Err(e)
+        }
+    }
 }

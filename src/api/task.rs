@@ -142,7 +142,7 @@ pub(crate) fn detached_ref<R>() -> ObjectRef<R> {
 pub(crate) fn failed_ref<R>(rt: &Runtime, error: crate::Error) -> ObjectRef<R> {
     let id = ObjectId::for_put();
     rt.refs.add_pending(id, None);
-    rt.refs.complete(id, Stored::Error(error), &[]);
+    rt.refs.complete(id, Stored::Error(error), Vec::new());
     ObjectRef::adopt(RawRef {
         id,
         owner: rt.owner(),
@@ -190,7 +190,7 @@ pub fn submit_task<R>(
         },
         pinned,
     });
-    rt.refs.pin(&spec.pinned);
+    // The arguments' pins were taken when they were prepared; the spec now owns them.
     rt.refs.add_pending(return_id, Some(spec.clone()));
     let r = ObjectRef::adopt(RawRef {
         id: return_id,

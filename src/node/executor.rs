@@ -218,11 +218,14 @@ pub(crate) fn finish(spec: &Arc<TaskSpec>, outcome: Outcome) {
             }
             other => other,
         };
-        let (value, contained) = match outcome {
-            Ok(enc) => (Stored::Value(enc.bytes), enc.contained),
+        let (value, contains) = match outcome {
+            Ok(enc) => {
+                let (bytes, pins) = enc.into_parts();
+                (Stored::Value(bytes), pins)
+            }
             Err(e) => (Stored::Error(e), Vec::new()),
         };
-        rt.refs.complete(spec.return_id, value, &contained);
+        rt.refs.complete(spec.return_id, value, contains);
         rt.refs.unpin(&spec.pinned);
     });
 }

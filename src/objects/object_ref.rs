@@ -118,7 +118,7 @@ impl<T> Hash for ObjectRef<T> {
 
 impl<T> Serialize for ObjectRef<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        codec::note_contained(&self.raw);
+        codec::note_contained(self.raw.id);
         self.raw.serialize(s)
     }
 }

@@ -75,10 +75,10 @@ impl RefTable {
         );
     }
 
-    /// Registers and stores a value made by `put`: one local ref.
+    /// Registers and stores a value made by `put`: one local ref. The value's pins become the
+    /// object's: held until it is freed.
     pub(crate) fn add_put(&self, id: ObjectId, value: Encoded) {
-        let contains: Vec<ObjectId> = value.contained.iter().map(|r| r.id).collect();
-        self.pin(&contains);
+        let (bytes, contains) = value.into_parts();
         self.map.insert(
             id,
             RefEntry {
@@ -88,7 +88,7 @@ impl RefTable {
                 ..Default::default()
             },
         );
-        self.store.put(id, Stored::Value(value.bytes));
+        self.store.put(id, Stored::Value(bytes));
     }
 
     /// Another local handle to a known object.
@@ -148,11 +148,10 @@ impl RefTable {
         }
     }
 
-    /// Stores a task's result if the object is still referenced. Returns whether it was stored.
-    pub(crate) fn complete(&self, id: ObjectId, value: Stored, contained: &[RawRef]) -> bool {
-        let contains: Vec<ObjectId> = contained.iter().map(|r| r.id).collect();
-        // Pin what the value holds before it becomes visible; undone below if it is discarded.
-        self.pin(&contains);
+    /// Stores a task's result if the object is still referenced. `contains` are pins (already
+    /// taken) on the objects inside the value: kept with the object, or released if it is
+    /// discarded. Returns whether it was stored.
+    pub(crate) fn complete(&self, id: ObjectId, value: Stored, contains: Vec<ObjectId>) -> bool {
         let stored = match self.map.get_mut(&id) {
             Some(mut e) if !e.stored => {
                 e.stored = true;

@@ -188,7 +188,7 @@ impl Gcs {
                 };
                 runtime::with_current(|rt| {
                     rt.refs
-                        .complete(spec.return_id, Stored::Error(error.clone()), &[]);
+                        .complete(spec.return_id, Stored::Error(error.clone()), Vec::new());
                     rt.refs.unpin(&spec.pinned);
                 });
                 self.fail_actor(creation.actor_id, error);
