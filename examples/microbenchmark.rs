@@ -17,6 +17,7 @@ fn noop() -> Vec<u8> {
 }
 
 /// A serial actor with a no-op method.
+#[derive(Default)]
 pub struct Sink;
 
 #[lumen::remote]
@@ -74,7 +75,9 @@ fn main() -> lumen::Result<()> {
             "--rounds" => bench.rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(4),
             "--seconds" => bench.seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(2.0),
             other => {
-                eprintln!("unknown argument {other:?}; use --filter SUBSTRING, --rounds N, --seconds S");
+                eprintln!(
+                    "unknown argument {other:?}; use --filter SUBSTRING, --rounds N, --seconds S"
+                );
                 std::process::exit(2);
             }
         }
@@ -108,7 +111,11 @@ fn main() -> lumen::Result<()> {
     let actors: Vec<_> = (0..200).map(|_| Sink::remote()).collect();
     let refs: Vec<_> = actors.iter().map(|a| a.noop().remote()).collect();
     lumen::get_all(&refs)?;
-    if bench.filter.as_deref().is_none_or(|f| "lumen: actor creation".contains(f)) {
+    if bench
+        .filter
+        .as_deref()
+        .is_none_or(|f| "lumen: actor creation".contains(f))
+    {
         let rate = 200.0 / t0.elapsed().as_secs_f64();
         println!("lumen: actor creation with one call per second {rate:.2} +- 0.00");
     }

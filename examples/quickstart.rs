@@ -89,6 +89,7 @@ impl Counter {
 // ---------------------------------------------------------------------------------------------
 
 /// Collects messages sent by any task or actor that holds a handle to it.
+#[derive(Default)]
 pub struct MessageActor {
     messages: Vec<String>,
 }
@@ -123,7 +124,11 @@ fn worker(mailbox: lumen::ActorHandle<MessageActor>, id: u32) -> lumen::Result<u
     let mut sent = Vec::new();
     for i in 0..MESSAGES_PER_WORKER {
         std::thread::sleep(Duration::from_millis(40)); // simulate some work
-        sent.push(mailbox.add_message(format!("message {i} from worker {id}")).remote());
+        sent.push(
+            mailbox
+                .add_message(format!("message {i} from worker {id}"))
+                .remote(),
+        );
     }
     // Wait until the actor has stored them all before reporting back.
     lumen::get_all(&sent)?;
@@ -133,8 +138,10 @@ fn worker(mailbox: lumen::ActorHandle<MessageActor>, id: u32) -> lumen::Result<u
 fn main() -> lumen::Result<()> {
     let started = Instant::now();
     lumen::init()?;
-    let cpus = lumen::cluster_resources()["CPU"];
-    println!("lumen started: a one-node cluster with {cpus} CPUs in this process\n");
+    println!(
+        "lumen started: a one-node cluster inside this process (node {})\n",
+        lumen::runtime_context().node_id()
+    );
 
     // ----- 1. Parallel tasks ------------------------------------------------------------------
     println!("1. Tasks: square(i) for i in 0..8, as parallel remote tasks");
@@ -146,7 +153,9 @@ fn main() -> lumen::Result<()> {
     assert_eq!(squares, vec![0, 1, 4, 9, 16, 25, 36, 49]);
     // `square` is still a plain local function, too.
     assert_eq!(square(12), 144);
-    println!("   square(12) called locally -> {}\n", square(12));
+    println!("   square(12) called locally -> {}", square(12));
+    let cpus = lumen::cluster_resources()["CPU"];
+    println!("   (the node has {cpus} CPUs: that many tasks run at once)\n");
 
     // ----- 2. A task DAG --------------------------------------------------------------------
     println!("2. A task graph: a = load(100); b = transform(a); c = combine(a, b)");
@@ -202,7 +211,10 @@ fn main() -> lumen::Result<()> {
     let mut per_worker: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for m in &received {
         let (_, from) = m.split_once(" from ").expect("message format");
-        per_worker.entry(from.to_string()).or_default().push(m.clone());
+        per_worker
+            .entry(from.to_string())
+            .or_default()
+            .push(m.clone());
     }
     for (from, msgs) in &per_worker {
         let want: Vec<String> = (0..MESSAGES_PER_WORKER)
@@ -216,6 +228,9 @@ fn main() -> lumen::Result<()> {
 
     // ----- 5. The object store --------------------------------------------------------------
     println!("5. The object store: put and get a 64 MiB buffer");
+    // Values are stored serialized (MessagePack). For large raw byte buffers, wrapping them in
+    // `serde_bytes::ByteBuf` (add the `serde_bytes` crate) encodes them as one blob, which is
+    // several times faster than a `Vec<u8>`'s element-by-element encoding.
     let size = 64 << 20;
     let buffer: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     let t = Instant::now();

@@ -11,11 +11,11 @@ use crate::actors::client::ActorClients;
 use crate::api::config::Config;
 use crate::error::{Error, Result};
 use crate::ids::{JobId, NodeId, WorkerId};
-use crate::node::raylet::Raylet;
+use crate::node::raylet::{GetResources, Raylet};
 use crate::objects::object_ref::OwnerAddress;
 use crate::objects::ownership::RefTable;
 use crate::objects::store::{StoreClient, StoreShard};
-use crate::system::gcs::{Gcs, RegisterJob};
+use crate::system::gcs::{Gcs, GetNodes, RegisterJob};
 use actix::prelude::*;
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
@@ -136,6 +136,10 @@ pub(crate) fn start(config: Config) -> Result<()> {
                 let raylet = Raylet::start_in_arbiter(&Arbiter::new().handle(), move |_| {
                     Raylet::new(node_id, resources, g, s, exec2)
                 });
+                // init() returns only once the node is registered: the raylet registers when it
+                // starts, so a round trip through it, then one through the GCS, orders after that.
+                let _ = raylet.send(GetResources).await;
+                let _ = gcs.send(GetNodes).await;
                 let _ = tx.send((actix::System::current(), gcs, raylet, store));
             });
             system.run().ok();

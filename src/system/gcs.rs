@@ -117,6 +117,8 @@ pub(crate) struct Gcs {
     nodes: HashMap<NodeId, NodeRecord>,
     jobs: HashMap<JobId, String>,
     actors: ActorDirectory<Addr<ActorHost>>,
+    /// Actors no live node can host yet; placed again whenever a node joins.
+    unplaced: Vec<Arc<TaskSpec>>,
     spread_cursor: usize,
 }
 
@@ -126,6 +128,7 @@ impl Gcs {
             nodes: HashMap::new(),
             jobs: HashMap::new(),
             actors: ActorDirectory::default(),
+            unplaced: Vec::new(),
             spread_cursor: 0,
         }
     }
@@ -172,12 +175,14 @@ impl Gcs {
                     n.raylet.do_send(SubmitTask { spec });
                 }
             }
-            // Queue on a node anyway: its raylet reports the demand and keeps it pending.
+            // Queue on a node anyway: its raylet reports the demand and keeps it pending. With no
+            // node at all, keep it here until one joins.
             Placement::Infeasible => {
                 tracing::warn!(actor = %creation.actor_id, resources = ?spec.resources,
                     "actor cannot fit on any node yet; it stays pending");
-                if let Some(n) = self.nodes.get(&local) {
-                    n.raylet.do_send(SubmitTask { spec });
+                match self.nodes.get(&local) {
+                    Some(n) => n.raylet.do_send(SubmitTask { spec }),
+                    None => self.unplaced.push(spec),
                 }
             }
             Placement::Unschedulable(reason) => {
@@ -215,6 +220,9 @@ impl Handler<RegisterNode> for Gcs {
                 raylet: msg.raylet,
             },
         );
+        for spec in std::mem::take(&mut self.unplaced) {
+            self.schedule_actor(spec);
+        }
     }
 }
 
