@@ -5,9 +5,10 @@
 //!   inside `block_in_place`, so they may block without stalling the loop.
 //! - [`GroupThread`]: for threaded actors. A `SyncArbiter` with one thread per unit of the
 //!   group's size; each thread runs one call at a time.
-//! - A serial actor's default group (size 1, no async methods) needs no actor of its own: the
-//!   host runs those calls inline, one at a time, in mailbox order, which is what keeps each
-//!   submitter's calls in submission order.
+//! - A serial actor with no named groups needs no group actor: the host runs its calls inline,
+//!   one at a time, in mailbox order, which is what keeps each submitter's calls in submission
+//!   order. With named groups, its default group is a one-thread `GroupThread`, still in order,
+//!   so that a busy default call never holds up the other groups.
 //!
 //! Whatever the group, `&self` methods may overlap and `&mut self` methods run alone: the
 //! actor's state sits behind a read-write lock that every trampoline takes.

@@ -198,7 +198,10 @@ impl Handler<Construct> for ActorHost {
                     TaskKind::Normal { .. } => None,
                 };
                 let default = max.unwrap_or(if class.is_async { 1000 } else { 1 });
-                self.default_group = if class.is_async || default > 1 {
+                // A serial actor with no other groups runs calls inline (one hop fewer); with
+                // named groups, its default group gets its own thread so that a busy default
+                // call never holds up the others. One thread keeps calls in mailbox order.
+                self.default_group = if class.is_async || default > 1 || !class.groups.is_empty() {
                     Group::start(default, class.is_async, &self.executor)
                 } else {
                     Group::Inline
