@@ -30,6 +30,23 @@ impl Sink {
     }
 }
 
+/// An async actor with a no-op method.
+#[derive(Default)]
+pub struct AsyncSink;
+
+#[lumen::remote]
+impl AsyncSink {
+    pub fn new() -> Self {
+        AsyncSink
+    }
+    pub async fn noop(&self) -> Vec<u8> {
+        b"ok".to_vec()
+    }
+    pub async fn echo(&self, v: Vec<u8>) -> Vec<u8> {
+        v
+    }
+}
+
 struct Bench {
     filter: Option<String>,
     rounds: usize,
@@ -105,6 +122,28 @@ fn main() -> lumen::Result<()> {
     });
     bench.run("1:1 actor calls async", 1000.0, || {
         let refs: Vec<_> = (0..1000).map(|_| sink.noop().remote()).collect();
+        lumen::get_all(&refs).expect("calls");
+    });
+    // Ray's "concurrent" row: the same calls to an actor with max_concurrency=16 (a threaded
+    // actor here, as in Ray when the class has no async methods).
+    let threaded = Sink::options().num_cpus(0.0).max_concurrency(16).remote();
+    lumen::get(&threaded.noop().remote())?;
+    bench.run("1:1 actor calls concurrent", 1000.0, || {
+        let refs: Vec<_> = (0..1000).map(|_| threaded.noop().remote()).collect();
+        lumen::get_all(&refs).expect("calls");
+    });
+    let async_sink = AsyncSink::options().num_cpus(0.0).remote();
+    lumen::get(&async_sink.noop().remote())?;
+    bench.run("1:1 async-actor calls sync", 1.0, || {
+        lumen::get(&async_sink.noop().remote()).expect("call");
+    });
+    bench.run("1:1 async-actor calls async", 1000.0, || {
+        let refs: Vec<_> = (0..1000).map(|_| async_sink.noop().remote()).collect();
+        lumen::get_all(&refs).expect("calls");
+    });
+    let arg = lumen::put(b"ok".to_vec());
+    bench.run("1:1 async-actor calls with args async", 1000.0, || {
+        let refs: Vec<_> = (0..1000).map(|_| async_sink.echo(&arg).remote()).collect();
         lumen::get_all(&refs).expect("calls");
     });
     let t0 = Instant::now();
