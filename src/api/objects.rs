@@ -11,7 +11,7 @@ use crate::ids::ObjectId;
 use crate::node::raylet::{TaskBlocked, TaskUnblocked};
 use crate::objects::codec;
 use crate::objects::object_ref::{ObjectRef, RawRef};
-use crate::objects::store::Stored;
+use crate::objects::store::{Stored, PRESENT_SENT};
 use crate::runtime::{self, Runtime};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -56,12 +56,15 @@ fn decode<T: DeserializeOwned>(id: ObjectId, stored: Stored) -> Result<T> {
 }
 
 /// Waits until `need` of `ids` are present or `timeout` passes; returns the values by slot and
-/// whether `need` was reached.
+/// whether `need` was reached. With `settle`, it also waits until it has seen every object that
+/// was already present when the shards answered (so `wait` can pick the first ready ones in
+/// input order, not the first to arrive).
 fn fetch_blocking(
     rt: &Arc<Runtime>,
     ids: &[ObjectId],
     need: usize,
     timeout: Option<Duration>,
+    settle: bool,
 ) -> Result<(Vec<Option<Stored>>, bool)> {
     refuse_blocking_in_async("lumen::get")?;
     let mut slots: Vec<Option<Stored>> = vec![None; ids.len()];
@@ -69,12 +72,16 @@ fn fetch_blocking(
         return Ok((slots, true));
     }
     check_known(rt, ids)?;
-    let rx = rt.store.fetch(ids);
+    let (rx, mut markers) = if settle {
+        rt.store.fetch_marked(ids)
+    } else {
+        (rt.store.fetch(ids), 0)
+    };
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut got = 0;
     let mut lent = None;
     let mut complete = true;
-    while got < need {
+    while got < need || markers > 0 {
         let now = Instant::now();
         let mut wait = deadline.map(|d| d.saturating_duration_since(now));
         if lent.is_none() {
@@ -85,6 +92,7 @@ fn fetch_blocking(
             None => rx.recv().map_err(|_| flume::RecvTimeoutError::Disconnected),
         };
         match next {
+            Ok((PRESENT_SENT, _)) => markers -= 1,
             Ok((slot, v)) => {
                 if slots[slot as usize].is_none() {
                     got += 1;
@@ -111,14 +119,16 @@ fn fetch_blocking(
     }
     // Anything else already delivered counts as ready too.
     while let Ok((slot, v)) = rx.try_recv() {
-        slots[slot as usize] = Some(v);
+        if slot != PRESENT_SENT {
+            slots[slot as usize] = Some(v);
+        }
     }
     if let Some(Some(task_id)) = lent {
         let (tx, back) = flume::bounded(1);
         rt.raylet.do_send(TaskUnblocked { task_id, reply: tx });
         let _ = back.recv();
     }
-    Ok((slots, complete))
+    Ok((slots, complete || got >= need))
 }
 
 /// Waits for the object and returns its value, or the error of the task that made it.
@@ -159,7 +169,7 @@ pub fn get_timeout<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Duration) -> 
 fn get_inner<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Option<Duration>) -> Result<T> {
     let rt = runtime::current()?;
     let id = r.id();
-    let (mut slots, complete) = fetch_blocking(&rt, &[id], 1, timeout)?;
+    let (mut slots, complete) = fetch_blocking(&rt, &[id], 1, timeout, false)?;
     if !complete {
         return Err(Error::GetTimeout {
             object: id.to_string(),
@@ -188,7 +198,7 @@ fn get_inner<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Option<Duration>) -
 pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
     let rt = runtime::current()?;
     let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
-    let (slots, _) = fetch_blocking(&rt, &ids, ids.len(), None)?;
+    let (slots, _) = fetch_blocking(&rt, &ids, ids.len(), None, false)?;
     ids.iter()
         .zip(slots)
         .map(|(id, s)| match s {
@@ -226,7 +236,7 @@ pub fn wait<T>(
     };
     let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
     let need = num_returns.min(ids.len());
-    let slots = match fetch_blocking(&rt, &ids, need, timeout) {
+    let slots = match fetch_blocking(&rt, &ids, need, timeout, true) {
         Ok((s, _)) => s,
         // Inside an async task: answer from what is present now, without blocking.
         Err(_) => fetch_ready_now(&rt, &ids),
@@ -243,16 +253,15 @@ pub fn wait<T>(
     (ready, rest)
 }
 
-/// Which of `ids` are present right now (one round trip to the shards).
+/// Which of `ids` are present right now (one round trip to the shards, without lending CPU).
 fn fetch_ready_now(rt: &Arc<Runtime>, ids: &[ObjectId]) -> Vec<Option<Stored>> {
     let mut slots = vec![None; ids.len()];
-    let rx = rt.store.fetch(ids);
-    // The shards answer present objects immediately; give them a moment to do so.
-    let deadline = Instant::now() + Duration::from_millis(20);
-    while let Ok((slot, v)) = rx.recv_deadline(deadline) {
-        slots[slot as usize] = Some(v);
-        if slots.iter().all(Option::is_some) {
-            break;
+    let (rx, mut markers) = rt.store.fetch_marked(ids);
+    while markers > 0 {
+        match rx.recv() {
+            Ok((PRESENT_SENT, _)) => markers -= 1,
+            Ok((slot, v)) => slots[slot as usize] = Some(v),
+            Err(_) => break,
         }
     }
     slots

@@ -32,6 +32,10 @@ impl Stored {
 /// A reply channel: each fetched object is sent with the caller's slot number.
 pub(crate) type FetchReply = flume::Sender<(u32, Stored)>;
 
+/// The slot of the marker a shard sends, when asked, after every object it already holds: the
+/// reader then knows it has seen everything that was present when the shard answered.
+pub(crate) const PRESENT_SENT: u32 = u32::MAX;
+
 /// Stores a value (objects are immutable: a second put of the same id is ignored).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -46,6 +50,8 @@ pub(crate) struct Put {
 pub(crate) struct Fetch {
     pub(crate) wants: Vec<(u32, ObjectId)>,
     pub(crate) reply: FetchReply,
+    /// Send [`PRESENT_SENT`] after the objects already present.
+    pub(crate) mark: bool,
 }
 
 /// Drops objects whose last reference is gone.
@@ -112,6 +118,11 @@ impl Handler<Fetch> for StoreShard {
                 }
             }
         }
+        if msg.mark {
+            let _ = msg
+                .reply
+                .send((PRESENT_SENT, Stored::Value(bytes::Bytes::new())));
+        }
     }
 }
 
@@ -169,30 +180,55 @@ impl StoreClient {
         rx
     }
 
+    /// Like [`fetch`](Self::fetch), and each shard asked also sends [`PRESENT_SENT`] once it has
+    /// sent what it holds. Returns how many markers to expect.
+    pub(crate) fn fetch_marked(&self, ids: &[ObjectId]) -> (flume::Receiver<(u32, Stored)>, usize) {
+        let (tx, rx) = flume::unbounded();
+        let n = self.send_fetches(ids.iter().copied().enumerate(), tx, true);
+        (rx, n)
+    }
+
     /// Fetches `(slot, id)` pairs into an existing reply channel.
     pub(crate) fn fetch_into(
         &self,
         ids: impl IntoIterator<Item = (usize, ObjectId)>,
         tx: FetchReply,
     ) {
+        self.send_fetches(ids, tx, false);
+    }
+
+    fn send_fetches(
+        &self,
+        ids: impl IntoIterator<Item = (usize, ObjectId)>,
+        tx: FetchReply,
+        mark: bool,
+    ) -> usize {
         let n = self.shards.len();
         if n == 1 {
             let wants = ids.into_iter().map(|(i, id)| (i as u32, id)).collect();
-            self.shards[0].do_send(Fetch { wants, reply: tx });
-            return;
+            self.shards[0].do_send(Fetch {
+                wants,
+                reply: tx,
+                mark,
+            });
+            return 1;
         }
         let mut per: Vec<Vec<(u32, ObjectId)>> = vec![Vec::new(); n];
         for (i, id) in ids {
             per[id.shard(n)].push((i as u32, id));
         }
+        let mut sent = 0;
         for (s, wants) in per.into_iter().enumerate() {
             if !wants.is_empty() {
+                sent += 1;
                 self.shards[s].do_send(Fetch {
                     wants,
                     reply: tx.clone(),
+                    mark,
                 });
             }
         }
+        sent
     }
 
     /// Sums the shards' stats.

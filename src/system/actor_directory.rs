@@ -176,7 +176,7 @@ impl<A: Clone> ActorDirectory<A> {
         };
         match &rec.state {
             Lifecycle::Dead(e) => Some(ActorUpdate::Dead(e.clone())),
-            Lifecycle::Alive { addr, incarnation } if after.map_or(true, |a| *incarnation > a) => {
+            Lifecycle::Alive { addr, incarnation } if after.is_none_or(|a| *incarnation > a) => {
                 Some(ActorUpdate::Alive {
                     addr: addr.clone(),
                     incarnation: *incarnation,

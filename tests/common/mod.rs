@@ -88,13 +88,15 @@ impl Gauge {
         self.total.load(Ordering::SeqCst)
     }
 
-    /// Enters, then stays until `target` tasks are inside together (or `patience` passes), then
-    /// lingers `linger` more so that any task admitted beyond the limit would be seen.
+    /// Enters, then stays until `target` tasks have been inside together (or `patience` passes),
+    /// then lingers `linger` more so that any task admitted beyond the limit would be seen.
     /// Returns how many were inside when it stopped waiting.
     pub fn rendezvous(&self, target: usize, patience: Duration, linger: Duration) -> usize {
         let _g = self.enter();
         let deadline = Instant::now() + patience;
-        while self.current() < target && Instant::now() < deadline {
+        // `max`, not `current`: once the target was reached, the first to leave must not keep
+        // the others waiting.
+        while self.max() < target && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         let seen = self.current();

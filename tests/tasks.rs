@@ -1,0 +1,935 @@
+//! Remote functions: submitting, arguments, results and errors, async tasks, nested tasks,
+//! retries, the runtime context and initialization.
+
+mod common;
+
+use common::{Gauge, PATIENCE};
+use lumen::{Error, ObjectRef};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Two CPUs: small enough that nested tasks would deadlock unless a task blocked in `get` lends
+/// its CPU back.
+fn init() {
+    common::init(lumen::Config::default().num_cpus(2.0).num_gpus(0.0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Remote functions used below.
+
+#[lumen::remote]
+fn square(x: i64) -> i64 {
+    x * x
+}
+
+#[lumen::remote]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[lumen::remote]
+fn concat(a: String, b: Vec<u8>, c: (u32, bool)) -> String {
+    format!("{a}:{}:{}:{}", b.len(), c.0, c.1)
+}
+
+#[lumen::remote]
+fn no_args() -> u64 {
+    42
+}
+
+static UNIT_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[lumen::remote]
+fn unit_return() {
+    UNIT_CALLS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[lumen::remote]
+fn byte_len(bytes: Vec<u8>) -> usize {
+    bytes.len()
+}
+
+#[lumen::remote]
+fn echo_bytes(bytes: Vec<u8>) -> Vec<u8> {
+    bytes
+}
+
+#[lumen::remote]
+fn word_counts(text: String) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for w in text.split_whitespace() {
+        *m.entry(w.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[lumen::remote]
+fn checked_div(a: i64, b: i64) -> Result<i64, String> {
+    if b == 0 {
+        Err(format!("cannot divide {a} by zero"))
+    } else {
+        Ok(a / b)
+    }
+}
+
+#[lumen::remote]
+fn io_fail(path: String) -> std::io::Result<String> {
+    std::fs::read_to_string(path)
+}
+
+#[lumen::remote]
+fn panics(msg: String) -> i64 {
+    panic!("boom: {msg}");
+}
+
+#[lumen::remote]
+fn panics_with_payload() -> i64 {
+    std::panic::panic_any(17u32)
+}
+
+static AFTER_FAILURE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[lumen::remote]
+fn plus_one_counted(x: i64) -> i64 {
+    AFTER_FAILURE_RUNS.fetch_add(1, Ordering::SeqCst);
+    x + 1
+}
+
+#[lumen::remote]
+async fn async_double(x: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    x * 2
+}
+
+#[lumen::remote]
+async fn async_fails(x: u64) -> Result<u64, String> {
+    tokio::task::yield_now().await;
+    Err(format!("async failure {x}"))
+}
+
+#[lumen::remote]
+async fn async_panics() -> u64 {
+    tokio::task::yield_now().await;
+    panic!("async boom")
+}
+
+static ASYNC_GAUGE: Gauge = Gauge::new();
+
+/// Sleeps on tokio timers until `target` of these have been in flight together (at most 10 s).
+#[lumen::remote]
+async fn async_rendezvous(target: usize) -> usize {
+    let _g = ASYNC_GAUGE.enter();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ASYNC_GAUGE.max() < target && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    ASYNC_GAUGE.current()
+}
+
+#[lumen::remote]
+async fn async_slow_value(ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
+#[lumen::remote]
+async fn async_spawns(n: u64) -> u64 {
+    let handles: Vec<_> = (0..n)
+        .map(|i| tokio::spawn(async move { i * 10 }))
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    total
+}
+
+/// Awaits refs passed nested in a Vec (so they are not resolved before the task runs).
+#[lumen::remote]
+async fn async_sum_refs(refs: Vec<ObjectRef<i64>>) -> Result<i64, String> {
+    let mut total = 0;
+    for r in refs {
+        total += r.await.map_err(|e| e.to_string())?;
+    }
+    Ok(total)
+}
+
+/// Submits children from an async task and awaits them.
+#[lumen::remote]
+async fn async_parent(n: i64) -> Result<i64, String> {
+    let refs: Vec<_> = (0..n).map(square::remote).collect();
+    let mut total = 0;
+    for r in refs {
+        total += r.await.map_err(|e| e.to_string())?;
+    }
+    Ok(total)
+}
+
+/// A blocking `get` inside an async task must be refused; returns what it saw.
+#[lumen::remote]
+async fn async_blocking_get(refs: Vec<ObjectRef<i64>>) -> String {
+    match lumen::get(&refs[0]) {
+        Err(Error::InvalidArgument { message }) => format!("refused: {message}"),
+        Err(e) => format!("unexpected error: {e:?}"),
+        Ok(v) => format!("unexpected value: {v}"),
+    }
+}
+
+/// Submits `n` children and gets them all (blocking: lends its CPU while waiting).
+#[lumen::remote]
+fn parent_of(n: i64) -> lumen::Result<i64> {
+    let refs: Vec<_> = (0..n).map(square::remote).collect();
+    Ok(lumen::get_all(&refs)?.into_iter().sum())
+}
+
+/// A chain of tasks each blocked on the next one: `n + (n-1) + .. + 0`.
+#[lumen::remote]
+fn sum_chain(n: i64) -> lumen::Result<i64> {
+    if n == 0 {
+        return Ok(0);
+    }
+    Ok(n + lumen::get(&sum_chain::remote(n - 1))?)
+}
+
+#[lumen::remote]
+fn fib(n: u32) -> lumen::Result<u64> {
+    if n < 2 {
+        return Ok(n as u64);
+    }
+    let a = fib::remote(n - 1);
+    let b = fib::remote(n - 2);
+    Ok(lumen::get(&a)? + lumen::get(&b)?)
+}
+
+/// Passes a ref it did not resolve on to a child task.
+#[lumen::remote]
+fn forward_ref(refs: Vec<ObjectRef<i64>>) -> lumen::Result<i64> {
+    lumen::get(&square::remote(&refs[0]))
+}
+
+/// Returns the ids of the refs it was given, without resolving them.
+#[lumen::remote]
+fn ids_of(refs: Vec<ObjectRef<i64>>) -> Vec<String> {
+    refs.iter().map(|r| r.id().to_string()).collect()
+}
+
+/// A `get` of refs nested in an argument, from a sync task.
+#[lumen::remote]
+fn sum_nested(refs: Vec<ObjectRef<i64>>) -> lumen::Result<i64> {
+    Ok(lumen::get_all(&refs)?.into_iter().sum())
+}
+
+static FLAKY_ATTEMPTS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+
+fn attempts(key: &str) -> usize {
+    FLAKY_ATTEMPTS
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|m| m.get(key).copied())
+        .unwrap_or(0)
+}
+
+/// Fails (returns Err) the first `failures` attempts for `key`, then succeeds with the attempt
+/// number (1-based).
+#[lumen::remote]
+fn flaky(key: String, failures: usize) -> Result<usize, String> {
+    let attempt = {
+        let mut m = FLAKY_ATTEMPTS.lock().unwrap();
+        let n = m
+            .get_or_insert_with(HashMap::new)
+            .entry(key.clone())
+            .or_insert(0);
+        *n += 1;
+        *n
+    };
+    if attempt <= failures {
+        Err(format!("{key}: attempt {attempt} failed"))
+    } else {
+        Ok(attempt)
+    }
+}
+
+/// Like `flaky`, but fails by panicking.
+#[lumen::remote]
+fn flaky_panic(key: String, failures: usize) -> usize {
+    let attempt = {
+        let mut m = FLAKY_ATTEMPTS.lock().unwrap();
+        let n = m
+            .get_or_insert_with(HashMap::new)
+            .entry(key.clone())
+            .or_insert(0);
+        *n += 1;
+        *n
+    };
+    if attempt <= failures {
+        panic!("{key}: attempt {attempt} panicked");
+    }
+    attempt
+}
+
+/// Retry options given in the attribute.
+#[lumen::remote(max_retries = 2, retry_exceptions = true)]
+fn flaky_attr(key: String, failures: usize) -> Result<usize, String> {
+    let attempt = {
+        let mut m = FLAKY_ATTEMPTS.lock().unwrap();
+        let n = m
+            .get_or_insert_with(HashMap::new)
+            .entry(key.clone())
+            .or_insert(0);
+        *n += 1;
+        *n
+    };
+    if attempt <= failures {
+        Err(format!("{key}: attempt {attempt} failed"))
+    } else {
+        Ok(attempt)
+    }
+}
+
+/// What the runtime context says inside a task.
+#[lumen::remote]
+fn context_in_task() -> (String, String, Option<String>, Option<String>, Vec<u32>) {
+    let ctx = lumen::runtime_context();
+    (
+        ctx.node_id().to_string(),
+        ctx.job_id().to_string(),
+        ctx.task_id().map(|t| t.to_string()),
+        ctx.actor_id().map(|a| a.to_string()),
+        ctx.gpu_ids(),
+    )
+}
+
+#[lumen::remote]
+async fn async_context_in_task() -> (String, Option<String>) {
+    tokio::task::yield_now().await;
+    let ctx = lumen::runtime_context();
+    (
+        ctx.node_id().to_string(),
+        ctx.task_id().map(|t| t.to_string()),
+    )
+}
+
+/// The task id seen by a parent and by its child.
+#[lumen::remote]
+fn parent_and_child_ids() -> lumen::Result<(Option<String>, Option<String>)> {
+    let mine = lumen::runtime_context().task_id().map(|t| t.to_string());
+    let child = lumen::get(&context_in_task::remote())?.2;
+    Ok((mine, child))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Submitting and results.
+
+#[test]
+fn remote_call_returns_result() {
+    init();
+    let r = square::remote(3);
+    assert_eq!(lumen::get(&r).unwrap(), 9);
+    // Getting twice gives the same value.
+    assert_eq!(lumen::get(&r).unwrap(), 9);
+}
+
+#[test]
+fn function_stays_an_ordinary_local_function() {
+    init();
+    assert_eq!(square(5), 25);
+    assert_eq!(add(2, 3), 5);
+    assert_eq!(
+        checked_div(7, 0),
+        Err("cannot divide 7 by zero".to_string())
+    );
+}
+
+#[test]
+fn many_tasks_get_all_in_submission_order() {
+    init();
+    let refs: Vec<_> = (0..50).map(square::remote).collect();
+    let expected: Vec<i64> = (0..50).map(|x| x * x).collect();
+    assert_eq!(lumen::get_all(&refs).unwrap(), expected);
+}
+
+#[test]
+fn a_thousand_small_tasks() {
+    init();
+    let refs: Vec<_> = (0..1000).map(|i| add::remote(i, 1)).collect();
+    let out = lumen::get_all(&refs).unwrap();
+    assert_eq!(out, (1..=1000).collect::<Vec<i64>>());
+}
+
+#[test]
+fn submitting_from_many_driver_threads() {
+    init();
+    let handles: Vec<_> = (0..8i64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let refs: Vec<_> = (0..50).map(|i| add::remote(t * 1000, i)).collect();
+                lumen::get_all(&refs).unwrap()
+            })
+        })
+        .collect();
+    for (t, h) in handles.into_iter().enumerate() {
+        let expected: Vec<i64> = (0..50).map(|i| t as i64 * 1000 + i).collect();
+        assert_eq!(h.join().unwrap(), expected);
+    }
+}
+
+static DROPPED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[lumen::remote]
+fn runs_even_if_dropped(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    DROPPED_RUNS.fetch_add(1, Ordering::SeqCst);
+    ms
+}
+
+#[test]
+fn task_runs_even_if_its_ref_is_dropped() {
+    init();
+    // As in Ray, dropping the only ref does not cancel the task.
+    drop(runs_even_if_dropped::remote(100));
+    assert!(
+        common::wait_until(PATIENCE, || DROPPED_RUNS.load(Ordering::SeqCst) == 1),
+        "the task never ran"
+    );
+    // The node is fine afterwards.
+    assert_eq!(common::get(&square::remote(11)).unwrap(), 121);
+}
+
+#[test]
+fn zero_argument_and_unit_tasks() {
+    init();
+    assert_eq!(common::get(&no_args::remote()).unwrap(), 42);
+    let before = UNIT_CALLS.load(Ordering::SeqCst);
+    let r: ObjectRef<()> = unit_return::remote();
+    common::get(&r).unwrap();
+    assert!(UNIT_CALLS.load(Ordering::SeqCst) > before);
+}
+
+#[test]
+fn several_argument_types() {
+    init();
+    let r = concat::remote("hi".to_string(), vec![1u8, 2, 3], (7u32, true));
+    assert_eq!(common::get(&r).unwrap(), "hi:3:7:true");
+    let counts = common::get(&word_counts::remote("a b a c a".to_string())).unwrap();
+    assert_eq!(counts["a"], 3);
+    assert_eq!(counts["b"], 1);
+    assert_eq!(counts.len(), 3);
+}
+
+#[test]
+fn large_arguments_and_results_round_trip() {
+    init();
+    let big: Vec<u8> = (0..(4usize << 20)).map(|i| (i % 251) as u8).collect();
+    assert_eq!(
+        common::get(&byte_len::remote(big.clone())).unwrap(),
+        big.len()
+    );
+    let back = common::get(&echo_bytes::remote(big.clone())).unwrap();
+    assert_eq!(back, big);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refs as arguments.
+
+#[test]
+fn ref_arguments_by_reference_and_by_value() {
+    init();
+    let one = lumen::put(1i64);
+    let two = add::remote(&one, 1); // &ObjectRef<i64> and i64
+    let three = add::remote(two, &one); // ObjectRef<i64> by value
+    assert_eq!(common::get(&three).unwrap(), 3);
+    // `one` is still usable after being passed.
+    assert_eq!(common::get(&one).unwrap(), 1);
+}
+
+#[test]
+fn chained_tasks_resolve_refs_first() {
+    init();
+    let a = square::remote(2); // 4
+    let b = square::remote(&a); // 16
+    let c = add::remote(&a, &b); // 20
+    let d = square::remote(c); // 400
+    assert_eq!(common::get(&d).unwrap(), 400);
+    assert_eq!(common::get(&b).unwrap(), 16);
+}
+
+#[test]
+fn ref_argument_to_slow_task_waits_for_it() {
+    init();
+    let slow = async_slow_value::remote(300);
+    let doubled = async_double::remote(&slow);
+    assert_eq!(common::get(&doubled).unwrap(), 600);
+}
+
+#[test]
+fn nested_refs_are_passed_as_refs_not_values() {
+    init();
+    let refs: Vec<ObjectRef<i64>> = (1..=3).map(lumen::put).collect();
+    let ids: Vec<String> = refs.iter().map(|r| r.id().to_string()).collect();
+    assert_eq!(common::get(&ids_of::remote(refs.clone())).unwrap(), ids);
+    // A sync task can get them itself.
+    assert_eq!(common::get(&sum_nested::remote(refs.clone())).unwrap(), 6);
+    // And pass one on to a child as a top-level argument.
+    assert_eq!(common::get(&forward_ref::remote(refs)).unwrap(), 1);
+}
+
+#[test]
+fn nested_refs_to_pending_task_results() {
+    init();
+    let refs: Vec<ObjectRef<i64>> = vec![square::remote(2), square::remote(3)];
+    assert_eq!(common::get(&sum_nested::remote(refs)).unwrap(), 13);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+#[test]
+fn err_result_becomes_task_error() {
+    init();
+    assert_eq!(common::get(&checked_div::remote(9, 3)).unwrap(), 3);
+    match common::get(&checked_div::remote(9, 0)) {
+        Err(Error::Task {
+            function,
+            message,
+            node,
+        }) => {
+            assert!(function.contains("checked_div"), "function = {function:?}");
+            assert!(
+                message.contains("cannot divide 9 by zero"),
+                "message = {message:?}"
+            );
+            let here = lumen::runtime_context().node_id().to_string();
+            assert!(
+                !node.is_empty() && here.starts_with(&node),
+                "node = {node:?}, here = {here}"
+            );
+        }
+        other => panic!("expected Error::Task, got {other:?}"),
+    }
+}
+
+#[test]
+fn task_error_display_names_function_and_message() {
+    init();
+    let e = common::get(&checked_div::remote(1, 0)).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("checked_div"), "{text}");
+    assert!(text.contains("cannot divide 1 by zero"), "{text}");
+}
+
+#[test]
+fn io_error_result_becomes_task_error() {
+    init();
+    let e = common::get(&io_fail::remote("/definitely/not/here.txt".to_string())).unwrap_err();
+    match e {
+        Error::Task { function, .. } => assert!(function.contains("io_fail"), "{function}"),
+        other => panic!("expected Error::Task, got {other:?}"),
+    }
+}
+
+#[test]
+fn panic_becomes_task_error_with_message() {
+    init();
+    match common::get(&panics::remote("xyzzy".to_string())) {
+        Err(Error::Task {
+            function, message, ..
+        }) => {
+            assert!(function.contains("panics"), "function = {function:?}");
+            assert!(message.contains("boom: xyzzy"), "message = {message:?}");
+        }
+        other => panic!("expected Error::Task, got {other:?}"),
+    }
+    // The node is still fine after a panic.
+    assert_eq!(common::get(&square::remote(6)).unwrap(), 36);
+}
+
+#[test]
+fn panic_with_non_string_payload_is_a_task_error() {
+    init();
+    match common::get(&panics_with_payload::remote()) {
+        Err(Error::Task { function, .. }) => {
+            assert!(function.contains("panics_with_payload"), "{function}")
+        }
+        other => panic!("expected Error::Task, got {other:?}"),
+    }
+}
+
+#[test]
+fn many_panics_do_not_exhaust_workers() {
+    init();
+    let refs: Vec<_> = (0..20).map(|i| panics::remote(format!("p{i}"))).collect();
+    for (i, r) in refs.iter().enumerate() {
+        let e = common::get(r).unwrap_err();
+        assert!(e.to_string().contains(&format!("boom: p{i}")), "{e}");
+    }
+    let refs: Vec<_> = (0..10).map(square::remote).collect();
+    assert_eq!(
+        lumen::get_all(&refs).unwrap(),
+        (0..10).map(|x| x * x).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn failed_argument_propagates_same_error() {
+    init();
+    let failed = checked_div::remote(5, 0);
+    let original = common::get(&failed).unwrap_err();
+    let before = AFTER_FAILURE_RUNS.load(Ordering::SeqCst);
+    let downstream = plus_one_counted::remote(&failed);
+    let e = common::get(&downstream).unwrap_err();
+    assert_eq!(e, original);
+    // Propagates through a chain too, without running the downstream functions.
+    let further = plus_one_counted::remote(plus_one_counted::remote(downstream));
+    assert_eq!(common::get(&further).unwrap_err(), original);
+    assert_eq!(AFTER_FAILURE_RUNS.load(Ordering::SeqCst), before);
+}
+
+#[test]
+fn failed_argument_from_pending_task_propagates() {
+    init();
+    // The argument is not done yet when the downstream task is submitted.
+    let failed = async_fails::remote(3);
+    let downstream = async_double::remote(&failed);
+    match common::get(&downstream) {
+        Err(Error::Task { message, .. }) => {
+            assert!(message.contains("async failure 3"), "{message}")
+        }
+        other => panic!("expected Error::Task, got {other:?}"),
+    }
+    assert_eq!(
+        common::get(&downstream).unwrap_err(),
+        common::get(&failed).unwrap_err()
+    );
+}
+
+#[test]
+fn get_all_fails_when_one_fails() {
+    init();
+    let refs = vec![
+        checked_div::remote(4, 2),
+        checked_div::remote(4, 0),
+        checked_div::remote(4, 1),
+    ];
+    match lumen::get_all(&refs) {
+        Err(Error::Task { message, .. }) => assert!(message.contains("divide 4 by zero")),
+        other => panic!("expected Error::Task, got {other:?}"),
+    }
+    assert_eq!(common::get(&refs[0]).unwrap(), 2);
+    assert_eq!(common::get(&refs[2]).unwrap(), 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Async tasks.
+
+#[test]
+fn async_task_with_tokio_timer() {
+    init();
+    assert_eq!(common::get(&async_double::remote(21)).unwrap(), 42);
+}
+
+#[test]
+fn async_task_can_tokio_spawn() {
+    init();
+    assert_eq!(common::get(&async_spawns::remote(5)).unwrap(), 100);
+}
+
+#[test]
+fn async_task_err_and_panic_become_task_errors() {
+    init();
+    match common::get(&async_fails::remote(9)) {
+        Err(Error::Task {
+            function, message, ..
+        }) => {
+            assert!(function.contains("async_fails"), "{function}");
+            assert!(message.contains("async failure 9"), "{message}");
+        }
+        other => panic!("expected Error::Task, got {other:?}"),
+    }
+    match common::get(&async_panics::remote()) {
+        Err(Error::Task {
+            function, message, ..
+        }) => {
+            assert!(function.contains("async_panics"), "{function}");
+            assert!(message.contains("async boom"), "{message}");
+        }
+        other => panic!("expected Error::Task, got {other:?}"),
+    }
+}
+
+#[test]
+fn async_tasks_overlap_on_the_event_loop() {
+    init();
+    // Small CPU shares, so that admission lets them all in at once: sleeping on tokio timers,
+    // they must all be in flight together (more of them than the node has CPUs or threads).
+    let refs: Vec<_> = (0..20)
+        .map(|_| async_rendezvous::options().num_cpus(0.01).remote(20))
+        .collect();
+    for r in &refs {
+        common::get(r).unwrap();
+    }
+    assert_eq!(
+        ASYNC_GAUGE.max(),
+        20,
+        "async tasks did not all overlap on the event loop"
+    );
+}
+
+#[test]
+fn async_task_awaits_refs() {
+    init();
+    let refs = vec![lumen::put(1i64), square::remote(3), lumen::put(5i64)];
+    assert_eq!(common::get(&async_sum_refs::remote(refs)).unwrap(), 15);
+}
+
+#[test]
+fn async_task_await_of_failed_ref_reports_error() {
+    init();
+    let refs = vec![lumen::put(1i64), checked_div::remote(1, 0)];
+    match common::get(&async_sum_refs::remote(refs)) {
+        Err(Error::Task { message, .. }) => {
+            assert!(message.contains("divide 1 by zero"), "{message}")
+        }
+        other => panic!("expected Error::Task, got {other:?}"),
+    }
+}
+
+#[test]
+fn async_task_submits_and_awaits_children() {
+    init();
+    assert_eq!(common::get(&async_parent::remote(5)).unwrap(), 30);
+}
+
+#[test]
+fn blocking_get_inside_async_task_is_refused() {
+    init();
+    let out = common::get(&async_blocking_get::remote(vec![lumen::put(3i64)])).unwrap();
+    assert!(out.starts_with("refused: "), "{out}");
+    assert!(
+        out.contains(".await"),
+        "message should tell to .await: {out}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nested tasks.
+
+#[test]
+fn task_submits_and_gets_children() {
+    init();
+    // 0 + 1 + 4 + 9
+    assert_eq!(common::get(&parent_of::remote(4)).unwrap(), 14);
+}
+
+#[test]
+fn parents_blocked_on_children_lend_their_cpus() {
+    init();
+    // Four parents on a 2-CPU node, each waiting for four children: without CPU lending the
+    // parents would hold every CPU and the children could never start.
+    let parents: Vec<_> = (0..4).map(|_| parent_of::remote(4)).collect();
+    for p in &parents {
+        assert_eq!(common::get(p).unwrap(), 14);
+    }
+}
+
+#[test]
+fn deep_chain_of_blocked_tasks() {
+    init();
+    assert_eq!(common::get(&sum_chain::remote(12)).unwrap(), 78);
+}
+
+#[test]
+fn recursive_fibonacci() {
+    init();
+    assert_eq!(common::get(&fib::remote(8)).unwrap(), 21);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retries.
+
+#[test]
+fn retry_exceptions_retries_until_success() {
+    init();
+    let key = "retry_until_success";
+    let r = flaky::options()
+        .max_retries(2)
+        .retry_exceptions(true)
+        .remote(key.to_string(), 2);
+    assert_eq!(common::get(&r).unwrap(), 3);
+    assert_eq!(attempts(key), 3);
+}
+
+#[test]
+fn retry_exceptions_gives_up_after_max_retries() {
+    init();
+    let key = "retry_gives_up";
+    let r = flaky::options()
+        .max_retries(1)
+        .retry_exceptions(true)
+        .remote(key.to_string(), 5);
+    match common::get(&r) {
+        Err(Error::Task { message, .. }) => {
+            assert!(
+                message.contains("attempt 2 failed"),
+                "last error is kept: {message}"
+            )
+        }
+        other => panic!("expected Error::Task, got {other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(attempts(key), 2);
+}
+
+#[test]
+fn no_retry_without_retry_exceptions() {
+    init();
+    let key = "no_retry_exceptions";
+    let r = flaky::options()
+        .max_retries(3)
+        .retry_exceptions(false)
+        .remote(key.to_string(), 1);
+    match common::get(&r) {
+        Err(Error::Task { message, .. }) => assert!(message.contains("attempt 1 failed")),
+        other => panic!("expected Error::Task, got {other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(attempts(key), 1);
+}
+
+#[test]
+fn application_errors_are_not_retried_by_default() {
+    init();
+    let key = "default_no_retry";
+    assert!(common::get(&flaky::remote(key.to_string(), 1)).is_err());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(attempts(key), 1);
+}
+
+#[test]
+fn zero_max_retries_runs_once() {
+    init();
+    let key = "zero_max_retries";
+    let r = flaky::options()
+        .max_retries(0)
+        .retry_exceptions(true)
+        .remote(key.to_string(), 1);
+    assert!(common::get(&r).is_err());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(attempts(key), 1);
+}
+
+#[test]
+fn panics_are_retried_with_retry_exceptions() {
+    init();
+    let key = "retry_panics";
+    let r = flaky_panic::options()
+        .max_retries(3)
+        .retry_exceptions(true)
+        .remote(key.to_string(), 2);
+    assert_eq!(common::get(&r).unwrap(), 3);
+    assert_eq!(attempts(key), 3);
+}
+
+#[test]
+fn infinite_retries_until_success() {
+    init();
+    let key = "retry_forever";
+    let r = flaky::options()
+        .max_retries(-1)
+        .retry_exceptions(true)
+        .remote(key.to_string(), 6);
+    assert_eq!(common::get(&r).unwrap(), 7);
+}
+
+#[test]
+fn retry_options_from_the_attribute() {
+    init();
+    let ok = "attr_retry_ok";
+    assert_eq!(
+        common::get(&flaky_attr::remote(ok.to_string(), 2)).unwrap(),
+        3
+    );
+    let fail = "attr_retry_fail";
+    assert!(common::get(&flaky_attr::remote(fail.to_string(), 3)).is_err());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(attempts(fail), 3);
+    // Options override the attribute.
+    let off = "attr_retry_off";
+    let r = flaky_attr::options()
+        .retry_exceptions(false)
+        .remote(off.to_string(), 1);
+    assert!(common::get(&r).is_err());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(attempts(off), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runtime context and initialization.
+
+#[test]
+fn runtime_context_in_driver() {
+    init();
+    let ctx = lumen::runtime_context();
+    assert!(ctx.task_id().is_none());
+    assert!(ctx.actor_id().is_none());
+    assert!(ctx.gpu_ids().is_empty());
+    assert_eq!(ctx.node_id(), lumen::nodes()[0].node_id);
+    assert!(lumen::try_runtime_context().is_ok());
+}
+
+#[test]
+fn runtime_context_in_task() {
+    init();
+    let driver = lumen::runtime_context();
+    let (node, job, task, actor, gpus) = common::get(&context_in_task::remote()).unwrap();
+    assert_eq!(node, driver.node_id().to_string());
+    assert_eq!(job, driver.job_id().to_string());
+    assert!(task.is_some());
+    assert!(actor.is_none());
+    assert!(gpus.is_empty());
+    // Each task has its own id.
+    let (.., task2, _, _) = common::get(&context_in_task::remote()).unwrap();
+    assert!(task2.is_some());
+    assert_ne!(task, task2);
+}
+
+#[test]
+fn runtime_context_in_async_task() {
+    init();
+    let (node, task) = common::get(&async_context_in_task::remote()).unwrap();
+    assert_eq!(node, lumen::runtime_context().node_id().to_string());
+    assert!(task.is_some());
+}
+
+#[test]
+fn nested_task_has_its_own_task_id() {
+    init();
+    let (parent, child) = common::get(&parent_and_child_ids::remote()).unwrap();
+    assert!(parent.is_some() && child.is_some());
+    assert_ne!(parent, child);
+}
+
+#[test]
+fn second_init_is_refused() {
+    init();
+    assert!(lumen::is_initialized());
+    assert_eq!(lumen::init(), Err(Error::AlreadyInitialized));
+    assert_eq!(
+        lumen::init_with(lumen::Config::default().num_cpus(1.0)),
+        Err(Error::AlreadyInitialized)
+    );
+    // Still running with the first config.
+    assert!(lumen::is_initialized());
+    assert_eq!(lumen::cluster_resources()["CPU"], 2.0);
+    assert_eq!(common::get(&square::remote(7)).unwrap(), 49);
+}
+
+#[test]
+fn get_with_patience_helper_bound() {
+    // Sanity of the helper used everywhere: a ready object comes back well within it.
+    init();
+    let r = lumen::put(5u8);
+    assert_eq!(lumen::get_timeout(&r, PATIENCE).unwrap(), 5);
+}
