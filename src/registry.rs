@@ -98,6 +98,8 @@ impl std::fmt::Debug for Invoke {
 pub struct RemoteFunction {
     /// `crate::module::name`.
     pub path: &'static str,
+    /// Its stable id: the path and the definition site, hashed.
+    pub id: u64,
     /// How to run it.
     pub invoke: Invoke,
 }
@@ -143,6 +145,8 @@ pub struct ActorMethod {
 pub struct ActorClass {
     /// `crate::module::Type`.
     pub path: &'static str,
+    /// Its stable id: the path and the definition site, hashed.
+    pub id: u64,
     /// Runs `new` with the decoded arguments.
     pub construct: fn(Args) -> Result<ActorState, Error>,
     /// Its methods; calls name them by index.
@@ -163,22 +167,12 @@ pub static ACTOR_CLASSES: [ActorClass];
 
 fn functions() -> &'static HashMap<u64, &'static RemoteFunction> {
     static MAP: OnceLock<HashMap<u64, &'static RemoteFunction>> = OnceLock::new();
-    MAP.get_or_init(|| {
-        REMOTE_FUNCTIONS
-            .iter()
-            .map(|f| (stable_id(f.path), f))
-            .collect()
-    })
+    MAP.get_or_init(|| REMOTE_FUNCTIONS.iter().map(|f| (f.id, f)).collect())
 }
 
 fn classes() -> &'static HashMap<u64, &'static ActorClass> {
     static MAP: OnceLock<HashMap<u64, &'static ActorClass>> = OnceLock::new();
-    MAP.get_or_init(|| {
-        ACTOR_CLASSES
-            .iter()
-            .map(|c| (stable_id(c.path), c))
-            .collect()
-    })
+    MAP.get_or_init(|| ACTOR_CLASSES.iter().map(|c| (c.id, c)).collect())
 }
 
 /// Looks up a function by id.

@@ -933,3 +933,44 @@ fn get_with_patience_helper_bound() {
     let r = lumen::put(5u8);
     assert_eq!(lumen::get_timeout(&r, PATIENCE).unwrap(), 5);
 }
+
+/// Remote functions may be declared inside a function body (as tests and doc examples do), and
+/// two of the same name in different bodies of one module stay distinct.
+#[test]
+fn remote_functions_declared_in_function_bodies_are_distinct() {
+    init();
+    #[lumen::remote]
+    fn local_helper(x: u32) -> u32 {
+        x + 1
+    }
+    assert_eq!(lumen::get(&local_helper::remote(1)).unwrap(), 2);
+    assert_eq!(local_twin(), 1000);
+}
+
+fn local_twin() -> u32 {
+    #[lumen::remote]
+    fn local_helper(x: u32) -> u32 {
+        x * 1000
+    }
+    lumen::get(&local_helper::remote(1)).unwrap()
+}
+
+/// Actor types may be declared inside a function body too.
+#[test]
+fn actors_declared_in_function_bodies_work() {
+    init();
+    struct Local {
+        n: u32,
+    }
+    #[lumen::remote]
+    impl Local {
+        fn new(n: u32) -> Self {
+            Local { n }
+        }
+        fn double(&self) -> u32 {
+            self.n * 2
+        }
+    }
+    let a = Local::remote(21);
+    assert_eq!(lumen::get(&a.double().remote()).unwrap(), 42);
+}

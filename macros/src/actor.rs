@@ -315,6 +315,9 @@ pub(crate) fn expand(opts: RemoteOptions, mut imp: ItemImpl, errors: &mut Errors
 
         impl ::lumen::RemoteActor for #self_ty {
             const PATH: &'static str = ::core::concat!(::core::module_path!(), "::", #ty_name);
+            const ID: u64 = ::lumen::__private::stable_id(::core::concat!(
+                ::core::module_path!(), "::", #ty_name, "@", ::core::line!(), ":", ::core::column!()
+            ));
             type Methods = #methods_ty;
             type Constructor = #ctor_ty;
         }
@@ -351,6 +354,7 @@ pub(crate) fn expand(opts: RemoteOptions, mut imp: ItemImpl, errors: &mut Errors
             #[linkme(crate = ::lumen::__private::linkme)]
             static __LUMEN_CLASS: ::lumen::__private::ActorClass = ::lumen::__private::ActorClass {
                 path: <#self_ty as ::lumen::RemoteActor>::PATH,
+                id: <#self_ty as ::lumen::RemoteActor>::ID,
                 construct: __lumen_new,
                 methods: &__LUMEN_METHODS,
                 groups: &[#(#group_entries),*],

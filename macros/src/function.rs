@@ -72,6 +72,8 @@ pub(crate) fn expand(opts: RemoteOptions, f: ItemFn, errors: &mut Errors) -> Tok
          `{name}::options()` sets per-call options."
     );
 
+    // The trampoline and the registration sit next to the function, not inside the module, so
+    // that they see it even when it is declared inside a function body.
     let invoke = if is_async {
         quote! {
             fn __lumen_invoke(mut __args: ::lumen::__private::Args)
@@ -83,7 +85,7 @@ pub(crate) fn expand(opts: RemoteOptions, f: ItemFn, errors: &mut Errors) -> Tok
                 })();
                 ::std::boxed::Box::pin(async move {
                     let (#(#names,)*) = __decoded?;
-                    let __ret = super::#name(#(#names),*).await;
+                    let __ret = #name(#(#names),*).await;
                     #encode
                 })
             }
@@ -91,7 +93,8 @@ pub(crate) fn expand(opts: RemoteOptions, f: ItemFn, errors: &mut Errors) -> Tok
             #[linkme(crate = ::lumen::__private::linkme)]
             static __LUMEN_REGISTRATION: ::lumen::__private::RemoteFunction =
                 ::lumen::__private::RemoteFunction {
-                    path: __LUMEN_PATH,
+                    path: #name::__LUMEN_PATH,
+                    id: #name::__LUMEN_ID,
                     invoke: ::lumen::__private::Invoke::Async(__lumen_invoke),
                 };
         }
@@ -99,14 +102,15 @@ pub(crate) fn expand(opts: RemoteOptions, f: ItemFn, errors: &mut Errors) -> Tok
         quote! {
             fn __lumen_invoke(mut __args: ::lumen::__private::Args) -> ::lumen::__private::Outcome {
                 #decode
-                let __ret = super::#name(#(#names),*);
+                let __ret = #name(#(#names),*);
                 #encode
             }
             #[::lumen::__private::linkme::distributed_slice(::lumen::__private::REMOTE_FUNCTIONS)]
             #[linkme(crate = ::lumen::__private::linkme)]
             static __LUMEN_REGISTRATION: ::lumen::__private::RemoteFunction =
                 ::lumen::__private::RemoteFunction {
-                    path: __LUMEN_PATH,
+                    path: #name::__LUMEN_PATH,
+                    id: #name::__LUMEN_ID,
                     invoke: ::lumen::__private::Invoke::Sync(__lumen_invoke),
                 };
         }
@@ -120,12 +124,19 @@ pub(crate) fn expand(opts: RemoteOptions, f: ItemFn, errors: &mut Errors) -> Tok
             use super::*;
 
             // Inside this module, `module_path!()` is the function's own path.
-            const __LUMEN_PATH: &str = module_path!();
+            #[doc(hidden)]
+            pub const __LUMEN_PATH: &str = ::core::module_path!();
+            // The id also names the definition site: two functions of the same name declared in
+            // different function bodies of one module stay distinct.
+            #[doc(hidden)]
+            pub const __LUMEN_ID: u64 = ::lumen::__private::stable_id(::core::concat!(
+                ::core::module_path!(), "@", ::core::line!(), ":", ::core::column!()
+            ));
 
             #[doc(hidden)]
             pub static __LUMEN_META: ::lumen::__private::FunctionMeta = ::lumen::__private::FunctionMeta {
                 path: __LUMEN_PATH,
-                id: ::lumen::__private::stable_id(__LUMEN_PATH),
+                id: __LUMEN_ID,
                 is_async: #is_async,
             };
 
@@ -165,9 +176,13 @@ pub(crate) fn expand(opts: RemoteOptions, f: ItemFn, errors: &mut Errors) -> Tok
                 options().remote(#(#names),*)
             }
 
-            #invoke
             #asserts
         }
+
+        #[allow(non_snake_case, clippy::all)]
+        const _: () = {
+            #invoke
+        };
     });
     out
 }

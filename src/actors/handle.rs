@@ -26,6 +26,9 @@ pub trait RemoteActor: Sized + Send + Sync + 'static {
     /// `crate::module::Type`: the stable name of the actor type.
     #[doc(hidden)]
     const PATH: &'static str;
+    /// The stable id of the actor type (path and definition site, hashed).
+    #[doc(hidden)]
+    const ID: u64;
     /// The generated type carrying the remote methods.
     #[doc(hidden)]
     type Methods: ActorMethods;
@@ -177,7 +180,7 @@ pub struct ActorOptionsData {
 /// lumen::init()?;
 /// let s = Store::options().name("store").num_cpus(0.5).remote();
 /// let again: lumen::ActorHandle<Store> = lumen::get_actor("store")?;
-/// assert_eq!(lumen::get(&again.add("x".into()).remote())?, 1);
+/// assert_eq!(lumen::get(&again.add("x".to_string()).remote())?, 1);
 /// # drop(s);
 /// # Ok::<(), lumen::Error>(())
 /// ```
@@ -348,7 +351,7 @@ pub fn create_actor<T: RemoteActor>(
         job_id: rt.job_id,
         parent: context::exec(|e| e.task_id),
         function: FunctionRef {
-            id: crate::registry::stable_id(T::PATH),
+            id: T::ID,
             path: Cow::Borrowed(T::PATH),
         },
         args,
