@@ -23,6 +23,15 @@ struct Method {
     docs: Vec<syn::Attribute>,
 }
 
+/// Removes `#[lumen::method]` attributes from an impl's methods.
+pub(crate) fn strip_method_attrs(imp: &mut ItemImpl) {
+    for item in &mut imp.items {
+        if let ImplItem::Fn(f) = item {
+            f.attrs.retain(|a| !is_lumen_method_attr(a));
+        }
+    }
+}
+
 fn is_lumen_method_attr(a: &syn::Attribute) -> bool {
     let segs: Vec<String> = a
         .path()

@@ -47,9 +47,17 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     match errors.finish() {
         Ok(()) => out.into(),
         Err(e) => {
-            // Keep the user's item so the rest of the crate still type-checks.
+            // Keep the user's item so the rest of the crate still type-checks, minus the
+            // `#[lumen::method]` attributes (alone, each would report a misleading error).
             let err = e.to_compile_error();
-            quote!(#item2 #err).into()
+            let item = match syn::parse2::<Item>(item2.clone()) {
+                Ok(Item::Impl(mut imp)) => {
+                    actor::strip_method_attrs(&mut imp);
+                    imp.to_token_stream()
+                }
+                _ => item2,
+            };
+            quote!(#item #err).into()
         }
     }
 }

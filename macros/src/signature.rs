@@ -30,12 +30,13 @@ impl Return {
         }
     }
 
-    /// Encodes `__ret` into an `Outcome`.
+    /// Encodes `__ret` into an `Outcome` (spanned at the return type, for errors).
     pub(crate) fn encode(&self) -> TokenStream {
+        let span = self.ty.span();
         if self.is_result {
-            quote!(::lumen::__private::encode_result(__ret))
+            quote_spanned!(span=> ::lumen::__private::encode_result(__ret))
         } else {
-            quote!(::lumen::__private::encode_return(__ret))
+            quote_spanned!(span=> ::lumen::__private::encode_return(__ret))
         }
     }
 }
@@ -133,9 +134,10 @@ pub(crate) fn value_assertions(params: &[Param], ret: &Return) -> TokenStream {
 
 /// `let a: T = __args.next()?; ...; __args.finish()?;`
 pub(crate) fn decode_args(params: &[Param]) -> TokenStream {
+    // Spanned at the type: a bound the type does not meet is reported there.
     let lets = params.iter().map(|p| {
         let (n, t) = (&p.name, &p.ty);
-        quote!(let #n: #t = __args.take()?;)
+        quote_spanned!(t.span()=> let #n: #t = __args.take()?;)
     });
     quote!(#(#lets)* __args.finish()?;)
 }

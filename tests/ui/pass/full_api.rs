@@ -57,18 +57,22 @@ fn with_options() -> Vec<u8> {
 /// A task that panics: the panic message comes back as a task error.
 #[lumen::remote(max_retries = 0)]
 fn boom(msg: String) -> u8 {
-    panic!("{msg}")
+    panic!("expected panic: {msg}")
 }
 
 /// Nested refs inside an argument are passed as refs, not resolved.
 #[lumen::remote]
 fn sum_refs(refs: Vec<ObjectRef<i64>>) -> i64 {
-    lumen::get_all(&refs).expect("nested refs").into_iter().sum()
+    lumen::get_all(&refs)
+        .expect("nested refs")
+        .into_iter()
+        .sum()
 }
 
 /// Where a task runs, and whether it sees a task id.
 #[lumen::remote]
 fn where_am_i() -> (String, bool) {
+    assert!(lumen::try_runtime_context().is_ok());
     let ctx = lumen::runtime_context();
     (ctx.node_id().to_string(), ctx.task_id().is_some())
 }
@@ -147,6 +151,17 @@ impl AsyncEcho {
 #[lumen::main]
 fn main() -> lumen::Result<()> {
     let started = Instant::now();
+    // Keep the expected panic of `boom` out of the test output.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let expected = info
+            .payload()
+            .downcast_ref::<String>()
+            .is_some_and(|m| m.starts_with("expected panic"));
+        if !expected {
+            default_hook(info);
+        }
+    }));
     lumen::init_with(
         Config::default()
             .num_cpus(4.0)
@@ -166,6 +181,7 @@ fn main() -> lumen::Result<()> {
     assert_eq!(nodes.len(), 1);
     assert!(nodes[0].alive);
     assert_eq!(nodes[0].resources["CPU"], 4.0);
+    assert!(lumen::try_runtime_context().is_ok());
     let ctx = lumen::runtime_context();
     let node_id = ctx.node_id();
     assert_eq!(node_id, nodes[0].node_id);
@@ -194,12 +210,20 @@ fn main() -> lumen::Result<()> {
     assert_eq!(lumen::get(&p)?, Point { x: 11, y: 12 });
 
     // Several parameter types.
-    let d = describe::remote("n".to_string(), vec!["a".to_string(), "b".to_string()], 1.5, Some(true));
+    let d = describe::remote(
+        "n".to_string(),
+        vec!["a".to_string(), "b".to_string()],
+        1.5,
+        Some(true),
+    );
     assert_eq!(lumen::get(&d)?, "n:a,b:1.5:Some(true)");
 
     // Attribute options, and options overridden per call.
     assert_eq!(lumen::get(&with_options::remote())?, vec![1, 2, 3]);
-    let w = with_options::options().num_cpus(1.0).max_retries(0).remote();
+    let w = with_options::options()
+        .num_cpus(1.0)
+        .max_retries(0)
+        .remote();
     assert_eq!(lumen::get(&w)?, vec![1, 2, 3]);
 
     // Result returns and panics become task errors.
@@ -236,6 +260,9 @@ fn main() -> lumen::Result<()> {
     let parts: Vec<ObjectRef<i64>> = vec![lumen::put(1i64), lumen::put(2i64), square::remote(3)];
     assert_eq!(lumen::get(&sum_refs::remote(parts.clone()))?, 12);
     assert_eq!(lumen::get(&await_inner::remote(parts))?, 12);
+    // An ObjectRef is a future too.
+    let awaited = futures::executor::block_on(async { lumen::put(7i64).await })?;
+    assert_eq!(awaited, 7);
     let summary = lumen::memory_summary()?;
     assert!(summary.referenced_objects >= 1);
     assert!(summary.stored_objects >= 1);
@@ -288,6 +315,13 @@ fn main() -> lumen::Result<()> {
     assert_eq!(lumen::get(&bump::remote(found.clone(), 1))?, 101);
     assert_eq!(lumen::get(&named.get_value().remote())?, 101);
     assert!(lumen::get_actor::<Counter>("nobody").is_err());
+    let existing = Counter::options()
+        .name("ui-counter")
+        .get_if_exists(true)
+        .remote(0);
+    assert_eq!(existing.id(), named.id());
+    let cloned = existing.clone();
+    assert_eq!(lumen::get(&cloned.get_value().remote())?, 101);
 
     // kill: later calls fail with ActorDied and the name is free again.
     lumen::kill(&named);
@@ -297,7 +331,9 @@ fn main() -> lumen::Result<()> {
     }
 
     // Async actors with concurrency groups.
-    let e = AsyncEcho::options().max_concurrency(8).remote("> ".to_string());
+    let e = AsyncEcho::options()
+        .max_concurrency(8)
+        .remote("> ".to_string());
     assert_eq!(lumen::get(&e.echo("a".to_string()).remote())?, "> a");
     lumen::get(&e.set_prefix("# ".to_string()).remote())?;
     let echoes: Vec<ObjectRef<String>> = (0..4).map(|i| e.echo(i.to_string()).remote()).collect();

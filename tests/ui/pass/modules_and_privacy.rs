@@ -72,6 +72,33 @@ impl Secret {
     }
 }
 
+// Remote items declared inside a function body (as in tests and doc examples).
+fn local_items() -> u32 {
+    #[lumen::remote]
+    fn local_task(x: u32) -> u32 {
+        x * 3
+    }
+
+    struct Local {
+        n: u32,
+    }
+
+    #[lumen::remote]
+    impl Local {
+        fn new(n: u32) -> Self {
+            Local { n }
+        }
+
+        fn get(&self) -> u32 {
+            self.n
+        }
+    }
+
+    let a = lumen::get(&local_task::remote(2)).unwrap();
+    let l = Local::remote(5);
+    a + lumen::get(&l.get().remote()).unwrap()
+}
+
 #[lumen::main]
 fn main() {
     lumen::init_with(lumen::Config::default().num_cpus(2.0)).expect("init");
@@ -89,7 +116,7 @@ fn main() {
     );
 
     let acc = inner::deeper::Acc::remote();
-    acc.push(2).remote();
+    let _first = acc.push(2).remote();
     assert_eq!(lumen::get(&acc.push(3).remote()).unwrap(), 5);
 
     assert_eq!(lumen::get(&private_task::remote()).unwrap(), "private");
@@ -98,6 +125,8 @@ fn main() {
     assert_eq!(lumen::get(&s.reveal().remote()).unwrap(), "a");
     lumen::get(&s.set("b".to_string()).remote()).unwrap();
     assert_eq!(lumen::get(&s.reveal().remote()).unwrap(), "b");
+    assert_eq!(local_items(), 11);
+
     // Still ordinary local items.
     assert_eq!(Secret::new("c".to_string()).reveal(), "c");
     assert_eq!(private_task(), "private");
