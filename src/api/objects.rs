@@ -169,6 +169,10 @@ pub fn get_timeout<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Duration) -> 
 fn get_inner<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Option<Duration>) -> Result<T> {
     let rt = runtime::current()?;
     let id = r.id();
+    refuse_blocking_in_async("lumen::get")?;
+    if let Some(v) = rt.refs.inline(id) {
+        return decode(id, v);
+    }
     let (mut slots, complete) = fetch_blocking(&rt, &[id], 1, timeout, false)?;
     if !complete {
         return Err(Error::GetTimeout {
@@ -198,6 +202,15 @@ fn get_inner<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Option<Duration>) -
 pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
     let rt = runtime::current()?;
     let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
+    refuse_blocking_in_async("lumen::get_all")?;
+    let inline: Option<Vec<Stored>> = ids.iter().map(|id| rt.refs.inline(*id)).collect();
+    if let Some(values) = inline {
+        return ids
+            .iter()
+            .zip(values)
+            .map(|(id, v)| decode(*id, v))
+            .collect();
+    }
     let (slots, _) = fetch_blocking(&rt, &ids, ids.len(), None, false)?;
     ids.iter()
         .zip(slots)
@@ -285,6 +298,9 @@ fn check_known(rt: &Runtime, ids: &[ObjectId]) -> Result<()> {
 pub(crate) async fn get_async<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
     let rt = runtime::current()?;
     let id = r.id();
+    if let Some(v) = rt.refs.inline(id) {
+        return decode(id, v);
+    }
     check_known(&rt, &[id])?;
     let rx = rt.store.fetch(&[id]);
     drop(rt);

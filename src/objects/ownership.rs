@@ -32,6 +32,20 @@ struct RefEntry {
     lineage: Option<Arc<TaskSpec>>,
     /// This object anchors an actor's handles: when it goes, the actor is out of scope.
     actor: Option<ActorId>,
+    /// A small value (or an error), kept by the owner so that reading it needs no message to
+    /// the store (Ray's in-process memory store).
+    inline: Option<Stored>,
+}
+
+/// Values up to this size are also kept inline in the owner's table.
+const INLINE_MAX: usize = 64 * 1024;
+
+fn inline_copy(value: &Stored) -> Option<Stored> {
+    match value {
+        Stored::Value(b) if b.len() <= INLINE_MAX => Some(value.clone()),
+        Stored::Value(_) => None,
+        Stored::Error(_) => Some(value.clone()),
+    }
 }
 
 /// Reference counts and lineage of objects, per process.
@@ -79,16 +93,18 @@ impl RefTable {
     /// object's: held until it is freed.
     pub(crate) fn add_put(&self, id: ObjectId, value: Encoded) {
         let (bytes, contains) = value.into_parts();
+        let value = Stored::Value(bytes);
         self.map.insert(
             id,
             RefEntry {
                 local: 1,
                 stored: true,
                 contains,
+                inline: inline_copy(&value),
                 ..Default::default()
             },
         );
-        self.store.put(id, Stored::Value(bytes));
+        self.store.put(id, value);
     }
 
     /// Another local handle to a known object.
@@ -156,6 +172,7 @@ impl RefTable {
             Some(mut e) if !e.stored => {
                 e.stored = true;
                 e.contains = contains.clone();
+                e.inline = inline_copy(&value);
                 self.store.put(id, value);
                 true
             }
@@ -196,6 +213,11 @@ impl RefTable {
                 }
             }
         }
+    }
+
+    /// The value of a small object, if it is ready and kept inline.
+    pub(crate) fn inline(&self, id: ObjectId) -> Option<Stored> {
+        self.map.get(&id).and_then(|e| e.inline.clone())
     }
 
     /// Number of objects this process holds references to.
