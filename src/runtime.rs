@@ -68,6 +68,8 @@ impl Runtime {
     }
 
     fn stop(&self) {
+        // Blocked reads waiting in the owner's table end with Error::Shutdown.
+        self.refs.drop_waiters();
         if let Some((system, thread)) = self.system.lock().take() {
             system.stop();
             let _ = thread.join();

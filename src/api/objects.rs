@@ -11,6 +11,7 @@ use crate::ids::ObjectId;
 use crate::node::raylet::{TaskBlocked, TaskUnblocked};
 use crate::objects::codec;
 use crate::objects::object_ref::{ObjectRef, RawRef};
+use crate::objects::ownership::Lookup;
 use crate::objects::store::{Stored, PRESENT_SENT};
 use crate::runtime::{self, Runtime};
 use serde::de::DeserializeOwned;
@@ -72,13 +73,33 @@ fn fetch_blocking(
         return Ok((slots, true));
     }
     check_known(rt, ids)?;
-    let (rx, mut markers) = if settle {
-        rt.store.fetch_marked(ids)
-    } else {
-        (rt.store.fetch(ids), 0)
-    };
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // Owned objects are read from (or waited for in) the owner's table; the rest from the store.
+    let (tx, rx) = flume::unbounded();
     let mut got = 0;
+    let mut via_store = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        match rt.refs.lookup_or_wait(*id, i as u32, &tx) {
+            Lookup::Ready(v) => {
+                slots[i] = Some(v);
+                got += 1;
+            }
+            Lookup::Waiting => {}
+            Lookup::InStore => via_store.push((i, *id)),
+        }
+    }
+    let mut markers = if via_store.is_empty() {
+        0
+    } else {
+        let asked = rt.store.send_fetches(via_store, tx.clone(), settle);
+        if settle {
+            asked
+        } else {
+            0
+        }
+    };
+    // Only the owner's table and the shards hold senders now: if they go, so does the wait.
+    drop(tx);
+    let deadline = timeout.map(|t| Instant::now() + t);
     let mut lent = None;
     let mut complete = true;
     while got < need || markers > 0 {
@@ -96,8 +117,8 @@ fn fetch_blocking(
             Ok((slot, v)) => {
                 if slots[slot as usize].is_none() {
                     got += 1;
+                    slots[slot as usize] = Some(v);
                 }
-                slots[slot as usize] = Some(v);
             }
             Err(flume::RecvTimeoutError::Timeout) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -119,7 +140,7 @@ fn fetch_blocking(
     }
     // Anything else already delivered counts as ready too.
     while let Ok((slot, v)) = rx.try_recv() {
-        if slot != PRESENT_SENT {
+        if slot != PRESENT_SENT && slots[slot as usize].is_none() {
             slots[slot as usize] = Some(v);
         }
     }
@@ -298,11 +319,14 @@ fn check_known(rt: &Runtime, ids: &[ObjectId]) -> Result<()> {
 pub(crate) async fn get_async<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
     let rt = runtime::current()?;
     let id = r.id();
-    if let Some(v) = rt.refs.inline(id) {
-        return decode(id, v);
-    }
     check_known(&rt, &[id])?;
-    let rx = rt.store.fetch(&[id]);
+    let (tx, rx) = flume::unbounded();
+    match rt.refs.lookup_or_wait(id, 0, &tx) {
+        Lookup::Ready(v) => return decode(id, v),
+        Lookup::Waiting => {}
+        Lookup::InStore => rt.store.fetch_into([(0, id)], tx.clone()),
+    }
+    drop(tx);
     drop(rt);
     let (_, v) = rx
         .recv_async()

@@ -12,7 +12,7 @@
 use crate::ids::{ActorId, ObjectId};
 use crate::objects::codec::Encoded;
 use crate::objects::object_ref::RawRef;
-use crate::objects::store::{StoreClient, Stored};
+use crate::objects::store::{FetchReply, StoreClient, Stored};
 use crate::system::gcs::{ActorOutOfScope, Gcs};
 use crate::task::TaskSpec;
 use actix::Addr;
@@ -35,6 +35,18 @@ struct RefEntry {
     /// A small value (or an error), kept by the owner so that reading it needs no message to
     /// the store (Ray's in-process memory store).
     inline: Option<Stored>,
+    /// Readers waiting for this (owned, pending) object: handed the value when it completes.
+    waiters: Vec<(u32, FetchReply)>,
+}
+
+/// Where a reader finds an object.
+pub(crate) enum Lookup {
+    /// Here it is.
+    Ready(Stored),
+    /// Pending in this process: the reader's channel will get it when it completes.
+    Waiting,
+    /// Ask the store.
+    InStore,
 }
 
 /// Values up to this size are also kept inline in the owner's table.
@@ -173,6 +185,10 @@ impl RefTable {
                 e.stored = true;
                 e.contains = contains.clone();
                 e.inline = inline_copy(&value);
+                // Readers in this process get the value straight from the owner.
+                for (slot, tx) in e.waiters.drain(..) {
+                    let _ = tx.send((slot, value.clone()));
+                }
                 self.store.put(id, value);
                 true
             }
@@ -212,6 +228,31 @@ impl RefTable {
                     work.push(inner);
                 }
             }
+        }
+    }
+
+    /// For a reader: the inline value; or, for an object still pending in this process, register
+    /// `tx` to receive it (as `slot`) when it completes; or else, ask the store.
+    pub(crate) fn lookup_or_wait(&self, id: ObjectId, slot: u32, tx: &FetchReply) -> Lookup {
+        let Some(mut e) = self.map.get_mut(&id) else {
+            return Lookup::InStore;
+        };
+        if let Some(v) = &e.inline {
+            return Lookup::Ready(v.clone());
+        }
+        if e.stored {
+            return Lookup::InStore;
+        }
+        // Readers that gave up (timeouts) leave closed channels behind.
+        e.waiters.retain(|(_, w)| !w.is_disconnected());
+        e.waiters.push((slot, tx.clone()));
+        Lookup::Waiting
+    }
+
+    /// Drops every waiting reader's channel, so blocked reads end (at shutdown).
+    pub(crate) fn drop_waiters(&self) {
+        for mut e in self.map.iter_mut() {
+            e.waiters.clear();
         }
     }
 

@@ -174,6 +174,7 @@ impl StoreClient {
     }
 
     /// Starts fetching `ids`; slot `i` of the replies is `ids[i]`.
+    #[cfg(test)]
     pub(crate) fn fetch(&self, ids: &[ObjectId]) -> flume::Receiver<(u32, Stored)> {
         let (tx, rx) = flume::unbounded();
         self.fetch_into(ids.iter().copied().enumerate(), tx);
@@ -197,7 +198,9 @@ impl StoreClient {
         self.send_fetches(ids, tx, false);
     }
 
-    fn send_fetches(
+    /// Fetches `(slot, id)` pairs into `tx`; with `mark`, each shard asked also sends
+    /// [`PRESENT_SENT`] after what it holds. Returns how many shards were asked.
+    pub(crate) fn send_fetches(
         &self,
         ids: impl IntoIterator<Item = (usize, ObjectId)>,
         tx: FetchReply,
