@@ -245,7 +245,8 @@ pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
 /// Waits until `num_returns` of `refs` are ready (or `timeout` passes) and splits them into
 /// `(ready, not_ready)`, each in the order of `refs`. At most `num_returns` refs are returned as
 /// ready; `num_returns` larger than `refs.len()` waits for all of them. A failed object counts as
-/// ready. Before `lumen::init()` nothing is ready.
+/// ready. Before `lumen::init()` nothing is ready. Inside an async task or method it does not
+/// block: it reports what is ready at that moment (`.await` the refs to wait for them there).
 ///
 /// # Examples
 /// ```no_run
