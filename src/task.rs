@@ -9,7 +9,7 @@
 use crate::ids::{ActorId, JobId, ObjectId, TaskId};
 use crate::objects::object_ref::{OwnerAddress, RawRef};
 use crate::placement::SchedulingStrategy;
-use crate::resources::{ResourceRequest, ResourceSet};
+use crate::resources::ResourceSet;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -42,7 +42,6 @@ pub(crate) struct ActorCreation {
     pub(crate) name: Option<String>,
     pub(crate) namespace: String,
     pub(crate) detached: bool,
-    pub(crate) request: ResourceRequest,
 }
 
 /// The kind of task.

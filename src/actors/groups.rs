@@ -14,12 +14,10 @@
 //! actor's state sits behind a read-write lock that every trampoline takes.
 
 use crate::actors::host::ActorTask;
-use crate::api::context::{ExecContext, WithExec};
+use crate::api::context::{with_exec, ExecContext, WithExec};
 use crate::error::Error;
 use crate::ids::NodeId;
-use crate::node::executor::{
-    fetch_args_async, fetch_args_blocking, in_context, locate, panic_message,
-};
+use crate::node::executor::{fetch_args_async, fetch_args_blocking, locate, panic_message};
 use crate::registry::{ActorMethod, ActorState, Args, MethodInvoke, Outcome};
 use actix::prelude::*;
 use futures::FutureExt;
@@ -79,7 +77,7 @@ pub(crate) fn run_sync(call: RunCall) {
         exec,
         node,
     } = call;
-    let outcome = in_context(exec, || {
+    let outcome = with_exec(exec, || {
         let args = fetch_args_blocking(&task.args)?;
         match method.invoke {
             MethodInvoke::Sync(f) => call_sync(f, &state, args, method.path, node),
@@ -116,7 +114,7 @@ async fn run_async(call: RunCall) {
                     .unwrap_or_else(|p| Err(panic_error(method.path, p, node)))
             }
             MethodInvoke::Sync(f) => tokio::task::block_in_place(|| {
-                in_context(exec, || call_sync(f, &state, args, method.path, node))
+                with_exec(exec, || call_sync(f, &state, args, method.path, node))
             }),
         },
     };

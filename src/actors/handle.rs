@@ -371,7 +371,6 @@ pub fn create_actor<T: RemoteActor>(
             name: options.name.clone(),
             namespace,
             detached: options.detached,
-            request: options.resources.clone(),
         })),
         pinned,
     });

@@ -8,10 +8,10 @@
 //! call, or, if the host stops before running it, by the call's guard with `ActorDied`.
 
 use crate::actors::groups::{Group, RunCall};
-use crate::api::context::ExecContext;
+use crate::api::context::{with_exec, ExecContext};
 use crate::error::Error;
 use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
-use crate::node::executor::{self, build_args, in_context, locate, panic_message};
+use crate::node::executor::{self, build_args, locate, panic_message};
 use crate::node::raylet::{ActorReady, Raylet};
 use crate::objects::codec;
 use crate::objects::store::Stored;
@@ -165,7 +165,7 @@ impl ActorHost {
         let args = build_args(&spec.args, resolved)?;
         let run = || (class.construct)(Args::new(args, class.path));
         match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            in_context(self.exec(spec.task_id, false), run)
+            with_exec(self.exec(spec.task_id, false), run)
         })) {
             Ok(r) => r
                 .map(|s| (class, s))

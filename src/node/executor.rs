@@ -6,7 +6,7 @@
 //! either resubmits the task (retries left and the failure is retryable) or stores the outcome and
 //! unpins the arguments.
 
-use crate::api::context::{with_exec, ExecContext, WithExec};
+use crate::api::context::{ExecContext, WithExec};
 use crate::error::Error;
 use crate::ids::NodeId;
 use crate::node::raylet::{Raylet, SubmitTask, TaskDone};
@@ -228,9 +228,4 @@ pub(crate) fn finish(spec: &Arc<TaskSpec>, outcome: Outcome) {
         rt.refs.complete(spec.return_id, value, contains);
         rt.refs.unpin(&spec.pinned);
     });
-}
-
-/// Runs `f` as the body of a task with `ctx` set.
-pub(crate) fn in_context<R>(ctx: ExecContext, f: impl FnOnce() -> R) -> R {
-    with_exec(ctx, f)
 }

@@ -3,7 +3,7 @@
 //! The raylet keeps a pool of idle workers and starts more when every one is busy (including
 //! when a task blocks in `get` and lends its CPU to another task), as Ray's worker pool does.
 
-use crate::api::context::ExecContext;
+use crate::api::context::{with_exec, ExecContext};
 use crate::ids::NodeId;
 use crate::node::executor::{self, Ready};
 use crate::node::raylet::{Raylet, TaskDone};
@@ -49,7 +49,7 @@ impl Handler<Execute> for Worker {
         };
         let node = self.node;
         let resolved = msg.ready.resolved;
-        let outcome = executor::in_context(exec, || executor::run_sync(&spec, resolved, node));
+        let outcome = with_exec(exec, || executor::run_sync(&spec, resolved, node));
         executor::finish(&spec, outcome);
         self.raylet.do_send(TaskDone {
             task_id: spec.task_id,
