@@ -7,7 +7,12 @@
 //! ```text
 //! cargo run --release --example microbenchmark                  # every metric
 //! cargo run --release --example microbenchmark -- --filter actor --rounds 2 --seconds 1
+//! cargo run --release --example microbenchmark -- --filter lumen --drain 1000000
 //! ```
+//!
+//! After Ray's rows come lumen's own figures, prefixed `lumen: `: time from `lumen::init()` to the
+//! first task's result, actor creation rate, and with `--drain N`, N no-op tasks queued at once
+//! then drained (total seconds and the process's peak resident memory).
 
 use std::time::{Duration, Instant};
 
@@ -51,12 +56,32 @@ struct Bench {
     filter: Option<String>,
     rounds: usize,
     seconds: f64,
+    drain: Option<usize>,
+}
+
+impl Bench {
+    fn wants(&self, name: &str) -> bool {
+        self.filter.as_deref().is_none_or(|f| name.contains(f))
+    }
+}
+
+/// Peak resident memory of this process, from /proc (0 where it is not available).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 impl Bench {
     /// Times `op` (which performs `per_call` operations) and prints the rate.
     fn run(&self, name: &str, per_call: f64, mut op: impl FnMut()) {
-        if self.filter.as_deref().is_some_and(|f| !name.contains(f)) {
+        if !self.wants(name) {
             return;
         }
         let warm = Instant::now();
@@ -85,21 +110,26 @@ fn main() -> lumen::Result<()> {
         filter: None,
         rounds: 4,
         seconds: 2.0,
+        drain: None,
     };
     while let Some(a) = args.next() {
         match a.as_str() {
             "--filter" => bench.filter = args.next(),
             "--rounds" => bench.rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(4),
             "--seconds" => bench.seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(2.0),
+            "--drain" => bench.drain = args.next().and_then(|v| v.parse().ok()),
             other => {
                 eprintln!(
-                    "unknown argument {other:?}; use --filter SUBSTRING, --rounds N, --seconds S"
+                    "unknown argument {other:?}; use --filter SUBSTRING, --rounds N, --seconds S, --drain N"
                 );
                 std::process::exit(2);
             }
         }
     }
+    let started = Instant::now();
     lumen::init()?;
+    lumen::get(&noop::remote())?;
+    let first_result = started.elapsed();
 
     let small = lumen::put(0u64);
     bench.run("single client get calls (Plasma Store)", 1.0, || {
@@ -150,13 +180,28 @@ fn main() -> lumen::Result<()> {
     let actors: Vec<_> = (0..200).map(|_| Sink::remote()).collect();
     let refs: Vec<_> = actors.iter().map(|a| a.noop().remote()).collect();
     lumen::get_all(&refs)?;
-    if bench
-        .filter
-        .as_deref()
-        .is_none_or(|f| "lumen: actor creation".contains(f))
-    {
+    if bench.wants("lumen: actor creation") {
         let rate = 200.0 / t0.elapsed().as_secs_f64();
         println!("lumen: actor creation with one call per second {rate:.2} +- 0.00");
+    }
+    drop((actors, refs));
+    if bench.wants("lumen: init") {
+        println!(
+            "lumen: init to first task result {:.3} ms",
+            first_result.as_secs_f64() * 1000.0
+        );
+    }
+    if let Some(n) = bench.drain.filter(|_| bench.wants("lumen: drain")) {
+        let t = Instant::now();
+        let refs: Vec<_> = (0..n).map(|_| noop::remote()).collect();
+        let queued = t.elapsed();
+        lumen::get_all(&refs)?;
+        println!(
+            "lumen: drain {n} no-op tasks queued in {:.2} s, all done in {:.2} s, peak RSS {:.0} MiB",
+            queued.as_secs_f64(),
+            t.elapsed().as_secs_f64(),
+            peak_rss_mib()
+        );
     }
     lumen::shutdown();
     Ok(())

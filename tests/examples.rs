@@ -95,5 +95,8 @@ fn concurrency_groups() {
 
 #[test]
 fn microbenchmark_runs_every_metric() {
-    run("microbenchmark", &["--rounds", "1", "--seconds", "0.1"]);
+    run(
+        "microbenchmark",
+        &["--rounds", "1", "--seconds", "0.1", "--drain", "2000"],
+    );
 }
