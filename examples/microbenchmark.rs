@@ -1,8 +1,9 @@
 //! lumen's microbenchmark, in the format of Ray's `ray microbenchmark`.
 //!
 //! Each metric: a warm-up, then timed rounds; the figure is mean ± std of the rounds' rates,
-//! printed as `NAME per second MEAN +- STD` with Ray's metric names so the two outputs line up.
-//! No-op tasks and methods return the 2-byte value `b"ok"`, as in Ray's `ray_perf.py`.
+//! printed as `NAME per second MEAN +- STD` with Ray's metric names and the same workload
+//! definitions (Ray's `ray_perf.py`), so the two outputs line up line by line. No-op tasks and
+//! methods return the 2-byte value `b"ok"`.
 //!
 //! ```text
 //! cargo run --release --example microbenchmark                  # every metric
@@ -12,44 +13,133 @@
 //!
 //! After Ray's rows come lumen's own figures, prefixed `lumen: `: time from `lumen::init()` to the
 //! first task's result, actor creation rate, and with `--drain N`, N no-op tasks queued at once
-//! then drained (total seconds and the process's peak resident memory).
+//! then drained (total seconds and the process's peak resident memory). `--smoke` shrinks the
+//! large payloads 1000× (for tests that only check every metric runs; its figures mean nothing).
 
+use lumen::{ActorHandle, ObjectRef};
 use std::time::{Duration, Instant};
 
 #[lumen::remote]
-fn noop() -> Vec<u8> {
+fn small_value() -> Vec<u8> {
     b"ok".to_vec()
 }
 
-/// A serial actor with a no-op method.
+/// `n` puts of a small value (one "client" of the multi-client put row).
+#[lumen::remote]
+fn put_small_many(n: u32) {
+    for _ in 0..n {
+        drop(lumen::put(0i64));
+    }
+}
+
+/// `n` puts of an array of `len` zeros (one client of the multi-client gigabytes row).
+#[lumen::remote]
+fn put_large_many(n: u32, len: usize) {
+    for _ in 0..n {
+        drop(lumen::put(vec![0i64; len]));
+    }
+}
+
+/// An object holding 10,000 refs.
+#[lumen::remote]
+fn object_containing_refs() -> Vec<ObjectRef<i64>> {
+    (0..10_000).map(|_| lumen::put(1i64)).collect()
+}
+
+/// A serial, zero-CPU actor (Ray's `Actor`).
 #[derive(Default)]
-pub struct Sink;
+pub struct Server;
 
 #[lumen::remote]
-impl Sink {
+impl Server {
     pub fn new() -> Self {
-        Sink
+        Server
     }
-    pub fn noop(&self) -> Vec<u8> {
+    pub fn small_value(&self) -> Vec<u8> {
+        b"ok".to_vec()
+    }
+    pub fn small_value_arg(&self, _x: i64) -> Vec<u8> {
+        b"ok".to_vec()
+    }
+    /// Submits `n` tasks and waits for them (a "client" of the multi-client tasks row).
+    pub fn small_value_batch(&self, n: usize) {
+        let refs: Vec<_> = (0..n).map(|_| small_value::remote()).collect();
+        lumen::get_all(&refs).expect("tasks");
+    }
+}
+
+/// An async actor (Ray's `AsyncActor`).
+#[derive(Default)]
+pub struct AsyncServer;
+
+#[lumen::remote]
+impl AsyncServer {
+    pub fn new() -> Self {
+        AsyncServer
+    }
+    pub async fn small_value(&self) -> Vec<u8> {
+        b"ok".to_vec()
+    }
+    pub async fn small_value_with_arg(&self, _x: i64) -> Vec<u8> {
         b"ok".to_vec()
     }
 }
 
-/// An async actor with a no-op method.
-#[derive(Default)]
-pub struct AsyncSink;
+/// An actor that calls other actors (Ray's `Client`).
+pub struct Client {
+    servers: Vec<ActorHandle<Server>>,
+    async_servers: Vec<ActorHandle<AsyncServer>>,
+}
 
 #[lumen::remote]
-impl AsyncSink {
-    pub fn new() -> Self {
-        AsyncSink
+impl Client {
+    pub fn new(
+        servers: Vec<ActorHandle<Server>>,
+        async_servers: Vec<ActorHandle<AsyncServer>>,
+    ) -> Self {
+        Client {
+            servers,
+            async_servers,
+        }
     }
-    pub async fn noop(&self) -> Vec<u8> {
-        b"ok".to_vec()
+    /// `n` calls to each server, then waits for them all.
+    pub fn small_value_batch(&self, n: usize) {
+        let mut refs = Vec::with_capacity(n * (self.servers.len() + self.async_servers.len()));
+        for s in &self.servers {
+            refs.extend((0..n).map(|_| s.small_value().remote()));
+        }
+        for s in &self.async_servers {
+            refs.extend((0..n).map(|_| s.small_value().remote()));
+        }
+        lumen::get_all(&refs).expect("calls");
     }
-    pub async fn echo(&self, v: Vec<u8>) -> Vec<u8> {
-        v
+    /// `n` calls with a put object as the argument to each server.
+    pub fn small_value_batch_arg(&self, n: usize) {
+        let x = lumen::put(0i64);
+        let mut refs = Vec::with_capacity(n * self.servers.len());
+        for s in &self.servers {
+            refs.extend((0..n).map(|_| s.small_value_arg(&x).remote()));
+        }
+        lumen::get_all(&refs).expect("calls");
     }
+}
+
+/// `n` calls spread over `servers` (one of the n:n rows' tasks).
+#[lumen::remote]
+fn call_servers(servers: Vec<ActorHandle<Server>>, n: usize) {
+    let refs: Vec<_> = (0..n)
+        .map(|i| servers[i % servers.len()].small_value().remote())
+        .collect();
+    lumen::get_all(&refs).expect("calls");
+}
+
+/// `n` calls spread over async `servers`.
+#[lumen::remote]
+fn call_async_servers(servers: Vec<ActorHandle<AsyncServer>>, n: usize) {
+    let refs: Vec<_> = (0..n)
+        .map(|i| servers[i % servers.len()].small_value().remote())
+        .collect();
+    lumen::get_all(&refs).expect("calls");
 }
 
 struct Bench {
@@ -57,28 +147,23 @@ struct Bench {
     rounds: usize,
     seconds: f64,
     drain: Option<usize>,
+    smoke: bool,
 }
 
 impl Bench {
     fn wants(&self, name: &str) -> bool {
         self.filter.as_deref().is_none_or(|f| name.contains(f))
     }
-}
 
-/// Peak resident memory of this process, from /proc (0 where it is not available).
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
+    /// A payload length, shrunk in smoke runs.
+    fn len(&self, n: usize) -> usize {
+        if self.smoke {
+            n / 1000
+        } else {
+            n
+        }
+    }
 
-impl Bench {
     /// Times `op` (which performs `per_call` operations) and prints the rate.
     fn run(&self, name: &str, per_call: f64, mut op: impl FnMut()) {
         if !self.wants(name) {
@@ -104,6 +189,19 @@ impl Bench {
     }
 }
 
+/// Peak resident memory of this process, from /proc (0 where it is not available).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn main() -> lumen::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut bench = Bench {
@@ -111,6 +209,7 @@ fn main() -> lumen::Result<()> {
         rounds: 4,
         seconds: 2.0,
         drain: None,
+        smoke: false,
     };
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -118,9 +217,11 @@ fn main() -> lumen::Result<()> {
             "--rounds" => bench.rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(4),
             "--seconds" => bench.seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(2.0),
             "--drain" => bench.drain = args.next().and_then(|v| v.parse().ok()),
+            "--smoke" => bench.smoke = true,
             other => {
                 eprintln!(
-                    "unknown argument {other:?}; use --filter SUBSTRING, --rounds N, --seconds S, --drain N"
+                    "unknown argument {other:?}; use --filter SUBSTRING, --rounds N, \
+                     --seconds S, --drain N, --smoke"
                 );
                 std::process::exit(2);
             }
@@ -128,72 +229,157 @@ fn main() -> lumen::Result<()> {
     }
     let started = Instant::now();
     lumen::init()?;
-    lumen::get(&noop::remote())?;
+    lumen::get(&small_value::remote())?;
     let first_result = started.elapsed();
+    // Ray sizes some rows by half the machine's cores.
+    let n_cpu = (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1);
+    let b = &bench;
 
-    let small = lumen::put(0u64);
-    bench.run("single client get calls (Plasma Store)", 1.0, || {
-        lumen::get(&small).expect("get");
+    let value = lumen::put(0i64);
+    b.run("single client get calls (Plasma Store)", 1.0, || {
+        lumen::get(&value).expect("get");
     });
-    bench.run("single client put calls (Plasma Store)", 1.0, || {
-        drop(lumen::put(0u64));
+    b.run("single client put calls (Plasma Store)", 1.0, || {
+        drop(lumen::put(0i64));
     });
-    bench.run("single client tasks sync", 1.0, || {
-        lumen::get(&noop::remote()).expect("task");
+    b.run("multi client put calls (Plasma Store)", 1000.0, || {
+        let refs: Vec<_> = (0..10).map(|_| put_small_many::remote(100)).collect();
+        lumen::get_all(&refs).expect("puts");
     });
-    bench.run("single client tasks async", 1000.0, || {
-        let refs: Vec<_> = (0..1000).map(|_| noop::remote()).collect();
+    let big = b.len(100 * 1024 * 1024);
+    b.run("single client put gigabytes", 0.8, || {
+        drop(lumen::put(vec![0i64; big]));
+    });
+    b.run("single client tasks and get batch", 1.0, || {
+        let refs: Vec<_> = (0..1000).map(|_| small_value::remote()).collect();
         lumen::get_all(&refs).expect("tasks");
     });
-    let sink = Sink::options().num_cpus(0.0).remote();
-    lumen::get(&sink.noop().remote())?;
-    bench.run("1:1 actor calls sync", 1.0, || {
-        lumen::get(&sink.noop().remote()).expect("call");
+    let medium = b.len(10 * 1024 * 1024);
+    b.run("multi client put gigabytes", 8.0, || {
+        let refs: Vec<_> = (0..10)
+            .map(|_| put_large_many::remote(10, medium))
+            .collect();
+        lumen::get_all(&refs).expect("puts");
     });
-    bench.run("1:1 actor calls async", 1000.0, || {
-        let refs: Vec<_> = (0..1000).map(|_| sink.noop().remote()).collect();
+    let containing = object_containing_refs::remote();
+    b.run("single client get object containing 10k refs", 1.0, || {
+        lumen::get(&containing).expect("get");
+    });
+    b.run("single client wait 1k refs", 1.0, || {
+        let mut not_ready: Vec<_> = (0..1000).map(|_| small_value::remote()).collect();
+        while !not_ready.is_empty() {
+            let (_ready, rest) = lumen::wait(&not_ready, 1, None);
+            not_ready = rest;
+        }
+    });
+    b.run("single client tasks sync", 1.0, || {
+        lumen::get(&small_value::remote()).expect("task");
+    });
+    b.run("single client tasks async", 1000.0, || {
+        let refs: Vec<_> = (0..1000).map(|_| small_value::remote()).collect();
+        lumen::get_all(&refs).expect("tasks");
+    });
+    let clients: Vec<_> = (0..4)
+        .map(|_| Server::options().num_cpus(0.0).remote())
+        .collect();
+    b.run("multi client tasks async", 40_000.0, || {
+        let refs: Vec<_> = clients
+            .iter()
+            .map(|a| a.small_value_batch(10_000).remote())
+            .collect();
+        lumen::get_all(&refs).expect("tasks");
+    });
+    let a = Server::options().num_cpus(0.0).remote();
+    b.run("1:1 actor calls sync", 1.0, || {
+        lumen::get(&a.small_value().remote()).expect("call");
+    });
+    b.run("1:1 actor calls async", 1000.0, || {
+        let refs: Vec<_> = (0..1000).map(|_| a.small_value().remote()).collect();
         lumen::get_all(&refs).expect("calls");
     });
-    // Ray's "concurrent" row: the same calls to an actor with max_concurrency=16 (a threaded
-    // actor here, as in Ray when the class has no async methods).
-    let threaded = Sink::options().num_cpus(0.0).max_concurrency(16).remote();
-    lumen::get(&threaded.noop().remote())?;
-    bench.run("1:1 actor calls concurrent", 1000.0, || {
-        let refs: Vec<_> = (0..1000).map(|_| threaded.noop().remote()).collect();
+    // With max_concurrency and no async methods: a threaded actor, as in Ray.
+    let threaded = Server::options().num_cpus(0.0).max_concurrency(16).remote();
+    b.run("1:1 actor calls concurrent", 1000.0, || {
+        let refs: Vec<_> = (0..1000).map(|_| threaded.small_value().remote()).collect();
         lumen::get_all(&refs).expect("calls");
     });
-    let async_sink = AsyncSink::options().num_cpus(0.0).remote();
-    lumen::get(&async_sink.noop().remote())?;
-    bench.run("1:1 async-actor calls sync", 1.0, || {
-        lumen::get(&async_sink.noop().remote()).expect("call");
+    let servers: Vec<_> = (0..n_cpu)
+        .map(|_| Server::options().num_cpus(0.0).remote())
+        .collect();
+    let client = Client::options()
+        .num_cpus(0.0)
+        .remote(servers.clone(), Vec::new());
+    b.run("1:n actor calls async", (5000 * n_cpu) as f64, || {
+        lumen::get(&client.small_value_batch(5000).remote()).expect("calls");
     });
-    bench.run("1:1 async-actor calls async", 1000.0, || {
-        let refs: Vec<_> = (0..1000).map(|_| async_sink.noop().remote()).collect();
+    b.run("n:n actor calls async", 20_000.0, || {
+        let refs: Vec<_> = (0..4)
+            .map(|_| call_servers::remote(servers.clone(), 5000))
+            .collect();
         lumen::get_all(&refs).expect("calls");
     });
-    let arg = lumen::put(b"ok".to_vec());
-    bench.run("1:1 async-actor calls with args async", 1000.0, || {
-        let refs: Vec<_> = (0..1000).map(|_| async_sink.echo(&arg).remote()).collect();
+    let arg_clients: Vec<_> = (0..n_cpu)
+        .map(|_| {
+            let s = Server::options().num_cpus(0.0).remote();
+            Client::options().num_cpus(0.0).remote(vec![s], Vec::new())
+        })
+        .collect();
+    b.run(
+        "n:n actor calls with arg async",
+        (1000 * n_cpu) as f64,
+        || {
+            let refs: Vec<_> = arg_clients
+                .iter()
+                .map(|c| c.small_value_batch_arg(1000).remote())
+                .collect();
+            lumen::get_all(&refs).expect("calls");
+        },
+    );
+    let aa = AsyncServer::remote();
+    b.run("1:1 async-actor calls sync", 1.0, || {
+        lumen::get(&aa.small_value().remote()).expect("call");
+    });
+    b.run("1:1 async-actor calls async", 1000.0, || {
+        let refs: Vec<_> = (0..1000).map(|_| aa.small_value().remote()).collect();
         lumen::get_all(&refs).expect("calls");
     });
-    let t0 = Instant::now();
-    let actors: Vec<_> = (0..200).map(|_| Sink::remote()).collect();
-    let refs: Vec<_> = actors.iter().map(|a| a.noop().remote()).collect();
-    lumen::get_all(&refs)?;
-    if bench.wants("lumen: actor creation") {
+    b.run("1:1 async-actor calls with args async", 1000.0, || {
+        let refs: Vec<_> = (0..1000)
+            .map(|i| aa.small_value_with_arg(i).remote())
+            .collect();
+        lumen::get_all(&refs).expect("calls");
+    });
+    let async_servers: Vec<_> = (0..n_cpu).map(|_| AsyncServer::remote()).collect();
+    let async_client = Client::options()
+        .num_cpus(0.0)
+        .remote(Vec::new(), async_servers.clone());
+    b.run("1:n async-actor calls async", (5000 * n_cpu) as f64, || {
+        lumen::get(&async_client.small_value_batch(5000).remote()).expect("calls");
+    });
+    b.run("n:n async-actor calls async", 20_000.0, || {
+        let refs: Vec<_> = (0..4)
+            .map(|_| call_async_servers::remote(async_servers.clone(), 5000))
+            .collect();
+        lumen::get_all(&refs).expect("calls");
+    });
+
+    if b.wants("lumen: actor creation") {
+        let t0 = Instant::now();
+        let actors: Vec<_> = (0..200).map(|_| Server::remote()).collect();
+        let refs: Vec<_> = actors.iter().map(|a| a.small_value().remote()).collect();
+        lumen::get_all(&refs)?;
         let rate = 200.0 / t0.elapsed().as_secs_f64();
         println!("lumen: actor creation with one call per second {rate:.2} +- 0.00");
     }
-    drop((actors, refs));
-    if bench.wants("lumen: init") {
+    if b.wants("lumen: init") {
         println!(
             "lumen: init to first task result {:.3} ms",
             first_result.as_secs_f64() * 1000.0
         );
     }
-    if let Some(n) = bench.drain.filter(|_| bench.wants("lumen: drain")) {
+    if let Some(n) = b.drain.filter(|_| b.wants("lumen: drain")) {
         let t = Instant::now();
-        let refs: Vec<_> = (0..n).map(|_| noop::remote()).collect();
+        let refs: Vec<_> = (0..n).map(|_| small_value::remote()).collect();
         let queued = t.elapsed();
         lumen::get_all(&refs)?;
         println!(

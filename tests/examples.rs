@@ -97,6 +97,14 @@ fn concurrency_groups() {
 fn microbenchmark_runs_every_metric() {
     run(
         "microbenchmark",
-        &["--rounds", "1", "--seconds", "0.1", "--drain", "2000"],
+        &[
+            "--rounds",
+            "1",
+            "--seconds",
+            "0.1",
+            "--drain",
+            "2000",
+            "--smoke",
+        ],
     );
 }

@@ -10,6 +10,7 @@ use crate::api::context::{ExecContext, WithExec};
 use crate::error::Error;
 use crate::ids::NodeId;
 use crate::node::raylet::{Raylet, SubmitTask, TaskDone};
+use crate::objects::ownership::Lookup;
 use crate::objects::store::Stored;
 use crate::registry::{self, Args, Invoke, Outcome};
 use crate::resources::Grant;
@@ -120,23 +121,31 @@ pub(crate) async fn fetch_args_async(args: &[TaskArg]) -> Result<Vec<Bytes>, Err
 
 type Resolution = (flume::Receiver<(u32, Stored)>, usize, Vec<Option<Stored>>);
 
+/// Starts resolving the ref arguments: from the owner's table when this process owns them (small
+/// values are there already), else from the store. Returns the channel, how many replies are
+/// still to come, and the slots filled so far.
 fn fetch_resolution(args: &[TaskArg]) -> Result<Option<Resolution>, Error> {
-    let deps: Vec<(usize, crate::ids::ObjectId)> = args
-        .iter()
-        .enumerate()
-        .filter_map(|(i, a)| match a {
-            TaskArg::Ref(r) => Some((i, r.id)),
-            TaskArg::Value(_) => None,
-        })
-        .collect();
-    if deps.is_empty() {
+    if !args.iter().any(|a| matches!(a, TaskArg::Ref(_))) {
         return Ok(None);
     }
     let rt = runtime::current()?;
     let (tx, rx) = flume::unbounded();
-    let n = deps.len();
-    rt.store.fetch_into(deps, tx);
-    Ok(Some((rx, n, vec![None; args.len()])))
+    let mut slots = vec![None; args.len()];
+    let mut pending = 0;
+    let mut via_store = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        let TaskArg::Ref(r) = a else { continue };
+        match rt.refs.lookup_or_wait(r.id, i as u32, &tx) {
+            Lookup::Ready(v) => slots[i] = Some(v),
+            Lookup::Waiting => pending += 1,
+            Lookup::InStore => via_store.push((i, r.id)),
+        }
+    }
+    pending += via_store.len();
+    if !via_store.is_empty() {
+        rt.store.fetch_into(via_store, tx);
+    }
+    Ok(Some((rx, pending, slots)))
 }
 
 /// Runs a sync task to completion on this thread.
