@@ -246,10 +246,13 @@ fn main() -> lumen::Result<()> {
         let refs: Vec<_> = (0..10).map(|_| put_small_many::remote(100)).collect();
         lumen::get_all(&refs).expect("puts");
     });
-    let big = b.len(100 * 1024 * 1024);
+    // As in Ray: one array, put again and again (put takes ownership, so the clone is the copy
+    // Ray makes into its store).
+    let arr = vec![0i64; b.len(100 * 1024 * 1024)];
     b.run("single client put gigabytes", 0.8, || {
-        drop(lumen::put(vec![0i64; big]));
+        drop(lumen::put(arr.clone()));
     });
+    drop(arr);
     b.run("single client tasks and get batch", 1.0, || {
         let refs: Vec<_> = (0..1000).map(|_| small_value::remote()).collect();
         lumen::get_all(&refs).expect("tasks");

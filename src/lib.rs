@@ -126,12 +126,12 @@ pub mod __private {
     }
 
     /// Encodes a plain return value.
-    pub fn encode_return<T: Serialize>(value: T) -> Outcome {
+    pub fn encode_return<T: Serialize + 'static>(value: T) -> Outcome {
         crate::objects::codec::encode(std::any::type_name::<T>(), &value)
     }
 
     /// Encodes a `Result` return value; `Err(e)` becomes `Error::Task` with `e`'s text.
-    pub fn encode_result<T: Serialize, E: Display>(value: Result<T, E>) -> Outcome {
+    pub fn encode_result<T: Serialize + 'static, E: Display>(value: Result<T, E>) -> Outcome {
         match value {
             Ok(v) => encode_return(v),
             Err(e) => Err(user_error(e)),

@@ -45,7 +45,7 @@ impl Args {
     }
 
     /// Decodes the next argument.
-    pub fn take<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
+    pub fn take<T: DeserializeOwned + 'static>(&mut self) -> Result<T, Error> {
         let i = self.index;
         self.index += 1;
         let Some(bytes) = self.items.next() else {

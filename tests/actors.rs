@@ -41,7 +41,7 @@ fn init() {
 const LONG: Duration = Duration::from_secs(60);
 
 /// `get` that cannot hang the test suite.
-fn get<T: serde::de::DeserializeOwned>(r: &ObjectRef<T>) -> lumen::Result<T> {
+fn get<T: serde::de::DeserializeOwned + 'static>(r: &ObjectRef<T>) -> lumen::Result<T> {
     lumen::get_timeout(r, LONG)
 }
 

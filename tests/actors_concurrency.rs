@@ -61,13 +61,13 @@ const LONG: Duration = Duration::from_secs(60);
 const RENDEZVOUS: Duration = Duration::from_secs(20);
 
 /// `get` that cannot hang the test suite.
-fn get<T: serde::de::DeserializeOwned>(r: &ObjectRef<T>) -> lumen::Result<T> {
+fn get<T: serde::de::DeserializeOwned + 'static>(r: &ObjectRef<T>) -> lumen::Result<T> {
     lumen::get_timeout(r, LONG)
 }
 
 /// Every result, or a panic naming the first failure (with the cluster's view of its actors and
 /// node when a call hung, to tell a lost call from an actor that never started).
-fn get_each<T: serde::de::DeserializeOwned>(refs: &[ObjectRef<T>]) -> Vec<T> {
+fn get_each<T: serde::de::DeserializeOwned + 'static>(refs: &[ObjectRef<T>]) -> Vec<T> {
     refs.iter()
         .enumerate()
         .map(|(i, r)| {

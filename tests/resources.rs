@@ -146,7 +146,7 @@ fn wait_idle() {
     );
 }
 
-fn expect_invalid<T: std::fmt::Debug + serde::de::DeserializeOwned>(
+fn expect_invalid<T: std::fmt::Debug + serde::de::DeserializeOwned + 'static>(
     r: ObjectRef<T>,
     fragments: &[&str],
 ) {
@@ -164,7 +164,7 @@ fn expect_invalid<T: std::fmt::Debug + serde::de::DeserializeOwned>(
     }
 }
 
-fn expect_pending<T: std::fmt::Debug + serde::de::DeserializeOwned>(r: &ObjectRef<T>) {
+fn expect_pending<T: std::fmt::Debug + serde::de::DeserializeOwned + 'static>(r: &ObjectRef<T>) {
     match lumen::get_timeout(r, Duration::from_millis(500)) {
         Err(Error::GetTimeout { object, .. }) => assert_eq!(object, r.id().to_string()),
         other => panic!("expected the task to stay pending, got {other:?}"),

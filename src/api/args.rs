@@ -57,7 +57,7 @@ pub trait IntoArg<T> {
     fn into_arg(self) -> Result<PreparedArg>;
 }
 
-impl<T: Serialize> IntoArg<T> for T {
+impl<T: Serialize + 'static> IntoArg<T> for T {
     fn into_arg(self) -> Result<PreparedArg> {
         // Refs inside the value are pinned by the encoder before `self` is dropped.
         let (bytes, pins) = codec::encode(std::any::type_name::<T>(), &self)?.into_parts();

@@ -32,7 +32,7 @@ const LEND_AFTER: Duration = Duration::from_millis(1);
 /// assert_eq!(v.len(), 1 << 20);
 /// # Ok::<(), lumen::Error>(())
 /// ```
-pub fn put<T: Serialize>(value: T) -> ObjectRef<T> {
+pub fn put<T: Serialize + 'static>(value: T) -> ObjectRef<T> {
     let Ok(rt) = runtime::current() else {
         return crate::api::task::detached_ref();
     };
@@ -49,7 +49,7 @@ pub fn put<T: Serialize>(value: T) -> ObjectRef<T> {
     }
 }
 
-fn decode<T: DeserializeOwned>(id: ObjectId, stored: Stored) -> Result<T> {
+fn decode<T: DeserializeOwned + 'static>(id: ObjectId, stored: Stored) -> Result<T> {
     match stored {
         Stored::Value(b) => codec::decode(&format!("object {id}"), &b),
         Stored::Error(e) => Err(e),
@@ -166,7 +166,7 @@ fn fetch_blocking(
 /// assert_eq!(lumen::get(&square::remote(4))?, 16);
 /// # Ok::<(), lumen::Error>(())
 /// ```
-pub fn get<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
+pub fn get<T: DeserializeOwned + 'static>(r: &ObjectRef<T>) -> Result<T> {
     get_inner(r, None)
 }
 
@@ -183,11 +183,17 @@ pub fn get<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
 /// assert!(matches!(e, lumen::Error::GetTimeout { .. }));
 /// # Ok::<(), lumen::Error>(())
 /// ```
-pub fn get_timeout<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
+pub fn get_timeout<T: DeserializeOwned + 'static>(
+    r: &ObjectRef<T>,
+    timeout: Duration,
+) -> Result<T> {
     get_inner(r, Some(timeout))
 }
 
-fn get_inner<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Option<Duration>) -> Result<T> {
+fn get_inner<T: DeserializeOwned + 'static>(
+    r: &ObjectRef<T>,
+    timeout: Option<Duration>,
+) -> Result<T> {
     let rt = runtime::current()?;
     let id = r.id();
     refuse_blocking_in_async("lumen::get")?;
@@ -220,7 +226,7 @@ fn get_inner<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Option<Duration>) -
 /// assert_eq!(lumen::get_all(&refs)?, vec![0, 1, 4, 9]);
 /// # Ok::<(), lumen::Error>(())
 /// ```
-pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
+pub fn get_all<T: DeserializeOwned + 'static>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
     let rt = runtime::current()?;
     let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
     refuse_blocking_in_async("lumen::get_all")?;
@@ -317,7 +323,7 @@ fn check_known(rt: &Runtime, ids: &[ObjectId]) -> Result<()> {
 }
 
 /// Awaits an object without blocking a thread (what `ref.await` does).
-pub(crate) async fn get_async<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
+pub(crate) async fn get_async<T: DeserializeOwned + 'static>(r: &ObjectRef<T>) -> Result<T> {
     let rt = runtime::current()?;
     let id = r.id();
     check_known(&rt, &[id])?;

@@ -125,6 +125,6 @@ impl Drop for GaugeGuard<'_> {
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// `lumen::get` with a generous timeout, so that a hang fails the test instead of the run.
-pub fn get<T: serde::de::DeserializeOwned>(r: &lumen::ObjectRef<T>) -> lumen::Result<T> {
+pub fn get<T: serde::de::DeserializeOwned + 'static>(r: &lumen::ObjectRef<T>) -> lumen::Result<T> {
     lumen::get_timeout(r, PATIENCE)
 }
