@@ -15,9 +15,27 @@
 //! first task's result, actor creation rate, and with `--drain N`, N no-op tasks queued at once
 //! then drained (total seconds and the process's peak resident memory). `--smoke` shrinks the
 //! large payloads 1000× (for tests that only check every metric runs; its figures mean nothing).
+//!
+//! Where it runs:
+//!
+//! ```text
+//! cargo run --release --example microbenchmark                          # embedded (default)
+//! cargo run --release --example microbenchmark -- --two-nodes           # 2 nodes over QUIC
+//! cargo run --release --example microbenchmark -- --address HOST:PORT   # a running cluster
+//! ```
+//!
+//! `--two-nodes` starts two nodes in this process, each with its own QUIC endpoint on 127.0.0.1:
+//! a head with no CPUs (the driver's node) and a worker node with the machine's cores, so every
+//! task runs in a worker process on the other node and every result crosses the network path.
 
 use lumen::{ActorHandle, ObjectRef};
 use std::time::{Duration, Instant};
+
+/// The length of a byte array (its argument crosses to wherever the task runs).
+#[lumen::remote]
+fn byte_len(v: Vec<u8>) -> usize {
+    v.len()
+}
 
 #[lumen::remote]
 fn small_value() -> Vec<u8> {
@@ -148,6 +166,8 @@ struct Bench {
     seconds: f64,
     drain: Option<usize>,
     smoke: bool,
+    address: Option<String>,
+    two_nodes: bool,
 }
 
 impl Bench {
@@ -210,6 +230,8 @@ fn main() -> lumen::Result<()> {
         seconds: 2.0,
         drain: None,
         smoke: false,
+        address: None,
+        two_nodes: false,
     };
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -218,17 +240,32 @@ fn main() -> lumen::Result<()> {
             "--seconds" => bench.seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(2.0),
             "--drain" => bench.drain = args.next().and_then(|v| v.parse().ok()),
             "--smoke" => bench.smoke = true,
+            "--address" => bench.address = args.next(),
+            "--two-nodes" => bench.two_nodes = true,
             other => {
                 eprintln!(
                     "unknown argument {other:?}; use --filter SUBSTRING, --rounds N, \
-                     --seconds S, --drain N, --smoke"
+                     --seconds S, --drain N, --smoke, --address HOST:PORT, --two-nodes"
                 );
                 std::process::exit(2);
             }
         }
     }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
+    let cluster = if bench.two_nodes {
+        Some(lumen::testing::TestCluster::start(vec![
+            lumen::Config::default().num_cpus(0.0),
+            lumen::Config::default().num_cpus(cores),
+        ])?)
+    } else {
+        None
+    };
     let started = Instant::now();
-    lumen::init()?;
+    match (&cluster, &bench.address) {
+        (Some(c), _) => lumen::init_with(c.driver_config())?,
+        (None, Some(a)) => lumen::init_with(lumen::Config::default().address(a.clone()))?,
+        (None, None) => lumen::init()?,
+    }
     lumen::get(&small_value::remote())?;
     let first_result = started.elapsed();
     // Ray sizes some rows by half the machine's cores.
@@ -366,6 +403,15 @@ fn main() -> lumen::Result<()> {
         lumen::get_all(&refs).expect("calls");
     });
 
+    let big = lumen::put(vec![1u8; b.len(100 * 1024 * 1024)]);
+    b.run(
+        "lumen: 100 MiB object to a task gigabytes",
+        0.1048576,
+        || {
+            lumen::get(&byte_len::remote(&big)).expect("task");
+        },
+    );
+    drop(big);
     if b.wants("lumen: actor creation") {
         let t0 = Instant::now();
         let actors: Vec<_> = (0..200).map(|_| Server::remote()).collect();
@@ -393,5 +439,6 @@ fn main() -> lumen::Result<()> {
         );
     }
     lumen::shutdown();
+    drop(cluster);
     Ok(())
 }

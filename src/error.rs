@@ -143,12 +143,28 @@ pub enum Error {
         /// What was in progress.
         what: String,
     },
+    /// The process or node running a task or actor died before it finished (a system failure:
+    /// tasks are retried per `max_retries`).
+    #[error("the worker running {function} died: {reason}")]
+    WorkerDied {
+        /// Path of the function or actor type.
+        function: String,
+        /// What happened to the worker or its node.
+        reason: String,
+    },
 }
 
 impl Error {
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidArgument {
             message: message.into(),
+        }
+    }
+
+    pub(crate) fn connection(peer: impl ToString, reason: impl Into<String>) -> Self {
+        Error::Connection {
+            peer: peer.to_string(),
+            reason: reason.into(),
         }
     }
 

@@ -43,7 +43,7 @@ mod actors;
 mod api;
 mod error;
 mod ids;
-mod node;
+pub mod node;
 mod objects;
 mod placement;
 mod registry;
@@ -51,6 +51,11 @@ mod resources;
 mod runtime;
 pub(crate) mod system;
 mod task;
+pub mod testing;
+pub(crate) mod transport;
+
+#[doc(hidden)]
+pub use transport::probe as __probe;
 
 pub use actors::handle::{
     get_actor, get_actor_in, kill, ActorCall, ActorHandle, ActorOptions, RemoteActor,

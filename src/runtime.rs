@@ -1,26 +1,43 @@
 //! The per-process runtime: the handles and tables every API call needs, and starting and
-//! stopping the embedded cluster.
+//! stopping it in each of its three modes.
 //!
-//! `lumen::init()` starts an actix system on its own thread with the GCS, a raylet and the
-//! object-store shards, each on its own arbiter, plus a tokio runtime that is the event loop of
-//! async tasks and actors. The [`Runtime`] holds their addresses and this process's ownership
+//! - **Embedded** (`lumen::init()` with no address): an actix system on its own thread with the
+//!   GCS, a raylet, a worker pool and the object-store shards, each on its own arbiter.
+//! - **Driver** (`LUMEN_ADDRESS` / `Config::address`): this process's own QUIC endpoint and
+//!   store shards, talking to a running cluster's GCS and to the head node's raylet.
+//! - **Worker** (started by a node, with the worker environment variables): an endpoint, store
+//!   shards and a worker pool that runs the job's tasks and actors; entered before `main` (see
+//!   [`worker_entry`]), it never returns to user code.
+//!
+//! In each mode a tokio runtime is the event loop of async tasks, async actors and the
+//! transport. The [`Runtime`] holds the components' addresses and this process's ownership
 //! tables; it is published in a global so that `ObjectRef`s, handles and executors reach it
 //! without threading it through user code.
 
 use crate::actors::client::ActorClients;
 use crate::api::config::Config;
 use crate::error::{Error, Result};
-use crate::ids::{JobId, NodeId, WorkerId};
-use crate::node::raylet::{GetResources, Raylet};
+use crate::ids::{JobId, NodeId, ObjectId, WorkerId};
+use crate::node::pool::WorkerPool;
+use crate::node::processes::env;
+use crate::node::raylet::{GetResources, Raylet, RegisterWorker, Runner, SubmitTask};
 use crate::objects::object_ref::OwnerAddress;
 use crate::objects::ownership::RefTable;
 use crate::objects::store::{StoreClient, StoreShard};
-use crate::system::gcs::{Gcs, GetNodes, RegisterJob};
+use crate::system::binaries;
+use crate::system::gcs::{ExeInfo, Gcs, GetNodes, PutBinary, RegisterJob};
+use crate::task::TaskSpec;
+use crate::transport::router::Router;
+use crate::transport::wire::Target;
+use crate::transport::{Token, Transport, TransportConfig};
 use actix::prelude::*;
 use arc_swap::ArcSwapOption;
+use dashmap::DashMap;
 use parking_lot::Mutex;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 static CURRENT: ArcSwapOption<Runtime> = ArcSwapOption::const_empty();
 
@@ -47,11 +64,18 @@ pub(crate) struct Runtime {
     pub(crate) node_id: NodeId,
     pub(crate) worker_id: WorkerId,
     pub(crate) namespace: String,
-    pub(crate) gcs: Addr<Gcs>,
-    pub(crate) raylet: Addr<Raylet>,
+    pub(crate) gcs: Target<Gcs>,
+    pub(crate) raylet: Target<Raylet>,
+    /// This process's endpoint, on a cluster.
+    pub(crate) net: Option<Arc<Transport>>,
     pub(crate) store: StoreClient,
     pub(crate) refs: RefTable,
     pub(crate) actors: ActorClients,
+    /// Tasks this process owns that were submitted to a cluster, by return object: the owner
+    /// keeps each spec until its result arrives (to retry it, or to unpin its arguments).
+    pub(crate) inflight: DashMap<ObjectId, Arc<TaskSpec>>,
+    /// Which node queued each task in flight (reported by raylets), for retries if it dies.
+    pub(crate) placements: DashMap<ObjectId, NodeId>,
     /// The event loop of async tasks and async actors.
     pub(crate) executor: tokio::runtime::Handle,
     async_rt: Mutex<Option<tokio::runtime::Runtime>>,
@@ -64,12 +88,40 @@ impl Runtime {
         OwnerAddress {
             worker: self.worker_id,
             node: self.node_id,
+            addr: self.net.as_ref().map(|n| n.local_addr()),
         }
+    }
+
+    /// Submits a task this process owns to its raylet.
+    pub(crate) fn submit(&self, spec: Arc<TaskSpec>) {
+        if self.net.is_some() {
+            self.inflight.insert(spec.return_id, spec.clone());
+        }
+        self.raylet.do_send(SubmitTask { spec, hops: 0 });
+    }
+
+    /// Runs `fut` on the event loop and waits for it: how a blocking API call (from any thread
+    /// that is not an event loop's) talks to a component that may be in another process.
+    pub(crate) fn block_on<F>(&self, fut: F) -> Result<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (tx, rx) = flume::bounded(1);
+        self.executor.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv()
+            .map_err(|_| Error::shutdown("waiting for a lumen component"))
     }
 
     fn stop(&self) {
         // Blocked reads waiting in the owner's table end with Error::Shutdown.
         self.refs.drop_waiters();
+        if let Some(net) = &self.net {
+            // Closing the connections tells the cluster this driver (and its job) is gone.
+            net.close();
+        }
         if let Some((system, thread)) = self.system.lock().take() {
             system.stop();
             let _ = thread.join();
@@ -80,100 +132,409 @@ impl Runtime {
     }
 }
 
-/// Starts the embedded cluster and publishes its runtime.
+fn async_runtime(name: &str) -> Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus.max(2))
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::invalid(format!("cannot start the async executor: {e}")))
+}
+
+fn store_shards() -> Vec<Addr<StoreShard>> {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (0..cpus.clamp(1, 8))
+        .map(|_| StoreShard::start_in_arbiter(&Arbiter::new().handle(), |_| StoreShard::default()))
+        .collect()
+}
+
+/// Starts an actix system on its own thread, runs `setup` inside it, and returns its result.
+fn system_thread<T: Send + 'static>(
+    name: &str,
+    setup: impl FnOnce() -> futures::future::BoxFuture<'static, T> + Send + 'static,
+) -> Result<(T, actix::System, JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let system = actix::System::new();
+            system.block_on(async move {
+                let out = setup().await;
+                let _ = tx.send((out, actix::System::current()));
+            });
+            system.run().ok();
+        })
+        .map_err(|e| Error::invalid(format!("cannot start the lumen system thread: {e}")))?;
+    let (out, system) = rx
+        .recv()
+        .map_err(|_| Error::shutdown("starting lumen's components"))?;
+    Ok((out, system, thread))
+}
+
+/// Publishes a runtime unless another won a race to initialize.
+fn publish(rt: Arc<Runtime>) -> Result<()> {
+    let prev = CURRENT.compare_and_swap(&None::<Arc<Runtime>>, Some(rt.clone()));
+    if prev.is_some() {
+        rt.stop();
+        return Err(Error::AlreadyInitialized);
+    }
+    Ok(())
+}
+
+/// Starts the runtime for `config`: joins a cluster if an address is given, else embedded.
 pub(crate) fn start(config: Config) -> Result<()> {
+    if std::env::var_os(env::WORKER).is_some() {
+        // A worker process whose constructor hook did not run: serve here instead.
+        worker_main();
+    }
     if is_initialized() {
         return Err(Error::AlreadyInitialized);
     }
     let address = config.address.clone().or_else(|| {
         std::env::var("LUMEN_ADDRESS")
             .ok()
-            .filter(|a| !a.is_empty())
+            .filter(|a| !a.trim().is_empty())
     });
-    if let Some(addr) = address {
-        return Err(Error::Connection {
-            peer: addr,
-            reason: "joining a running cluster needs lumen's cluster transport, which this \
-                     version does not include yet; unset LUMEN_ADDRESS (and Config::address) to \
-                     run on the embedded cluster"
-                .into(),
-        });
+    match address {
+        Some(addr) => start_driver(config, addr.trim()),
+        None => start_embedded(config),
     }
-    let resources = config.node_resources()?;
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let async_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cpus.max(2))
-        .thread_name("lumen-async")
-        .enable_all()
-        .build()
-        .map_err(|e| Error::invalid(format!("cannot start the async executor: {e}")))?;
-    let executor = async_rt.handle().clone();
+}
 
+fn start_embedded(config: Config) -> Result<()> {
+    let resources = config.node_resources()?;
+    let async_rt = async_runtime("lumen-async")?;
+    let executor = async_rt.handle().clone();
     let node_id = NodeId::fresh();
     let job_id = JobId::fresh();
     let namespace = config
         .namespace
         .clone()
         .unwrap_or_else(|| format!("anonymous-{}", job_id.hex()));
-    let shards = cpus.clamp(1, 8);
+    let cpus = resources
+        .get(&crate::resources::Resource::Cpu)
+        .whole_units() as usize;
 
-    let (tx, rx) = std::sync::mpsc::channel();
     let exec2 = executor.clone();
-    let thread = std::thread::Builder::new()
-        .name("lumen-system".into())
-        .spawn(move || {
-            let system = actix::System::new();
-            system.block_on(async move {
-                let gcs = Gcs::start_in_arbiter(&Arbiter::new().handle(), |_| Gcs::new());
-                let store = StoreClient::new(
-                    (0..shards)
-                        .map(|_| {
-                            StoreShard::start_in_arbiter(&Arbiter::new().handle(), |_| {
-                                StoreShard::default()
-                            })
-                        })
-                        .collect(),
-                );
-                let (g, s) = (gcs.clone(), store.clone());
-                let raylet = Raylet::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                    Raylet::new(node_id, resources, g, s, exec2)
+    let ((gcs, raylet, store), system, thread) = system_thread("lumen-system", move || {
+        Box::pin(async move {
+            let gcs = Gcs::start_in_arbiter(&Arbiter::new().handle(), |_| Gcs::new());
+            let store = StoreClient::new(store_shards());
+            let (g, s) = (gcs.clone(), store.clone());
+            let pool_arbiter = Arbiter::new().handle();
+            let raylet_addr = Raylet::start_in_arbiter(&Arbiter::new().handle(), move |ctx| {
+                let me = ctx.address();
+                let (g2, e2) = (g.clone(), exec2.clone());
+                let pool = WorkerPool::start_in_arbiter(&pool_arbiter, move |_| {
+                    WorkerPool::new(
+                        node_id,
+                        cpus,
+                        Target::Local(me),
+                        Target::Local(g2),
+                        e2,
+                        None,
+                    )
                 });
-                // init() returns only once the node is registered: the raylet registers when it
-                // starts, so a round trip through it, then one through the GCS, orders after that.
-                let _ = raylet.send(GetResources).await;
-                let _ = gcs.send(GetNodes).await;
-                let _ = tx.send((actix::System::current(), gcs, raylet, store));
+                Raylet::new(node_id, resources, Target::Local(g), s, exec2, None)
+                    .with_runner(Runner::Local(pool))
             });
-            system.run().ok();
+            // init() returns only once the node is registered: the raylet registers when it
+            // starts, so a round trip through it, then one through the GCS, orders after that.
+            let _ = raylet_addr.send(GetResources).await;
+            let _ = gcs.send(GetNodes).await;
+            (gcs, raylet_addr, store)
         })
-        .map_err(|e| Error::invalid(format!("cannot start the lumen system thread: {e}")))?;
-    let (system, gcs, raylet, store) = rx
-        .recv()
-        .map_err(|_| Error::shutdown("starting the embedded cluster"))?;
+    })?;
 
+    let gcs = Target::Local(gcs);
     let rt = Arc::new(Runtime {
         job_id,
         node_id,
         worker_id: WorkerId::fresh(),
         namespace: namespace.clone(),
         gcs: gcs.clone(),
-        raylet,
+        raylet: Target::Local(raylet),
+        net: None,
         refs: RefTable::new(store.clone(), gcs.clone()),
         actors: ActorClients::default(),
+        inflight: DashMap::new(),
+        placements: DashMap::new(),
         store,
         executor,
         async_rt: Mutex::new(Some(async_rt)),
         system: Mutex::new(Some((system, thread))),
     });
-    gcs.do_send(RegisterJob { job_id, namespace });
-    // Publish only if nobody else won a race to initialize.
-    let prev = CURRENT.compare_and_swap(&None::<Arc<Runtime>>, Some(rt.clone()));
-    if prev.is_some() {
-        rt.stop();
-        return Err(Error::AlreadyInitialized);
-    }
-    tracing::debug!(node = %node_id, job = %job_id, "lumen initialized");
+    gcs.do_send(RegisterJob {
+        job_id,
+        namespace,
+        driver: None,
+        exe: None,
+    });
+    publish(rt)?;
+    tracing::debug!(node = %node_id, job = %job_id, "lumen initialized (embedded)");
     Ok(())
+}
+
+/// Resolves `HOST:PORT` (or `auto`: the head started on this machine).
+pub(crate) fn resolve_address(address: &str) -> Result<SocketAddr> {
+    let text = if address == "auto" {
+        crate::node::session::local_head().ok_or_else(|| {
+            Error::connection(
+                "auto",
+                "no cluster is running on this machine (start one with `lumen start --head`)",
+            )
+        })?
+    } else {
+        address.to_string()
+    };
+    text.to_socket_addrs()
+        .map_err(|e| Error::connection(&text, format!("not a HOST:PORT address: {e}")))?
+        .next()
+        .ok_or_else(|| Error::connection(&text, "the address resolves to nothing"))
+}
+
+/// The cluster token: given, else `LUMEN_TOKEN`, else the session folder of a local head.
+pub(crate) fn find_token(given: Option<&str>, address: &str) -> Result<Token> {
+    if let Some(t) = given {
+        return Token::parse(t);
+    }
+    if let Ok(t) = std::env::var(env::TOKEN) {
+        if !t.trim().is_empty() {
+            return Token::parse(&t);
+        }
+    }
+    match crate::node::session::local_token(Some(address)) {
+        Some(t) => Token::parse(&t),
+        None => Err(Error::connection(
+            address,
+            "no cluster token: set LUMEN_TOKEN (or Config::token, or --token) to the token \
+             `lumen start --head` printed; on the head's machine it is found automatically",
+        )),
+    }
+}
+
+/// The local IP address that reaches `peer` (what this process advertises to it).
+pub(crate) fn local_ip_towards(peer: SocketAddr) -> IpAddr {
+    if peer.ip().is_loopback() {
+        return peer.ip();
+    }
+    let probe = std::net::UdpSocket::bind(("0.0.0.0", 0)).and_then(|s| {
+        s.connect(peer)?;
+        s.local_addr()
+    });
+    probe.map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip())
+}
+
+/// Binds this process's endpoint, inside the tokio runtime.
+fn bind_transport(
+    rt: &tokio::runtime::Runtime,
+    ip: IpAddr,
+    token: Token,
+    router: Arc<Router>,
+) -> Result<Arc<Transport>> {
+    let _guard = rt.enter();
+    Transport::bind(TransportConfig::new(SocketAddr::new(ip, 0), token), router)
+}
+
+fn start_driver(config: Config, address: &str) -> Result<()> {
+    let gcs_addr = resolve_address(address)?;
+    let token = find_token(config.token.as_deref(), address)?;
+    let async_rt = async_runtime("lumen-async")?;
+    let executor = async_rt.handle().clone();
+    let router = Arc::new(Router::new(executor.clone(), true));
+    let net = bind_transport(&async_rt, local_ip_towards(gcs_addr), token, router)?;
+    let gcs: Target<Gcs> = Target::remote(&net, gcs_addr);
+    let job_id = JobId::fresh();
+    let namespace = config
+        .namespace
+        .clone()
+        .unwrap_or_else(|| format!("anonymous-{}", job_id.hex()));
+    let exe = binaries::current_exe()?;
+
+    // First contact: a wrong token or an unreachable head fails here, with the reason.
+    let contact = async_rt.block_on(async {
+        let nodes = tokio::time::timeout(Duration::from_secs(15), gcs.send(GetNodes))
+            .await
+            .map_err(|_| Error::connection(gcs_addr, "no answer within 15 s"))??;
+        let head = nodes
+            .iter()
+            .filter(|n| n.alive)
+            .find(|n| n.address == gcs_addr.to_string())
+            .or_else(|| nodes.iter().find(|n| n.alive))
+            .cloned()
+            .ok_or_else(|| Error::connection(gcs_addr, "the cluster has no live node"))?;
+        let need = gcs
+            .send(RegisterJob {
+                job_id,
+                namespace: namespace.clone(),
+                driver: Some(net.local_addr()),
+                exe: Some(ExeInfo {
+                    hash: exe.1.clone(),
+                    name: exe.2.clone(),
+                }),
+            })
+            .await??;
+        if need {
+            let data = std::fs::read(&exe.0)
+                .map_err(|e| Error::invalid(format!("cannot read {}: {e}", exe.0.display())))?;
+            gcs.send(PutBinary {
+                hash: exe.1.clone(),
+                data: data.into(),
+            })
+            .await??;
+        }
+        Ok::<_, Error>(head)
+    });
+    let head = match contact {
+        Ok(h) => h,
+        Err(e) => {
+            net.close();
+            async_rt.shutdown_background();
+            return Err(e);
+        }
+    };
+    let head_addr: SocketAddr = head
+        .address
+        .parse()
+        .map_err(|e| Error::connection(&head.address, format!("bad node address: {e}")))?;
+
+    let (store, system, thread) = system_thread("lumen-system", || {
+        Box::pin(async { StoreClient::new(store_shards()) })
+    })?;
+    let rt = Arc::new(Runtime {
+        job_id,
+        node_id: head.node_id,
+        worker_id: WorkerId::fresh(),
+        namespace,
+        gcs: gcs.clone(),
+        raylet: Target::remote(&net, head_addr),
+        net: Some(net),
+        refs: RefTable::new(store.clone(), gcs),
+        actors: ActorClients::default(),
+        inflight: DashMap::new(),
+        placements: DashMap::new(),
+        store,
+        executor,
+        async_rt: Mutex::new(Some(async_rt)),
+        system: Mutex::new(Some((system, thread))),
+    });
+    publish(rt)?;
+    tracing::info!(cluster = %gcs_addr, job = %job_id, "lumen connected to the cluster");
+    Ok(())
+}
+
+fn env_var(name: &str) -> Result<String> {
+    std::env::var(name).map_err(|_| {
+        Error::invalid(format!(
+            "worker mode needs the environment variable {name}, which the node sets"
+        ))
+    })
+}
+
+/// Starts this process as a job's worker: its node starts it with the worker environment.
+fn start_worker() -> Result<()> {
+    let node_addr: SocketAddr = env_var(env::NODE)?
+        .parse()
+        .map_err(|e| Error::invalid(format!("{}: {e}", env::NODE)))?;
+    let gcs_addr: SocketAddr = env_var(env::GCS)?
+        .parse()
+        .map_err(|e| Error::invalid(format!("{}: {e}", env::GCS)))?;
+    let node_id: NodeId = env_var(env::NODE_ID)?.parse()?;
+    let job_id: JobId = env_var(env::JOB)?.parse()?;
+    let namespace = env_var(env::NAMESPACE)?;
+    let token = Token::parse(&env_var(env::TOKEN)?)?;
+    let cpus: usize = env_var(env::CPUS)?.parse().unwrap_or(1);
+    for v in [
+        env::WORKER,
+        env::NODE,
+        env::GCS,
+        env::NODE_ID,
+        env::JOB,
+        env::NAMESPACE,
+        env::TOKEN,
+        env::CPUS,
+    ] {
+        // Programs this worker starts are not workers.
+        std::env::remove_var(v);
+    }
+
+    let async_rt = async_runtime("lumen-async")?;
+    let executor = async_rt.handle().clone();
+    let router = Arc::new(Router::new(executor.clone(), true));
+    let _ = router.exit_with.set(node_addr);
+    let net = bind_transport(&async_rt, node_addr.ip(), token, router.clone())?;
+    let gcs: Target<Gcs> = Target::remote(&net, gcs_addr);
+    let raylet: Target<Raylet> = Target::remote(&net, node_addr);
+    let listen = net.local_addr();
+
+    let (g, r, e) = (gcs.clone(), raylet.clone(), executor.clone());
+    let ((store, pool), system, thread) = system_thread("lumen-worker", move || {
+        Box::pin(async move {
+            let store = StoreClient::new(store_shards());
+            let pool = WorkerPool::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                WorkerPool::new(node_id, cpus, r, g, e, Some(listen))
+            });
+            (store, pool)
+        })
+    })?;
+    let _ = router.pool.set(pool);
+    let worker_id = WorkerId::fresh();
+    let rt = Arc::new(Runtime {
+        job_id,
+        node_id,
+        worker_id,
+        namespace,
+        gcs: gcs.clone(),
+        raylet: raylet.clone(),
+        net: Some(net),
+        refs: RefTable::new(store.clone(), gcs),
+        actors: ActorClients::default(),
+        inflight: DashMap::new(),
+        placements: DashMap::new(),
+        store,
+        executor: executor.clone(),
+        async_rt: Mutex::new(None),
+        system: Mutex::new(Some((system, thread))),
+    });
+    publish(rt)?;
+    async_rt.block_on(async {
+        raylet
+            .send(RegisterWorker {
+                job_id,
+                worker_id,
+                address: listen,
+                pid: std::process::id(),
+            })
+            .await?
+    })?;
+    tracing::info!(job = %job_id, node = %node_addr, %listen, "worker process serving");
+    // The runtime lives for the rest of the process.
+    std::mem::forget(async_rt);
+    Ok(())
+}
+
+/// Serves as a worker until the node goes away; never returns.
+pub(crate) fn worker_main() -> ! {
+    match start_worker() {
+        Ok(()) => loop {
+            std::thread::park();
+        },
+        Err(e) => {
+            eprintln!("lumen worker process: {e}");
+            std::process::exit(3);
+        }
+    }
+}
+
+/// Runs before `main` in every program that links lumen: a process started by a node in worker
+/// mode serves tasks here and never reaches `main`, whatever kind of binary it is (a program, an
+/// example, a test or bench harness). Without the worker environment it returns at once.
+#[ctor::ctor]
+fn worker_entry() {
+    if std::env::var_os(env::WORKER).is_some() {
+        worker_main();
+    }
 }
 
 /// Stops the runtime, if any.

@@ -77,12 +77,21 @@ pub(crate) struct TaskSpec {
 }
 
 impl TaskSpec {
-    /// The ids of the top-level ref arguments, which must be ready before the task runs.
-    pub(crate) fn dependencies(&self) -> impl Iterator<Item = (usize, ObjectId)> + '_ {
-        self.args.iter().enumerate().filter_map(|(i, a)| match a {
-            TaskArg::Ref(r) => Some((i, r.id)),
-            TaskArg::Value(_) => None,
-        })
+    /// Whether this is a plain task (not an actor creation).
+    pub(crate) fn is_normal(&self) -> bool {
+        matches!(self.kind, TaskKind::Normal { .. })
+    }
+
+    /// The top-level ref arguments, with their owners.
+    pub(crate) fn dependency_refs(&self) -> Vec<(usize, RawRef)> {
+        self.args
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match a {
+                TaskArg::Ref(r) => Some((i, r.clone())),
+                TaskArg::Value(_) => None,
+            })
+            .collect()
     }
 
     /// Whether another attempt is allowed after `attempt` failed.

@@ -1,24 +1,28 @@
 //! The caller side of actors: where each actor is, and the calls waiting for it.
 //!
 //! Per actor: `Pending` (calls queue here while the actor is being created or restarted),
-//! `Alive` (calls go straight to the host's mailbox), or `Dead` (calls fail at once with the
-//! reason). Every change happens under the actor's entry lock, so calls leave in submission order
-//! and a queue is flushed before any later call is sent. The address comes from the GCS once per
-//! incarnation; the hot path never asks it again.
+//! `Alive` (calls go straight to the host: its mailbox in this process, or its worker process
+//! over QUIC), or `Dead` (calls fail at once with the reason). Every change happens under the
+//! actor's entry lock, so calls leave in submission order and a queue is flushed before any later
+//! call is sent. The address comes from the GCS once per incarnation; the hot path never asks it
+//! again. A call sent to another process is remembered until its result arrives, so that losing
+//! that process fails the call instead of leaving it pending forever.
 
-use crate::actors::host::{ActorHost, ActorTask};
+use crate::actors::host::{ActorTask, CallGuard};
 use crate::error::Error;
-use crate::ids::ActorId;
+use crate::ids::{ActorId, ObjectId};
+use crate::node::pool::{ActorCallWire, WorkerPool};
 use crate::runtime::Runtime;
 use crate::system::actor_directory::ActorUpdate;
-use crate::system::gcs::WatchActor;
-use actix::Addr;
+use crate::system::gcs::{HostRef, WatchActor, WatchActorWire};
+use crate::transport::wire::Target;
 use dashmap::DashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 enum State {
     Pending(Vec<ActorTask>),
-    Alive(Addr<ActorHost>),
+    Alive(HostRef),
     Dead(Error),
 }
 
@@ -28,21 +32,66 @@ struct Client {
     watching: bool,
 }
 
+impl Client {
+    fn new() -> Self {
+        Client {
+            state: State::Pending(Vec::new()),
+            incarnation: None,
+            watching: false,
+        }
+    }
+}
+
 /// Per-process table of actors this process calls.
 #[derive(Default)]
 pub(crate) struct ActorClients {
     map: DashMap<ActorId, Client>,
+    /// Calls sent to other processes, by result object, with the process they went to.
+    remote_calls: DashMap<ObjectId, (CallGuard, SocketAddr)>,
+}
+
+/// Sends a call to its host; gives the call back if the host is gone.
+fn deliver(rt: &Arc<Runtime>, host: &HostRef, task: ActorTask) -> Option<ActorTask> {
+    match host {
+        HostRef::Local(addr) if addr.connected() => {
+            addr.do_send(task);
+            None
+        }
+        HostRef::Local(_) => Some(task),
+        HostRef::Remote(addr) => {
+            let Some(net) = &rt.net else {
+                return Some(task);
+            };
+            let ActorTask {
+                task_id,
+                method,
+                args,
+                group,
+                guard,
+            } = task;
+            let msg = ActorCallWire {
+                actor_id: guard.actor_id,
+                task_id,
+                method,
+                args,
+                group,
+                return_id: guard.return_id,
+                owner: rt.owner(),
+            };
+            rt.actors
+                .remote_calls
+                .insert(guard.return_id, (guard, *addr));
+            Target::<WorkerPool>::remote(net, *addr).do_send(msg);
+            None
+        }
+    }
 }
 
 impl ActorClients {
     /// Starts resolving an actor this process just created.
     pub(crate) fn created(&self, rt: &Arc<Runtime>, actor_id: ActorId) {
         // Another thread may already have queued calls (a handle from get_actor): keep them.
-        let mut c = self.map.entry(actor_id).or_insert_with(|| Client {
-            state: State::Pending(Vec::new()),
-            incarnation: None,
-            watching: false,
-        });
+        let mut c = self.map.entry(actor_id).or_insert_with(Client::new);
         if !c.watching && matches!(c.state, State::Pending(_)) {
             c.watching = true;
             watch(rt, actor_id, None);
@@ -52,11 +101,7 @@ impl ActorClients {
     /// Marks an actor dead locally: its calls fail with `error`.
     pub(crate) fn mark_dead(&self, actor_id: ActorId, error: Error) {
         let queued = {
-            let mut c = self.map.entry(actor_id).or_insert_with(|| Client {
-                state: State::Pending(Vec::new()),
-                incarnation: None,
-                watching: false,
-            });
+            let mut c = self.map.entry(actor_id).or_insert_with(Client::new);
             match std::mem::replace(&mut c.state, State::Dead(error.clone())) {
                 State::Pending(q) => q,
                 _ => Vec::new(),
@@ -69,37 +114,62 @@ impl ActorClients {
 
     /// Sends a call, or queues it until the actor's address is known.
     pub(crate) fn submit(&self, rt: &Arc<Runtime>, actor_id: ActorId, task: ActorTask) {
-        let mut c = self.map.entry(actor_id).or_insert_with(|| Client {
-            state: State::Pending(Vec::new()),
-            incarnation: None,
-            watching: false,
-        });
+        let mut c = self.map.entry(actor_id).or_insert_with(Client::new);
         let c = &mut *c;
-        match &mut c.state {
-            State::Alive(addr) if addr.connected() => addr.do_send(task),
-            State::Alive(_) => {
-                // The host went away: find out whether it restarted or died.
-                c.state = State::Pending(vec![task]);
-                if !c.watching {
-                    c.watching = true;
-                    watch(rt, actor_id, c.incarnation);
-                }
-            }
-            State::Pending(q) => {
-                q.push(task);
-                if !c.watching {
-                    c.watching = true;
-                    watch(rt, actor_id, c.incarnation);
-                }
-            }
+        let task = match &c.state {
+            State::Alive(host) => match deliver(rt, host, task) {
+                None => return,
+                Some(task) => task,
+            },
             State::Dead(e) => {
                 let e = e.clone();
-                task.guard.finish(Err(e));
+                return task.guard.finish(Err(e));
+            }
+            State::Pending(_) => task,
+        };
+        // The host went away, or is not known yet: queue, and find out where it is.
+        match &mut c.state {
+            State::Pending(q) => q.push(task),
+            _ => c.state = State::Pending(vec![task]),
+        }
+        if !c.watching {
+            c.watching = true;
+            watch(rt, actor_id, c.incarnation);
+        }
+    }
+
+    /// The result of a call sent to another process.
+    pub(crate) fn take_remote_call(&self, return_id: ObjectId) -> Option<CallGuard> {
+        self.remote_calls.remove(&return_id).map(|(_, (g, _))| g)
+    }
+
+    /// The connection to `peer` was lost: calls sent there fail, and actors hosted there are
+    /// looked up again (restarted elsewhere, or dead).
+    pub(crate) fn peer_lost(&self, peer: SocketAddr, reason: &str) {
+        let lost: Vec<ObjectId> = self
+            .remote_calls
+            .iter()
+            .filter(|e| e.value().1 == peer)
+            .map(|e| *e.key())
+            .collect();
+        for id in lost {
+            if let Some((_, (guard, _))) = self.remote_calls.remove(&id) {
+                let actor = guard.actor_id.to_string();
+                guard.finish(Err(Error::ActorDied {
+                    actor,
+                    class: String::new(),
+                    reason: format!("the connection to its process at {peer} was lost ({reason})"),
+                }));
+            }
+        }
+        for mut c in self.map.iter_mut() {
+            if matches!(&c.state, State::Alive(HostRef::Remote(a)) if *a == peer) {
+                c.state = State::Pending(Vec::new());
             }
         }
     }
 
-    fn apply(&self, actor_id: ActorId, update: ActorUpdate<Addr<ActorHost>>) {
+    fn apply(&self, rt: &Arc<Runtime>, actor_id: ActorId, update: ActorUpdate<HostRef>) {
         let failed = {
             let Some(mut c) = self.map.get_mut(&actor_id) else {
                 return;
@@ -107,16 +177,28 @@ impl ActorClients {
             c.watching = false;
             match update {
                 ActorUpdate::Alive { addr, incarnation } => {
+                    let mut unsent = Vec::new();
                     if let State::Pending(q) = &mut c.state {
                         for t in q.drain(..) {
-                            addr.do_send(t);
+                            if let Some(t) = deliver(rt, &addr, t) {
+                                unsent.push(t);
+                            }
                         }
                     }
                     if !matches!(c.state, State::Dead(_)) {
                         c.state = State::Alive(addr);
                         c.incarnation = Some(incarnation);
                     }
-                    None
+                    if unsent.is_empty() {
+                        None
+                    } else {
+                        let e = Error::ActorDied {
+                            actor: actor_id.to_string(),
+                            class: String::new(),
+                            reason: "its host stopped before the call could be delivered".into(),
+                        };
+                        Some((unsent, e))
+                    }
                 }
                 ActorUpdate::Dead(e) => {
                     match std::mem::replace(&mut c.state, State::Dead(e.clone())) {
@@ -135,20 +217,35 @@ impl ActorClients {
 }
 
 fn watch(rt: &Arc<Runtime>, actor_id: ActorId, after: Option<u32>) {
-    let (tx, rx) = flume::bounded(1);
-    rt.gcs.do_send(WatchActor {
-        actor_id,
-        after,
-        reply: tx,
-    });
     let rt2 = rt.clone();
-    rt.executor.spawn(async move {
-        match rx.recv_async().await {
-            Ok(update) => rt2.actors.apply(actor_id, update),
-            Err(_) => rt2.actors.apply(
+    match &rt.gcs {
+        Target::Local(gcs) => {
+            let (tx, rx) = flume::bounded(1);
+            gcs.do_send(WatchActor {
                 actor_id,
-                ActorUpdate::Dead(Error::shutdown("waiting for an actor to start")),
-            ),
+                after,
+                reply: tx,
+            });
+            rt.executor.spawn(async move {
+                let update = rx.recv_async().await.unwrap_or_else(|_| {
+                    ActorUpdate::Dead(Error::shutdown("waiting for an actor to start"))
+                });
+                rt2.actors.apply(&rt2, actor_id, update);
+            });
         }
-    });
+        Target::Remote(_) => {
+            let gcs = rt.gcs.clone();
+            rt.executor.spawn(async move {
+                let update = match gcs.send(WatchActorWire { actor_id, after }).await {
+                    Ok(Ok(ActorUpdate::Alive { addr, incarnation })) => ActorUpdate::Alive {
+                        addr: HostRef::Remote(addr),
+                        incarnation,
+                    },
+                    Ok(Ok(ActorUpdate::Dead(e))) => ActorUpdate::Dead(e),
+                    Ok(Err(e)) | Err(e) => ActorUpdate::Dead(e),
+                };
+                rt2.actors.apply(&rt2, actor_id, update);
+            });
+        }
+    }
 }

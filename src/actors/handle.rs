@@ -377,6 +377,10 @@ pub fn create_actor<T: RemoteActor>(
     // The arguments' pins were taken when they were prepared; the spec now owns them.
     let pinned = spec.pinned.clone();
     rt.refs.add_pending_actor(return_id, spec.clone(), actor_id);
+    if rt.net.is_some() {
+        // On a cluster the creation's outcome arrives as a result message.
+        rt.inflight.insert(return_id, spec.clone());
+    }
     let anchor = ObjectRef::adopt(RawRef {
         id: return_id,
         owner: rt.owner(),
@@ -396,8 +400,10 @@ pub fn create_actor<T: RemoteActor>(
         });
     }
     // A name is registered before remote() returns.
-    let outcome = futures::executor::block_on(rt.gcs.send(msg))
-        .map_err(|_| Error::shutdown("registering an actor"))
+    let gcs = rt.gcs.clone();
+    let outcome = rt
+        .block_on(async move { gcs.send(msg).await })
+        .and_then(|r| r)
         .and_then(|r| r);
     match outcome {
         Ok(Registered::New) => {
@@ -550,11 +556,12 @@ pub fn get_actor<T: RemoteActor>(name: &str) -> Result<ActorHandle<T>> {
 /// Finds the named actor in `namespace`.
 pub fn get_actor_in<T: RemoteActor>(name: &str, namespace: &str) -> Result<ActorHandle<T>> {
     let rt = runtime::current()?;
-    let (actor_id, class) = futures::executor::block_on(rt.gcs.send(LookupActor {
+    let gcs = rt.gcs.clone();
+    let msg = LookupActor {
         namespace: namespace.to_string(),
         name: name.to_string(),
-    }))
-    .map_err(|_| Error::shutdown("looking up an actor"))??;
+    };
+    let (actor_id, class) = rt.block_on(async move { gcs.send(msg).await })???;
     if class != T::PATH {
         return Err(Error::invalid(format!(
             "the actor {name:?} is a {class}, not a {}",

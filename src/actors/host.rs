@@ -14,12 +14,16 @@ use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
 use crate::node::executor::{self, build_args, locate, panic_message};
 use crate::node::raylet::{ActorReady, Raylet};
 use crate::objects::codec;
+use crate::objects::object_ref::OwnerAddress;
+use crate::objects::owner::TaskResult;
 use crate::objects::store::Stored;
 use crate::registry::{self, ActorClass, ActorState, Args, Outcome};
 use crate::runtime;
-use crate::system::gcs::{ActorFailed, ActorStarted, Gcs};
+use crate::system::gcs::{ActorFailed, ActorStarted, ActorStartedWire, Gcs, HostRef};
 use crate::task::{TaskArg, TaskKind, TaskSpec};
+use crate::transport::wire::{Body, Remote, Target};
 use actix::prelude::*;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -40,6 +44,8 @@ pub(crate) struct CallGuard {
     pub(crate) return_id: ObjectId,
     pub(crate) pinned: Vec<ObjectId>,
     pub(crate) actor_id: ActorId,
+    /// The call's task and owner, when the owner is another process: the outcome is sent there.
+    pub(crate) owner: Option<(TaskId, OwnerAddress)>,
     done: bool,
 }
 
@@ -49,6 +55,7 @@ impl CallGuard {
             return_id,
             pinned,
             actor_id,
+            owner: None,
             done: false,
         }
     }
@@ -61,6 +68,24 @@ impl CallGuard {
 
     fn complete(&self, outcome: Outcome) {
         runtime::with_current(|rt| {
+            if let (Some((task_id, owner)), Some(net)) = (self.owner, &rt.net) {
+                let Some(addr) = owner.addr else { return };
+                let outcome = outcome.map(|enc| {
+                    let (bytes, pins) = enc.into_parts();
+                    rt.refs.hold(pins);
+                    bytes
+                });
+                Remote {
+                    net: net.clone(),
+                    addr,
+                }
+                .send_body(Body::TaskResult(TaskResult {
+                    task_id,
+                    return_id: self.return_id,
+                    outcome,
+                }));
+                return;
+            }
             let (value, contains) = match outcome {
                 Ok(enc) => {
                     let (bytes, pins) = enc.into_parts();
@@ -106,9 +131,11 @@ pub(crate) struct ActorHost {
     actor_id: ActorId,
     node: NodeId,
     gpu_ids: Vec<u32>,
-    raylet: Addr<Raylet>,
-    gcs: Addr<Gcs>,
+    raylet: Target<Raylet>,
+    gcs: Target<Gcs>,
     executor: tokio::runtime::Handle,
+    /// Where other processes reach this host (none when embedded).
+    listen: Option<SocketAddr>,
     class: Option<&'static ActorClass>,
     state: Option<ActorState>,
     /// Where calls without a group run.
@@ -122,9 +149,10 @@ impl ActorHost {
         spec: Arc<TaskSpec>,
         node: NodeId,
         gpu_ids: Vec<u32>,
-        raylet: Addr<Raylet>,
-        gcs: Addr<Gcs>,
+        raylet: Target<Raylet>,
+        gcs: Target<Gcs>,
         executor: tokio::runtime::Handle,
+        listen: Option<SocketAddr>,
     ) -> Self {
         let actor_id = match &spec.kind {
             TaskKind::ActorCreation(c) => c.actor_id,
@@ -138,6 +166,7 @@ impl ActorHost {
             raylet,
             gcs,
             executor,
+            listen,
             class: None,
             state: None,
             default_group: Group::Inline,
@@ -214,11 +243,21 @@ impl Handler<Construct> for ActorHost {
                     })
                     .collect();
                 executor::finish(&self.spec, codec::encode("()", &()));
-                self.gcs.do_send(ActorStarted {
-                    actor_id: self.actor_id,
-                    node_id: self.node,
-                    host: ctx.address(),
-                });
+                match (&self.gcs, self.listen) {
+                    (Target::Local(gcs), None) => gcs.do_send(ActorStarted {
+                        actor_id: self.actor_id,
+                        node_id: self.node,
+                        host: HostRef::Local(ctx.address()),
+                    }),
+                    (gcs, Some(listen)) => gcs.do_send(ActorStartedWire {
+                        actor_id: self.actor_id,
+                        node_id: self.node,
+                        host: listen,
+                    }),
+                    (Target::Remote(_), None) => {
+                        tracing::error!(actor = %self.actor_id, "an actor host with a remote GCS has no address of its own");
+                    }
+                }
                 self.raylet.do_send(ActorReady {
                     actor_id: self.actor_id,
                     ok: true,

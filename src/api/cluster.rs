@@ -1,11 +1,12 @@
 //! The cluster's state: nodes and resources.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::ActorId;
 use crate::ids::NodeId;
-use crate::node::raylet::GetResources;
+use crate::node::raylet::{GetResources, Raylet};
 use crate::runtime;
 use crate::system::gcs::{GetNodes, ListActors};
+use crate::transport::wire::Target;
 use std::collections::BTreeMap;
 
 /// A node of the cluster, as `lumen::nodes()` reports it.
@@ -40,16 +41,19 @@ pub struct NodeInfo {
 
 fn snapshot() -> Result<Vec<NodeInfo>> {
     let rt = runtime::current()?;
-    futures::executor::block_on(async move {
-        let nodes = rt
-            .gcs
-            .send(GetNodes)
-            .await
-            .map_err(|_| Error::shutdown("listing nodes"))?;
+    let rt2 = rt.clone();
+    rt.block_on(async move {
+        let rt = rt2;
+        let nodes = rt.gcs.send(GetNodes).await?;
         let mut out = Vec::with_capacity(nodes.len());
         for n in nodes {
-            let snap = match n.raylet.send(GetResources).await {
-                Ok(s) if n.alive => Some(s),
+            let raylet: Option<Target<Raylet>> = match (&rt.net, n.address.parse()) {
+                (Some(net), Ok(addr)) => Some(Target::remote(net, addr)),
+                (None, _) => Some(rt.raylet.clone()),
+                (Some(_), Err(_)) => None,
+            };
+            let snap = match raylet {
+                Some(r) if n.alive => r.send(GetResources).await.ok(),
                 _ => None,
             };
             out.push(NodeInfo {
@@ -69,7 +73,7 @@ fn snapshot() -> Result<Vec<NodeInfo>> {
             });
         }
         Ok(out)
-    })
+    })?
 }
 
 /// The nodes of the cluster (empty before `lumen::init()`).
@@ -148,7 +152,10 @@ pub fn list_actors() -> Vec<ActorInfo> {
     let Ok(rt) = runtime::current() else {
         return Vec::new();
     };
-    let mut v: Vec<ActorInfo> = futures::executor::block_on(rt.gcs.send(ListActors))
+    let gcs = rt.gcs.clone();
+    let mut v: Vec<ActorInfo> = rt
+        .block_on(async move { gcs.send(ListActors).await })
+        .and_then(|r| r)
         .unwrap_or_default()
         .into_iter()
         .map(|a| ActorInfo {

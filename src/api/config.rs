@@ -21,6 +21,7 @@ pub struct Config {
     pub(crate) object_store_memory: Option<f64>,
     pub(crate) resources: Vec<(String, f64)>,
     pub(crate) address: Option<String>,
+    pub(crate) token: Option<String>,
     pub(crate) namespace: Option<String>,
 }
 
@@ -63,10 +64,28 @@ impl Config {
         self
     }
 
+    /// The cluster token (64 hex digits) to present when connecting to [`address`](Self::address)
+    /// (default: `LUMEN_TOKEN`, else found in the session folder of a head on this machine).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
     /// The namespace for named actors (default: a fresh anonymous one per driver, as in Ray).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
         self
+    }
+
+    /// Checks the node resources this config describes (amounts, GPU counts, names).
+    ///
+    /// # Examples
+    /// ```
+    /// assert!(lumen::Config::default().num_cpus(-1.0).validate().is_err());
+    /// assert!(lumen::Config::default().num_cpus(2.0).resource("node0", 1.0).validate().is_ok());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        self.node_resources().map(|_| ())
     }
 
     /// The embedded node's total resources, validated.

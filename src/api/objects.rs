@@ -8,12 +8,14 @@
 use crate::api::context::{self, refuse_blocking_in_async};
 use crate::error::{Error, Result};
 use crate::ids::ObjectId;
-use crate::node::raylet::{TaskBlocked, TaskUnblocked};
+use crate::node::raylet::{TaskBlocked, TaskUnblocked, TaskUnblockedWire};
 use crate::objects::codec;
 use crate::objects::object_ref::{ObjectRef, RawRef};
+use crate::objects::owner;
 use crate::objects::ownership::Lookup;
 use crate::objects::store::{Stored, PRESENT_SENT};
 use crate::runtime::{self, Runtime};
+use crate::transport::wire::Target;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
@@ -62,21 +64,23 @@ fn decode<T: DeserializeOwned + 'static>(id: ObjectId, stored: Stored) -> Result
 /// input order, not the first to arrive).
 fn fetch_blocking(
     rt: &Arc<Runtime>,
-    ids: &[ObjectId],
+    refs: &[RawRef],
     need: usize,
     timeout: Option<Duration>,
     settle: bool,
 ) -> Result<(Vec<Option<Stored>>, bool)> {
     refuse_blocking_in_async("lumen::get")?;
+    let ids: Vec<ObjectId> = refs.iter().map(|r| r.id).collect();
     let mut slots: Vec<Option<Stored>> = vec![None; ids.len()];
     if ids.is_empty() || need == 0 {
         return Ok((slots, true));
     }
-    check_known(rt, ids)?;
+    check_known(rt, &ids)?;
     // Owned objects are read from (or waited for in) the owner's table; the rest from the store.
     let (tx, rx) = flume::unbounded();
     let mut got = 0;
     let mut via_store = Vec::new();
+    let mut remote = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         match rt.refs.lookup_or_wait(*id, i as u32, &tx) {
             Lookup::Ready(v) => {
@@ -84,8 +88,12 @@ fn fetch_blocking(
                 got += 1;
             }
             Lookup::Waiting => {}
-            Lookup::InStore => via_store.push((i, *id)),
+            Lookup::InStore if owner::owned_here(rt, &refs[i]) => via_store.push((i, *id)),
+            Lookup::InStore => remote.push((i, refs[i].clone())),
         }
+    }
+    if let (Some(net), false) = (&rt.net, remote.is_empty()) {
+        owner::fetch_remote(net, &rt.executor, remote, tx.clone());
     }
     let mut markers = if via_store.is_empty() {
         0
@@ -145,9 +153,18 @@ fn fetch_blocking(
         }
     }
     if let Some(Some(task_id)) = lent {
-        let (tx, back) = flume::bounded(1);
-        rt.raylet.do_send(TaskUnblocked { task_id, reply: tx });
-        let _ = back.recv();
+        match &rt.raylet {
+            Target::Local(raylet) => {
+                let (tx, back) = flume::bounded(1);
+                raylet.do_send(TaskUnblocked { task_id, reply: tx });
+                let _ = back.recv();
+            }
+            Target::Remote(_) => {
+                let raylet = rt.raylet.clone();
+                let _ =
+                    rt.block_on(async move { raylet.send(TaskUnblockedWire { task_id }).await });
+            }
+        }
     }
     Ok((slots, complete || got >= need))
 }
@@ -200,7 +217,7 @@ fn get_inner<T: DeserializeOwned + 'static>(
     if let Some(v) = rt.refs.inline(id) {
         return decode(id, v);
     }
-    let (mut slots, complete) = fetch_blocking(&rt, &[id], 1, timeout, false)?;
+    let (mut slots, complete) = fetch_blocking(&rt, &[r.raw().clone()], 1, timeout, false)?;
     if !complete {
         return Err(Error::GetTimeout {
             object: id.to_string(),
@@ -238,7 +255,8 @@ pub fn get_all<T: DeserializeOwned + 'static>(refs: &[ObjectRef<T>]) -> Result<V
             .map(|(id, v)| decode(*id, v))
             .collect();
     }
-    let (slots, _) = fetch_blocking(&rt, &ids, ids.len(), None, false)?;
+    let raws: Vec<RawRef> = refs.iter().map(|r| r.raw().clone()).collect();
+    let (slots, _) = fetch_blocking(&rt, &raws, ids.len(), None, false)?;
     ids.iter()
         .zip(slots)
         .map(|(id, s)| match s {
@@ -277,7 +295,8 @@ pub fn wait<T>(
     };
     let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
     let need = num_returns.min(ids.len());
-    let slots = match fetch_blocking(&rt, &ids, need, timeout, true) {
+    let raws: Vec<RawRef> = refs.iter().map(|r| r.raw().clone()).collect();
+    let slots = match fetch_blocking(&rt, &raws, need, timeout, true) {
         Ok((s, _)) => s,
         // Inside an async task: answer from what is present now, without blocking.
         Err(_) => fetch_ready_now(&rt, &ids),
@@ -331,7 +350,7 @@ pub(crate) async fn get_async<T: DeserializeOwned + 'static>(r: &ObjectRef<T>) -
     match rt.refs.lookup_or_wait(id, 0, &tx) {
         Lookup::Ready(v) => return decode(id, v),
         Lookup::Waiting => {}
-        Lookup::InStore => rt.store.fetch_into([(0, id)], tx.clone()),
+        Lookup::InStore => owner::fetch_into(&rt, vec![(0, r.raw().clone())], tx.clone()),
     }
     drop(tx);
     drop(rt);

@@ -4,7 +4,6 @@ use crate::api::args::{self, PreparedArg};
 use crate::api::context;
 use crate::error::Result;
 use crate::ids::{ObjectId, TaskId};
-use crate::node::raylet::SubmitTask;
 use crate::objects::object_ref::{ObjectRef, OwnerAddress, RawRef};
 use crate::objects::store::Stored;
 use crate::placement::SchedulingStrategy;
@@ -134,6 +133,7 @@ pub(crate) fn detached_ref<R>() -> ObjectRef<R> {
         owner: OwnerAddress {
             worker: crate::ids::WorkerId(0),
             node: crate::ids::NodeId(0),
+            addr: None,
         },
     })
 }
@@ -196,6 +196,6 @@ pub fn submit_task<R>(
         id: return_id,
         owner: rt.owner(),
     });
-    rt.raylet.do_send(SubmitTask { spec });
+    rt.submit(spec);
     r
 }

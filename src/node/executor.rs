@@ -9,14 +9,15 @@
 use crate::api::context::{ExecContext, WithExec};
 use crate::error::Error;
 use crate::ids::NodeId;
-use crate::node::raylet::{Raylet, SubmitTask, TaskDone};
+use crate::node::raylet::{Raylet, TaskDone};
+use crate::objects::owner;
 use crate::objects::ownership::Lookup;
 use crate::objects::store::Stored;
 use crate::registry::{self, Args, Invoke, Outcome};
 use crate::resources::Grant;
-use crate::runtime;
+use crate::runtime::{self, Runtime};
 use crate::task::{TaskArg, TaskSpec};
-use actix::Addr;
+use crate::transport::wire::{Body, Remote, Target};
 use bytes::Bytes;
 use futures::FutureExt;
 use std::any::Any;
@@ -138,12 +139,12 @@ fn fetch_resolution(args: &[TaskArg]) -> Result<Option<Resolution>, Error> {
         match rt.refs.lookup_or_wait(r.id, i as u32, &tx) {
             Lookup::Ready(v) => slots[i] = Some(v),
             Lookup::Waiting => pending += 1,
-            Lookup::InStore => via_store.push((i, r.id)),
+            Lookup::InStore => via_store.push((i, r.clone())),
         }
     }
     pending += via_store.len();
     if !via_store.is_empty() {
-        rt.store.fetch_into(via_store, tx);
+        owner::fetch_into(&rt, via_store, tx);
     }
     Ok(Some((rx, pending, slots)))
 }
@@ -173,7 +174,7 @@ pub(crate) fn spawn_async(
     executor: &tokio::runtime::Handle,
     ready: Ready,
     grant: Grant,
-    raylet: Addr<Raylet>,
+    raylet: Target<Raylet>,
     node: NodeId,
 ) {
     let spec = ready.spec;
@@ -207,34 +208,57 @@ pub(crate) fn spawn_async(
         finish(&spec, outcome);
         raylet.do_send(TaskDone {
             task_id: spec.task_id,
-            worker: None,
         });
     });
 }
 
-/// The owner's side of a finished attempt: retry, or store the outcome and unpin the arguments.
+/// Hands a finished attempt to the task's owner: this process (retry, or store the outcome and
+/// unpin the arguments), or the owner's process over the transport.
 pub(crate) fn finish(spec: &Arc<TaskSpec>, outcome: Outcome) {
-    runtime::with_current(|rt| {
-        let outcome = match outcome {
-            Err(Error::Task { .. }) if spec.retry_exceptions && spec.may_retry() => {
-                let mut next = (**spec).clone();
-                next.attempt += 1;
-                tracing::debug!(task = %spec.task_id, attempt = next.attempt, "retrying task");
-                rt.raylet.do_send(SubmitTask {
-                    spec: Arc::new(next),
-                });
-                return;
-            }
-            other => other,
-        };
-        let (value, contains) = match outcome {
-            Ok(enc) => {
+    runtime::with_current(|rt| match (spec.owner.addr, &rt.net) {
+        (Some(addr), Some(net)) if addr != net.local_addr() => {
+            let outcome = outcome.map(|enc| {
+                // Objects referenced inside the result stay pinned here (their owner may be this
+                // process) for as long as this worker lives.
                 let (bytes, pins) = enc.into_parts();
-                (Stored::Value(bytes), pins)
+                rt.refs.hold(pins);
+                bytes
+            });
+            Remote {
+                net: net.clone(),
+                addr,
             }
-            Err(e) => (Stored::Error(e), Vec::new()),
-        };
-        rt.refs.complete(spec.return_id, value, contains);
-        rt.refs.unpin(&spec.pinned);
+            .send_body(Body::TaskResult(owner::TaskResult {
+                task_id: spec.task_id,
+                return_id: spec.return_id,
+                outcome,
+            }));
+        }
+        _ => owner_finish(rt, spec, outcome),
     });
+}
+
+/// The owner's side of a finished attempt: retry, or store the outcome and unpin the arguments.
+pub(crate) fn owner_finish(rt: &Arc<Runtime>, spec: &Arc<TaskSpec>, outcome: Outcome) {
+    let retry = match &outcome {
+        Err(Error::Task { .. }) => spec.retry_exceptions && spec.may_retry(),
+        Err(Error::WorkerDied { .. }) => spec.may_retry() && spec.is_normal(),
+        _ => false,
+    };
+    if retry {
+        let mut next = (**spec).clone();
+        next.attempt += 1;
+        tracing::debug!(task = %spec.task_id, attempt = next.attempt, "retrying task");
+        rt.submit(Arc::new(next));
+        return;
+    }
+    let (value, contains) = match outcome {
+        Ok(enc) => {
+            let (bytes, pins) = enc.into_parts();
+            (Stored::Value(bytes), pins)
+        }
+        Err(e) => (Stored::Error(e), Vec::new()),
+    };
+    rt.refs.complete(spec.return_id, value, contains);
+    rt.refs.unpin(&spec.pinned);
 }

@@ -1,37 +1,54 @@
-//! The `Raylet` actix actor: admission, dispatch, the worker pool and the actors hosted here.
+//! The `Raylet` actix actor: a node's resources, admission and dispatch, spillback of tasks to
+//! other nodes, and the executors that run what it admits.
+//!
+//! Embedded, the raylet hands admitted work to a [`WorkerPool`] in its own process. On a cluster
+//! it hands it to the job's worker process on this node (started on first use from the job's
+//! executable, see [`processes`](crate::node::processes)), and forwards tasks that another node
+//! should run to that node's raylet, using the resource view the GCS broadcasts.
 
-use crate::actors::host::{ActorHost, Construct, StopHost};
 use crate::error::Error;
-use crate::ids::{ActorId, NodeId, TaskId};
+use crate::ids::{ActorId, JobId, NodeId, ObjectId, TaskId, WorkerId};
 use crate::node::dispatch::DispatchQueue;
-use crate::node::executor::{self, Ready};
-use crate::node::worker::{Execute, Retire, Worker};
+use crate::node::executor::Ready;
+use crate::node::pool::{Launch, StopActor, WorkerPool};
+use crate::node::processes::{JobWorkers, WorkerExited, WorkerStartFailed};
+use crate::objects::owner::{self, NodeDied, TasksPlaced};
 use crate::objects::store::{StoreClient, Stored};
 use crate::placement::policy::{pick_node, NodeView, Placement};
-use crate::resources::{Grant, NodeResources, ResourceSet};
-use crate::system::gcs::{ActorFailed, Gcs, RegisterNode};
+use crate::placement::SchedulingStrategy;
+use crate::resources::{Amount, Grant, NodeResources, Resource, ResourceSet};
+use crate::system::gcs::{ActorFailed, Gcs, Heartbeat, PeerLost, RegisterNode};
 use crate::task::{TaskKind, TaskSpec};
+use crate::transport::wire::{Body, Remote, Target};
+use crate::transport::Transport;
 use actix::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// Queue a task (or actor creation) on this node.
-#[derive(Message)]
+/// How many times a task may be forwarded between raylets before it queues where it is.
+const MAX_HOPS: u8 = 3;
+
+/// Queue a task (or actor creation) on this node; `hops` counts forwards so far (an actor
+/// creation placed by the GCS arrives with 1).
+#[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub(crate) struct SubmitTask {
     pub(crate) spec: Arc<TaskSpec>,
+    pub(crate) hops: u8,
 }
 
-/// A task finished; its worker (if any) is free again.
-#[derive(Message)]
+/// A task finished; its resources are free again.
+#[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub(crate) struct TaskDone {
     pub(crate) task_id: TaskId,
-    pub(crate) worker: Option<Addr<Worker>>,
 }
 
 /// A running task blocked in `get`: lend its CPU to other tasks.
-#[derive(Message)]
+#[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub(crate) struct TaskBlocked {
     pub(crate) task_id: TaskId,
@@ -45,8 +62,15 @@ pub(crate) struct TaskUnblocked {
     pub(crate) reply: flume::Sender<()>,
 }
 
+/// [`TaskUnblocked`] from a worker process: answered when the task has its CPU back.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct TaskUnblockedWire {
+    pub(crate) task_id: TaskId,
+}
+
 /// An actor's constructor finished (`ok`) or failed.
-#[derive(Message)]
+#[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub(crate) struct ActorReady {
     pub(crate) actor_id: ActorId,
@@ -54,19 +78,19 @@ pub(crate) struct ActorReady {
 }
 
 /// Stop an actor hosted here (or about to be) and free its resources.
-#[derive(Message)]
+#[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub(crate) struct KillActor {
     pub(crate) actor_id: ActorId,
 }
 
 /// The node's total and available resources.
-#[derive(Message)]
+#[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "ResourceSnapshot")]
 pub(crate) struct GetResources;
 
 /// What [`GetResources`] answers.
-#[derive(Debug, Clone, MessageResponse)]
+#[derive(Debug, Clone, MessageResponse, Serialize, Deserialize)]
 pub(crate) struct ResourceSnapshot {
     pub(crate) available: ResourceSet,
     /// Queued requests that do not fit now: each resource shape with how many wait for it.
@@ -75,48 +99,98 @@ pub(crate) struct ResourceSnapshot {
     pub(crate) waiting_for_args: usize,
 }
 
+/// One node in the GCS's resource view.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ViewEntry {
+    pub(crate) node_id: NodeId,
+    pub(crate) address: SocketAddr,
+    pub(crate) alive: bool,
+    pub(crate) total: ResourceSet,
+    pub(crate) available: ResourceSet,
+}
+
+/// The GCS's view of every node, broadcast to each raylet.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct ClusterView {
+    pub(crate) nodes: Vec<ViewEntry>,
+}
+
+/// A job's worker process on this node is up and listens at `address`.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct RegisterWorker {
+    pub(crate) job_id: JobId,
+    pub(crate) worker_id: WorkerId,
+    pub(crate) address: SocketAddr,
+    pub(crate) pid: u32,
+}
+
+/// A job's driver is gone: stop its worker process here.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct JobEnded {
+    pub(crate) job_id: JobId,
+}
+
 struct Running {
     grant: Grant,
     blocked: bool,
+    spec: Arc<TaskSpec>,
 }
 
-struct Hosted {
-    host: Addr<ActorHost>,
-    arbiter: ArbiterHandle,
+struct HostedActor {
     grant: Grant,
     lifetime: ResourceSet,
+    job: JobId,
+    detached: bool,
+}
+
+/// Where admitted work runs.
+pub(crate) enum Runner {
+    /// A pool in this process (embedded cluster).
+    Local(Addr<WorkerPool>),
+    /// One worker process per job (a cluster node).
+    Processes(Box<JobWorkers>),
+}
+
+/// How a raylet takes part in a cluster.
+pub(crate) struct ClusterLink {
+    pub(crate) net: Arc<Transport>,
+    pub(crate) heartbeat: Duration,
 }
 
 /// The raylet of one node.
 pub(crate) struct Raylet {
     node_id: NodeId,
     resources: NodeResources,
-    gcs: Addr<Gcs>,
+    gcs: Target<Gcs>,
     store: StoreClient,
     executor: tokio::runtime::Handle,
     queue: DispatchQueue<Ready>,
     waiting_for_args: usize,
     running: HashMap<TaskId, Running>,
     unblock: VecDeque<(TaskId, flume::Sender<()>)>,
-    idle: Vec<Addr<Worker>>,
-    /// Every live worker. An actix actor stops once no `Addr` to it remains, so the raylet keeps
-    /// one for each worker for as long as the worker should live, busy or idle.
-    workers: Vec<Addr<Worker>>,
-    max_idle: usize,
-    actors: HashMap<ActorId, Hosted>,
+    runner: Option<Runner>,
+    actors: HashMap<ActorId, HostedActor>,
     killed: HashSet<ActorId>,
     spread_cursor: usize,
+    link: Option<ClusterLink>,
+    /// The other nodes, as the GCS last reported them.
+    view: Vec<ViewEntry>,
+    /// Tasks queued here since the last report, by owner: owners retry them if this node dies.
+    placed: HashMap<SocketAddr, Vec<ObjectId>>,
 }
 
 impl Raylet {
     pub(crate) fn new(
         node_id: NodeId,
         total: ResourceSet,
-        gcs: Addr<Gcs>,
+        gcs: Target<Gcs>,
         store: StoreClient,
         executor: tokio::runtime::Handle,
+        link: Option<ClusterLink>,
     ) -> Self {
-        let cpus = total.get(&crate::resources::Resource::Cpu).whole_units() as usize;
         Raylet {
             node_id,
             resources: NodeResources::new(total),
@@ -127,22 +201,78 @@ impl Raylet {
             waiting_for_args: 0,
             running: HashMap::new(),
             unblock: VecDeque::new(),
-            idle: Vec::new(),
-            workers: Vec::new(),
-            max_idle: cpus.max(1) + 2,
+            runner: None,
             actors: HashMap::new(),
             killed: HashSet::new(),
             spread_cursor: 0,
+            link,
+            view: Vec::new(),
+            placed: HashMap::new(),
         }
     }
 
-    fn view(&self) -> NodeView {
+    /// Notes that a task of a remote owner is queued on this node.
+    fn note_placed(&mut self, spec: &TaskSpec) {
+        if let (Some(link), Some(owner)) = (&self.link, spec.owner.addr) {
+            if owner != link.net.local_addr() {
+                self.placed.entry(owner).or_default().push(spec.return_id);
+            }
+        }
+    }
+
+    /// Tells owners where their tasks are queued.
+    fn flush_placed(&mut self) {
+        let Some(link) = &self.link else { return };
+        for (owner, returns) in self.placed.drain() {
+            Remote {
+                net: link.net.clone(),
+                addr: owner,
+            }
+            .send_body(Body::TasksPlaced(TasksPlaced {
+                node: self.node_id,
+                returns,
+            }));
+        }
+    }
+
+    /// Sets where admitted work runs (before the raylet starts).
+    pub(crate) fn with_runner(mut self, runner: Runner) -> Self {
+        self.runner = Some(runner);
+        self
+    }
+
+    fn address(&self) -> String {
+        match &self.link {
+            Some(l) => l.net.local_addr().to_string(),
+            None => "embedded".into(),
+        }
+    }
+
+    fn own_view(&self) -> NodeView {
         NodeView {
             id: self.node_id,
             alive: true,
             total: self.resources.total().clone(),
             available: self.resources.available().clone(),
         }
+    }
+
+    /// This node as it is now, and the others as last reported.
+    fn views(&self) -> Vec<NodeView> {
+        let mut v = vec![self.own_view()];
+        v.extend(
+            self.view
+                .iter()
+                .filter(|e| e.node_id != self.node_id)
+                .map(|e| NodeView {
+                    id: e.node_id,
+                    alive: e.alive,
+                    total: e.total.clone(),
+                    available: e.available.clone(),
+                }),
+        );
+        v.sort_by_key(|n| n.id);
+        v
     }
 
     /// Fails a task that no node may run.
@@ -166,7 +296,31 @@ impl Raylet {
                 reason,
             },
         };
-        executor::finish(spec, Err(error));
+        self.report(spec, Err(error));
+    }
+
+    fn report(&self, spec: &Arc<TaskSpec>, outcome: Result<bytes::Bytes, Error>) {
+        owner::report(self.link.as_ref().map(|l| &l.net), spec, outcome);
+    }
+
+    /// Sends a task to another node's raylet.
+    fn forward(
+        &mut self,
+        node: NodeId,
+        spec: Arc<TaskSpec>,
+        hops: u8,
+    ) -> Result<(), Arc<TaskSpec>> {
+        let Some(link) = &self.link else {
+            return Err(spec);
+        };
+        let Some(entry) = self.view.iter_mut().find(|e| e.node_id == node) else {
+            return Err(spec);
+        };
+        // Count it against that node until its next report, so a burst spreads.
+        let _ = entry.available.checked_sub(&spec.resources);
+        tracing::debug!(task = %spec.task_id, to = %node, "forwarding task");
+        Target::<Raylet>::remote(&link.net, entry.address).do_send(SubmitTask { spec, hops });
+        Ok(())
     }
 
     fn enqueue(&mut self, ready: Ready, ctx: &mut Context<Self>) {
@@ -204,35 +358,21 @@ impl Raylet {
     fn launch(&mut self, ready: Ready, grant: Grant, ctx: &mut Context<Self>) {
         let spec = ready.spec.clone();
         match &spec.kind {
-            TaskKind::Normal { is_async: false } => {
-                let worker = match self.idle.pop() {
-                    Some(w) => w,
-                    None => self.spawn_worker(ctx),
-                };
+            TaskKind::Normal { .. } => {
                 self.running.insert(
                     spec.task_id,
                     Running {
                         grant: grant.clone(),
                         blocked: false,
+                        spec: spec.clone(),
                     },
                 );
-                worker.do_send(Execute { ready, grant });
-            }
-            TaskKind::Normal { is_async: true } => {
-                self.running.insert(
-                    spec.task_id,
-                    Running {
-                        grant: grant.clone(),
-                        blocked: false,
-                    },
-                );
-                executor::spawn_async(&self.executor, ready, grant, ctx.address(), self.node_id);
             }
             TaskKind::ActorCreation(creation) => {
                 let actor_id = creation.actor_id;
                 if self.killed.remove(&actor_id) {
                     self.resources.release(&grant);
-                    executor::finish(
+                    self.report(
                         &spec,
                         Err(Error::ActorDied {
                             actor: actor_id.to_string(),
@@ -242,37 +382,104 @@ impl Raylet {
                     );
                     return;
                 }
-                let arbiter = Arbiter::new();
-                let handle = arbiter.handle();
-                let (raylet, gcs, node) = (ctx.address(), self.gcs.clone(), self.node_id);
-                let exec = self.executor.clone();
-                let gpus = grant.gpu_ids();
-                let spec2 = spec.clone();
-                let host = ActorHost::start_in_arbiter(&handle, move |_| {
-                    ActorHost::new(spec2, node, gpus, raylet, gcs, exec)
-                });
-                host.do_send(Construct {
-                    resolved: ready.resolved,
-                });
                 self.actors.insert(
                     actor_id,
-                    Hosted {
-                        host,
-                        arbiter: handle,
-                        grant,
+                    HostedActor {
+                        grant: grant.clone(),
                         lifetime: creation.lifetime_resources.clone(),
+                        job: spec.job_id,
+                        detached: creation.detached,
                     },
                 );
             }
         }
+        let launch = Launch {
+            spec: ready.spec,
+            resolved: ready.resolved,
+            grant,
+        };
+        match &mut self.runner {
+            Some(Runner::Local(pool)) => pool.do_send(launch),
+            Some(Runner::Processes(workers)) => {
+                let me = ctx.address();
+                workers.launch(launch, &self.gcs, &self.executor, me);
+            }
+            None => tracing::error!("a raylet without executors cannot run tasks"),
+        }
     }
 
-    fn spawn_worker(&mut self, ctx: &mut Context<Self>) -> Addr<Worker> {
-        let (node, raylet) = (self.node_id, ctx.address());
-        let w =
-            Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker { node, raylet });
-        self.workers.push(w.clone());
-        w
+    /// Releases what a task holds and tells its owner it failed.
+    fn abort_running(&mut self, task_id: TaskId, error: Error) {
+        if let Some(run) = self.running.remove(&task_id) {
+            self.release_running(&run);
+            self.report(&run.spec, Err(error));
+        }
+    }
+
+    fn release_running(&mut self, run: &Running) {
+        if run.blocked {
+            // Its CPU is already lent out; return the rest.
+            let mut rest = run.grant.clone();
+            rest.resources.set(Resource::Cpu, Amount::ZERO);
+            self.resources.release(&rest);
+        } else {
+            self.resources.release(&run.grant);
+        }
+    }
+
+    /// An actor hosted here died with its process: free it and tell the GCS.
+    fn actor_lost(&mut self, actor_id: ActorId, reason: &str) {
+        if let Some(h) = self.actors.remove(&actor_id) {
+            self.resources.release(&h.grant);
+            self.gcs.do_send(ActorFailed {
+                actor_id,
+                error: Error::ActorDied {
+                    actor: actor_id.to_string(),
+                    class: String::new(),
+                    reason: reason.to_string(),
+                },
+            });
+        }
+    }
+
+    fn stop_actor(&mut self, actor_id: ActorId, job: JobId) {
+        match &mut self.runner {
+            Some(Runner::Local(pool)) => pool.do_send(StopActor { actor_id }),
+            Some(Runner::Processes(workers)) => workers.stop_actor(job, actor_id),
+            None => {}
+        }
+    }
+
+    /// Tasks queued here that this node can never run, forwarded to a node that can, now that
+    /// the view changed.
+    fn respill(&mut self) {
+        if self.link.is_none() {
+            return;
+        }
+        let total = self.resources.total().clone();
+        let views = self.views();
+        let me = self.node_id;
+        let stuck = self.queue.remove_where(|r| {
+            !r.spec.resources.is_subset_of(&total)
+                && views
+                    .iter()
+                    .any(|v| v.alive && v.id != me && v.feasible(&r.spec.resources))
+        });
+        for ready in stuck {
+            let target = views
+                .iter()
+                .find(|v| v.alive && v.id != me && v.feasible(&ready.spec.resources))
+                .map(|v| v.id);
+            let spec = ready.spec.clone();
+            let back = match target {
+                Some(node) => self.forward(node, spec, 1).err(),
+                None => Some(spec),
+            };
+            if back.is_some() {
+                let class = ready.spec.resources.clone();
+                self.queue.push(&class, ready);
+            }
+        }
     }
 }
 
@@ -280,38 +487,83 @@ impl Actor for Raylet {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.gcs.do_send(RegisterNode {
+        let local = matches!(self.gcs, Target::Local(_));
+        let msg = RegisterNode {
             node_id: self.node_id,
-            address: "embedded".into(),
+            address: self.address(),
             total: self.resources.total().clone(),
-            raylet: ctx.address(),
-        });
+            raylet: local.then(|| ctx.address()),
+        };
+        match &self.gcs {
+            Target::Local(gcs) => gcs.do_send(msg),
+            Target::Remote(_) => {
+                let gcs = self.gcs.clone();
+                let node = self.node_id;
+                ctx.spawn(
+                    async move { gcs.send(msg).await.and_then(|r| r) }
+                        .into_actor(self)
+                        .map(move |r, _, _| {
+                            if let Err(e) = r {
+                                tracing::error!(node = %node, error = %e, "node registration failed");
+                            }
+                        }),
+                );
+            }
+        }
+        if self.link.is_some() {
+            ctx.run_interval(Duration::from_millis(20), |act, _| act.flush_placed());
+        }
+        if let Some(link) = &self.link {
+            ctx.run_interval(link.heartbeat, |act, _| {
+                act.gcs.do_send(Heartbeat {
+                    node_id: act.node_id,
+                    available: act.resources.available().clone(),
+                });
+            });
+        }
     }
 }
 
 impl Handler<SubmitTask> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: SubmitTask, ctx: &mut Context<Self>) {
-        let spec = msg.spec;
-        let views = [self.view()];
+        let SubmitTask { spec, hops } = msg;
+        let locally_feasible = spec.resources.is_subset_of(self.resources.total());
+        let views = self.views();
         let random = (spec.task_id.0 >> 16) as u64;
-        match pick_node(
-            &views,
-            self.node_id,
-            &spec.resources,
-            &spec.strategy,
-            random,
-            &mut self.spread_cursor,
-        ) {
+        let pinned_elsewhere = matches!(&spec.strategy,
+            SchedulingStrategy::NodeAffinity { node_id, .. } if *node_id != self.node_id);
+        let placement = if hops > 0 && locally_feasible && !pinned_elsewhere {
+            // Placed here by another raylet or the GCS: run here.
+            Placement::Node(self.node_id)
+        } else {
+            pick_node(
+                &views,
+                self.node_id,
+                &spec.resources,
+                &spec.strategy,
+                random,
+                &mut self.spread_cursor,
+            )
+        };
+        let spec = match placement {
             Placement::Unschedulable(reason) => return self.fail(&spec, reason),
+            Placement::Node(node) if node != self.node_id && hops < MAX_HOPS => {
+                match self.forward(node, spec, hops + 1) {
+                    Ok(()) => return,
+                    Err(spec) => spec,
+                }
+            }
+            Placement::Node(_) => spec,
             Placement::Infeasible => {
                 tracing::warn!(task = %spec.task_id, function = %spec.function.path,
                     resources = ?spec.resources,
                     "no node can ever fit this request; it stays queued as a demand");
+                spec
             }
-            Placement::Node(_) => {}
-        }
-        let deps: Vec<_> = spec.dependencies().collect();
+        };
+        self.note_placed(&spec);
+        let deps = spec.dependency_refs();
         if deps.is_empty() {
             return self.enqueue(
                 Ready {
@@ -324,7 +576,12 @@ impl Handler<SubmitTask> for Raylet {
         // Wait for the top-level ref arguments without blocking the raylet.
         let (tx, rx) = flume::unbounded();
         let n = deps.len();
-        self.store.fetch_into(deps, tx);
+        match &self.link {
+            Some(link) => owner::fetch_remote(&link.net, &self.executor, deps, tx),
+            None => self
+                .store
+                .fetch_into(deps.into_iter().map(|(i, r)| (i, r.id)), tx),
+        }
         self.waiting_for_args += 1;
         let nargs = spec.args.len();
         let fut = async move {
@@ -348,25 +605,7 @@ impl Handler<TaskDone> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: TaskDone, ctx: &mut Context<Self>) {
         if let Some(run) = self.running.remove(&msg.task_id) {
-            if run.blocked {
-                // Its CPU is already lent out; return the rest.
-                let mut rest = run.grant.clone();
-                rest.resources.set(
-                    crate::resources::Resource::Cpu,
-                    crate::resources::Amount::ZERO,
-                );
-                self.resources.release(&rest);
-            } else {
-                self.resources.release(&run.grant);
-            }
-        }
-        if let Some(w) = msg.worker {
-            if self.idle.len() < self.max_idle {
-                self.idle.push(w);
-            } else {
-                self.workers.retain(|x| *x != w);
-                w.do_send(Retire);
-            }
+            self.release_running(&run);
         }
         self.dispatch(ctx);
     }
@@ -393,13 +632,27 @@ impl Handler<TaskUnblocked> for Raylet {
     }
 }
 
+impl Handler<TaskUnblockedWire> for Raylet {
+    type Result = ResponseFuture<Result<(), Error>>;
+    fn handle(&mut self, msg: TaskUnblockedWire, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = flume::bounded(1);
+        self.unblock.push_back((msg.task_id, tx));
+        self.dispatch(ctx);
+        Box::pin(async move {
+            rx.recv_async()
+                .await
+                .map_err(|_| Error::shutdown("waiting for a CPU"))
+        })
+    }
+}
+
 impl Handler<ActorReady> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: ActorReady, ctx: &mut Context<Self>) {
         if !msg.ok {
             if let Some(h) = self.actors.remove(&msg.actor_id) {
                 self.resources.release(&h.grant);
-                h.arbiter.stop();
+                self.stop_actor(msg.actor_id, h.job);
             }
         } else if let Some(h) = self.actors.get_mut(&msg.actor_id) {
             // Placed with its placement resources; it keeps only its lifetime resources.
@@ -416,8 +669,7 @@ impl Handler<KillActor> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: KillActor, ctx: &mut Context<Self>) {
         if let Some(h) = self.actors.remove(&msg.actor_id) {
-            h.host.do_send(StopHost);
-            h.arbiter.stop();
+            self.stop_actor(msg.actor_id, h.job);
             self.resources.release(&h.grant);
         } else {
             // Not created yet: drop it from the queue, or refuse it when it arrives.
@@ -429,7 +681,7 @@ impl Handler<KillActor> for Raylet {
                 self.killed.insert(id);
             }
             for r in dropped {
-                executor::finish(
+                self.report(
                     &r.spec,
                     Err(Error::ActorDied {
                         actor: id.to_string(),
@@ -450,6 +702,149 @@ impl Handler<GetResources> for Raylet {
             available: self.resources.available().clone(),
             demands: self.queue.demands(),
             waiting_for_args: self.waiting_for_args,
+        }
+    }
+}
+
+impl Handler<ClusterView> for Raylet {
+    type Result = ();
+    fn handle(&mut self, msg: ClusterView, _: &mut Context<Self>) {
+        self.view = msg.nodes;
+        self.respill();
+    }
+}
+
+impl Handler<RegisterWorker> for Raylet {
+    type Result = Result<(), Error>;
+    fn handle(&mut self, msg: RegisterWorker, _: &mut Context<Self>) -> Self::Result {
+        match &mut self.runner {
+            Some(Runner::Processes(workers)) => {
+                workers.registered(msg.job_id, msg.address, msg.pid);
+                Ok(())
+            }
+            _ => Err(Error::invalid(
+                "this node runs tasks in its own process and takes no worker processes",
+            )),
+        }
+    }
+}
+
+impl Handler<WorkerStartFailed> for Raylet {
+    type Result = ();
+    fn handle(&mut self, msg: WorkerStartFailed, ctx: &mut Context<Self>) {
+        tracing::error!(job = %msg.job_id, error = %msg.error, "cannot start a worker process");
+        let queued = match &mut self.runner {
+            Some(Runner::Processes(workers)) => workers.failed(msg.job_id),
+            _ => Vec::new(),
+        };
+        let reason = format!("its worker process could not start: {}", msg.error);
+        for launch in queued {
+            match &launch.spec.kind {
+                TaskKind::ActorCreation(c) => {
+                    let actor_id = c.actor_id;
+                    self.actor_lost(actor_id, &reason);
+                    self.report(
+                        &launch.spec,
+                        Err(Error::ActorDied {
+                            actor: actor_id.to_string(),
+                            class: launch.spec.function.path.to_string(),
+                            reason: reason.clone(),
+                        }),
+                    );
+                }
+                TaskKind::Normal { .. } => self.abort_running(
+                    launch.spec.task_id,
+                    Error::WorkerDied {
+                        function: launch.spec.function.path.to_string(),
+                        reason: reason.clone(),
+                    },
+                ),
+            }
+        }
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<WorkerExited> for Raylet {
+    type Result = ();
+    fn handle(&mut self, msg: WorkerExited, ctx: &mut Context<Self>) {
+        let current = match &mut self.runner {
+            Some(Runner::Processes(workers)) => workers.exited(msg.job_id, msg.pid),
+            _ => false,
+        };
+        if !current {
+            return;
+        }
+        tracing::warn!(job = %msg.job_id, pid = msg.pid, status = %msg.status, "worker process exited");
+        let reason = format!(
+            "its worker process (pid {}) exited: {}",
+            msg.pid, msg.status
+        );
+        let tasks: Vec<TaskId> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.spec.job_id == msg.job_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for task_id in tasks {
+            let function = self
+                .running
+                .get(&task_id)
+                .map(|r| r.spec.function.path.to_string())
+                .unwrap_or_default();
+            self.abort_running(
+                task_id,
+                Error::WorkerDied {
+                    function,
+                    reason: reason.clone(),
+                },
+            );
+        }
+        let actors: Vec<ActorId> = self
+            .actors
+            .iter()
+            .filter(|(_, h)| h.job == msg.job_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for actor_id in actors {
+            self.actor_lost(actor_id, &reason);
+        }
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<JobEnded> for Raylet {
+    type Result = ();
+    fn handle(&mut self, msg: JobEnded, _: &mut Context<Self>) {
+        let keeps_detached = self
+            .actors
+            .values()
+            .any(|h| h.job == msg.job_id && h.detached);
+        if keeps_detached {
+            return;
+        }
+        if let Some(Runner::Processes(workers)) = &mut self.runner {
+            workers.kill(msg.job_id);
+        }
+    }
+}
+
+impl Handler<NodeDied> for Raylet {
+    type Result = ();
+    fn handle(&mut self, msg: NodeDied, _: &mut Context<Self>) {
+        // Worker processes here own tasks too: pass it on.
+        if let Some(Runner::Processes(workers)) = &self.runner {
+            workers.broadcast(&msg);
+        }
+    }
+}
+
+impl Handler<PeerLost> for Raylet {
+    type Result = ();
+    fn handle(&mut self, msg: PeerLost, _: &mut Context<Self>) {
+        // A worker process whose connection closed is as good as dead.
+        if let Some(Runner::Processes(workers)) = &mut self.runner {
+            workers.kill_at(msg.addr);
         }
     }
 }

@@ -1,13 +1,15 @@
 //! A worker: an actix actor on its own thread that runs sync tasks, one at a time.
 //!
-//! The raylet keeps a pool of idle workers and starts more when every one is busy (including
+//! The [`WorkerPool`] keeps idle workers and starts more when every one is busy (including
 //! when a task blocks in `get` and lends its CPU to another task), as Ray's worker pool does.
 
 use crate::api::context::{with_exec, ExecContext};
 use crate::ids::NodeId;
 use crate::node::executor::{self, Ready};
+use crate::node::pool::{WorkerFree, WorkerPool};
 use crate::node::raylet::{Raylet, TaskDone};
 use crate::resources::{Grant, Resource};
+use crate::transport::wire::Target;
 use actix::prelude::*;
 
 /// Runs one task.
@@ -26,7 +28,8 @@ pub(crate) struct Retire;
 /// A worker thread.
 pub(crate) struct Worker {
     pub(crate) node: NodeId,
-    pub(crate) raylet: Addr<Raylet>,
+    pub(crate) raylet: Target<Raylet>,
+    pub(crate) pool: Addr<WorkerPool>,
 }
 
 impl Actor for Worker {
@@ -53,7 +56,9 @@ impl Handler<Execute> for Worker {
         executor::finish(&spec, outcome);
         self.raylet.do_send(TaskDone {
             task_id: spec.task_id,
-            worker: Some(ctx.address()),
+        });
+        self.pool.do_send(WorkerFree {
+            worker: ctx.address(),
         });
     }
 }

@@ -35,6 +35,14 @@ pub struct Encoded {
 }
 
 impl Encoded {
+    /// Bytes made elsewhere (another process), with no pins here.
+    pub(crate) fn from_bytes(bytes: Bytes) -> Self {
+        Encoded {
+            bytes,
+            pins: Vec::new(),
+        }
+    }
+
     /// The bytes, and the pins the caller now owns.
     pub(crate) fn into_parts(mut self) -> (Bytes, Vec<ObjectId>) {
         (

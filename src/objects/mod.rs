@@ -6,9 +6,12 @@
 //!   of an object.
 //! - [`ownership`]: the owner's table: reference counts, lineage (the task that makes an object)
 //!   and what each object contains; frees objects when their count reaches zero.
+//! - [`owner`]: the owner's side of work done in other processes: task results arriving, and
+//!   other processes reading owned objects.
 //! - [`store`]: object-store shards, each an actix actor that holds bytes and wakes waiters.
 
 pub(crate) mod codec;
 pub(crate) mod object_ref;
+pub(crate) mod owner;
 pub(crate) mod ownership;
 pub(crate) mod store;

@@ -17,11 +17,13 @@ use std::future::IntoFuture;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 
-/// Where an object's owner lives: the worker that created the ref and its node.
+/// Where an object's owner lives: the worker that created the ref, its node, and the address
+/// its process listens on (none for an embedded runtime, which owns everything in its process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct OwnerAddress {
     pub(crate) worker: WorkerId,
     pub(crate) node: NodeId,
+    pub(crate) addr: Option<std::net::SocketAddr>,
 }
 
 /// An untyped ref: the object's id and its owner. What travels on the wire.

@@ -15,7 +15,7 @@ use crate::objects::object_ref::RawRef;
 use crate::objects::store::{FetchReply, StoreClient, Stored};
 use crate::system::gcs::{ActorOutOfScope, Gcs};
 use crate::task::TaskSpec;
-use actix::Addr;
+use crate::transport::wire::Target;
 use dashmap::DashMap;
 use std::sync::Arc;
 
@@ -64,15 +64,17 @@ fn inline_copy(value: &Stored) -> Option<Stored> {
 pub(crate) struct RefTable {
     map: DashMap<ObjectId, RefEntry>,
     store: StoreClient,
-    gcs: Addr<Gcs>,
+    gcs: Target<Gcs>,
+    held: parking_lot::Mutex<Vec<ObjectId>>,
 }
 
 impl RefTable {
-    pub(crate) fn new(store: StoreClient, gcs: Addr<Gcs>) -> Self {
+    pub(crate) fn new(store: StoreClient, gcs: Target<Gcs>) -> Self {
         RefTable {
             map: DashMap::with_shard_amount(64),
             store,
             gcs,
+            held: parking_lot::Mutex::new(Vec::new()),
         }
     }
 
@@ -157,6 +159,14 @@ impl RefTable {
                 ..Default::default()
             });
             e.pinned += 1;
+        }
+    }
+
+    /// Keeps pins taken for a value that was sent to another process (a result containing refs):
+    /// they are held for as long as this process lives.
+    pub(crate) fn hold(&self, pins: Vec<ObjectId>) {
+        if !pins.is_empty() {
+            self.held.lock().extend(pins);
         }
     }
 

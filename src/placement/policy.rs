@@ -22,11 +22,11 @@ pub(crate) struct NodeView {
 }
 
 impl NodeView {
-    fn feasible(&self, req: &ResourceSet) -> bool {
+    pub(crate) fn feasible(&self, req: &ResourceSet) -> bool {
         self.alive && req.is_subset_of(&self.total)
     }
 
-    fn available_for(&self, req: &ResourceSet) -> bool {
+    pub(crate) fn available_for(&self, req: &ResourceSet) -> bool {
         self.alive && req.is_subset_of(&self.available)
     }
 

@@ -6,10 +6,11 @@
 
 use crate::error::Error;
 use crate::ids::{ActorId, NodeId};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// A change in an actor's state, as told to a watcher.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum ActorUpdate<A> {
     /// The actor is up at `addr`; `incarnation` counts (re)starts from 0.
     Alive { addr: A, incarnation: u32 },
@@ -34,7 +35,7 @@ struct Record<A> {
 }
 
 /// Outcome of registering an actor.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Registered {
     /// A new actor: schedule its creation.
     New,
@@ -43,13 +44,13 @@ pub(crate) enum Registered {
 }
 
 /// A row of `list actors`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct ActorSummary {
     pub(crate) actor_id: ActorId,
     pub(crate) class: String,
     pub(crate) name: Option<String>,
     pub(crate) namespace: Option<String>,
-    pub(crate) state: &'static str,
+    pub(crate) state: String,
     pub(crate) node: Option<NodeId>,
 }
 
@@ -216,6 +217,27 @@ impl<A: Clone> ActorDirectory<A> {
         self.actors.get(&actor_id).map(|r| r.class.as_str())
     }
 
+    /// The actors not dead that were placed on `node`.
+    pub(crate) fn on_node(&self, node: NodeId) -> Vec<ActorId> {
+        self.actors
+            .iter()
+            .filter(|(_, r)| r.node == Some(node) && !matches!(r.state, Lifecycle::Dead(_)))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Whether the actor outlives its driver.
+    pub(crate) fn is_detached(&self, actor_id: ActorId) -> bool {
+        self.actors.get(&actor_id).is_some_and(|r| r.detached)
+    }
+
+    /// Records the node chosen for an actor before it is alive.
+    pub(crate) fn placed(&mut self, actor_id: ActorId, node: NodeId) {
+        if let Some(r) = self.actors.get_mut(&actor_id) {
+            r.node = Some(node);
+        }
+    }
+
     pub(crate) fn list(&self) -> Vec<ActorSummary> {
         self.actors
             .iter()
@@ -228,7 +250,8 @@ impl<A: Clone> ActorDirectory<A> {
                     Lifecycle::Pending => "PENDING_CREATION",
                     Lifecycle::Alive { .. } => "ALIVE",
                     Lifecycle::Dead(_) => "DEAD",
-                },
+                }
+                .into(),
                 node: r.node,
             })
             .collect()

@@ -1,21 +1,38 @@
-//! The `Gcs` actix actor: node table, job table and actor directory, with the messages that
-//! read and change them.
+//! The `Gcs` actix actor: node table (registration, heartbeats, death after a timeout), job
+//! table (with each job's executable), actor directory, and the messages that read and change
+//! them. On a cluster it also broadcasts the resource view to every raylet.
 
 use crate::actors::host::ActorHost;
 use crate::error::Error;
 use crate::ids::{ActorId, JobId, NodeId};
-use crate::node::raylet::{KillActor as RayletKillActor, Raylet, SubmitTask};
-use crate::objects::store::Stored;
+use crate::node::raylet::{
+    ClusterView, JobEnded, KillActor as RayletKillActor, Raylet, SubmitTask, ViewEntry,
+};
+use crate::objects::owner::{self, NodeDied};
 use crate::placement::policy::{pick_node, NodeView, Placement};
 use crate::resources::ResourceSet;
-use crate::runtime;
 use crate::system::actor_directory::{
     ActorDirectory, ActorSummary, ActorUpdate, Notices, Registered,
 };
+use crate::system::binaries::BinaryCache;
 use crate::task::{TaskKind, TaskSpec};
+use crate::transport::wire::{Body, Remote, Target};
+use crate::transport::Transport;
 use actix::prelude::*;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a live actor is reached: its host actor in this process, or the worker process that
+/// hosts it.
+#[derive(Clone)]
+pub(crate) enum HostRef {
+    Local(Addr<ActorHost>),
+    Remote(SocketAddr),
+}
 
 /// What the GCS knows of a node.
 #[derive(Clone)]
@@ -24,51 +41,136 @@ pub(crate) struct NodeRecord {
     pub(crate) address: String,
     pub(crate) alive: bool,
     pub(crate) total: ResourceSet,
-    pub(crate) raylet: Addr<Raylet>,
+    /// Last reported available resources (remote nodes; the total until the first report).
+    pub(crate) available: ResourceSet,
+    pub(crate) raylet: Target<Raylet>,
+    last_seen: Instant,
+}
+
+/// A node, as [`GetNodes`] reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct NodeEntry {
+    pub(crate) node_id: NodeId,
+    /// `HOST:PORT` of the node's endpoint, or `"embedded"`.
+    pub(crate) address: String,
+    pub(crate) alive: bool,
+    pub(crate) total: ResourceSet,
 }
 
 /// A raylet joins.
-#[derive(Message)]
-#[rtype(result = "()")]
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
 pub(crate) struct RegisterNode {
     pub(crate) node_id: NodeId,
     pub(crate) address: String,
     pub(crate) total: ResourceSet,
-    pub(crate) raylet: Addr<Raylet>,
+    /// The raylet's address when it is in the GCS's own process.
+    #[serde(skip)]
+    pub(crate) raylet: Option<Addr<Raylet>>,
+}
+
+/// A raylet is alive, and this is what it has free.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct Heartbeat {
+    pub(crate) node_id: NodeId,
+    pub(crate) available: ResourceSet,
 }
 
 /// Lists the nodes.
-#[derive(Message)]
-#[rtype(result = "Vec<NodeRecord>")]
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Vec<NodeEntry>")]
 pub(crate) struct GetNodes;
 
-/// A driver starts a job.
-#[derive(Message)]
-#[rtype(result = "()")]
+/// The executable a driver runs: content hash and file name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ExeInfo {
+    pub(crate) hash: String,
+    pub(crate) name: String,
+}
+
+/// A driver starts a job. Answers whether the GCS still needs the driver's executable.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<bool, Error>")]
 pub(crate) struct RegisterJob {
     pub(crate) job_id: JobId,
     pub(crate) namespace: String,
+    /// Where the driver listens (its death ends the job); none for an embedded driver.
+    pub(crate) driver: Option<SocketAddr>,
+    pub(crate) exe: Option<ExeInfo>,
+}
+
+/// A job, as [`GetJob`] reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct JobInfo {
+    pub(crate) namespace: String,
+    pub(crate) exe: Option<ExeInfo>,
+}
+
+/// Looks up a job (a raylet about to start the job's worker process).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<JobInfo, Error>")]
+pub(crate) struct GetJob {
+    pub(crate) job_id: JobId,
+}
+
+/// A driver uploads its executable (content-addressed).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct PutBinary {
+    pub(crate) hash: String,
+    pub(crate) data: Bytes,
+}
+
+/// A node downloads a job's executable.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<Bytes, Error>")]
+pub(crate) struct GetBinary {
+    pub(crate) hash: String,
+}
+
+/// A driver is done: its workers and non-detached actors go.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct FinishJob {
+    pub(crate) job_id: JobId,
+}
+
+/// A connection to `addr` was lost (from this process's transport).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PeerLost {
+    pub(crate) addr: SocketAddr,
 }
 
 /// Registers an actor (claiming its name) and schedules its creation.
-#[derive(Message)]
+#[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "Result<Registered, Error>")]
 pub(crate) struct CreateActor {
     pub(crate) spec: Arc<TaskSpec>,
     pub(crate) get_if_exists: bool,
 }
 
-/// The actor's constructor succeeded.
+/// The actor's constructor succeeded (host in the GCS's process).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct ActorStarted {
     pub(crate) actor_id: ActorId,
     pub(crate) node_id: NodeId,
-    pub(crate) host: Addr<ActorHost>,
+    pub(crate) host: HostRef,
+}
+
+/// The actor's constructor succeeded in the worker process listening at `host`.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct ActorStartedWire {
+    pub(crate) actor_id: ActorId,
+    pub(crate) node_id: NodeId,
+    pub(crate) host: SocketAddr,
 }
 
 /// The actor died (constructor failed, unschedulable, host gone).
-#[derive(Message)]
+#[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub(crate) struct ActorFailed {
     pub(crate) actor_id: ActorId,
@@ -81,11 +183,19 @@ pub(crate) struct ActorFailed {
 pub(crate) struct WatchActor {
     pub(crate) actor_id: ActorId,
     pub(crate) after: Option<u32>,
-    pub(crate) reply: flume::Sender<ActorUpdate<Addr<ActorHost>>>,
+    pub(crate) reply: flume::Sender<ActorUpdate<HostRef>>,
+}
+
+/// [`WatchActor`] for a caller in another process: answered with the host's address.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<ActorUpdate<SocketAddr>, Error>")]
+pub(crate) struct WatchActorWire {
+    pub(crate) actor_id: ActorId,
+    pub(crate) after: Option<u32>,
 }
 
 /// Kills an actor (no restart).
-#[derive(Message)]
+#[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub(crate) struct KillActor {
     pub(crate) actor_id: ActorId,
@@ -93,14 +203,14 @@ pub(crate) struct KillActor {
 }
 
 /// Every handle to an actor was dropped.
-#[derive(Message)]
+#[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub(crate) struct ActorOutOfScope {
     pub(crate) actor_id: ActorId,
 }
 
 /// Finds a named actor.
-#[derive(Message)]
+#[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "Result<(ActorId, String), Error>")]
 pub(crate) struct LookupActor {
     pub(crate) namespace: String,
@@ -108,32 +218,79 @@ pub(crate) struct LookupActor {
 }
 
 /// Lists actors.
-#[derive(Message)]
+#[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "Vec<ActorSummary>")]
 pub(crate) struct ListActors;
+
+/// Membership settings of a cluster's GCS.
+#[derive(Clone, Debug)]
+pub(crate) struct Membership {
+    /// A node silent for this long is dead.
+    pub(crate) node_timeout: Duration,
+    /// How often the resource view goes to every raylet.
+    pub(crate) view_period: Duration,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            node_timeout: Duration::from_secs(5),
+            view_period: Duration::from_millis(200),
+        }
+    }
+}
+
+struct JobRecord {
+    namespace: String,
+    driver: Option<SocketAddr>,
+    exe: Option<ExeInfo>,
+}
 
 /// The GCS.
 pub(crate) struct Gcs {
     nodes: HashMap<NodeId, NodeRecord>,
-    jobs: HashMap<JobId, String>,
-    actors: ActorDirectory<Addr<ActorHost>>,
+    jobs: HashMap<JobId, JobRecord>,
+    actors: ActorDirectory<HostRef>,
+    actor_jobs: HashMap<ActorId, JobId>,
     /// Actors no live node can host yet; placed again whenever a node joins.
     unplaced: Vec<Arc<TaskSpec>>,
     spread_cursor: usize,
+    net: Option<Arc<Transport>>,
+    membership: Membership,
+    binaries: Option<BinaryCache>,
 }
 
 impl Gcs {
+    /// The GCS of an embedded cluster.
     pub(crate) fn new() -> Self {
         Gcs {
             nodes: HashMap::new(),
             jobs: HashMap::new(),
             actors: ActorDirectory::default(),
+            actor_jobs: HashMap::new(),
             unplaced: Vec::new(),
             spread_cursor: 0,
+            net: None,
+            membership: Membership::default(),
+            binaries: None,
         }
     }
 
-    fn deliver(notices: Notices<Addr<ActorHost>>) {
+    /// The GCS of a cluster, reached over `net`.
+    pub(crate) fn cluster(
+        net: Arc<Transport>,
+        membership: Membership,
+        binaries: BinaryCache,
+    ) -> Self {
+        Gcs {
+            net: Some(net),
+            membership,
+            binaries: Some(binaries),
+            ..Gcs::new()
+        }
+    }
+
+    fn deliver(notices: Notices<HostRef>) {
         for (tx, update) in notices {
             let _ = tx.send(update);
         }
@@ -142,13 +299,10 @@ impl Gcs {
     fn fail_actor(&mut self, actor_id: ActorId, error: Error) {
         // The creation task's return object carries the failure to anyone awaiting readiness.
         Self::deliver(self.actors.dead(actor_id, error));
+        self.actor_jobs.remove(&actor_id);
     }
 
-    /// Picks the node whose raylet will create the actor.
-    fn schedule_actor(&mut self, spec: Arc<TaskSpec>) {
-        let TaskKind::ActorCreation(creation) = &spec.kind else {
-            return;
-        };
+    fn views(&self) -> Vec<NodeView> {
         let mut views: Vec<NodeView> = self
             .nodes
             .values()
@@ -156,11 +310,25 @@ impl Gcs {
                 id: n.node_id,
                 alive: n.alive,
                 total: n.total.clone(),
-                available: n.total.clone(),
+                available: n.available.clone(),
             })
             .collect();
         views.sort_by_key(|v| v.id);
-        let local = views.first().map(|v| v.id).unwrap_or(spec.owner.node);
+        views
+    }
+
+    /// Picks the node whose raylet will create the actor.
+    fn schedule_actor(&mut self, spec: Arc<TaskSpec>) {
+        let TaskKind::ActorCreation(creation) = &spec.kind else {
+            return;
+        };
+        let actor_id = creation.actor_id;
+        let views = self.views();
+        let local = views
+            .iter()
+            .find(|v| v.alive)
+            .map(|v| v.id)
+            .unwrap_or(spec.owner.node);
         let random = spec.task_id.0 as u64 >> 16;
         match pick_node(
             &views,
@@ -171,57 +339,209 @@ impl Gcs {
             &mut self.spread_cursor,
         ) {
             Placement::Node(node) => {
-                if let Some(n) = self.nodes.get(&node) {
-                    n.raylet.do_send(SubmitTask { spec });
+                if let Some(n) = self.nodes.get_mut(&node) {
+                    // Count it against the node until the next report, so a burst of creations
+                    // does not all land on the same node.
+                    let _ = n.available.checked_sub(&spec.resources);
+                    self.actors.placed(actor_id, node);
+                    n.raylet.do_send(SubmitTask { spec, hops: 1 });
                 }
             }
             // Queue on a node anyway: its raylet reports the demand and keeps it pending. With no
             // node at all, keep it here until one joins.
             Placement::Infeasible => {
-                tracing::warn!(actor = %creation.actor_id, resources = ?spec.resources,
+                tracing::warn!(actor = %actor_id, resources = ?spec.resources,
                     "actor cannot fit on any node yet; it stays pending");
-                match self.nodes.get(&local) {
-                    Some(n) => n.raylet.do_send(SubmitTask { spec }),
+                match self.nodes.get(&local).filter(|n| n.alive) {
+                    Some(n) => n.raylet.do_send(SubmitTask { spec, hops: 1 }),
                     None => self.unplaced.push(spec),
                 }
             }
             Placement::Unschedulable(reason) => {
                 let error = Error::ActorUnschedulable {
-                    actor: creation.actor_id.to_string(),
+                    actor: actor_id.to_string(),
                     class: spec.function.path.to_string(),
                     reason,
                 };
-                runtime::with_current(|rt| {
-                    rt.refs
-                        .complete(spec.return_id, Stored::Error(error.clone()), Vec::new());
-                    rt.refs.unpin(&spec.pinned);
-                });
-                self.fail_actor(creation.actor_id, error);
+                owner::report(self.net.as_ref(), &spec, Err(error.clone()));
+                self.fail_actor(actor_id, error);
             }
+        }
+    }
+
+    /// A node stopped answering (or its connection closed): it and its actors are dead.
+    fn node_dead(&mut self, node_id: NodeId, reason: &str) {
+        let Some(n) = self.nodes.get_mut(&node_id) else {
+            return;
+        };
+        if !n.alive {
+            return;
+        }
+        n.alive = false;
+        tracing::warn!(node = %node_id, address = %n.address, reason, "node marked dead");
+        for actor_id in self.actors.on_node(node_id) {
+            let class = self
+                .actors
+                .class_of(actor_id)
+                .unwrap_or("unknown")
+                .to_string();
+            self.fail_actor(
+                actor_id,
+                Error::ActorDied {
+                    actor: actor_id.to_string(),
+                    class,
+                    reason: format!("its node {node_id} died ({reason})"),
+                },
+            );
+        }
+        // Owners retry the tasks they had there: drivers directly, worker processes via their
+        // raylets.
+        let notice = NodeDied {
+            node: node_id,
+            reason: reason.to_string(),
+        };
+        if let Some(net) = &self.net {
+            for driver in self.jobs.values().filter_map(|j| j.driver) {
+                Remote {
+                    net: net.clone(),
+                    addr: driver,
+                }
+                .send_body(Body::NodeDied(notice.clone()));
+            }
+        }
+        for n in self.nodes.values().filter(|n| n.alive) {
+            n.raylet.do_send(notice.clone());
+        }
+        self.broadcast_view();
+    }
+
+    fn broadcast_view(&self) {
+        if self.net.is_none() {
+            return;
+        }
+        let nodes: Vec<ViewEntry> = self
+            .nodes
+            .values()
+            .filter_map(|n| {
+                Some(ViewEntry {
+                    node_id: n.node_id,
+                    address: n.address.parse().ok()?,
+                    alive: n.alive,
+                    total: n.total.clone(),
+                    available: n.available.clone(),
+                })
+            })
+            .collect();
+        for n in self.nodes.values().filter(|n| n.alive) {
+            n.raylet.do_send(ClusterView {
+                nodes: nodes.clone(),
+            });
+        }
+    }
+
+    fn tick(&mut self) {
+        let timeout = self.membership.node_timeout;
+        let silent: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| n.alive && n.raylet.addr().is_some() && n.last_seen.elapsed() > timeout)
+            .map(|n| n.node_id)
+            .collect();
+        for node in silent {
+            self.node_dead(
+                node,
+                &format!("no heartbeat for {:.1} s", timeout.as_secs_f64()),
+            );
+        }
+        self.broadcast_view();
+    }
+
+    /// A job ended: its non-detached actors die and every raylet stops its workers.
+    fn finish_job(&mut self, job_id: JobId, ctx: &mut Context<Self>) {
+        if self.jobs.remove(&job_id).is_none() {
+            return;
+        }
+        tracing::info!(job = %job_id, "job finished");
+        let doomed: Vec<ActorId> = self
+            .actor_jobs
+            .iter()
+            .filter(|(a, j)| **j == job_id && !self.actors.is_detached(**a))
+            .map(|(a, _)| *a)
+            .collect();
+        for actor_id in doomed {
+            <Self as Handler<KillActor>>::handle(
+                self,
+                KillActor {
+                    actor_id,
+                    reason: "its driver exited (the actor is not detached)".into(),
+                },
+                ctx,
+            );
+        }
+        for n in self.nodes.values().filter(|n| n.alive) {
+            n.raylet.do_send(JobEnded { job_id });
         }
     }
 }
 
 impl Actor for Gcs {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.net.is_some() {
+            ctx.run_interval(self.membership.view_period, |act, _| act.tick());
+        }
+    }
 }
 
 impl Handler<RegisterNode> for Gcs {
-    type Result = ();
-    fn handle(&mut self, msg: RegisterNode, _: &mut Context<Self>) {
-        tracing::info!(node = %msg.node_id, resources = ?msg.total, "node registered");
+    type Result = Result<(), Error>;
+    fn handle(&mut self, msg: RegisterNode, _: &mut Context<Self>) -> Self::Result {
+        let raylet = match (msg.raylet, &self.net) {
+            (Some(addr), _) => Target::Local(addr),
+            (None, Some(net)) => {
+                let addr: SocketAddr = msg.address.parse().map_err(|e| {
+                    Error::invalid(format!(
+                        "node address {:?} is not HOST:PORT: {e}",
+                        msg.address
+                    ))
+                })?;
+                Target::remote(net, addr)
+            }
+            (None, None) => {
+                return Err(Error::invalid(
+                    "an embedded cluster does not accept nodes from other processes",
+                ))
+            }
+        };
+        tracing::info!(node = %msg.node_id, address = %msg.address, resources = ?msg.total,
+            "node registered");
         self.nodes.insert(
             msg.node_id,
             NodeRecord {
                 node_id: msg.node_id,
                 address: msg.address,
                 alive: true,
+                available: msg.total.clone(),
                 total: msg.total,
-                raylet: msg.raylet,
+                raylet,
+                last_seen: Instant::now(),
             },
         );
         for spec in std::mem::take(&mut self.unplaced) {
             self.schedule_actor(spec);
+        }
+        self.broadcast_view();
+        Ok(())
+    }
+}
+
+impl Handler<Heartbeat> for Gcs {
+    type Result = ();
+    fn handle(&mut self, msg: Heartbeat, _: &mut Context<Self>) {
+        if let Some(n) = self.nodes.get_mut(&msg.node_id) {
+            n.last_seen = Instant::now();
+            n.available = msg.available;
         }
     }
 }
@@ -229,16 +549,109 @@ impl Handler<RegisterNode> for Gcs {
 impl Handler<GetNodes> for Gcs {
     type Result = MessageResult<GetNodes>;
     fn handle(&mut self, _: GetNodes, _: &mut Context<Self>) -> Self::Result {
-        let mut v: Vec<NodeRecord> = self.nodes.values().cloned().collect();
+        let mut v: Vec<NodeEntry> = self
+            .nodes
+            .values()
+            .map(|n| NodeEntry {
+                node_id: n.node_id,
+                address: n.address.clone(),
+                alive: n.alive,
+                total: n.total.clone(),
+            })
+            .collect();
         v.sort_by_key(|n| n.node_id);
         MessageResult(v)
     }
 }
 
 impl Handler<RegisterJob> for Gcs {
+    type Result = Result<bool, Error>;
+    fn handle(&mut self, msg: RegisterJob, _: &mut Context<Self>) -> Self::Result {
+        let need = match (&msg.exe, &self.binaries) {
+            (Some(exe), Some(cache)) => !cache.has(&exe.hash),
+            _ => false,
+        };
+        tracing::info!(job = %msg.job_id, namespace = %msg.namespace, driver = ?msg.driver,
+            "job registered");
+        self.jobs.insert(
+            msg.job_id,
+            JobRecord {
+                namespace: msg.namespace,
+                driver: msg.driver,
+                exe: msg.exe,
+            },
+        );
+        Ok(need)
+    }
+}
+
+impl Handler<GetJob> for Gcs {
+    type Result = Result<JobInfo, Error>;
+    fn handle(&mut self, msg: GetJob, _: &mut Context<Self>) -> Self::Result {
+        self.jobs
+            .get(&msg.job_id)
+            .map(|j| JobInfo {
+                namespace: j.namespace.clone(),
+                exe: j.exe.clone(),
+            })
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "job {} is not running (its driver exited)",
+                    msg.job_id
+                ))
+            })
+    }
+}
+
+impl Handler<PutBinary> for Gcs {
+    type Result = Result<(), Error>;
+    fn handle(&mut self, msg: PutBinary, _: &mut Context<Self>) -> Self::Result {
+        let cache = self
+            .binaries
+            .as_ref()
+            .ok_or_else(|| Error::invalid("this GCS keeps no executables"))?;
+        cache.put(&msg.hash, &msg.data)
+    }
+}
+
+impl Handler<GetBinary> for Gcs {
+    type Result = Result<Bytes, Error>;
+    fn handle(&mut self, msg: GetBinary, _: &mut Context<Self>) -> Self::Result {
+        let cache = self
+            .binaries
+            .as_ref()
+            .ok_or_else(|| Error::invalid("this GCS keeps no executables"))?;
+        cache.read(&msg.hash)
+    }
+}
+
+impl Handler<FinishJob> for Gcs {
     type Result = ();
-    fn handle(&mut self, msg: RegisterJob, _: &mut Context<Self>) {
-        self.jobs.insert(msg.job_id, msg.namespace);
+    fn handle(&mut self, msg: FinishJob, ctx: &mut Context<Self>) {
+        self.finish_job(msg.job_id, ctx);
+    }
+}
+
+impl Handler<PeerLost> for Gcs {
+    type Result = ();
+    fn handle(&mut self, msg: PeerLost, ctx: &mut Context<Self>) {
+        let node = self
+            .nodes
+            .values()
+            .find(|n| n.alive && n.raylet.addr() == Some(msg.addr))
+            .map(|n| n.node_id);
+        if let Some(node) = node {
+            self.node_dead(node, "its connection closed");
+        }
+        let jobs: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.driver == Some(msg.addr))
+            .map(|(id, _)| *id)
+            .collect();
+        for job in jobs {
+            self.finish_job(job, ctx);
+        }
     }
 }
 
@@ -260,6 +673,7 @@ impl Handler<CreateActor> for Gcs {
             msg.get_if_exists,
         )?;
         if outcome == Registered::New {
+            self.actor_jobs.insert(creation.actor_id, msg.spec.job_id);
             self.schedule_actor(msg.spec);
         }
         Ok(outcome)
@@ -273,10 +687,41 @@ impl Handler<ActorStarted> for Gcs {
     }
 }
 
+impl Handler<ActorStartedWire> for Gcs {
+    type Result = ();
+    fn handle(&mut self, msg: ActorStartedWire, _: &mut Context<Self>) {
+        let host = HostRef::Remote(msg.host);
+        Self::deliver(self.actors.alive(msg.actor_id, host, msg.node_id));
+    }
+}
+
 impl Handler<ActorFailed> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: ActorFailed, _: &mut Context<Self>) {
         self.fail_actor(msg.actor_id, msg.error);
+    }
+}
+
+impl Handler<WatchActorWire> for Gcs {
+    type Result = ResponseFuture<Result<ActorUpdate<SocketAddr>, Error>>;
+    fn handle(&mut self, msg: WatchActorWire, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = flume::bounded(1);
+        if let Some(update) = self.actors.watch(msg.actor_id, msg.after, tx.clone()) {
+            let _ = tx.send(update);
+        }
+        Box::pin(async move {
+            match rx.recv_async().await {
+                Ok(ActorUpdate::Alive {
+                    addr: HostRef::Remote(addr),
+                    incarnation,
+                }) => Ok(ActorUpdate::Alive { addr, incarnation }),
+                Ok(ActorUpdate::Alive { .. }) => Err(Error::invalid(
+                    "the actor lives in the GCS's own process and cannot be called from another",
+                )),
+                Ok(ActorUpdate::Dead(e)) => Ok(ActorUpdate::Dead(e)),
+                Err(_) => Err(Error::shutdown("waiting for an actor to start")),
+            }
+        })
     }
 }
 

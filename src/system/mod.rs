@@ -2,6 +2,7 @@
 //!
 //! - [`actor_directory`]: the table of actors (names per namespace, lifecycle, watchers), as
 //!   plain data with no actix, so its rules are unit-tested directly.
+//! - [`binaries`]: job executables, content-addressed, cached on disk.
 //! - [`gcs`]: the `Gcs` actix actor: node table, job table, the actor directory, and actor
 //!   scheduling (it picks the node whose raylet creates each actor).
 //!
@@ -9,4 +10,5 @@
 //! actor directly; callers ask the GCS only to find an actor or learn that it died.
 
 pub(crate) mod actor_directory;
+pub(crate) mod binaries;
 pub(crate) mod gcs;

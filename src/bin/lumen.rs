@@ -1,0 +1,460 @@
+//! `lumen`: start, stop and inspect a cluster (API.md §9).
+//!
+//! `lumen start` runs a node daemon in the background (the head runs the GCS too), records it
+//! in the per-user session folder, and prints how to join and how to point a driver at it.
+//! `lumen stop` stops every node this user runs on this machine; `lumen status` and
+//! `lumen list` read the cluster's state over its authenticated endpoint.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use lumen::node::session::{self, NodeRecordFile};
+use lumen::node::{Node, NodeOptions};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "lumen",
+    version,
+    about = "Start, stop and inspect a lumen cluster",
+    allow_negative_numbers = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+#[command(allow_negative_numbers = true)]
+struct StartArgs {
+    /// Start the head node (runs the GCS).
+    #[arg(long, conflicts_with = "address")]
+    head: bool,
+    /// The head's HOST:PORT, to join an existing cluster.
+    #[arg(long, required_unless_present = "head")]
+    address: Option<String>,
+    /// Port to listen on (head default 6379; other nodes: any free port).
+    #[arg(long)]
+    port: Option<u16>,
+    /// IP address to listen on (default: 127.0.0.1 for a head, else the address that reaches the head).
+    #[arg(long)]
+    host: Option<IpAddr>,
+    /// The cluster token (default: LUMEN_TOKEN, else found locally; the head makes one).
+    #[arg(long)]
+    token: Option<String>,
+    /// Logical CPUs of this node (default: the machine's cores).
+    #[arg(long)]
+    num_cpus: Option<f64>,
+    /// GPUs of this node (default: detected).
+    #[arg(long)]
+    num_gpus: Option<f64>,
+    /// Bytes of the `memory` resource.
+    #[arg(long)]
+    memory: Option<f64>,
+    /// Custom resources as JSON, e.g. '{"node0": 2}'.
+    #[arg(long)]
+    resources: Option<String>,
+    /// Seconds of silence after which the head marks a node dead.
+    #[arg(long, default_value_t = 5.0)]
+    node_timeout: f64,
+    /// Run in the foreground instead of as a background daemon.
+    #[arg(long)]
+    block: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ListWhat {
+    Nodes,
+    Actors,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a node: `--head` for a new cluster, `--address` to join one.
+    Start(StartArgs),
+    /// Stop every lumen node this user runs on this machine.
+    Stop {
+        /// Seconds to wait for a graceful stop before killing.
+        #[arg(long, default_value_t = 10)]
+        grace: u64,
+    },
+    /// Show the cluster's nodes, resource usage and pending demands.
+    Status {
+        /// The cluster (default: LUMEN_ADDRESS, else the head on this machine).
+        #[arg(long)]
+        address: Option<String>,
+        /// The cluster token (default: LUMEN_TOKEN, else found locally).
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List the cluster's nodes or actors.
+    List {
+        #[arg(value_enum)]
+        what: ListWhat,
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Show every field.
+        #[arg(long)]
+        detail: bool,
+    },
+    /// (internal) run a node in this process; `lumen start` runs this in the background.
+    #[command(name = "__node", hide = true)]
+    Node(StartArgs),
+}
+
+fn parse_resources(json: &str) -> Result<Vec<(String, f64)>> {
+    let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(json).with_context(|| {
+        format!("--resources must be a JSON object of name to number, like '{{\"node0\": 2}}'; got {json:?}")
+    })?;
+    map.into_iter()
+        .map(|(k, v)| {
+            let n = v.as_f64().ok_or_else(|| {
+                anyhow!("--resources: the amount of {k:?} must be a number, not {v}")
+            })?;
+            Ok((k, n))
+        })
+        .collect()
+}
+
+fn node_options(args: &StartArgs) -> Result<NodeOptions> {
+    let mut config = lumen::Config::default();
+    if let Some(n) = args.num_cpus {
+        config = config.num_cpus(n);
+    }
+    if let Some(n) = args.num_gpus {
+        config = config.num_gpus(n);
+    }
+    if let Some(n) = args.memory {
+        config = config.memory(n);
+    }
+    if let Some(r) = &args.resources {
+        for (k, v) in parse_resources(r)? {
+            config = config.resource(k, v);
+        }
+    }
+    if !(args.node_timeout > 0.0 && args.node_timeout.is_finite()) {
+        bail!("--node-timeout must be a positive number of seconds");
+    }
+    let mut options = if args.head {
+        let host = args.host.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        NodeOptions::head(SocketAddr::new(host, args.port.unwrap_or(6379)))
+    } else {
+        let address = args.address.clone().ok_or_else(|| {
+            anyhow!("give --head to start a cluster, or --address HOST:PORT to join one")
+        })?;
+        let gcs: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&address)
+            .with_context(|| format!("--address {address:?} is not HOST:PORT"))?
+            .next()
+            .ok_or_else(|| anyhow!("--address {address:?} resolves to nothing"))?;
+        let host = args.host.unwrap_or_else(|| {
+            if gcs.ip().is_loopback() {
+                gcs.ip()
+            } else {
+                std::net::UdpSocket::bind(("0.0.0.0", 0))
+                    .and_then(|s| {
+                        s.connect(gcs)?;
+                        s.local_addr()
+                    })
+                    .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip())
+            }
+        });
+        NodeOptions::join(SocketAddr::new(host, args.port.unwrap_or(0)), address)
+    };
+    options.token = args.token.clone();
+    options.resources = config;
+    options.node_timeout = Duration::from_secs_f64(args.node_timeout);
+    // Validate now, so a bad flag fails before anything starts.
+    options.resources.validate()?;
+    Ok(options)
+}
+
+fn log_dir() -> PathBuf {
+    session::user_dir().join("logs")
+}
+
+/// Runs a node in this process until SIGTERM or SIGINT.
+fn run_node(args: &StartArgs) -> Result<()> {
+    // Block the stop signals in every thread (they inherit this mask); this thread waits for them.
+    // SAFETY: plain libc signal-mask calls on a zeroed, initialized sigset.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let options = node_options(args)?;
+    let head = options.head;
+    let node = Node::start(options)?;
+    let record = NodeRecordFile {
+        pid: std::process::id(),
+        address: node.address().to_string(),
+        head,
+        gcs: node.gcs_address().to_string(),
+        token: node.token(),
+        node_id: node.node_id().to_string(),
+    };
+    session::write_node(&record)?;
+    println!(
+        "lumen node {} listening at {}",
+        record.node_id, record.address
+    );
+    let mut sig: libc::c_int = 0;
+    // SAFETY: sigwait on the set blocked above.
+    unsafe {
+        libc::sigwait(&set, &mut sig);
+    }
+    eprintln!("lumen node {}: stopping (signal {sig})", record.node_id);
+    session::remove_node(record.pid);
+    node.stop();
+    Ok(())
+}
+
+/// `lumen start`: runs the node as a background daemon and waits until it is up.
+fn start(args: StartArgs) -> Result<()> {
+    let options = node_options(&args)?; // bad flags and JSON fail here, before any process starts
+    if args.block {
+        return run_node(&args);
+    }
+    if args.head {
+        if let Some(h) = session::local_head() {
+            bail!(
+                "a head is already running on this machine at {h}; stop it with `lumen stop` first"
+            );
+        }
+    }
+    std::fs::create_dir_all(log_dir()).context("cannot create the session folder")?;
+    let log_path = log_dir().join(format!(
+        "node-{}.log",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    ));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the lumen executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__node").args(std::env::args().skip(2));
+    if options.token.is_none() && !args.head {
+        // Resolve the token now so the daemon needs no session lookup of its own.
+        if let Ok(t) = std::env::var("LUMEN_TOKEN") {
+            cmd.env("LUMEN_TOKEN", t);
+        }
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid in the child only detaches it from the terminal's session.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().context("cannot start the node daemon")?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let record = loop {
+        if let Some(r) = session::nodes().into_iter().find(|n| n.pid == pid) {
+            break r;
+        }
+        if let Some(status) = child.try_wait()? {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!(
+                "the node did not start ({status}):\n{}",
+                text.lines()
+                    .rev()
+                    .take(20)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!(
+                "the node did not start within 60 s; see {}",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if args.head {
+        println!(
+            "Started the lumen head node {} at {}.",
+            record.node_id, record.address
+        );
+        println!();
+        println!("To add a node to this cluster, on another machine run:");
+        println!(
+            "    lumen start --address {} --token {}",
+            record.gcs, record.token
+        );
+        println!(
+            "(on this machine the token is found automatically: lumen start --address {})",
+            record.gcs
+        );
+        println!();
+        println!("To run a program on the cluster:");
+        println!(
+            "    LUMEN_ADDRESS={} cargo run --example custom_resources",
+            record.gcs
+        );
+        println!("(elsewhere also set LUMEN_TOKEN={})", record.token);
+        println!();
+        println!("To see it: lumen status. To stop every node on this machine: lumen stop.");
+    } else {
+        println!(
+            "Started lumen node {} at {}, joined the cluster at {}.",
+            record.node_id, record.address, record.gcs
+        );
+    }
+    println!("Log: {}", log_path.display());
+    Ok(())
+}
+
+fn stop(grace: u64) -> Result<()> {
+    let nodes = session::nodes();
+    if nodes.is_empty() {
+        println!("No lumen nodes are running on this machine.");
+        return Ok(());
+    }
+    for n in &nodes {
+        // SAFETY: signalling a process we recorded; a stale pid was filtered out above.
+        unsafe {
+            libc::kill(n.pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(grace);
+    let mut killed = 0;
+    for n in &nodes {
+        while session::process_alive(n.pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if session::process_alive(n.pid) {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(n.pid as libc::pid_t, libc::SIGKILL);
+            }
+            killed += 1;
+        }
+        session::remove_node(n.pid);
+    }
+    println!(
+        "Stopped {} lumen node(s){}.",
+        nodes.len(),
+        if killed > 0 {
+            format!(" ({killed} killed after {grace} s)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lumen: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Start(args) => start(args),
+        Cmd::Node(args) => run_node(&args),
+        Cmd::Stop { grace } => stop(grace),
+        Cmd::Status {
+            address,
+            token,
+            format,
+        } => {
+            let s = lumen::node::cluster_status(address.as_deref(), token.as_deref())?;
+            match format {
+                Format::Table => print!("{s}"),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+            }
+            Ok(())
+        }
+        Cmd::List {
+            what,
+            address,
+            token,
+            format,
+            detail,
+        } => {
+            let s = lumen::node::cluster_status(address.as_deref(), token.as_deref())?;
+            match (what, format) {
+                (ListWhat::Nodes, Format::Json) => {
+                    println!("{}", serde_json::to_string_pretty(&s.nodes)?)
+                }
+                (ListWhat::Actors, Format::Json) => {
+                    println!("{}", serde_json::to_string_pretty(&s.actors)?)
+                }
+                (ListWhat::Nodes, Format::Table) => {
+                    println!(
+                        "{:<34} {:<22} {:<6} {:<5} RESOURCES",
+                        "NODE_ID", "ADDRESS", "STATE", "HEAD"
+                    );
+                    for n in &s.nodes {
+                        let res: Vec<String> = n
+                            .total
+                            .iter()
+                            .filter(|(k, _)| detail || !k.contains("memory"))
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect();
+                        println!(
+                            "{:<34} {:<22} {:<6} {:<5} {}",
+                            n.node_id.to_string(),
+                            n.address,
+                            if n.alive { "ALIVE" } else { "DEAD" },
+                            n.head,
+                            res.join(" ")
+                        );
+                    }
+                }
+                (ListWhat::Actors, Format::Table) => {
+                    println!(
+                        "{:<34} {:<30} {:<18} {:<16} NODE_ID",
+                        "ACTOR_ID", "CLASS", "STATE", "NAME"
+                    );
+                    for a in &s.actors {
+                        println!(
+                            "{:<34} {:<30} {:<18} {:<16} {}",
+                            a.actor_id,
+                            a.class,
+                            a.state,
+                            a.name.as_deref().unwrap_or("-"),
+                            a.node_id.as_deref().unwrap_or("-")
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The `WorkerPool` actix actor: where a node's tasks and actors actually run.
+//!
+//! The raylet decides what runs (admission, resources); the pool runs it: sync tasks on worker
+//! threads (each an actix actor, grown on demand and trimmed when idle, as Ray's worker pool
+//! does), async tasks on the event loop, actors in their own hosts. In an embedded cluster the
+//! pool lives beside the raylet; on a real cluster each job has a pool in its worker process on
+//! every node, fed by that node's raylet over QUIC.
+
+use crate::actors::host::{ActorHost, ActorTask, CallGuard, Construct, StopHost};
+use crate::error::Error;
+use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
+use crate::node::executor::{self, Ready};
+use crate::node::raylet::Raylet;
+use crate::node::worker::{Execute, Retire, Worker};
+use crate::objects::object_ref::OwnerAddress;
+use crate::objects::store::Stored;
+use crate::resources::Grant;
+use crate::system::gcs::Gcs;
+use crate::task::{TaskArg, TaskKind, TaskSpec};
+use crate::transport::wire::Target;
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Runs a task the raylet admitted, with its resolved ref arguments and its grant.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct Launch {
+    pub(crate) spec: Arc<TaskSpec>,
+    pub(crate) resolved: Vec<Option<Stored>>,
+    pub(crate) grant: Grant,
+}
+
+/// Stops an actor hosted here.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct StopActor {
+    pub(crate) actor_id: ActorId,
+}
+
+/// A worker thread finished its task and is free.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct WorkerFree {
+    pub(crate) worker: Addr<Worker>,
+}
+
+/// An actor call from another process, for an actor hosted here.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct ActorCallWire {
+    pub(crate) actor_id: ActorId,
+    pub(crate) task_id: TaskId,
+    pub(crate) method: u32,
+    pub(crate) args: Vec<TaskArg>,
+    pub(crate) group: Option<String>,
+    pub(crate) return_id: ObjectId,
+    pub(crate) owner: OwnerAddress,
+}
+
+/// The executors of one node (embedded) or of one job on one node (worker process).
+pub(crate) struct WorkerPool {
+    node: NodeId,
+    raylet: Target<Raylet>,
+    gcs: Target<Gcs>,
+    executor: tokio::runtime::Handle,
+    /// Where other processes reach the actors hosted here (none when embedded).
+    listen: Option<SocketAddr>,
+    idle: Vec<Addr<Worker>>,
+    /// Every live worker. An actix actor stops once no `Addr` to it remains, so the pool keeps
+    /// one for each worker for as long as the worker should live, busy or idle.
+    workers: Vec<Addr<Worker>>,
+    max_idle: usize,
+    hosts: HashMap<ActorId, (Addr<ActorHost>, ArbiterHandle)>,
+}
+
+impl WorkerPool {
+    pub(crate) fn new(
+        node: NodeId,
+        cpus: usize,
+        raylet: Target<Raylet>,
+        gcs: Target<Gcs>,
+        executor: tokio::runtime::Handle,
+        listen: Option<SocketAddr>,
+    ) -> Self {
+        WorkerPool {
+            node,
+            raylet,
+            gcs,
+            executor,
+            listen,
+            idle: Vec::new(),
+            workers: Vec::new(),
+            max_idle: cpus.max(1) + 2,
+            hosts: HashMap::new(),
+        }
+    }
+
+    fn spawn_worker(&mut self, ctx: &mut Context<Self>) -> Addr<Worker> {
+        let (node, raylet, pool) = (self.node, self.raylet.clone(), ctx.address());
+        let w = Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker {
+            node,
+            raylet,
+            pool,
+        });
+        self.workers.push(w.clone());
+        w
+    }
+
+    /// How many actors are hosted here.
+    pub(crate) fn hosted(&self) -> usize {
+        self.hosts.len()
+    }
+}
+
+impl Actor for WorkerPool {
+    type Context = Context<Self>;
+}
+
+impl Handler<Launch> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, msg: Launch, ctx: &mut Context<Self>) {
+        let Launch {
+            spec,
+            resolved,
+            grant,
+        } = msg;
+        match &spec.kind {
+            TaskKind::Normal { is_async: false } => {
+                let worker = match self.idle.pop() {
+                    Some(w) => w,
+                    None => self.spawn_worker(ctx),
+                };
+                worker.do_send(Execute {
+                    ready: Ready { spec, resolved },
+                    grant,
+                });
+            }
+            TaskKind::Normal { is_async: true } => {
+                executor::spawn_async(
+                    &self.executor,
+                    Ready { spec, resolved },
+                    grant,
+                    self.raylet.clone(),
+                    self.node,
+                );
+            }
+            TaskKind::ActorCreation(creation) => {
+                let actor_id = creation.actor_id;
+                let arbiter = Arbiter::new();
+                let handle = arbiter.handle();
+                let (raylet, gcs, node) = (self.raylet.clone(), self.gcs.clone(), self.node);
+                let (exec, listen) = (self.executor.clone(), self.listen);
+                let gpus = grant.gpu_ids();
+                let host = ActorHost::start_in_arbiter(&handle, move |_| {
+                    ActorHost::new(spec, node, gpus, raylet, gcs, exec, listen)
+                });
+                host.do_send(Construct { resolved });
+                self.hosts.insert(actor_id, (host, handle));
+            }
+        }
+    }
+}
+
+impl Handler<WorkerFree> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, msg: WorkerFree, _: &mut Context<Self>) {
+        if self.idle.len() < self.max_idle {
+            self.idle.push(msg.worker);
+        } else {
+            self.workers.retain(|x| *x != msg.worker);
+            msg.worker.do_send(Retire);
+        }
+    }
+}
+
+impl Handler<StopActor> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, msg: StopActor, _: &mut Context<Self>) {
+        if let Some((host, arbiter)) = self.hosts.remove(&msg.actor_id) {
+            host.do_send(StopHost);
+            arbiter.stop();
+        }
+    }
+}
+
+impl Handler<ActorCallWire> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, msg: ActorCallWire, _: &mut Context<Self>) {
+        let mut guard = CallGuard::new(msg.return_id, Vec::new(), msg.actor_id);
+        guard.owner = Some((msg.task_id, msg.owner));
+        match self.hosts.get(&msg.actor_id) {
+            Some((host, _)) if host.connected() => host.do_send(ActorTask {
+                task_id: msg.task_id,
+                method: msg.method,
+                args: msg.args,
+                group: msg.group,
+                guard,
+            }),
+            _ => guard.finish(Err(Error::ActorDied {
+                actor: msg.actor_id.to_string(),
+                class: String::new(),
+                reason: "the actor is no longer hosted by this worker process".into(),
+            })),
+        }
+    }
+}
+
+/// How many actors a pool hosts (for a worker process deciding whether it may exit).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct HostedCount;
+
+impl Handler<HostedCount> for WorkerPool {
+    type Result = usize;
+    fn handle(&mut self, _: HostedCount, _: &mut Context<Self>) -> usize {
+        self.hosted()
+    }
+}

@@ -1,0 +1,225 @@
+//! What `lumen status` and `lumen list` show: a short-lived client connects to a cluster's GCS
+//! (and each node's raylet) with the cluster token, without starting a job.
+
+use crate::error::{Error, Result};
+use crate::ids::NodeId;
+use crate::node::raylet::{GetResources, Raylet};
+use crate::runtime::{find_token, local_ip_towards, resolve_address};
+use crate::system::gcs::{Gcs, GetNodes, ListActors};
+use crate::transport::wire::Target;
+use crate::transport::{Delivery, Inbound, Transport, TransportConfig};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One node, as `lumen status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// Where it listens.
+    pub address: String,
+    /// Whether it is the head.
+    pub head: bool,
+    /// Whether it is alive.
+    pub alive: bool,
+    /// Total resources.
+    pub total: BTreeMap<String, f64>,
+    /// Available resources (empty for a dead node).
+    pub available: BTreeMap<String, f64>,
+    /// Queued requests that do not fit now, with how many wait for each shape.
+    pub demands: Vec<(BTreeMap<String, f64>, usize)>,
+}
+
+/// One actor, as `lumen list actors` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorRow {
+    /// The actor's id.
+    pub actor_id: String,
+    /// Its type.
+    pub class: String,
+    /// Its name, if any.
+    pub name: Option<String>,
+    /// `PENDING_CREATION`, `ALIVE` or `DEAD`.
+    pub state: String,
+    /// The node hosting it.
+    pub node_id: Option<String>,
+}
+
+/// A snapshot of a cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    /// The GCS address.
+    pub address: String,
+    /// Every node the GCS knows.
+    pub nodes: Vec<NodeStatus>,
+    /// Every actor the GCS knows.
+    pub actors: Vec<ActorRow>,
+}
+
+struct Quiet;
+
+impl Inbound for Quiet {
+    fn deliver(&self, _: crate::transport::Conn, _: Delivery) {}
+}
+
+/// Connects to the cluster at `address` (`None`: `LUMEN_ADDRESS`, else the head on this
+/// machine) and reads its state.
+///
+/// # Examples
+/// ```no_run
+/// let status = lumen::node::cluster_status(Some("127.0.0.1:6379"), None)?;
+/// print!("{status}");
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<ClusterStatus> {
+    let address = match address {
+        Some(a) => a.to_string(),
+        None => std::env::var("LUMEN_ADDRESS")
+            .ok()
+            .filter(|a| !a.trim().is_empty())
+            .or_else(crate::node::session::local_head)
+            .ok_or_else(|| {
+                Error::connection(
+                    "auto",
+                    "no cluster found: none is running on this machine (start one with `lumen \
+                     start --head`) and LUMEN_ADDRESS is not set",
+                )
+            })?,
+    };
+    let gcs_addr = resolve_address(&address)?;
+    let token = find_token(token, &address)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::invalid(format!("cannot start an event loop: {e}")))?;
+    let net = {
+        let _g = rt.enter();
+        Transport::bind(
+            TransportConfig::new(SocketAddr::new(local_ip_towards(gcs_addr), 0), token),
+            Arc::new(Quiet),
+        )?
+    };
+    let net2 = net.clone();
+    let out = rt.block_on(async move {
+        let gcs: Target<Gcs> = Target::remote(&net2, gcs_addr);
+        let nodes = tokio::time::timeout(Duration::from_secs(10), gcs.send(GetNodes))
+            .await
+            .map_err(|_| Error::connection(gcs_addr, "no answer within 10 s"))??;
+        let mut rows = Vec::new();
+        for n in nodes {
+            let snap = match n.address.parse::<SocketAddr>() {
+                Ok(addr) if n.alive => {
+                    let r: Target<Raylet> = Target::remote(&net2, addr);
+                    tokio::time::timeout(Duration::from_secs(5), r.send(GetResources))
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                }
+                _ => None,
+            };
+            rows.push(NodeStatus {
+                node_id: n.node_id,
+                head: n.address == gcs_addr.to_string(),
+                address: n.address,
+                alive: n.alive,
+                total: n.total.to_map(),
+                available: snap
+                    .as_ref()
+                    .map(|s| s.available.to_map())
+                    .unwrap_or_default(),
+                demands: snap
+                    .map(|s| s.demands.iter().map(|(r, k)| (r.to_map(), *k)).collect())
+                    .unwrap_or_default(),
+            });
+        }
+        let actors = gcs
+            .send(ListActors)
+            .await?
+            .into_iter()
+            .map(|a| ActorRow {
+                actor_id: a.actor_id.to_string(),
+                class: a.class,
+                name: a.name,
+                state: a.state,
+                node_id: a.node.map(|n| n.to_string()),
+            })
+            .collect();
+        Ok::<_, Error>(ClusterStatus {
+            address: gcs_addr.to_string(),
+            nodes: rows,
+            actors,
+        })
+    });
+    net.close();
+    rt.shutdown_timeout(Duration::from_millis(200));
+    out
+}
+
+fn amount(v: f64, name: &str) -> String {
+    if name == "memory" || name == "object_store_memory" {
+        format!("{:.2}GiB", v / (1u64 << 30) as f64)
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+impl fmt::Display for ClusterStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rule = "-".repeat(63);
+        writeln!(f, "======== Cluster status ({}) ========", self.address)?;
+        writeln!(f, "Node status\n{rule}")?;
+        writeln!(f, "Active:")?;
+        let alive: Vec<&NodeStatus> = self.nodes.iter().filter(|n| n.alive).collect();
+        if alive.is_empty() {
+            writeln!(f, " (no active nodes)")?;
+        }
+        for n in &alive {
+            writeln!(
+                f,
+                " 1 node_{} ({}{})",
+                n.node_id,
+                n.address,
+                if n.head { ", head" } else { "" }
+            )?;
+        }
+        writeln!(f, "Dead:")?;
+        let dead: Vec<&NodeStatus> = self.nodes.iter().filter(|n| !n.alive).collect();
+        if dead.is_empty() {
+            writeln!(f, " (no dead nodes)")?;
+        }
+        for n in dead {
+            writeln!(f, " 1 node_{} ({})", n.node_id, n.address)?;
+        }
+        writeln!(f, "\nResources\n{rule}\nUsage:")?;
+        let mut total: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+        for n in &alive {
+            for (k, v) in &n.total {
+                let e = total.entry(k.as_str()).or_default();
+                e.1 += v;
+                e.0 += v - n.available.get(k).copied().unwrap_or(0.0);
+            }
+        }
+        for (k, (used, all)) in &total {
+            writeln!(f, " {}/{} {k}", amount(*used, k), amount(*all, k))?;
+        }
+        writeln!(f, "Demands:")?;
+        let demands: Vec<_> = alive.iter().flat_map(|n| n.demands.iter()).collect();
+        if demands.is_empty() {
+            writeln!(f, " (no resource demands)")?;
+        }
+        for (shape, count) in demands {
+            let shape: Vec<String> = shape.iter().map(|(k, v)| format!("{k:?}: {v}")).collect();
+            writeln!(
+                f,
+                " {{{}}}: {count}+ pending tasks/actors",
+                shape.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! The owner's side of work done in other processes: results of tasks and actor calls that ran
+//! elsewhere ([`TaskResult`]), reads of owned objects by other processes ([`GetObject`]), and
+//! [`report`], which hands an outcome to a task's owner wherever it lives.
+
+use crate::error::Error;
+use crate::ids::{NodeId, ObjectId, TaskId};
+use crate::node::executor;
+use crate::objects::codec::Encoded;
+use crate::objects::object_ref::RawRef;
+use crate::objects::ownership::Lookup;
+use crate::objects::store::Stored;
+use crate::runtime::Runtime;
+use crate::task::TaskSpec;
+use crate::transport::wire::{Body, Remote};
+use crate::transport::Transport;
+use actix::prelude::*;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The outcome of a task or actor call that ran in another process, sent to its owner.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct TaskResult {
+    pub(crate) task_id: TaskId,
+    pub(crate) return_id: ObjectId,
+    pub(crate) outcome: Result<Bytes, Error>,
+}
+
+/// A raylet queued these tasks (by return object) of this owner: if its node dies, the owner
+/// retries them.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct TasksPlaced {
+    pub(crate) node: NodeId,
+    pub(crate) returns: Vec<ObjectId>,
+}
+
+/// A node died: tasks this owner had there are lost.
+#[derive(Message, Serialize, Deserialize, Clone)]
+#[rtype(result = "()")]
+pub(crate) struct NodeDied {
+    pub(crate) node: NodeId,
+    pub(crate) reason: String,
+}
+
+/// Records where the raylets queued this owner's tasks.
+pub(crate) fn on_tasks_placed(rt: &Runtime, msg: TasksPlaced) {
+    for id in msg.returns {
+        // A result may have arrived first: only tasks still in flight are recorded.
+        if rt.inflight.contains_key(&id) {
+            rt.placements.insert(id, msg.node);
+        }
+    }
+}
+
+/// Fails (or retries, per `max_retries`) every task in flight on a node that died.
+pub(crate) fn on_node_died(rt: &Arc<Runtime>, msg: NodeDied) {
+    let lost: Vec<ObjectId> = rt
+        .placements
+        .iter()
+        .filter(|e| *e.value() == msg.node)
+        .map(|e| *e.key())
+        .collect();
+    for id in lost {
+        rt.placements.remove(&id);
+        if let Some((_, spec)) = rt.inflight.remove(&id) {
+            tracing::warn!(task = %spec.task_id, node = %msg.node, "task lost with its node");
+            let error = Error::WorkerDied {
+                function: spec.function.path.to_string(),
+                reason: format!("its node {} died: {}", msg.node, msg.reason),
+            };
+            executor::owner_finish(rt, &spec, Err(error));
+        }
+    }
+}
+
+/// Another process reads an object this process owns: answered when the object is ready.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Stored")]
+pub(crate) struct GetObject {
+    pub(crate) id: ObjectId,
+}
+
+/// Hands the outcome of `spec` to its owner: this process's runtime if it is the owner, else a
+/// [`TaskResult`] over `net`.
+pub(crate) fn report(
+    net: Option<&Arc<Transport>>,
+    spec: &Arc<TaskSpec>,
+    outcome: Result<Bytes, Error>,
+) {
+    match (spec.owner.addr, net) {
+        (Some(addr), Some(net)) if addr != net.local_addr() => {
+            Remote {
+                net: net.clone(),
+                addr,
+            }
+            .send_body(Body::TaskResult(TaskResult {
+                task_id: spec.task_id,
+                return_id: spec.return_id,
+                outcome,
+            }));
+        }
+        _ => executor::finish(spec, outcome.map(Encoded::from_bytes)),
+    }
+}
+
+/// A result arrived from the process that ran the task or call.
+pub(crate) fn on_task_result(rt: &Arc<Runtime>, msg: TaskResult) {
+    let outcome = msg.outcome.map(Encoded::from_bytes);
+    if let Some(guard) = rt.actors.take_remote_call(msg.return_id) {
+        guard.finish(outcome);
+        return;
+    }
+    if let Some((_, spec)) = rt.inflight.remove(&msg.return_id) {
+        rt.placements.remove(&msg.return_id);
+        executor::owner_finish(rt, &spec, outcome);
+        return;
+    }
+    tracing::debug!(task = %msg.task_id, "result of a task this process no longer tracks");
+}
+
+/// Answers another process's read of an object owned here, once the object is ready.
+pub(crate) async fn on_get_object(rt: Arc<Runtime>, id: ObjectId) -> Stored {
+    if !rt.refs.contains(id) {
+        return Stored::Error(Error::ObjectLost {
+            object: id.to_string(),
+            reason: "its owner no longer holds it: every reference to it was dropped".into(),
+        });
+    }
+    let (tx, rx) = flume::bounded(1);
+    match rt.refs.lookup_or_wait(id, 0, &tx) {
+        Lookup::Ready(v) => return v,
+        Lookup::Waiting => {}
+        Lookup::InStore => rt.store.fetch_into([(0, id)], tx),
+    }
+    match rx.recv_async().await {
+        Ok((_, v)) => v,
+        Err(_) => Stored::Error(Error::shutdown("reading an object from its owner")),
+    }
+}
+
+/// Starts fetching objects owned by other processes: each value is sent on `tx` with its slot.
+/// A failed fetch delivers `ObjectLost` naming the owner and why.
+pub(crate) fn fetch_remote(
+    net: &Arc<Transport>,
+    executor: &tokio::runtime::Handle,
+    wants: Vec<(usize, RawRef)>,
+    tx: flume::Sender<(u32, Stored)>,
+) {
+    for (slot, raw) in wants {
+        let Some(addr) = raw.owner.addr else {
+            let _ = tx.send((
+                slot as u32,
+                Stored::Error(Error::ObjectLost {
+                    object: raw.id.to_string(),
+                    reason: "its owner is an embedded runtime in another process".into(),
+                }),
+            ));
+            continue;
+        };
+        let remote = Remote {
+            net: net.clone(),
+            addr,
+        };
+        let tx = tx.clone();
+        executor.spawn(async move {
+            let v = match remote.request(GetObject { id: raw.id }).await {
+                Ok(v) => v,
+                Err(e) => Stored::Error(Error::ObjectLost {
+                    object: raw.id.to_string(),
+                    reason: format!("its owner at {addr} could not be reached: {e}"),
+                }),
+            };
+            let _ = tx.send((slot as u32, v));
+        });
+    }
+}
+
+/// Whether an object's owner is this process (or an embedded runtime, which is every owner).
+pub(crate) fn owned_here(rt: &Runtime, raw: &RawRef) -> bool {
+    match (&rt.net, raw.owner.addr) {
+        (Some(net), Some(addr)) => addr == net.local_addr(),
+        _ => true,
+    }
+}
+
+/// Sends each `(slot, ref)` to `tx`: from the owner's table or local store when owned here,
+/// else from the owner's process.
+pub(crate) fn fetch_into(
+    rt: &Runtime,
+    wants: Vec<(usize, RawRef)>,
+    tx: flume::Sender<(u32, Stored)>,
+) {
+    let mut local = Vec::new();
+    let mut remote = Vec::new();
+    for (slot, raw) in wants {
+        if owned_here(rt, &raw) {
+            local.push((slot, raw.id));
+        } else {
+            remote.push((slot, raw));
+        }
+    }
+    if !local.is_empty() {
+        rt.store.fetch_into(local, tx.clone());
+    }
+    if let (Some(net), false) = (&rt.net, remote.is_empty()) {
+        fetch_remote(net, &rt.executor, remote, tx);
+    }
+}

@@ -1,0 +1,142 @@
+//! Job executables, content-addressed: a driver's executable is hashed (BLAKE3) and uploaded to
+//! the GCS once; nodes fetch it by hash and keep it in a cache folder, from which they start the
+//! job's worker processes.
+
+use crate::error::Error;
+use bytes::Bytes;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// A folder of executables named by their hash.
+#[derive(Clone, Debug)]
+pub(crate) struct BinaryCache {
+    dir: PathBuf,
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::invalid(format!("{what} {}: {e}", path.display()))
+}
+
+/// Whether `hash` looks like a BLAKE3 hex digest (so it is safe as a file name).
+fn valid_hash(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl BinaryCache {
+    /// The cache in `dir` (created, readable only by this user).
+    pub(crate) fn open(dir: impl Into<PathBuf>) -> Result<Self, Error> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| io_error("cannot create", &dir, e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        Ok(BinaryCache { dir })
+    }
+
+    /// The default cache: `$LUMEN_CACHE_DIR`, else `lumen-<uid>/bin` in the temp folder.
+    pub(crate) fn default_dir() -> PathBuf {
+        if let Some(d) = std::env::var_os("LUMEN_CACHE_DIR") {
+            return PathBuf::from(d);
+        }
+        crate::node::session::user_dir().join("bin")
+    }
+
+    /// Where the executable with this hash is (or would be).
+    pub(crate) fn path(&self, hash: &str) -> PathBuf {
+        self.dir.join(hash)
+    }
+
+    /// Whether the executable is cached.
+    pub(crate) fn has(&self, hash: &str) -> bool {
+        valid_hash(hash) && self.path(hash).is_file()
+    }
+
+    /// Stores an executable after checking that its content has this hash.
+    pub(crate) fn put(&self, hash: &str, data: &[u8]) -> Result<(), Error> {
+        if !valid_hash(hash) {
+            return Err(Error::invalid(format!(
+                "{hash:?} is not a BLAKE3 hex digest"
+            )));
+        }
+        let actual = blake3::hash(data).to_hex();
+        if actual.as_str() != hash {
+            return Err(Error::invalid(format!(
+                "uploaded executable does not match its hash: announced {hash}, content {actual}"
+            )));
+        }
+        if self.has(hash) {
+            return Ok(());
+        }
+        // Write under a temporary name, then rename: a reader never sees a partial file.
+        let tmp = self.dir.join(format!(".{hash}.{}.tmp", std::process::id()));
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io_error("cannot write", &tmp, e))?;
+        f.write_all(data)
+            .map_err(|e| io_error("cannot write", &tmp, e))?;
+        drop(f);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| io_error("cannot make executable", &tmp, e))?;
+        }
+        let dest = self.path(hash);
+        std::fs::rename(&tmp, &dest).map_err(|e| io_error("cannot store", &dest, e))?;
+        Ok(())
+    }
+
+    /// Reads a cached executable.
+    pub(crate) fn read(&self, hash: &str) -> Result<Bytes, Error> {
+        if !self.has(hash) {
+            return Err(Error::NotFound {
+                kind: "executable".into(),
+                name: hash.to_string(),
+                namespace: String::new(),
+            });
+        }
+        let path = self.path(hash);
+        std::fs::read(&path)
+            .map(Bytes::from)
+            .map_err(|e| io_error("cannot read", &path, e))
+    }
+}
+
+/// This process's executable: its path, BLAKE3 hash and file name (computed once).
+pub(crate) fn current_exe() -> Result<&'static (PathBuf, String, String), Error> {
+    static EXE: OnceLock<Result<(PathBuf, String, String), Error>> = OnceLock::new();
+    EXE.get_or_init(|| {
+        let path = std::env::current_exe()
+            .map_err(|e| Error::invalid(format!("cannot find this program's executable: {e}")))?;
+        let data = std::fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
+        let hash = blake3::hash(&data).to_hex().to_string();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "driver".into());
+        Ok((path, hash, name))
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_checks_the_hash_and_read_round_trips() {
+        let dir = std::env::temp_dir().join(format!("lumen-bin-test-{}", std::process::id()));
+        let cache = BinaryCache::open(&dir).unwrap();
+        let data = b"#!/bin/sh\necho hi\n";
+        let hash = blake3::hash(data).to_hex().to_string();
+        assert!(!cache.has(&hash));
+        assert!(cache.put(&hash, b"other content").is_err());
+        assert!(cache.put("../../etc/passwd", data).is_err());
+        cache.put(&hash, data).unwrap();
+        assert!(cache.has(&hash));
+        assert_eq!(&cache.read(&hash).unwrap()[..], data);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
