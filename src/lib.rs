@@ -117,6 +117,13 @@ pub mod __private {
     pub use futures::future::BoxFuture;
     pub use linkme;
 
+    /// In a worker process (started by a node), serves tasks and never returns; else returns.
+    pub fn enter_worker_mode_if_asked() {
+        if std::env::var_os(crate::node::processes::env::WORKER).is_some() {
+            crate::runtime::worker_main();
+        }
+    }
+
     use crate::error::Error;
     use serde::Serialize;
     use std::fmt::Display;

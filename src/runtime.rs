@@ -344,6 +344,10 @@ fn start_driver(config: Config, address: &str) -> Result<()> {
     let executor = async_rt.handle().clone();
     let router = Arc::new(Router::new(executor.clone(), true));
     let net = bind_transport(&async_rt, local_ip_towards(gcs_addr), token, router)?;
+    if let Some(fp) = crate::node::session::local_fingerprint(gcs_addr) {
+        // A head started on this machine: expect exactly its certificate.
+        net.pin(gcs_addr, fp);
+    }
     let gcs: Target<Gcs> = Target::remote(&net, gcs_addr);
     let job_id = JobId::fresh();
     let namespace = config

@@ -106,6 +106,9 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     quote! {
         #(#attrs)*
         #vis #sig {
+            // A worker process serves here and never returns (normally it already did, before
+            // main).
+            ::lumen::__private::enter_worker_mode_if_asked();
             let __lumen_result = (move || -> #ret #body)();
             ::lumen::shutdown();
             __lumen_result

@@ -209,6 +209,7 @@ fn run_node(args: &StartArgs) -> Result<()> {
         gcs: node.gcs_address().to_string(),
         token: node.token(),
         node_id: node.node_id().to_string(),
+        fingerprint: node.fingerprint(),
     };
     session::write_node(&record)?;
     println!(

@@ -133,6 +133,9 @@ impl Node {
             (None, false) => return Err(Error::invalid("a joining node needs the head's address")),
         };
         if !options.head {
+            if let Some(fp) = crate::node::session::local_fingerprint(gcs_addr) {
+                net.pin(gcs_addr, fp);
+            }
             // Fail fast (wrong token, nobody there) before starting anything.
             let gcs = Target::<Gcs>::remote(&net, gcs_addr);
             let probe = rt.block_on(async move {
@@ -258,6 +261,11 @@ impl Node {
     /// The GCS (head) address of the node's cluster.
     pub fn gcs_address(&self) -> SocketAddr {
         self.gcs
+    }
+
+    /// The BLAKE3 fingerprint of this node's TLS certificate, as hex (peers may pin it).
+    pub fn fingerprint(&self) -> String {
+        crate::node::session::hex(&self.net.fingerprint())
     }
 
     /// The cluster token, as 64 hex digits.

@@ -36,6 +36,9 @@ pub struct NodeRecordFile {
     pub token: String,
     /// The node's id.
     pub node_id: String,
+    /// BLAKE3 fingerprint of the node's TLS certificate (hex): local peers pin it.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), Error> {
@@ -112,6 +115,23 @@ pub fn local_token(address: Option<&str>) -> Option<String> {
             None => n.head,
         })
         .map(|n| n.token.clone())
+}
+
+/// The certificate fingerprint of the head at `address` recorded on this machine, to pin.
+pub(crate) fn local_fingerprint(address: std::net::SocketAddr) -> Option<[u8; 32]> {
+    let rec = nodes()
+        .into_iter()
+        .find(|n| n.head && n.address == address.to_string())?;
+    let bytes = (0..64)
+        .step_by(2)
+        .map(|i| u8::from_str_radix(rec.fingerprint.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    bytes.try_into().ok()
+}
+
+/// A fingerprint as hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The GCS address of the head running on this machine, if any.

@@ -104,6 +104,9 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
             Arc::new(Quiet),
         )?
     };
+    if let Some(fp) = crate::node::session::local_fingerprint(gcs_addr) {
+        net.pin(gcs_addr, fp);
+    }
     let net2 = net.clone();
     let out = rt.block_on(async move {
         let gcs: Target<Gcs> = Target::remote(&net2, gcs_addr);

@@ -544,7 +544,6 @@ impl Transport {
 
     /// blake3 of this endpoint's certificate DER.
     // Part of the transport's API (for pinning) even while no caller in the crate uses it.
-    #[allow(dead_code)]
     pub(crate) fn fingerprint(&self) -> [u8; 32] {
         self.shared.fingerprint
     }
@@ -616,7 +615,6 @@ impl Transport {
     /// Expect the certificate with this fingerprint at `addr` (pinning): a different
     /// certificate fails the dial with a clear error. A cached connection to `addr` made to a
     /// different certificate is closed.
-    #[allow(dead_code)] // API for pinning, as `fingerprint`.
     pub(crate) fn pin(&self, addr: SocketAddr, fingerprint: [u8; 32]) {
         self.shared.pins.insert(addr, fingerprint);
         let stale = self
