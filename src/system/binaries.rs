@@ -8,6 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// How many executables a cache keeps.
+pub(crate) const KEEP: usize = 8;
+
 /// A folder of executables named by their hash.
 #[derive(Clone, Debug)]
 pub(crate) struct BinaryCache {
@@ -84,7 +87,30 @@ impl BinaryCache {
         }
         let dest = self.path(hash);
         std::fs::rename(&tmp, &dest).map_err(|e| io_error("cannot store", &dest, e))?;
+        self.prune(hash);
         Ok(())
+    }
+
+    /// Keeps the [`KEEP`] most recently stored executables (and `keep`), deleting older ones: a
+    /// developer rebuilding a driver would otherwise fill the disk. A running worker is unaffected
+    /// (its file stays open); a node that needs a pruned one fetches it again.
+    fn prune(&self, keep: &str) {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = dir
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                valid_hash(&name) && name != keep
+            })
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        files.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, path) in files.into_iter().skip(KEEP.saturating_sub(1)) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// Reads a cached executable.
@@ -137,6 +163,17 @@ mod tests {
         cache.put(&hash, data).unwrap();
         assert!(cache.has(&hash));
         assert_eq!(&cache.read(&hash).unwrap()[..], data);
+        // Only the most recent KEEP stay.
+        let mut hashes = Vec::new();
+        for i in 0..KEEP + 3 {
+            let d = format!("binary {i}");
+            let h = blake3::hash(d.as_bytes()).to_hex().to_string();
+            cache.put(&h, d.as_bytes()).unwrap();
+            hashes.push(h);
+        }
+        let kept = hashes.iter().filter(|h| cache.has(h)).count();
+        assert!(kept <= KEEP, "{kept} kept");
+        assert!(cache.has(hashes.last().unwrap()));
         let _ = std::fs::remove_dir_all(dir);
     }
 }
