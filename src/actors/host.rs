@@ -191,6 +191,7 @@ impl ActorHost {
         let spec = &self.spec;
         let path = &spec.function.path;
         let class = registry::class(spec.function.id, path)?;
+        let resolved = executor::complete_blocking(&spec.args, resolved)?;
         let args = build_args(&spec.args, resolved)?;
         let run = || (class.construct)(Args::new(args, class.path));
         match std::panic::catch_unwind(AssertUnwindSafe(|| {

@@ -10,6 +10,7 @@ use crate::api::context::{ExecContext, WithExec};
 use crate::error::Error;
 use crate::ids::NodeId;
 use crate::node::raylet::{Raylet, TaskDone};
+use crate::objects::object_ref::RawRef;
 use crate::objects::owner;
 use crate::objects::ownership::Lookup;
 use crate::objects::store::Stored;
@@ -86,6 +87,64 @@ pub(crate) fn build_args(
     Ok(out)
 }
 
+fn missing_refs(args: &[TaskArg], resolved: &[Option<Stored>]) -> Vec<(usize, RawRef)> {
+    args.iter()
+        .enumerate()
+        .filter_map(|(i, a)| match a {
+            TaskArg::Ref(r) if resolved.get(i).is_none_or(|v| v.is_none()) => Some((i, r.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Fetches the ref arguments the raylet left unresolved (large values, on a cluster) from their
+/// owners, blocking this thread.
+pub(crate) fn complete_blocking(
+    args: &[TaskArg],
+    mut resolved: Vec<Option<Stored>>,
+) -> Result<Vec<Option<Stored>>, Error> {
+    let missing = missing_refs(args, &resolved);
+    if missing.is_empty() {
+        return Ok(resolved);
+    }
+    resolved.resize(args.len(), None);
+    let rt = runtime::current()?;
+    let (tx, rx) = flume::unbounded();
+    let n = missing.len();
+    owner::fetch_into(&rt, missing, tx);
+    for _ in 0..n {
+        let (i, v) = rx
+            .recv()
+            .map_err(|_| Error::shutdown("fetching a task's arguments"))?;
+        resolved[i as usize] = Some(v);
+    }
+    Ok(resolved)
+}
+
+/// [`complete_blocking`] without blocking a thread.
+pub(crate) async fn complete_async(
+    args: &[TaskArg],
+    mut resolved: Vec<Option<Stored>>,
+) -> Result<Vec<Option<Stored>>, Error> {
+    let missing = missing_refs(args, &resolved);
+    if missing.is_empty() {
+        return Ok(resolved);
+    }
+    resolved.resize(args.len(), None);
+    let rt = runtime::current()?;
+    let (tx, rx) = flume::unbounded();
+    let n = missing.len();
+    owner::fetch_into(&rt, missing, tx);
+    for _ in 0..n {
+        let (i, v) = rx
+            .recv_async()
+            .await
+            .map_err(|_| Error::shutdown("fetching a task's arguments"))?;
+        resolved[i as usize] = Some(v);
+    }
+    Ok(resolved)
+}
+
 /// Resolves ref arguments by fetching them (blocking), for callers that did not pre-resolve.
 pub(crate) fn fetch_args_blocking(args: &[TaskArg]) -> Result<Vec<Bytes>, Error> {
     let resolved = fetch_resolution(args)?;
@@ -153,6 +212,7 @@ fn fetch_resolution(args: &[TaskArg]) -> Result<Option<Resolution>, Error> {
 pub(crate) fn run_sync(spec: &TaskSpec, resolved: Vec<Option<Stored>>, node: NodeId) -> Outcome {
     let path = &spec.function.path;
     let f = registry::function(spec.function.id, path)?;
+    let resolved = complete_blocking(&spec.args, resolved)?;
     let args = build_args(&spec.args, resolved)?;
     let Invoke::Sync(invoke) = f.invoke else {
         return Err(Error::invalid(format!(
@@ -187,8 +247,9 @@ pub(crate) fn spawn_async(
     };
     executor.spawn(async move {
         let path = spec.function.path.to_string();
+        let resolved = complete_async(&spec.args, ready.resolved).await;
         let started = registry::function(spec.function.id, &path).and_then(|f| {
-            let args = build_args(&spec.args, ready.resolved)?;
+            let args = build_args(&spec.args, resolved?)?;
             match f.invoke {
                 Invoke::Async(invoke) => Ok(invoke(Args::new(args, f.path))),
                 Invoke::Sync(_) => Err(Error::invalid(format!("{path} is not async"))),

@@ -574,21 +574,44 @@ impl Handler<SubmitTask> for Raylet {
             );
         }
         // Wait for the top-level ref arguments without blocking the raylet.
-        let (tx, rx) = flume::unbounded();
-        let n = deps.len();
-        match &self.link {
-            Some(link) => owner::fetch_remote(&link.net, &self.executor, deps, tx),
-            None => self
-                .store
-                .fetch_into(deps.into_iter().map(|(i, r)| (i, r.id)), tx),
-        }
         self.waiting_for_args += 1;
         let nargs = spec.args.len();
+        let n = deps.len();
+        let Some(link) = &self.link else {
+            let (tx, rx) = flume::unbounded();
+            self.store
+                .fetch_into(deps.into_iter().map(|(i, r)| (i, r.id)), tx);
+            let fut = async move {
+                let mut resolved: Vec<Option<Stored>> = vec![None; nargs];
+                for _ in 0..n {
+                    match rx.recv_async().await {
+                        Ok((slot, v)) => resolved[slot as usize] = Some(v),
+                        Err(_) => break,
+                    }
+                }
+                resolved
+            };
+            ctx.spawn(fut.into_actor(self).map(move |resolved, act, ctx| {
+                act.waiting_for_args -= 1;
+                act.enqueue(Ready { spec, resolved }, ctx);
+            }));
+            return;
+        };
+        // On a cluster, values above RAYLET_INLINE_MAX are left for the executing worker to
+        // fetch from their owner, so they cross the network once.
+        let (tx, rx) = flume::unbounded();
+        owner::fetch_remote_upto(
+            &link.net,
+            &self.executor,
+            deps,
+            owner::RAYLET_INLINE_MAX,
+            tx,
+        );
         let fut = async move {
             let mut resolved: Vec<Option<Stored>> = vec![None; nargs];
             for _ in 0..n {
                 match rx.recv_async().await {
-                    Ok((slot, v)) => resolved[slot as usize] = Some(v),
+                    Ok((slot, v)) => resolved[slot as usize] = v,
                     Err(_) => break,
                 }
             }

@@ -75,12 +75,27 @@ pub(crate) fn on_node_died(rt: &Arc<Runtime>, msg: NodeDied) {
     }
 }
 
-/// Another process reads an object this process owns: answered when the object is ready.
+/// Another process reads an object this process owns: answered when the object is ready, with
+/// its value if it is at most `inline_max` bytes.
 #[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Stored")]
+#[rtype(result = "Fetched")]
 pub(crate) struct GetObject {
     pub(crate) id: ObjectId,
+    pub(crate) inline_max: u64,
 }
+
+/// The answer to [`GetObject`].
+#[derive(Serialize, Deserialize, MessageResponse)]
+pub(crate) enum Fetched {
+    /// The value (or the error the object holds).
+    Here(Stored),
+    /// Ready, but larger than asked for: the reader that needs it fetches it itself.
+    TooLarge(u64),
+}
+
+/// Raylets pass values up to this size along with the task; larger ones the executing worker
+/// fetches from the owner itself, so they cross the network once.
+pub(crate) const RAYLET_INLINE_MAX: u64 = 1 << 20;
 
 /// Hands the outcome of `spec` to its owner: this process's runtime if it is the owner, else a
 /// [`TaskResult`] over `net`.
@@ -121,7 +136,14 @@ pub(crate) fn on_task_result(rt: &Arc<Runtime>, msg: TaskResult) {
 }
 
 /// Answers another process's read of an object owned here, once the object is ready.
-pub(crate) async fn on_get_object(rt: Arc<Runtime>, id: ObjectId) -> Stored {
+pub(crate) async fn on_get_object(rt: Arc<Runtime>, id: ObjectId, inline_max: u64) -> Fetched {
+    match read_owned(rt, id).await {
+        Stored::Value(b) if b.len() as u64 > inline_max => Fetched::TooLarge(b.len() as u64),
+        v => Fetched::Here(v),
+    }
+}
+
+async fn read_owned(rt: Arc<Runtime>, id: ObjectId) -> Stored {
     if !rt.refs.contains(id) {
         return Stored::Error(Error::ObjectLost {
             object: id.to_string(),
@@ -148,14 +170,39 @@ pub(crate) fn fetch_remote(
     wants: Vec<(usize, RawRef)>,
     tx: flume::Sender<(u32, Stored)>,
 ) {
+    let (otx, orx) = flume::unbounded();
+    let n = wants.len();
+    fetch_remote_upto(net, executor, wants, u64::MAX, otx);
+    executor.spawn(async move {
+        for _ in 0..n {
+            match orx.recv_async().await {
+                Ok((slot, Some(v))) => {
+                    let _ = tx.send((slot, v));
+                }
+                Ok((_, None)) => {}
+                Err(_) => break,
+            }
+        }
+    });
+}
+
+/// Like [`fetch_remote`], but values above `inline_max` bytes are not sent: their slot gets
+/// `None` once the object is ready.
+pub(crate) fn fetch_remote_upto(
+    net: &Arc<Transport>,
+    executor: &tokio::runtime::Handle,
+    wants: Vec<(usize, RawRef)>,
+    inline_max: u64,
+    tx: flume::Sender<(u32, Option<Stored>)>,
+) {
     for (slot, raw) in wants {
         let Some(addr) = raw.owner.addr else {
             let _ = tx.send((
                 slot as u32,
-                Stored::Error(Error::ObjectLost {
+                Some(Stored::Error(Error::ObjectLost {
                     object: raw.id.to_string(),
                     reason: "its owner is an embedded runtime in another process".into(),
-                }),
+                })),
             ));
             continue;
         };
@@ -165,12 +212,17 @@ pub(crate) fn fetch_remote(
         };
         let tx = tx.clone();
         executor.spawn(async move {
-            let v = match remote.request(GetObject { id: raw.id }).await {
-                Ok(v) => v,
-                Err(e) => Stored::Error(Error::ObjectLost {
+            let msg = GetObject {
+                id: raw.id,
+                inline_max,
+            };
+            let v = match remote.request(msg).await {
+                Ok(Fetched::Here(v)) => Some(v),
+                Ok(Fetched::TooLarge(_)) => None,
+                Err(e) => Some(Stored::Error(Error::ObjectLost {
                     object: raw.id.to_string(),
                     reason: format!("its owner at {addr} could not be reached: {e}"),
-                }),
+                })),
             };
             let _ = tx.send((slot as u32, v));
         });

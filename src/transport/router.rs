@@ -155,7 +155,7 @@ impl Router {
                     }
                 };
                 self.executor.spawn(async move {
-                    let v = owner::on_get_object(rt, m.id).await;
+                    let v = owner::on_get_object(rt, m.id, m.inline_max).await;
                     conn.reply(id, encode_reply(&Ok(v)));
                 });
             }
