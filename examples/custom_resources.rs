@@ -67,6 +67,7 @@ fn reader(path: String) -> lumen::Result<String> {
     })
 }
 
+#[derive(Default)]
 pub struct Actor;
 
 #[lumen::remote]
