@@ -108,3 +108,26 @@ fn microbenchmark_runs_every_metric() {
         ],
     );
 }
+
+#[test]
+fn microbenchmark_runs_over_two_nodes() {
+    run(
+        "microbenchmark",
+        &[
+            "--two-nodes",
+            "--rounds",
+            "1",
+            "--seconds",
+            "0.1",
+            "--filter",
+            "tasks",
+            "--smoke",
+        ],
+    );
+}
+
+/// Without LUMEN_ADDRESS it starts its own two-node cluster in-process.
+#[test]
+fn custom_resources() {
+    run("custom_resources", &[]);
+}
