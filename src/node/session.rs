@@ -75,10 +75,21 @@ pub fn remove_node(pid: u32) {
     let _ = std::fs::remove_file(nodes_dir().join(format!("{pid}.json")));
 }
 
-/// Whether process `pid` is alive.
+/// Whether process `pid` is alive (a process that exited but was not yet reaped is not).
 pub fn process_alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence.
-    pid > 0 && unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+    if pid == 0 || unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
+        return false;
+    }
+    // /proc/<pid>/stat: "pid (comm) S ..."; state Z (zombie) or X (dead) means it has exited.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => true,
+    }
 }
 
 /// Every node recorded on this machine whose process is alive (stale records are removed).

@@ -2,7 +2,6 @@
 //! (and each node's raylet) with the cluster token, without starting a job.
 
 use crate::error::{Error, Result};
-use crate::ids::NodeId;
 use crate::node::raylet::{GetResources, Raylet};
 use crate::runtime::{find_token, local_ip_towards, resolve_address};
 use crate::system::gcs::{Gcs, GetNodes, ListActors};
@@ -18,8 +17,8 @@ use std::time::Duration;
 /// One node, as `lumen status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
-    /// The node's id.
-    pub node_id: NodeId,
+    /// The node's id (32 hex digits).
+    pub node_id: String,
     /// Where it listens.
     pub address: String,
     /// Whether it is the head.
@@ -113,20 +112,25 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
         let nodes = tokio::time::timeout(Duration::from_secs(10), gcs.send(GetNodes))
             .await
             .map_err(|_| Error::connection(gcs_addr, "no answer within 10 s"))??;
-        let mut rows = Vec::new();
-        for n in nodes {
-            let snap = match n.address.parse::<SocketAddr>() {
-                Ok(addr) if n.alive => {
-                    let r: Target<Raylet> = Target::remote(&net2, addr);
-                    tokio::time::timeout(Duration::from_secs(5), r.send(GetResources))
-                        .await
-                        .ok()
-                        .and_then(|r| r.ok())
-                }
+        // Ask every live node at once: one that died unnoticed costs one timeout, not one each.
+        let snaps = futures::future::join_all(nodes.iter().map(|n| {
+            let target = match n.address.parse::<SocketAddr>() {
+                Ok(addr) if n.alive => Some(Target::<Raylet>::remote(&net2, addr)),
                 _ => None,
             };
+            async move {
+                let r = target?;
+                tokio::time::timeout(Duration::from_secs(2), r.send(GetResources))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+            }
+        }))
+        .await;
+        let mut rows = Vec::new();
+        for (n, snap) in nodes.into_iter().zip(snaps) {
             rows.push(NodeStatus {
-                node_id: n.node_id,
+                node_id: n.node_id.to_string(),
                 head: n.address == gcs_addr.to_string(),
                 address: n.address,
                 alive: n.alive,

@@ -1,0 +1,877 @@
+//! A real multi-process cluster, started, inspected and stopped with the `lumen` CLI.
+//!
+//! Every test runs its commands with `LUMEN_SESSION_DIR` set to a fresh temporary folder of its
+//! own, so it never touches a real user's cluster and the tests can run in parallel: each has its
+//! own session (node records, logs, binary cache) and its own head on a free port (`--port 0`).
+//! [`Session`]'s `Drop` runs `lumen stop` for that folder, so whatever a test starts is stopped,
+//! on failure too.
+//!
+//! One test is also the cluster's driver (`lumen::init_with` in this process, whose remote
+//! functions run in worker processes started by the daemons from a copy of this test binary).
+//! lumen has one driver runtime per process, so such tests take [`DRIVER`] first.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The `lumen` CLI built with this test.
+const LUMEN: &str = env!("CARGO_BIN_EXE_lumen");
+
+/// Serializes the tests that make this process a driver: one driver runtime per process.
+static DRIVER: Mutex<()> = Mutex::new(());
+
+/// Longest any one CLI command may take (`lumen start` itself waits up to 60 s for its node).
+const COMMAND_LIMIT: Duration = Duration::from_secs(90);
+
+/// A generous bound for a task: a bug shows as an error, not a hang.
+const TASK_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long processes may take to disappear after `lumen stop`.
+const EXIT_LIMIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/// Whether process `pid` is running. A zombie (exited, not yet reaped) counts as gone: a daemon
+/// is orphaned once `lumen start` returns, and its reaper may take a moment.
+fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) S ...`: the state follows the last ')' (comm may contain anything).
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next());
+    !matches!(state, Some('Z') | Some('X') | None)
+}
+
+/// The executable of process `pid`, without the " (deleted)" the kernel appends to a replaced
+/// file.
+fn exe_of(pid: u32) -> Option<String> {
+    let link = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let text = link.to_string_lossy().into_owned();
+    Some(text.trim_end_matches(" (deleted)").to_string())
+}
+
+/// Every running process of the session in `dir`: the worker processes (started from the
+/// session's binary cache) and the `lumen` daemons started with this session folder.
+fn session_processes(dir: &Path) -> Vec<u32> {
+    let dir_text = dir.to_string_lossy().into_owned();
+    let lumen = std::fs::canonicalize(LUMEN)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| LUMEN.to_string());
+    let marker = format!("LUMEN_SESSION_DIR={dir_text}");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || !running(pid) {
+            continue;
+        }
+        let Some(exe) = exe_of(pid) else { continue };
+        let ours = if exe.starts_with(&format!("{dir_text}/")) {
+            true
+        } else if exe == lumen || exe == LUMEN {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|&b| b == 0).any(|v| v == marker.as_bytes()))
+                .unwrap_or(false)
+        } else {
+            false
+        };
+        if ours {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
+fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What a finished command did.
+#[derive(Debug)]
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn ok(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Panics with the command's output unless it exited 0.
+    fn expect_ok(self, what: &str) -> Run {
+        assert!(self.ok(), "{what} failed: {self}");
+        self
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} after {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.status, self.elapsed, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `cmd` to completion, killing it (and failing the test) if it takes longer than `limit`.
+fn run_bounded(mut cmd: Command, limit: Duration) -> Run {
+    let what = format!("{cmd:?}");
+    let started = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(out)) => Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        },
+        Ok(Err(e)) => panic!("cannot wait for {what}: {e}"),
+        Err(_) => {
+            // SAFETY: kill(2) on the child this function started (not yet reaped: its waiter
+            // thread is still blocked in wait).
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+            panic!("{what} did not finish within {limit:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A session: one temporary session folder and what was started in it
+// ---------------------------------------------------------------------------------------------
+
+/// What `lumen start` records of a node (`$LUMEN_SESSION_DIR/nodes/<pid>.json`).
+#[derive(Debug, Clone, Deserialize)]
+struct NodeRecord {
+    pid: u32,
+    address: String,
+    head: bool,
+    gcs: String,
+    token: String,
+    node_id: String,
+}
+
+/// `lumen status --format json`, with node ids as hex text.
+#[derive(Debug, Deserialize)]
+struct StatusJson<Id = String> {
+    address: String,
+    nodes: Vec<NodeJson<Id>>,
+    actors: Vec<serde_json::Value>,
+}
+
+/// One node of [`StatusJson`].
+#[derive(Debug, Deserialize)]
+struct NodeJson<Id = String> {
+    node_id: Id,
+    address: String,
+    head: bool,
+    alive: bool,
+    total: BTreeMap<String, f64>,
+    available: BTreeMap<String, f64>,
+    #[allow(dead_code)]
+    demands: serde_json::Value,
+}
+
+impl StatusJson {
+    /// Parses the JSON, accepting a node id given as hex text or as a (128-bit) JSON number.
+    fn parse(text: &str) -> StatusJson {
+        fn parse<Id: DeserializeOwned>(text: &str) -> serde_json::Result<StatusJson<Id>> {
+            serde_json::from_str(text)
+        }
+        if let Ok(s) = parse::<String>(text) {
+            return s;
+        }
+        let s = parse::<u128>(text)
+            .unwrap_or_else(|e| panic!("lumen status --format json: {e}:\n{text}"));
+        StatusJson {
+            address: s.address,
+            actors: s.actors,
+            nodes: s
+                .nodes
+                .into_iter()
+                .map(|n| NodeJson {
+                    node_id: format!("{:032x}", n.node_id),
+                    address: n.address,
+                    head: n.head,
+                    alive: n.alive,
+                    total: n.total,
+                    available: n.available,
+                    demands: n.demands,
+                })
+                .collect(),
+        }
+    }
+
+    fn node(&self, node_id: &str) -> &NodeJson {
+        self.nodes
+            .iter()
+            .find(|n| n.node_id == node_id)
+            .unwrap_or_else(|| panic!("node {node_id} is not in the status: {self:#?}"))
+    }
+}
+
+/// A fresh session folder. Dropping it runs `lumen stop` for it, checks (by `/proc`) that
+/// nothing of the session still runs, ends any leftover by pid, and removes the folder.
+struct Session {
+    dir: PathBuf,
+}
+
+impl Session {
+    fn new(tag: &str) -> Session {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "lumen-cli-test-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create the session folder");
+        Session { dir }
+    }
+
+    /// A command with this session's environment (and none of the caller's cluster settings).
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("LUMEN_SESSION_DIR", &self.dir)
+            .env_remove("LUMEN_ADDRESS")
+            .env_remove("LUMEN_TOKEN")
+            .env_remove("LUMEN_CACHE_DIR")
+            .env_remove("LUMEN_NODE_TIMEOUT_MS")
+            .env_remove("LUMEN_WORKER");
+        cmd
+    }
+
+    /// Runs `lumen <args>` in this session.
+    fn lumen(&self, args: &[&str]) -> Run {
+        let mut cmd = self.command(LUMEN);
+        cmd.args(args);
+        run_bounded(cmd, COMMAND_LIMIT)
+    }
+
+    /// The node records of this session (only those of running daemons).
+    fn records(&self) -> Vec<NodeRecord> {
+        let Ok(dir) = std::fs::read_dir(self.dir.join("nodes")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<NodeRecord> = dir
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|text| serde_json::from_str(&text).ok())
+            .filter(|r: &NodeRecord| running(r.pid))
+            .collect();
+        out.sort_by_key(|r| (!r.head, r.pid));
+        out
+    }
+
+    /// `lumen start --head --port 0 <extra>`; returns the head's record (and checks what the
+    /// command printed against it).
+    fn start_head(&self, extra: &[&str]) -> NodeRecord {
+        let mut args = vec!["start", "--head", "--port", "0"];
+        args.extend_from_slice(extra);
+        let out = self.lumen(&args).expect_ok("lumen start --head");
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("Started the lumen head node "))
+            .unwrap_or_else(|| panic!("lumen start --head printed no address: {out}"));
+        // "Started the lumen head node <id> at <address>."
+        let printed = line
+            .rsplit(" at ")
+            .next()
+            .map(|a| a.trim_end_matches('.'))
+            .unwrap_or_default()
+            .to_string();
+        let head = self
+            .records()
+            .into_iter()
+            .find(|r| r.head)
+            .unwrap_or_else(|| panic!("no head record after lumen start: {out}"));
+        assert_eq!(head.address, printed, "printed and recorded address: {out}");
+        assert_eq!(head.gcs, head.address);
+        assert!(line.contains(&head.node_id), "{line}");
+        assert!(
+            out.stdout
+                .contains(&format!("lumen start --address {}", head.gcs)),
+            "lumen start --head says how to join: {out}"
+        );
+        assert_eq!(head.token.len(), 64, "{head:?}");
+        head
+    }
+
+    /// `lumen start --address <gcs> <extra>` (token found through the session folder); returns
+    /// the new node's record.
+    fn join(&self, gcs: &str, extra: &[&str]) -> NodeRecord {
+        let before: BTreeSet<u32> = self.records().iter().map(|r| r.pid).collect();
+        let mut args = vec!["start", "--address", gcs];
+        args.extend_from_slice(extra);
+        let out = self.lumen(&args).expect_ok("lumen start --address");
+        let node = self
+            .records()
+            .into_iter()
+            .find(|r| !before.contains(&r.pid))
+            .unwrap_or_else(|| panic!("no new node record after lumen start: {out}"));
+        assert!(!node.head);
+        assert_eq!(node.gcs, gcs);
+        assert!(
+            out.stdout.contains(&node.node_id) && out.stdout.contains(gcs),
+            "lumen start --address says which node joined where: {out}"
+        );
+        node
+    }
+
+    /// `lumen status --format json`, parsed.
+    fn status(&self) -> StatusJson {
+        let out = self
+            .lumen(&["status", "--format", "json"])
+            .expect_ok("lumen status --format json");
+        StatusJson::parse(&out.stdout)
+    }
+
+    /// The last lines of every node log of this session (for failure messages).
+    fn logs(&self) -> String {
+        let mut text = String::new();
+        if let Ok(dir) = std::fs::read_dir(self.dir.join("logs")) {
+            for entry in dir.flatten() {
+                let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                text += &format!("--- {}\n", entry.path().display());
+                for l in &lines[lines.len().saturating_sub(40)..] {
+                    text += l;
+                    text.push('\n');
+                }
+            }
+        }
+        text
+    }
+
+    /// `lumen stop`, then waits until no process of the session runs; returns the leftovers.
+    fn stop(&self) -> (Run, Vec<u32>) {
+        let out = self.lumen(&["stop"]);
+        let mut left = Vec::new();
+        wait_until(EXIT_LIMIT, || {
+            left = session_processes(&self.dir);
+            left.is_empty()
+        });
+        (out, left)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        if panicking {
+            eprintln!("session {} node logs:\n{}", self.dir.display(), self.logs());
+        }
+        let (out, left) = self.stop();
+        if !out.ok() {
+            eprintln!("lumen stop failed while cleaning up: {out}");
+        }
+        for pid in &left {
+            eprintln!(
+                "process {pid} of {} outlived lumen stop; killing it",
+                self.dir.display()
+            );
+            // SAFETY: kill(2) on a process that session_processes identified as this
+            // session's (its executable or environment names the session folder).
+            unsafe {
+                libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if !panicking {
+            assert!(
+                out.ok() && left.is_empty(),
+                "cleanup: lumen stop: {out}\nleft running: {left:?}"
+            );
+        }
+    }
+}
+
+/// This process as the cluster's driver: holds [`DRIVER`]; dropping it shuts lumen down and
+/// forgets the session folder.
+struct Driver {
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Driver {
+    fn connect(session: &Session, address: &str, token: &str) -> Driver {
+        let lock = DRIVER.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        lumen::shutdown(); // a previous test that failed half-way may have left one
+        std::env::set_var("LUMEN_SESSION_DIR", &session.dir);
+        let driver = Driver { _lock: lock };
+        lumen::init_with(lumen::Config::default().address(address).token(token))
+            .unwrap_or_else(|e| panic!("lumen::init_with({address}): {e}\n{}", session.logs()));
+        driver
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        lumen::shutdown();
+        std::env::remove_var("LUMEN_SESSION_DIR");
+    }
+}
+
+/// Node ids made in one process share their first half; the example prints a short form.
+fn short(id: &str) -> String {
+    format!("{}..{}", &id[..6], &id[20..28])
+}
+
+/// The path of an example built by `cargo test` (next to `target/<profile>/deps/cli-<hash>`).
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile> directory");
+    profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A token of the right shape that is not `token`.
+fn wrong_token(token: &str) -> String {
+    token
+        .chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Remote functions
+// ---------------------------------------------------------------------------------------------
+
+/// The node that ran this and the process it ran in.
+#[lumen::remote]
+fn where_am_i(i: u64) -> (u64, String, u32) {
+    (
+        i,
+        lumen::runtime_context().node_id().to_string(),
+        std::process::id(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+/// The issue's "done when": a head and a node started with the CLI, this process as driver
+/// placing tasks on each by custom resource, `lumen status` showing both, the example program
+/// run against the same cluster, and `lumen stop` leaving no daemon and no worker behind.
+#[test]
+fn two_node_cluster_runs_tasks_and_the_example_then_stops_clean() {
+    let session = Session::new("flow");
+    let t = Instant::now();
+    let head = session.start_head(&["--num-cpus", "2", "--resources", r#"{"node0": 2}"#]);
+    let node = session.join(
+        &head.gcs,
+        &["--num-cpus", "2", "--resources", r#"{"node1": 2}"#],
+    );
+    eprintln!("flow: head and node started in {:?}", t.elapsed());
+    assert_ne!(head.node_id, node.node_id);
+    assert_ne!(head.pid, node.pid);
+    assert_eq!(node.token, head.token, "the node found the cluster's token");
+
+    // The cluster as `lumen status --format json` sees it.
+    let status = session.status();
+    assert_eq!(status.address, head.gcs);
+    assert_eq!(status.nodes.len(), 2, "{status:#?}");
+    let (s0, s1) = (status.node(&head.node_id), status.node(&node.node_id));
+    assert!(s0.head && s0.alive && s0.address == head.address, "{s0:?}");
+    assert!(!s1.head && s1.alive && s1.address == node.address, "{s1:?}");
+    assert_eq!(s0.total.get("node0"), Some(&2.0), "{s0:?}");
+    assert_eq!(s0.total.get("CPU"), Some(&2.0), "{s0:?}");
+    assert_eq!(s0.total.get("node1"), None, "{s0:?}");
+    assert_eq!(s1.total.get("node1"), Some(&2.0), "{s1:?}");
+    assert_eq!(s1.total.get("CPU"), Some(&2.0), "{s1:?}");
+    assert_eq!(s1.available.get("node1"), Some(&2.0), "{s1:?}");
+    assert!(status.actors.is_empty(), "{status:#?}");
+
+    // This process as the driver: tasks pinned by custom resource land on their node.
+    let mut worker_pids = BTreeSet::new();
+    {
+        let t = Instant::now();
+        let _driver = Driver::connect(&session, &head.gcs, &head.token);
+        eprintln!("flow: driver connected in {:?}", t.elapsed());
+        let nodes = lumen::nodes();
+        assert_eq!(nodes.iter().filter(|n| n.alive).count(), 2, "{nodes:?}");
+        let refs: Vec<_> = (0..6u64)
+            .map(|i| {
+                where_am_i::options()
+                    .resource(format!("node{}", i % 2), 1.0)
+                    .remote(i)
+            })
+            .collect();
+        let mut ran_on: BTreeMap<u64, String> = BTreeMap::new();
+        for r in &refs {
+            let (i, node_id, pid) = lumen::get_timeout(r, TASK_LIMIT)
+                .unwrap_or_else(|e| panic!("task: {e}\n{}", session.logs()));
+            assert_ne!(pid, std::process::id(), "tasks run in worker processes");
+            assert_ne!(
+                pid, head.pid,
+                "tasks run in worker processes, not the daemon"
+            );
+            assert_ne!(
+                pid, node.pid,
+                "tasks run in worker processes, not the daemon"
+            );
+            worker_pids.insert(pid);
+            ran_on.insert(i, node_id);
+        }
+        eprintln!(
+            "flow: driver connected and 6 tasks ran in {:?}",
+            t.elapsed()
+        );
+        for (i, node_id) in &ran_on {
+            let expected = if i % 2 == 0 {
+                &head.node_id
+            } else {
+                &node.node_id
+            };
+            assert_eq!(
+                node_id, expected,
+                "task {i} ran on the wrong node: {ran_on:?}"
+            );
+        }
+        assert_ne!(ran_on[&0], ran_on[&1]);
+        // One worker process per node for this job, none shared between nodes.
+        assert!(worker_pids.len() >= 2, "worker pids {worker_pids:?}");
+        let ids: BTreeSet<&String> = status.nodes.iter().map(|n| &n.node_id).collect();
+        assert_eq!(
+            ids,
+            ran_on.values().collect::<BTreeSet<_>>(),
+            "the nodes tasks ran on are the nodes of lumen status"
+        );
+
+        // The table: both nodes, and the custom resources' totals.
+        let table = session.lumen(&["status"]).expect_ok("lumen status");
+        for id in [&head.node_id, &node.node_id] {
+            assert!(table.stdout.contains(id.as_str()), "{table}");
+        }
+        assert!(table.stdout.contains("/2.0 node0"), "{table}");
+        assert!(table.stdout.contains("/2.0 node1"), "{table}");
+        assert!(table.stdout.contains("/4.0 CPU"), "{table}");
+        assert!(table.stdout.contains("(no dead nodes)"), "{table}");
+        let list = session
+            .lumen(&["list", "nodes"])
+            .expect_ok("lumen list nodes");
+        for id in [&head.node_id, &node.node_id] {
+            let line = list
+                .stdout
+                .lines()
+                .find(|l| l.contains(id.as_str()))
+                .unwrap_or_else(|| panic!("node {id} missing: {list}"));
+            assert!(line.contains("ALIVE"), "{list}");
+        }
+        // The workers are recognised as this session's processes (what the checks after
+        // `lumen stop` look for).
+        let procs = session_processes(&session.dir);
+        for pid in worker_pids.iter().chain([&head.pid, &node.pid]) {
+            assert!(procs.contains(pid), "{pid} is not among {procs:?}");
+        }
+    } // lumen::shutdown()
+
+    // The example program, a driver of its own, against the same cluster.
+    let path = example("custom_resources");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --examples` first (`cargo test` builds the examples \
+         only when run without target filters such as `--test cli`)",
+        path.display()
+    );
+    let mut cmd = session.command(&path);
+    cmd.env("LUMEN_ADDRESS", &head.gcs);
+    let out = run_bounded(cmd, Duration::from_secs(180));
+    eprintln!("flow: example custom_resources ran in {:?}", out.elapsed);
+    assert!(
+        out.ok(),
+        "example custom_resources against the CLI cluster: {out}\n{}",
+        session.logs()
+    );
+    assert!(
+        !out.stdout.contains("No LUMEN_ADDRESS"),
+        "the example must join the cluster, not start its own: {out}"
+    );
+    for (i, id) in [(0, &head.node_id), (1, &node.node_id)] {
+        let line = format!("f({i}) with {{node{i}: 1}} ran on node {}", short(id));
+        assert!(
+            out.stdout.lines().any(|l| l.trim() == line),
+            "expected {line:?} in the example's output: {out}"
+        );
+    }
+
+    // `lumen stop`: every daemon and every worker process is gone.
+    let daemons = [head.pid, node.pid];
+    let (out, left) = session.stop();
+    eprintln!("flow: lumen stop took {:?}", out.elapsed);
+    assert!(out.ok(), "lumen stop: {out}");
+    assert!(out.stdout.contains("Stopped 2 lumen node(s)"), "{out}");
+    assert!(
+        left.is_empty(),
+        "processes of the session still running after lumen stop: {left:?}\n{}",
+        session.logs()
+    );
+    let mut survivors = Vec::new();
+    let gone = wait_until(EXIT_LIMIT, || {
+        survivors = daemons
+            .iter()
+            .chain(worker_pids.iter())
+            .copied()
+            .filter(|&pid| running(pid))
+            .collect();
+        survivors.is_empty()
+    });
+    assert!(
+        gone,
+        "still running after lumen stop: {survivors:?} (daemons {daemons:?}, workers \
+         {worker_pids:?})"
+    );
+    assert!(session.records().is_empty(), "{:?}", session.records());
+    let again = session.lumen(&["status"]);
+    assert!(!again.ok(), "lumen status after lumen stop: {again}");
+}
+
+/// A node daemon killed for real (SIGKILL) is reported dead by the head within its
+/// `--node-timeout`, and the head keeps answering.
+#[test]
+fn killed_node_is_reported_dead() {
+    let session = Session::new("kill");
+    let head = session.start_head(&["--num-cpus", "1", "--node-timeout", "2"]);
+    let node = session.join(&head.gcs, &["--num-cpus", "1"]);
+    assert_eq!(session.status().nodes.len(), 2);
+
+    // SAFETY: kill(2) on the daemon this test started (its pid from its record).
+    let rc = unsafe { libc::kill(node.pid as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(rc, 0, "kill {}", node.pid);
+    let killed = Instant::now();
+    let mut last = None;
+    let dead = wait_until(Duration::from_secs(15), || {
+        let status = session.status();
+        let dead = status
+            .nodes
+            .iter()
+            .any(|n| n.node_id == node.node_id && !n.alive);
+        last = Some(status);
+        dead
+    });
+    assert!(
+        dead,
+        "node {} not reported dead {:?} after SIGKILL: {last:#?}",
+        node.node_id,
+        killed.elapsed()
+    );
+    eprintln!("killed node reported dead after {:?}", killed.elapsed());
+    let status = last.expect("a status");
+    let h = status.node(&head.node_id);
+    assert!(h.alive && h.head, "{h:?}");
+    let n = status.node(&node.node_id);
+    assert!(
+        n.available.is_empty(),
+        "a dead node has no available resources: {n:?}"
+    );
+
+    let list = session
+        .lumen(&["list", "nodes"])
+        .expect_ok("lumen list nodes");
+    let line = |id: &str| {
+        list.stdout
+            .lines()
+            .find(|l| l.contains(id))
+            .unwrap_or_else(|| panic!("node {id} missing: {list}"))
+            .to_string()
+    };
+    assert!(line(&node.node_id).contains("DEAD"), "{list}");
+    assert!(line(&head.node_id).contains("ALIVE"), "{list}");
+    let table = session.lumen(&["status"]).expect_ok("lumen status");
+    let dead_part = table.stdout.split("Dead:").nth(1).unwrap_or_default();
+    assert!(dead_part.contains(&node.node_id), "{table}");
+
+    let (out, left) = session.stop();
+    assert!(out.ok(), "lumen stop: {out}");
+    assert!(left.is_empty(), "left running: {left:?}");
+}
+
+/// Bad flags fail before anything starts, each with a message naming the flag.
+#[test]
+fn bad_start_flags_are_refused() {
+    let session = Session::new("flags");
+    let cases: [(&[&str], &[&str]); 4] = [
+        (&["--resources", "{bad"], &["--resources", "JSON"]),
+        (
+            &["--resources", r#"{"node0": "x"}"#],
+            &["--resources", "node0", "number"],
+        ),
+        (&["--resources", "[1, 2]"], &["--resources", "JSON"]),
+        (&["--num-cpus", "-1"], &["num_cpus", "-1", "non-negative"]),
+    ];
+    for (flags, words) in cases {
+        let mut args = vec!["start", "--head", "--port", "0"];
+        args.extend_from_slice(flags);
+        let out = session.lumen(&args);
+        assert!(!out.ok(), "lumen {args:?} must fail: {out}");
+        for w in words {
+            assert!(
+                out.stderr.contains(w),
+                "lumen {args:?}: the message should mention {w:?}: {out}"
+            );
+        }
+        assert!(
+            out.elapsed < Duration::from_secs(10),
+            "lumen {args:?} took {:?}",
+            out.elapsed
+        );
+        assert!(
+            session.records().is_empty(),
+            "lumen {args:?} started a node"
+        );
+    }
+    assert!(session_processes(&session.dir).is_empty());
+}
+
+/// A node with a wrong token is refused at once, with a message about the token, and the
+/// cluster keeps answering; a second head in the same session is refused too.
+#[test]
+fn join_with_wrong_token_fails_fast() {
+    let session = Session::new("token");
+    let head = session.start_head(&["--num-cpus", "1"]);
+    let wrong = wrong_token(&head.token);
+    assert_ne!(wrong, head.token);
+
+    let out = session.lumen(&[
+        "start",
+        "--address",
+        &head.gcs,
+        "--num-cpus",
+        "1",
+        "--token",
+        &wrong,
+    ]);
+    assert!(!out.ok(), "joining with a wrong token must fail: {out}");
+    assert!(out.stderr.contains("token"), "{out}");
+    assert!(
+        out.elapsed < Duration::from_secs(8),
+        "a wrong token must fail fast, took {:?}",
+        out.elapsed
+    );
+    // Not a token at all.
+    let out = session.lumen(&["start", "--address", &head.gcs, "--token", "not-hex"]);
+    assert!(!out.ok(), "{out}");
+    assert!(
+        out.stderr.contains("token") && out.stderr.contains("64 hex"),
+        "{out}"
+    );
+
+    // The cluster still answers, with only the head in it.
+    let status = session.status();
+    assert_eq!(status.nodes.len(), 1, "{status:#?}");
+    assert!(status.nodes[0].alive);
+    assert_eq!(session.records().len(), 1, "{:?}", session.records());
+    let out = session.lumen(&["status"]).expect_ok("lumen status");
+    assert!(out.stdout.contains(&head.node_id), "{out}");
+
+    // `lumen status` with the wrong token is refused, with the reason.
+    let out = session.lumen(&["status", "--address", &head.gcs, "--token", &wrong]);
+    assert!(!out.ok(), "{out}");
+    assert!(out.stderr.contains("token"), "{out}");
+
+    // One head per session folder.
+    let out = session.lumen(&["start", "--head", "--port", "0"]);
+    assert!(!out.ok(), "a second head must be refused: {out}");
+    assert!(out.stderr.contains("already running"), "{out}");
+    assert_eq!(session.records().len(), 1);
+}
+
+/// With nothing running: `lumen status` and `lumen list` say so, `lumen stop` is a no-op.
+#[test]
+fn commands_with_no_cluster() {
+    let session = Session::new("empty");
+    for args in [
+        &["status"][..],
+        &["status", "--format", "json"],
+        &["list", "nodes"],
+    ] {
+        let out = session.lumen(args);
+        assert!(!out.ok(), "lumen {args:?} with no cluster must fail: {out}");
+        assert!(
+            out.stderr.contains("no cluster") && out.stderr.contains("lumen start --head"),
+            "lumen {args:?}: {out}"
+        );
+    }
+    let out = session.lumen(&["stop"]);
+    assert!(out.ok(), "lumen stop with nothing running: {out}");
+    assert!(out.stdout.contains("No lumen nodes are running"), "{out}");
+}
+
+/// `lumen status --format json` gives node ids as the same hex text every other output uses
+/// (the table, `lumen list`, the session records, `NodeId`'s `Display`).
+#[test]
+fn status_json_gives_node_ids_as_hex_text() {
+    let session = Session::new("json");
+    let head = session.start_head(&["--num-cpus", "1"]);
+    let out = session
+        .lumen(&["status", "--format", "json"])
+        .expect_ok("lumen status --format json");
+    let value: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(
+        value["nodes"][0]["node_id"].as_str(),
+        Some(head.node_id.as_str()),
+        "{out}"
+    );
+    let out = session
+        .lumen(&["list", "nodes", "--format", "json"])
+        .expect_ok("lumen list nodes --format json");
+    let value: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(
+        value[0]["node_id"].as_str(),
+        Some(head.node_id.as_str()),
+        "{out}"
+    );
+}
