@@ -76,6 +76,8 @@ pub(crate) struct Runtime {
     pub(crate) inflight: DashMap<ObjectId, Arc<TaskSpec>>,
     /// Which node queued each task in flight (reported by raylets), for retries if it dies.
     pub(crate) placements: DashMap<ObjectId, NodeId>,
+    /// Nodes this process heard died, with why (a placement report may come after the notice).
+    pub(crate) dead_nodes: Mutex<std::collections::HashMap<NodeId, String>>,
     /// The event loop of async tasks and async actors.
     pub(crate) executor: tokio::runtime::Handle,
     async_rt: Mutex<Option<tokio::runtime::Runtime>>,
@@ -121,6 +123,8 @@ impl Runtime {
         if let Some(net) = &self.net {
             // Closing the connections tells the cluster this driver (and its job) is gone.
             net.close();
+            let net = net.clone();
+            let _ = self.block_on(async move { net.wait_closed(Duration::from_millis(500)).await });
         }
         if let Some((system, thread)) = self.system.lock().take() {
             system.stop();
@@ -260,6 +264,7 @@ fn start_embedded(config: Config) -> Result<()> {
         actors: ActorClients::default(),
         inflight: DashMap::new(),
         placements: DashMap::new(),
+        dead_nodes: Mutex::new(std::collections::HashMap::new()),
         store,
         executor,
         async_rt: Mutex::new(Some(async_rt)),
@@ -418,6 +423,7 @@ fn start_driver(config: Config, address: &str) -> Result<()> {
         actors: ActorClients::default(),
         inflight: DashMap::new(),
         placements: DashMap::new(),
+        dead_nodes: Mutex::new(std::collections::HashMap::new()),
         store,
         executor,
         async_rt: Mutex::new(Some(async_rt)),
@@ -496,6 +502,7 @@ fn start_worker() -> Result<()> {
         actors: ActorClients::default(),
         inflight: DashMap::new(),
         placements: DashMap::new(),
+        dead_nodes: Mutex::new(std::collections::HashMap::new()),
         store,
         executor: executor.clone(),
         async_rt: Mutex::new(None),

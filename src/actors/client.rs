@@ -20,6 +20,14 @@ use dashmap::DashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// The GCS tells a process calling an actor that the actor died.
+#[derive(actix::Message, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct ActorDead {
+    pub(crate) actor_id: ActorId,
+    pub(crate) error: Error,
+}
+
 enum State {
     Pending(Vec<ActorTask>),
     Alive(HostRef),
@@ -138,6 +146,22 @@ impl ActorClients {
         }
     }
 
+    /// The actor died (the GCS said so): queued calls and calls sent to it fail now.
+    pub(crate) fn actor_died(&self, actor_id: ActorId, error: Error) {
+        self.mark_dead(actor_id, error.clone());
+        let sent: Vec<ObjectId> = self
+            .remote_calls
+            .iter()
+            .filter(|e| e.value().0.actor_id == actor_id)
+            .map(|e| *e.key())
+            .collect();
+        for id in sent {
+            if let Some((_, (guard, _))) = self.remote_calls.remove(&id) {
+                guard.finish(Err(error.clone()));
+            }
+        }
+    }
+
     /// The result of a call sent to another process.
     pub(crate) fn take_remote_call(&self, return_id: ObjectId) -> Option<CallGuard> {
         self.remote_calls.remove(&return_id).map(|(_, (g, _))| g)
@@ -236,7 +260,13 @@ fn watch(rt: &Arc<Runtime>, actor_id: ActorId, after: Option<u32>) {
         Target::Remote(_) => {
             let gcs = rt.gcs.clone();
             rt.executor.spawn(async move {
-                let update = match gcs.send(WatchActorWire { actor_id, after }).await {
+                let subscriber = rt2.net.as_ref().map(|n| n.local_addr());
+                let msg = WatchActorWire {
+                    actor_id,
+                    after,
+                    subscriber,
+                };
+                let update = match gcs.send(msg).await {
                     Ok(Ok(ActorUpdate::Alive { addr, incarnation })) => ActorUpdate::Alive {
                         addr: HostRef::Remote(addr),
                         incarnation,

@@ -290,6 +290,8 @@ impl Node {
     fn shutdown(&mut self) {
         if let Some((system, thread, rt)) = self.parts.take() {
             self.net.close();
+            let net = self.net.clone();
+            rt.block_on(async move { net.wait_closed(Duration::from_millis(500)).await });
             system.stop();
             let _ = thread.join();
             rt.shutdown_timeout(Duration::from_secs(1));

@@ -179,7 +179,7 @@ pub(crate) struct Raylet {
     /// The other nodes, as the GCS last reported them.
     view: Vec<ViewEntry>,
     /// Tasks queued here since the last report, by owner: owners retry them if this node dies.
-    placed: HashMap<SocketAddr, Vec<ObjectId>>,
+    placed: HashMap<(SocketAddr, NodeId), Vec<ObjectId>>,
 }
 
 impl Raylet {
@@ -211,11 +211,15 @@ impl Raylet {
         }
     }
 
-    /// Notes that a task of a remote owner is queued on this node.
-    fn note_placed(&mut self, spec: &TaskSpec) {
+    /// Notes that a task of a remote owner is queued on `node` (this one, or the one it was
+    /// just forwarded to).
+    fn note_placed(&mut self, spec: &TaskSpec, node: NodeId) {
         if let (Some(link), Some(owner)) = (&self.link, spec.owner.addr) {
             if owner != link.net.local_addr() {
-                self.placed.entry(owner).or_default().push(spec.return_id);
+                self.placed
+                    .entry((owner, node))
+                    .or_default()
+                    .push(spec.return_id);
             }
         }
     }
@@ -223,15 +227,12 @@ impl Raylet {
     /// Tells owners where their tasks are queued.
     fn flush_placed(&mut self) {
         let Some(link) = &self.link else { return };
-        for (owner, returns) in self.placed.drain() {
+        for ((owner, node), returns) in self.placed.drain() {
             Remote {
                 net: link.net.clone(),
                 addr: owner,
             }
-            .send_body(Body::TasksPlaced(TasksPlaced {
-                node: self.node_id,
-                returns,
-            }));
+            .send_body(Body::TasksPlaced(TasksPlaced { node, returns }));
         }
     }
 
@@ -310,16 +311,22 @@ impl Raylet {
         spec: Arc<TaskSpec>,
         hops: u8,
     ) -> Result<(), Arc<TaskSpec>> {
-        let Some(link) = &self.link else {
+        if self.link.is_none() {
             return Err(spec);
-        };
+        }
         let Some(entry) = self.view.iter_mut().find(|e| e.node_id == node) else {
             return Err(spec);
         };
         // Count it against that node until its next report, so a burst spreads.
         let _ = entry.available.checked_sub(&spec.resources);
         tracing::debug!(task = %spec.task_id, to = %node, "forwarding task");
-        Target::<Raylet>::remote(&link.net, entry.address).do_send(SubmitTask { spec, hops });
+        let address = entry.address;
+        // The owner hears where it went, so the task is retried if that node dies before the
+        // node itself reports it.
+        self.note_placed(&spec, node);
+        if let Some(link) = &self.link {
+            Target::<Raylet>::remote(&link.net, address).do_send(SubmitTask { spec, hops });
+        }
         Ok(())
     }
 
@@ -562,7 +569,7 @@ impl Handler<SubmitTask> for Raylet {
                 spec
             }
         };
-        self.note_placed(&spec);
+        self.note_placed(&spec, self.node_id);
         let deps = spec.dependency_refs();
         if deps.is_empty() {
             return self.enqueue(

@@ -45,17 +45,32 @@ pub(crate) struct NodeDied {
 }
 
 /// Records where the raylets queued this owner's tasks.
-pub(crate) fn on_tasks_placed(rt: &Runtime, msg: TasksPlaced) {
+pub(crate) fn on_tasks_placed(rt: &Arc<Runtime>, msg: TasksPlaced) {
     for id in msg.returns {
         // A result may have arrived first: only tasks still in flight are recorded.
         if rt.inflight.contains_key(&id) {
             rt.placements.insert(id, msg.node);
         }
     }
+    // The node may have died before this report arrived.
+    let dead = rt.dead_nodes.lock().get(&msg.node).cloned();
+    if let Some(reason) = dead {
+        fail_lost(rt, msg.node, &reason);
+    }
 }
 
 /// Fails (or retries, per `max_retries`) every task in flight on a node that died.
 pub(crate) fn on_node_died(rt: &Arc<Runtime>, msg: NodeDied) {
+    rt.dead_nodes.lock().insert(msg.node, msg.reason.clone());
+    fail_lost(rt, msg.node, &msg.reason);
+}
+
+/// Fails (or retries) the tasks in flight on a dead node.
+fn fail_lost(rt: &Arc<Runtime>, node: NodeId, reason: &str) {
+    let msg = NodeDied {
+        node,
+        reason: reason.to_string(),
+    };
     let lost: Vec<ObjectId> = rt
         .placements
         .iter()

@@ -2,6 +2,7 @@
 //! table (with each job's executable), actor directory, and the messages that read and change
 //! them. On a cluster it also broadcasts the resource view to every raylet.
 
+use crate::actors::client::ActorDead;
 use crate::actors::host::ActorHost;
 use crate::error::Error;
 use crate::ids::{ActorId, JobId, NodeId};
@@ -192,6 +193,8 @@ pub(crate) struct WatchActor {
 pub(crate) struct WatchActorWire {
     pub(crate) actor_id: ActorId,
     pub(crate) after: Option<u32>,
+    /// The caller's address: it is told at once if the actor dies later.
+    pub(crate) subscriber: Option<SocketAddr>,
 }
 
 /// Kills an actor (no restart).
@@ -252,6 +255,8 @@ pub(crate) struct Gcs {
     jobs: HashMap<JobId, JobRecord>,
     actors: ActorDirectory<HostRef>,
     actor_jobs: HashMap<ActorId, JobId>,
+    /// Processes calling each actor, told when it dies so their calls fail at once.
+    subscribers: HashMap<ActorId, Vec<SocketAddr>>,
     /// Actors no live node can host yet; placed again whenever a node joins.
     unplaced: Vec<Arc<TaskSpec>>,
     spread_cursor: usize,
@@ -268,6 +273,7 @@ impl Gcs {
             jobs: HashMap::new(),
             actors: ActorDirectory::default(),
             actor_jobs: HashMap::new(),
+            subscribers: HashMap::new(),
             unplaced: Vec::new(),
             spread_cursor: 0,
             net: None,
@@ -298,8 +304,20 @@ impl Gcs {
 
     fn fail_actor(&mut self, actor_id: ActorId, error: Error) {
         // The creation task's return object carries the failure to anyone awaiting readiness.
-        Self::deliver(self.actors.dead(actor_id, error));
+        Self::deliver(self.actors.dead(actor_id, error.clone()));
         self.actor_jobs.remove(&actor_id);
+        if let (Some(net), Some(subs)) = (&self.net, self.subscribers.remove(&actor_id)) {
+            for addr in subs {
+                Remote {
+                    net: net.clone(),
+                    addr,
+                }
+                .send_body(Body::ActorDead(ActorDead {
+                    actor_id,
+                    error: error.clone(),
+                }));
+            }
+        }
     }
 
     fn views(&self) -> Vec<NodeView> {
@@ -705,6 +723,12 @@ impl Handler<ActorFailed> for Gcs {
 impl Handler<WatchActorWire> for Gcs {
     type Result = ResponseFuture<Result<ActorUpdate<SocketAddr>, Error>>;
     fn handle(&mut self, msg: WatchActorWire, _: &mut Context<Self>) -> Self::Result {
+        if let Some(addr) = msg.subscriber {
+            let subs = self.subscribers.entry(msg.actor_id).or_default();
+            if !subs.contains(&addr) {
+                subs.push(addr);
+            }
+        }
         let (tx, rx) = flume::bounded(1);
         if let Some(update) = self.actors.watch(msg.actor_id, msg.after, tx.clone()) {
             let _ = tx.send(update);

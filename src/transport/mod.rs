@@ -654,6 +654,14 @@ impl Transport {
     }
 }
 
+impl Transport {
+    /// After [`close`](Self::close): waits (at most `limit`) until every peer has been told, so a
+    /// process that stops right after does not leave peers to find out by idle timeout.
+    pub(crate) async fn wait_closed(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.shared.endpoint.wait_idle()).await;
+    }
+}
+
 impl Drop for Transport {
     fn drop(&mut self) {
         self.close();

@@ -145,6 +145,11 @@ impl Router {
                     runtime::with_current(|rt| owner::on_node_died(rt, m));
                 }
             }
+            Body::ActorDead(m) => {
+                if self.owner {
+                    runtime::with_current(|rt| rt.actors.actor_died(m.actor_id, m.error));
+                }
+            }
             Body::GetObject(m) => {
                 let Some(id) = id else { return };
                 let rt = match runtime::current() {

@@ -18,6 +18,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::actors::client::ActorDead;
 use crate::node::pool::{ActorCallWire, Launch, StopActor};
 use crate::node::raylet::{
     ActorReady, ClusterView, GetResources, JobEnded, KillActor as RayletKillActor, RegisterWorker,
@@ -71,6 +72,7 @@ pub(crate) enum Body {
     TasksPlaced(TasksPlaced),
     // To owners and raylets.
     NodeDied(NodeDied),
+    ActorDead(ActorDead),
 }
 
 /// A message that may travel: it has a variant in [`Body`].
@@ -129,6 +131,7 @@ wire!(
     GetObject => GetObject,
     TasksPlaced => TasksPlaced,
     NodeDied => NodeDied,
+    ActorDead => ActorDead,
 );
 
 impl WireRequest for RegisterNode {}
