@@ -44,12 +44,15 @@ fn scratch_file() -> String {
     )
 }
 
-/// Writes to a file local to its node.
+/// Writes to a file local to its node (whole: written aside, then renamed into place).
 #[lumen::remote]
 fn writer(path: String) -> lumen::Result<()> {
-    std::fs::write(&path, "foo").map_err(|e| lumen::Error::InvalidArgument {
-        message: format!("cannot write {path}: {e}"),
-    })
+    let tmp = format!("{path}.partial");
+    std::fs::write(&tmp, "foo")
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| lumen::Error::InvalidArgument {
+            message: format!("cannot write {path}: {e}"),
+        })
 }
 
 /// Reads the file the writer wrote (waiting for it to appear): works only on the same node.
