@@ -111,6 +111,10 @@ id_type!(
     /// Identifies a job (one driver program connected to the cluster).
     JobId, "JobId"
 );
+id_type!(
+    /// Identifies a placement group.
+    PlacementGroupId, "PlacementGroupId"
+);
 
 impl ObjectId {
     /// The object returned at `index` (0-based) by `task`.

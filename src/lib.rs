@@ -70,9 +70,13 @@ pub use api::objects::{get, get_all, get_timeout, memory_summary, put, wait, Mem
 pub use api::task::TaskOptions;
 pub use api::{init, init_with, is_initialized, shutdown};
 pub use error::{Error, Result};
-pub use ids::{ActorId, JobId, NodeId, ObjectId, TaskId};
+pub use ids::{ActorId, JobId, NodeId, ObjectId, PlacementGroupId, TaskId};
 pub use objects::object_ref::ObjectRef;
-pub use placement::SchedulingStrategy;
+pub use placement::{
+    get_placement_group, list_placement_groups, placement_group_table, remove_placement_group,
+    Bundle, PlacementGroup, PlacementGroupBuilder, PlacementGroupInfo, PlacementGroupState,
+    PlacementStrategy, SchedulingStrategy,
+};
 
 /// Marks a function as a remote task, or an `impl` block as an actor type.
 ///

@@ -22,6 +22,8 @@ pub(crate) struct Amount(i64);
 
 impl Amount {
     pub(crate) const ZERO: Amount = Amount(0);
+    /// The smallest amount there is (0.0001).
+    pub(crate) const TICK: Amount = Amount(1);
     pub(crate) const ONE: Amount = Amount(SCALE);
 
     /// Converts a user-supplied amount, refusing negative, non-finite and over-precise values.
@@ -44,8 +46,12 @@ impl Amount {
         Ok(Amount(rounded as i64))
     }
 
+    /// The sum of two amounts.
+    pub(crate) fn plus(self, other: Amount) -> Amount {
+        Amount(self.0.saturating_add(other.0))
+    }
+
     /// Builds an amount from whole units.
-    #[cfg(test)]
     pub(crate) fn units(n: u64) -> Amount {
         Amount(n as i64 * SCALE)
     }
@@ -131,7 +137,6 @@ impl ResourceSet {
         ResourceSet(vec![(Resource::Cpu, Amount::ONE)])
     }
 
-    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -165,7 +170,6 @@ impl ResourceSet {
     }
 
     /// Adds `other` into `self`.
-    #[cfg(test)]
     pub(crate) fn add(&mut self, other: &ResourceSet) {
         for (r, a) in other.iter() {
             let cur = self.get(r);
@@ -348,6 +352,23 @@ impl NodeResources {
             if let Some(slot) = self.gpu_instances.get_mut(*i as usize) {
                 slot.0 = (slot.0 + a.0).min(SCALE);
             }
+        }
+    }
+
+    /// Adds capacity (a committed placement-group bundle's resources), total and available.
+    pub(crate) fn add_capacity(&mut self, extra: &ResourceSet) {
+        self.total.add(extra);
+        self.available.add(extra);
+    }
+
+    /// Removes capacity added by [`add_capacity`](Self::add_capacity). What is in use is lost
+    /// with it (its users are stopped); available never goes below zero or above the total.
+    pub(crate) fn remove_capacity(&mut self, extra: &ResourceSet) {
+        for (r, a) in extra.iter() {
+            let total = Amount((self.total.get(r).0 - a.0).max(0));
+            let avail = Amount((self.available.get(r).0 - a.0).clamp(0, total.0));
+            self.total.set(r.clone(), total);
+            self.available.set(r.clone(), avail);
         }
     }
 

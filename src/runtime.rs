@@ -18,7 +18,7 @@ use crate::actors::client::ActorClients;
 use crate::api::config::Config;
 use crate::error::{Error, Result};
 use crate::ids::{JobId, NodeId, ObjectId, WorkerId};
-use crate::node::pool::WorkerPool;
+use crate::node::pool::{Executors, WorkerPool};
 use crate::node::processes::env;
 use crate::node::raylet::{GetResources, Raylet, RegisterWorker, Runner, SubmitTask};
 use crate::objects::object_ref::OwnerAddress;
@@ -226,22 +226,17 @@ fn start_embedded(config: Config) -> Result<()> {
             let gcs = Gcs::start_in_arbiter(&Arbiter::new().handle(), |_| Gcs::new());
             let store = StoreClient::new(store_shards());
             let (g, s) = (gcs.clone(), store.clone());
-            let pool_arbiter = Arbiter::new().handle();
             let raylet_addr = Raylet::start_in_arbiter(&Arbiter::new().handle(), move |ctx| {
-                let me = ctx.address();
-                let (g2, e2) = (g.clone(), exec2.clone());
-                let pool = WorkerPool::start_in_arbiter(&pool_arbiter, move |_| {
-                    WorkerPool::new(
-                        node_id,
-                        cpus,
-                        Target::Local(me),
-                        Target::Local(g2),
-                        e2,
-                        None,
-                    )
-                });
+                let exec = Executors::new(
+                    node_id,
+                    cpus,
+                    Target::Local(ctx.address()),
+                    Target::Local(g.clone()),
+                    exec2.clone(),
+                    None,
+                );
                 Raylet::new(node_id, resources, Target::Local(g), s, exec2, None)
-                    .with_runner(Runner::Local(pool))
+                    .with_runner(Runner::Local(Box::new(exec)))
             });
             // init() returns only once the node is registered: the raylet registers when it
             // starts, so a round trip through it, then one through the GCS, orders after that.
@@ -260,7 +255,7 @@ fn start_embedded(config: Config) -> Result<()> {
         gcs: gcs.clone(),
         raylet: Target::Local(raylet),
         net: None,
-        refs: RefTable::new(store.clone(), gcs.clone()),
+        refs: RefTable::new(store.clone(), gcs.clone(), None),
         actors: ActorClients::default(),
         inflight: DashMap::new(),
         placements: DashMap::new(),
@@ -418,8 +413,8 @@ fn start_driver(config: Config, address: &str) -> Result<()> {
         namespace,
         gcs: gcs.clone(),
         raylet: Target::remote(&net, head_addr),
-        net: Some(net),
-        refs: RefTable::new(store.clone(), gcs),
+        net: Some(net.clone()),
+        refs: RefTable::new(store.clone(), gcs, Some(net)),
         actors: ActorClients::default(),
         inflight: DashMap::new(),
         placements: DashMap::new(),
@@ -483,7 +478,7 @@ fn start_worker() -> Result<()> {
         Box::pin(async move {
             let store = StoreClient::new(store_shards());
             let pool = WorkerPool::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                WorkerPool::new(node_id, cpus, r, g, e, Some(listen))
+                WorkerPool::new(Executors::new(node_id, cpus, r, g, e, Some(listen)))
             });
             (store, pool)
         })
@@ -497,8 +492,8 @@ fn start_worker() -> Result<()> {
         namespace,
         gcs: gcs.clone(),
         raylet: raylet.clone(),
-        net: Some(net),
-        refs: RefTable::new(store.clone(), gcs),
+        net: Some(net.clone()),
+        refs: RefTable::new(store.clone(), gcs, Some(net)),
         actors: ActorClients::default(),
         inflight: DashMap::new(),
         placements: DashMap::new(),

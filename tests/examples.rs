@@ -131,3 +131,8 @@ fn microbenchmark_runs_over_two_nodes() {
 fn custom_resources() {
     run("custom_resources", &[]);
 }
+
+#[test]
+fn placement_groups() {
+    run("placement_groups", &[]);
+}

@@ -179,9 +179,10 @@ impl ActorClients {
         for id in lost {
             if let Some((_, (guard, _))) = self.remote_calls.remove(&id) {
                 let actor = guard.actor_id.to_string();
+                let class = guard.class.to_string();
                 guard.finish(Err(Error::ActorDied {
                     actor,
-                    class: String::new(),
+                    class,
                     reason: format!("the connection to its process at {peer} was lost ({reason})"),
                 }));
             }

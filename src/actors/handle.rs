@@ -328,6 +328,14 @@ pub fn create_actor<T: RemoteActor>(
     } else {
         ResourceSet::one_cpu()
     };
+    // In a placement group, both draw on the group's reservation.
+    let strategy = crate::api::task::effective_strategy(&options.strategy);
+    let placement = crate::api::task::in_group(&placement, &strategy);
+    let lifetime = if explicit {
+        crate::api::task::in_group(&lifetime, &strategy)
+    } else {
+        lifetime
+    };
     let (args, pinned) = match args::collect(args) {
         Ok(a) => a,
         Err(e) => return dead_handle(actor_id, Some(e)),
@@ -357,7 +365,7 @@ pub fn create_actor<T: RemoteActor>(
         args,
         return_id,
         resources: placement,
-        strategy: options.strategy.clone(),
+        strategy,
         max_retries: 0,
         retry_exceptions: false,
         attempt: 0,
@@ -526,7 +534,11 @@ impl<R> ActorCall<R> {
                 method: self.method,
                 args,
                 group: self.group,
-                guard: CallGuard::new(return_id, pinned, actor_id),
+                guard: {
+                    let mut g = CallGuard::new(return_id, pinned, actor_id);
+                    g.class = self.raw.class.clone();
+                    g
+                },
             },
         );
         r

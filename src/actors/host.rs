@@ -46,6 +46,8 @@ pub(crate) struct CallGuard {
     pub(crate) actor_id: ActorId,
     /// The call's task and owner, when the owner is another process: the outcome is sent there.
     pub(crate) owner: Option<(TaskId, OwnerAddress)>,
+    /// The actor's type, for error messages.
+    pub(crate) class: std::borrow::Cow<'static, str>,
     done: bool,
 }
 
@@ -56,6 +58,7 @@ impl CallGuard {
             pinned,
             actor_id,
             owner: None,
+            class: std::borrow::Cow::Borrowed(""),
             done: false,
         }
     }
@@ -104,7 +107,7 @@ impl Drop for CallGuard {
         if !self.done {
             self.complete(Err(Error::ActorDied {
                 actor: self.actor_id.to_string(),
-                class: String::new(),
+                class: self.class.to_string(),
                 reason:
                     "the actor stopped (killed, or every handle dropped) before running this call"
                         .into(),
@@ -181,6 +184,7 @@ impl ActorHost {
             gpu_ids: self.gpu_ids.clone(),
             lends_cpu: false,
             in_async,
+            captured: crate::api::context::captured_by(&self.spec.strategy),
         }
     }
 

@@ -23,6 +23,27 @@ pub(crate) struct ExecContext {
     pub(crate) lends_cpu: bool,
     /// Inside an async task or method: blocking calls are refused.
     pub(crate) in_async: bool,
+    /// The placement group that tasks and actors submitted from here go into by default (the
+    /// running task's or actor's group, when it asked to capture its children).
+    pub(crate) captured: Option<crate::placement::SchedulingStrategy>,
+}
+
+/// The group a task or actor created with `strategy` hands to its children, if it captures them.
+pub(crate) fn captured_by(
+    strategy: &crate::placement::SchedulingStrategy,
+) -> Option<crate::placement::SchedulingStrategy> {
+    match strategy {
+        crate::placement::SchedulingStrategy::PlacementGroup {
+            group,
+            capture_child_tasks: true,
+            ..
+        } => Some(crate::placement::SchedulingStrategy::PlacementGroup {
+            group: *group,
+            bundle_index: None,
+            capture_child_tasks: true,
+        }),
+        _ => None,
+    }
 }
 
 thread_local! {

@@ -7,7 +7,7 @@ use crate::ids::{ObjectId, TaskId};
 use crate::objects::object_ref::{ObjectRef, OwnerAddress, RawRef};
 use crate::objects::store::Stored;
 use crate::placement::SchedulingStrategy;
-use crate::resources::ResourceRequest;
+use crate::resources::{ResourceRequest, ResourceSet};
 use crate::runtime::{self, Runtime};
 use crate::task::{FunctionRef, TaskKind, TaskSpec};
 use std::borrow::Cow;
@@ -126,6 +126,29 @@ impl<C: TaskCaller> Deref for TaskOptions<C> {
     }
 }
 
+/// The strategy a submission uses: its own, else the placement group its parent captures
+/// children into.
+pub(crate) fn effective_strategy(given: &SchedulingStrategy) -> SchedulingStrategy {
+    match given {
+        SchedulingStrategy::Default => {
+            context::exec(|e| e.captured.clone()).unwrap_or(SchedulingStrategy::Default)
+        }
+        other => other.clone(),
+    }
+}
+
+/// Resources rewritten to draw on a placement group's reservation, when scheduled into one.
+pub(crate) fn in_group(resources: &ResourceSet, strategy: &SchedulingStrategy) -> ResourceSet {
+    match strategy {
+        SchedulingStrategy::PlacementGroup {
+            group,
+            bundle_index,
+            ..
+        } => crate::placement::group::request_in_group(resources, *group, *bundle_index),
+        _ => resources.clone(),
+    }
+}
+
 /// A ref to a fresh object that will never be made (used when there is no runtime).
 pub(crate) fn detached_ref<R>() -> ObjectRef<R> {
     ObjectRef::adopt(RawRef {
@@ -163,6 +186,8 @@ pub fn submit_task<R>(
         Ok(r) => r,
         Err(e) => return failed_ref(&rt, e),
     };
+    let strategy = effective_strategy(&options.strategy);
+    let resources = in_group(&resources, &strategy);
     let (args, pinned) = match args::collect(args) {
         Ok(a) => a,
         Err(e) => return failed_ref(&rt, e),
@@ -180,7 +205,7 @@ pub fn submit_task<R>(
         args,
         return_id,
         resources,
-        strategy: options.strategy.clone(),
+        strategy,
         max_retries: options.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
         retry_exceptions: options.retry_exceptions,
         attempt: 0,

@@ -244,6 +244,7 @@ pub(crate) fn spawn_async(
         gpu_ids: grant.gpu_ids(),
         lends_cpu: false,
         in_async: true,
+        captured: crate::api::context::captured_by(&spec.strategy),
     };
     executor.spawn(async move {
         let path = spec.function.path.to_string();

@@ -1,16 +1,17 @@
-//! The `WorkerPool` actix actor: where a node's tasks and actors actually run.
+//! Where a node's tasks and actors actually run: [`Executors`], and the `WorkerPool` actix actor
+//! around it.
 //!
-//! The raylet decides what runs (admission, resources); the pool runs it: sync tasks on worker
-//! threads (each an actix actor, grown on demand and trimmed when idle, as Ray's worker pool
-//! does), async tasks on the event loop, actors in their own hosts. In an embedded cluster the
-//! pool lives beside the raylet; on a real cluster each job has a pool in its worker process on
-//! every node, fed by that node's raylet over QUIC.
+//! The raylet decides what runs (admission, resources); the executors run it: sync tasks on
+//! worker threads (each an actix actor, grown on demand and trimmed when idle, as Ray's worker
+//! pool does), async tasks on the event loop, actors in their own hosts. In an embedded cluster
+//! the raylet owns the executors itself (no extra hop per task); on a real cluster each job has a
+//! `WorkerPool` actor in its worker process on every node, fed by that node's raylet over QUIC.
 
 use crate::actors::host::{ActorHost, ActorTask, CallGuard, Construct, StopHost};
 use crate::error::Error;
 use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
 use crate::node::executor::{self, Ready};
-use crate::node::raylet::Raylet;
+use crate::node::raylet::{Raylet, TaskDone};
 use crate::node::worker::{Execute, Retire, Worker};
 use crate::objects::object_ref::OwnerAddress;
 use crate::objects::store::Stored;
@@ -40,10 +41,12 @@ pub(crate) struct StopActor {
     pub(crate) actor_id: ActorId,
 }
 
-/// A worker thread finished its task and is free.
+/// A worker thread finished its task and is free: sent to whoever owns the executors (the
+/// raylet when embedded, the pool actor in a worker process).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct WorkerFree {
+pub(crate) struct Finished {
+    pub(crate) task_id: TaskId,
     pub(crate) worker: Addr<Worker>,
 }
 
@@ -61,7 +64,7 @@ pub(crate) struct ActorCallWire {
 }
 
 /// The executors of one node (embedded) or of one job on one node (worker process).
-pub(crate) struct WorkerPool {
+pub(crate) struct Executors {
     node: NodeId,
     raylet: Target<Raylet>,
     gcs: Target<Gcs>,
@@ -76,7 +79,7 @@ pub(crate) struct WorkerPool {
     hosts: HashMap<ActorId, (Addr<ActorHost>, ArbiterHandle)>,
 }
 
-impl WorkerPool {
+impl Executors {
     pub(crate) fn new(
         node: NodeId,
         cpus: usize,
@@ -85,7 +88,7 @@ impl WorkerPool {
         executor: tokio::runtime::Handle,
         listen: Option<SocketAddr>,
     ) -> Self {
-        WorkerPool {
+        Executors {
             node,
             raylet,
             gcs,
@@ -98,30 +101,20 @@ impl WorkerPool {
         }
     }
 
-    fn spawn_worker(&mut self, ctx: &mut Context<Self>) -> Addr<Worker> {
-        let (node, raylet, pool) = (self.node, self.raylet.clone(), ctx.address());
-        let w = Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker {
-            node,
-            raylet,
-            pool,
-        });
+    fn spawn_worker(&mut self, home: Recipient<Finished>) -> Addr<Worker> {
+        let node = self.node;
+        let w = Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker { node, home });
         self.workers.push(w.clone());
         w
     }
 
-    /// How many actors are hosted here.
-    pub(crate) fn hosted(&self) -> usize {
-        self.hosts.len()
+    /// The raylet these executors report to.
+    pub(crate) fn raylet(&self) -> &Target<Raylet> {
+        &self.raylet
     }
-}
 
-impl Actor for WorkerPool {
-    type Context = Context<Self>;
-}
-
-impl Handler<Launch> for WorkerPool {
-    type Result = ();
-    fn handle(&mut self, msg: Launch, ctx: &mut Context<Self>) {
+    /// Runs admitted work; a sync task's worker reports to `home` when done.
+    pub(crate) fn launch(&mut self, msg: Launch, home: Recipient<Finished>) {
         let Launch {
             spec,
             resolved,
@@ -131,7 +124,7 @@ impl Handler<Launch> for WorkerPool {
             TaskKind::Normal { is_async: false } => {
                 let worker = match self.idle.pop() {
                     Some(w) => w,
-                    None => self.spawn_worker(ctx),
+                    None => self.spawn_worker(home),
                 };
                 worker.do_send(Execute {
                     ready: Ready { spec, resolved },
@@ -162,33 +155,27 @@ impl Handler<Launch> for WorkerPool {
             }
         }
     }
-}
 
-impl Handler<WorkerFree> for WorkerPool {
-    type Result = ();
-    fn handle(&mut self, msg: WorkerFree, _: &mut Context<Self>) {
+    /// A worker is free again: keep it idle, or retire it if enough are.
+    pub(crate) fn worker_free(&mut self, worker: Addr<Worker>) {
         if self.idle.len() < self.max_idle {
-            self.idle.push(msg.worker);
+            self.idle.push(worker);
         } else {
-            self.workers.retain(|x| *x != msg.worker);
-            msg.worker.do_send(Retire);
+            self.workers.retain(|x| *x != worker);
+            worker.do_send(Retire);
         }
     }
-}
 
-impl Handler<StopActor> for WorkerPool {
-    type Result = ();
-    fn handle(&mut self, msg: StopActor, _: &mut Context<Self>) {
-        if let Some((host, arbiter)) = self.hosts.remove(&msg.actor_id) {
+    /// Stops an actor hosted here.
+    pub(crate) fn stop_actor(&mut self, actor_id: ActorId) {
+        if let Some((host, arbiter)) = self.hosts.remove(&actor_id) {
             host.do_send(StopHost);
             arbiter.stop();
         }
     }
-}
 
-impl Handler<ActorCallWire> for WorkerPool {
-    type Result = ();
-    fn handle(&mut self, msg: ActorCallWire, _: &mut Context<Self>) {
+    /// Routes a call from another process to the actor's host.
+    pub(crate) fn call(&mut self, msg: ActorCallWire) {
         let mut guard = CallGuard::new(msg.return_id, Vec::new(), msg.actor_id);
         guard.owner = Some((msg.task_id, msg.owner));
         match self.hosts.get(&msg.actor_id) {
@@ -208,14 +195,48 @@ impl Handler<ActorCallWire> for WorkerPool {
     }
 }
 
-/// How many actors a pool hosts (for a worker process deciding whether it may exit).
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub(crate) struct HostedCount;
+/// The executors of a worker process, as an actor fed by the node's raylet.
+pub(crate) struct WorkerPool {
+    exec: Executors,
+}
 
-impl Handler<HostedCount> for WorkerPool {
-    type Result = usize;
-    fn handle(&mut self, _: HostedCount, _: &mut Context<Self>) -> usize {
-        self.hosted()
+impl WorkerPool {
+    pub(crate) fn new(exec: Executors) -> Self {
+        WorkerPool { exec }
+    }
+}
+
+impl Actor for WorkerPool {
+    type Context = Context<Self>;
+}
+
+impl Handler<Launch> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, msg: Launch, ctx: &mut Context<Self>) {
+        self.exec.launch(msg, ctx.address().recipient());
+    }
+}
+
+impl Handler<Finished> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, msg: Finished, _: &mut Context<Self>) {
+        self.exec.raylet().do_send(TaskDone {
+            task_id: msg.task_id,
+        });
+        self.exec.worker_free(msg.worker);
+    }
+}
+
+impl Handler<StopActor> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, msg: StopActor, _: &mut Context<Self>) {
+        self.exec.stop_actor(msg.actor_id);
+    }
+}
+
+impl Handler<ActorCallWire> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, msg: ActorCallWire, _: &mut Context<Self>) {
+        self.exec.call(msg);
     }
 }

@@ -7,17 +7,19 @@
 //! should run to that node's raylet, using the resource view the GCS broadcasts.
 
 use crate::error::Error;
-use crate::ids::{ActorId, JobId, NodeId, ObjectId, TaskId, WorkerId};
+use crate::ids::{ActorId, JobId, NodeId, ObjectId, PlacementGroupId, TaskId, WorkerId};
 use crate::node::dispatch::DispatchQueue;
 use crate::node::executor::Ready;
-use crate::node::pool::{Launch, StopActor, WorkerPool};
+use crate::node::pool::{Executors, Finished, Launch};
 use crate::node::processes::{JobWorkers, WorkerExited, WorkerStartFailed};
 use crate::objects::owner::{self, NodeDied, TasksPlaced};
 use crate::objects::store::{StoreClient, Stored};
+use crate::placement::group::committed_resources;
 use crate::placement::policy::{pick_node, NodeView, Placement};
 use crate::placement::SchedulingStrategy;
 use crate::resources::{Amount, Grant, NodeResources, Resource, ResourceSet};
 use crate::system::gcs::{ActorFailed, Gcs, Heartbeat, PeerLost, RegisterNode};
+use crate::system::placement_groups::{CancelBundles, CommitBundles, PrepareBundles};
 use crate::task::{TaskKind, TaskSpec};
 use crate::transport::wire::{Body, Remote, Target};
 use crate::transport::Transport;
@@ -144,12 +146,31 @@ struct HostedActor {
     lifetime: ResourceSet,
     job: JobId,
     detached: bool,
+    /// The placement group it was scheduled into.
+    group: Option<PlacementGroupId>,
+    /// Its type, for error messages.
+    class: String,
+}
+
+/// A placement-group bundle reserved on this node.
+struct BundleHold {
+    /// The node resources set aside for it.
+    grant: Grant,
+    /// Once committed: the group resources it added to the node.
+    committed: Option<ResourceSet>,
+}
+
+fn group_of(spec: &TaskSpec) -> Option<PlacementGroupId> {
+    match &spec.strategy {
+        SchedulingStrategy::PlacementGroup { group, .. } => Some(*group),
+        _ => None,
+    }
 }
 
 /// Where admitted work runs.
 pub(crate) enum Runner {
-    /// A pool in this process (embedded cluster).
-    Local(Addr<WorkerPool>),
+    /// Executors in this process, owned by the raylet (embedded cluster).
+    Local(Box<Executors>),
     /// One worker process per job (a cluster node).
     Processes(Box<JobWorkers>),
 }
@@ -180,6 +201,8 @@ pub(crate) struct Raylet {
     view: Vec<ViewEntry>,
     /// Tasks queued here since the last report, by owner: owners retry them if this node dies.
     placed: HashMap<(SocketAddr, NodeId), Vec<ObjectId>>,
+    /// Placement-group bundles reserved here, by group and bundle index.
+    bundles: HashMap<(PlacementGroupId, u32), BundleHold>,
 }
 
 impl Raylet {
@@ -208,6 +231,7 @@ impl Raylet {
             link,
             view: Vec::new(),
             placed: HashMap::new(),
+            bundles: HashMap::new(),
         }
     }
 
@@ -396,6 +420,8 @@ impl Raylet {
                         lifetime: creation.lifetime_resources.clone(),
                         job: spec.job_id,
                         detached: creation.detached,
+                        group: group_of(&spec),
+                        class: spec.function.path.to_string(),
                     },
                 );
             }
@@ -406,7 +432,7 @@ impl Raylet {
             grant,
         };
         match &mut self.runner {
-            Some(Runner::Local(pool)) => pool.do_send(launch),
+            Some(Runner::Local(exec)) => exec.launch(launch, ctx.address().recipient()),
             Some(Runner::Processes(workers)) => {
                 let me = ctx.address();
                 workers.launch(launch, &self.gcs, &self.executor, me);
@@ -442,7 +468,7 @@ impl Raylet {
                 actor_id,
                 error: Error::ActorDied {
                     actor: actor_id.to_string(),
-                    class: String::new(),
+                    class: h.class.clone(),
                     reason: reason.to_string(),
                 },
             });
@@ -451,7 +477,7 @@ impl Raylet {
 
     fn stop_actor(&mut self, actor_id: ActorId, job: JobId) {
         match &mut self.runner {
-            Some(Runner::Local(pool)) => pool.do_send(StopActor { actor_id }),
+            Some(Runner::Local(exec)) => exec.stop_actor(actor_id),
             Some(Runner::Processes(workers)) => workers.stop_actor(job, actor_id),
             None => {}
         }
@@ -520,11 +546,16 @@ impl Actor for Raylet {
         if self.link.is_some() {
             ctx.run_interval(Duration::from_millis(20), |act, _| act.flush_placed());
         }
-        if let Some(link) = &self.link {
-            ctx.run_interval(link.heartbeat, |act, _| {
+        let period = self
+            .link
+            .as_ref()
+            .map_or(Duration::from_millis(200), |l| l.heartbeat);
+        {
+            ctx.run_interval(period, |act, _| {
                 act.gcs.do_send(Heartbeat {
                     node_id: act.node_id,
                     available: act.resources.available().clone(),
+                    total: act.resources.total().clone(),
                 });
             });
         }
@@ -636,6 +667,19 @@ impl Handler<TaskDone> for Raylet {
     fn handle(&mut self, msg: TaskDone, ctx: &mut Context<Self>) {
         if let Some(run) = self.running.remove(&msg.task_id) {
             self.release_running(&run);
+        }
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<Finished> for Raylet {
+    type Result = ();
+    fn handle(&mut self, msg: Finished, ctx: &mut Context<Self>) {
+        if let Some(run) = self.running.remove(&msg.task_id) {
+            self.release_running(&run);
+        }
+        if let Some(Runner::Local(exec)) = &mut self.runner {
+            exec.worker_free(msg.worker);
         }
         self.dispatch(ctx);
     }
@@ -876,5 +920,146 @@ impl Handler<PeerLost> for Raylet {
         if let Some(Runner::Processes(workers)) = &mut self.runner {
             workers.kill_at(msg.addr);
         }
+    }
+}
+
+impl Raylet {
+    /// Stops what uses `group` here (its bundles are going): actors are killed, tasks failed
+    /// (queued ones at once; running ones are reported failed to their owners).
+    fn evict_group(&mut self, group: PlacementGroupId) {
+        let reason = "its placement group was removed";
+        let actors: Vec<ActorId> = self
+            .actors
+            .iter()
+            .filter(|(_, h)| h.group == Some(group))
+            .map(|(id, _)| *id)
+            .collect();
+        for actor_id in actors {
+            if let Some(h) = self.actors.remove(&actor_id) {
+                self.stop_actor(actor_id, h.job);
+                self.resources.release(&h.grant);
+                self.gcs.do_send(ActorFailed {
+                    actor_id,
+                    error: Error::ActorDied {
+                        actor: actor_id.to_string(),
+                        class: h.class.clone(),
+                        reason: reason.into(),
+                    },
+                });
+            }
+        }
+        let queued = self
+            .queue
+            .remove_where(|r| group_of(&r.spec) == Some(group));
+        for r in queued {
+            let error = Error::Cancelled {
+                task: r.spec.function.path.to_string(),
+                reason: reason.into(),
+            };
+            if let TaskKind::ActorCreation(c) = &r.spec.kind {
+                self.gcs.do_send(ActorFailed {
+                    actor_id: c.actor_id,
+                    error: error.clone(),
+                });
+            }
+            self.report(&r.spec, Err(error));
+        }
+        let running: Vec<TaskId> = self
+            .running
+            .iter()
+            .filter(|(_, r)| group_of(&r.spec) == Some(group))
+            .map(|(id, _)| *id)
+            .collect();
+        for task_id in running {
+            let function = self
+                .running
+                .get(&task_id)
+                .map(|r| r.spec.function.path.to_string())
+                .unwrap_or_default();
+            self.abort_running(
+                task_id,
+                Error::Cancelled {
+                    task: function,
+                    reason: reason.into(),
+                },
+            );
+        }
+    }
+}
+
+impl Handler<PrepareBundles> for Raylet {
+    type Result = Result<(), Error>;
+    fn handle(&mut self, msg: PrepareBundles, _: &mut Context<Self>) -> Self::Result {
+        let mut taken: Vec<(u32, Grant)> = Vec::new();
+        for (index, bundle) in &msg.bundles {
+            if self.bundles.contains_key(&(msg.group, *index)) {
+                continue;
+            }
+            match self.resources.try_acquire(bundle) {
+                Some(g) => taken.push((*index, g)),
+                None => {
+                    for (_, g) in &taken {
+                        self.resources.release(g);
+                    }
+                    return Err(Error::invalid(format!(
+                        "node {} cannot reserve bundle {index} ({bundle:?}) now: it has {:?} free",
+                        self.node_id,
+                        self.resources.available()
+                    )));
+                }
+            }
+        }
+        for (index, grant) in taken {
+            self.bundles.insert(
+                (msg.group, index),
+                BundleHold {
+                    grant,
+                    committed: None,
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Handler<CommitBundles> for Raylet {
+    type Result = Result<(), Error>;
+    fn handle(&mut self, msg: CommitBundles, ctx: &mut Context<Self>) -> Self::Result {
+        for ((group, index), hold) in self.bundles.iter_mut() {
+            if *group == msg.group && hold.committed.is_none() {
+                let extra = committed_resources(*group, *index, &hold.grant.resources);
+                self.resources.add_capacity(&extra);
+                hold.committed = Some(extra);
+            }
+        }
+        self.dispatch(ctx);
+        Ok(())
+    }
+}
+
+impl Handler<CancelBundles> for Raylet {
+    type Result = ();
+    fn handle(&mut self, msg: CancelBundles, ctx: &mut Context<Self>) {
+        let keys: Vec<(PlacementGroupId, u32)> = self
+            .bundles
+            .keys()
+            .filter(|(g, i)| *g == msg.group && msg.indices.as_ref().is_none_or(|v| v.contains(i)))
+            .copied()
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        if msg.indices.is_none() {
+            self.evict_group(msg.group);
+        }
+        for key in keys {
+            if let Some(hold) = self.bundles.remove(&key) {
+                if let Some(extra) = &hold.committed {
+                    self.resources.remove_capacity(extra);
+                }
+                self.resources.release(&hold.grant);
+            }
+        }
+        self.dispatch(ctx);
     }
 }

@@ -1,15 +1,13 @@
 //! A worker: an actix actor on its own thread that runs sync tasks, one at a time.
 //!
-//! The [`WorkerPool`] keeps idle workers and starts more when every one is busy (including
+//! The [`Executors`](crate::node::pool::Executors) keep idle workers and starts more when every one is busy (including
 //! when a task blocks in `get` and lends its CPU to another task), as Ray's worker pool does.
 
 use crate::api::context::{with_exec, ExecContext};
 use crate::ids::NodeId;
 use crate::node::executor::{self, Ready};
-use crate::node::pool::{WorkerFree, WorkerPool};
-use crate::node::raylet::{Raylet, TaskDone};
+use crate::node::pool::Finished;
 use crate::resources::{Grant, Resource};
-use crate::transport::wire::Target;
 use actix::prelude::*;
 
 /// Runs one task.
@@ -28,8 +26,8 @@ pub(crate) struct Retire;
 /// A worker thread.
 pub(crate) struct Worker {
     pub(crate) node: NodeId,
-    pub(crate) raylet: Target<Raylet>,
-    pub(crate) pool: Addr<WorkerPool>,
+    /// Told when a task is done (and this worker free).
+    pub(crate) home: Recipient<Finished>,
 }
 
 impl Actor for Worker {
@@ -49,15 +47,14 @@ impl Handler<Execute> for Worker {
             gpu_ids: msg.grant.gpu_ids(),
             lends_cpu: msg.grant.resources.get(&Resource::Cpu).as_f64() > 0.0,
             in_async: false,
+            captured: crate::api::context::captured_by(&spec.strategy),
         };
         let node = self.node;
         let resolved = msg.ready.resolved;
         let outcome = with_exec(exec, || executor::run_sync(&spec, resolved, node));
         executor::finish(&spec, outcome);
-        self.raylet.do_send(TaskDone {
+        self.home.do_send(Finished {
             task_id: spec.task_id,
-        });
-        self.pool.do_send(WorkerFree {
             worker: ctx.address(),
         });
     }

@@ -44,6 +44,14 @@ pub(crate) struct NodeDied {
     pub(crate) reason: String,
 }
 
+/// A process starts (`add`) or stops holding refs to an object this process owns.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct Borrow {
+    pub(crate) id: ObjectId,
+    pub(crate) add: bool,
+}
+
 /// Records where the raylets queued this owner's tasks.
 pub(crate) fn on_tasks_placed(rt: &Arc<Runtime>, msg: TasksPlaced) {
     for id in msg.returns {

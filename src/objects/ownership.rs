@@ -12,11 +12,14 @@
 use crate::ids::{ActorId, ObjectId};
 use crate::objects::codec::Encoded;
 use crate::objects::object_ref::RawRef;
+use crate::objects::owner::Borrow;
 use crate::objects::store::{FetchReply, StoreClient, Stored};
 use crate::system::gcs::{ActorOutOfScope, Gcs};
 use crate::task::TaskSpec;
-use crate::transport::wire::Target;
+use crate::transport::wire::{Body, Remote, Target};
+use crate::transport::Transport;
 use dashmap::DashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 #[derive(Default)]
@@ -37,6 +40,16 @@ struct RefEntry {
     inline: Option<Stored>,
     /// Readers waiting for this (owned, pending) object: handed the value when it completes.
     waiters: Vec<(u32, FetchReply)>,
+    /// Other processes holding refs to this owned object (each registered once per process).
+    borrowers: u32,
+    /// For a ref owned by another process: its owner, told when this process lets go.
+    borrowed_from: Option<SocketAddr>,
+}
+
+impl RefEntry {
+    fn unreferenced(&self) -> bool {
+        self.local == 0 && self.pinned == 0 && self.borrowers == 0
+    }
 }
 
 /// Where a reader finds an object.
@@ -66,15 +79,18 @@ pub(crate) struct RefTable {
     store: StoreClient,
     gcs: Target<Gcs>,
     held: parking_lot::Mutex<Vec<ObjectId>>,
+    /// This process's endpoint, on a cluster (borrowers talk to owners).
+    net: Option<Arc<Transport>>,
 }
 
 impl RefTable {
-    pub(crate) fn new(store: StoreClient, gcs: Target<Gcs>) -> Self {
+    pub(crate) fn new(store: StoreClient, gcs: Target<Gcs>, net: Option<Arc<Transport>>) -> Self {
         RefTable {
             map: DashMap::with_shard_amount(64),
             store,
             gcs,
             held: parking_lot::Mutex::new(Vec::new()),
+            net,
         }
     }
 
@@ -135,6 +151,39 @@ impl RefTable {
             ..Default::default()
         });
         e.local += 1;
+        // The first ref this process holds to another process's object: tell the owner, which
+        // keeps the object until this process lets go (Ray's borrowers).
+        if let (Some(net), Some(owner)) = (&self.net, raw.owner.addr) {
+            if e.borrowed_from.is_none() && owner != net.local_addr() {
+                e.borrowed_from = Some(owner);
+                Remote {
+                    net: net.clone(),
+                    addr: owner,
+                }
+                .send_body(Body::Borrow(Borrow {
+                    id: raw.id,
+                    add: true,
+                }));
+            }
+        }
+    }
+
+    /// Another process started (`add`) or stopped borrowing an object owned here.
+    pub(crate) fn borrower(&self, id: ObjectId, add: bool) {
+        let release = match self.map.get_mut(&id) {
+            Some(mut e) if add => {
+                e.borrowers += 1;
+                false
+            }
+            Some(mut e) => {
+                e.borrowers = e.borrowers.saturating_sub(1);
+                e.unreferenced()
+            }
+            None => false,
+        };
+        if release {
+            self.release(id);
+        }
     }
 
     /// A local handle was dropped.
@@ -142,7 +191,7 @@ impl RefTable {
         let release = match self.map.get_mut(&id) {
             Some(mut e) => {
                 e.local = e.local.saturating_sub(1);
-                e.local == 0 && e.pinned == 0
+                e.unreferenced()
             }
             None => false,
         };
@@ -176,7 +225,7 @@ impl RefTable {
             let release = match self.map.get_mut(id) {
                 Some(mut e) => {
                     e.pinned = e.pinned.saturating_sub(1);
-                    e.local == 0 && e.pinned == 0
+                    e.unreferenced()
                 }
                 None => false,
             };
@@ -214,14 +263,18 @@ impl RefTable {
     fn release(&self, first: ObjectId) {
         let mut work = vec![first];
         while let Some(id) = work.pop() {
-            let Some((_, e)) = self
-                .map
-                .remove_if(&id, |_, e| e.local == 0 && e.pinned == 0)
-            else {
+            let Some((_, e)) = self.map.remove_if(&id, |_, e| e.unreferenced()) else {
                 continue;
             };
             if e.stored {
                 self.store.free(id);
+            }
+            if let (Some(owner), Some(net)) = (e.borrowed_from, &self.net) {
+                Remote {
+                    net: net.clone(),
+                    addr: owner,
+                }
+                .send_body(Body::Borrow(Borrow { id, add: false }));
             }
             if let Some(actor_id) = e.actor {
                 self.gcs.do_send(ActorOutOfScope { actor_id });
@@ -230,7 +283,7 @@ impl RefTable {
                 let release = match self.map.get_mut(&inner) {
                     Some(mut ie) => {
                         ie.pinned = ie.pinned.saturating_sub(1);
-                        ie.local == 0 && ie.pinned == 0
+                        ie.unreferenced()
                     }
                     None => false,
                 };

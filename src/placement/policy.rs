@@ -62,7 +62,10 @@ pub(crate) fn pick_node(
     spread_cursor: &mut usize,
 ) -> Placement {
     match strategy {
-        SchedulingStrategy::Default => hybrid(nodes, local, req, random),
+        // A group's reserved resources are named for it: only its nodes can fit the request.
+        SchedulingStrategy::Default | SchedulingStrategy::PlacementGroup { .. } => {
+            hybrid(nodes, local, req, random)
+        }
         SchedulingStrategy::Spread => spread(nodes, req, spread_cursor),
         SchedulingStrategy::NodeAffinity { node_id, soft } => {
             match nodes.iter().find(|n| n.id == *node_id) {

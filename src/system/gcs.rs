@@ -5,17 +5,24 @@
 use crate::actors::client::ActorDead;
 use crate::actors::host::ActorHost;
 use crate::error::Error;
+use crate::ids::PlacementGroupId;
 use crate::ids::{ActorId, JobId, NodeId};
 use crate::node::raylet::{
     ClusterView, JobEnded, KillActor as RayletKillActor, Raylet, SubmitTask, ViewEntry,
 };
 use crate::objects::owner::{self, NodeDied};
+use crate::placement::bundles::{place as place_bundles, PlacementStrategy};
+use crate::placement::group::{committed_resources, PlacementGroupState};
 use crate::placement::policy::{pick_node, NodeView, Placement};
 use crate::resources::ResourceSet;
 use crate::system::actor_directory::{
     ActorDirectory, ActorSummary, ActorUpdate, Notices, Registered,
 };
 use crate::system::binaries::BinaryCache;
+use crate::system::placement_groups::{
+    CancelBundles, CommitBundles, CreatePlacementGroup, GetPlacementGroup, ListPlacementGroups,
+    PgSummary, PgTable, PrepareBundles, RemovePlacementGroup, WaitPlacementGroup,
+};
 use crate::task::{TaskKind, TaskSpec};
 use crate::transport::wire::{Body, Remote, Target};
 use crate::transport::Transport;
@@ -26,6 +33,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The bundles of one reservation round that go to one node.
+type NodeBundles = (NodeId, Target<Raylet>, Vec<(u32, ResourceSet)>);
 
 /// Where a live actor is reached: its host actor in this process, or the worker process that
 /// hosts it.
@@ -76,6 +86,8 @@ pub(crate) struct RegisterNode {
 pub(crate) struct Heartbeat {
     pub(crate) node_id: NodeId,
     pub(crate) available: ResourceSet,
+    /// Totals change as placement-group bundles are committed and returned.
+    pub(crate) total: ResourceSet,
 }
 
 /// Lists the nodes.
@@ -263,6 +275,7 @@ pub(crate) struct Gcs {
     net: Option<Arc<Transport>>,
     membership: Membership,
     binaries: Option<BinaryCache>,
+    groups: PgTable,
 }
 
 impl Gcs {
@@ -279,6 +292,7 @@ impl Gcs {
             net: None,
             membership: Membership::default(),
             binaries: None,
+            groups: PgTable::default(),
         }
     }
 
@@ -412,6 +426,10 @@ impl Gcs {
                 },
             );
         }
+        // Groups with bundles there are placed again, ahead of other pending groups.
+        if self.groups.node_dead(node_id) > 0 {
+            tracing::warn!(node = %node_id, "placement groups lost bundles; rescheduling them");
+        }
         // Owners retry the tasks they had there: drivers directly, worker processes via their
         // raylets.
         let notice = NodeDied {
@@ -496,9 +514,180 @@ impl Gcs {
                 ctx,
             );
         }
+        for id in self.groups.of_job(job_id) {
+            let _ = self.remove_group(id);
+        }
         for n in self.nodes.values().filter(|n| n.alive) {
             n.raylet.do_send(JobEnded { job_id });
         }
+    }
+
+    /// Removes a group: every raylet holding its bundles returns them and stops their users.
+    fn remove_group(&mut self, id: PlacementGroupId) -> Result<(), Error> {
+        let nodes = self.groups.remove(id)?;
+        tracing::info!(group = %id, "placement group removed");
+        // Until the nodes' next reports: the bundles' resources are theirs again.
+        if let Some(g) = self.groups.groups.get(&id) {
+            for (i, node) in g.summary.nodes.iter().enumerate() {
+                let (Some(node), Some(bundle)) = (node, g.summary.bundles.get(i)) else {
+                    continue;
+                };
+                if let Some(n) = self.nodes.get_mut(node) {
+                    let extra = committed_resources(id, i as u32, bundle);
+                    let _ = n.total.checked_sub(&extra);
+                    let _ = n.available.checked_sub(&extra);
+                    n.available.add(bundle);
+                }
+            }
+        }
+        for node in nodes {
+            if let Some(n) = self.nodes.get(&node).filter(|n| n.alive) {
+                n.raylet.do_send(CancelBundles {
+                    group: id,
+                    indices: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Tries to place every waiting group (rescheduling ones first).
+    fn schedule_groups(&mut self, ctx: &mut Context<Self>) {
+        for id in self.groups.to_schedule() {
+            self.try_place(id, ctx);
+        }
+    }
+
+    /// Picks nodes for a group's unplaced bundles and runs the two-phase reservation.
+    fn try_place(&mut self, id: PlacementGroupId, ctx: &mut Context<Self>) {
+        let views = self.views();
+        let Some(g) = self.groups.groups.get_mut(&id) else {
+            return;
+        };
+        let summary = &g.summary;
+        let missing: Vec<usize> = (0..summary.bundles.len())
+            .filter(|&i| summary.nodes[i].is_none())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let bundles: Vec<ResourceSet> = missing
+            .iter()
+            .map(|&i| summary.bundles[i].clone())
+            .collect();
+        let placed: Vec<NodeId> = summary.nodes.iter().flatten().copied().collect();
+        let avoid = if summary.strategy == PlacementStrategy::StrictSpread {
+            placed.clone()
+        } else {
+            Vec::new()
+        };
+        let assign = match place_bundles(&views, &bundles, summary.strategy, &avoid, &placed) {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        // Per node: the bundles to reserve there.
+        let mut per_node: Vec<NodeBundles> = Vec::new();
+        for (k, node) in assign.iter().enumerate() {
+            let i = missing[k];
+            let Some(rec) = self.nodes.get(node) else {
+                return;
+            };
+            match per_node.iter_mut().find(|(n, _, _)| n == node) {
+                Some((_, _, b)) => b.push((i as u32, bundles[k].clone())),
+                None => per_node.push((
+                    *node,
+                    rec.raylet.clone(),
+                    vec![(i as u32, bundles[k].clone())],
+                )),
+            }
+        }
+        g.in_flight = true;
+        let plan: Vec<(usize, NodeId)> = missing.iter().copied().zip(assign).collect();
+        let fut = async move {
+            let mut prepared: Vec<(Target<Raylet>, Vec<u32>)> = Vec::new();
+            let mut ok = true;
+            for (_, raylet, bundles) in &per_node {
+                let msg = PrepareBundles {
+                    group: id,
+                    bundles: bundles.clone(),
+                };
+                match raylet.send(msg).await {
+                    Ok(Ok(())) => {
+                        prepared.push((raylet.clone(), bundles.iter().map(|b| b.0).collect()))
+                    }
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if !ok {
+                // All or nothing: give back every bundle prepared in this round.
+                for (raylet, indices) in prepared {
+                    raylet.do_send(CancelBundles {
+                        group: id,
+                        indices: Some(indices),
+                    });
+                }
+                return false;
+            }
+            for (_, raylet, _) in &per_node {
+                if !matches!(raylet.send(CommitBundles { group: id }).await, Ok(Ok(()))) {
+                    ok = false;
+                }
+            }
+            ok
+        };
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(move |ok, act, _| act.placement_done(id, plan, ok)),
+        );
+    }
+
+    /// The end of a reservation round.
+    fn placement_done(&mut self, id: PlacementGroupId, plan: Vec<(usize, NodeId)>, ok: bool) {
+        let Some(g) = self.groups.groups.get_mut(&id) else {
+            return;
+        };
+        g.in_flight = false;
+        if g.summary.state == PlacementGroupState::Removed {
+            // Removed while reserving: give the bundles back.
+            if ok {
+                let mut nodes: Vec<NodeId> = plan.iter().map(|(_, n)| *n).collect();
+                nodes.dedup();
+                for node in nodes {
+                    if let Some(n) = self.nodes.get(&node) {
+                        n.raylet.do_send(CancelBundles {
+                            group: id,
+                            indices: None,
+                        });
+                    }
+                }
+            }
+            return;
+        }
+        if !ok {
+            return;
+        }
+        for (i, node) in &plan {
+            g.summary.nodes[*i] = Some(*node);
+            if let Some(n) = self.nodes.get_mut(node) {
+                // Until the node's next report: the bundle's resources became the group's.
+                let bundle = &g.summary.bundles[*i];
+                let extra = committed_resources(id, *i as u32, bundle);
+                let _ = n.available.checked_sub(bundle);
+                n.total.add(&extra);
+                n.available.add(&extra);
+            }
+        }
+        if g.summary.nodes.iter().all(Option::is_some) {
+            g.summary.state = PlacementGroupState::Created;
+            tracing::info!(group = %id, nodes = ?g.summary.nodes, "placement group created");
+            for w in g.waiters.drain(..) {
+                let _ = w.send(Ok(()));
+            }
+        }
+        self.broadcast_view();
     }
 }
 
@@ -509,12 +698,16 @@ impl Actor for Gcs {
         if self.net.is_some() {
             ctx.run_interval(self.membership.view_period, |act, _| act.tick());
         }
+        // Waiting placement groups are tried again as resources free up.
+        ctx.run_interval(Duration::from_millis(50), |act, ctx| {
+            act.schedule_groups(ctx)
+        });
     }
 }
 
 impl Handler<RegisterNode> for Gcs {
     type Result = Result<(), Error>;
-    fn handle(&mut self, msg: RegisterNode, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: RegisterNode, ctx: &mut Context<Self>) -> Self::Result {
         let raylet = match (msg.raylet, &self.net) {
             (Some(addr), _) => Target::Local(addr),
             (None, Some(net)) => {
@@ -550,6 +743,7 @@ impl Handler<RegisterNode> for Gcs {
             self.schedule_actor(spec);
         }
         self.broadcast_view();
+        self.schedule_groups(ctx);
         Ok(())
     }
 }
@@ -560,6 +754,7 @@ impl Handler<Heartbeat> for Gcs {
         if let Some(n) = self.nodes.get_mut(&msg.node_id) {
             n.last_seen = Instant::now();
             n.available = msg.available;
+            n.total = msg.total;
         }
     }
 }
@@ -816,5 +1011,77 @@ impl Handler<ListActors> for Gcs {
     type Result = MessageResult<ListActors>;
     fn handle(&mut self, _: ListActors, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.actors.list())
+    }
+}
+
+impl Handler<CreatePlacementGroup> for Gcs {
+    type Result = Result<(), Error>;
+    fn handle(&mut self, msg: CreatePlacementGroup, ctx: &mut Context<Self>) -> Self::Result {
+        let id = msg.id;
+        self.groups.create(msg)?;
+        self.try_place(id, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<WaitPlacementGroup> for Gcs {
+    type Result = ResponseFuture<Result<(), Error>>;
+    fn handle(&mut self, msg: WaitPlacementGroup, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = flume::bounded(1);
+        match self.groups.groups.get_mut(&msg.id) {
+            None => {
+                let _ = tx.send(Err(Error::NotFound {
+                    kind: "placement group".into(),
+                    name: msg.id.to_string(),
+                    namespace: String::new(),
+                }));
+            }
+            Some(g) => match g.summary.state {
+                PlacementGroupState::Created => {
+                    let _ = tx.send(Ok(()));
+                }
+                PlacementGroupState::Removed => {
+                    let _ = tx.send(Err(Error::Cancelled {
+                        task: format!("placement group {}", msg.id),
+                        reason: "the placement group was removed".into(),
+                    }));
+                }
+                _ => g.waiters.push(tx),
+            },
+        }
+        Box::pin(async move {
+            rx.recv_async()
+                .await
+                .map_err(|_| Error::shutdown("waiting for a placement group"))?
+        })
+    }
+}
+
+impl Handler<RemovePlacementGroup> for Gcs {
+    type Result = Result<(), Error>;
+    fn handle(&mut self, msg: RemovePlacementGroup, _: &mut Context<Self>) -> Self::Result {
+        self.remove_group(msg.id)
+    }
+}
+
+impl Handler<GetPlacementGroup> for Gcs {
+    type Result = Result<PgSummary, Error>;
+    fn handle(&mut self, msg: GetPlacementGroup, _: &mut Context<Self>) -> Self::Result {
+        self.groups.lookup(&msg.namespace, &msg.name)
+    }
+}
+
+impl Handler<ListPlacementGroups> for Gcs {
+    type Result = MessageResult<ListPlacementGroups>;
+    fn handle(&mut self, msg: ListPlacementGroups, _: &mut Context<Self>) -> Self::Result {
+        let rows = self
+            .groups
+            .order
+            .iter()
+            .filter(|id| msg.id.is_none_or(|want| want == **id))
+            .filter_map(|id| self.groups.groups.get(id))
+            .map(|g| g.summary.clone())
+            .collect();
+        MessageResult(rows)
     }
 }

@@ -114,7 +114,15 @@ impl Router {
             Body::ActorOutOfScope(m) => Self::tell(&self.gcs, G, m),
             Body::LookupActor(m) => self.ask(&self.gcs, G, m, conn, id),
             Body::ListActors(m) => self.ask(&self.gcs, G, m, conn, id),
+            Body::CreatePlacementGroup(m) => self.ask(&self.gcs, G, m, conn, id),
+            Body::WaitPlacementGroup(m) => self.ask(&self.gcs, G, m, conn, id),
+            Body::RemovePlacementGroup(m) => self.ask(&self.gcs, G, m, conn, id),
+            Body::GetPlacementGroup(m) => self.ask(&self.gcs, G, m, conn, id),
+            Body::ListPlacementGroups(m) => self.ask(&self.gcs, G, m, conn, id),
             Body::SubmitTask(m) => Self::tell(&self.raylet, R, m),
+            Body::PrepareBundles(m) => self.ask(&self.raylet, R, m, conn, id),
+            Body::CommitBundles(m) => self.ask(&self.raylet, R, m, conn, id),
+            Body::CancelBundles(m) => Self::tell(&self.raylet, R, m),
             Body::TaskDone(m) => Self::tell(&self.raylet, R, m),
             Body::TaskBlocked(m) => Self::tell(&self.raylet, R, m),
             Body::TaskUnblocked(m) => self.ask(&self.raylet, R, m, conn, id),
@@ -143,6 +151,11 @@ impl Router {
                 }
                 if self.owner {
                     runtime::with_current(|rt| owner::on_node_died(rt, m));
+                }
+            }
+            Body::Borrow(m) => {
+                if self.owner {
+                    runtime::with_current(|rt| rt.refs.borrower(m.id, m.add));
                 }
             }
             Body::ActorDead(m) => {

@@ -24,11 +24,15 @@ use crate::node::raylet::{
     ActorReady, ClusterView, GetResources, JobEnded, KillActor as RayletKillActor, RegisterWorker,
     SubmitTask, TaskBlocked, TaskDone, TaskUnblockedWire,
 };
-use crate::objects::owner::{GetObject, NodeDied, TaskResult, TasksPlaced};
+use crate::objects::owner::{Borrow, GetObject, NodeDied, TaskResult, TasksPlaced};
 use crate::system::gcs::{
     ActorFailed, ActorOutOfScope, ActorStartedWire, CreateActor, FinishJob, GetBinary, GetJob,
     GetNodes, Heartbeat, KillActor, ListActors, LookupActor, PutBinary, RegisterJob, RegisterNode,
     WatchActorWire,
+};
+use crate::system::placement_groups::{
+    CancelBundles, CommitBundles, CreatePlacementGroup, GetPlacementGroup, ListPlacementGroups,
+    PrepareBundles, RemovePlacementGroup, WaitPlacementGroup,
 };
 
 /// Every message that may cross a process boundary.
@@ -51,8 +55,16 @@ pub(crate) enum Body {
     ActorOutOfScope(ActorOutOfScope),
     LookupActor(LookupActor),
     ListActors(ListActors),
+    CreatePlacementGroup(CreatePlacementGroup),
+    WaitPlacementGroup(WaitPlacementGroup),
+    RemovePlacementGroup(RemovePlacementGroup),
+    GetPlacementGroup(GetPlacementGroup),
+    ListPlacementGroups(ListPlacementGroups),
     // To a raylet.
     SubmitTask(SubmitTask),
+    PrepareBundles(PrepareBundles),
+    CommitBundles(CommitBundles),
+    CancelBundles(CancelBundles),
     TaskDone(TaskDone),
     TaskBlocked(TaskBlocked),
     TaskUnblocked(TaskUnblockedWire),
@@ -73,6 +85,7 @@ pub(crate) enum Body {
     // To owners and raylets.
     NodeDied(NodeDied),
     ActorDead(ActorDead),
+    Borrow(Borrow),
 }
 
 /// A message that may travel: it has a variant in [`Body`].
@@ -115,6 +128,14 @@ wire!(
     LookupActor => LookupActor,
     ListActors => ListActors,
     SubmitTask => SubmitTask,
+    CreatePlacementGroup => CreatePlacementGroup,
+    WaitPlacementGroup => WaitPlacementGroup,
+    RemovePlacementGroup => RemovePlacementGroup,
+    GetPlacementGroup => GetPlacementGroup,
+    ListPlacementGroups => ListPlacementGroups,
+    PrepareBundles => PrepareBundles,
+    CommitBundles => CommitBundles,
+    CancelBundles => CancelBundles,
     TaskDone => TaskDone,
     TaskBlocked => TaskBlocked,
     TaskUnblockedWire => TaskUnblocked,
@@ -132,6 +153,7 @@ wire!(
     TasksPlaced => TasksPlaced,
     NodeDied => NodeDied,
     ActorDead => ActorDead,
+    Borrow => Borrow,
 );
 
 impl WireRequest for RegisterNode {}
@@ -148,6 +170,13 @@ impl WireRequest for GetResources {}
 impl WireRequest for TaskUnblockedWire {}
 impl WireRequest for RegisterWorker {}
 impl WireRequest for GetObject {}
+impl WireRequest for CreatePlacementGroup {}
+impl WireRequest for WaitPlacementGroup {}
+impl WireRequest for RemovePlacementGroup {}
+impl WireRequest for GetPlacementGroup {}
+impl WireRequest for ListPlacementGroups {}
+impl WireRequest for PrepareBundles {}
+impl WireRequest for CommitBundles {}
 
 /// Encodes a message for the wire.
 pub(crate) fn encode_body(body: &Body) -> Result<Bytes, Error> {

@@ -1,0 +1,300 @@
+//! The GCS's placement-group manager: the table of groups (names per namespace, state, where
+//! each bundle is), and the messages that create, wait for, list and remove them, plus the
+//! raylet messages of the two-phase reservation (prepare every bundle, then commit; any failure
+//! rolls back every prepared bundle, so a group is reserved whole or not at all).
+//!
+//! The scheduling itself lives in the `Gcs` actor (it needs the node table): pending groups are
+//! tried on every tick and whenever a node joins; groups being rescheduled after a node died go
+//! first.
+
+use crate::error::Error;
+use crate::ids::{JobId, NodeId, PlacementGroupId};
+use crate::placement::bundles::PlacementStrategy;
+use crate::placement::group::PlacementGroupState;
+use crate::resources::ResourceSet;
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// A group as the GCS reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PgSummary {
+    pub(crate) id: PlacementGroupId,
+    pub(crate) name: Option<(String, String)>,
+    pub(crate) state: PlacementGroupState,
+    pub(crate) strategy: PlacementStrategy,
+    pub(crate) bundles: Vec<ResourceSet>,
+    pub(crate) nodes: Vec<Option<NodeId>>,
+    pub(crate) detached: bool,
+    pub(crate) job: JobId,
+}
+
+/// Creates a group (returns once registered; reservation is asynchronous).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct CreatePlacementGroup {
+    pub(crate) id: PlacementGroupId,
+    pub(crate) name: Option<(String, String)>,
+    pub(crate) bundles: Vec<ResourceSet>,
+    pub(crate) strategy: PlacementStrategy,
+    pub(crate) job: JobId,
+    pub(crate) detached: bool,
+}
+
+/// Answered when the group is created (or with an error once it is removed).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct WaitPlacementGroup {
+    pub(crate) id: PlacementGroupId,
+}
+
+/// Removes a group: its bundles are returned and whatever used them is killed.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct RemovePlacementGroup {
+    pub(crate) id: PlacementGroupId,
+}
+
+/// Finds a named group.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<PgSummary, Error>")]
+pub(crate) struct GetPlacementGroup {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+}
+
+/// Lists groups (one, or all in creation order).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Vec<PgSummary>")]
+pub(crate) struct ListPlacementGroups {
+    pub(crate) id: Option<PlacementGroupId>,
+}
+
+/// Phase one, on a raylet: set these bundles' resources aside (all or none).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct PrepareBundles {
+    pub(crate) group: PlacementGroupId,
+    pub(crate) bundles: Vec<(u32, ResourceSet)>,
+}
+
+/// Phase two, on a raylet: the prepared bundles of `group` become the group's resources.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct CommitBundles {
+    pub(crate) group: PlacementGroupId,
+}
+
+/// Returns bundles of `group` on a raylet (`indices`: those; `None`: all), prepared or
+/// committed; with `kill`, what uses them is stopped.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct CancelBundles {
+    pub(crate) group: PlacementGroupId,
+    pub(crate) indices: Option<Vec<u32>>,
+}
+
+/// A group in the GCS.
+pub(crate) struct PgRecord {
+    pub(crate) summary: PgSummary,
+    /// A reservation round is under way.
+    pub(crate) in_flight: bool,
+    pub(crate) waiters: Vec<flume::Sender<Result<(), Error>>>,
+}
+
+/// The GCS's table of groups.
+#[derive(Default)]
+pub(crate) struct PgTable {
+    pub(crate) groups: HashMap<PlacementGroupId, PgRecord>,
+    /// Creation order (placement is first come, first served).
+    pub(crate) order: Vec<PlacementGroupId>,
+    names: HashMap<(String, String), PlacementGroupId>,
+}
+
+impl PgTable {
+    /// Registers a new group, claiming its name.
+    pub(crate) fn create(&mut self, msg: CreatePlacementGroup) -> Result<(), Error> {
+        if let Some(key) = &msg.name {
+            if self.names.contains_key(key) {
+                return Err(Error::invalid(format!(
+                    "a placement group named {:?} already exists in namespace {:?}",
+                    key.1, key.0
+                )));
+            }
+            self.names.insert(key.clone(), msg.id);
+        }
+        let n = msg.bundles.len();
+        self.groups.insert(
+            msg.id,
+            PgRecord {
+                summary: PgSummary {
+                    id: msg.id,
+                    name: msg.name,
+                    state: PlacementGroupState::Pending,
+                    strategy: msg.strategy,
+                    bundles: msg.bundles,
+                    nodes: vec![None; n],
+                    detached: msg.detached,
+                    job: msg.job,
+                },
+                in_flight: false,
+                waiters: Vec::new(),
+            },
+        );
+        self.order.push(msg.id);
+        Ok(())
+    }
+
+    /// Groups to try placing now: rescheduling ones first, then pending ones, oldest first.
+    pub(crate) fn to_schedule(&self) -> Vec<PlacementGroupId> {
+        let pick = |state: PlacementGroupState| {
+            self.order
+                .iter()
+                .filter(move |id| {
+                    self.groups
+                        .get(id)
+                        .is_some_and(|g| !g.in_flight && g.summary.state == state)
+                })
+                .copied()
+        };
+        pick(PlacementGroupState::Rescheduling)
+            .chain(pick(PlacementGroupState::Pending))
+            .collect()
+    }
+
+    /// Marks a group removed (its name freed); returns the nodes holding its bundles and the
+    /// waiters to tell.
+    pub(crate) fn remove(&mut self, id: PlacementGroupId) -> Result<Vec<NodeId>, Error> {
+        let g = self.groups.get_mut(&id).ok_or_else(|| Error::NotFound {
+            kind: "placement group".into(),
+            name: id.to_string(),
+            namespace: String::new(),
+        })?;
+        if g.summary.state == PlacementGroupState::Removed {
+            return Ok(Vec::new());
+        }
+        g.summary.state = PlacementGroupState::Removed;
+        if let Some(key) = &g.summary.name {
+            self.names.remove(key);
+        }
+        let mut nodes: Vec<NodeId> = g.summary.nodes.iter().flatten().copied().collect();
+        nodes.sort();
+        nodes.dedup();
+        let err = Error::Cancelled {
+            task: format!("placement group {id}"),
+            reason: "the placement group was removed".into(),
+        };
+        for w in g.waiters.drain(..) {
+            let _ = w.send(Err(err.clone()));
+        }
+        Ok(nodes)
+    }
+
+    /// Finds a named group.
+    pub(crate) fn lookup(&self, namespace: &str, name: &str) -> Result<PgSummary, Error> {
+        self.names
+            .get(&(namespace.to_string(), name.to_string()))
+            .and_then(|id| self.groups.get(id))
+            .map(|g| g.summary.clone())
+            .ok_or_else(|| Error::NotFound {
+                kind: "placement group".into(),
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+            })
+    }
+
+    /// A node died: its bundles are lost; their groups go back to scheduling.
+    pub(crate) fn node_dead(&mut self, node: NodeId) -> usize {
+        let mut affected = 0;
+        for g in self.groups.values_mut() {
+            if g.summary.state == PlacementGroupState::Removed {
+                continue;
+            }
+            let mut lost = false;
+            for n in g.summary.nodes.iter_mut() {
+                if *n == Some(node) {
+                    *n = None;
+                    lost = true;
+                }
+            }
+            if lost {
+                affected += 1;
+                if g.summary.state == PlacementGroupState::Created {
+                    g.summary.state = PlacementGroupState::Rescheduling;
+                }
+            }
+        }
+        affected
+    }
+
+    /// The non-detached groups of a job.
+    pub(crate) fn of_job(&self, job: JobId) -> Vec<PlacementGroupId> {
+        self.order
+            .iter()
+            .filter(|id| {
+                self.groups.get(id).is_some_and(|g| {
+                    g.summary.job == job
+                        && !g.summary.detached
+                        && g.summary.state != PlacementGroupState::Removed
+                })
+            })
+            .copied()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{Amount, Resource};
+
+    fn create(t: &mut PgTable, name: Option<&str>) -> Result<PlacementGroupId, Error> {
+        let id = PlacementGroupId::fresh();
+        let mut b = ResourceSet::new();
+        b.set(Resource::Cpu, Amount::units(1));
+        t.create(CreatePlacementGroup {
+            id,
+            name: name.map(|n| ("ns".to_string(), n.to_string())),
+            bundles: vec![b.clone(), b],
+            strategy: PlacementStrategy::Pack,
+            job: JobId(1 << 16),
+            detached: false,
+        })?;
+        Ok(id)
+    }
+
+    #[test]
+    fn names_are_unique_until_removed() {
+        let mut t = PgTable::default();
+        let a = create(&mut t, Some("g")).unwrap();
+        assert!(create(&mut t, Some("g")).is_err());
+        assert_eq!(t.lookup("ns", "g").unwrap().id, a);
+        t.remove(a).unwrap();
+        assert!(t.lookup("ns", "g").is_err());
+        assert!(create(&mut t, Some("g")).is_ok());
+    }
+
+    #[test]
+    fn rescheduling_groups_go_first_and_removed_ones_never() {
+        let mut t = PgTable::default();
+        let a = create(&mut t, None).unwrap();
+        let b = create(&mut t, None).unwrap();
+        let c = create(&mut t, None).unwrap();
+        assert_eq!(t.to_schedule(), vec![a, b, c]);
+        let node = NodeId(7 << 16);
+        if let Some(g) = t.groups.get_mut(&c) {
+            g.summary.state = PlacementGroupState::Created;
+            g.summary.nodes = vec![Some(node), Some(NodeId(8 << 16))];
+        }
+        assert_eq!(t.node_dead(node), 1);
+        assert_eq!(
+            t.groups[&c].summary.state,
+            PlacementGroupState::Rescheduling
+        );
+        assert_eq!(t.groups[&c].summary.nodes[0], None);
+        assert_eq!(t.to_schedule(), vec![c, a, b]);
+        t.remove(a).unwrap();
+        assert_eq!(t.to_schedule(), vec![c, b]);
+        assert_eq!(t.of_job(JobId(1 << 16)), vec![b, c]);
+    }
+}
