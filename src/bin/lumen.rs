@@ -75,6 +75,7 @@ enum Format {
 enum ListWhat {
     Nodes,
     Actors,
+    PlacementGroups,
 }
 
 #[derive(Subcommand)]
@@ -415,6 +416,43 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 (ListWhat::Actors, Format::Json) => {
                     println!("{}", serde_json::to_string_pretty(&s.actors)?)
+                }
+                (ListWhat::PlacementGroups, Format::Json) => {
+                    println!("{}", serde_json::to_string_pretty(&s.placement_groups)?)
+                }
+                (ListWhat::PlacementGroups, Format::Table) => {
+                    println!(
+                        "{:<34} {:<16} {:<13} {:<14} BUNDLES",
+                        "PLACEMENT_GROUP_ID", "NAME", "STATE", "STRATEGY"
+                    );
+                    for g in &s.placement_groups {
+                        let bundles: Vec<String> = g
+                            .bundles
+                            .iter()
+                            .zip(&g.bundle_nodes)
+                            .map(|(b, n)| {
+                                let res: Vec<String> =
+                                    b.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                                match (detail, n) {
+                                    (true, Some(n)) => format!("{{{}}}@{n}", res.join(" ")),
+                                    _ => format!("{{{}}}", res.join(" ")),
+                                }
+                            })
+                            .collect();
+                        println!(
+                            "{:<34} {:<16} {:<13} {:<14} {}{}",
+                            g.id,
+                            g.name.as_deref().unwrap_or("-"),
+                            g.state,
+                            g.strategy,
+                            bundles.join(" "),
+                            if detail && g.detached {
+                                " (detached)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
                 }
                 (ListWhat::Nodes, Format::Table) => {
                     println!(

@@ -23,4 +23,4 @@ mod status;
 pub(crate) mod worker;
 
 pub use daemon::{Node, NodeOptions};
-pub use status::{cluster_status, ActorRow, ClusterStatus, NodeStatus};
+pub use status::{cluster_status, ActorRow, ClusterStatus, NodeStatus, PlacementGroupRow};

@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::node::raylet::{GetResources, Raylet};
 use crate::runtime::{find_token, local_ip_towards, resolve_address};
 use crate::system::gcs::{Gcs, GetNodes, ListActors};
+use crate::system::placement_groups::ListPlacementGroups;
 use crate::transport::wire::Target;
 use crate::transport::{Delivery, Inbound, Transport, TransportConfig};
 use serde::Serialize;
@@ -48,6 +49,25 @@ pub struct ActorRow {
     pub node_id: Option<String>,
 }
 
+/// One placement group, as `lumen list placement-groups` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlacementGroupRow {
+    /// The group's id.
+    pub id: String,
+    /// Its name, if any.
+    pub name: Option<String>,
+    /// `PENDING`, `CREATED`, `REMOVED` or `RESCHEDULING`.
+    pub state: String,
+    /// `PACK`, `SPREAD`, `STRICT_PACK` or `STRICT_SPREAD`.
+    pub strategy: String,
+    /// Each bundle's resources.
+    pub bundles: Vec<BTreeMap<String, f64>>,
+    /// The node of each bundle, once placed.
+    pub bundle_nodes: Vec<Option<String>>,
+    /// Whether it outlives its driver.
+    pub detached: bool,
+}
+
 /// A snapshot of a cluster.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterStatus {
@@ -57,6 +77,8 @@ pub struct ClusterStatus {
     pub nodes: Vec<NodeStatus>,
     /// Every actor the GCS knows.
     pub actors: Vec<ActorRow>,
+    /// Every placement group the GCS knows.
+    pub placement_groups: Vec<PlacementGroupRow>,
 }
 
 struct Quiet;
@@ -156,15 +178,36 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
                 node_id: a.node.map(|n| n.to_string()),
             })
             .collect();
+        let placement_groups = gcs
+            .send(ListPlacementGroups { id: None })
+            .await?
+            .into_iter()
+            .map(|g| PlacementGroupRow {
+                id: g.id.to_string(),
+                name: g.name.map(|(_, n)| n),
+                state: g.state.name().to_string(),
+                strategy: g.strategy.name().to_string(),
+                bundles: g.bundles.iter().map(|b| b.to_map()).collect(),
+                bundle_nodes: g.nodes.iter().map(|n| n.map(|n| n.to_string())).collect(),
+                detached: g.detached,
+            })
+            .collect();
         Ok::<_, Error>(ClusterStatus {
             address: gcs_addr.to_string(),
             nodes: rows,
             actors,
+            placement_groups,
         })
     });
     net.close();
     rt.shutdown_timeout(Duration::from_millis(200));
     out
+}
+
+/// `CPU` for a group's wildcard resource `CPU_group_<32 hex digits>`.
+fn group_base(name: &str) -> Option<&str> {
+    let (base, id) = name.rsplit_once("_group_")?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(base)
 }
 
 fn amount(v: f64, name: &str) -> String {
@@ -203,21 +246,59 @@ impl fmt::Display for ClusterStatus {
             writeln!(f, " 1 node_{} ({})", n.node_id, n.address)?;
         }
         writeln!(f, "\nResources\n{rule}\nUsage:")?;
+        // Node resources, and what placement groups reserved of them: a group's wildcard
+        // resource `<base>_group_<id>` totals its reservation of <base>.
         let mut total: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+        let mut reserved: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
         for n in &alive {
             for (k, v) in &n.total {
-                let e = total.entry(k.as_str()).or_default();
-                e.1 += v;
-                e.0 += v - n.available.get(k).copied().unwrap_or(0.0);
+                let used = v - n.available.get(k).copied().unwrap_or(0.0);
+                let slot = match group_base(k) {
+                    Some(base) => reserved.entry(base).or_default(),
+                    None if k.contains("_group_") => continue,
+                    None => total.entry(k.as_str()).or_default(),
+                };
+                slot.0 += used;
+                slot.1 += v;
             }
         }
         for (k, (used, all)) in &total {
-            writeln!(f, " {}/{} {k}", amount(*used, k), amount(*all, k))?;
+            write!(f, " {}/{} {k}", amount(*used, k), amount(*all, k))?;
+            if let Some((g_used, g_all)) = reserved.get(k) {
+                write!(
+                    f,
+                    " ({} used of {} reserved in placement groups)",
+                    amount(*g_used, k),
+                    amount(*g_all, k)
+                )?;
+            }
+            writeln!(f)?;
         }
         writeln!(f, "Demands:")?;
         let demands: Vec<_> = alive.iter().flat_map(|n| n.demands.iter()).collect();
-        if demands.is_empty() {
+        let pending: Vec<&PlacementGroupRow> = self
+            .placement_groups
+            .iter()
+            .filter(|g| g.state == "PENDING" || g.state == "RESCHEDULING")
+            .collect();
+        if demands.is_empty() && pending.is_empty() {
             writeln!(f, " (no resource demands)")?;
+        }
+        for g in pending {
+            let bundles: Vec<String> = g
+                .bundles
+                .iter()
+                .map(|b| {
+                    let inner: Vec<String> = b.iter().map(|(k, v)| format!("{k:?}: {v}")).collect();
+                    format!("{{{}}} * 1", inner.join(", "))
+                })
+                .collect();
+            writeln!(
+                f,
+                " {} ({}): 1+ pending placement groups",
+                bundles.join(", "),
+                g.strategy
+            )?;
         }
         for (shape, count) in demands {
             let shape: Vec<String> = shape.iter().map(|(k, v)| format!("{k:?}: {v}")).collect();
