@@ -862,3 +862,89 @@ fn tasks_sent_to_a_node_as_it_dies_fail() {
         drop(s);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 11. Actor restarts after its process dies
+// ---------------------------------------------------------------------------------------------
+
+pub struct Fragile {
+    calls: u32,
+}
+
+#[lumen::remote]
+impl Fragile {
+    pub fn new() -> Self {
+        Fragile { calls: 0 }
+    }
+
+    pub fn call(&mut self) -> (u32, u32) {
+        self.calls += 1;
+        (self.calls, std::process::id())
+    }
+
+    /// Kills the worker process hosting the actor.
+    pub fn crash(&self) {
+        std::process::exit(9);
+    }
+}
+
+impl Default for Fragile {
+    fn default() -> Self {
+        Fragile::new()
+    }
+}
+
+#[test]
+fn actor_restarts_after_its_process_dies() {
+    let s = Session::labelled(2, 2.0);
+    let _ = &s;
+    // One restart allowed: the first crash restarts it (state reset), the second is final.
+    let a = Fragile::options()
+        .resource("node1", 1.0)
+        .max_restarts(1)
+        .remote();
+    let (n, pid1) = get(&a.call().remote()).expect("first call");
+    assert_eq!(n, 1);
+    let _ = lumen::get_timeout(&a.crash().remote(), Duration::from_secs(30));
+    // The next calls reach the new incarnation: a fresh process, fresh state.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (n, pid2) = loop {
+        match lumen::get_timeout(&a.call().remote(), Duration::from_secs(30)) {
+            Ok(v) => break v,
+            Err(Error::ActorDied { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("call after the first crash: {e:?}"),
+        }
+    };
+    assert_eq!(n, 1, "a restarted actor starts from its constructor");
+    assert_ne!(pid1, pid2, "it runs in a new worker process");
+    let states: Vec<String> = lumen::list_actors()
+        .into_iter()
+        .filter(|x| x.actor_id == a.id())
+        .map(|x| x.state)
+        .collect();
+    assert_eq!(states, vec!["ALIVE".to_string()]);
+    // No restarts left: the second crash is final.
+    let _ = lumen::get_timeout(&a.crash().remote(), Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match lumen::get_timeout(&a.call().remote(), Duration::from_secs(30)) {
+            Err(Error::ActorDied { .. }) => {
+                let dead = lumen::list_actors()
+                    .into_iter()
+                    .any(|x| x.actor_id == a.id() && x.state == "DEAD");
+                if dead {
+                    break;
+                }
+            }
+            Ok(_) if Instant::now() < deadline => {}
+            other => panic!("after the second crash: {other:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the actor was never reported dead"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

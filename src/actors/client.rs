@@ -26,6 +26,8 @@ use std::sync::Arc;
 pub(crate) struct ActorDead {
     pub(crate) actor_id: ActorId,
     pub(crate) error: Error,
+    /// Its process died but it is being restarted: calls in flight fail, new ones wait.
+    pub(crate) restarting: bool,
 }
 
 enum State {
@@ -146,9 +148,18 @@ impl ActorClients {
         }
     }
 
-    /// The actor died (the GCS said so): queued calls and calls sent to it fail now.
-    pub(crate) fn actor_died(&self, actor_id: ActorId, error: Error) {
-        self.mark_dead(actor_id, error.clone());
+    /// The actor died (the GCS said so): calls sent to it fail now; queued and later calls fail
+    /// too, unless it is `restarting`, when they wait for the new incarnation.
+    pub(crate) fn actor_died(&self, actor_id: ActorId, error: Error, restarting: bool) {
+        if restarting {
+            if let Some(mut c) = self.map.get_mut(&actor_id) {
+                if matches!(c.state, State::Alive(_)) {
+                    c.state = State::Pending(Vec::new());
+                }
+            }
+        } else {
+            self.mark_dead(actor_id, error.clone());
+        }
         let sent: Vec<ObjectId> = self
             .remote_calls
             .iter()

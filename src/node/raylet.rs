@@ -18,7 +18,7 @@ use crate::placement::group::committed_resources;
 use crate::placement::policy::{pick_node, NodeView, Placement};
 use crate::placement::SchedulingStrategy;
 use crate::resources::{Amount, Grant, NodeResources, Resource, ResourceSet};
-use crate::system::gcs::{ActorFailed, Gcs, Heartbeat, PeerLost, RegisterNode};
+use crate::system::gcs::{ActorFailed, ActorLost, Gcs, Heartbeat, PeerLost, RegisterNode};
 use crate::system::placement_groups::{CancelBundles, CommitBundles, PrepareBundles};
 use crate::task::{TaskKind, TaskSpec};
 use crate::transport::wire::{Body, Remote, Target};
@@ -460,11 +460,12 @@ impl Raylet {
         }
     }
 
-    /// An actor hosted here died with its process: free it and tell the GCS.
+    /// An actor hosted here died with its process: free it and tell the GCS (which restarts it
+    /// if its policy allows).
     fn actor_lost(&mut self, actor_id: ActorId, reason: &str) {
         if let Some(h) = self.actors.remove(&actor_id) {
             self.resources.release(&h.grant);
-            self.gcs.do_send(ActorFailed {
+            self.gcs.do_send(ActorLost {
                 actor_id,
                 error: Error::ActorDied {
                     actor: actor_id.to_string(),

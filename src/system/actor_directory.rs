@@ -21,7 +21,14 @@ pub(crate) enum ActorUpdate<A> {
 #[derive(Clone, Debug)]
 enum Lifecycle<A> {
     Pending,
-    Alive { addr: A, incarnation: u32 },
+    Alive {
+        addr: A,
+        incarnation: u32,
+    },
+    /// Its process died and it is being created again (after incarnation `last`).
+    Restarting {
+        last: u32,
+    },
     Dead(Error),
 }
 
@@ -121,6 +128,7 @@ impl<A: Clone> ActorDirectory<A> {
         let incarnation = match &rec.state {
             Lifecycle::Dead(_) => return Vec::new(),
             Lifecycle::Alive { incarnation, .. } => incarnation + 1,
+            Lifecycle::Restarting { last } => last + 1,
             Lifecycle::Pending => 0,
         };
         rec.state = Lifecycle::Alive {
@@ -138,6 +146,22 @@ impl<A: Clone> ActorDirectory<A> {
             false
         });
         out
+    }
+
+    /// The actor's process died and it will be created again: callers wait for the next
+    /// incarnation. `false` if it was not alive (nothing to restart).
+    pub(crate) fn restarting(&mut self, actor_id: ActorId) -> bool {
+        let Some(rec) = self.actors.get_mut(&actor_id) else {
+            return false;
+        };
+        match rec.state {
+            Lifecycle::Alive { incarnation, .. } => {
+                rec.state = Lifecycle::Restarting { last: incarnation };
+                rec.node = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The actor died for good; its name is free again.
@@ -249,6 +273,7 @@ impl<A: Clone> ActorDirectory<A> {
                 state: match r.state {
                     Lifecycle::Pending => "PENDING_CREATION",
                     Lifecycle::Alive { .. } => "ALIVE",
+                    Lifecycle::Restarting { .. } => "RESTARTING",
                     Lifecycle::Dead(_) => "DEAD",
                 }
                 .into(),

@@ -182,10 +182,18 @@ pub(crate) struct ActorStartedWire {
     pub(crate) host: SocketAddr,
 }
 
-/// The actor died (constructor failed, unschedulable, host gone).
+/// The actor died for good (constructor failed, unschedulable, killed).
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub(crate) struct ActorFailed {
+    pub(crate) actor_id: ActorId,
+    pub(crate) error: Error,
+}
+
+/// The actor's process died: it is restarted if its `max_restarts` allows, else dead.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct ActorLost {
     pub(crate) actor_id: ActorId,
     pub(crate) error: Error,
 }
@@ -269,6 +277,8 @@ pub(crate) struct Gcs {
     actor_jobs: HashMap<ActorId, JobId>,
     /// Processes calling each actor, told when it dies so their calls fail at once.
     subscribers: HashMap<ActorId, Vec<SocketAddr>>,
+    /// Each actor's creation task and how many restarts it has used.
+    actor_specs: HashMap<ActorId, (Arc<TaskSpec>, u32)>,
     /// Actors no live node can host yet; placed again whenever a node joins.
     unplaced: Vec<Arc<TaskSpec>>,
     spread_cursor: usize,
@@ -287,6 +297,7 @@ impl Gcs {
             actors: ActorDirectory::default(),
             actor_jobs: HashMap::new(),
             subscribers: HashMap::new(),
+            actor_specs: HashMap::new(),
             unplaced: Vec::new(),
             spread_cursor: 0,
             net: None,
@@ -320,6 +331,7 @@ impl Gcs {
         // The creation task's return object carries the failure to anyone awaiting readiness.
         Self::deliver(self.actors.dead(actor_id, error.clone()));
         self.actor_jobs.remove(&actor_id);
+        self.actor_specs.remove(&actor_id);
         if let (Some(net), Some(subs)) = (&self.net, self.subscribers.remove(&actor_id)) {
             for addr in subs {
                 Remote {
@@ -329,8 +341,45 @@ impl Gcs {
                 .send_body(Body::ActorDead(ActorDead {
                     actor_id,
                     error: error.clone(),
+                    restarting: false,
                 }));
             }
+        }
+    }
+
+    /// The actor's process (or node) died: restart it if its policy allows, else it is dead.
+    fn actor_lost(&mut self, actor_id: ActorId, error: Error) {
+        let spec = match self.actor_specs.get_mut(&actor_id) {
+            Some((spec, used)) => match &spec.kind {
+                TaskKind::ActorCreation(c)
+                    if c.max_restarts < 0 || (*used as i64) < c.max_restarts as i64 =>
+                {
+                    *used += 1;
+                    Some((spec.clone(), *used))
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        match spec {
+            Some((spec, n)) if self.actors.restarting(actor_id) => {
+                tracing::warn!(actor = %actor_id, restart = n, reason = %error, "restarting actor");
+                if let Some(net) = &self.net {
+                    for addr in self.subscribers.get(&actor_id).into_iter().flatten() {
+                        Remote {
+                            net: net.clone(),
+                            addr: *addr,
+                        }
+                        .send_body(Body::ActorDead(ActorDead {
+                            actor_id,
+                            error: error.clone(),
+                            restarting: true,
+                        }));
+                    }
+                }
+                self.schedule_actor(spec);
+            }
+            _ => self.fail_actor(actor_id, error),
         }
     }
 
@@ -887,6 +936,8 @@ impl Handler<CreateActor> for Gcs {
         )?;
         if outcome == Registered::New {
             self.actor_jobs.insert(creation.actor_id, msg.spec.job_id);
+            self.actor_specs
+                .insert(creation.actor_id, (msg.spec.clone(), 0));
             self.schedule_actor(msg.spec);
         }
         Ok(outcome)
@@ -912,6 +963,13 @@ impl Handler<ActorFailed> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: ActorFailed, _: &mut Context<Self>) {
         self.fail_actor(msg.actor_id, msg.error);
+    }
+}
+
+impl Handler<ActorLost> for Gcs {
+    type Result = ();
+    fn handle(&mut self, msg: ActorLost, _: &mut Context<Self>) {
+        self.actor_lost(msg.actor_id, msg.error);
     }
 }
 

@@ -109,6 +109,7 @@ impl Router {
             Body::CreateActor(m) => self.ask(&self.gcs, G, m, conn, id),
             Body::ActorStarted(m) => Self::tell(&self.gcs, G, m),
             Body::ActorFailed(m) => Self::tell(&self.gcs, G, m),
+            Body::ActorLost(m) => Self::tell(&self.gcs, G, m),
             Body::WatchActor(m) => self.ask(&self.gcs, G, m, conn, id),
             Body::KillActor(m) => Self::tell(&self.gcs, G, m),
             Body::ActorOutOfScope(m) => Self::tell(&self.gcs, G, m),
@@ -160,7 +161,9 @@ impl Router {
             }
             Body::ActorDead(m) => {
                 if self.owner {
-                    runtime::with_current(|rt| rt.actors.actor_died(m.actor_id, m.error));
+                    runtime::with_current(|rt| {
+                        rt.actors.actor_died(m.actor_id, m.error, m.restarting)
+                    });
                 }
             }
             Body::GetObject(m) => {

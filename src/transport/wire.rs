@@ -26,9 +26,9 @@ use crate::node::raylet::{
 };
 use crate::objects::owner::{Borrow, GetObject, NodeDied, TaskResult, TasksPlaced};
 use crate::system::gcs::{
-    ActorFailed, ActorOutOfScope, ActorStartedWire, CreateActor, FinishJob, GetBinary, GetJob,
-    GetNodes, Heartbeat, KillActor, ListActors, LookupActor, PutBinary, RegisterJob, RegisterNode,
-    WatchActorWire,
+    ActorFailed, ActorLost, ActorOutOfScope, ActorStartedWire, CreateActor, FinishJob, GetBinary,
+    GetJob, GetNodes, Heartbeat, KillActor, ListActors, LookupActor, PutBinary, RegisterJob,
+    RegisterNode, WatchActorWire,
 };
 use crate::system::placement_groups::{
     CancelBundles, CommitBundles, CreatePlacementGroup, GetPlacementGroup, ListPlacementGroups,
@@ -50,6 +50,7 @@ pub(crate) enum Body {
     CreateActor(CreateActor),
     ActorStarted(ActorStartedWire),
     ActorFailed(ActorFailed),
+    ActorLost(ActorLost),
     WatchActor(WatchActorWire),
     KillActor(KillActor),
     ActorOutOfScope(ActorOutOfScope),
@@ -122,6 +123,7 @@ wire!(
     CreateActor => CreateActor,
     ActorStartedWire => ActorStarted,
     ActorFailed => ActorFailed,
+    ActorLost => ActorLost,
     WatchActorWire => WatchActor,
     KillActor => KillActor,
     ActorOutOfScope => ActorOutOfScope,
