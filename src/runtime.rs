@@ -84,7 +84,43 @@ pub(crate) struct Runtime {
     system: Mutex<Option<(actix::System, JoinHandle<()>)>>,
 }
 
+/// What each mode hands to [`Runtime::assemble`].
+struct Parts {
+    job_id: JobId,
+    node_id: NodeId,
+    worker_id: WorkerId,
+    namespace: String,
+    gcs: Target<Gcs>,
+    raylet: Target<Raylet>,
+    net: Option<Arc<Transport>>,
+    store: StoreClient,
+    executor: tokio::runtime::Handle,
+    async_rt: Option<tokio::runtime::Runtime>,
+    system: (actix::System, JoinHandle<()>),
+}
+
 impl Runtime {
+    fn assemble(p: Parts) -> Arc<Runtime> {
+        Arc::new(Runtime {
+            job_id: p.job_id,
+            node_id: p.node_id,
+            worker_id: p.worker_id,
+            namespace: p.namespace,
+            refs: RefTable::new(p.store.clone(), p.gcs.clone(), p.net.clone()),
+            gcs: p.gcs,
+            raylet: p.raylet,
+            net: p.net,
+            actors: ActorClients::default(),
+            inflight: DashMap::new(),
+            placements: DashMap::new(),
+            dead_nodes: Mutex::new(std::collections::HashMap::new()),
+            store: p.store,
+            executor: p.executor,
+            async_rt: Mutex::new(p.async_rt),
+            system: Mutex::new(Some(p.system)),
+        })
+    }
+
     /// This process as the owner of the objects it creates.
     pub(crate) fn owner(&self) -> OwnerAddress {
         OwnerAddress {
@@ -247,7 +283,7 @@ fn start_embedded(config: Config) -> Result<()> {
     })?;
 
     let gcs = Target::Local(gcs);
-    let rt = Arc::new(Runtime {
+    let rt = Runtime::assemble(Parts {
         job_id,
         node_id,
         worker_id: WorkerId::fresh(),
@@ -255,15 +291,10 @@ fn start_embedded(config: Config) -> Result<()> {
         gcs: gcs.clone(),
         raylet: Target::Local(raylet),
         net: None,
-        refs: RefTable::new(store.clone(), gcs.clone(), None),
-        actors: ActorClients::default(),
-        inflight: DashMap::new(),
-        placements: DashMap::new(),
-        dead_nodes: Mutex::new(std::collections::HashMap::new()),
         store,
         executor,
-        async_rt: Mutex::new(Some(async_rt)),
-        system: Mutex::new(Some((system, thread))),
+        async_rt: Some(async_rt),
+        system: (system, thread),
     });
     gcs.do_send(RegisterJob {
         job_id,
@@ -406,23 +437,18 @@ fn start_driver(config: Config, address: &str) -> Result<()> {
     let (store, system, thread) = system_thread("lumen-system", || {
         Box::pin(async { StoreClient::new(store_shards()) })
     })?;
-    let rt = Arc::new(Runtime {
+    let rt = Runtime::assemble(Parts {
         job_id,
         node_id: head.node_id,
         worker_id: WorkerId::fresh(),
         namespace,
-        gcs: gcs.clone(),
+        gcs,
         raylet: Target::remote(&net, head_addr),
-        net: Some(net.clone()),
-        refs: RefTable::new(store.clone(), gcs, Some(net)),
-        actors: ActorClients::default(),
-        inflight: DashMap::new(),
-        placements: DashMap::new(),
-        dead_nodes: Mutex::new(std::collections::HashMap::new()),
+        net: Some(net),
         store,
         executor,
-        async_rt: Mutex::new(Some(async_rt)),
-        system: Mutex::new(Some((system, thread))),
+        async_rt: Some(async_rt),
+        system: (system, thread),
     });
     publish(rt)?;
     tracing::info!(cluster = %gcs_addr, job = %job_id, "lumen connected to the cluster");
@@ -485,23 +511,18 @@ fn start_worker() -> Result<()> {
     })?;
     let _ = router.pool.set(pool);
     let worker_id = WorkerId::fresh();
-    let rt = Arc::new(Runtime {
+    let rt = Runtime::assemble(Parts {
         job_id,
         node_id,
         worker_id,
         namespace,
-        gcs: gcs.clone(),
+        gcs,
         raylet: raylet.clone(),
-        net: Some(net.clone()),
-        refs: RefTable::new(store.clone(), gcs, Some(net)),
-        actors: ActorClients::default(),
-        inflight: DashMap::new(),
-        placements: DashMap::new(),
-        dead_nodes: Mutex::new(std::collections::HashMap::new()),
+        net: Some(net),
         store,
         executor: executor.clone(),
-        async_rt: Mutex::new(None),
-        system: Mutex::new(Some((system, thread))),
+        async_rt: None,
+        system: (system, thread),
     });
     publish(rt)?;
     async_rt.block_on(async {

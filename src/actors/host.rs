@@ -15,13 +15,13 @@ use crate::node::executor::{self, build_args, locate, panic_message};
 use crate::node::raylet::{ActorReady, Raylet};
 use crate::objects::codec;
 use crate::objects::object_ref::OwnerAddress;
-use crate::objects::owner::TaskResult;
+use crate::objects::owner;
 use crate::objects::store::Stored;
 use crate::registry::{self, ActorClass, ActorState, Args, Outcome};
 use crate::runtime;
 use crate::system::gcs::{ActorFailed, ActorStarted, ActorStartedWire, Gcs, HostRef};
 use crate::task::{TaskArg, TaskKind, TaskSpec};
-use crate::transport::wire::{Body, Remote, Target};
+use crate::transport::wire::Target;
 use actix::prelude::*;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -72,32 +72,12 @@ impl CallGuard {
     fn complete(&self, outcome: Outcome) {
         runtime::with_current(|rt| {
             if let (Some((task_id, owner)), Some(net)) = (self.owner, &rt.net) {
-                let Some(addr) = owner.addr else { return };
-                let outcome = outcome.map(|enc| {
-                    let (bytes, pins) = enc.into_parts();
-                    rt.refs.hold(pins);
-                    bytes
-                });
-                Remote {
-                    net: net.clone(),
-                    addr,
+                if let Some(addr) = owner.addr {
+                    owner::send_result(rt, net, addr, task_id, self.return_id, outcome);
                 }
-                .send_body(Body::TaskResult(TaskResult {
-                    task_id,
-                    return_id: self.return_id,
-                    outcome,
-                }));
                 return;
             }
-            let (value, contains) = match outcome {
-                Ok(enc) => {
-                    let (bytes, pins) = enc.into_parts();
-                    (Stored::Value(bytes), pins)
-                }
-                Err(e) => (Stored::Error(e), Vec::new()),
-            };
-            rt.refs.complete(self.return_id, value, contains);
-            rt.refs.unpin(&self.pinned);
+            owner::store_result(rt, self.return_id, &self.pinned, outcome);
         });
     }
 }

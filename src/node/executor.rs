@@ -18,7 +18,7 @@ use crate::registry::{self, Args, Invoke, Outcome};
 use crate::resources::Grant;
 use crate::runtime::{self, Runtime};
 use crate::task::{TaskArg, TaskSpec};
-use crate::transport::wire::{Body, Remote, Target};
+use crate::transport::wire::Target;
 use bytes::Bytes;
 use futures::FutureExt;
 use std::any::Any;
@@ -97,26 +97,41 @@ fn missing_refs(args: &[TaskArg], resolved: &[Option<Stored>]) -> Vec<(usize, Ra
         .collect()
 }
 
-/// Fetches the ref arguments the raylet left unresolved (large values, on a cluster) from their
-/// owners, blocking this thread.
-pub(crate) fn complete_blocking(
+/// Arguments still to fetch: the channel their values arrive on, and how many.
+type Pending = (flume::Receiver<(u32, Stored)>, usize);
+
+/// Starts fetching the ref arguments the raylet left unresolved (large values, on a cluster)
+/// from their owners; `None` when nothing is missing.
+fn start_missing(
     args: &[TaskArg],
-    mut resolved: Vec<Option<Stored>>,
-) -> Result<Vec<Option<Stored>>, Error> {
-    let missing = missing_refs(args, &resolved);
+    resolved: &mut Vec<Option<Stored>>,
+) -> Result<Option<Pending>, Error> {
+    let missing = missing_refs(args, resolved);
     if missing.is_empty() {
-        return Ok(resolved);
+        return Ok(None);
     }
     resolved.resize(args.len(), None);
     let rt = runtime::current()?;
     let (tx, rx) = flume::unbounded();
     let n = missing.len();
     owner::fetch_into(&rt, missing, tx);
-    for _ in 0..n {
-        let (i, v) = rx
-            .recv()
-            .map_err(|_| Error::shutdown("fetching a task's arguments"))?;
-        resolved[i as usize] = Some(v);
+    Ok(Some((rx, n)))
+}
+
+fn lost_args(_: flume::RecvError) -> Error {
+    Error::shutdown("fetching a task's arguments")
+}
+
+/// Fetches the ref arguments the raylet left unresolved, blocking this thread.
+pub(crate) fn complete_blocking(
+    args: &[TaskArg],
+    mut resolved: Vec<Option<Stored>>,
+) -> Result<Vec<Option<Stored>>, Error> {
+    if let Some((rx, n)) = start_missing(args, &mut resolved)? {
+        for _ in 0..n {
+            let (i, v) = rx.recv().map_err(lost_args)?;
+            resolved[i as usize] = Some(v);
+        }
     }
     Ok(resolved)
 }
@@ -126,21 +141,11 @@ pub(crate) async fn complete_async(
     args: &[TaskArg],
     mut resolved: Vec<Option<Stored>>,
 ) -> Result<Vec<Option<Stored>>, Error> {
-    let missing = missing_refs(args, &resolved);
-    if missing.is_empty() {
-        return Ok(resolved);
-    }
-    resolved.resize(args.len(), None);
-    let rt = runtime::current()?;
-    let (tx, rx) = flume::unbounded();
-    let n = missing.len();
-    owner::fetch_into(&rt, missing, tx);
-    for _ in 0..n {
-        let (i, v) = rx
-            .recv_async()
-            .await
-            .map_err(|_| Error::shutdown("fetching a task's arguments"))?;
-        resolved[i as usize] = Some(v);
+    if let Some((rx, n)) = start_missing(args, &mut resolved)? {
+        for _ in 0..n {
+            let (i, v) = rx.recv_async().await.map_err(lost_args)?;
+            resolved[i as usize] = Some(v);
+        }
     }
     Ok(resolved)
 }
@@ -279,22 +284,7 @@ pub(crate) fn spawn_async(
 pub(crate) fn finish(spec: &Arc<TaskSpec>, outcome: Outcome) {
     runtime::with_current(|rt| match (spec.owner.addr, &rt.net) {
         (Some(addr), Some(net)) if addr != net.local_addr() => {
-            let outcome = outcome.map(|enc| {
-                // Objects referenced inside the result stay pinned here (their owner may be this
-                // process) for as long as this worker lives.
-                let (bytes, pins) = enc.into_parts();
-                rt.refs.hold(pins);
-                bytes
-            });
-            Remote {
-                net: net.clone(),
-                addr,
-            }
-            .send_body(Body::TaskResult(owner::TaskResult {
-                task_id: spec.task_id,
-                return_id: spec.return_id,
-                outcome,
-            }));
+            owner::send_result(rt, net, addr, spec.task_id, spec.return_id, outcome);
         }
         _ => owner_finish(rt, spec, outcome),
     });
@@ -314,13 +304,5 @@ pub(crate) fn owner_finish(rt: &Arc<Runtime>, spec: &Arc<TaskSpec>, outcome: Out
         rt.submit(Arc::new(next));
         return;
     }
-    let (value, contains) = match outcome {
-        Ok(enc) => {
-            let (bytes, pins) = enc.into_parts();
-            (Stored::Value(bytes), pins)
-        }
-        Err(e) => (Stored::Error(e), Vec::new()),
-    };
-    rt.refs.complete(spec.return_id, value, contains);
-    rt.refs.unpin(&spec.pinned);
+    owner::store_result(rt, spec.return_id, &spec.pinned, outcome);
 }

@@ -143,6 +143,51 @@ pub(crate) fn report(
     }
 }
 
+/// Sends the outcome of a task or call that ran here to its owner at `addr`. Objects referenced
+/// inside the result stay pinned here (their owner may be this process) while this process
+/// lives.
+pub(crate) fn send_result(
+    rt: &Runtime,
+    net: &Arc<Transport>,
+    addr: std::net::SocketAddr,
+    task_id: TaskId,
+    return_id: ObjectId,
+    outcome: crate::registry::Outcome,
+) {
+    let outcome = outcome.map(|enc| {
+        let (bytes, pins) = enc.into_parts();
+        rt.refs.hold(pins);
+        bytes
+    });
+    Remote {
+        net: net.clone(),
+        addr,
+    }
+    .send_body(Body::TaskResult(TaskResult {
+        task_id,
+        return_id,
+        outcome,
+    }));
+}
+
+/// The owner stores a result (its contained refs' pins go with it) and unpins the arguments.
+pub(crate) fn store_result(
+    rt: &Runtime,
+    return_id: ObjectId,
+    pinned: &[ObjectId],
+    outcome: crate::registry::Outcome,
+) {
+    let (value, contains) = match outcome {
+        Ok(enc) => {
+            let (bytes, pins) = enc.into_parts();
+            (Stored::Value(bytes), pins)
+        }
+        Err(e) => (Stored::Error(e), Vec::new()),
+    };
+    rt.refs.complete(return_id, value, contains);
+    rt.refs.unpin(pinned);
+}
+
 /// A result arrived from the process that ran the task or call.
 pub(crate) fn on_task_result(rt: &Arc<Runtime>, msg: TaskResult) {
     let outcome = msg.outcome.map(Encoded::from_bytes);
