@@ -255,6 +255,37 @@ impl Grant {
     pub(crate) fn gpu_ids(&self) -> Vec<u32> {
         self.gpus.iter().map(|(i, _)| *i).collect()
     }
+
+    /// The CPU this grant holds: plain CPU, and CPU of a placement group's reservation
+    /// (`CPU_group_..`). A task blocked in `get` lends exactly this.
+    pub(crate) fn cpu_part(&self) -> ResourceSet {
+        let mut out = ResourceSet::new();
+        for (r, a) in self.resources.iter() {
+            if is_cpu(r) {
+                out.set(r.clone(), a);
+            }
+        }
+        out
+    }
+
+    /// The grant without its CPU (what a blocked task still holds).
+    pub(crate) fn without_cpu(&self) -> Grant {
+        let mut rest = self.clone();
+        for (r, _) in self.resources.iter() {
+            if is_cpu(r) {
+                rest.resources.set(r.clone(), Amount::ZERO);
+            }
+        }
+        rest
+    }
+}
+
+fn is_cpu(r: &Resource) -> bool {
+    match r {
+        Resource::Cpu => true,
+        Resource::Custom(name) => name.starts_with("CPU_group_"),
+        _ => false,
+    }
 }
 
 /// One node's resource ledger.
@@ -372,23 +403,18 @@ impl NodeResources {
         }
     }
 
-    /// Takes back only the CPU of a grant (a task blocked in `get` lends its CPU).
+    /// Takes back only the CPU of a grant (a task blocked in `get` lends its CPU, plain or
+    /// from a placement group).
     pub(crate) fn release_cpu(&mut self, grant: &Grant) {
-        let cpu = grant.resources.get(&Resource::Cpu);
-        let mut only_cpu = ResourceSet::new();
-        only_cpu.set(Resource::Cpu, cpu);
         self.release(&Grant {
-            resources: only_cpu,
+            resources: grant.cpu_part(),
             gpus: Vec::new(),
         });
     }
 
     /// Re-takes the CPU of a grant whose task unblocked; `false` if it is not available yet.
     pub(crate) fn try_reacquire_cpu(&mut self, grant: &Grant) -> bool {
-        let cpu = grant.resources.get(&Resource::Cpu);
-        let mut only_cpu = ResourceSet::new();
-        only_cpu.set(Resource::Cpu, cpu);
-        self.available.checked_sub(&only_cpu).is_some()
+        self.available.checked_sub(&grant.cpu_part()).is_some()
     }
 }
 

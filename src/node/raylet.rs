@@ -17,7 +17,7 @@ use crate::objects::store::{StoreClient, Stored};
 use crate::placement::group::committed_resources;
 use crate::placement::policy::{pick_node, NodeView, Placement};
 use crate::placement::SchedulingStrategy;
-use crate::resources::{Amount, Grant, NodeResources, Resource, ResourceSet};
+use crate::resources::{Grant, NodeResources, ResourceSet};
 use crate::system::gcs::{ActorFailed, ActorLost, Gcs, Heartbeat, PeerLost, RegisterNode};
 use crate::system::placement_groups::{CancelBundles, CommitBundles, PrepareBundles};
 use crate::task::{TaskKind, TaskSpec};
@@ -452,9 +452,7 @@ impl Raylet {
     fn release_running(&mut self, run: &Running) {
         if run.blocked {
             // Its CPU is already lent out; return the rest.
-            let mut rest = run.grant.clone();
-            rest.resources.set(Resource::Cpu, Amount::ZERO);
-            self.resources.release(&rest);
+            self.resources.release(&run.grant.without_cpu());
         } else {
             self.resources.release(&run.grant);
         }
@@ -957,12 +955,21 @@ impl Raylet {
                 task: r.spec.function.path.to_string(),
                 reason: reason.into(),
             };
-            if let TaskKind::ActorCreation(c) = &r.spec.kind {
-                self.gcs.do_send(ActorFailed {
-                    actor_id: c.actor_id,
-                    error: error.clone(),
-                });
-            }
+            let error = match &r.spec.kind {
+                TaskKind::ActorCreation(c) => {
+                    let e = Error::ActorUnschedulable {
+                        actor: c.actor_id.to_string(),
+                        class: r.spec.function.path.to_string(),
+                        reason: "its placement group was removed".into(),
+                    };
+                    self.gcs.do_send(ActorFailed {
+                        actor_id: c.actor_id,
+                        error: e.clone(),
+                    });
+                    e
+                }
+                TaskKind::Normal { .. } => error,
+            };
             self.report(&r.spec, Err(error));
         }
         let running: Vec<TaskId> = self
@@ -1047,10 +1054,8 @@ impl Handler<CancelBundles> for Raylet {
             .filter(|(g, i)| *g == msg.group && msg.indices.as_ref().is_none_or(|v| v.contains(i)))
             .copied()
             .collect();
-        if keys.is_empty() {
-            return;
-        }
         if msg.indices.is_none() {
+            // The group is gone: what waits for it here (even without its bundles) goes too.
             self.evict_group(msg.group);
         }
         for key in keys {

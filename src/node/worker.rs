@@ -7,7 +7,7 @@ use crate::api::context::{with_exec, ExecContext};
 use crate::ids::NodeId;
 use crate::node::executor::{self, Ready};
 use crate::node::pool::Finished;
-use crate::resources::{Grant, Resource};
+use crate::resources::Grant;
 use actix::prelude::*;
 
 /// Runs one task.
@@ -45,7 +45,7 @@ impl Handler<Execute> for Worker {
             task_id: Some(spec.task_id),
             actor_id: None,
             gpu_ids: msg.grant.gpu_ids(),
-            lends_cpu: msg.grant.resources.get(&Resource::Cpu).as_f64() > 0.0,
+            lends_cpu: !msg.grant.cpu_part().is_empty(),
             in_async: false,
             captured: crate::api::context::captured_by(&spec.strategy),
         };

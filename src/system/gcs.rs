@@ -589,13 +589,14 @@ impl Gcs {
                 }
             }
         }
-        for node in nodes {
-            if let Some(n) = self.nodes.get(&node).filter(|n| n.alive) {
-                n.raylet.do_send(CancelBundles {
-                    group: id,
-                    indices: None,
-                });
-            }
+        // Every live raylet: those holding bundles return them, and any may hold work queued
+        // for the group.
+        let _ = nodes;
+        for n in self.nodes.values().filter(|n| n.alive) {
+            n.raylet.do_send(CancelBundles {
+                group: id,
+                indices: None,
+            });
         }
         Ok(())
     }
@@ -625,10 +626,10 @@ impl Gcs {
             .map(|&i| summary.bundles[i].clone())
             .collect();
         let placed: Vec<NodeId> = summary.nodes.iter().flatten().copied().collect();
-        let avoid = if summary.strategy == PlacementStrategy::StrictSpread {
-            placed.clone()
-        } else {
-            Vec::new()
+        // SPREAD and STRICT_SPREAD keep away from the nodes the group already has.
+        let avoid = match summary.strategy {
+            PlacementStrategy::Spread | PlacementStrategy::StrictSpread => placed.clone(),
+            _ => Vec::new(),
         };
         let assign = match place_bundles(&views, &bundles, summary.strategy, &avoid, &placed) {
             Ok(a) => a,
