@@ -12,7 +12,8 @@
 //! ```
 //!
 //! After Ray's rows come lumen's own figures, prefixed `lumen: `: a 100 MiB object read by a task
-//! (GB/s), time from `lumen::init()` to the first task's result, actor creation rate, and with
+//! (GB/s), time from `lumen::init()` to the first task's result, the process's resident memory
+//! right after that, actor creation rate (1000 actors, one call each), and with
 //! `--drain N`, N no-op tasks queued at once
 //! then drained (total seconds and the process's peak resident memory). `--smoke` shrinks the
 //! large payloads 1000× (for tests that only check every metric runs; its figures mean nothing).
@@ -212,11 +213,16 @@ impl Bench {
 
 /// Peak resident memory of this process, from /proc (0 where it is not available).
 fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// A memory line of /proc/self/status, in MiB (0 where it is not available).
+fn status_mib(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
@@ -272,6 +278,8 @@ fn main() -> lumen::Result<()> {
     }
     lumen::get(&small_value::remote())?;
     let first_result = started.elapsed();
+    // The whole embedded cluster (or the driver, on a cluster) idle after one task.
+    let idle_rss = status_mib("VmRSS:");
     // Ray sizes some rows by half the machine's cores.
     let n_cpu = (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1);
     let b = &bench;
@@ -438,11 +446,15 @@ fn main() -> lumen::Result<()> {
     }
     if b.wants("lumen: actor creation") {
         let t0 = Instant::now();
-        let actors: Vec<_> = (0..200).map(|_| Server::remote()).collect();
+        let n = if b.smoke { 50 } else { 1000 };
+        let actors: Vec<_> = (0..n).map(|_| Server::remote()).collect();
         let refs: Vec<_> = actors.iter().map(|a| a.small_value().remote()).collect();
         lumen::get_all(&refs)?;
-        let rate = 200.0 / t0.elapsed().as_secs_f64();
+        let rate = n as f64 / t0.elapsed().as_secs_f64();
         println!("lumen: actor creation with one call per second {rate:.2} +- 0.00");
+    }
+    if b.wants("lumen: idle") {
+        println!("lumen: idle resident memory after init and one task {idle_rss:.1} MiB");
     }
     if b.wants("lumen: init") {
         println!(
