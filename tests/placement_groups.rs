@@ -1570,3 +1570,58 @@ fn strict_spread_group_waits_for_a_replacement_node() {
     }
     assert!(pg.wait(SOON));
 }
+
+/// An actor in a bundle whose node dies restarts with the bundle on its new node, as its own
+/// `max_restarts` allows.
+#[test]
+fn actor_in_a_lost_bundle_restarts_where_the_bundle_goes() {
+    let mut s = Session::uniform(3, 2.0);
+    let head = s.node(0);
+    let pg = create_ready(cpus(2), PlacementStrategy::Spread);
+    let before = placed(&table(&pg));
+    let lost = before
+        .iter()
+        .position(|n| *n != head)
+        .expect("a bundle off the head");
+    let victim = before[lost];
+    let actor = Counter::options()
+        .num_cpus(1.0)
+        .max_restarts(1)
+        .scheduling_strategy(in_bundle(&pg, lost))
+        .remote(10);
+    assert_eq!(get(&actor.inc().remote()).expect("first call"), 11);
+    assert_eq!(get(&actor.node().remote()).expect("its node"), victim);
+
+    let k = s.index_of(victim, 3);
+    s.cluster_mut().kill_node(k);
+    wait_node_dead(victim);
+    // The restarted actor starts from its constructor, on the bundle's new node.
+    let mut answer = None;
+    let ok = wait_until(LONG, || {
+        match lumen::get_timeout(&actor.inc().remote(), SOON) {
+            Ok(v) => {
+                answer = Some(v);
+                true
+            }
+            Err(Error::ActorDied { .. }) => false,
+            Err(e) => panic!("a call after the node died: {e:?}"),
+        }
+    });
+    assert!(
+        ok,
+        "the actor never came back: {:?}; actors: {:?}",
+        table(&pg),
+        lumen::list_actors()
+    );
+    assert_eq!(
+        answer,
+        Some(11),
+        "a restarted actor starts from its constructor"
+    );
+    let now = placed(&table(&pg));
+    assert_ne!(now[lost], victim);
+    assert_eq!(
+        get(&actor.node().remote()).expect("its new node"),
+        now[lost]
+    );
+}

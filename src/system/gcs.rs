@@ -460,13 +460,16 @@ impl Gcs {
         }
         n.alive = false;
         tracing::warn!(node = %node_id, address = %n.address, reason, "node marked dead");
+        // Raylets learn of the death before anything is rescheduled, so nothing is sent there.
+        self.broadcast_view();
         for actor_id in self.actors.on_node(node_id) {
             let class = self
                 .actors
                 .class_of(actor_id)
                 .unwrap_or("unknown")
                 .to_string();
-            self.fail_actor(
+            // Restarted elsewhere if its policy allows, else dead.
+            self.actor_lost(
                 actor_id,
                 Error::ActorDied {
                     actor: actor_id.to_string(),
