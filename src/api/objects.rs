@@ -64,7 +64,7 @@ fn decode<T: DeserializeOwned + 'static>(id: ObjectId, stored: Stored) -> Result
 /// input order, not the first to arrive).
 fn fetch_blocking(
     rt: &Arc<Runtime>,
-    refs: &[RawRef],
+    refs: &[&RawRef],
     need: usize,
     timeout: Option<Duration>,
     settle: bool,
@@ -88,7 +88,7 @@ fn fetch_blocking(
                 got += 1;
             }
             Lookup::Waiting => {}
-            Lookup::InStore if owner::owned_here(rt, &refs[i]) => via_store.push((i, *id)),
+            Lookup::InStore if owner::owned_here(rt, refs[i]) => via_store.push((i, *id)),
             Lookup::InStore => remote.push((i, refs[i].clone())),
         }
     }
@@ -217,7 +217,7 @@ fn get_inner<T: DeserializeOwned + 'static>(
     if let Some(v) = rt.refs.inline(id) {
         return decode(id, v);
     }
-    let (mut slots, complete) = fetch_blocking(&rt, &[r.raw().clone()], 1, timeout, false)?;
+    let (mut slots, complete) = fetch_blocking(&rt, &[r.raw()], 1, timeout, false)?;
     if !complete {
         return Err(Error::GetTimeout {
             object: id.to_string(),
@@ -255,7 +255,7 @@ pub fn get_all<T: DeserializeOwned + 'static>(refs: &[ObjectRef<T>]) -> Result<V
             .map(|(id, v)| decode(*id, v))
             .collect();
     }
-    let raws: Vec<RawRef> = refs.iter().map(|r| r.raw().clone()).collect();
+    let raws: Vec<&RawRef> = refs.iter().map(|r| r.raw()).collect();
     let (slots, _) = fetch_blocking(&rt, &raws, ids.len(), None, false)?;
     ids.iter()
         .zip(slots)
@@ -295,7 +295,7 @@ pub fn wait<T>(
     };
     let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
     let need = num_returns.min(ids.len());
-    let raws: Vec<RawRef> = refs.iter().map(|r| r.raw().clone()).collect();
+    let raws: Vec<&RawRef> = refs.iter().map(|r| r.raw()).collect();
     let slots = match fetch_blocking(&rt, &raws, need, timeout, true) {
         Ok((s, _)) => s,
         // Inside an async task: answer from what is present now, without blocking.
