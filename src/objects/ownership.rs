@@ -52,6 +52,14 @@ impl RefEntry {
     }
 }
 
+/// What [`RefTable::peek`] can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Peek {
+    Ready,
+    Pending,
+    Unknown,
+}
+
 /// Where a reader finds an object.
 pub(crate) enum Lookup {
     /// Here it is.
@@ -316,6 +324,16 @@ impl RefTable {
     pub(crate) fn drop_waiters(&self) {
         for mut e in self.map.iter_mut() {
             e.waiters.clear();
+        }
+    }
+
+    /// What this process can tell about an object without waiting: ready here (kept inline),
+    /// pending here (owned and not made yet), or unknown (ask the store or its owner).
+    pub(crate) fn peek(&self, id: ObjectId) -> Peek {
+        match self.map.get(&id) {
+            Some(e) if e.inline.is_some() => Peek::Ready,
+            Some(e) if !e.stored => Peek::Pending,
+            _ => Peek::Unknown,
         }
     }
 
