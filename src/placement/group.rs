@@ -275,9 +275,16 @@ impl PlacementGroupBuilder {
             job: rt.job_id,
             detached: self.detached,
         };
-        let gcs = rt.gcs.clone();
         let n = self.bundles.len();
-        rt.block_on(async move { gcs.send(msg).await })???;
+        if msg.name.is_none() {
+            // Nothing can be refused remotely: send and return at once. Later requests about the
+            // group from this process arrive after it (same mailbox, or same connection, in order).
+            rt.gcs.do_send(msg);
+        } else {
+            // A name must be claimed before create() returns, so a duplicate is an error here.
+            let gcs = rt.gcs.clone();
+            rt.block_on(async move { gcs.send(msg).await })???;
+        }
         Ok(PlacementGroup { id, bundles: n })
     }
 }
