@@ -330,9 +330,9 @@ pub fn create_actor<T: RemoteActor>(
     };
     // In a placement group, both draw on the group's reservation.
     let strategy = crate::api::task::effective_strategy(&options.strategy);
-    let placement = crate::api::task::in_group(&placement, &strategy);
+    let placement = crate::api::task::in_group(placement, &strategy);
     let lifetime = if explicit {
-        crate::api::task::in_group(&lifetime, &strategy)
+        crate::api::task::in_group(lifetime, &strategy)
     } else {
         lifetime
     };

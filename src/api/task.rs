@@ -138,14 +138,14 @@ pub(crate) fn effective_strategy(given: &SchedulingStrategy) -> SchedulingStrate
 }
 
 /// Resources rewritten to draw on a placement group's reservation, when scheduled into one.
-pub(crate) fn in_group(resources: &ResourceSet, strategy: &SchedulingStrategy) -> ResourceSet {
+pub(crate) fn in_group(resources: ResourceSet, strategy: &SchedulingStrategy) -> ResourceSet {
     match strategy {
         SchedulingStrategy::PlacementGroup {
             group,
             bundle_index,
             ..
-        } => crate::placement::group::request_in_group(resources, *group, *bundle_index),
-        _ => resources.clone(),
+        } => crate::placement::group::request_in_group(&resources, *group, *bundle_index),
+        _ => resources,
     }
 }
 
@@ -187,7 +187,7 @@ pub fn submit_task<R>(
         Err(e) => return failed_ref(&rt, e),
     };
     let strategy = effective_strategy(&options.strategy);
-    let resources = in_group(&resources, &strategy);
+    let resources = in_group(resources, &strategy);
     let (args, pinned) = match args::collect(args) {
         Ok(a) => a,
         Err(e) => return failed_ref(&rt, e),

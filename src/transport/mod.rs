@@ -693,7 +693,7 @@ impl Conn {
 
     /// One-way message back on this connection. Dropped (with a debug log) if the connection is
     /// gone.
-    #[allow(dead_code)] // API: not every protocol answers with one-way messages.
+    #[cfg(test)]
     pub(crate) fn send(&self, payload: Bytes) {
         if self.link.tx.send(Outgoing::Message(payload)).is_err() {
             debug!(peer = %self.link.peer, "message dropped: the connection is closed");
