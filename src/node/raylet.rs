@@ -566,19 +566,14 @@ impl Handler<SubmitTask> for Raylet {
     fn handle(&mut self, msg: SubmitTask, ctx: &mut Context<Self>) {
         let SubmitTask { spec, hops } = msg;
         let locally_feasible = spec.resources.is_subset_of(self.resources.total());
+        let views = self.views();
         let random = (spec.task_id.0 >> 16) as u64;
         let pinned_elsewhere = matches!(&spec.strategy,
             SchedulingStrategy::NodeAffinity { node_id, .. } if *node_id != self.node_id);
-        // The only node there is (embedded): no policy to run, unless affinity must be checked.
-        let alone = self.link.is_none()
-            && !matches!(spec.strategy, SchedulingStrategy::NodeAffinity { .. });
-        let placement = if (hops > 0 || alone) && locally_feasible && !pinned_elsewhere {
-            // Placed here by another raylet or the GCS, or the only node there is: run here.
+        let placement = if hops > 0 && locally_feasible && !pinned_elsewhere {
+            // Placed here by another raylet or the GCS: run here.
             Placement::Node(self.node_id)
-        } else if alone {
-            Placement::Infeasible
         } else {
-            let views = self.views();
             pick_node(
                 &views,
                 self.node_id,
