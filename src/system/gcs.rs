@@ -274,10 +274,9 @@ pub(crate) struct Gcs {
     nodes: HashMap<NodeId, NodeRecord>,
     jobs: HashMap<JobId, JobRecord>,
     actors: ActorDirectory<HostRef>,
-    actor_jobs: HashMap<ActorId, JobId>,
     /// Processes calling each actor, told when it dies so their calls fail at once.
     subscribers: HashMap<ActorId, Vec<SocketAddr>>,
-    /// Each actor's creation task and how many restarts it has used.
+    /// Each live actor's creation task (its job, its restart policy) and the restarts used.
     actor_specs: HashMap<ActorId, (Arc<TaskSpec>, u32)>,
     /// Actors no live node can host yet; placed again whenever a node joins.
     unplaced: Vec<Arc<TaskSpec>>,
@@ -295,7 +294,6 @@ impl Gcs {
             nodes: HashMap::new(),
             jobs: HashMap::new(),
             actors: ActorDirectory::default(),
-            actor_jobs: HashMap::new(),
             subscribers: HashMap::new(),
             actor_specs: HashMap::new(),
             unplaced: Vec::new(),
@@ -330,7 +328,6 @@ impl Gcs {
     fn fail_actor(&mut self, actor_id: ActorId, error: Error) {
         // The creation task's return object carries the failure to anyone awaiting readiness.
         Self::deliver(self.actors.dead(actor_id, error.clone()));
-        self.actor_jobs.remove(&actor_id);
         self.actor_specs.remove(&actor_id);
         if let (Some(net), Some(subs)) = (&self.net, self.subscribers.remove(&actor_id)) {
             for addr in subs {
@@ -551,9 +548,9 @@ impl Gcs {
         }
         tracing::info!(job = %job_id, "job finished");
         let doomed: Vec<ActorId> = self
-            .actor_jobs
+            .actor_specs
             .iter()
-            .filter(|(a, j)| **j == job_id && !self.actors.is_detached(**a))
+            .filter(|(a, (spec, _))| spec.job_id == job_id && !self.actors.is_detached(**a))
             .map(|(a, _)| *a)
             .collect();
         for actor_id in doomed {
@@ -576,7 +573,9 @@ impl Gcs {
 
     /// Removes a group: every raylet holding its bundles returns them and stops their users.
     fn remove_group(&mut self, id: PlacementGroupId) -> Result<(), Error> {
-        let nodes = self.groups.remove(id)?;
+        if !self.groups.remove(id)? {
+            return Ok(());
+        }
         tracing::info!(group = %id, "placement group removed");
         // Until the nodes' next reports: the bundles' resources are theirs again.
         if let Some(g) = self.groups.groups.get(&id) {
@@ -594,7 +593,6 @@ impl Gcs {
         }
         // Every live raylet: those holding bundles return them, and any may hold work queued
         // for the group.
-        let _ = nodes;
         for n in self.nodes.values().filter(|n| n.alive) {
             n.raylet.do_send(CancelBundles {
                 group: id,
@@ -939,7 +937,6 @@ impl Handler<CreateActor> for Gcs {
             msg.get_if_exists,
         )?;
         if outcome == Registered::New {
-            self.actor_jobs.insert(creation.actor_id, msg.spec.job_id);
             self.actor_specs
                 .insert(creation.actor_id, (msg.spec.clone(), 0));
             self.schedule_actor(msg.spec);

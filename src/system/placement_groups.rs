@@ -162,24 +162,20 @@ impl PgTable {
             .collect()
     }
 
-    /// Marks a group removed (its name freed); returns the nodes holding its bundles and the
-    /// waiters to tell.
-    pub(crate) fn remove(&mut self, id: PlacementGroupId) -> Result<Vec<NodeId>, Error> {
+    /// Marks a group removed (its name freed, its waiters told); whether it was not already.
+    pub(crate) fn remove(&mut self, id: PlacementGroupId) -> Result<bool, Error> {
         let g = self.groups.get_mut(&id).ok_or_else(|| Error::NotFound {
             kind: "placement group".into(),
             name: id.to_string(),
             namespace: String::new(),
         })?;
         if g.summary.state == PlacementGroupState::Removed {
-            return Ok(Vec::new());
+            return Ok(false);
         }
         g.summary.state = PlacementGroupState::Removed;
         if let Some(key) = &g.summary.name {
             self.names.remove(key);
         }
-        let mut nodes: Vec<NodeId> = g.summary.nodes.iter().flatten().copied().collect();
-        nodes.sort();
-        nodes.dedup();
         let err = Error::Cancelled {
             task: format!("placement group {id}"),
             reason: "the placement group was removed".into(),
@@ -187,7 +183,7 @@ impl PgTable {
         for w in g.waiters.drain(..) {
             let _ = w.send(Err(err.clone()));
         }
-        Ok(nodes)
+        Ok(true)
     }
 
     /// Finds a named group.
