@@ -72,10 +72,9 @@ pub(crate) struct Runtime {
     pub(crate) refs: RefTable,
     pub(crate) actors: ActorClients,
     /// Tasks this process owns that were submitted to a cluster, by return object: the owner
-    /// keeps each spec until its result arrives (to retry it, or to unpin its arguments).
-    pub(crate) inflight: DashMap<ObjectId, Arc<TaskSpec>>,
-    /// Which node queued each task in flight (reported by raylets), for retries if it dies.
-    pub(crate) placements: DashMap<ObjectId, NodeId>,
+    /// keeps each spec until its result arrives (to retry it, or to unpin its arguments), with
+    /// the node that queued it once a raylet reports it (to retry it if that node dies).
+    pub(crate) inflight: DashMap<ObjectId, (Arc<TaskSpec>, Option<NodeId>)>,
     /// Nodes this process heard died, with why (a placement report may come after the notice).
     pub(crate) dead_nodes: Mutex<std::collections::HashMap<NodeId, String>>,
     /// The event loop of async tasks and async actors.
@@ -112,7 +111,6 @@ impl Runtime {
             net: p.net,
             actors: ActorClients::default(),
             inflight: DashMap::new(),
-            placements: DashMap::new(),
             dead_nodes: Mutex::new(std::collections::HashMap::new()),
             store: p.store,
             executor: p.executor,
@@ -133,7 +131,7 @@ impl Runtime {
     /// Submits a task this process owns to its raylet.
     pub(crate) fn submit(&self, spec: Arc<TaskSpec>) {
         if self.net.is_some() {
-            self.inflight.insert(spec.return_id, spec.clone());
+            self.inflight.insert(spec.return_id, (spec.clone(), None));
         }
         self.raylet.do_send(SubmitTask { spec, hops: 0 });
     }

@@ -387,7 +387,7 @@ pub fn create_actor<T: RemoteActor>(
     rt.refs.add_pending_actor(return_id, spec.clone(), actor_id);
     if rt.net.is_some() {
         // On a cluster the creation's outcome arrives as a result message.
-        rt.inflight.insert(return_id, spec.clone());
+        rt.inflight.insert(return_id, (spec.clone(), None));
     }
     let anchor = ObjectRef::adopt(RawRef {
         id: return_id,

@@ -56,8 +56,8 @@ pub(crate) struct Borrow {
 pub(crate) fn on_tasks_placed(rt: &Arc<Runtime>, msg: TasksPlaced) {
     for id in msg.returns {
         // A result may have arrived first: only tasks still in flight are recorded.
-        if rt.inflight.contains_key(&id) {
-            rt.placements.insert(id, msg.node);
+        if let Some(mut e) = rt.inflight.get_mut(&id) {
+            e.1 = Some(msg.node);
         }
     }
     // The node may have died before this report arrived.
@@ -80,14 +80,13 @@ fn fail_lost(rt: &Arc<Runtime>, node: NodeId, reason: &str) {
         reason: reason.to_string(),
     };
     let lost: Vec<ObjectId> = rt
-        .placements
+        .inflight
         .iter()
-        .filter(|e| *e.value() == msg.node)
+        .filter(|e| e.value().1 == Some(msg.node))
         .map(|e| *e.key())
         .collect();
     for id in lost {
-        rt.placements.remove(&id);
-        if let Some((_, spec)) = rt.inflight.remove(&id) {
+        if let Some((_, (spec, _))) = rt.inflight.remove(&id) {
             tracing::warn!(task = %spec.task_id, node = %msg.node, "task lost with its node");
             let error = Error::WorkerDied {
                 function: spec.function.path.to_string(),
@@ -195,8 +194,7 @@ pub(crate) fn on_task_result(rt: &Arc<Runtime>, msg: TaskResult) {
         guard.finish(outcome);
         return;
     }
-    if let Some((_, spec)) = rt.inflight.remove(&msg.return_id) {
-        rt.placements.remove(&msg.return_id);
+    if let Some((_, (spec, _))) = rt.inflight.remove(&msg.return_id) {
         executor::owner_finish(rt, &spec, outcome);
         return;
     }
