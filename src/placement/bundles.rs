@@ -162,22 +162,8 @@ pub(crate) fn place(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{Amount, Resource};
-
-    fn cpus(n: u64) -> ResourceSet {
-        let mut s = ResourceSet::new();
-        s.set(Resource::Cpu, Amount::units(n));
-        s
-    }
-
-    fn node(i: u128, total: u64, avail: u64) -> NodeView {
-        NodeView {
-            id: NodeId(i),
-            alive: true,
-            total: cpus(total),
-            available: cpus(avail),
-        }
-    }
+    use crate::placement::policy::tests::{cpus, node};
+    use crate::resources::Resource;
 
     fn distinct(v: &[NodeId]) -> usize {
         let mut v = v.to_vec();

@@ -158,17 +158,19 @@ fn spread(nodes: &[NodeView], req: &ResourceSet, cursor: &mut usize) -> Placemen
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::resources::Amount;
 
-    fn cpus(n: u64) -> ResourceSet {
+    /// `{CPU: n}`.
+    pub(crate) fn cpus(n: u64) -> ResourceSet {
         let mut s = ResourceSet::new();
         s.set(Resource::Cpu, Amount::units(n));
         s
     }
 
-    fn node(i: u128, total: u64, avail: u64) -> NodeView {
+    /// A live node with `total` CPUs, `avail` of them free.
+    pub(crate) fn node(i: u128, total: u64, avail: u64) -> NodeView {
         NodeView {
             id: NodeId(i),
             alive: true,
