@@ -69,7 +69,7 @@ pub(crate) struct Runtime {
     /// This process's endpoint, on a cluster.
     pub(crate) net: Option<Arc<Transport>>,
     pub(crate) store: StoreClient,
-    pub(crate) refs: RefTable,
+    pub(crate) refs: Arc<RefTable>,
     pub(crate) actors: ActorClients,
     /// Tasks this process owns that were submitted to a cluster, by return object: the owner
     /// keeps each spec until its result arrives (to retry it, or to unpin its arguments), with
@@ -93,6 +93,8 @@ struct Parts {
     raylet: Target<Raylet>,
     net: Option<Arc<Transport>>,
     store: StoreClient,
+    /// The owner table, when a component made before the runtime (the embedded raylet) shares it.
+    refs: Option<Arc<RefTable>>,
     executor: tokio::runtime::Handle,
     async_rt: Option<tokio::runtime::Runtime>,
     system: (actix::System, JoinHandle<()>),
@@ -105,7 +107,9 @@ impl Runtime {
             node_id: p.node_id,
             worker_id: p.worker_id,
             namespace: p.namespace,
-            refs: RefTable::new(p.store.clone(), p.gcs.clone(), p.net.clone()),
+            refs: p.refs.unwrap_or_else(|| {
+                Arc::new(RefTable::new(p.store.clone(), p.gcs.clone(), p.net.clone()))
+            }),
             gcs: p.gcs,
             raylet: p.raylet,
             net: p.net,
@@ -151,6 +155,26 @@ impl Runtime {
             .map_err(|_| Error::shutdown("waiting for a lumen component"))
     }
 
+    /// Sends a request to a component and waits for its answer, from a thread that is not an
+    /// event loop's. A component in this process is asked straight from this thread (no hop
+    /// through the event loop); one in another process through the transport.
+    pub(crate) fn request<A, M>(&self, target: &Target<A>, msg: M) -> Result<M::Result>
+    where
+        A: Actor + Handler<M>,
+        A::Context: actix::dev::ToEnvelope<A, M>,
+        M: crate::transport::wire::WireRequest,
+        M::Result: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        match target {
+            Target::Local(addr) => wait_here(addr.send(msg))
+                .map_err(|_| Error::shutdown("sending to a lumen component")),
+            Target::Remote(_) => {
+                let target = target.clone();
+                self.block_on(async move { target.send(msg).await })?
+            }
+        }
+    }
+
     fn stop(&self) {
         // Blocked reads waiting in the owner's table end with Error::Shutdown.
         self.refs.drop_waiters();
@@ -166,6 +190,42 @@ impl Runtime {
         }
         if let Some(rt) = self.async_rt.lock().take() {
             rt.shutdown_background();
+        }
+    }
+}
+
+/// How long [`wait_here`] polls before it parks the thread.
+const POLL_FOR: Duration = Duration::from_micros(50);
+
+/// Wakes a thread parked in [`wait_here`].
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `fut` to completion on this thread: polling it for a short while (a component in this
+/// process answers within microseconds, and sleeping costs more than that), then parking until
+/// it is woken.
+pub(crate) fn wait_here<F: std::future::Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let start = std::time::Instant::now();
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        if start.elapsed() < POLL_FOR {
+            std::hint::spin_loop();
+        } else {
+            // A wake that came before this park makes it return at once.
+            std::thread::park();
         }
     }
 }
@@ -255,11 +315,16 @@ fn start_embedded(config: Config) -> Result<()> {
         .whole_units() as usize;
 
     let exec2 = executor.clone();
-    let ((gcs, raylet, store), system, thread) = system_thread("lumen-system", move || {
+    let ((gcs, raylet, store, refs), system, thread) = system_thread("lumen-system", move || {
         Box::pin(async move {
             let gcs = Gcs::start_in_arbiter(&Arbiter::new().handle(), |_| Gcs::new());
             let store = StoreClient::new(store_shards());
-            let (g, s) = (gcs.clone(), store.clone());
+            let refs = Arc::new(RefTable::new(
+                store.clone(),
+                Target::Local(gcs.clone()),
+                None,
+            ));
+            let (g, s, r) = (gcs.clone(), store.clone(), refs.clone());
             let raylet_addr = Raylet::start_in_arbiter(&Arbiter::new().handle(), move |ctx| {
                 let exec = Executors::new(
                     node_id,
@@ -271,12 +336,13 @@ fn start_embedded(config: Config) -> Result<()> {
                 );
                 Raylet::new(node_id, resources, Target::Local(g), s, exec2, None)
                     .with_runner(Runner::Local(Box::new(exec)))
+                    .with_owner_table(r)
             });
             // init() returns only once the node is registered: the raylet registers when it
             // starts, so a round trip through it, then one through the GCS, orders after that.
             let _ = raylet_addr.send(GetResources).await;
             let _ = gcs.send(GetNodes).await;
-            (gcs, raylet_addr, store)
+            (gcs, raylet_addr, store, refs)
         })
     })?;
 
@@ -290,6 +356,7 @@ fn start_embedded(config: Config) -> Result<()> {
         raylet: Target::Local(raylet),
         net: None,
         store,
+        refs: Some(refs),
         executor,
         async_rt: Some(async_rt),
         system: (system, thread),
@@ -444,6 +511,7 @@ fn start_driver(config: Config, address: &str) -> Result<()> {
         raylet: Target::remote(&net, head_addr),
         net: Some(net),
         store,
+        refs: None,
         executor,
         async_rt: Some(async_rt),
         system: (system, thread),
@@ -518,6 +586,7 @@ fn start_worker() -> Result<()> {
         raylet: raylet.clone(),
         net: Some(net),
         store,
+        refs: None,
         executor: executor.clone(),
         async_rt: None,
         system: (system, thread),

@@ -408,11 +408,7 @@ pub fn create_actor<T: RemoteActor>(
         });
     }
     // A name is registered before remote() returns.
-    let gcs = rt.gcs.clone();
-    let outcome = rt
-        .block_on(async move { gcs.send(msg).await })
-        .and_then(|r| r)
-        .and_then(|r| r);
+    let outcome = rt.request(&rt.gcs, msg).and_then(|r| r);
     match outcome {
         Ok(Registered::New) => {
             rt.actors.created(&rt, actor_id);
@@ -568,12 +564,11 @@ pub fn get_actor<T: RemoteActor>(name: &str) -> Result<ActorHandle<T>> {
 /// Finds the named actor in `namespace`.
 pub fn get_actor_in<T: RemoteActor>(name: &str, namespace: &str) -> Result<ActorHandle<T>> {
     let rt = runtime::current()?;
-    let gcs = rt.gcs.clone();
     let msg = LookupActor {
         namespace: namespace.to_string(),
         name: name.to_string(),
     };
-    let (actor_id, class) = rt.block_on(async move { gcs.send(msg).await })???;
+    let (actor_id, class) = rt.request(&rt.gcs, msg)??;
     if class != T::PATH {
         return Err(Error::invalid(format!(
             "the actor {name:?} is a {class}, not a {}",

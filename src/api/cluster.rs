@@ -152,10 +152,8 @@ pub fn list_actors() -> Vec<ActorInfo> {
     let Ok(rt) = runtime::current() else {
         return Vec::new();
     };
-    let gcs = rt.gcs.clone();
     let mut v: Vec<ActorInfo> = rt
-        .block_on(async move { gcs.send(ListActors).await })
-        .and_then(|r| r)
+        .request(&rt.gcs, ListActors)
         .unwrap_or_default()
         .into_iter()
         .map(|a| ActorInfo {

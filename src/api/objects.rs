@@ -58,6 +58,28 @@ fn decode<T: DeserializeOwned + 'static>(id: ObjectId, stored: Stored) -> Result
     }
 }
 
+/// How long a blocking read polls its channel before sleeping on it.
+const SPIN_FOR: Duration = Duration::from_micros(40);
+
+/// Polls `rx` for a short while: a reply that comes within microseconds (a small task or actor
+/// call in this process) is taken without putting the thread to sleep and waking it, which
+/// costs more than the call itself.
+fn spin_recv<T>(rx: &flume::Receiver<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            match rx.try_recv() {
+                Ok(v) => return Some(v),
+                Err(flume::TryRecvError::Disconnected) => return None,
+                Err(flume::TryRecvError::Empty) => std::hint::spin_loop(),
+            }
+        }
+        if start.elapsed() >= SPIN_FOR {
+            return None;
+        }
+    }
+}
+
 /// Waits until `need` of `ids` are present or `timeout` passes; returns the values by slot and
 /// whether `need` was reached. With `settle`, it also waits until it has seen every object that
 /// was already present when the shards answered (so `wait` can pick the first ready ones in
@@ -116,9 +138,12 @@ fn fetch_blocking(
         if lent.is_none() {
             wait = Some(wait.map_or(LEND_AFTER, |w| w.min(LEND_AFTER)));
         }
-        let next = match wait {
-            Some(w) => rx.recv_timeout(w),
-            None => rx.recv().map_err(|_| flume::RecvTimeoutError::Disconnected),
+        let next = match spin_recv(&rx) {
+            Some(v) => Ok(v),
+            None => match wait {
+                Some(w) => rx.recv_timeout(w),
+                None => rx.recv().map_err(|_| flume::RecvTimeoutError::Disconnected),
+            },
         };
         match next {
             Ok((PRESENT_SENT, _)) => markers -= 1,
@@ -345,9 +370,24 @@ pub fn wait<T>(
     (ready, rest)
 }
 
-/// Which of `ids` are present right now (one round trip to the shards, without lending CPU).
+/// Which of `ids` are present right now: small ones in the owner's table, the rest asked of the
+/// shards (one round trip, without lending CPU).
 fn fetch_ready_now(rt: &Arc<Runtime>, ids: &[ObjectId]) -> Vec<Option<Stored>> {
+    let mut slots: Vec<Option<Stored>> = ids.iter().map(|id| rt.refs.inline(*id)).collect();
+    let at: Vec<usize> = (0..ids.len()).filter(|i| slots[*i].is_none()).collect();
+    let ask: Vec<ObjectId> = at.iter().map(|i| ids[*i]).collect();
+    for (i, v) in at.into_iter().zip(fetch_from_store(rt, &ask)) {
+        slots[i] = v;
+    }
+    slots
+}
+
+/// Which of `ids` the local store holds right now.
+fn fetch_from_store(rt: &Arc<Runtime>, ids: &[ObjectId]) -> Vec<Option<Stored>> {
     let mut slots = vec![None; ids.len()];
+    if ids.is_empty() {
+        return slots;
+    }
     let (rx, mut markers) = rt.store.fetch_marked(ids);
     while markers > 0 {
         match rx.recv() {
@@ -399,7 +439,8 @@ pub(crate) async fn get_async<T: DeserializeOwned + 'static>(r: &ObjectRef<T>) -
 pub struct MemorySummary {
     /// Objects this process holds references to (owned or borrowed).
     pub referenced_objects: usize,
-    /// Objects in the local object store.
+    /// Objects held by this node: in the local object store, and small ones kept in this
+    /// process's owner table (Ray's in-process memory store).
     pub stored_objects: usize,
     /// Bytes of those objects.
     pub stored_bytes: usize,
@@ -421,9 +462,10 @@ pub struct MemorySummary {
 pub fn memory_summary() -> Result<MemorySummary> {
     let rt = runtime::current()?;
     let stats = futures::executor::block_on(rt.store.stats());
+    let (inline_objects, inline_bytes) = rt.refs.inline_stats();
     Ok(MemorySummary {
         referenced_objects: rt.refs.len(),
-        stored_objects: stats.objects,
-        stored_bytes: stats.bytes,
+        stored_objects: stats.objects + inline_objects,
+        stored_bytes: stats.bytes + inline_bytes,
     })
 }

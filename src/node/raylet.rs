@@ -13,6 +13,7 @@ use crate::node::executor::Ready;
 use crate::node::pool::{Executors, Finished, Launch};
 use crate::node::processes::{JobWorkers, WorkerExited, WorkerStartFailed};
 use crate::objects::owner::{self, NodeDied, TasksPlaced};
+use crate::objects::ownership::RefTable;
 use crate::objects::store::{StoreClient, Stored};
 use crate::placement::group::committed_resources;
 use crate::placement::policy::{pick_node, NodeView, Placement};
@@ -203,6 +204,8 @@ pub(crate) struct Raylet {
     placed: HashMap<(SocketAddr, NodeId), Vec<ObjectId>>,
     /// Placement-group bundles reserved here, by group and bundle index.
     bundles: HashMap<(PlacementGroupId, u32), BundleHold>,
+    /// Embedded: the one process's owner table, where small objects live (not in the store).
+    owner_table: Option<Arc<RefTable>>,
 }
 
 impl Raylet {
@@ -232,7 +235,15 @@ impl Raylet {
             view: Vec::new(),
             placed: HashMap::new(),
             bundles: HashMap::new(),
+            owner_table: None,
         }
+    }
+
+    /// Embedded: resolve arguments from the process's owner table (small objects live only
+    /// there), then the store.
+    pub(crate) fn with_owner_table(mut self, refs: Arc<RefTable>) -> Self {
+        self.owner_table = Some(refs);
+        self
     }
 
     /// Notes that a task of a remote owner is queued on `node` (this one, or the one it was
@@ -616,8 +627,11 @@ impl Handler<SubmitTask> for Raylet {
         let n = deps.len();
         let Some(link) = &self.link else {
             let (tx, rx) = flume::unbounded();
-            self.store
-                .fetch_into(deps.into_iter().map(|(i, r)| (i, r.id)), tx);
+            let wants = deps.into_iter().map(|(i, r)| (i, r.id));
+            match &self.owner_table {
+                Some(refs) => owner::fetch_owned(refs, &self.store, wants, &tx),
+                None => self.store.fetch_into(wants, tx),
+            }
             let fut = async move {
                 let mut resolved: Vec<Option<Stored>> = vec![None; nargs];
                 for _ in 0..n {

@@ -1,9 +1,11 @@
 //! [`ObjectRef<T>`]: a typed, reference-counted handle to an object that exists now or will
 //! exist when the task that makes it finishes.
 //!
-//! Cloning a ref adds a local reference; dropping one removes it; serializing one inside a task
-//! argument or a stored value pins the object for as long as that task or value lives. When the
-//! owner's count for an object reaches zero, every copy is freed.
+//! Each ref made in this process (by a submission, a `put`, or deserialization) is one local
+//! reference in the owner's table; clones share it (an atomic count, no table lookup), and the
+//! last clone dropped removes it. Serializing a ref inside a task argument or a stored value pins
+//! the object for as long as that task or value lives. When the owner's count for an object
+//! reaches zero, every copy is freed.
 
 use crate::error::Result;
 use crate::ids::{NodeId, ObjectId, WorkerId};
@@ -16,6 +18,7 @@ use std::fmt;
 use std::future::IntoFuture;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 /// Where an object's owner lives: the worker that created the ref, its node, and the address
 /// its process listens on (none for an embedded runtime, which owns everything in its process).
@@ -54,15 +57,26 @@ pub(crate) struct RawRef {
 /// ```
 #[must_use = "dropping an ObjectRef frees its object once no other reference remains"]
 pub struct ObjectRef<T> {
-    raw: RawRef,
+    local: Arc<LocalRef>,
     _t: PhantomData<fn() -> T>,
+}
+
+/// One local reference in the owner's table, shared by a ref and its clones.
+struct LocalRef {
+    raw: RawRef,
+}
+
+impl Drop for LocalRef {
+    fn drop(&mut self) {
+        runtime::with_current(|rt| rt.refs.remove_local(self.raw.id));
+    }
 }
 
 impl<T> ObjectRef<T> {
     /// Wraps a raw ref whose local count has already been taken for this handle.
     pub(crate) fn adopt(raw: RawRef) -> Self {
         ObjectRef {
-            raw,
+            local: Arc::new(LocalRef { raw }),
             _t: PhantomData,
         }
     }
@@ -77,36 +91,32 @@ impl<T> ObjectRef<T> {
     /// # Ok::<(), lumen::Error>(())
     /// ```
     pub fn id(&self) -> ObjectId {
-        self.raw.id
+        self.local.raw.id
     }
 
     pub(crate) fn raw(&self) -> &RawRef {
-        &self.raw
+        &self.local.raw
     }
 }
 
 impl<T> Clone for ObjectRef<T> {
     fn clone(&self) -> Self {
-        runtime::with_current(|rt| rt.refs.add_local(self.raw.id));
-        ObjectRef::adopt(self.raw.clone())
-    }
-}
-
-impl<T> Drop for ObjectRef<T> {
-    fn drop(&mut self) {
-        runtime::with_current(|rt| rt.refs.remove_local(self.raw.id));
+        ObjectRef {
+            local: self.local.clone(),
+            _t: PhantomData,
+        }
     }
 }
 
 impl<T> fmt::Debug for ObjectRef<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ObjectRef({})", self.raw.id)
+        write!(f, "ObjectRef({})", self.raw().id)
     }
 }
 
 impl<T> PartialEq for ObjectRef<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.raw.id == other.raw.id
+        self.raw().id == other.raw().id
     }
 }
 
@@ -114,14 +124,14 @@ impl<T> Eq for ObjectRef<T> {}
 
 impl<T> Hash for ObjectRef<T> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.raw.id.hash(state)
+        self.raw().id.hash(state)
     }
 }
 
 impl<T> Serialize for ObjectRef<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        codec::note_contained(self.raw.id);
-        self.raw.serialize(s)
+        codec::note_contained(self.raw().id);
+        self.raw().serialize(s)
     }
 }
 

@@ -7,8 +7,8 @@ use crate::ids::{NodeId, ObjectId, TaskId};
 use crate::node::executor;
 use crate::objects::codec::Encoded;
 use crate::objects::object_ref::RawRef;
-use crate::objects::ownership::Lookup;
-use crate::objects::store::Stored;
+use crate::objects::ownership::{Lookup, RefTable};
+use crate::objects::store::{FetchReply, StoreClient, Stored};
 use crate::runtime::Runtime;
 use crate::task::TaskSpec;
 use crate::transport::wire::{Body, Remote};
@@ -303,6 +303,29 @@ pub(crate) fn owned_here(rt: &Runtime, raw: &RawRef) -> bool {
     }
 }
 
+/// Sends each `(slot, id)` of an object owned in this process to `tx`: a small value from the
+/// owner's table at once, a pending one when it completes, a large one from the store.
+pub(crate) fn fetch_owned(
+    refs: &RefTable,
+    store: &StoreClient,
+    wants: impl IntoIterator<Item = (usize, ObjectId)>,
+    tx: &FetchReply,
+) {
+    let mut via_store = Vec::new();
+    for (slot, id) in wants {
+        match refs.lookup_or_wait(id, slot as u32, tx) {
+            Lookup::Ready(v) => {
+                let _ = tx.send((slot as u32, v));
+            }
+            Lookup::Waiting => {}
+            Lookup::InStore => via_store.push((slot, id)),
+        }
+    }
+    if !via_store.is_empty() {
+        store.fetch_into(via_store, tx.clone());
+    }
+}
+
 /// Sends each `(slot, ref)` to `tx`: from the owner's table or local store when owned here,
 /// else from the owner's process.
 pub(crate) fn fetch_into(
@@ -320,7 +343,7 @@ pub(crate) fn fetch_into(
         }
     }
     if !local.is_empty() {
-        rt.store.fetch_into(local, tx.clone());
+        fetch_owned(&rt.refs, &rt.store, local, &tx);
     }
     if let (Some(net), false) = (&rt.net, remote.is_empty()) {
         fetch_remote(net, &rt.executor, remote, tx);

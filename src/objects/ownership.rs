@@ -20,13 +20,15 @@ use crate::transport::wire::{Body, Remote, Target};
 use crate::transport::Transport;
 use dashmap::DashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 #[derive(Default)]
 struct RefEntry {
     local: u32,
     pinned: u32,
-    /// The value is in the store (so freeing must drop it there).
+    /// The value is present: inline below when small, else in the store (so freeing must drop
+    /// it there).
     stored: bool,
     /// Objects referenced from inside this object's value.
     contains: Vec<ObjectId>,
@@ -35,8 +37,8 @@ struct RefEntry {
     lineage: Option<Arc<TaskSpec>>,
     /// This object anchors an actor's handles: when it goes, the actor is out of scope.
     actor: Option<ActorId>,
-    /// A small value (or an error), kept by the owner so that reading it needs no message to
-    /// the store (Ray's in-process memory store).
+    /// A small value (or an error), kept only by the owner so that reading it needs no message
+    /// to the store (Ray's in-process memory store). Small values never go to the store.
     inline: Option<Stored>,
     /// Readers waiting for this (owned, pending) object: handed the value when it completes.
     waiters: Vec<(u32, FetchReply)>,
@@ -70,14 +72,21 @@ pub(crate) enum Lookup {
     InStore,
 }
 
-/// Values up to this size are also kept inline in the owner's table.
+/// Values up to this size are kept inline in the owner's table instead of the store.
 const INLINE_MAX: usize = 64 * 1024;
 
-fn inline_copy(value: &Stored) -> Option<Stored> {
+/// Whether a value is kept inline by its owner (small values and errors) or goes to the store.
+fn is_inline(value: &Stored) -> bool {
     match value {
-        Stored::Value(b) if b.len() <= INLINE_MAX => Some(value.clone()),
-        Stored::Value(_) => None,
-        Stored::Error(_) => Some(value.clone()),
+        Stored::Value(b) => b.len() <= INLINE_MAX,
+        Stored::Error(_) => true,
+    }
+}
+
+fn stored_size(value: &Stored) -> usize {
+    match value {
+        Stored::Value(b) => b.len(),
+        Stored::Error(_) => 0,
     }
 }
 
@@ -89,6 +98,11 @@ pub(crate) struct RefTable {
     held: parking_lot::Mutex<Vec<ObjectId>>,
     /// This process's endpoint, on a cluster (borrowers talk to owners).
     net: Option<Arc<Transport>>,
+    /// Values kept inline, and their bytes (they count as stored in [`memory_summary`]).
+    ///
+    /// [`memory_summary`]: crate::memory_summary
+    inline_objects: AtomicUsize,
+    inline_bytes: AtomicUsize,
 }
 
 impl RefTable {
@@ -99,7 +113,29 @@ impl RefTable {
             gcs,
             held: parking_lot::Mutex::new(Vec::new()),
             net,
+            inline_objects: AtomicUsize::new(0),
+            inline_bytes: AtomicUsize::new(0),
         }
+    }
+
+    /// Keeps `value` inline when it is small (counting it), else returns it for the store.
+    fn keep(&self, value: Stored) -> (Option<Stored>, Option<Stored>) {
+        if is_inline(&value) {
+            self.inline_objects.fetch_add(1, Ordering::Relaxed);
+            self.inline_bytes
+                .fetch_add(stored_size(&value), Ordering::Relaxed);
+            (Some(value), None)
+        } else {
+            (None, Some(value))
+        }
+    }
+
+    /// Objects kept inline here and their bytes.
+    pub(crate) fn inline_stats(&self) -> (usize, usize) {
+        (
+            self.inline_objects.load(Ordering::Relaxed),
+            self.inline_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Registers the creation object of an actor: the anchor of its handles.
@@ -131,24 +167,19 @@ impl RefTable {
     /// object's: held until it is freed.
     pub(crate) fn add_put(&self, id: ObjectId, value: Encoded) {
         let (bytes, contains) = value.into_parts();
-        let value = Stored::Value(bytes);
+        let (inline, to_store) = self.keep(Stored::Value(bytes));
         self.map.insert(
             id,
             RefEntry {
                 local: 1,
                 stored: true,
                 contains,
-                inline: inline_copy(&value),
+                inline,
                 ..Default::default()
             },
         );
-        self.store.put(id, value);
-    }
-
-    /// Another local handle to a known object.
-    pub(crate) fn add_local(&self, id: ObjectId) {
-        if let Some(mut e) = self.map.get_mut(&id) {
-            e.local += 1;
+        if let Some(value) = to_store {
+            self.store.put(id, value);
         }
     }
 
@@ -251,12 +282,15 @@ impl RefTable {
             Some(mut e) if !e.stored => {
                 e.stored = true;
                 e.contains = contains.clone();
-                e.inline = inline_copy(&value);
                 // Readers in this process get the value straight from the owner.
                 for (slot, tx) in e.waiters.drain(..) {
                     let _ = tx.send((slot, value.clone()));
                 }
-                self.store.put(id, value);
+                let (inline, to_store) = self.keep(value);
+                e.inline = inline;
+                if let Some(value) = to_store {
+                    self.store.put(id, value);
+                }
                 true
             }
             _ => false,
@@ -274,8 +308,14 @@ impl RefTable {
             let Some((_, e)) = self.map.remove_if(&id, |_, e| e.unreferenced()) else {
                 continue;
             };
-            if e.stored {
-                self.store.free(id);
+            match &e.inline {
+                Some(v) => {
+                    self.inline_objects.fetch_sub(1, Ordering::Relaxed);
+                    self.inline_bytes
+                        .fetch_sub(stored_size(v), Ordering::Relaxed);
+                }
+                None if e.stored => self.store.free(id),
+                None => {}
             }
             if let (Some(owner), Some(net)) = (e.borrowed_from, &self.net) {
                 Remote {
