@@ -41,6 +41,7 @@ extern crate self as lumen;
 
 mod actors;
 mod api;
+mod doorbell;
 mod error;
 mod ids;
 pub mod node;

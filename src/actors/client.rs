@@ -63,11 +63,7 @@ pub(crate) struct ActorClients {
 /// Sends a call to its host; gives the call back if the host is gone.
 fn deliver(rt: &Arc<Runtime>, host: &HostRef, task: ActorTask) -> Option<ActorTask> {
     match host {
-        HostRef::Local(addr) if addr.connected() => {
-            addr.do_send(task);
-            None
-        }
-        HostRef::Local(_) => Some(task),
+        HostRef::Local(host) => host.post(task),
         HostRef::Remote(addr) => {
             let Some(net) = &rt.net else {
                 return Some(task);

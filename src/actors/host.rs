@@ -9,6 +9,7 @@
 
 use crate::actors::groups::{Group, RunCall};
 use crate::api::context::{with_exec, ExecContext};
+use crate::doorbell::Doorbell;
 use crate::error::Error;
 use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
 use crate::node::executor::{self, build_args, locate, panic_message};
@@ -108,6 +109,27 @@ pub(crate) struct ActorTask {
     pub(crate) guard: CallGuard,
 }
 
+/// An actor host in this process: its address, and the doorbell its thread lingers on.
+#[derive(Clone)]
+pub(crate) struct LocalHost {
+    pub(crate) addr: Addr<ActorHost>,
+    pub(crate) bell: Arc<Doorbell>,
+}
+
+impl LocalHost {
+    /// Posts a call; gives it back if the host is gone.
+    pub(crate) fn post(&self, task: ActorTask) -> Option<ActorTask> {
+        if !self.addr.connected() {
+            return Some(task);
+        }
+        // Ring first: the host may handle the call before this thread runs another instruction,
+        // and its answer must follow the ring.
+        self.bell.ring();
+        self.addr.do_send(task);
+        None
+    }
+}
+
 /// Hosts one actor.
 pub(crate) struct ActorHost {
     spec: Arc<TaskSpec>,
@@ -125,18 +147,34 @@ pub(crate) struct ActorHost {
     default_group: Group,
     /// The declared concurrency groups.
     groups: Vec<(&'static str, Group)>,
+    /// Rung by whoever posts a call here (see [`doorbell`](crate::doorbell)).
+    bell: Arc<Doorbell>,
+}
+
+/// Where a host runs: its node's components and this process's event loop and address.
+pub(crate) struct HostSite {
+    pub(crate) node: NodeId,
+    pub(crate) raylet: Target<Raylet>,
+    pub(crate) gcs: Target<Gcs>,
+    pub(crate) executor: tokio::runtime::Handle,
+    /// Where other processes reach this host (none when embedded).
+    pub(crate) listen: Option<SocketAddr>,
 }
 
 impl ActorHost {
     pub(crate) fn new(
         spec: Arc<TaskSpec>,
-        node: NodeId,
         gpu_ids: Vec<u32>,
-        raylet: Target<Raylet>,
-        gcs: Target<Gcs>,
-        executor: tokio::runtime::Handle,
-        listen: Option<SocketAddr>,
+        bell: Arc<Doorbell>,
+        site: HostSite,
     ) -> Self {
+        let HostSite {
+            node,
+            raylet,
+            gcs,
+            executor,
+            listen,
+        } = site;
         let actor_id = match &spec.kind {
             TaskKind::ActorCreation(c) => c.actor_id,
             TaskKind::Normal { .. } => ActorId(0),
@@ -154,6 +192,7 @@ impl ActorHost {
             state: None,
             default_group: Group::Inline,
             groups: Vec::new(),
+            bell,
         }
     }
 
@@ -232,7 +271,10 @@ impl Handler<Construct> for ActorHost {
                     (Target::Local(gcs), None) => gcs.do_send(ActorStarted {
                         actor_id: self.actor_id,
                         node_id: self.node,
-                        host: HostRef::Local(ctx.address()),
+                        host: HostRef::Local(LocalHost {
+                            addr: ctx.address(),
+                            bell: self.bell.clone(),
+                        }),
                     }),
                     (gcs, Some(listen)) => gcs.do_send(ActorStartedWire {
                         actor_id: self.actor_id,
@@ -272,6 +314,7 @@ impl Handler<Construct> for ActorHost {
 impl Handler<ActorTask> for ActorHost {
     type Result = ();
     fn handle(&mut self, msg: ActorTask, _: &mut Context<Self>) {
+        self.bell.answer();
         let (Some(class), Some(state)) = (self.class, self.state.clone()) else {
             return msg.guard.finish(Err(Error::ActorDied {
                 actor: self.actor_id.to_string(),

@@ -7,7 +7,10 @@
 //! the raylet owns the executors itself (no extra hop per task); on a real cluster each job has a
 //! `WorkerPool` actor in its worker process on every node, fed by that node's raylet over QUIC.
 
-use crate::actors::host::{ActorHost, ActorTask, CallGuard, Construct, StopHost};
+use crate::actors::host::{
+    ActorHost, ActorTask, CallGuard, Construct, HostSite, LocalHost, StopHost,
+};
+use crate::doorbell::{self, Doorbell};
 use crate::error::Error;
 use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
 use crate::node::executor::{self, Ready};
@@ -76,7 +79,7 @@ pub(crate) struct Executors {
     /// one for each worker for as long as the worker should live, busy or idle.
     workers: Vec<Addr<Worker>>,
     max_idle: usize,
-    hosts: HashMap<ActorId, (Addr<ActorHost>, ArbiterHandle)>,
+    hosts: HashMap<ActorId, (LocalHost, ArbiterHandle)>,
 }
 
 impl Executors {
@@ -142,16 +145,24 @@ impl Executors {
             }
             TaskKind::ActorCreation(creation) => {
                 let actor_id = creation.actor_id;
-                let arbiter = Arbiter::new();
+                let bell = Doorbell::new();
+                let arbiter = doorbell::arbiter(bell.clone());
                 let handle = arbiter.handle();
-                let (raylet, gcs, node) = (self.raylet.clone(), self.gcs.clone(), self.node);
-                let (exec, listen) = (self.executor.clone(), self.listen);
+                let site = HostSite {
+                    node: self.node,
+                    raylet: self.raylet.clone(),
+                    gcs: self.gcs.clone(),
+                    executor: self.executor.clone(),
+                    listen: self.listen,
+                };
                 let gpus = grant.gpu_ids();
-                let host = ActorHost::start_in_arbiter(&handle, move |_| {
-                    ActorHost::new(spec, node, gpus, raylet, gcs, exec, listen)
+                let b = bell.clone();
+                let addr = ActorHost::start_in_arbiter(&handle, move |_| {
+                    ActorHost::new(spec, gpus, b, site)
                 });
-                host.do_send(Construct { resolved });
-                self.hosts.insert(actor_id, (host, handle));
+                addr.do_send(Construct { resolved });
+                self.hosts
+                    .insert(actor_id, (LocalHost { addr, bell }, handle));
             }
         }
     }
@@ -169,7 +180,7 @@ impl Executors {
     /// Stops an actor hosted here.
     pub(crate) fn stop_actor(&mut self, actor_id: ActorId) {
         if let Some((host, arbiter)) = self.hosts.remove(&actor_id) {
-            host.do_send(StopHost);
+            host.addr.do_send(StopHost);
             arbiter.stop();
         }
     }
@@ -178,19 +189,23 @@ impl Executors {
     pub(crate) fn call(&mut self, msg: ActorCallWire) {
         let mut guard = CallGuard::new(msg.return_id, Vec::new(), msg.actor_id);
         guard.owner = Some((msg.task_id, msg.owner));
-        match self.hosts.get(&msg.actor_id) {
-            Some((host, _)) if host.connected() => host.do_send(ActorTask {
-                task_id: msg.task_id,
-                method: msg.method,
-                args: msg.args,
-                group: msg.group,
-                guard,
-            }),
-            _ => guard.finish(Err(Error::ActorDied {
+        let task = ActorTask {
+            task_id: msg.task_id,
+            method: msg.method,
+            args: msg.args,
+            group: msg.group,
+            guard,
+        };
+        let refused = match self.hosts.get(&msg.actor_id) {
+            Some((host, _)) => host.post(task),
+            None => Some(task),
+        };
+        if let Some(task) = refused {
+            task.guard.finish(Err(Error::ActorDied {
                 actor: msg.actor_id.to_string(),
                 class: String::new(),
                 reason: "the actor is no longer hosted by this worker process".into(),
-            })),
+            }));
         }
     }
 }

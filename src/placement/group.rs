@@ -16,9 +16,10 @@ use crate::placement::bundles::PlacementStrategy;
 use crate::resources::{Amount, Resource, ResourceRequest, ResourceSet};
 use crate::runtime;
 use crate::system::placement_groups::{
-    CreatePlacementGroup, GetPlacementGroup, ListPlacementGroups, PgSummary, RemovePlacementGroup,
-    WaitPlacementGroup,
+    CreatePlacementGroup, GetPlacementGroup, ListPlacementGroups, OnPlacementGroupReady, PgSummary,
+    RemovePlacementGroup, WaitPlacementGroup,
 };
+use crate::transport::wire::Target;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -191,24 +192,43 @@ impl PlacementGroup {
             id,
             owner: rt.owner(),
         });
-        let (gcs, rt2, group) = (rt.gcs.clone(), rt.clone(), self.id);
-        rt.executor.spawn(async move {
-            let outcome = match gcs.send(WaitPlacementGroup { id: group }).await {
-                Ok(Ok(())) => codec::encode("()", &()).map(|e| e.into_parts().0),
-                Ok(Err(e)) | Err(e) => Err(e),
-            };
-            let value = match outcome {
-                Ok(bytes) => Stored::Value(bytes),
-                Err(e) => Stored::Error(e),
-            };
-            rt2.refs.complete(id, value, Vec::new());
-        });
+        let group = self.id;
+        match &rt.gcs {
+            // The GCS is in this process: it completes the object itself.
+            Target::Local(gcs) => {
+                let refs = Arc::downgrade(&rt.refs);
+                gcs.do_send(OnPlacementGroupReady {
+                    id: group,
+                    then: Box::new(move |outcome| {
+                        if let Some(refs) = refs.upgrade() {
+                            refs.complete(id, ready_value(outcome), Vec::new());
+                        }
+                    }),
+                });
+            }
+            Target::Remote(_) => {
+                let (gcs, rt2) = (rt.gcs.clone(), rt.clone());
+                rt.executor.spawn(async move {
+                    let outcome = gcs.send(WaitPlacementGroup { id: group }).await;
+                    rt2.refs
+                        .complete(id, ready_value(outcome.and_then(|r| r)), Vec::new());
+                });
+            }
+        }
         r
     }
 
     /// Waits up to `timeout` for the group to be created; whether it was.
     pub fn wait(&self, timeout: Duration) -> bool {
         crate::get_timeout(&self.ready(), timeout).is_ok()
+    }
+}
+
+/// The value of a group's ready object.
+fn ready_value(outcome: Result<()>) -> Stored {
+    match outcome.and_then(|()| codec::encode("()", &())) {
+        Ok(enc) => Stored::Value(enc.into_parts().0),
+        Err(e) => Stored::Error(e),
     }
 }
 
@@ -282,8 +302,7 @@ impl PlacementGroupBuilder {
             rt.gcs.do_send(msg);
         } else {
             // A name must be claimed before create() returns, so a duplicate is an error here.
-            let gcs = rt.gcs.clone();
-            rt.block_on(async move { gcs.send(msg).await })???;
+            rt.request(&rt.gcs, msg)??;
         }
         Ok(PlacementGroup { id, bundles: n })
     }
@@ -303,8 +322,7 @@ fn to_info(s: PgSummary) -> PlacementGroupInfo {
 
 fn list(id: Option<PlacementGroupId>) -> Result<Vec<PlacementGroupInfo>> {
     let rt = runtime::current()?;
-    let gcs = rt.gcs.clone();
-    let rows = rt.block_on(async move { gcs.send(ListPlacementGroups { id }).await })??;
+    let rows = rt.request(&rt.gcs, ListPlacementGroups { id })?;
     Ok(rows.into_iter().map(to_info).collect())
 }
 
@@ -340,20 +358,17 @@ pub fn list_placement_groups() -> Vec<PlacementGroupInfo> {
 /// back asynchronously.
 pub fn remove_placement_group(pg: &PlacementGroup) -> Result<()> {
     let rt = runtime::current()?;
-    let gcs = rt.gcs.clone();
-    let id = pg.id;
-    rt.block_on(async move { gcs.send(RemovePlacementGroup { id }).await })??
+    rt.request(&rt.gcs, RemovePlacementGroup { id: pg.id })?
 }
 
 /// The named group, in the driver's namespace.
 pub fn get_placement_group(name: &str) -> Result<PlacementGroup> {
     let rt = runtime::current()?;
-    let gcs = rt.gcs.clone();
     let msg = GetPlacementGroup {
         namespace: rt.namespace.clone(),
         name: name.to_string(),
     };
-    let s = rt.block_on(async move { gcs.send(msg).await })???;
+    let s = rt.request(&rt.gcs, msg)??;
     Ok(PlacementGroup {
         id: s.id,
         bundles: s.bundles.len(),

@@ -3,7 +3,7 @@
 //! them. On a cluster it also broadcasts the resource view to every raylet.
 
 use crate::actors::client::ActorDead;
-use crate::actors::host::ActorHost;
+use crate::actors::host::LocalHost;
 use crate::error::Error;
 use crate::ids::PlacementGroupId;
 use crate::ids::{ActorId, JobId, NodeId};
@@ -21,7 +21,8 @@ use crate::system::actor_directory::{
 use crate::system::binaries::BinaryCache;
 use crate::system::placement_groups::{
     CancelBundles, CommitBundles, CreatePlacementGroup, GetPlacementGroup, ListPlacementGroups,
-    PgSummary, PgTable, PrepareBundles, RemovePlacementGroup, WaitPlacementGroup,
+    OnPlacementGroupReady, PgSummary, PgTable, PrepareBundles, RemovePlacementGroup,
+    WaitPlacementGroup,
 };
 use crate::task::{TaskKind, TaskSpec};
 use crate::transport::wire::{Body, Remote, Target};
@@ -41,7 +42,7 @@ type NodeBundles = (NodeId, Target<Raylet>, Vec<(u32, ResourceSet)>);
 /// hosts it.
 #[derive(Clone)]
 pub(crate) enum HostRef {
-    Local(Addr<ActorHost>),
+    Local(LocalHost),
     Remote(SocketAddr),
 }
 
@@ -732,11 +733,8 @@ impl Gcs {
             }
         }
         if g.summary.nodes.iter().all(Option::is_some) {
-            g.summary.state = PlacementGroupState::Created;
             tracing::info!(group = %id, nodes = ?g.summary.nodes, "placement group created");
-            for w in g.waiters.drain(..) {
-                let _ = w.send(Ok(()));
-            }
+            self.groups.mark_created(id);
         }
         self.broadcast_view();
     }
@@ -1087,32 +1085,24 @@ impl Handler<WaitPlacementGroup> for Gcs {
     type Result = ResponseFuture<Result<(), Error>>;
     fn handle(&mut self, msg: WaitPlacementGroup, _: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = flume::bounded(1);
-        match self.groups.groups.get_mut(&msg.id) {
-            None => {
-                let _ = tx.send(Err(Error::NotFound {
-                    kind: "placement group".into(),
-                    name: msg.id.to_string(),
-                    namespace: String::new(),
-                }));
-            }
-            Some(g) => match g.summary.state {
-                PlacementGroupState::Created => {
-                    let _ = tx.send(Ok(()));
-                }
-                PlacementGroupState::Removed => {
-                    let _ = tx.send(Err(Error::Cancelled {
-                        task: format!("placement group {}", msg.id),
-                        reason: "the placement group was removed".into(),
-                    }));
-                }
-                _ => g.waiters.push(tx),
-            },
-        }
+        self.groups.when_ready(
+            msg.id,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
         Box::pin(async move {
             rx.recv_async()
                 .await
                 .map_err(|_| Error::shutdown("waiting for a placement group"))?
         })
+    }
+}
+
+impl Handler<OnPlacementGroupReady> for Gcs {
+    type Result = ();
+    fn handle(&mut self, msg: OnPlacementGroupReady, _: &mut Context<Self>) {
+        self.groups.when_ready(msg.id, msg.then);
     }
 }
 
@@ -1133,14 +1123,16 @@ impl Handler<GetPlacementGroup> for Gcs {
 impl Handler<ListPlacementGroups> for Gcs {
     type Result = MessageResult<ListPlacementGroups>;
     fn handle(&mut self, msg: ListPlacementGroups, _: &mut Context<Self>) -> Self::Result {
-        let rows = self
-            .groups
-            .order
-            .iter()
-            .filter(|id| msg.id.is_none_or(|want| want == **id))
-            .filter_map(|id| self.groups.groups.get(id))
-            .map(|g| g.summary.clone())
-            .collect();
+        let rows = match msg.id {
+            Some(id) => self
+                .groups
+                .groups
+                .get(&id)
+                .map(|g| g.summary.clone())
+                .into_iter()
+                .collect(),
+            None => self.groups.in_order().map(|g| g.summary.clone()).collect(),
+        };
         MessageResult(rows)
     }
 }

@@ -14,7 +14,14 @@ use crate::placement::group::PlacementGroupState;
 use crate::resources::ResourceSet;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+fn removed_error(id: PlacementGroupId) -> Error {
+    Error::Cancelled {
+        task: format!("placement group {id}"),
+        reason: "the placement group was removed".into(),
+    }
+}
 
 /// A group as the GCS reports it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -94,20 +101,41 @@ pub(crate) struct CancelBundles {
     pub(crate) indices: Option<Vec<u32>>,
 }
 
+/// Told once whether a group was created (or why it never will be).
+pub(crate) type PgWaiter = Box<dyn FnOnce(Result<(), Error>) + Send>;
+
+/// Calls `then` once the group is created or removed (from this process: no reply message).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct OnPlacementGroupReady {
+    pub(crate) id: PlacementGroupId,
+    pub(crate) then: PgWaiter,
+}
+
 /// A group in the GCS.
 pub(crate) struct PgRecord {
     pub(crate) summary: PgSummary,
+    /// Its place in creation order.
+    seq: u64,
     /// A reservation round is under way.
     pub(crate) in_flight: bool,
-    pub(crate) waiters: Vec<flume::Sender<Result<(), Error>>>,
+    pub(crate) waiters: Vec<PgWaiter>,
 }
+
+/// How many removed groups the table keeps for listing (the oldest go first).
+pub(crate) const REMOVED_KEPT: usize = 1000;
 
 /// The GCS's table of groups.
 #[derive(Default)]
 pub(crate) struct PgTable {
     pub(crate) groups: HashMap<PlacementGroupId, PgRecord>,
     /// Creation order (placement is first come, first served).
-    pub(crate) order: Vec<PlacementGroupId>,
+    order: BTreeMap<u64, PlacementGroupId>,
+    next_seq: u64,
+    /// Groups waiting for a placement (pending or rescheduling), in creation order.
+    waiting: BTreeSet<u64>,
+    /// Removed groups still listed, oldest first.
+    removed: VecDeque<u64>,
     names: HashMap<(String, String), PlacementGroupId>,
 }
 
@@ -124,9 +152,12 @@ impl PgTable {
             self.names.insert(key.clone(), msg.id);
         }
         let n = msg.bundles.len();
+        let seq = self.next_seq;
+        self.next_seq += 1;
         self.groups.insert(
             msg.id,
             PgRecord {
+                seq,
                 summary: PgSummary {
                     id: msg.id,
                     name: msg.name,
@@ -141,15 +172,22 @@ impl PgTable {
                 waiters: Vec::new(),
             },
         );
-        self.order.push(msg.id);
+        self.order.insert(seq, msg.id);
+        self.waiting.insert(seq);
         Ok(())
+    }
+
+    /// Every group, in creation order.
+    pub(crate) fn in_order(&self) -> impl Iterator<Item = &PgRecord> {
+        self.order.values().filter_map(|id| self.groups.get(id))
     }
 
     /// Groups to try placing now: rescheduling ones first, then pending ones, oldest first.
     pub(crate) fn to_schedule(&self) -> Vec<PlacementGroupId> {
         let pick = |state: PlacementGroupState| {
-            self.order
+            self.waiting
                 .iter()
+                .filter_map(|seq| self.order.get(seq))
                 .filter(move |id| {
                     self.groups
                         .get(id)
@@ -160,6 +198,34 @@ impl PgTable {
         pick(PlacementGroupState::Rescheduling)
             .chain(pick(PlacementGroupState::Pending))
             .collect()
+    }
+
+    /// Every bundle of the group is placed: it is created, and its waiters are told.
+    pub(crate) fn mark_created(&mut self, id: PlacementGroupId) {
+        let Some(g) = self.groups.get_mut(&id) else {
+            return;
+        };
+        g.summary.state = PlacementGroupState::Created;
+        self.waiting.remove(&g.seq);
+        for w in g.waiters.drain(..) {
+            w(Ok(()));
+        }
+    }
+
+    /// Calls `then` once the group is created, or at once if it is already created or removed.
+    pub(crate) fn when_ready(&mut self, id: PlacementGroupId, then: PgWaiter) {
+        match self.groups.get_mut(&id) {
+            None => then(Err(Error::NotFound {
+                kind: "placement group".into(),
+                name: id.to_string(),
+                namespace: String::new(),
+            })),
+            Some(g) => match g.summary.state {
+                PlacementGroupState::Created => then(Ok(())),
+                PlacementGroupState::Removed => then(Err(removed_error(id))),
+                _ => g.waiters.push(then),
+            },
+        }
     }
 
     /// Marks a group removed (its name freed, its waiters told); whether it was not already.
@@ -176,12 +242,19 @@ impl PgTable {
         if let Some(key) = &g.summary.name {
             self.names.remove(key);
         }
-        let err = Error::Cancelled {
-            task: format!("placement group {id}"),
-            reason: "the placement group was removed".into(),
-        };
         for w in g.waiters.drain(..) {
-            let _ = w.send(Err(err.clone()));
+            w(Err(removed_error(id)));
+        }
+        let seq = g.seq;
+        self.waiting.remove(&seq);
+        // Removed groups stay listed (as REMOVED), up to a bound.
+        self.removed.push_back(seq);
+        while self.removed.len() > REMOVED_KEPT {
+            if let Some(old) = self.removed.pop_front() {
+                if let Some(gone) = self.order.remove(&old) {
+                    self.groups.remove(&gone);
+                }
+            }
         }
         Ok(true)
     }
@@ -217,6 +290,7 @@ impl PgTable {
                 affected += 1;
                 if g.summary.state == PlacementGroupState::Created {
                     g.summary.state = PlacementGroupState::Rescheduling;
+                    self.waiting.insert(g.seq);
                 }
             }
         }
@@ -226,7 +300,7 @@ impl PgTable {
     /// The non-detached groups of a job.
     pub(crate) fn of_job(&self, job: JobId) -> Vec<PlacementGroupId> {
         self.order
-            .iter()
+            .values()
             .filter(|id| {
                 self.groups.get(id).is_some_and(|g| {
                     g.summary.job == job
@@ -279,9 +353,10 @@ mod tests {
         assert_eq!(t.to_schedule(), vec![a, b, c]);
         let node = NodeId(7 << 16);
         if let Some(g) = t.groups.get_mut(&c) {
-            g.summary.state = PlacementGroupState::Created;
             g.summary.nodes = vec![Some(node), Some(NodeId(8 << 16))];
         }
+        t.mark_created(c);
+        assert_eq!(t.to_schedule(), vec![a, b]);
         assert_eq!(t.node_dead(node), 1);
         assert_eq!(
             t.groups[&c].summary.state,
@@ -292,5 +367,51 @@ mod tests {
         t.remove(a).unwrap();
         assert_eq!(t.to_schedule(), vec![c, b]);
         assert_eq!(t.of_job(JobId(1 << 16)), vec![b, c]);
+    }
+
+    #[test]
+    fn removed_groups_are_kept_up_to_a_bound_and_waiters_are_told() {
+        let mut t = PgTable::default();
+        let first = create(&mut t, None).unwrap();
+        let (tx, rx) = flume::unbounded();
+        t.when_ready(
+            first,
+            Box::new(move |r| {
+                let _ = tx.send(r.is_ok());
+            }),
+        );
+        t.remove(first).unwrap();
+        assert_eq!(rx.try_recv(), Ok(false));
+        for _ in 0..REMOVED_KEPT + 10 {
+            let id = create(&mut t, None).unwrap();
+            t.remove(id).unwrap();
+        }
+        let live = create(&mut t, None).unwrap();
+        assert!(!t.groups.contains_key(&first));
+        assert_eq!(t.groups.len(), REMOVED_KEPT + 1);
+        assert_eq!(t.in_order().count(), REMOVED_KEPT + 1);
+        assert_eq!(t.to_schedule(), vec![live]);
+    }
+
+    #[test]
+    fn when_ready_answers_at_once_for_created_and_unknown_groups() {
+        let mut t = PgTable::default();
+        let a = create(&mut t, None).unwrap();
+        t.mark_created(a);
+        let (tx, rx) = flume::unbounded();
+        let tx2 = tx.clone();
+        t.when_ready(
+            a,
+            Box::new(move |r| {
+                let _ = tx.send(r.is_ok());
+            }),
+        );
+        t.when_ready(
+            PlacementGroupId::fresh(),
+            Box::new(move |r| {
+                let _ = tx2.send(r.is_ok());
+            }),
+        );
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![true, false]);
     }
 }

@@ -1,0 +1,131 @@
+//! Doorbells: the threads on the latency path (actor hosts, task workers) poll briefly for their
+//! next message before their event loop puts them to sleep.
+//!
+//! Waking a sleeping thread costs a context switch on each side, tens of microseconds on a
+//! virtual machine: more than a small task or actor call itself. So each such thread gets a
+//! [`Doorbell`]: whoever posts a message to its actor rings it (before posting, so that the
+//! answer can never come first), the actor answers when it handles the message, and before the thread's event loop parks (tokio's `on_thread_park`), it polls the
+//! bell for up to [`LINGER`]. A message posted meanwhile is then taken without sleeping: the
+//! sender's wake-up is already pending, so the park returns at once. A bell that is never
+//! answered (a message dropped with a stopped actor) only turns lingering off.
+
+use actix::Arbiter;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long an idle thread polls its bell before it sleeps.
+pub(crate) const LINGER: Duration = Duration::from_micros(50);
+
+/// Counts messages posted to an actor and not handled yet.
+#[derive(Debug, Default)]
+pub(crate) struct Doorbell {
+    pending: AtomicUsize,
+}
+
+impl Doorbell {
+    pub(crate) fn new() -> Arc<Doorbell> {
+        Arc::new(Doorbell::default())
+    }
+
+    /// A message was posted.
+    pub(crate) fn ring(&self) {
+        self.pending.fetch_add(1, Ordering::Release);
+    }
+
+    /// A posted message is being handled.
+    pub(crate) fn answer(&self) {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Whether a posted message has not been handled yet.
+    pub(crate) fn is_ringing(&self) -> bool {
+        self.pending.load(Ordering::Acquire) > 0
+    }
+
+    /// Polls until the bell rings or `for_at_most` passes; whether it rang. Yields the CPU
+    /// between polls, so other runnable threads are not held up by the polling.
+    pub(crate) fn linger(&self, for_at_most: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            for _ in 0..16 {
+                if self.is_ringing() {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= for_at_most {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Starts an arbiter (a thread with its own event loop) that lingers on `bell` before it sleeps.
+/// Falls back to a plain arbiter if the event loop cannot be built that way.
+pub(crate) fn arbiter(bell: Arc<Doorbell>) -> Arbiter {
+    let started = Arbiter::try_with_tokio_rt(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .on_thread_park(move || {
+                bell.linger(LINGER);
+            })
+            .build()
+    });
+    match started {
+        Ok(arbiter) => arbiter,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start a lingering event loop; using a plain one");
+            Arbiter::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rung_bell_stops_lingering_at_once() {
+        let bell = Doorbell::new();
+        bell.ring();
+        let start = Instant::now();
+        assert!(bell.linger(Duration::from_secs(5)));
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_answered_bell_lingers_for_the_whole_time() {
+        let bell = Doorbell::new();
+        bell.ring();
+        bell.answer();
+        assert!(!bell.is_ringing());
+        let start = Instant::now();
+        assert!(!bell.linger(Duration::from_millis(5)));
+        assert!(start.elapsed() >= Duration::from_millis(5));
+    }
+
+    #[test]
+    fn answers_never_go_below_zero() {
+        let bell = Doorbell::new();
+        bell.answer();
+        bell.ring();
+        assert!(bell.is_ringing());
+        bell.answer();
+        bell.answer();
+        assert!(!bell.is_ringing());
+    }
+
+    #[test]
+    fn a_ring_from_another_thread_ends_the_linger() {
+        let bell = Doorbell::new();
+        let b = bell.clone();
+        let t = std::thread::spawn(move || b.linger(Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(5));
+        bell.ring();
+        assert!(t.join().expect("linger thread"));
+    }
+}
