@@ -10,17 +10,29 @@
 //! answered (a message dropped with a stopped actor) only turns lingering off.
 
 use actix::Arbiter;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long an idle thread polls its bell before it sleeps.
 pub(crate) const LINGER: Duration = Duration::from_micros(50);
 
+/// After this many lingers in a row ended with no message, the thread stops lingering for a
+/// while: isolated misses (a sender descheduled for a moment) do not count.
+const MISSES: u32 = 3;
+
+/// How many parks skip lingering after [`MISSES`] misses in a row.
+const BACKOFF: u32 = 16;
+
 /// Counts messages posted to an actor and not handled yet.
 #[derive(Debug, Default)]
 pub(crate) struct Doorbell {
     pending: AtomicUsize,
+    /// Parks left before lingering again: messages have been coming too slowly for it to pay
+    /// (calls from another node), and polling would only take CPU from the threads bringing them.
+    skip: AtomicU32,
+    /// Lingers in a row that ended with no message.
+    misses: AtomicU32,
 }
 
 impl Doorbell {
@@ -46,17 +58,32 @@ impl Doorbell {
     }
 
     /// Polls until the bell rings or `for_at_most` passes; whether it rang. Yields the CPU
-    /// between polls, so other runnable threads are not held up by the polling.
+    /// between polls, so other runnable threads are not held up by the polling. After a linger
+    /// in vain, the next few return at once.
     pub(crate) fn linger(&self, for_at_most: Duration) -> bool {
+        let skip = self.skip.load(Ordering::Relaxed);
+        if skip > 0 {
+            self.skip.store(skip - 1, Ordering::Relaxed);
+            return self.is_ringing();
+        }
         let start = Instant::now();
         loop {
             for _ in 0..16 {
                 if self.is_ringing() {
+                    self.misses.store(0, Ordering::Relaxed);
                     return true;
                 }
                 std::hint::spin_loop();
             }
             if start.elapsed() >= for_at_most {
+                let misses = self.misses.load(Ordering::Relaxed) + 1;
+                if misses >= MISSES {
+                    self.skip.store(BACKOFF, Ordering::Relaxed);
+                    // One more miss after the pause pauses again.
+                    self.misses.store(MISSES - 1, Ordering::Relaxed);
+                } else {
+                    self.misses.store(misses, Ordering::Relaxed);
+                }
                 return false;
             }
             std::thread::yield_now();
@@ -103,6 +130,22 @@ mod tests {
         bell.ring();
         bell.answer();
         assert!(!bell.is_ringing());
+        let start = Instant::now();
+        assert!(!bell.linger(Duration::from_millis(5)));
+        assert!(start.elapsed() >= Duration::from_millis(5));
+    }
+
+    #[test]
+    fn lingers_in_vain_turn_the_next_ones_off_for_a_while() {
+        let bell = Doorbell::new();
+        for _ in 0..MISSES {
+            assert!(!bell.linger(Duration::from_millis(1)));
+        }
+        let start = Instant::now();
+        for _ in 0..BACKOFF {
+            assert!(!bell.linger(Duration::from_secs(5)));
+        }
+        assert!(start.elapsed() < Duration::from_secs(1));
         let start = Instant::now();
         assert!(!bell.linger(Duration::from_millis(5)));
         assert!(start.elapsed() >= Duration::from_millis(5));

@@ -566,16 +566,19 @@ fn start_worker() -> Result<()> {
     let listen = net.local_addr();
 
     let (g, r, e) = (gcs.clone(), raylet.clone(), executor.clone());
-    let ((store, pool), system, thread) = system_thread("lumen-worker", move || {
+    let ((store, pool, hosts), system, thread) = system_thread("lumen-worker", move || {
         Box::pin(async move {
             let store = StoreClient::new(store_shards());
+            let exec = Executors::new(node_id, cpus, r, g, e, Some(listen));
+            let hosts = exec.directory();
             let pool = WorkerPool::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                WorkerPool::new(Executors::new(node_id, cpus, r, g, e, Some(listen)))
+                WorkerPool::new(exec)
             });
-            (store, pool)
+            (store, pool, hosts)
         })
     })?;
     let _ = router.pool.set(pool);
+    let _ = router.hosts.set(hosts);
     let worker_id = WorkerId::fresh();
     let rt = Runtime::assemble(Parts {
         job_id,

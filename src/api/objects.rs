@@ -61,20 +61,49 @@ fn decode<T: DeserializeOwned + 'static>(id: ObjectId, stored: Stored) -> Result
 /// How long a blocking read polls its channel before sleeping on it.
 const SPIN_FOR: Duration = Duration::from_micros(40);
 
+/// After this many polls in a row timed out, this thread's next [`SPIN_BACKOFF`] reads skip
+/// polling (isolated slow replies do not count).
+const SPIN_MISSES: u32 = 3;
+const SPIN_BACKOFF: u32 = 16;
+
+thread_local! {
+    /// Reads left before this thread polls again (replies have been slow lately).
+    static SPIN_SKIP: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Polls in a row that timed out.
+    static SPIN_MISSED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// Polls `rx` for a short while: a reply that comes within microseconds (a small task or actor
 /// call in this process) is taken without putting the thread to sleep and waking it, which
-/// costs more than the call itself.
+/// costs more than the call itself. Adaptive: when replies stop coming that fast (results
+/// trickling in from another node), the thread stops polling for a while instead of taking CPU
+/// from the threads that bring them.
 fn spin_recv<T>(rx: &flume::Receiver<T>) -> Option<T> {
+    let skip = SPIN_SKIP.with(|s| s.get());
+    if skip > 0 {
+        SPIN_SKIP.with(|s| s.set(skip - 1));
+        return rx.try_recv().ok();
+    }
     let start = Instant::now();
     loop {
         for _ in 0..64 {
             match rx.try_recv() {
-                Ok(v) => return Some(v),
+                Ok(v) => {
+                    SPIN_MISSED.with(|m| m.set(0));
+                    return Some(v);
+                }
                 Err(flume::TryRecvError::Disconnected) => return None,
                 Err(flume::TryRecvError::Empty) => std::hint::spin_loop(),
             }
         }
         if start.elapsed() >= SPIN_FOR {
+            let missed = SPIN_MISSED.with(|m| m.get()) + 1;
+            if missed >= SPIN_MISSES {
+                SPIN_SKIP.with(|s| s.set(SPIN_BACKOFF));
+                SPIN_MISSED.with(|m| m.set(SPIN_MISSES - 1));
+            } else {
+                SPIN_MISSED.with(|m| m.set(missed));
+            }
             return None;
         }
     }

@@ -23,6 +23,7 @@ use crate::system::gcs::Gcs;
 use crate::task::{TaskArg, TaskKind, TaskSpec};
 use crate::transport::wire::Target;
 use actix::prelude::*;
+use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -80,7 +81,12 @@ pub(crate) struct Executors {
     workers: Vec<Addr<Worker>>,
     max_idle: usize,
     hosts: HashMap<ActorId, (LocalHost, ArbiterHandle)>,
+    /// The hosts, for routing calls from other processes without a hop through this pool.
+    directory: HostDirectory,
 }
+
+/// The actor hosts of a process, by actor: where calls from other processes go.
+pub(crate) type HostDirectory = Arc<DashMap<ActorId, LocalHost>>;
 
 impl Executors {
     pub(crate) fn new(
@@ -101,6 +107,7 @@ impl Executors {
             workers: Vec::new(),
             max_idle: cpus.max(1) + 2,
             hosts: HashMap::new(),
+            directory: HostDirectory::default(),
         }
     }
 
@@ -161,8 +168,9 @@ impl Executors {
                     ActorHost::new(spec, gpus, b, site)
                 });
                 addr.do_send(Construct { resolved });
-                self.hosts
-                    .insert(actor_id, (LocalHost { addr, bell }, handle));
+                let host = LocalHost { addr, bell };
+                self.directory.insert(actor_id, host.clone());
+                self.hosts.insert(actor_id, (host, handle));
             }
         }
     }
@@ -179,34 +187,41 @@ impl Executors {
 
     /// Stops an actor hosted here.
     pub(crate) fn stop_actor(&mut self, actor_id: ActorId) {
+        self.directory.remove(&actor_id);
         if let Some((host, arbiter)) = self.hosts.remove(&actor_id) {
             host.addr.do_send(StopHost);
             arbiter.stop();
         }
     }
 
-    /// Routes a call from another process to the actor's host.
-    pub(crate) fn call(&mut self, msg: ActorCallWire) {
-        let mut guard = CallGuard::new(msg.return_id, Vec::new(), msg.actor_id);
-        guard.owner = Some((msg.task_id, msg.owner));
-        let task = ActorTask {
-            task_id: msg.task_id,
-            method: msg.method,
-            args: msg.args,
-            group: msg.group,
-            guard,
-        };
-        let refused = match self.hosts.get(&msg.actor_id) {
-            Some((host, _)) => host.post(task),
-            None => Some(task),
-        };
-        if let Some(task) = refused {
-            task.guard.finish(Err(Error::ActorDied {
-                actor: msg.actor_id.to_string(),
-                class: String::new(),
-                reason: "the actor is no longer hosted by this worker process".into(),
-            }));
-        }
+    /// Where calls from other processes find this pool's actor hosts.
+    pub(crate) fn directory(&self) -> HostDirectory {
+        self.directory.clone()
+    }
+}
+
+/// Routes a call from another process to the actor's host (straight from the thread that
+/// received it: calls on one connection arrive, and are posted, in order).
+pub(crate) fn deliver_call(directory: &HostDirectory, msg: ActorCallWire) {
+    let mut guard = CallGuard::new(msg.return_id, Vec::new(), msg.actor_id);
+    guard.owner = Some((msg.task_id, msg.owner));
+    let task = ActorTask {
+        task_id: msg.task_id,
+        method: msg.method,
+        args: msg.args,
+        group: msg.group,
+        guard,
+    };
+    let refused = match directory.get(&msg.actor_id) {
+        Some(host) => host.post(task),
+        None => Some(task),
+    };
+    if let Some(task) = refused {
+        task.guard.finish(Err(Error::ActorDied {
+            actor: msg.actor_id.to_string(),
+            class: String::new(),
+            reason: "the actor is no longer hosted by this worker process".into(),
+        }));
     }
 }
 
@@ -252,6 +267,6 @@ impl Handler<StopActor> for WorkerPool {
 impl Handler<ActorCallWire> for WorkerPool {
     type Result = ();
     fn handle(&mut self, msg: ActorCallWire, _: &mut Context<Self>) {
-        self.exec.call(msg);
+        deliver_call(&self.exec.directory, msg);
     }
 }

@@ -16,10 +16,38 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::any::{Any, TypeId};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 thread_local! {
     static CONTAINED: RefCell<Option<Vec<ObjectId>>> = const { RefCell::new(None) };
+    /// Decodes in progress on this thread (they nest).
+    static DECODING: Cell<u32> = const { Cell::new(0) };
+    /// A decode on this thread met refs whose owners must hear of this process as a borrower.
+    static BORROWS_PENDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether a decode is in progress on this thread; if so, the caller's borrow notices are sent
+/// when the outermost decode ends (one message per owner instead of one per ref).
+pub(crate) fn defer_borrows() -> bool {
+    let decoding = DECODING.with(Cell::get) > 0;
+    if decoding {
+        BORROWS_PENDING.with(|p| p.set(true));
+    }
+    decoding
+}
+
+/// Runs a decode, then sends the borrow notices it deferred.
+fn decoding<R>(f: impl FnOnce() -> R) -> R {
+    DECODING.with(|d| d.set(d.get() + 1));
+    let out = f();
+    let depth = DECODING.with(|d| {
+        d.set(d.get() - 1);
+        d.get()
+    });
+    if depth == 0 && BORROWS_PENDING.with(|p| p.replace(false)) {
+        runtime::with_current(|rt| rt.refs.flush_borrows());
+    }
+    out
 }
 
 /// Encoded bytes, and pins on the objects referenced inside the value.
@@ -204,7 +232,7 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(what: &str, bytes: &[u8]) ->
     if let Some(v) = decode_numeric::<T>(what, bytes) {
         return v;
     }
-    rmp_serde::from_slice(bytes).map_err(|e| Error::Serialization {
+    decoding(|| rmp_serde::from_slice(bytes)).map_err(|e| Error::Serialization {
         what: what.to_string(),
         reason: format!("{e} (expected {})", std::any::type_name::<T>()),
     })

@@ -44,12 +44,11 @@ pub(crate) struct NodeDied {
     pub(crate) reason: String,
 }
 
-/// A process starts (`add`) or stops holding refs to an object this process owns.
+/// A process starts (`true`) or stops holding refs to objects this process owns, in order.
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub(crate) struct Borrow {
-    pub(crate) id: ObjectId,
-    pub(crate) add: bool,
+    pub(crate) changes: Vec<(ObjectId, bool)>,
 }
 
 /// Records where the raylets queued this owner's tasks.

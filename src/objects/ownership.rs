@@ -27,9 +27,10 @@ use std::sync::Arc;
 struct RefEntry {
     local: u32,
     pinned: u32,
-    /// The value is present: inline below when small, else in the store (so freeing must drop
-    /// it there).
+    /// The value is present: inline below when small, else in a store.
     stored: bool,
+    /// This table put the value in the store (so freeing must drop it there).
+    in_store: bool,
     /// Objects referenced from inside this object's value.
     contains: Vec<ObjectId>,
     /// The task that makes this object, kept by its owner for re-execution.
@@ -83,6 +84,32 @@ fn is_inline(value: &Stored) -> bool {
     }
 }
 
+/// Sends the pending borrow notices, one message per owner, in order. The lock is held while
+/// they are queued on their connections, so notices never overtake each other.
+fn send_borrows(
+    net: &Arc<Transport>,
+    outbox: &parking_lot::Mutex<Vec<(SocketAddr, ObjectId, bool)>>,
+) {
+    let mut out = outbox.lock();
+    if out.is_empty() {
+        return;
+    }
+    let mut per_owner: Vec<(SocketAddr, Vec<(ObjectId, bool)>)> = Vec::new();
+    for (owner, id, add) in out.drain(..) {
+        match per_owner.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, changes)) => changes.push((id, add)),
+            None => per_owner.push((owner, vec![(id, add)])),
+        }
+    }
+    for (owner, changes) in per_owner {
+        Remote {
+            net: net.clone(),
+            addr: owner,
+        }
+        .send_body(Body::Borrow(Borrow { changes }));
+    }
+}
+
 fn stored_size(value: &Stored) -> usize {
     match value {
         Stored::Value(b) => b.len(),
@@ -103,6 +130,8 @@ pub(crate) struct RefTable {
     /// [`memory_summary`]: crate::memory_summary
     inline_objects: AtomicUsize,
     inline_bytes: AtomicUsize,
+    /// Borrow notices not sent yet, in order (see [`notify_owner`](Self::notify_owner)).
+    outbox: Arc<parking_lot::Mutex<Vec<(SocketAddr, ObjectId, bool)>>>,
 }
 
 impl RefTable {
@@ -115,6 +144,39 @@ impl RefTable {
             net,
             inline_objects: AtomicUsize::new(0),
             inline_bytes: AtomicUsize::new(0),
+            outbox: Arc::default(),
+        }
+    }
+
+    /// Tells `owner` that this process started (`add`) or stopped borrowing `id`. Notices are
+    /// coalesced into one message per owner: a start met while decoding goes out when the
+    /// decode ends, before anything this thread sends afterwards (so an owner hears of a
+    /// borrower before, say, the result of the task that received the ref); a stop goes out
+    /// shortly after, from the event loop (a late stop only keeps the object a moment longer).
+    fn notify_owner(&self, owner: SocketAddr, id: ObjectId, add: bool) {
+        let Some(net) = &self.net else {
+            return;
+        };
+        let was_empty = {
+            let mut out = self.outbox.lock();
+            out.push((owner, id, add));
+            out.len() == 1
+        };
+        if add {
+            if !crate::objects::codec::defer_borrows() {
+                self.flush_borrows();
+            }
+        } else if was_empty {
+            let (outbox, net2) = (self.outbox.clone(), net.clone());
+            net.runtime()
+                .spawn(async move { send_borrows(&net2, &outbox) });
+        }
+    }
+
+    /// Sends every pending borrow notice now.
+    pub(crate) fn flush_borrows(&self) {
+        if let Some(net) = &self.net {
+            send_borrows(net, &self.outbox);
         }
     }
 
@@ -173,6 +235,7 @@ impl RefTable {
             RefEntry {
                 local: 1,
                 stored: true,
+                in_store: to_store.is_some(),
                 contains,
                 inline,
                 ..Default::default()
@@ -195,14 +258,8 @@ impl RefTable {
         if let (Some(net), Some(owner)) = (&self.net, raw.owner.addr) {
             if e.borrowed_from.is_none() && owner != net.local_addr() {
                 e.borrowed_from = Some(owner);
-                Remote {
-                    net: net.clone(),
-                    addr: owner,
-                }
-                .send_body(Body::Borrow(Borrow {
-                    id: raw.id,
-                    add: true,
-                }));
+                // Queued under the entry's lock, so a stop can never be queued before it.
+                self.notify_owner(owner, raw.id, true);
             }
         }
     }
@@ -288,6 +345,7 @@ impl RefTable {
                 }
                 let (inline, to_store) = self.keep(value);
                 e.inline = inline;
+                e.in_store = to_store.is_some();
                 if let Some(value) = to_store {
                     self.store.put(id, value);
                 }
@@ -314,15 +372,11 @@ impl RefTable {
                     self.inline_bytes
                         .fetch_sub(stored_size(v), Ordering::Relaxed);
                 }
-                None if e.stored => self.store.free(id),
+                None if e.in_store => self.store.free(id),
                 None => {}
             }
-            if let (Some(owner), Some(net)) = (e.borrowed_from, &self.net) {
-                Remote {
-                    net: net.clone(),
-                    addr: owner,
-                }
-                .send_body(Body::Borrow(Borrow { id, add: false }));
+            if let Some(owner) = e.borrowed_from {
+                self.notify_owner(owner, id, false);
             }
             if let Some(actor_id) = e.actor {
                 self.gcs.do_send(ActorOutOfScope { actor_id });

@@ -538,6 +538,11 @@ impl Transport {
     }
 
     /// The address the endpoint is bound to.
+    /// The event loop the transport's tasks run on.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.shared.runtime
+    }
+
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
     }

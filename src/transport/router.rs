@@ -3,7 +3,7 @@
 //! objects), and each request's answer goes back on the connection it came in on.
 
 use crate::error::Error;
-use crate::node::pool::WorkerPool;
+use crate::node::pool::{deliver_call, HostDirectory, WorkerPool};
 use crate::node::raylet::Raylet;
 use crate::objects::owner;
 use crate::runtime;
@@ -21,6 +21,8 @@ pub(crate) struct Router {
     pub(crate) gcs: OnceLock<Addr<Gcs>>,
     pub(crate) raylet: OnceLock<Addr<Raylet>>,
     pub(crate) pool: OnceLock<Addr<WorkerPool>>,
+    /// The worker pool's actor hosts: calls go straight to them.
+    pub(crate) hosts: OnceLock<HostDirectory>,
     /// Whether this process's runtime owns objects (a driver or a worker process).
     pub(crate) owner: bool,
     /// Worker mode: the process exits when its connection to this node is lost.
@@ -34,6 +36,7 @@ impl Router {
             gcs: OnceLock::new(),
             raylet: OnceLock::new(),
             pool: OnceLock::new(),
+            hosts: OnceLock::new(),
             owner,
             exit_with: OnceLock::new(),
             executor,
@@ -135,7 +138,10 @@ impl Router {
             Body::JobEnded(m) => Self::tell(&self.raylet, R, m),
             Body::Launch(m) => Self::tell(&self.pool, P, m),
             Body::StopActor(m) => Self::tell(&self.pool, P, m),
-            Body::ActorCall(m) => Self::tell(&self.pool, P, m),
+            Body::ActorCall(m) => match self.hosts.get() {
+                Some(hosts) => deliver_call(hosts, m),
+                None => Self::tell(&self.pool, P, m),
+            },
             Body::TaskResult(m) => {
                 if self.owner {
                     runtime::with_current(|rt| owner::on_task_result(rt, m));
@@ -156,7 +162,11 @@ impl Router {
             }
             Body::Borrow(m) => {
                 if self.owner {
-                    runtime::with_current(|rt| rt.refs.borrower(m.id, m.add));
+                    runtime::with_current(|rt| {
+                        for (id, add) in m.changes {
+                            rt.refs.borrower(id, add);
+                        }
+                    });
                 }
             }
             Body::ActorDead(m) => {
