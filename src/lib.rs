@@ -144,7 +144,7 @@ pub mod __private {
 
     /// Encodes a plain return value.
     pub fn encode_return<T: Serialize + 'static>(value: T) -> Outcome {
-        crate::objects::codec::encode(std::any::type_name::<T>(), &value)
+        crate::objects::codec::encode_owned(std::any::type_name::<T>(), value)
     }
 
     /// Encodes a `Result` return value; `Err(e)` becomes `Error::Task` with `e`'s text.

@@ -60,7 +60,7 @@ pub trait IntoArg<T> {
 impl<T: Serialize + 'static> IntoArg<T> for T {
     fn into_arg(self) -> Result<PreparedArg> {
         // Refs inside the value are pinned by the encoder before `self` is dropped.
-        let (bytes, pins) = codec::encode(std::any::type_name::<T>(), &self)?.into_parts();
+        let (bytes, pins) = codec::encode_owned(std::any::type_name::<T>(), self)?.into_parts();
         Ok(PreparedArg {
             arg: Some(TaskArg::Value(bytes)),
             pins,

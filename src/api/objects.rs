@@ -38,7 +38,7 @@ pub fn put<T: Serialize + 'static>(value: T) -> ObjectRef<T> {
     let Ok(rt) = runtime::current() else {
         return crate::api::task::detached_ref();
     };
-    match codec::encode(std::any::type_name::<T>(), &value) {
+    match codec::encode_owned(std::any::type_name::<T>(), value) {
         Ok(enc) => {
             let id = ObjectId::for_put();
             rt.refs.add_put(id, enc);

@@ -339,15 +339,17 @@ impl RefTable {
             Some(mut e) if !e.stored => {
                 e.stored = true;
                 e.contains = contains.clone();
+                // Stored (and counted) before any reader hears of it, so that whoever reads it
+                // next sees it in the store's statistics too.
+                let (inline, to_store) = self.keep(value.clone());
+                e.inline = inline;
+                e.in_store = to_store.is_some();
+                if let Some(stored) = to_store {
+                    self.store.put(id, stored);
+                }
                 // Readers in this process get the value straight from the owner.
                 for (slot, tx) in e.waiters.drain(..) {
                     let _ = tx.send((slot, value.clone()));
-                }
-                let (inline, to_store) = self.keep(value);
-                e.inline = inline;
-                e.in_store = to_store.is_some();
-                if let Some(value) = to_store {
-                    self.store.put(id, value);
                 }
                 true
             }
