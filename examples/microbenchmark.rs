@@ -13,7 +13,8 @@
 //!
 //! After Ray's rows come lumen's own figures, prefixed `lumen: `: a 100 MiB object read by a task
 //! (GB/s), time from `lumen::init()` to the first task's result, the process's resident memory
-//! right after that, actor creation rate (1000 actors, one call each), and with
+//! right after that (with `--address`, also each `lumen start` node of this machine, read
+//! before the driver connects), actor creation rate (1000 actors, one call each), and with
 //! `--drain N`, N no-op tasks queued at once
 //! then drained (total seconds and the process's peak resident memory). `--smoke` shrinks the
 //! large payloads 1000× (for tests that only check every metric runs; its figures mean nothing).
@@ -221,8 +222,23 @@ fn peak_rss_mib() -> f64 {
 }
 
 /// A memory line of /proc/self/status, in MiB (0 where it is not available).
+/// Resident memory of the `lumen start` nodes on this machine (head first), read before this
+/// driver connects, while they are idle.
+fn local_nodes_rss() -> Vec<(u32, bool, f64)> {
+    let mut nodes: Vec<_> = lumen::node::session::nodes()
+        .into_iter()
+        .map(|n| (n.pid, n.head, pid_status_mib(n.pid, "VmRSS:")))
+        .collect();
+    nodes.sort_by_key(|(_, head, _)| !*head);
+    nodes
+}
+
 fn status_mib(key: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    pid_status_mib(std::process::id(), key)
+}
+
+fn pid_status_mib(pid: u32, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -272,6 +288,11 @@ fn main() -> lumen::Result<()> {
         ])?)
     } else {
         None
+    };
+    let idle_nodes = if bench.address.is_some() {
+        local_nodes_rss()
+    } else {
+        Vec::new()
     };
     let started = Instant::now();
     match (&cluster, &bench.address) {
@@ -460,6 +481,12 @@ fn main() -> lumen::Result<()> {
     }
     if b.wants("lumen: idle") {
         println!("lumen: idle resident memory after init and one task {idle_rss:.1} MiB");
+        for (pid, head, mib) in &idle_nodes {
+            let what = if *head { "head" } else { "worker" };
+            println!(
+                "lumen: idle resident memory of a lumen start {what} node (pid {pid}) {mib:.1} MiB"
+            );
+        }
     }
     if b.wants("lumen: init") {
         println!(

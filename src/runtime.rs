@@ -75,12 +75,57 @@ pub(crate) struct Runtime {
     /// keeps each spec until its result arrives (to retry it, or to unpin its arguments), with
     /// the node that queued it once a raylet reports it (to retry it if that node dies).
     pub(crate) inflight: DashMap<ObjectId, (Arc<TaskSpec>, Option<NodeId>)>,
+    /// Where tasks of each kind were last queued, to send the next ones there directly.
+    pub(crate) routes: Routes,
     /// Nodes this process heard died, with why (a placement report may come after the notice).
     pub(crate) dead_nodes: Mutex<std::collections::HashMap<NodeId, String>>,
     /// The event loop of async tasks and async actors.
     pub(crate) executor: tokio::runtime::Handle,
     async_rt: Mutex<Option<tokio::runtime::Runtime>>,
     system: Mutex<Option<(actix::System, JoinHandle<()>)>>,
+}
+
+/// Where this owner's tasks of each kind (their resources, under the default strategy) were
+/// last queued, as their raylets reported: the next ones are sent there directly, saving the
+/// hop through the driver's own raylet (Ray's owners likewise reuse the lease they were granted
+/// for a scheduling class). Tasks with another strategy always go through the local raylet.
+#[derive(Default)]
+pub(crate) struct Routes {
+    by_kind: DashMap<crate::resources::ResourceSet, (NodeId, SocketAddr)>,
+}
+
+impl Routes {
+    fn routable(spec: &TaskSpec) -> bool {
+        spec.is_normal() && matches!(spec.strategy, crate::placement::SchedulingStrategy::Default)
+    }
+
+    /// Where to send `spec`, if a task of its kind was queued somewhere.
+    pub(crate) fn route(&self, spec: &TaskSpec) -> Option<(NodeId, SocketAddr)> {
+        if !Self::routable(spec) {
+            return None;
+        }
+        self.by_kind.get(&spec.resources).map(|r| *r)
+    }
+
+    /// A task like `spec` was queued on `node`, whose raylet is at `raylet`; whether it was
+    /// recorded (only tasks that may be routed are).
+    pub(crate) fn learn(&self, spec: &TaskSpec, node: NodeId, raylet: SocketAddr) -> bool {
+        if !Self::routable(spec) {
+            return false;
+        }
+        match self.by_kind.get_mut(&spec.resources) {
+            Some(mut r) => *r = (node, raylet),
+            None => {
+                self.by_kind.insert(spec.resources.clone(), (node, raylet));
+            }
+        }
+        true
+    }
+
+    /// A node died: nothing goes to it any more.
+    pub(crate) fn forget(&self, node: NodeId) {
+        self.by_kind.retain(|_, (n, _)| *n != node);
+    }
 }
 
 /// What each mode hands to [`Runtime::assemble`].
@@ -115,6 +160,7 @@ impl Runtime {
             net: p.net,
             actors: ActorClients::default(),
             inflight: DashMap::new(),
+            routes: Routes::default(),
             dead_nodes: Mutex::new(std::collections::HashMap::new()),
             store: p.store,
             executor: p.executor,
@@ -132,12 +178,27 @@ impl Runtime {
         }
     }
 
-    /// Submits a task this process owns to its raylet.
+    /// Submits a task this process owns: on a cluster, straight to the node where the last task
+    /// of its kind was queued (that raylet spills it to another node when it is busy), else to
+    /// this process's raylet.
     pub(crate) fn submit(&self, spec: Arc<TaskSpec>) {
-        if self.net.is_some() {
-            self.inflight.insert(spec.return_id, (spec.clone(), None));
+        let Some(net) = &self.net else {
+            return self.raylet.do_send(SubmitTask { spec, hops: 0 });
+        };
+        match self.routes.route(&spec) {
+            Some((node, raylet)) if !self.dead_nodes.lock().contains_key(&node) => {
+                // Recorded with its node at once: if that node dies, the task is retried.
+                self.inflight
+                    .insert(spec.return_id, (spec.clone(), Some(node)));
+                // As a fresh submission (no hops yet): that raylet runs the policy itself and
+                // spills the task to another node if it is busy.
+                Target::<Raylet>::remote(net, raylet).do_send(SubmitTask { spec, hops: 0 });
+            }
+            _ => {
+                self.inflight.insert(spec.return_id, (spec.clone(), None));
+                self.raylet.do_send(SubmitTask { spec, hops: 0 });
+            }
         }
-        self.raylet.do_send(SubmitTask { spec, hops: 0 });
     }
 
     /// Runs `fut` on the event loop and waits for it: how a blocking API call (from any thread
@@ -639,5 +700,90 @@ pub(crate) fn stop() {
     if let Some(rt) = CURRENT.swap(None) {
         rt.stop();
         tracing::debug!("lumen shut down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::TaskId;
+    use crate::placement::SchedulingStrategy;
+    use crate::resources::{Amount, Resource, ResourceSet};
+    use crate::task::{FunctionRef, TaskKind};
+
+    fn spec(cpus: u64, strategy: SchedulingStrategy) -> TaskSpec {
+        let mut resources = ResourceSet::new();
+        resources.set(Resource::Cpu, Amount::units(cpus));
+        let task_id = TaskId::fresh();
+        TaskSpec {
+            task_id,
+            job_id: JobId::fresh(),
+            parent: None,
+            function: FunctionRef {
+                id: 1,
+                path: "f".into(),
+            },
+            args: Vec::new(),
+            return_id: ObjectId::for_return(task_id, 0),
+            resources,
+            strategy,
+            max_retries: 0,
+            retry_exceptions: false,
+            attempt: 0,
+            owner: OwnerAddress {
+                worker: WorkerId::fresh(),
+                node: NodeId::fresh(),
+                addr: None,
+            },
+            kind: TaskKind::Normal { is_async: false },
+            pinned: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn routes_are_per_kind_and_forgotten_with_their_node() {
+        let routes = Routes::default();
+        let one = spec(1, SchedulingStrategy::Default);
+        let two = spec(2, SchedulingStrategy::Default);
+        assert_eq!(routes.route(&one), None);
+        let (n1, n2) = (NodeId::fresh(), NodeId::fresh());
+        let (a1, a2): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:7001".parse().unwrap(),
+            "127.0.0.1:7002".parse().unwrap(),
+        );
+        assert!(routes.learn(&one, n1, a1));
+        assert_eq!(
+            routes.route(&spec(1, SchedulingStrategy::Default)),
+            Some((n1, a1))
+        );
+        assert_eq!(routes.route(&two), None, "another kind of task");
+        assert!(routes.learn(&two, n2, a2));
+        assert!(routes.learn(&one, n2, a2), "the latest placement wins");
+        assert_eq!(routes.route(&one), Some((n2, a2)));
+        routes.forget(n2);
+        assert_eq!(routes.route(&one), None);
+        assert_eq!(routes.route(&two), None);
+    }
+
+    #[test]
+    fn only_default_strategy_tasks_are_routed() {
+        let routes = Routes::default();
+        let (n, a): (NodeId, SocketAddr) = (NodeId::fresh(), "127.0.0.1:7001".parse().unwrap());
+        let spread = spec(1, SchedulingStrategy::Spread);
+        assert!(!routes.learn(&spread, n, a));
+        assert!(routes.learn(&spec(1, SchedulingStrategy::Default), n, a));
+        assert_eq!(
+            routes.route(&spread),
+            None,
+            "spread goes through the local raylet"
+        );
+        let pinned = spec(
+            1,
+            SchedulingStrategy::NodeAffinity {
+                node_id: n,
+                soft: false,
+            },
+        );
+        assert_eq!(routes.route(&pinned), None);
     }
 }

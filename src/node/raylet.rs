@@ -263,11 +263,17 @@ impl Raylet {
     fn flush_placed(&mut self) {
         let Some(link) = &self.link else { return };
         for ((owner, node), returns) in self.placed.drain() {
+            // Tasks queued here: the owner may send more like them straight here.
+            let raylet = (node == self.node_id).then(|| link.net.local_addr());
             Remote {
                 net: link.net.clone(),
                 addr: owner,
             }
-            .send_body(Body::TasksPlaced(TasksPlaced { node, returns }));
+            .send_body(Body::TasksPlaced(TasksPlaced {
+                node,
+                returns,
+                raylet,
+            }));
         }
     }
 

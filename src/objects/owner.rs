@@ -34,6 +34,8 @@ pub(crate) struct TaskResult {
 pub(crate) struct TasksPlaced {
     pub(crate) node: NodeId,
     pub(crate) returns: Vec<ObjectId>,
+    /// The reporting raylet's address, when the tasks are queued on its own node.
+    pub(crate) raylet: Option<std::net::SocketAddr>,
 }
 
 /// A node died: tasks this owner had there are lost.
@@ -53,10 +55,15 @@ pub(crate) struct Borrow {
 
 /// Records where the raylets queued this owner's tasks.
 pub(crate) fn on_tasks_placed(rt: &Arc<Runtime>, msg: TasksPlaced) {
+    let mut learned = false;
     for id in msg.returns {
         // A result may have arrived first: only tasks still in flight are recorded.
         if let Some(mut e) = rt.inflight.get_mut(&id) {
             e.1 = Some(msg.node);
+            // Where one task of a kind was queued, the next ones go directly.
+            if let (Some(raylet), false) = (msg.raylet, learned) {
+                learned = rt.routes.learn(&e.0, msg.node, raylet);
+            }
         }
     }
     // The node may have died before this report arrived.
@@ -69,6 +76,7 @@ pub(crate) fn on_tasks_placed(rt: &Arc<Runtime>, msg: TasksPlaced) {
 /// Fails (or retries, per `max_retries`) every task in flight on a node that died.
 pub(crate) fn on_node_died(rt: &Arc<Runtime>, msg: NodeDied) {
     rt.dead_nodes.lock().insert(msg.node, msg.reason.clone());
+    rt.routes.forget(msg.node);
     fail_lost(rt, msg.node, &msg.reason);
 }
 
