@@ -217,8 +217,8 @@ impl Runtime {
     }
 
     /// Sends a request to a component and waits for its answer, from a thread that is not an
-    /// event loop's. A component in this process is asked straight from this thread (no hop
-    /// through the event loop); one in another process through the transport.
+    /// event loop's: the request is made and its answer awaited on this thread (no hop through
+    /// the event loop), from a component in this process or, through the transport, another.
     pub(crate) fn request<A, M>(&self, target: &Target<A>, msg: M) -> Result<M::Result>
     where
         A: Actor + Handler<M>,
@@ -229,9 +229,11 @@ impl Runtime {
         match target {
             Target::Local(addr) => wait_here(addr.send(msg))
                 .map_err(|_| Error::shutdown("sending to a lumen component")),
+            // Polled here too (inside the event loop's context, which the transport's sends
+            // need): the reply wakes this thread directly, with no task in between.
             Target::Remote(_) => {
-                let target = target.clone();
-                self.block_on(async move { target.send(msg).await })?
+                let _context = self.executor.enter();
+                wait_here(target.send(msg))
             }
         }
     }

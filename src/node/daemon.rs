@@ -112,8 +112,12 @@ impl Node {
                 ))
             }
         };
+        // The node's event loop only moves messages (the GCS, raylet and store run on their own
+        // threads): one thread per four cores, so that on small machines it does not compete
+        // with the work it serves.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads((cores / 4).clamp(1, 4))
             .thread_name("lumen-node")
             .enable_all()
             .build()

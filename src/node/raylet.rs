@@ -1017,7 +1017,7 @@ impl Raylet {
 
 impl Handler<PrepareBundles> for Raylet {
     type Result = Result<(), Error>;
-    fn handle(&mut self, msg: PrepareBundles, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: PrepareBundles, ctx: &mut Context<Self>) -> Self::Result {
         let mut taken: Vec<(u32, Grant)> = Vec::new();
         for (index, bundle) in &msg.bundles {
             if self.bundles.contains_key(&(msg.group, *index)) {
@@ -1046,6 +1046,9 @@ impl Handler<PrepareBundles> for Raylet {
                 },
             );
         }
+        if msg.commit {
+            self.commit_group(msg.group, ctx);
+        }
         Ok(())
     }
 }
@@ -1053,15 +1056,22 @@ impl Handler<PrepareBundles> for Raylet {
 impl Handler<CommitBundles> for Raylet {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: CommitBundles, ctx: &mut Context<Self>) -> Self::Result {
-        for ((group, index), hold) in self.bundles.iter_mut() {
-            if *group == msg.group && hold.committed.is_none() {
-                let extra = committed_resources(*group, *index, &hold.grant.resources);
+        self.commit_group(msg.group, ctx);
+        Ok(())
+    }
+}
+
+impl Raylet {
+    /// Phase two: the prepared bundles of `group` become the group's resources.
+    fn commit_group(&mut self, group: PlacementGroupId, ctx: &mut Context<Self>) {
+        for ((g, index), hold) in self.bundles.iter_mut() {
+            if *g == group && hold.committed.is_none() {
+                let extra = committed_resources(*g, *index, &hold.grant.resources);
                 self.resources.add_capacity(&extra);
                 hold.committed = Some(extra);
             }
         }
         self.dispatch(ctx);
-        Ok(())
     }
 }
 

@@ -655,6 +655,8 @@ impl Gcs {
         }
         g.in_flight = true;
         let plan: Vec<(usize, NodeId)> = missing.iter().copied().zip(assign).collect();
+        // With a single node in the round, its prepare is the whole reservation.
+        let single = per_node.len() == 1;
         let fut = async move {
             let mut prepared: Vec<(Target<Raylet>, Vec<u32>)> = Vec::new();
             let mut ok = true;
@@ -662,6 +664,7 @@ impl Gcs {
                 let msg = PrepareBundles {
                     group: id,
                     bundles: bundles.clone(),
+                    commit: single,
                 };
                 match raylet.send(msg).await {
                     Ok(Ok(())) => {
@@ -682,6 +685,9 @@ impl Gcs {
                     });
                 }
                 return false;
+            }
+            if single {
+                return true;
             }
             for (_, raylet, _) in &per_node {
                 if !matches!(raylet.send(CommitBundles { group: id }).await, Ok(Ok(()))) {

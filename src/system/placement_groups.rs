@@ -77,12 +77,17 @@ pub(crate) struct ListPlacementGroups {
     pub(crate) id: Option<PlacementGroupId>,
 }
 
-/// Phase one, on a raylet: set these bundles' resources aside (all or none).
+/// Phase one, on a raylet: set these bundles' resources aside (all or none); with `commit`,
+/// phase two too.
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "Result<(), Error>")]
 pub(crate) struct PrepareBundles {
     pub(crate) group: PlacementGroupId,
     pub(crate) bundles: Vec<(u32, ResourceSet)>,
+    /// Commit at once: this node is the only one in the round, so preparing it is the whole
+    /// reservation (one round trip instead of two).
+    #[serde(default)]
+    pub(crate) commit: bool,
 }
 
 /// Phase two, on a raylet: the prepared bundles of `group` become the group's resources.
