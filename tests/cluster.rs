@@ -409,6 +409,39 @@ fn spread_uses_every_node() {
     );
 }
 
+/// Owners send default tasks straight to the node where the last one of their kind was queued;
+/// that node must still spill work it cannot run now to the others.
+#[test]
+fn default_tasks_sent_to_a_busy_node_spill_to_the_others() {
+    let s = Session::start(vec![
+        lumen::Config::default().num_cpus(0.0).num_gpus(0.0),
+        lumen::Config::default().num_cpus(1.0).num_gpus(0.0),
+        lumen::Config::default().num_cpus(1.0).num_gpus(0.0),
+    ]);
+    let workers = [s.node(1), s.node(2)];
+    // One task first, so that the raylet that queues it tells this owner where it went (it
+    // reports every 20 ms; an owner learns from tasks still in flight).
+    let first = get(&sleepy_where::remote(300)).expect("first task");
+    assert!(
+        workers.contains(&first),
+        "ran on {first}, not a worker node"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let refs: Vec<_> = (0..12).map(|_| sleepy_where::remote(300)).collect();
+    let mut per_node: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for r in &refs {
+        *per_node.entry(get(r).expect("task")).or_default() += 1;
+    }
+    assert_eq!(per_node.values().sum::<usize>(), 12);
+    for (k, id) in workers.iter().enumerate() {
+        assert!(
+            per_node.get(id).copied().unwrap_or(0) >= 1,
+            "worker node {} ran none of the 12 tasks: {per_node:?}",
+            k + 1
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Node affinity
 // ---------------------------------------------------------------------------------------------
