@@ -17,22 +17,67 @@ use std::time::{Duration, Instant};
 /// How long an idle thread polls its bell before it sleeps.
 pub(crate) const LINGER: Duration = Duration::from_micros(50);
 
-/// After this many lingers in a row ended with no message, the thread stops lingering for a
-/// while: isolated misses (a sender descheduled for a moment) do not count.
+/// After this many polls in a row ended with nothing, a thread stops polling for a while:
+/// isolated misses (a sender descheduled for a moment) do not count.
 const MISSES: u32 = 3;
 
-/// How many parks skip lingering after [`MISSES`] misses in a row.
+/// How many waits skip polling after [`MISSES`] misses in a row.
 const BACKOFF: u32 = 16;
+
+/// When polling before sleeping pays: it stops for [`BACKOFF`] waits after [`MISSES`] polls in
+/// a row found nothing (replies or messages coming too slowly, say from another node, where
+/// polling would only take CPU from the threads bringing them). Shared by the doorbell and by
+/// blocking reads.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    /// Waits left before polling again.
+    skip: AtomicU32,
+    /// Polls in a row that found nothing.
+    misses: AtomicU32,
+}
+
+impl Backoff {
+    pub(crate) const fn new() -> Backoff {
+        Backoff {
+            skip: AtomicU32::new(0),
+            misses: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether this wait should poll first (counts a skipped one).
+    pub(crate) fn should_poll(&self) -> bool {
+        let skip = self.skip.load(Ordering::Relaxed);
+        if skip > 0 {
+            self.skip.store(skip - 1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// A poll found what it waited for.
+    pub(crate) fn hit(&self) {
+        self.misses.store(0, Ordering::Relaxed);
+    }
+
+    /// A poll ran out of time.
+    pub(crate) fn miss(&self) {
+        let misses = self.misses.load(Ordering::Relaxed) + 1;
+        if misses >= MISSES {
+            self.skip.store(BACKOFF, Ordering::Relaxed);
+            // One more miss after the pause pauses again.
+            self.misses.store(MISSES - 1, Ordering::Relaxed);
+        } else {
+            self.misses.store(misses, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Counts messages posted to an actor and not handled yet.
 #[derive(Debug, Default)]
 pub(crate) struct Doorbell {
     pending: AtomicUsize,
-    /// Parks left before lingering again: messages have been coming too slowly for it to pay
-    /// (calls from another node), and polling would only take CPU from the threads bringing them.
-    skip: AtomicU32,
-    /// Lingers in a row that ended with no message.
-    misses: AtomicU32,
+    /// Whether lingering pays, given how the last ones went.
+    backoff: Backoff,
 }
 
 impl Doorbell {
@@ -61,29 +106,20 @@ impl Doorbell {
     /// between polls, so other runnable threads are not held up by the polling. After a linger
     /// in vain, the next few return at once.
     pub(crate) fn linger(&self, for_at_most: Duration) -> bool {
-        let skip = self.skip.load(Ordering::Relaxed);
-        if skip > 0 {
-            self.skip.store(skip - 1, Ordering::Relaxed);
+        if !self.backoff.should_poll() {
             return self.is_ringing();
         }
         let start = Instant::now();
         loop {
             for _ in 0..16 {
                 if self.is_ringing() {
-                    self.misses.store(0, Ordering::Relaxed);
+                    self.backoff.hit();
                     return true;
                 }
                 std::hint::spin_loop();
             }
             if start.elapsed() >= for_at_most {
-                let misses = self.misses.load(Ordering::Relaxed) + 1;
-                if misses >= MISSES {
-                    self.skip.store(BACKOFF, Ordering::Relaxed);
-                    // One more miss after the pause pauses again.
-                    self.misses.store(MISSES - 1, Ordering::Relaxed);
-                } else {
-                    self.misses.store(misses, Ordering::Relaxed);
-                }
+                self.backoff.miss();
                 return false;
             }
             std::thread::yield_now();

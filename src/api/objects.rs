@@ -6,6 +6,7 @@
 //! methods, blocking reads are refused: `.await` the ref instead.
 
 use crate::api::context::{self, refuse_blocking_in_async};
+use crate::doorbell::Backoff;
 use crate::error::{Error, Result};
 use crate::ids::ObjectId;
 use crate::node::raylet::{TaskBlocked, TaskUnblocked, TaskUnblockedWire};
@@ -61,16 +62,9 @@ fn decode<T: DeserializeOwned + 'static>(id: ObjectId, stored: Stored) -> Result
 /// How long a blocking read polls its channel before sleeping on it.
 const SPIN_FOR: Duration = Duration::from_micros(40);
 
-/// After this many polls in a row timed out, this thread's next [`SPIN_BACKOFF`] reads skip
-/// polling (isolated slow replies do not count).
-const SPIN_MISSES: u32 = 3;
-const SPIN_BACKOFF: u32 = 16;
-
 thread_local! {
-    /// Reads left before this thread polls again (replies have been slow lately).
-    static SPIN_SKIP: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-    /// Polls in a row that timed out.
-    static SPIN_MISSED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Whether this thread's reads should poll first, given how its last polls went.
+    static SPIN_BACKOFF: Backoff = const { Backoff::new() };
 }
 
 /// Polls `rx` for a short while: a reply that comes within microseconds (a small task or actor
@@ -79,9 +73,7 @@ thread_local! {
 /// trickling in from another node), the thread stops polling for a while instead of taking CPU
 /// from the threads that bring them.
 fn spin_recv<T>(rx: &flume::Receiver<T>) -> Option<T> {
-    let skip = SPIN_SKIP.with(|s| s.get());
-    if skip > 0 {
-        SPIN_SKIP.with(|s| s.set(skip - 1));
+    if !SPIN_BACKOFF.with(Backoff::should_poll) {
         return rx.try_recv().ok();
     }
     let start = Instant::now();
@@ -89,7 +81,7 @@ fn spin_recv<T>(rx: &flume::Receiver<T>) -> Option<T> {
         for _ in 0..64 {
             match rx.try_recv() {
                 Ok(v) => {
-                    SPIN_MISSED.with(|m| m.set(0));
+                    SPIN_BACKOFF.with(Backoff::hit);
                     return Some(v);
                 }
                 Err(flume::TryRecvError::Disconnected) => return None,
@@ -97,13 +89,7 @@ fn spin_recv<T>(rx: &flume::Receiver<T>) -> Option<T> {
             }
         }
         if start.elapsed() >= SPIN_FOR {
-            let missed = SPIN_MISSED.with(|m| m.get()) + 1;
-            if missed >= SPIN_MISSES {
-                SPIN_SKIP.with(|s| s.set(SPIN_BACKOFF));
-                SPIN_MISSED.with(|m| m.set(SPIN_MISSES - 1));
-            } else {
-                SPIN_MISSED.with(|m| m.set(missed));
-            }
+            SPIN_BACKOFF.with(Backoff::miss);
             return None;
         }
     }

@@ -458,6 +458,24 @@ impl Raylet {
         }
     }
 
+    /// Aborts every running task whose spec `matches`, with the error `error` makes from the
+    /// task's function path.
+    fn abort_running_where(
+        &mut self,
+        matches: impl Fn(&TaskSpec) -> bool,
+        error: impl Fn(String) -> Error,
+    ) {
+        let hit: Vec<(TaskId, String)> = self
+            .running
+            .iter()
+            .filter(|(_, r)| matches(&r.spec))
+            .map(|(id, r)| (*id, r.spec.function.path.to_string()))
+            .collect();
+        for (task_id, function) in hit {
+            self.abort_running(task_id, error(function));
+        }
+    }
+
     /// Releases what a task holds and tells its owner it failed.
     fn abort_running(&mut self, task_id: TaskId, error: Error) {
         if let Some(run) = self.running.remove(&task_id) {
@@ -873,26 +891,14 @@ impl Handler<WorkerExited> for Raylet {
             "its worker process (pid {}) exited: {}",
             msg.pid, msg.status
         );
-        let tasks: Vec<TaskId> = self
-            .running
-            .iter()
-            .filter(|(_, r)| r.spec.job_id == msg.job_id)
-            .map(|(id, _)| *id)
-            .collect();
-        for task_id in tasks {
-            let function = self
-                .running
-                .get(&task_id)
-                .map(|r| r.spec.function.path.to_string())
-                .unwrap_or_default();
-            self.abort_running(
-                task_id,
-                Error::WorkerDied {
-                    function,
-                    reason: reason.clone(),
-                },
-            );
-        }
+        let job = msg.job_id;
+        self.abort_running_where(
+            |spec| spec.job_id == job,
+            |function| Error::WorkerDied {
+                function,
+                reason: reason.clone(),
+            },
+        );
         let actors: Vec<ActorId> = self
             .actors
             .iter()
@@ -992,26 +998,13 @@ impl Raylet {
             };
             self.report(&r.spec, Err(error));
         }
-        let running: Vec<TaskId> = self
-            .running
-            .iter()
-            .filter(|(_, r)| group_of(&r.spec) == Some(group))
-            .map(|(id, _)| *id)
-            .collect();
-        for task_id in running {
-            let function = self
-                .running
-                .get(&task_id)
-                .map(|r| r.spec.function.path.to_string())
-                .unwrap_or_default();
-            self.abort_running(
-                task_id,
-                Error::Cancelled {
-                    task: function,
-                    reason: reason.into(),
-                },
-            );
-        }
+        self.abort_running_where(
+            |spec| group_of(spec) == Some(group),
+            |task| Error::Cancelled {
+                task,
+                reason: reason.into(),
+            },
+        );
     }
 }
 
