@@ -225,7 +225,7 @@ fn peak_rss_mib() -> f64 {
 /// Resident memory of the `lumen start` nodes on this machine (head first), read before this
 /// driver connects, while they are idle.
 fn local_nodes_rss() -> Vec<(u32, bool, f64)> {
-    let mut nodes: Vec<_> = lumen::node::session::nodes()
+    let mut nodes: Vec<_> = lumen::cluster::session::nodes()
         .into_iter()
         .map(|n| (n.pid, n.head, pid_status_mib(n.pid, "VmRSS:")))
         .collect();

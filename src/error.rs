@@ -172,3 +172,34 @@ impl Error {
         Error::Shutdown { what: what.into() }
     }
 }
+
+/// Names the limit behind an error from the operating system, if it is one.
+pub(crate) fn describe_io(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            let limit = open_file_limit()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            format!(
+                "{e}: the process's open-file limit{limit} is reached (raise it with `ulimit -n`)"
+            )
+        }
+        Some(libc::EAGAIN) => format!(
+            "{e}: the operating system refused another process or thread (limit on processes \
+             or threads, `ulimit -u`, or memory)"
+        ),
+        Some(libc::ENOMEM) => format!("{e}: out of memory"),
+        _ => e.to_string(),
+    }
+}
+
+/// The soft limit on open files of this process.
+pub(crate) fn open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (rc == 0).then_some(lim.rlim_cur)
+}

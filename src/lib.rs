@@ -30,9 +30,27 @@
 //! }
 //! ```
 //!
-//! The layout follows the architecture: [`system`](crate::system) is the GCS, `node` the raylet,
-//! `objects` the object store and ownership, `placement` the scheduling policy, `actors` the
-//! actor host and handles.
+//! # Layers
+//!
+//! The crate is built in layers; a module imports only from the layers below it (a test,
+//! `tests/layers.rs`, fails on an import that points up):
+//!
+//! ```text
+//!  api, testing          the public API: init, tasks, objects, actors, placement groups, state
+//!  cluster               the one builder of every process; modes; `lumen start` nodes; status
+//!  worker                the core worker: runtime, owner of objects, worker pool
+//!  system | node | actors  the services: the GCS, the raylet, actor hosts and callers
+//!  invoke, registry      running registered functions; the registry of them
+//!  objects               refs, ownership (reference counting), stores, reading objects
+//!  context, protocol     the thread's execution context; every message between components
+//!  placement             scheduling policy and placement-group bundle placement (pure)
+//!  config, transport     `Config`; the switchboard, QUIC endpoint, frames and handshake
+//!  error, ids, resources, spin, supervise
+//! ```
+//!
+//! Every component is reached through a [`Target`](transport::net::Target): a plain actix send
+//! when it is in this process, the same message over QUIC when it is not. The embedded runtime
+//! is a one-node cluster whose links happen to be in-process.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -41,40 +59,49 @@ extern crate self as lumen;
 
 mod actors;
 mod api;
-mod doorbell;
+pub mod cluster;
+mod config;
+mod context;
 mod error;
 mod ids;
-pub mod node;
+mod invoke;
+#[cfg(test)]
+mod layers;
+mod node;
 mod objects;
 mod placement;
+mod protocol;
 mod registry;
 mod resources;
-mod runtime;
+mod spin;
+pub mod supervise;
 pub(crate) mod system;
-mod task;
 pub mod testing;
 pub(crate) mod transport;
+mod worker;
 
 #[doc(hidden)]
 pub use transport::probe as __probe;
 
-pub use actors::handle::{
+pub use api::actor::{
     get_actor, get_actor_in, kill, ActorCall, ActorHandle, ActorOptions, RemoteActor,
 };
 pub use api::args::IntoArg;
 pub use api::cluster::{
     available_resources, cluster_resources, list_actors, nodes, ActorInfo, NodeInfo,
 };
-pub use api::config::Config;
 pub use api::context::{runtime_context, try_runtime_context, RuntimeContext};
 pub use api::objects::{get, get_all, get_timeout, memory_summary, put, wait, MemorySummary};
+pub use api::placement_group::{
+    get_placement_group, list_placement_groups, placement_group_table, remove_placement_group,
+};
 pub use api::task::TaskOptions;
 pub use api::{init, init_with, is_initialized, shutdown};
+pub use config::Config;
 pub use error::{Error, Result};
 pub use ids::{ActorId, JobId, NodeId, ObjectId, PlacementGroupId, TaskId};
 pub use objects::object_ref::ObjectRef;
 pub use placement::{
-    get_placement_group, list_placement_groups, placement_group_table, remove_placement_group,
     Bundle, PlacementGroup, PlacementGroupBuilder, PlacementGroupInfo, PlacementGroupState,
     PlacementStrategy, SchedulingStrategy,
 };
@@ -109,7 +136,7 @@ pub mod prelude {
 /// Support for the code `#[lumen::remote]` generates. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::actors::handle::{
+    pub use crate::api::actor::{
         create_actor, ActorConstructor, ActorMethods, ActorOptionsData, RawActorHandle,
     };
     pub use crate::api::args::PreparedArg;
@@ -125,7 +152,7 @@ pub mod __private {
     /// In a worker process (started by a node), serves tasks and never returns; else returns.
     pub fn enter_worker_mode_if_asked() {
         if std::env::var_os(crate::node::processes::env::WORKER).is_some() {
-            crate::runtime::worker_main();
+            crate::cluster::modes::worker_main();
         }
     }
 

@@ -2,10 +2,10 @@
 //! QUIC endpoint on 127.0.0.1, so tests cross the real network path; a node can be killed.
 //! Their worker processes are this program's own executable, started in worker mode.
 
-use crate::api::config::Config;
+use crate::cluster::{Node, NodeOptions};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ids::NodeId;
-use crate::node::{Node, NodeOptions};
 use std::net::SocketAddr;
 use std::time::Duration;
 

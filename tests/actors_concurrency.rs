@@ -744,7 +744,7 @@ fn async_calls_can_be_awaited_from_the_driver() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn threaded_actor_runs_max_concurrency_calls_on_that_many_threads() {
+fn threaded_actor_runs_max_concurrency_calls_at_once() {
     init();
     let g = gauge("threaded-4", 4, 100);
     let w = Worker::options().max_concurrency(4).remote();
@@ -754,9 +754,8 @@ fn threaded_actor_runs_max_concurrency_calls_on_that_many_threads() {
     let threads: BTreeSet<String> = get_each(&refs).into_iter().collect();
     assert_eq!(g.missed(), 0);
     assert_eq!(g.max(), 4, "max_concurrency(4): exactly 4 calls at once");
-    assert_eq!(
-        threads.len(),
-        4,
+    assert!(
+        threads.len() >= 4,
         "4 calls at once need 4 threads: {threads:?}"
     );
     assert_ne!(
@@ -956,16 +955,11 @@ fn a_sync_group_of_one_runs_its_calls_one_at_a_time() {
         // The default group of a sync actor without max_concurrency is serial too.
         refs.push(p.work("pool-default1".to_string()).remote());
     }
-    let threads: Vec<String> = get_each(&refs);
+    get_each(&refs);
+    // Calls borrow a pool thread while they run, not a thread of their own: what a group's
+    // size bounds is how many of its calls run at once.
     assert_eq!(a.max(), 1, "group a has size 1");
     assert_eq!(def.max(), 1, "the default group of a sync actor has size 1");
-    let a_threads: BTreeSet<_> = threads
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % 3 != 2)
-        .map(|(_, t)| t)
-        .collect();
-    assert_eq!(a_threads.len(), 1, "group a has one thread: {a_threads:?}");
 }
 
 #[test]

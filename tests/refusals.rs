@@ -224,14 +224,14 @@ fn bad_peers_are_refused_while_the_cluster_keeps_serving() {
 
     // `lumen status` with a wrong token.
     let r = timed("cluster_status with a wrong token", || {
-        lumen::node::cluster_status(Some(&cluster.address()), Some(&wrong))
+        lumen::cluster::cluster_status(Some(&cluster.address()), Some(&wrong))
     });
     let reason = connection_reason("cluster_status with a wrong token", r);
     mentions("cluster_status with a wrong token", &reason, &["token"]);
     still_serving("a status request with a wrong token");
 
     // ... and with the right one, for contrast.
-    let status = lumen::node::cluster_status(Some(&cluster.address()), Some(&token))
+    let status = lumen::cluster::cluster_status(Some(&cluster.address()), Some(&token))
         .expect("cluster_status with the cluster's token");
     assert_eq!(status.nodes.len(), 1, "{status:?}");
 

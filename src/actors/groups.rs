@@ -1,24 +1,26 @@
-//! Concurrency groups: each an actix actor bounding how many of its calls run at once.
+//! Concurrency groups: each an actix actor (on the shared pool, see
+//! [`pooled`](crate::actors::pooled)) bounding how many of its calls run at once.
 //!
 //! - [`AsyncGroup`]: for async actors. Calls run on the node's event loop; a semaphore of the
 //!   group's size bounds how many are in flight. Sync methods of an async actor run there too,
 //!   inside `block_in_place`, so they may block without stalling the loop.
-//! - [`GroupThread`]: for threaded actors. A `SyncArbiter` with one thread per unit of the
-//!   group's size; each thread runs one call at a time.
+//! - [`ThreadedGroup`]: for threaded actors. Up to the group's size of its calls run at once,
+//!   each on a pool thread it holds only while the call runs.
 //! - A serial actor with no named groups needs no group actor: the host runs its calls inline,
 //!   one at a time, in mailbox order, which is what keeps each submitter's calls in submission
-//!   order. With named groups, its default group is a one-thread `GroupThread`, still in order,
+//!   order. With named groups, its default group is a `ThreadedGroup` of one, still in order,
 //!   so that a busy default call never holds up the other groups.
 //!
 //! Whatever the group, `&self` methods may overlap and `&mut self` methods run alone: the
 //! actor's state sits behind a read-write lock that every trampoline takes.
 
 use crate::actors::host::ActorTask;
-use crate::api::context::{with_exec, ExecContext, WithExec};
+use crate::actors::pooled::{self, PooledContext, ThreadPool};
+use crate::context::{with_exec, ExecContext, WithExec};
 use crate::error::Error;
 use crate::ids::NodeId;
-use crate::node::executor::{fetch_args_async, fetch_args_blocking, locate, panic_message};
-use crate::registry::{ActorMethod, ActorState, Args, MethodInvoke, Outcome};
+use crate::invoke::{call_sync, locate, panic_error, resolve_async, resolve_blocking};
+use crate::registry::{ActorMethod, ActorState, Args, MethodInvoke};
 use actix::prelude::*;
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
@@ -42,8 +44,8 @@ pub(crate) enum Group {
     Inline,
     /// On the event loop, bounded.
     Async(Addr<AsyncGroup>),
-    /// On a pool of threads.
-    Threaded(Addr<GroupThread>),
+    /// On pool threads, bounded.
+    Threaded(Addr<ThreadedGroup>),
 }
 
 impl Group {
@@ -53,9 +55,13 @@ impl Group {
         if is_async {
             let limit = Arc::new(tokio::sync::Semaphore::new(size));
             let executor = executor.clone();
-            Group::Async(AsyncGroup { limit, executor }.start())
+            Group::Async(pooled::start(AsyncGroup { limit, executor }))
         } else {
-            Group::Threaded(SyncArbiter::start(size, || GroupThread))
+            Group::Threaded(pooled::start(ThreadedGroup {
+                size,
+                running: 0,
+                queued: std::collections::VecDeque::new(),
+            }))
         }
     }
 
@@ -78,7 +84,7 @@ pub(crate) fn run_sync(call: RunCall) {
         node,
     } = call;
     let outcome = with_exec(exec, || {
-        let args = fetch_args_blocking(&task.args)?;
+        let args = resolve_blocking(&task.args, Vec::new())?;
         match method.invoke {
             MethodInvoke::Sync(f) => call_sync(f, &state, args, method.path, node),
             MethodInvoke::Async(_) => Err(Error::invalid(format!(
@@ -100,7 +106,7 @@ async fn run_async(call: RunCall) {
         exec,
         node,
     } = call;
-    let outcome = match fetch_args_async(&task.args).await {
+    let outcome = match resolve_async(&task.args, Vec::new()).await {
         Err(e) => Err(e),
         Ok(args) => match method.invoke {
             MethodInvoke::Async(f) => {
@@ -122,25 +128,6 @@ async fn run_async(call: RunCall) {
         .finish(outcome.map_err(|e| locate(e, method.path, node)));
 }
 
-pub(crate) fn call_sync(
-    f: fn(&ActorState, Args) -> Outcome,
-    state: &ActorState,
-    args: Vec<bytes::Bytes>,
-    path: &'static str,
-    node: NodeId,
-) -> Outcome {
-    std::panic::catch_unwind(AssertUnwindSafe(|| f(state, Args::new(args, path))))
-        .unwrap_or_else(|p| Err(panic_error(path, p, node)))
-}
-
-pub(crate) fn panic_error(path: &str, p: Box<dyn std::any::Any + Send>, node: NodeId) -> Error {
-    Error::Task {
-        function: path.to_string(),
-        message: panic_message(p),
-        node: node.to_string(),
-    }
-}
-
 /// An async concurrency group.
 pub(crate) struct AsyncGroup {
     limit: Arc<tokio::sync::Semaphore>,
@@ -148,12 +135,12 @@ pub(crate) struct AsyncGroup {
 }
 
 impl Actor for AsyncGroup {
-    type Context = Context<Self>;
+    type Context = PooledContext<Self>;
 }
 
 impl Handler<RunCall> for AsyncGroup {
     type Result = ();
-    fn handle(&mut self, call: RunCall, _: &mut Context<Self>) {
+    fn handle(&mut self, call: RunCall, _: &mut PooledContext<Self>) {
         let limit = self.limit.clone();
         self.executor.spawn(async move {
             // Closed only when the group is dropped, and then the call's guard reports it.
@@ -165,16 +152,52 @@ impl Handler<RunCall> for AsyncGroup {
     }
 }
 
-/// One thread of a threaded concurrency group.
-pub(crate) struct GroupThread;
-
-impl Actor for GroupThread {
-    type Context = SyncContext<Self>;
+/// A threaded concurrency group: at most `size` of its calls run at once, the others wait in
+/// order.
+pub(crate) struct ThreadedGroup {
+    size: usize,
+    running: usize,
+    queued: std::collections::VecDeque<RunCall>,
 }
 
-impl Handler<RunCall> for GroupThread {
+/// A call of the group finished.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Done;
+
+impl ThreadedGroup {
+    fn start_call(&mut self, call: RunCall, me: Option<Addr<ThreadedGroup>>) {
+        self.running += 1;
+        ThreadPool::shared().spawn(move || {
+            run_sync(call);
+            if let Some(me) = me {
+                me.do_send(Done);
+            }
+        });
+    }
+}
+
+impl Actor for ThreadedGroup {
+    type Context = PooledContext<Self>;
+}
+
+impl Handler<RunCall> for ThreadedGroup {
     type Result = ();
-    fn handle(&mut self, call: RunCall, _: &mut SyncContext<Self>) {
-        run_sync(call);
+    fn handle(&mut self, call: RunCall, ctx: &mut PooledContext<Self>) {
+        if self.running < self.size {
+            self.start_call(call, ctx.address());
+        } else {
+            self.queued.push_back(call);
+        }
+    }
+}
+
+impl Handler<Done> for ThreadedGroup {
+    type Result = ();
+    fn handle(&mut self, _: Done, ctx: &mut PooledContext<Self>) {
+        self.running = self.running.saturating_sub(1);
+        if let Some(next) = self.queued.pop_front() {
+            self.start_call(next, ctx.address());
+        }
     }
 }

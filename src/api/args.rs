@@ -4,8 +4,8 @@ use crate::error::Result;
 use crate::ids::ObjectId;
 use crate::objects::codec;
 use crate::objects::object_ref::ObjectRef;
-use crate::runtime;
-use crate::task::TaskArg;
+use crate::objects::ownership;
+use crate::protocol::task::TaskArg;
 use serde::Serialize;
 
 /// An argument ready to be put into a task spec. It holds pins on the objects it mentions
@@ -27,7 +27,7 @@ impl PreparedArg {
 impl Drop for PreparedArg {
     fn drop(&mut self) {
         if !self.pins.is_empty() {
-            runtime::with_current(|rt| rt.refs.unpin(&self.pins));
+            ownership::with_current(|t| t.unpin(&self.pins));
         }
     }
 }
@@ -63,7 +63,7 @@ impl<T: Serialize + 'static> IntoArg<T> for T {
         let (bytes, pins) = codec::encode_owned(std::any::type_name::<T>(), self)?.into_parts();
         Ok(PreparedArg {
             arg: Some(TaskArg::Value(bytes)),
-            pins,
+            pins: pins.into_iter().map(|r| r.id).collect(),
         })
     }
 }
@@ -77,8 +77,8 @@ impl<T> IntoArg<T> for ObjectRef<T> {
 impl<T> IntoArg<T> for &ObjectRef<T> {
     fn into_arg(self) -> Result<PreparedArg> {
         // Pinned now, while the caller's ref (possibly a temporary) is alive.
-        let pins = runtime::with_current(|rt| {
-            rt.refs.pin(&[self.id()]);
+        let pins = ownership::with_current(|t| {
+            t.pin(&[self.id()]);
             vec![self.id()]
         })
         .unwrap_or_default();
@@ -112,7 +112,7 @@ pub(crate) fn collect(args: Vec<Result<PreparedArg>>) -> Result<(Vec<TaskArg>, V
     match failed {
         None => Ok((out, pins)),
         Some(e) => {
-            runtime::with_current(|rt| rt.refs.unpin(&pins));
+            ownership::with_current(|t| t.unpin(&pins));
             Err(e)
         }
     }

@@ -3,10 +3,11 @@
 use crate::error::Result;
 use crate::ids::ActorId;
 use crate::ids::NodeId;
-use crate::node::raylet::{GetResources, Raylet};
-use crate::runtime;
-use crate::system::gcs::{GetNodes, ListActors};
-use crate::transport::wire::Target;
+use crate::protocol::gcs::{GetNodes, ListActors};
+use crate::protocol::raylet::GetResources;
+use crate::protocol::svc;
+use crate::transport::net::IN_PROCESS;
+use crate::worker::runtime;
 use std::collections::BTreeMap;
 
 /// A node of the cluster, as `lumen::nodes()` reports it.
@@ -47,18 +48,22 @@ fn snapshot() -> Result<Vec<NodeInfo>> {
         let nodes = rt.gcs.send(GetNodes).await?;
         let mut out = Vec::with_capacity(nodes.len());
         for n in nodes {
-            let raylet: Option<Target<Raylet>> = match (&rt.net, n.address.parse()) {
-                (Some(net), Ok(addr)) => Some(Target::remote(net, addr)),
-                (None, _) => Some(rt.raylet.clone()),
-                (Some(_), Err(_)) => None,
-            };
-            let snap = match raylet {
-                Some(r) if n.alive => r.send(GetResources).await.ok(),
-                _ => None,
+            let snap = match n.alive {
+                true => rt
+                    .net
+                    .target::<svc::Raylet>(n.address)
+                    .send(GetResources)
+                    .await
+                    .ok(),
+                false => None,
             };
             out.push(NodeInfo {
                 node_id: n.node_id,
-                address: n.address,
+                address: if n.address == IN_PROCESS {
+                    "embedded".to_string()
+                } else {
+                    n.address.to_string()
+                },
                 alive: n.alive,
                 resources: n.total.to_map(),
                 available: snap

@@ -1,11 +1,12 @@
 //! The user-facing API: starting and stopping, tasks, objects, the cluster's state and the
-//! runtime context. Actors' public types live in [`crate::actors`].
+//! runtime context, actor handles and placement groups.
 
+pub(crate) mod actor;
 pub(crate) mod args;
 pub(crate) mod cluster;
-pub(crate) mod config;
 pub(crate) mod context;
 pub(crate) mod objects;
+pub(crate) mod placement_group;
 pub(crate) mod task;
 
 use crate::error::Result;
@@ -23,7 +24,7 @@ use crate::error::Result;
 /// # Ok::<(), lumen::Error>(())
 /// ```
 pub fn init() -> Result<()> {
-    init_with(config::Config::default())
+    init_with(crate::config::Config::default())
 }
 
 /// Starts lumen with `config`.
@@ -33,8 +34,8 @@ pub fn init() -> Result<()> {
 /// lumen::init_with(lumen::Config::default().num_cpus(2.0).resource("node0", 2.0))?;
 /// # Ok::<(), lumen::Error>(())
 /// ```
-pub fn init_with(config: config::Config) -> Result<()> {
-    crate::runtime::start(config)
+pub fn init_with(config: crate::config::Config) -> Result<()> {
+    crate::cluster::modes::start(config)
 }
 
 /// Stops lumen: the embedded cluster's actors, tasks and objects are gone. Blocking calls in
@@ -46,7 +47,7 @@ pub fn init_with(config: config::Config) -> Result<()> {
 /// assert!(!lumen::is_initialized());
 /// ```
 pub fn shutdown() {
-    crate::runtime::stop()
+    crate::worker::runtime::stop()
 }
 
 /// Whether lumen is running in this process.
@@ -56,5 +57,5 @@ pub fn shutdown() {
 /// assert!(!lumen::is_initialized());
 /// ```
 pub fn is_initialized() -> bool {
-    crate::runtime::is_initialized()
+    crate::worker::runtime::is_initialized()
 }

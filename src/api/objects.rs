@@ -5,18 +5,18 @@
 //! children cannot starve them), and takes it back before returning. Inside async tasks and
 //! methods, blocking reads are refused: `.await` the ref instead.
 
-use crate::api::context::{self, refuse_blocking_in_async};
-use crate::doorbell::Backoff;
+use crate::context::{self, refuse_blocking_in_async};
 use crate::error::{Error, Result};
 use crate::ids::ObjectId;
-use crate::node::raylet::{TaskBlocked, TaskUnblocked, TaskUnblockedWire};
 use crate::objects::codec;
-use crate::objects::object_ref::{ObjectRef, RawRef};
-use crate::objects::owner;
+use crate::objects::object_ref::ObjectRef;
 use crate::objects::ownership::{Lookup, Peek};
-use crate::objects::store::{Stored, PRESENT_SENT};
-use crate::runtime::{self, Runtime};
-use crate::transport::wire::Target;
+use crate::objects::read::{self, check_known, decode};
+use crate::objects::store::PRESENT_SENT;
+use crate::protocol::raylet::{TaskBlocked, TaskUnblocked};
+use crate::protocol::refs::{RawRef, Stored};
+use crate::spin::Backoff;
+use crate::worker::runtime::{self, Runtime};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
@@ -42,20 +42,14 @@ pub fn put<T: Serialize + 'static>(value: T) -> ObjectRef<T> {
     match codec::encode_owned(std::any::type_name::<T>(), value) {
         Ok(enc) => {
             let id = ObjectId::for_put();
-            rt.refs.add_put(id, enc);
+            let (bytes, contains) = enc.into_parts();
+            rt.refs.put(id, Stored::Value(bytes), &contains);
             ObjectRef::adopt(RawRef {
                 id,
                 owner: rt.owner(),
             })
         }
         Err(e) => crate::api::task::failed_ref(&rt, e),
-    }
-}
-
-fn decode<T: DeserializeOwned + 'static>(id: ObjectId, stored: Stored) -> Result<T> {
-    match stored {
-        Stored::Value(b) => codec::decode(&format!("object {id}"), &b),
-        Stored::Error(e) => Err(e),
     }
 }
 
@@ -76,6 +70,10 @@ fn spin_recv<T>(rx: &flume::Receiver<T>) -> Option<T> {
     if !SPIN_BACKOFF.with(Backoff::should_poll) {
         return rx.try_recv().ok();
     }
+    // Polling is rationed across the process: without a permit, sleep at once.
+    let Some(_permit) = crate::spin::permit() else {
+        return rx.try_recv().ok();
+    };
     let start = Instant::now();
     loop {
         for _ in 0..64 {
@@ -112,7 +110,7 @@ fn fetch_blocking(
     if ids.is_empty() || need == 0 {
         return Ok((slots, true));
     }
-    check_known(rt, &ids)?;
+    check_known(&rt.refs, &ids)?;
     // Owned objects are read from (or waited for in) the owner's table; the rest from the store.
     let (tx, rx) = flume::unbounded();
     let mut got = 0;
@@ -125,17 +123,17 @@ fn fetch_blocking(
                 got += 1;
             }
             Lookup::Waiting => {}
-            Lookup::InStore if owner::owned_here(rt, refs[i]) => via_store.push((i, *id)),
-            Lookup::InStore => remote.push((i, refs[i].clone())),
+            Lookup::Elsewhere if rt.net.is_here(refs[i].owner.addr) => via_store.push((i, *id)),
+            Lookup::Elsewhere => remote.push((i, refs[i].clone())),
         }
     }
-    if let (Some(net), false) = (&rt.net, remote.is_empty()) {
-        owner::fetch_remote(net, &rt.executor, remote, tx.clone());
+    if !remote.is_empty() {
+        read::fetch_into(&rt.refs, remote, &tx);
     }
     let mut markers = if via_store.is_empty() {
         0
     } else {
-        let asked = rt.store.send_fetches(via_store, tx.clone(), settle);
+        let asked = rt.refs.store().send_fetches(via_store, tx.clone(), settle);
         if settle {
             asked
         } else {
@@ -193,18 +191,8 @@ fn fetch_blocking(
         }
     }
     if let Some(Some(task_id)) = lent {
-        match &rt.raylet {
-            Target::Local(raylet) => {
-                let (tx, back) = flume::bounded(1);
-                raylet.do_send(TaskUnblocked { task_id, reply: tx });
-                let _ = back.recv();
-            }
-            Target::Remote(_) => {
-                let raylet = rt.raylet.clone();
-                let _ =
-                    rt.block_on(async move { raylet.send(TaskUnblockedWire { task_id }).await });
-            }
-        }
+        // Back on the CPU before the task goes on.
+        let _ = rt.request(&rt.raylet, TaskUnblocked { task_id });
     }
     Ok((slots, complete || got >= need))
 }
@@ -403,7 +391,7 @@ fn fetch_from_store(rt: &Arc<Runtime>, ids: &[ObjectId]) -> Vec<Option<Stored>> 
     if ids.is_empty() {
         return slots;
     }
-    let (rx, mut markers) = rt.store.fetch_marked(ids);
+    let (rx, mut markers) = rt.refs.store().fetch_marked(ids);
     while markers > 0 {
         match rx.recv() {
             Ok((PRESENT_SENT, _)) => markers -= 1,
@@ -412,40 +400,6 @@ fn fetch_from_store(rt: &Arc<Runtime>, ids: &[ObjectId]) -> Vec<Option<Stored>> 
         }
     }
     slots
-}
-
-/// Refuses objects this process holds no reference to: they can never arrive (a ref made before
-/// `lumen::init()`, or kept across `shutdown()`).
-fn check_known(rt: &Runtime, ids: &[ObjectId]) -> Result<()> {
-    match ids.iter().find(|id| !rt.refs.contains(**id)) {
-        Some(id) => Err(Error::ObjectLost {
-            object: id.to_string(),
-            reason: "this process holds no reference to it: the ref was made before lumen::init() \
-                     or belongs to a runtime that was shut down"
-                .into(),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Awaits an object without blocking a thread (what `ref.await` does).
-pub(crate) async fn get_async<T: DeserializeOwned + 'static>(r: &ObjectRef<T>) -> Result<T> {
-    let rt = runtime::current()?;
-    let id = r.id();
-    check_known(&rt, &[id])?;
-    let (tx, rx) = flume::unbounded();
-    match rt.refs.lookup_or_wait(id, 0, &tx) {
-        Lookup::Ready(v) => return decode(id, v),
-        Lookup::Waiting => {}
-        Lookup::InStore => owner::fetch_into(&rt, vec![(0, r.raw().clone())], tx.clone()),
-    }
-    drop(tx);
-    drop(rt);
-    let (_, v) = rx
-        .recv_async()
-        .await
-        .map_err(|_| Error::shutdown("awaiting an object"))?;
-    decode(id, v)
 }
 
 /// Counts of what this process references and what the local store holds.
@@ -476,7 +430,7 @@ pub struct MemorySummary {
 /// ```
 pub fn memory_summary() -> Result<MemorySummary> {
     let rt = runtime::current()?;
-    let stats = futures::executor::block_on(rt.store.stats());
+    let stats = futures::executor::block_on(rt.refs.store().stats());
     let (inline_objects, inline_bytes) = rt.refs.inline_stats();
     Ok(MemorySummary {
         referenced_objects: rt.refs.len(),

@@ -1,15 +1,15 @@
 //! Submitting remote functions: [`TaskOptions`] and the submit path behind `f::remote(..)`.
 
 use crate::api::args::{self, PreparedArg};
-use crate::api::context;
+use crate::context;
 use crate::error::Result;
 use crate::ids::{ObjectId, TaskId};
-use crate::objects::object_ref::{ObjectRef, OwnerAddress, RawRef};
-use crate::objects::store::Stored;
+use crate::objects::object_ref::ObjectRef;
 use crate::placement::SchedulingStrategy;
+use crate::protocol::refs::{OwnerAddress, RawRef, Stored};
+use crate::protocol::task::{FunctionRef, TaskKind, TaskSpec};
 use crate::resources::{ResourceRequest, ResourceSet};
-use crate::runtime::{self, Runtime};
-use crate::task::{FunctionRef, TaskKind, TaskSpec};
+use crate::worker::runtime::{self, Runtime};
 use std::borrow::Cow;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -156,7 +156,7 @@ pub(crate) fn detached_ref<R>() -> ObjectRef<R> {
         owner: OwnerAddress {
             worker: crate::ids::WorkerId(0),
             node: crate::ids::NodeId(0),
-            addr: None,
+            addr: crate::transport::net::IN_PROCESS,
         },
     })
 }

@@ -7,8 +7,8 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use lumen::node::session::{self, NodeRecordFile};
-use lumen::node::{Node, NodeOptions};
+use lumen::cluster::session::{self, NodeRecordFile};
+use lumen::cluster::{Node, NodeOptions};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -395,7 +395,7 @@ fn run(cli: Cli) -> Result<()> {
             token,
             format,
         } => {
-            let s = lumen::node::cluster_status(address.as_deref(), token.as_deref())?;
+            let s = lumen::cluster::cluster_status(address.as_deref(), token.as_deref())?;
             match format {
                 Format::Table => print!("{s}"),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
@@ -409,7 +409,7 @@ fn run(cli: Cli) -> Result<()> {
             format,
             detail,
         } => {
-            let s = lumen::node::cluster_status(address.as_deref(), token.as_deref())?;
+            let s = lumen::cluster::cluster_status(address.as_deref(), token.as_deref())?;
             match (what, format) {
                 (ListWhat::Nodes, Format::Json) => {
                     println!("{}", serde_json::to_string_pretty(&s.nodes)?)

@@ -10,6 +10,7 @@ use crate::resources::{Grant, NodeResources, ResourceSet};
 use std::collections::VecDeque;
 
 /// Ready tasks by scheduling class.
+#[derive(Debug)]
 pub(crate) struct DispatchQueue<T> {
     classes: Vec<(ResourceSet, VecDeque<T>)>,
     len: usize,

@@ -1,16 +1,22 @@
-//! A node's worker processes: one per job, started from the job's own executable (fetched from
-//! the GCS by hash and cached on disk), in worker mode, registered back over QUIC, and watched
-//! until they exit. Work admitted before a job's worker is up waits here, in order.
+//! A node's workers, by job: where each job's tasks and actors run on this node.
+//!
+//! A job's worker is a process that registered with the raylet ([`RegisterWorker`]): a worker
+//! process this node started from the job's own executable (fetched from the GCS by hash and
+//! cached on disk, started in worker mode, watched until it exits), or a process that runs the
+//! job's work itself (an embedded runtime is its own node's worker). Work admitted before a
+//! job's worker is up waits here, in order.
+//!
+//! [`RegisterWorker`]: crate::protocol::raylet::RegisterWorker
 
 use crate::error::Error;
 use crate::ids::{ActorId, JobId, NodeId};
-use crate::node::pool::{Launch, StopActor, WorkerPool};
-use crate::node::raylet::Raylet;
-use crate::objects::owner::NodeDied;
+use crate::protocol::gcs::{GetBinary, GetJob};
+use crate::protocol::owner::NodeDied;
+use crate::protocol::svc;
+use crate::protocol::worker::{Launch, StopActor};
 use crate::system::binaries::BinaryCache;
-use crate::system::gcs::{Gcs, GetBinary, GetJob};
-use crate::transport::wire::{Body, Remote, Target};
-use crate::transport::{Token, Transport};
+use crate::transport::net::{Net, Target};
+use crate::transport::Token;
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,46 +61,54 @@ pub(crate) struct WorkerStartFailed {
     pub(crate) error: Error,
 }
 
-/// What a node passes to the worker processes it starts.
-#[derive(Clone)]
+/// How a node starts worker processes.
+#[derive(Clone, Debug)]
 pub(crate) struct WorkerSettings {
-    pub(crate) net: Arc<Transport>,
     pub(crate) token: Token,
-    pub(crate) gcs: SocketAddr,
     pub(crate) node_id: NodeId,
     pub(crate) cpus: usize,
     pub(crate) binaries: BinaryCache,
 }
 
 enum JobWorker {
+    /// A worker process being started; what it will run waits here.
     Starting {
         queue: Vec<Launch>,
         pid: Arc<AtomicU32>,
     },
-    Ready {
-        addr: SocketAddr,
-        pid: u32,
-    },
+    /// The job's worker: its process, and the pid of it if this node started it.
+    Ready { addr: SocketAddr, pid: Option<u32> },
 }
 
 impl JobWorker {
-    fn pid(&self) -> u32 {
+    /// The pid of a worker process this node started.
+    fn child_pid(&self) -> Option<u32> {
         match self {
-            JobWorker::Starting { pid, .. } => pid.load(Ordering::Acquire),
+            JobWorker::Starting { pid, .. } => Some(pid.load(Ordering::Acquire)).filter(|p| *p > 0),
             JobWorker::Ready { pid, .. } => *pid,
         }
     }
 }
 
-/// The worker processes of a node, by job.
+/// Where a launch went.
+pub(crate) enum Sent {
+    /// To the job's worker, or queued for it while it starts.
+    Queued,
+    /// This node has no worker for the job and cannot start one.
+    NoWorker(Launch, Error),
+}
+
+/// The workers of a node, by job.
 pub(crate) struct JobWorkers {
-    settings: WorkerSettings,
+    net: Arc<Net>,
+    /// How to start worker processes; `None`: jobs bring their own worker.
+    spawn: Option<WorkerSettings>,
     jobs: HashMap<JobId, JobWorker>,
 }
 
 fn kill_pid(pid: u32) {
     if pid > 0 {
-        // SAFETY: kill(2) has no memory-safety preconditions; pid is a child we started.
+        // SAFETY: kill(2) has no memory-safety preconditions; pid is a child this node started.
         unsafe {
             libc::kill(pid as libc::pid_t, libc::SIGKILL);
         }
@@ -102,28 +116,43 @@ fn kill_pid(pid: u32) {
 }
 
 impl JobWorkers {
-    pub(crate) fn new(settings: WorkerSettings) -> Self {
+    pub(crate) fn new(net: Arc<Net>, spawn: Option<WorkerSettings>) -> Self {
         JobWorkers {
-            settings,
+            net,
+            spawn,
             jobs: HashMap::new(),
         }
     }
 
-    /// Sends admitted work to its job's worker process, starting the process if needed.
+    fn worker(&self, addr: SocketAddr) -> Target<svc::Worker> {
+        self.net.target(addr)
+    }
+
+    /// Sends admitted work to its job's worker, starting a worker process if needed.
     pub(crate) fn launch(
         &mut self,
         launch: Launch,
-        gcs: &Target<Gcs>,
-        executor: &tokio::runtime::Handle,
-        raylet: Addr<Raylet>,
-    ) {
+        gcs: &Target<svc::Gcs>,
+        raylet: Recipient<WorkerEvent>,
+    ) -> Sent {
         let job = launch.spec.job_id;
         match self.jobs.get_mut(&job) {
             Some(JobWorker::Ready { addr, .. }) => {
-                Target::<WorkerPool>::remote(&self.settings.net, *addr).do_send(launch)
+                let addr = *addr;
+                self.worker(addr).do_send(launch);
+                Sent::Queued
             }
-            Some(JobWorker::Starting { queue, .. }) => queue.push(launch),
+            Some(JobWorker::Starting { queue, .. }) => {
+                queue.push(launch);
+                Sent::Queued
+            }
             None => {
+                let Some(settings) = self.spawn.clone() else {
+                    let e = Error::invalid(format!(
+                        "this node has no worker for job {job} and starts no worker processes"
+                    ));
+                    return Sent::NoWorker(launch, e);
+                };
                 let pid = Arc::new(AtomicU32::new(0));
                 self.jobs.insert(
                     job,
@@ -132,10 +161,9 @@ impl JobWorkers {
                         pid: pid.clone(),
                     },
                 );
-                let settings = self.settings.clone();
-                let gcs = gcs.clone();
-                executor.spawn(async move {
-                    match spawn_worker(&settings, job, &gcs).await {
+                let (gcs, node) = (gcs.clone(), self.net.addr());
+                self.net.runtime().spawn(async move {
+                    match spawn_worker(&settings, node, job, &gcs).await {
                         Ok(mut child) => {
                             let id = child.id().unwrap_or(0);
                             pid.store(id, Ordering::Release);
@@ -143,27 +171,36 @@ impl JobWorkers {
                                 Ok(s) => s.to_string(),
                                 Err(e) => format!("could not be waited for: {e}"),
                             };
-                            raylet.do_send(WorkerExited {
+                            let _ = raylet.try_send(WorkerEvent::Exited(WorkerExited {
                                 job_id: job,
                                 pid: id,
                                 status,
-                            });
+                            }));
                         }
-                        Err(error) => raylet.do_send(WorkerStartFailed { job_id: job, error }),
+                        Err(error) => {
+                            let _ = raylet.try_send(WorkerEvent::StartFailed(WorkerStartFailed {
+                                job_id: job,
+                                error,
+                            }));
+                        }
                     }
                 });
+                Sent::Queued
             }
         }
     }
 
-    /// The job's worker process is up: send it what waited.
+    /// The job's worker is up in the process at `addr`: send it what waited.
     pub(crate) fn registered(&mut self, job: JobId, addr: SocketAddr, pid: u32) {
-        let queued = match self.jobs.remove(&job) {
-            Some(JobWorker::Starting { queue, .. }) => queue,
-            Some(JobWorker::Ready { .. }) | None => Vec::new(),
+        let (queued, child) = match self.jobs.remove(&job) {
+            Some(JobWorker::Starting { queue, pid }) => (queue, Some(pid.load(Ordering::Acquire))),
+            Some(JobWorker::Ready { pid, .. }) => (Vec::new(), pid),
+            None => (Vec::new(), None),
         };
-        tracing::info!(job = %job, %addr, pid, "worker process registered");
-        let target = Target::<WorkerPool>::remote(&self.settings.net, addr);
+        // Only a process this node started is ever signalled.
+        let pid = child.filter(|c| *c == pid && pid > 0);
+        tracing::info!(job = %job, %addr, pid, "worker registered");
+        let target = self.worker(addr);
         for launch in queued {
             target.do_send(launch);
         }
@@ -185,7 +222,7 @@ impl JobWorkers {
     /// A worker process exited: whether it was the job's current one.
     pub(crate) fn exited(&mut self, job: JobId, pid: u32) -> bool {
         match self.jobs.get(&job) {
-            Some(w) if w.pid() == pid || w.pid() == 0 => {
+            Some(w) if w.child_pid().is_none_or(|p| p == pid) => {
                 self.jobs.remove(&job);
                 true
             }
@@ -193,49 +230,56 @@ impl JobWorkers {
         }
     }
 
-    /// Stops an actor in the job's worker process.
+    /// Stops an actor in the job's worker.
     pub(crate) fn stop_actor(&mut self, job: JobId, actor_id: ActorId) {
         if let Some(JobWorker::Ready { addr, .. }) = self.jobs.get(&job) {
-            Target::<WorkerPool>::remote(&self.settings.net, *addr).do_send(StopActor { actor_id });
+            self.worker(*addr).do_send(StopActor { actor_id });
         }
     }
 
-    /// Sends a node death notice to every worker process here (they own tasks too).
+    /// Passes a node death notice to every worker here (they own tasks too).
     pub(crate) fn broadcast(&self, msg: &NodeDied) {
         for w in self.jobs.values() {
             if let JobWorker::Ready { addr, .. } = w {
-                Remote {
-                    net: self.settings.net.clone(),
-                    addr: *addr,
-                }
-                .send_body(Body::NodeDied(msg.clone()));
+                self.net.target::<svc::Owner>(*addr).do_send(msg.clone());
             }
         }
     }
 
-    /// Kills the job's worker process (its exit is reported as usual).
+    /// Kills the job's worker process, if this node started one (its exit is reported as usual).
     pub(crate) fn kill(&mut self, job: JobId) {
-        if let Some(w) = self.jobs.get(&job) {
-            tracing::info!(job = %job, pid = w.pid(), "stopping the job's worker process");
-            kill_pid(w.pid());
+        if let Some(pid) = self.jobs.get(&job).and_then(JobWorker::child_pid) {
+            tracing::info!(job = %job, pid, "stopping the job's worker process");
+            kill_pid(pid);
         }
     }
 
-    /// Kills the worker process listening at `addr`, if it is one of ours.
-    pub(crate) fn kill_at(&mut self, addr: SocketAddr) {
-        for w in self.jobs.values() {
-            if let JobWorker::Ready { addr: a, pid } = w {
-                if *a == addr {
-                    kill_pid(*pid);
-                }
+    /// The worker in the process at `addr` is gone: kill it if this node started it, and
+    /// return its job (its exit is then reported as usual; a worker this node did not start is
+    /// forgotten here and reported by the caller).
+    pub(crate) fn lost(&mut self, addr: SocketAddr) -> Option<(JobId, bool)> {
+        let job = self.jobs.iter().find_map(|(job, w)| match w {
+            JobWorker::Ready { addr: a, .. } if *a == addr => Some(*job),
+            _ => None,
+        })?;
+        match self.jobs.get(&job).and_then(JobWorker::child_pid) {
+            Some(pid) => {
+                kill_pid(pid);
+                Some((job, true))
+            }
+            None => {
+                self.jobs.remove(&job);
+                Some((job, false))
             }
         }
     }
 
-    /// Kills every worker process (the node is stopping).
+    /// Kills every worker process this node started (the node is stopping).
     pub(crate) fn kill_all(&mut self) {
         for w in self.jobs.values() {
-            kill_pid(w.pid());
+            if let Some(pid) = w.child_pid() {
+                kill_pid(pid);
+            }
         }
     }
 }
@@ -246,11 +290,20 @@ impl Drop for JobWorkers {
     }
 }
 
+/// What the process watcher tells the raylet.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) enum WorkerEvent {
+    Exited(WorkerExited),
+    StartFailed(WorkerStartFailed),
+}
+
 /// Finds the job's executable (cached, else fetched from the GCS) and starts it in worker mode.
 async fn spawn_worker(
     settings: &WorkerSettings,
+    node: SocketAddr,
     job: JobId,
-    gcs: &Target<Gcs>,
+    gcs: &Target<svc::Gcs>,
 ) -> Result<tokio::process::Child, Error> {
     let info = gcs.send(GetJob { job_id: job }).await??;
     let exe = info.exe.ok_or_else(|| {
@@ -272,9 +325,9 @@ async fn spawn_worker(
     let mut cmd = tokio::process::Command::new(&path);
     cmd.arg0(&exe.name)
         .env(env::WORKER, "1")
-        .env(env::NODE, settings.net.local_addr().to_string())
+        .env(env::NODE, node.to_string())
         .env(env::NODE_ID, settings.node_id.to_string())
-        .env(env::GCS, settings.gcs.to_string())
+        .env(env::GCS, gcs.process().to_string())
         .env(env::JOB, job.to_string())
         .env(env::NAMESPACE, &info.namespace)
         .env(env::CPUS, settings.cpus.to_string())
@@ -292,8 +345,9 @@ async fn spawn_worker(
     tracing::info!(job = %job, exe = %path.display(), "starting a worker process");
     cmd.spawn().map_err(|e| {
         Error::invalid(format!(
-            "cannot start the worker process {}: {e}",
-            path.display()
+            "cannot start the worker process {}: {}",
+            path.display(),
+            crate::error::describe_io(&e)
         ))
     })
 }

@@ -11,8 +11,8 @@
 //! a stored object keeps the objects inside it alive until it is freed.
 
 use crate::error::{Error, Result};
-use crate::ids::ObjectId;
-use crate::runtime;
+use crate::objects::ownership;
+use crate::protocol::refs::RawRef;
 use bytemuck::Pod;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -21,7 +21,7 @@ use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 
 thread_local! {
-    static CONTAINED: RefCell<Option<Vec<ObjectId>>> = const { RefCell::new(None) };
+    static CONTAINED: RefCell<Option<Vec<RawRef>>> = const { RefCell::new(None) };
     /// Decodes in progress on this thread (they nest).
     static DECODING: Cell<u32> = const { Cell::new(0) };
     /// A decode on this thread met refs whose owners must hear of this process as a borrower.
@@ -47,7 +47,7 @@ fn decoding<R>(f: impl FnOnce() -> R) -> R {
         d.get()
     });
     if depth == 0 && BORROWS_PENDING.with(|p| p.replace(false)) {
-        runtime::with_current(|rt| rt.refs.flush_borrows());
+        ownership::with_current(|t| t.flush_borrows());
     }
     out
 }
@@ -61,20 +61,12 @@ fn decoding<R>(f: impl FnOnce() -> R) -> R {
 #[derive(Debug, Default)]
 pub struct Encoded {
     pub(crate) bytes: Bytes,
-    pins: Vec<ObjectId>,
+    pins: Vec<RawRef>,
 }
 
 impl Encoded {
-    /// Bytes made elsewhere (another process), with no pins here.
-    pub(crate) fn from_bytes(bytes: Bytes) -> Self {
-        Encoded {
-            bytes,
-            pins: Vec::new(),
-        }
-    }
-
-    /// The bytes, and the pins the caller now owns.
-    pub(crate) fn into_parts(mut self) -> (Bytes, Vec<ObjectId>) {
+    /// The bytes, and the pins (on the refs inside the value) the caller now owns.
+    pub(crate) fn into_parts(mut self) -> (Bytes, Vec<RawRef>) {
         (
             std::mem::take(&mut self.bytes),
             std::mem::take(&mut self.pins),
@@ -85,16 +77,16 @@ impl Encoded {
 impl Drop for Encoded {
     fn drop(&mut self) {
         if !self.pins.is_empty() {
-            runtime::with_current(|rt| rt.refs.unpin(&self.pins));
+            ownership::with_current(|t| t.unpin_refs(&self.pins));
         }
     }
 }
 
 /// Records a ref being serialized, if an [`encode`] is in progress on this thread.
-pub(crate) fn note_contained(id: ObjectId) {
+pub(crate) fn note_contained(raw: &RawRef) {
     CONTAINED.with(|c| {
         if let Some(v) = c.borrow_mut().as_mut() {
-            v.push(id);
+            v.push(raw.clone());
         }
     });
 }
@@ -271,8 +263,8 @@ pub(crate) fn encode<T: Serialize + 'static>(what: &str, value: &T) -> Result<En
     let pins = if contained.is_empty() {
         contained
     } else {
-        runtime::with_current(move |rt| {
-            rt.refs.pin(&contained);
+        ownership::with_current(move |t| {
+            t.pin_refs(&contained);
             contained
         })
         .unwrap_or_default()

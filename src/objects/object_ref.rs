@@ -8,9 +8,9 @@
 //! reaches zero, every copy is freed.
 
 use crate::error::Result;
-use crate::ids::{NodeId, ObjectId, WorkerId};
-use crate::objects::codec;
-use crate::runtime;
+use crate::ids::ObjectId;
+use crate::objects::{codec, ownership, read};
+use crate::protocol::refs::RawRef;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -19,22 +19,6 @@ use std::future::IntoFuture;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::sync::Arc;
-
-/// Where an object's owner lives: the worker that created the ref, its node, and the address
-/// its process listens on (none for an embedded runtime, which owns everything in its process).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub(crate) struct OwnerAddress {
-    pub(crate) worker: WorkerId,
-    pub(crate) node: NodeId,
-    pub(crate) addr: Option<std::net::SocketAddr>,
-}
-
-/// An untyped ref: the object's id and its owner. What travels on the wire.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub(crate) struct RawRef {
-    pub(crate) id: ObjectId,
-    pub(crate) owner: OwnerAddress,
-}
 
 /// A reference to an object of type `T` in the object store: the result of a task, an actor
 /// call or [`put`](crate::put).
@@ -68,7 +52,7 @@ struct LocalRef {
 
 impl Drop for LocalRef {
     fn drop(&mut self) {
-        runtime::with_current(|rt| rt.refs.remove_local(self.raw.id));
+        ownership::with_current(|t| t.remove_local(self.raw.id));
     }
 }
 
@@ -130,7 +114,7 @@ impl<T> Hash for ObjectRef<T> {
 
 impl<T> Serialize for ObjectRef<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        codec::note_contained(self.raw().id);
+        codec::note_contained(self.raw());
         self.raw().serialize(s)
     }
 }
@@ -138,7 +122,7 @@ impl<T> Serialize for ObjectRef<T> {
 impl<'de, T> Deserialize<'de> for ObjectRef<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let raw = RawRef::deserialize(d)?;
-        runtime::with_current(|rt| rt.refs.add_borrowed(&raw));
+        ownership::with_current(|t| t.add_borrowed(&raw));
         Ok(ObjectRef::adopt(raw))
     }
 }
@@ -149,6 +133,6 @@ impl<T: DeserializeOwned + Send + 'static> IntoFuture for ObjectRef<T> {
 
     /// Waits for the object without blocking a thread; works on any executor.
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move { crate::api::objects::get_async(&self).await })
+        Box::pin(async move { read::get_async(self.raw()).await })
     }
 }

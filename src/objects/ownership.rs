@@ -1,23 +1,28 @@
-//! The owner's reference table: reference counts, lineage and containment of the objects this
-//! process owns or borrows.
+//! Ownership and reference counting: the table of the objects this process owns or borrows.
 //!
-//! Counts per object: `local` (live `ObjectRef` handles in this process) and `pinned` (tasks in
-//! flight whose arguments mention the object, and stored objects that contain it). When both
-//! reach zero the entry is removed, the stored copy freed, and the objects it contained unpinned.
+//! [`RefCounts`] is the pure core (Ray's reference counter, NSDI'21 ownership): per object,
+//! `local` (live `ObjectRef` handles in this process), `pinned` (tasks in flight whose arguments
+//! mention it, stored objects that contain it) and, for objects owned here, `borrowers` (other
+//! processes holding refs, each named). When all reach zero the entry goes, and the core returns
+//! what must follow as [`Effect`]s: free the stored copy, tell the owner this process stopped
+//! borrowing, unpin what the value contained, tell the GCS an actor is out of scope. It does no
+//! IO and reads no clock, so its rules are unit-tested directly and several cores can be wired
+//! together in a test (owner and borrowers) to check the protocol between them.
 //!
-//! The table is also where a task's result lands ([`RefTable::complete`]): the result is stored
-//! only if someone still holds a reference, and the check and the store send happen under the
-//! entry's lock, so a result can never be stored after its object was freed.
+//! [`RefTable`] is the process's table: the core plus the process's switchboard, store and GCS,
+//! which carry out the effects. A result lands through [`RefCounts::complete`]: it is kept only if
+//! someone still holds a reference, and the check and the keeping happen under the entry's lock,
+//! so a result can never be stored after its object was freed.
 
 use crate::ids::{ActorId, ObjectId};
-use crate::objects::codec::Encoded;
-use crate::objects::object_ref::RawRef;
-use crate::objects::owner::Borrow;
-use crate::objects::store::{FetchReply, StoreClient, Stored};
-use crate::system::gcs::{ActorOutOfScope, Gcs};
-use crate::task::TaskSpec;
-use crate::transport::wire::{Body, Remote, Target};
-use crate::transport::Transport;
+use crate::objects::store::{FetchReply, StoreClient};
+use crate::protocol::gcs::ActorOutOfScope;
+use crate::protocol::owner::Borrow;
+use crate::protocol::refs::{RawRef, Stored};
+use crate::protocol::svc;
+use crate::protocol::task::TaskSpec;
+use crate::transport::net::{Net, Target};
+use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,9 +32,9 @@ use std::sync::Arc;
 struct RefEntry {
     local: u32,
     pinned: u32,
-    /// The value is present: inline below when small, else in a store.
+    /// The value is present: inline below when small, else in the store.
     stored: bool,
-    /// This table put the value in the store (so freeing must drop it there).
+    /// The value went to the store (so freeing must drop it there).
     in_store: bool,
     /// Objects referenced from inside this object's value.
     contains: Vec<ObjectId>,
@@ -38,24 +43,24 @@ struct RefEntry {
     lineage: Option<Arc<TaskSpec>>,
     /// This object anchors an actor's handles: when it goes, the actor is out of scope.
     actor: Option<ActorId>,
-    /// A small value (or an error), kept only by the owner so that reading it needs no message
-    /// to the store (Ray's in-process memory store). Small values never go to the store.
+    /// A small value (or an error), kept by the owner so that reading it needs no message to
+    /// the store (Ray's in-process memory store). Small values never go to the store.
     inline: Option<Stored>,
     /// Readers waiting for this (owned, pending) object: handed the value when it completes.
     waiters: Vec<(u32, FetchReply)>,
-    /// Other processes holding refs to this owned object (each registered once per process).
-    borrowers: u32,
+    /// Other processes holding refs to this owned object, one entry per start notice.
+    borrowers: Vec<SocketAddr>,
     /// For a ref owned by another process: its owner, told when this process lets go.
     borrowed_from: Option<SocketAddr>,
 }
 
 impl RefEntry {
     fn unreferenced(&self) -> bool {
-        self.local == 0 && self.pinned == 0 && self.borrowers == 0
+        self.local == 0 && self.pinned == 0 && self.borrowers.is_empty()
     }
 }
 
-/// What [`RefTable::peek`] can tell.
+/// What [`RefCounts::peek`] can tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Peek {
     Ready,
@@ -69,12 +74,36 @@ pub(crate) enum Lookup {
     Ready(Stored),
     /// Pending in this process: the reader's channel will get it when it completes.
     Waiting,
-    /// Ask the store.
-    InStore,
+    /// Ask the store (or, for an object owned elsewhere, its owner).
+    Elsewhere,
+}
+
+/// What must happen because the counts changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Drop the object's copy from the store.
+    Free(ObjectId),
+    /// Tell `owner` this process started (`add`) or stopped borrowing `id`.
+    Notify {
+        owner: SocketAddr,
+        id: ObjectId,
+        add: bool,
+    },
+    /// Every handle to the actor is gone.
+    OutOfScope(ActorId),
+}
+
+/// What [`RefCounts::complete`] did, and what must follow: the value to put in the store, then
+/// the readers to hand it to, then the effects.
+pub(crate) struct Completed {
+    pub(crate) kept: bool,
+    pub(crate) to_store: Option<Stored>,
+    pub(crate) waiters: Vec<(u32, FetchReply, Stored)>,
+    pub(crate) effects: Vec<Effect>,
 }
 
 /// Values up to this size are kept inline in the owner's table instead of the store.
-const INLINE_MAX: usize = 64 * 1024;
+pub(crate) const INLINE_MAX: usize = 64 * 1024;
 
 /// Whether a value is kept inline by its owner (small values and errors) or goes to the store.
 fn is_inline(value: &Stored) -> bool {
@@ -84,99 +113,23 @@ fn is_inline(value: &Stored) -> bool {
     }
 }
 
-/// Sends the pending borrow notices, one message per owner, in order. The lock is held while
-/// they are queued on their connections, so notices never overtake each other.
-fn send_borrows(
-    net: &Arc<Transport>,
-    outbox: &parking_lot::Mutex<Vec<(SocketAddr, ObjectId, bool)>>,
-) {
-    let mut out = outbox.lock();
-    if out.is_empty() {
-        return;
-    }
-    let mut per_owner: Vec<(SocketAddr, Vec<(ObjectId, bool)>)> = Vec::new();
-    for (owner, id, add) in out.drain(..) {
-        match per_owner.iter_mut().find(|(o, _)| *o == owner) {
-            Some((_, changes)) => changes.push((id, add)),
-            None => per_owner.push((owner, vec![(id, add)])),
-        }
-    }
-    for (owner, changes) in per_owner {
-        Remote {
-            net: net.clone(),
-            addr: owner,
-        }
-        .send_body(Body::Borrow(Borrow { changes }));
-    }
-}
-
-fn stored_size(value: &Stored) -> usize {
-    match value {
-        Stored::Value(b) => b.len(),
-        Stored::Error(_) => 0,
-    }
-}
-
-/// Reference counts and lineage of objects, per process.
-pub(crate) struct RefTable {
+/// The reference counts of one process (see the module docs).
+pub(crate) struct RefCounts {
+    /// This process: refs owned here are counted, not borrowed.
+    here: SocketAddr,
     map: DashMap<ObjectId, RefEntry>,
-    store: StoreClient,
-    gcs: Target<Gcs>,
-    held: parking_lot::Mutex<Vec<ObjectId>>,
-    /// This process's endpoint, on a cluster (borrowers talk to owners).
-    net: Option<Arc<Transport>>,
-    /// Values kept inline, and their bytes (they count as stored in [`memory_summary`]).
-    ///
-    /// [`memory_summary`]: crate::memory_summary
+    /// Values kept inline, and their bytes (they count as stored in `memory_summary`).
     inline_objects: AtomicUsize,
     inline_bytes: AtomicUsize,
-    /// Borrow notices not sent yet, in order (see [`notify_owner`](Self::notify_owner)).
-    outbox: Arc<parking_lot::Mutex<Vec<(SocketAddr, ObjectId, bool)>>>,
 }
 
-impl RefTable {
-    pub(crate) fn new(store: StoreClient, gcs: Target<Gcs>, net: Option<Arc<Transport>>) -> Self {
-        RefTable {
+impl RefCounts {
+    pub(crate) fn new(here: SocketAddr) -> Self {
+        RefCounts {
+            here,
             map: DashMap::with_shard_amount(64),
-            store,
-            gcs,
-            held: parking_lot::Mutex::new(Vec::new()),
-            net,
             inline_objects: AtomicUsize::new(0),
             inline_bytes: AtomicUsize::new(0),
-            outbox: Arc::default(),
-        }
-    }
-
-    /// Tells `owner` that this process started (`add`) or stopped borrowing `id`. Notices are
-    /// coalesced into one message per owner: a start met while decoding goes out when the
-    /// decode ends, before anything this thread sends afterwards (so an owner hears of a
-    /// borrower before, say, the result of the task that received the ref); a stop goes out
-    /// shortly after, from the event loop (a late stop only keeps the object a moment longer).
-    fn notify_owner(&self, owner: SocketAddr, id: ObjectId, add: bool) {
-        let Some(net) = &self.net else {
-            return;
-        };
-        let was_empty = {
-            let mut out = self.outbox.lock();
-            out.push((owner, id, add));
-            out.len() == 1
-        };
-        if add {
-            if !crate::objects::codec::defer_borrows() {
-                self.flush_borrows();
-            }
-        } else if was_empty {
-            let (outbox, net2) = (self.outbox.clone(), net.clone());
-            net.runtime()
-                .spawn(async move { send_borrows(&net2, &outbox) });
-        }
-    }
-
-    /// Sends every pending borrow notice now.
-    pub(crate) fn flush_borrows(&self) {
-        if let Some(net) = &self.net {
-            send_borrows(net, &self.outbox);
         }
     }
 
@@ -184,8 +137,7 @@ impl RefTable {
     fn keep(&self, value: Stored) -> (Option<Stored>, Option<Stored>) {
         if is_inline(&value) {
             self.inline_objects.fetch_add(1, Ordering::Relaxed);
-            self.inline_bytes
-                .fetch_add(stored_size(&value), Ordering::Relaxed);
+            self.inline_bytes.fetch_add(value.size(), Ordering::Relaxed);
             (Some(value), None)
         } else {
             (None, Some(value))
@@ -225,65 +177,92 @@ impl RefTable {
         );
     }
 
-    /// Registers and stores a value made by `put`: one local ref. The value's pins become the
-    /// object's: held until it is freed.
-    pub(crate) fn add_put(&self, id: ObjectId, value: Encoded) {
-        let (bytes, contains) = value.into_parts();
-        let (inline, to_store) = self.keep(Stored::Value(bytes));
+    /// Registers a value made by `put`: one local ref. `contains` are pins on the refs inside it,
+    /// now the object's. Returns the value if it belongs in the store.
+    pub(crate) fn add_put(
+        &self,
+        id: ObjectId,
+        value: Stored,
+        contains: &[RawRef],
+    ) -> Option<Stored> {
+        let (inline, to_store) = self.keep(value);
         self.map.insert(
             id,
             RefEntry {
                 local: 1,
                 stored: true,
                 in_store: to_store.is_some(),
-                contains,
+                contains: contains.iter().map(|r| r.id).collect(),
                 inline,
                 ..Default::default()
             },
         );
-        if let Some(value) = to_store {
-            self.store.put(id, value);
-        }
+        to_store
     }
 
-    /// A handle deserialized from a task argument or a stored value.
-    pub(crate) fn add_borrowed(&self, raw: &RawRef) {
+    /// A handle deserialized (from a task argument or a stored value): one more local ref. The
+    /// first ref this process holds to another process's object makes it a borrower, which the
+    /// owner hears of (it keeps the object until this process lets go).
+    pub(crate) fn add_borrowed(&self, raw: &RawRef) -> Option<Effect> {
         let mut e = self.map.entry(raw.id).or_insert_with(|| RefEntry {
             stored: true,
             ..Default::default()
         });
         e.local += 1;
-        // The first ref this process holds to another process's object: tell the owner, which
-        // keeps the object until this process lets go (Ray's borrowers).
-        if let (Some(net), Some(owner)) = (&self.net, raw.owner.addr) {
-            if e.borrowed_from.is_none() && owner != net.local_addr() {
-                e.borrowed_from = Some(owner);
-                // Queued under the entry's lock, so a stop can never be queued before it.
-                self.notify_owner(owner, raw.id, true);
-            }
+        self.start_borrowing(&mut e, raw)
+    }
+
+    fn start_borrowing(&self, e: &mut RefEntry, raw: &RawRef) -> Option<Effect> {
+        let owner = raw.owner.addr;
+        if e.borrowed_from.is_some() || owner == self.here {
+            return None;
         }
+        e.borrowed_from = Some(owner);
+        Some(Effect::Notify {
+            owner,
+            id: raw.id,
+            add: true,
+        })
     }
 
     /// Another process started (`add`) or stopped borrowing an object owned here.
-    pub(crate) fn borrower(&self, id: ObjectId, add: bool) {
+    pub(crate) fn borrower(&self, id: ObjectId, from: SocketAddr, add: bool) -> Vec<Effect> {
         let release = match self.map.get_mut(&id) {
             Some(mut e) if add => {
-                e.borrowers += 1;
+                e.borrowers.push(from);
                 false
             }
             Some(mut e) => {
-                e.borrowers = e.borrowers.saturating_sub(1);
+                if let Some(i) = e.borrowers.iter().position(|b| *b == from) {
+                    e.borrowers.swap_remove(i);
+                }
                 e.unreferenced()
             }
             None => false,
         };
         if release {
-            self.release(id);
+            self.release(id)
+        } else {
+            Vec::new()
         }
     }
 
+    /// The process `gone` died: whatever it borrowed from this one is no longer borrowed.
+    pub(crate) fn drop_borrower(&self, gone: SocketAddr) -> Vec<Effect> {
+        let mut freed = Vec::new();
+        for mut e in self.map.iter_mut() {
+            if e.borrowers.contains(&gone) {
+                e.borrowers.retain(|b| *b != gone);
+                if e.unreferenced() {
+                    freed.push(*e.key());
+                }
+            }
+        }
+        freed.into_iter().flat_map(|id| self.release(id)).collect()
+    }
+
     /// A local handle was dropped.
-    pub(crate) fn remove_local(&self, id: ObjectId) {
+    pub(crate) fn remove_local(&self, id: ObjectId) -> Vec<Effect> {
         let release = match self.map.get_mut(&id) {
             Some(mut e) => {
                 e.local = e.local.saturating_sub(1);
@@ -292,7 +271,9 @@ impl RefTable {
             None => false,
         };
         if release {
-            self.release(id);
+            self.release(id)
+        } else {
+            Vec::new()
         }
     }
 
@@ -307,16 +288,24 @@ impl RefTable {
         }
     }
 
-    /// Keeps pins taken for a value that was sent to another process (a result containing refs):
-    /// they are held for as long as this process lives.
-    pub(crate) fn hold(&self, pins: Vec<ObjectId>) {
-        if !pins.is_empty() {
-            self.held.lock().extend(pins);
+    /// Pins refs found inside a value another process made (a result's `contains`): this process
+    /// keeps each alive (borrowing it from its owner if need be) for as long as the value lives.
+    pub(crate) fn adopt(&self, raws: &[RawRef]) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for raw in raws {
+            let mut e = self.map.entry(raw.id).or_insert_with(|| RefEntry {
+                stored: true,
+                ..Default::default()
+            });
+            e.pinned += 1;
+            out.extend(self.start_borrowing(&mut e, raw));
         }
+        out
     }
 
     /// Undoes [`pin`](Self::pin).
-    pub(crate) fn unpin(&self, ids: &[ObjectId]) {
+    pub(crate) fn unpin(&self, ids: &[ObjectId]) -> Vec<Effect> {
+        let mut out = Vec::new();
         for id in ids {
             let release = match self.map.get_mut(id) {
                 Some(mut e) => {
@@ -326,43 +315,55 @@ impl RefTable {
                 None => false,
             };
             if release {
-                self.release(*id);
+                out.extend(self.release(*id));
             }
         }
+        out
     }
 
     /// Stores a task's result if the object is still referenced. `contains` are pins (already
     /// taken) on the objects inside the value: kept with the object, or released if it is
-    /// discarded. Returns whether it was stored.
-    pub(crate) fn complete(&self, id: ObjectId, value: Stored, contains: Vec<ObjectId>) -> bool {
-        let stored = match self.map.get_mut(&id) {
+    /// discarded.
+    pub(crate) fn complete(
+        &self,
+        id: ObjectId,
+        value: Stored,
+        contains: Vec<ObjectId>,
+    ) -> Completed {
+        let kept = match self.map.get_mut(&id) {
             Some(mut e) if !e.stored => {
                 e.stored = true;
                 e.contains = contains.clone();
-                // Stored (and counted) before any reader hears of it, so that whoever reads it
-                // next sees it in the store's statistics too.
+                let waiters = std::mem::take(&mut e.waiters);
                 let (inline, to_store) = self.keep(value.clone());
                 e.inline = inline;
                 e.in_store = to_store.is_some();
-                if let Some(stored) = to_store {
-                    self.store.put(id, stored);
-                }
-                // Readers in this process get the value straight from the owner.
-                for (slot, tx) in e.waiters.drain(..) {
-                    let _ = tx.send((slot, value.clone()));
-                }
-                true
+                Some((to_store, waiters))
             }
-            _ => false,
+            _ => None,
         };
-        if !stored {
-            self.unpin(&contains);
+        match kept {
+            Some((to_store, waiters)) => Completed {
+                kept: true,
+                to_store,
+                waiters: waiters
+                    .into_iter()
+                    .map(|(s, tx)| (s, tx, value.clone()))
+                    .collect(),
+                effects: Vec::new(),
+            },
+            None => Completed {
+                kept: false,
+                to_store: None,
+                waiters: Vec::new(),
+                effects: self.unpin(&contains),
+            },
         }
-        stored
     }
 
-    /// Removes entries whose counts are zero, freeing their values and what they contain.
-    fn release(&self, first: ObjectId) {
+    /// Removes entries whose counts are zero and what only they kept alive.
+    fn release(&self, first: ObjectId) -> Vec<Effect> {
+        let mut out = Vec::new();
         let mut work = vec![first];
         while let Some(id) = work.pop() {
             let Some((_, e)) = self.map.remove_if(&id, |_, e| e.unreferenced()) else {
@@ -371,17 +372,20 @@ impl RefTable {
             match &e.inline {
                 Some(v) => {
                     self.inline_objects.fetch_sub(1, Ordering::Relaxed);
-                    self.inline_bytes
-                        .fetch_sub(stored_size(v), Ordering::Relaxed);
+                    self.inline_bytes.fetch_sub(v.size(), Ordering::Relaxed);
                 }
-                None if e.in_store => self.store.free(id),
+                None if e.in_store => out.push(Effect::Free(id)),
                 None => {}
             }
             if let Some(owner) = e.borrowed_from {
-                self.notify_owner(owner, id, false);
+                out.push(Effect::Notify {
+                    owner,
+                    id,
+                    add: false,
+                });
             }
             if let Some(actor_id) = e.actor {
-                self.gcs.do_send(ActorOutOfScope { actor_id });
+                out.push(Effect::OutOfScope(actor_id));
             }
             for inner in e.contains {
                 let release = match self.map.get_mut(&inner) {
@@ -396,19 +400,20 @@ impl RefTable {
                 }
             }
         }
+        out
     }
 
     /// For a reader: the inline value; or, for an object still pending in this process, register
-    /// `tx` to receive it (as `slot`) when it completes; or else, ask the store.
+    /// `tx` to receive it (as `slot`) when it completes; or else, look elsewhere.
     pub(crate) fn lookup_or_wait(&self, id: ObjectId, slot: u32, tx: &FetchReply) -> Lookup {
         let Some(mut e) = self.map.get_mut(&id) else {
-            return Lookup::InStore;
+            return Lookup::Elsewhere;
         };
         if let Some(v) = &e.inline {
             return Lookup::Ready(v.clone());
         }
         if e.stored {
-            return Lookup::InStore;
+            return Lookup::Elsewhere;
         }
         // Readers that gave up (timeouts) leave closed channels behind.
         e.waiters.retain(|(_, w)| !w.is_disconnected());
@@ -424,7 +429,7 @@ impl RefTable {
     }
 
     /// What this process can tell about an object without waiting: ready here (kept inline),
-    /// pending here (owned and not made yet), or unknown (ask the store or its owner).
+    /// pending here (owned and not made yet), or unknown.
     pub(crate) fn peek(&self, id: ObjectId) -> Peek {
         match self.map.get(&id) {
             Some(e) if e.inline.is_some() => Peek::Ready,
@@ -446,5 +451,397 @@ impl RefTable {
     /// Whether the object is still referenced.
     pub(crate) fn contains(&self, id: ObjectId) -> bool {
         self.map.contains_key(&id)
+    }
+
+    /// The processes borrowing `id` (for tests and status).
+    #[cfg(test)]
+    pub(crate) fn borrowers_of(&self, id: ObjectId) -> Vec<SocketAddr> {
+        self.map
+            .get(&id)
+            .map(|e| e.borrowers.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Sends the pending borrow notices, one message per owner, in order. The lock is held while
+/// they are queued on their connections, so notices never overtake each other.
+fn send_borrows(net: &Arc<Net>, outbox: &parking_lot::Mutex<Vec<(SocketAddr, ObjectId, bool)>>) {
+    let mut out = outbox.lock();
+    if out.is_empty() {
+        return;
+    }
+    let mut per_owner: Vec<(SocketAddr, Vec<(ObjectId, bool)>)> = Vec::new();
+    for (owner, id, add) in out.drain(..) {
+        match per_owner.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, changes)) => changes.push((id, add)),
+            None => per_owner.push((owner, vec![(id, add)])),
+        }
+    }
+    let from = net.addr();
+    for (owner, changes) in per_owner {
+        net.target::<svc::Owner>(owner)
+            .do_send(Borrow { from, changes });
+    }
+}
+
+/// The reference table of this process: [`RefCounts`] and the parts that carry out its effects.
+pub(crate) struct RefTable {
+    counts: RefCounts,
+    store: StoreClient,
+    net: Arc<Net>,
+    gcs: Target<svc::Gcs>,
+    /// Borrow notices not sent yet, in order (see [`notify`](Self::notify)).
+    outbox: Arc<parking_lot::Mutex<Vec<(SocketAddr, ObjectId, bool)>>>,
+}
+
+impl std::ops::Deref for RefTable {
+    type Target = RefCounts;
+    fn deref(&self) -> &RefCounts {
+        &self.counts
+    }
+}
+
+impl RefTable {
+    pub(crate) fn new(store: StoreClient, net: Arc<Net>, gcs: Target<svc::Gcs>) -> Self {
+        RefTable {
+            counts: RefCounts::new(net.addr()),
+            store,
+            net,
+            gcs,
+            outbox: Arc::default(),
+        }
+    }
+
+    /// Carries out what a change of counts requires.
+    pub(crate) fn apply(&self, effects: impl IntoIterator<Item = Effect>) {
+        for e in effects {
+            match e {
+                Effect::Free(id) => self.store.free(id),
+                Effect::Notify { owner, id, add } => self.notify(owner, id, add),
+                Effect::OutOfScope(actor_id) => self.gcs.do_send(ActorOutOfScope { actor_id }),
+            }
+        }
+    }
+
+    /// Tells `owner` that this process started (`add`) or stopped borrowing `id`. Notices are
+    /// coalesced into one message per owner: a start met while decoding goes out when the
+    /// decode ends, before anything this thread sends afterwards (so an owner hears of a
+    /// borrower before, say, the result of the task that received the ref); a stop goes out
+    /// shortly after, from the event loop (a late stop only keeps the object a moment longer).
+    fn notify(&self, owner: SocketAddr, id: ObjectId, add: bool) {
+        let was_empty = {
+            let mut out = self.outbox.lock();
+            out.push((owner, id, add));
+            out.len() == 1
+        };
+        if add {
+            if !crate::objects::codec::defer_borrows() {
+                self.flush_borrows();
+            }
+        } else if was_empty {
+            let (outbox, net) = (self.outbox.clone(), self.net.clone());
+            self.net
+                .runtime()
+                .spawn(async move { send_borrows(&net, &outbox) });
+        }
+    }
+
+    /// Sends every pending borrow notice now.
+    pub(crate) fn flush_borrows(&self) {
+        send_borrows(&self.net, &self.outbox);
+    }
+
+    /// See [`RefCounts::add_put`]; a large value goes to the store.
+    pub(crate) fn put(&self, id: ObjectId, value: Stored, contains: &[RawRef]) {
+        if let Some(v) = self.counts.add_put(id, value, contains) {
+            self.store.put(id, v);
+        }
+    }
+
+    /// See [`RefCounts::add_borrowed`].
+    pub(crate) fn add_borrowed(&self, raw: &RawRef) {
+        let e = self.counts.add_borrowed(raw);
+        self.apply(e);
+    }
+
+    /// See [`RefCounts::borrower`].
+    pub(crate) fn borrower(&self, id: ObjectId, from: SocketAddr, add: bool) {
+        let e = self.counts.borrower(id, from, add);
+        self.apply(e);
+    }
+
+    /// See [`RefCounts::drop_borrower`].
+    pub(crate) fn drop_borrower(&self, gone: SocketAddr) {
+        let e = self.counts.drop_borrower(gone);
+        self.apply(e);
+    }
+
+    /// See [`RefCounts::remove_local`].
+    pub(crate) fn remove_local(&self, id: ObjectId) {
+        let e = self.counts.remove_local(id);
+        self.apply(e);
+    }
+
+    /// See [`RefCounts::unpin`].
+    pub(crate) fn unpin(&self, ids: &[ObjectId]) {
+        let e = self.counts.unpin(ids);
+        self.apply(e);
+    }
+
+    /// Pins the objects of `refs`.
+    pub(crate) fn pin_refs(&self, refs: &[RawRef]) {
+        let ids: Vec<ObjectId> = refs.iter().map(|r| r.id).collect();
+        self.counts.pin(&ids);
+    }
+
+    /// Unpins the objects of `refs`.
+    pub(crate) fn unpin_refs(&self, refs: &[RawRef]) {
+        let ids: Vec<ObjectId> = refs.iter().map(|r| r.id).collect();
+        self.unpin(&ids);
+    }
+
+    /// See [`RefCounts::adopt`].
+    pub(crate) fn adopt(&self, refs: &[RawRef]) {
+        let e = self.counts.adopt(refs);
+        self.apply(e);
+    }
+
+    /// Stores a result (see [`RefCounts::complete`]); whether it was kept.
+    pub(crate) fn complete(&self, id: ObjectId, value: Stored, contains: Vec<ObjectId>) -> bool {
+        let done = self.counts.complete(id, value, contains);
+        // Stored before any reader hears of it, so whoever reads it next finds it in the store.
+        if let Some(v) = done.to_store {
+            self.store.put(id, v);
+        }
+        for (slot, tx, v) in done.waiters {
+            let _ = tx.send((slot, v));
+        }
+        self.apply(done.effects);
+        done.kept
+    }
+
+    /// The store this table's large objects live in.
+    pub(crate) fn store(&self) -> &StoreClient {
+        &self.store
+    }
+
+    /// The switchboard of this process.
+    pub(crate) fn net(&self) -> &Arc<Net> {
+        &self.net
+    }
+}
+
+static CURRENT: ArcSwapOption<RefTable> = ArcSwapOption::const_empty();
+
+/// Makes `table` this process's reference table (refs made and dropped count there).
+pub(crate) fn install(table: Arc<RefTable>) {
+    CURRENT.store(Some(table));
+}
+
+/// This process no longer counts references (its runtime stopped).
+pub(crate) fn uninstall() {
+    CURRENT.store(None);
+}
+
+/// Runs `f` on this process's reference table, if there is one.
+#[inline]
+pub(crate) fn with_current<R>(f: impl FnOnce(&Arc<RefTable>) -> R) -> Option<R> {
+    let guard = CURRENT.load();
+    guard.as_ref().map(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{NodeId, WorkerId};
+    use crate::protocol::refs::OwnerAddress;
+    use bytes::Bytes;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn raw(id: ObjectId, owner: SocketAddr) -> RawRef {
+        RawRef {
+            id,
+            owner: OwnerAddress {
+                worker: WorkerId(1 << 16),
+                node: NodeId(1 << 16),
+                addr: owner,
+            },
+        }
+    }
+
+    fn small() -> Stored {
+        Stored::Value(Bytes::from_static(b"ok"))
+    }
+
+    #[test]
+    fn an_object_lives_while_any_handle_or_pin_does() {
+        let t = RefCounts::new(addr(1));
+        let id = ObjectId::for_put();
+        assert!(
+            t.add_put(id, small(), &[]).is_none(),
+            "small values stay inline"
+        );
+        t.pin(&[id]);
+        assert!(t.remove_local(id).is_empty());
+        assert!(t.contains(id));
+        assert!(t.unpin(&[id]).is_empty(), "an inline value needs no free");
+        assert!(!t.contains(id));
+        assert_eq!(t.inline_stats(), (0, 0));
+        // A large one goes to the store and is freed there.
+        let big = ObjectId::for_put();
+        let v = Stored::Value(Bytes::from(vec![0u8; INLINE_MAX + 1]));
+        assert!(t.add_put(big, v, &[]).is_some());
+        assert_eq!(t.remove_local(big), vec![Effect::Free(big)]);
+    }
+
+    #[test]
+    fn a_result_for_a_dropped_ref_is_discarded_and_releases_its_contents() {
+        let t = RefCounts::new(addr(1));
+        let inner = ObjectId::for_put();
+        t.add_put(inner, small(), &[]);
+        t.pin(&[inner]); // the result's pin on what it contains
+        let id = ObjectId::for_put();
+        t.add_pending(id, None);
+        assert!(t.remove_local(id).is_empty());
+        t.remove_local(inner);
+        assert!(!t.complete(id, small(), vec![inner]).kept);
+        assert!(!t.contains(inner), "the discarded value's pin was released");
+    }
+
+    #[test]
+    fn freeing_an_object_unpins_what_it_contains_transitively() {
+        let t = RefCounts::new(addr(1));
+        let (a, b, c) = (
+            ObjectId::for_put(),
+            ObjectId::for_put(),
+            ObjectId::for_put(),
+        );
+        t.add_put(c, small(), &[]);
+        t.pin(&[c]);
+        t.add_put(b, small(), &[raw(c, addr(1))]);
+        t.pin(&[b]);
+        t.add_put(a, small(), &[raw(b, addr(1))]);
+        t.remove_local(c);
+        t.remove_local(b);
+        assert!(t.contains(b) && t.contains(c));
+        t.remove_local(a);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn the_first_borrowed_ref_tells_the_owner_and_the_last_one_too() {
+        let t = RefCounts::new(addr(2));
+        let id = ObjectId::for_put();
+        let r = raw(id, addr(1));
+        let start = Effect::Notify {
+            owner: addr(1),
+            id,
+            add: true,
+        };
+        assert_eq!(t.add_borrowed(&r), Some(start));
+        assert_eq!(t.add_borrowed(&r), None, "once per process");
+        assert!(t.remove_local(id).is_empty());
+        let stop = Effect::Notify {
+            owner: addr(1),
+            id,
+            add: false,
+        };
+        assert_eq!(t.remove_local(id), vec![stop]);
+        // A ref to an object owned here is no borrow.
+        let mine = raw(ObjectId::for_put(), addr(2));
+        assert_eq!(t.add_borrowed(&mine), None);
+    }
+
+    #[test]
+    fn an_actor_anchor_going_puts_the_actor_out_of_scope() {
+        let t = RefCounts::new(addr(1));
+        let id = ObjectId::for_put();
+        let actor = ActorId::fresh();
+        t.add_pending(id, None);
+        // (add_pending_actor needs a spec; the effect is the same rule.)
+        t.map.get_mut(&id).unwrap().actor = Some(actor);
+        assert_eq!(t.remove_local(id), vec![Effect::OutOfScope(actor)]);
+    }
+
+    /// Owner and borrowers as separate cores, their notices delivered by hand.
+    struct Process {
+        addr: SocketAddr,
+        counts: RefCounts,
+    }
+
+    fn deliver(procs: &[Process], from: SocketAddr, effects: Vec<Effect>) -> Vec<ObjectId> {
+        let mut freed = Vec::new();
+        for e in effects {
+            match e {
+                Effect::Notify { owner, id, add } => {
+                    let p = procs.iter().find(|p| p.addr == owner).expect("owner");
+                    let more = p.counts.borrower(id, from, add);
+                    freed.extend(deliver(procs, owner, more));
+                }
+                Effect::Free(id) => freed.push(id),
+                Effect::OutOfScope(_) => {}
+            }
+        }
+        freed
+    }
+
+    #[test]
+    fn simulated_owner_and_borrowers_free_only_when_every_process_let_go() {
+        let procs: Vec<Process> = (1..=3)
+            .map(|i| Process {
+                addr: addr(i),
+                counts: RefCounts::new(addr(i)),
+            })
+            .collect();
+        let (owner, b1, b2) = (&procs[0], &procs[1], &procs[2]);
+        let id = ObjectId::for_put();
+        let big = Stored::Value(Bytes::from(vec![1u8; INLINE_MAX + 10]));
+        assert!(owner.counts.add_put(id, big, &[]).is_some());
+        let r = raw(id, owner.addr);
+        // Two processes receive the ref (as a task argument, say).
+        let e = b1.counts.add_borrowed(&r).into_iter().collect();
+        assert!(deliver(&procs, b1.addr, e).is_empty());
+        let e = b2.counts.add_borrowed(&r).into_iter().collect();
+        assert!(deliver(&procs, b2.addr, e).is_empty());
+        assert_eq!(owner.counts.borrowers_of(id).len(), 2);
+        // The owner drops its own handle: the borrowers keep it alive.
+        assert!(deliver(&procs, owner.addr, owner.counts.remove_local(id)).is_empty());
+        assert!(owner.counts.contains(id));
+        // One borrower lets go; the other dies without a word.
+        assert!(deliver(&procs, b1.addr, b1.counts.remove_local(id)).is_empty());
+        assert!(owner.counts.contains(id));
+        let freed = deliver(&procs, owner.addr, owner.counts.drop_borrower(b2.addr));
+        assert_eq!(freed, vec![id], "freed once the dead borrower is forgotten");
+        assert!(!owner.counts.contains(id));
+    }
+
+    #[test]
+    fn adopted_refs_keep_foreign_objects_borrowed_until_their_container_goes() {
+        let t = RefCounts::new(addr(1));
+        let foreign = raw(ObjectId::for_put(), addr(9));
+        let effects = t.adopt(std::slice::from_ref(&foreign));
+        assert_eq!(
+            effects,
+            vec![Effect::Notify {
+                owner: addr(9),
+                id: foreign.id,
+                add: true
+            }]
+        );
+        let outer = ObjectId::for_put();
+        t.add_pending(outer, None);
+        assert!(t.complete(outer, small(), vec![foreign.id]).kept);
+        let effects = t.remove_local(outer);
+        assert_eq!(
+            effects,
+            vec![Effect::Notify {
+                owner: addr(9),
+                id: foreign.id,
+                add: false
+            }]
+        );
     }
 }

@@ -6,28 +6,11 @@
 //! A waiter is a channel: readers (blocking `get`, async `.await`, the raylet's dependency
 //! resolution) send [`Fetch`] and receive each object as soon as it is present.
 
-use crate::error::Error;
 use crate::ids::ObjectId;
+pub(crate) use crate::protocol::refs::Stored;
 use actix::prelude::*;
-use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// An object's content: its encoded value, or the error its task failed with.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub(crate) enum Stored {
-    Value(Bytes),
-    Error(Error),
-}
-
-impl Stored {
-    fn size(&self) -> usize {
-        match self {
-            Stored::Value(b) => b.len(),
-            Stored::Error(_) => 0,
-        }
-    }
-}
 
 /// A reply channel: each fetched object is sent with the caller's slot number.
 pub(crate) type FetchReply = flume::Sender<(u32, Stored)>;
@@ -54,7 +37,7 @@ pub(crate) struct Fetch {
     pub(crate) mark: bool,
 }
 
-/// Drops objects whose last reference is gone.
+/// Drops objects whose last reference is gone (and any reader still waiting for one).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Free {
@@ -133,6 +116,8 @@ impl Handler<Free> for StoreShard {
             if let Some(v) = self.objects.remove(&id) {
                 self.bytes -= v.size();
             }
+            // Nobody holds a reference any more: nobody may wait for it either.
+            self.waiters.remove(&id);
         }
     }
 }
@@ -251,6 +236,7 @@ impl StoreClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[actix_rt::test]
     async fn fetch_waits_for_put_and_free_drops() {

@@ -1,6 +1,6 @@
-//! Placement groups as users see them: [`Bundle`], [`PlacementGroup`] and its builder,
-//! [`placement_group_table`], [`remove_placement_group`], [`get_placement_group`]; and how a
-//! group's reserved resources are named.
+//! Placement groups as data: [`Bundle`], the [`PlacementGroup`] handle and its builder's
+//! options, their states and table rows; and how a group's reserved resources are named. What
+//! users call on them (creating, waiting, listing, removing) is in the API layer.
 //!
 //! A group reserves its bundles atomically (the GCS prepares every bundle on its node, then
 //! commits, or rolls all back). A committed bundle turns its node's resources into resources named
@@ -8,22 +8,12 @@
 //! `i`), so only work scheduled into the group can use them, and only up to the bundle.
 
 use crate::error::{Error, Result};
-use crate::ids::{NodeId, ObjectId, PlacementGroupId};
-use crate::objects::codec;
-use crate::objects::object_ref::{ObjectRef, RawRef};
-use crate::objects::store::Stored;
+use crate::ids::{NodeId, PlacementGroupId};
 use crate::placement::bundles::PlacementStrategy;
 use crate::resources::{Amount, Resource, ResourceRequest, ResourceSet};
-use crate::runtime;
-use crate::system::placement_groups::{
-    CreatePlacementGroup, GetPlacementGroup, ListPlacementGroups, OnPlacementGroupReady, PgSummary,
-    RemovePlacementGroup, WaitPlacementGroup,
-};
-use crate::transport::wire::Target;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Resources reserved together on one node: one bundle of a placement group.
 ///
@@ -69,7 +59,7 @@ impl Bundle {
         self
     }
 
-    fn to_set(&self) -> Result<ResourceSet> {
+    pub(crate) fn to_set(&self) -> Result<ResourceSet> {
         let set = self.request.to_set(0.0)?;
         if set.is_empty() {
             return Err(Error::invalid(
@@ -143,19 +133,19 @@ pub struct PlacementGroupInfo {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlacementGroup {
-    id: PlacementGroupId,
-    bundles: usize,
+    pub(crate) id: PlacementGroupId,
+    pub(crate) bundles: usize,
 }
 
 /// Options of a placement group being created: `PlacementGroup::builder(bundles)`.
 #[must_use = "a placement group is made by .create()"]
 #[derive(Clone, Debug)]
 pub struct PlacementGroupBuilder {
-    bundles: Vec<Bundle>,
-    strategy: PlacementStrategy,
-    name: Option<String>,
-    namespace: Option<String>,
-    detached: bool,
+    pub(crate) bundles: Vec<Bundle>,
+    pub(crate) strategy: PlacementStrategy,
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) detached: bool,
 }
 
 impl PlacementGroup {
@@ -179,200 +169,6 @@ impl PlacementGroup {
     pub fn bundle_count(&self) -> usize {
         self.bundles
     }
-
-    /// An object that becomes ready when every bundle is reserved (or fails if the group is
-    /// removed first): use it with `get`, `get_timeout`, `wait` or `.await`.
-    pub fn ready(&self) -> ObjectRef<()> {
-        let Ok(rt) = runtime::current() else {
-            return crate::api::task::detached_ref();
-        };
-        let id = ObjectId::for_put();
-        rt.refs.add_pending(id, None);
-        let r = ObjectRef::adopt(RawRef {
-            id,
-            owner: rt.owner(),
-        });
-        let group = self.id;
-        match &rt.gcs {
-            // The GCS is in this process: it completes the object itself.
-            Target::Local(gcs) => {
-                let refs = Arc::downgrade(&rt.refs);
-                gcs.do_send(OnPlacementGroupReady {
-                    id: group,
-                    then: Box::new(move |outcome| {
-                        if let Some(refs) = refs.upgrade() {
-                            refs.complete(id, ready_value(outcome), Vec::new());
-                        }
-                    }),
-                });
-            }
-            Target::Remote(_) => {
-                let (gcs, rt2) = (rt.gcs.clone(), rt.clone());
-                rt.executor.spawn(async move {
-                    let outcome = gcs.send(WaitPlacementGroup { id: group }).await;
-                    rt2.refs
-                        .complete(id, ready_value(outcome.and_then(|r| r)), Vec::new());
-                });
-            }
-        }
-        r
-    }
-
-    /// Waits up to `timeout` for the group to be created; whether it was.
-    pub fn wait(&self, timeout: Duration) -> bool {
-        crate::get_timeout(&self.ready(), timeout).is_ok()
-    }
-}
-
-/// The value of a group's ready object.
-fn ready_value(outcome: Result<()>) -> Stored {
-    match outcome.and_then(|()| codec::encode("()", &())) {
-        Ok(enc) => Stored::Value(enc.into_parts().0),
-        Err(e) => Stored::Error(e),
-    }
-}
-
-impl PlacementGroupBuilder {
-    /// How the bundles spread over nodes (default [`PlacementStrategy::Pack`]).
-    pub fn strategy(mut self, strategy: PlacementStrategy) -> Self {
-        self.strategy = strategy;
-        self
-    }
-
-    /// A name, unique in the namespace, for [`get_placement_group`].
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// The namespace of the name (default: the driver's).
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = Some(namespace.into());
-        self
-    }
-
-    /// The group outlives its creating driver (until removed).
-    pub fn detached(mut self) -> Self {
-        self.detached = true;
-        self
-    }
-
-    /// Asks the cluster for the group and returns at once; creation is asynchronous (see
-    /// [`PlacementGroup::ready`]). Fails for an empty or invalid bundle, no bundles, or a name
-    /// already taken.
-    pub fn create(self) -> Result<PlacementGroup> {
-        let rt = runtime::current()?;
-        if self.bundles.is_empty() {
-            return Err(Error::invalid(
-                "a placement group needs at least one bundle",
-            ));
-        }
-        let bundles = self
-            .bundles
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                b.to_set().map_err(|e| match e {
-                    Error::InvalidArgument { message } => {
-                        Error::invalid(format!("bundle {i}: {message}"))
-                    }
-                    other => other,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if let Some(n) = &self.name {
-            if n.is_empty() {
-                return Err(Error::invalid("a placement group name must not be empty"));
-            }
-        }
-        let id = PlacementGroupId::fresh();
-        let namespace = self.namespace.unwrap_or_else(|| rt.namespace.clone());
-        let msg = CreatePlacementGroup {
-            id,
-            name: self.name.map(|n| (namespace, n)),
-            bundles,
-            strategy: self.strategy,
-            job: rt.job_id,
-            detached: self.detached,
-        };
-        let n = self.bundles.len();
-        if msg.name.is_none() {
-            // Nothing can be refused remotely: send and return at once. Later requests about the
-            // group from this process arrive after it (same mailbox, or same connection, in order).
-            rt.gcs.do_send(msg);
-        } else {
-            // A name must be claimed before create() returns, so a duplicate is an error here.
-            rt.request(&rt.gcs, msg)??;
-        }
-        Ok(PlacementGroup { id, bundles: n })
-    }
-}
-
-fn to_info(s: PgSummary) -> PlacementGroupInfo {
-    PlacementGroupInfo {
-        id: s.id,
-        name: s.name.map(|(_, n)| n),
-        state: s.state,
-        strategy: s.strategy,
-        bundles: s.bundles.iter().map(ResourceSet::to_map).collect(),
-        bundle_nodes: s.nodes,
-        detached: s.detached,
-    }
-}
-
-fn list(id: Option<PlacementGroupId>) -> Result<Vec<PlacementGroupInfo>> {
-    let rt = runtime::current()?;
-    let rows = rt.request(&rt.gcs, ListPlacementGroups { id })?;
-    Ok(rows.into_iter().map(to_info).collect())
-}
-
-/// The group's id, name, state, strategy, bundles and the node of each bundle.
-///
-/// # Examples
-/// ```no_run
-/// use lumen::{Bundle, PlacementGroup, PlacementGroupState};
-/// lumen::init()?;
-/// let pg = PlacementGroup::builder([Bundle::new().cpu(1.0)]).create()?;
-/// let info = lumen::placement_group_table(&pg)?;
-/// assert!(matches!(info.state, PlacementGroupState::Pending | PlacementGroupState::Created));
-/// # Ok::<(), lumen::Error>(())
-/// ```
-pub fn placement_group_table(pg: &PlacementGroup) -> Result<PlacementGroupInfo> {
-    list(Some(pg.id))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::NotFound {
-            kind: "placement group".into(),
-            name: pg.id.to_string(),
-            namespace: String::new(),
-        })
-}
-
-/// Every placement group the cluster knows, in creation order.
-pub fn list_placement_groups() -> Vec<PlacementGroupInfo> {
-    list(None).unwrap_or_default()
-}
-
-/// Removes the group: its reservations are returned, actors and tasks using it are killed, and
-/// its state becomes `Removed`. Returns once the GCS has taken the request; the resources come
-/// back asynchronously.
-pub fn remove_placement_group(pg: &PlacementGroup) -> Result<()> {
-    let rt = runtime::current()?;
-    rt.request(&rt.gcs, RemovePlacementGroup { id: pg.id })?
-}
-
-/// The named group, in the driver's namespace.
-pub fn get_placement_group(name: &str) -> Result<PlacementGroup> {
-    let rt = runtime::current()?;
-    let msg = GetPlacementGroup {
-        namespace: rt.namespace.clone(),
-        name: name.to_string(),
-    };
-    let s = rt.request(&rt.gcs, msg)??;
-    Ok(PlacementGroup {
-        id: s.id,
-        bundles: s.bundles.len(),
-    })
 }
 
 /// The resources bundle `index` of `group` adds to its node once committed: each of its

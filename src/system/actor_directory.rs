@@ -6,17 +6,12 @@
 
 use crate::error::Error;
 use crate::ids::{ActorId, NodeId};
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+pub(crate) use crate::protocol::gcs::{ActorSummary, ActorUpdate, Registered};
+use std::collections::{HashMap, VecDeque};
 
-/// A change in an actor's state, as told to a watcher.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) enum ActorUpdate<A> {
-    /// The actor is up at `addr`; `incarnation` counts (re)starts from 0.
-    Alive { addr: A, incarnation: u32 },
-    /// The actor is dead and will not come back.
-    Dead(Error),
-}
+/// How many dead actors the directory remembers (the oldest are forgotten first): a call on a
+/// handle to a forgotten actor fails as "no such actor".
+pub(crate) const DEAD_KEPT: usize = 10_000;
 
 #[derive(Clone, Debug)]
 enum Lifecycle<A> {
@@ -41,30 +36,12 @@ struct Record<A> {
     watchers: Vec<(Option<u32>, flume::Sender<ActorUpdate<A>>)>,
 }
 
-/// Outcome of registering an actor.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Registered {
-    /// A new actor: schedule its creation.
-    New,
-    /// `get_if_exists` found a live actor of that name.
-    Existing { actor_id: ActorId, class: String },
-}
-
-/// A row of `list actors`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct ActorSummary {
-    pub(crate) actor_id: ActorId,
-    pub(crate) class: String,
-    pub(crate) name: Option<String>,
-    pub(crate) namespace: Option<String>,
-    pub(crate) state: String,
-    pub(crate) node: Option<NodeId>,
-}
-
 /// The table of actors.
 pub(crate) struct ActorDirectory<A> {
     actors: HashMap<ActorId, Record<A>>,
     names: HashMap<(String, String), ActorId>,
+    /// Dead actors, oldest first (bounded by [`DEAD_KEPT`]).
+    dead: VecDeque<ActorId>,
 }
 
 impl<A> Default for ActorDirectory<A> {
@@ -72,6 +49,7 @@ impl<A> Default for ActorDirectory<A> {
         ActorDirectory {
             actors: HashMap::new(),
             names: HashMap::new(),
+            dead: VecDeque::new(),
         }
     }
 }
@@ -178,10 +156,18 @@ impl<A: Clone> ActorDirectory<A> {
                 self.names.remove(key);
             }
         }
-        rec.watchers
+        let notices = rec
+            .watchers
             .drain(..)
             .map(|(_, tx)| (tx, ActorUpdate::Dead(error.clone())))
-            .collect()
+            .collect();
+        self.dead.push_back(actor_id);
+        while self.dead.len() > DEAD_KEPT {
+            if let Some(old) = self.dead.pop_front() {
+                self.actors.remove(&old);
+            }
+        }
+        notices
     }
 
     /// Asks to be told when the actor is alive with an incarnation newer than `after` (or dead).

@@ -18,7 +18,11 @@ pub(crate) struct BinaryCache {
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::invalid(format!("{what} {}: {e}", path.display()))
+    Error::invalid(format!(
+        "{what} {}: {}",
+        path.display(),
+        crate::error::describe_io(&e)
+    ))
 }
 
 /// Whether `hash` looks like a BLAKE3 hex digest (so it is safe as a file name).
@@ -37,14 +41,6 @@ impl BinaryCache {
             let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
         }
         Ok(BinaryCache { dir })
-    }
-
-    /// The default cache: `$LUMEN_CACHE_DIR`, else `lumen-<uid>/bin` in the temp folder.
-    pub(crate) fn default_dir() -> PathBuf {
-        if let Some(d) = std::env::var_os("LUMEN_CACHE_DIR") {
-            return PathBuf::from(d);
-        }
-        crate::node::session::user_dir().join("bin")
     }
 
     /// Where the executable with this hash is (or would be).

@@ -1,280 +1,91 @@
-//! The `Gcs` actix actor: node table (registration, heartbeats, death after a timeout), job
-//! table (with each job's executable), actor directory, and the messages that read and change
-//! them. On a cluster it also broadcasts the resource view to every raylet.
+//! The `Gcs` actix actor: a thin shell around the GCS's tables. It holds the node table
+//! ([`Membership`]), the job table (with each job's executable), the actor directory and the
+//! placement-group table, answers their messages, places actors and placement groups, and
+//! broadcasts the resource view to every raylet.
 
-use crate::actors::client::ActorDead;
-use crate::actors::host::LocalHost;
 use crate::error::Error;
-use crate::ids::PlacementGroupId;
-use crate::ids::{ActorId, JobId, NodeId};
-use crate::node::raylet::{
-    ClusterView, JobEnded, KillActor as RayletKillActor, Raylet, SubmitTask, ViewEntry,
-};
-use crate::objects::owner::{self, NodeDied};
+use crate::ids::{ActorId, JobId, NodeId, PlacementGroupId};
+use crate::invoke;
 use crate::placement::bundles::{place as place_bundles, PlacementStrategy};
 use crate::placement::group::{committed_resources, PlacementGroupState};
-use crate::placement::policy::{pick_node, NodeView, Placement};
+use crate::placement::policy::{pick_node, Placement};
+use crate::protocol::gcs::*;
+use crate::protocol::owner::{ActorDead, NodeDied};
+use crate::protocol::raylet::{
+    CancelBundles, ClusterView, CommitBundles, JobEnded, KillHostedActor, NodeDown, PrepareBundles,
+    SubmitTask,
+};
+use crate::protocol::svc;
+use crate::protocol::task::{TaskKind, TaskSpec};
 use crate::resources::ResourceSet;
-use crate::system::actor_directory::{
-    ActorDirectory, ActorSummary, ActorUpdate, Notices, Registered,
-};
+use crate::supervise;
+use crate::system::actor_directory::{ActorDirectory, Notices};
 use crate::system::binaries::BinaryCache;
-use crate::system::placement_groups::{
-    CancelBundles, CommitBundles, CreatePlacementGroup, GetPlacementGroup, ListPlacementGroups,
-    OnPlacementGroupReady, PgSummary, PgTable, PrepareBundles, RemovePlacementGroup,
-    WaitPlacementGroup,
-};
-use crate::task::{TaskKind, TaskSpec};
-use crate::transport::wire::{Body, Remote, Target};
-use crate::transport::Transport;
+use crate::system::membership::Membership;
+use crate::system::placement_groups::PgTable;
+use crate::system::reservation::{Action as RoundAction, Round};
+use crate::transport::net::{Net, Target};
 use actix::prelude::*;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The bundles of one reservation round that go to one node.
-type NodeBundles = (NodeId, Target<Raylet>, Vec<(u32, ResourceSet)>);
-
-/// Where a live actor is reached: its host actor in this process, or the worker process that
-/// hosts it.
-#[derive(Clone)]
-pub(crate) enum HostRef {
-    Local(LocalHost),
-    Remote(SocketAddr),
+/// Membership settings of a cluster's GCS.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// A node silent for this long is dead.
+    pub(crate) node_timeout: Duration,
+    /// How often the GCS checks for silent nodes, sends the resource view to every raylet and
+    /// tries the placement groups that wait.
+    pub(crate) tick: Duration,
 }
 
-/// What the GCS knows of a node.
-#[derive(Clone)]
-pub(crate) struct NodeRecord {
-    pub(crate) node_id: NodeId,
-    pub(crate) address: String,
-    pub(crate) alive: bool,
-    pub(crate) total: ResourceSet,
-    /// Last reported available resources (remote nodes; the total until the first report).
-    pub(crate) available: ResourceSet,
-    pub(crate) raylet: Target<Raylet>,
-    last_seen: Instant,
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            node_timeout: Duration::from_secs(5),
+            tick: Duration::from_millis(200),
+        }
+    }
 }
 
-/// A node, as [`GetNodes`] reports it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct NodeEntry {
-    pub(crate) node_id: NodeId,
-    /// `HOST:PORT` of the node's endpoint, or `"embedded"`.
-    pub(crate) address: String,
-    pub(crate) alive: bool,
-    pub(crate) total: ResourceSet,
-}
-
-/// A raylet joins.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<(), Error>")]
-pub(crate) struct RegisterNode {
-    pub(crate) node_id: NodeId,
-    pub(crate) address: String,
-    pub(crate) total: ResourceSet,
-    /// The raylet's address when it is in the GCS's own process.
-    #[serde(skip)]
-    pub(crate) raylet: Option<Addr<Raylet>>,
-}
-
-/// A raylet is alive, and this is what it has free.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "()")]
-pub(crate) struct Heartbeat {
-    pub(crate) node_id: NodeId,
-    pub(crate) available: ResourceSet,
-    /// Totals change as placement-group bundles are committed and returned.
-    pub(crate) total: ResourceSet,
-}
-
-/// Lists the nodes.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Vec<NodeEntry>")]
-pub(crate) struct GetNodes;
-
-/// The executable a driver runs: content hash and file name.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct ExeInfo {
-    pub(crate) hash: String,
-    pub(crate) name: String,
-}
-
-/// A driver starts a job. Answers whether the GCS still needs the driver's executable.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<bool, Error>")]
-pub(crate) struct RegisterJob {
-    pub(crate) job_id: JobId,
-    pub(crate) namespace: String,
-    /// Where the driver listens (its death ends the job); none for an embedded driver.
-    pub(crate) driver: Option<SocketAddr>,
-    pub(crate) exe: Option<ExeInfo>,
-}
-
-/// A job, as [`GetJob`] reports it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct JobInfo {
-    pub(crate) namespace: String,
-    pub(crate) exe: Option<ExeInfo>,
-}
-
-/// Looks up a job (a raylet about to start the job's worker process).
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<JobInfo, Error>")]
-pub(crate) struct GetJob {
-    pub(crate) job_id: JobId,
-}
-
-/// A driver uploads its executable (content-addressed).
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<(), Error>")]
-pub(crate) struct PutBinary {
-    pub(crate) hash: String,
-    pub(crate) data: Bytes,
-}
-
-/// A node downloads a job's executable.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<Bytes, Error>")]
-pub(crate) struct GetBinary {
-    pub(crate) hash: String,
-}
-
-/// A driver is done: its workers and non-detached actors go.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "()")]
-pub(crate) struct FinishJob {
-    pub(crate) job_id: JobId,
-}
-
-/// A connection to `addr` was lost (from this process's transport).
+/// The connection to a process was lost (from this process's switchboard).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct PeerLost {
     pub(crate) addr: SocketAddr,
 }
 
-/// Registers an actor (claiming its name) and schedules its creation.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<Registered, Error>")]
-pub(crate) struct CreateActor {
-    pub(crate) spec: Arc<TaskSpec>,
-    pub(crate) get_if_exists: bool,
-}
-
-/// The actor's constructor succeeded (host in the GCS's process).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct ActorStarted {
-    pub(crate) actor_id: ActorId,
-    pub(crate) node_id: NodeId,
-    pub(crate) host: HostRef,
-}
-
-/// The actor's constructor succeeded in the worker process listening at `host`.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "()")]
-pub(crate) struct ActorStartedWire {
-    pub(crate) actor_id: ActorId,
-    pub(crate) node_id: NodeId,
-    pub(crate) host: SocketAddr,
-}
-
-/// The actor died for good (constructor failed, unschedulable, killed).
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "()")]
-pub(crate) struct ActorFailed {
-    pub(crate) actor_id: ActorId,
-    pub(crate) error: Error,
-}
-
-/// The actor's process died: it is restarted if its `max_restarts` allows, else dead.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "()")]
-pub(crate) struct ActorLost {
-    pub(crate) actor_id: ActorId,
-    pub(crate) error: Error,
-}
-
-/// Tells `reply` when the actor is alive (newer than incarnation `after`) or dead.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct WatchActor {
-    pub(crate) actor_id: ActorId,
-    pub(crate) after: Option<u32>,
-    pub(crate) reply: flume::Sender<ActorUpdate<HostRef>>,
-}
-
-/// [`WatchActor`] for a caller in another process: answered with the host's address.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<ActorUpdate<SocketAddr>, Error>")]
-pub(crate) struct WatchActorWire {
-    pub(crate) actor_id: ActorId,
-    pub(crate) after: Option<u32>,
-    /// The caller's address: it is told at once if the actor dies later.
-    pub(crate) subscriber: Option<SocketAddr>,
-}
-
-/// Kills an actor (no restart).
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "()")]
-pub(crate) struct KillActor {
-    pub(crate) actor_id: ActorId,
-    pub(crate) reason: String,
-}
-
-/// Every handle to an actor was dropped.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "()")]
-pub(crate) struct ActorOutOfScope {
-    pub(crate) actor_id: ActorId,
-}
-
-/// Finds a named actor.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<(ActorId, String), Error>")]
-pub(crate) struct LookupActor {
-    pub(crate) namespace: String,
-    pub(crate) name: String,
-}
-
-/// Lists actors.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Vec<ActorSummary>")]
-pub(crate) struct ListActors;
-
-/// Membership settings of a cluster's GCS.
-#[derive(Clone, Debug)]
-pub(crate) struct Membership {
-    /// A node silent for this long is dead.
-    pub(crate) node_timeout: Duration,
-    /// How often the resource view goes to every raylet.
-    pub(crate) view_period: Duration,
-}
-
-impl Default for Membership {
-    fn default() -> Self {
-        Membership {
-            node_timeout: Duration::from_secs(5),
-            view_period: Duration::from_millis(200),
-        }
-    }
-}
-
 struct JobRecord {
     namespace: String,
-    driver: Option<SocketAddr>,
+    driver: SocketAddr,
     exe: Option<ExeInfo>,
+}
+
+/// A placement group's reservation answer, routed back into the actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RoundReply {
+    group: PlacementGroupId,
+    node: NodeId,
+    commit: bool,
+    ok: bool,
+}
+
+/// Whether an actor that has restarted `used` times may restart again.
+pub(crate) fn may_restart(max_restarts: i32, used: u32) -> bool {
+    max_restarts < 0 || (used as i64) < max_restarts as i64
 }
 
 /// The GCS.
 pub(crate) struct Gcs {
-    nodes: HashMap<NodeId, NodeRecord>,
+    net: Arc<Net>,
+    nodes: Membership,
+    settings: Settings,
     jobs: HashMap<JobId, JobRecord>,
-    actors: ActorDirectory<HostRef>,
+    actors: ActorDirectory<SocketAddr>,
     /// Processes calling each actor, told when it dies so their calls fail at once.
     subscribers: HashMap<ActorId, Vec<SocketAddr>>,
     /// Each live actor's creation task (its job, its restart policy) and the restarts used.
@@ -282,47 +93,96 @@ pub(crate) struct Gcs {
     /// Actors no live node can host yet; placed again whenever a node joins.
     unplaced: Vec<Arc<TaskSpec>>,
     spread_cursor: usize,
-    net: Option<Arc<Transport>>,
-    membership: Membership,
     binaries: Option<BinaryCache>,
     groups: PgTable,
+    /// Reservation rounds under way, by group, with the plan (bundle index, node) of each.
+    rounds: HashMap<PlacementGroupId, (Round, Vec<(usize, NodeId)>)>,
 }
 
 impl Gcs {
-    /// The GCS of an embedded cluster.
-    pub(crate) fn new() -> Self {
+    /// A GCS reached through `net`; it keeps job executables in `binaries`, if given (a cluster
+    /// whose nodes start worker processes needs them).
+    pub(crate) fn new(net: Arc<Net>, settings: Settings, binaries: Option<BinaryCache>) -> Self {
         Gcs {
-            nodes: HashMap::new(),
+            net,
+            nodes: Membership::new(settings.node_timeout),
+            settings,
             jobs: HashMap::new(),
             actors: ActorDirectory::default(),
             subscribers: HashMap::new(),
             actor_specs: HashMap::new(),
             unplaced: Vec::new(),
             spread_cursor: 0,
-            net: None,
-            membership: Membership::default(),
-            binaries: None,
+            binaries,
             groups: PgTable::default(),
+            rounds: HashMap::new(),
         }
     }
 
-    /// The GCS of a cluster, reached over `net`.
-    pub(crate) fn cluster(
-        net: Arc<Transport>,
-        membership: Membership,
-        binaries: BinaryCache,
-    ) -> Self {
-        Gcs {
-            net: Some(net),
-            membership,
-            binaries: Some(binaries),
-            ..Gcs::new()
+    /// Starts the GCS on `arbiter` and registers it as the handler of its messages in `net`.
+    pub(crate) fn start(
+        net: &Arc<Net>,
+        settings: Settings,
+        binaries: Option<BinaryCache>,
+        arbiter: &ArbiterHandle,
+    ) -> Result<Addr<Gcs>, Error> {
+        let n = net.clone();
+        let addr = Gcs::start_in_arbiter(arbiter, move |_| Gcs::new(n, settings, binaries));
+        macro_rules! serve {
+            ($($m:ty),*) => { $(net.serve_actor::<$m, _>(&addr)?;)* };
         }
+        serve!(
+            RegisterNode,
+            Heartbeat,
+            GetNodes,
+            RegisterJob,
+            GetJob,
+            PutBinary,
+            GetBinary,
+            FinishJob,
+            CreateActor,
+            ActorStarted,
+            ActorFailed,
+            ActorLost,
+            WatchActor,
+            KillActor,
+            ActorOutOfScope,
+            LookupActor,
+            ListActors,
+            CreatePlacementGroup,
+            WaitPlacementGroup,
+            RemovePlacementGroup,
+            GetPlacementGroup,
+            ListPlacementGroups
+        );
+        let lost = addr.clone();
+        net.on_lost(Arc::new(move |peer, _| {
+            lost.do_send(PeerLost { addr: peer })
+        }));
+        Ok(addr)
     }
 
-    fn deliver(notices: Notices<HostRef>) {
+    fn raylet(&self, address: SocketAddr) -> Target<svc::Raylet> {
+        self.net.target(address)
+    }
+
+    fn owner(&self, address: SocketAddr) -> Target<svc::Owner> {
+        self.net.target(address)
+    }
+
+    fn deliver(notices: Notices<SocketAddr>) {
         for (tx, update) in notices {
             let _ = tx.send(update);
+        }
+    }
+
+    fn tell_subscribers(&self, actor_id: ActorId, error: &Error, restarting: bool) {
+        for addr in self.subscribers.get(&actor_id).into_iter().flatten() {
+            self.owner(*addr).do_send(ActorDead {
+                actor_id,
+                error: error.clone(),
+                restarting,
+            });
         }
     }
 
@@ -330,28 +190,15 @@ impl Gcs {
         // The creation task's return object carries the failure to anyone awaiting readiness.
         Self::deliver(self.actors.dead(actor_id, error.clone()));
         self.actor_specs.remove(&actor_id);
-        if let (Some(net), Some(subs)) = (&self.net, self.subscribers.remove(&actor_id)) {
-            for addr in subs {
-                Remote {
-                    net: net.clone(),
-                    addr,
-                }
-                .send_body(Body::ActorDead(ActorDead {
-                    actor_id,
-                    error: error.clone(),
-                    restarting: false,
-                }));
-            }
-        }
+        self.tell_subscribers(actor_id, &error, false);
+        self.subscribers.remove(&actor_id);
     }
 
     /// The actor's process (or node) died: restart it if its policy allows, else it is dead.
     fn actor_lost(&mut self, actor_id: ActorId, error: Error) {
         let spec = match self.actor_specs.get_mut(&actor_id) {
             Some((spec, used)) => match &spec.kind {
-                TaskKind::ActorCreation(c)
-                    if c.max_restarts < 0 || (*used as i64) < c.max_restarts as i64 =>
-                {
+                TaskKind::ActorCreation(c) if may_restart(c.max_restarts, *used) => {
                     *used += 1;
                     Some((spec.clone(), *used))
                 }
@@ -362,38 +209,11 @@ impl Gcs {
         match spec {
             Some((spec, n)) if self.actors.restarting(actor_id) => {
                 tracing::warn!(actor = %actor_id, restart = n, reason = %error, "restarting actor");
-                if let Some(net) = &self.net {
-                    for addr in self.subscribers.get(&actor_id).into_iter().flatten() {
-                        Remote {
-                            net: net.clone(),
-                            addr: *addr,
-                        }
-                        .send_body(Body::ActorDead(ActorDead {
-                            actor_id,
-                            error: error.clone(),
-                            restarting: true,
-                        }));
-                    }
-                }
+                self.tell_subscribers(actor_id, &error, true);
                 self.schedule_actor(spec);
             }
             _ => self.fail_actor(actor_id, error),
         }
-    }
-
-    fn views(&self) -> Vec<NodeView> {
-        let mut views: Vec<NodeView> = self
-            .nodes
-            .values()
-            .map(|n| NodeView {
-                id: n.node_id,
-                alive: n.alive,
-                total: n.total.clone(),
-                available: n.available.clone(),
-            })
-            .collect();
-        views.sort_by_key(|v| v.id);
-        views
     }
 
     /// Picks the node whose raylet will create the actor.
@@ -402,12 +222,7 @@ impl Gcs {
             return;
         };
         let actor_id = creation.actor_id;
-        let views = self.views();
-        let local = views
-            .iter()
-            .find(|v| v.alive)
-            .map(|v| v.id)
-            .unwrap_or(spec.owner.node);
+        let views = self.nodes.views();
         let random = spec.task_id.0 as u64 >> 16;
         match pick_node(
             &views,
@@ -422,8 +237,9 @@ impl Gcs {
                     // Count it against the node until the next report, so a burst of creations
                     // does not all land on the same node.
                     let _ = n.available.checked_sub(&spec.resources);
+                    let address = n.address;
                     self.actors.placed(actor_id, node);
-                    n.raylet.do_send(SubmitTask { spec, hops: 1 });
+                    self.raylet(address).do_send(SubmitTask { spec, hops: 1 });
                 }
             }
             // Queue on a node anyway: its raylet reports the demand and keeps it pending. With no
@@ -431,8 +247,14 @@ impl Gcs {
             Placement::Infeasible => {
                 tracing::warn!(actor = %actor_id, resources = ?spec.resources,
                     "actor cannot fit on any node yet; it stays pending");
-                match self.nodes.get(&local).filter(|n| n.alive) {
-                    Some(n) => n.raylet.do_send(SubmitTask { spec, hops: 1 }),
+                let local = self
+                    .nodes
+                    .get(&spec.owner.node)
+                    .filter(|n| n.alive)
+                    .or_else(|| self.nodes.alive().next())
+                    .map(|n| n.address);
+                match local {
+                    Some(address) => self.raylet(address).do_send(SubmitTask { spec, hops: 1 }),
                     None => self.unplaced.push(spec),
                 }
             }
@@ -442,7 +264,7 @@ impl Gcs {
                     class: spec.function.path.to_string(),
                     reason,
                 };
-                owner::report(self.net.as_ref(), &spec, Err(error.clone()));
+                invoke::fail(&self.net, &spec, error.clone());
                 self.fail_actor(actor_id, error);
             }
         }
@@ -450,14 +272,8 @@ impl Gcs {
 
     /// A node stopped answering (or its connection closed): it and its actors are dead.
     fn node_dead(&mut self, node_id: NodeId, reason: &str) {
-        let Some(n) = self.nodes.get_mut(&node_id) else {
-            return;
-        };
-        if !n.alive {
-            return;
-        }
-        n.alive = false;
-        tracing::warn!(node = %node_id, address = %n.address, reason, "node marked dead");
+        let address = self.nodes.get(&node_id).map(|n| n.address);
+        tracing::warn!(node = %node_id, address = ?address, reason, "node marked dead");
         // Raylets learn of the death before anything is rescheduled, so nothing is sent there.
         self.broadcast_view();
         for actor_id in self.actors.on_node(node_id) {
@@ -482,68 +298,40 @@ impl Gcs {
         }
         // Owners retry the tasks they had there: drivers directly, worker processes via their
         // raylets.
-        let notice = NodeDied {
-            node: node_id,
-            reason: reason.to_string(),
-        };
-        if let Some(net) = &self.net {
-            for driver in self.jobs.values().filter_map(|j| j.driver) {
-                Remote {
-                    net: net.clone(),
-                    addr: driver,
-                }
-                .send_body(Body::NodeDied(notice.clone()));
-            }
+        for driver in self.jobs.values().map(|j| j.driver) {
+            self.owner(driver).do_send(NodeDied {
+                node: node_id,
+                reason: reason.to_string(),
+            });
         }
-        for n in self.nodes.values().filter(|n| n.alive) {
-            n.raylet.do_send(notice.clone());
+        for n in self.nodes.alive() {
+            self.raylet(n.address).do_send(NodeDown {
+                node: node_id,
+                reason: reason.to_string(),
+            });
         }
         self.broadcast_view();
     }
 
     fn broadcast_view(&self) {
-        if self.net.is_none() {
-            return;
-        }
-        let nodes: Vec<ViewEntry> = self
-            .nodes
-            .values()
-            .filter_map(|n| {
-                Some(ViewEntry {
-                    node_id: n.node_id,
-                    address: n.address.parse().ok()?,
-                    alive: n.alive,
-                    total: n.total.clone(),
-                    available: n.available.clone(),
-                })
-            })
-            .collect();
-        for n in self.nodes.values().filter(|n| n.alive) {
-            n.raylet.do_send(ClusterView {
+        let nodes = self.nodes.view_entries();
+        for n in self.nodes.alive() {
+            self.raylet(n.address).do_send(ClusterView {
                 nodes: nodes.clone(),
             });
         }
     }
 
-    fn tick(&mut self) {
-        let timeout = self.membership.node_timeout;
-        let silent: Vec<NodeId> = self
-            .nodes
-            .values()
-            .filter(|n| n.alive && n.raylet.addr().is_some() && n.last_seen.elapsed() > timeout)
-            .map(|n| n.node_id)
-            .collect();
-        for node in silent {
-            self.node_dead(
-                node,
-                &format!("no heartbeat for {:.1} s", timeout.as_secs_f64()),
-            );
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        for (node, reason) in self.nodes.tick(Instant::now()) {
+            self.node_dead(node, &reason);
         }
         self.broadcast_view();
+        self.schedule_groups(ctx);
     }
 
     /// A job ended: its non-detached actors die and every raylet stops its workers.
-    fn finish_job(&mut self, job_id: JobId, ctx: &mut Context<Self>) {
+    fn finish_job(&mut self, job_id: JobId) {
         if self.jobs.remove(&job_id).is_none() {
             return;
         }
@@ -555,20 +343,39 @@ impl Gcs {
             .map(|(a, _)| *a)
             .collect();
         for actor_id in doomed {
-            <Self as Handler<KillActor>>::handle(
-                self,
-                KillActor {
-                    actor_id,
-                    reason: "its driver exited (the actor is not detached)".into(),
-                },
-                ctx,
+            self.kill_actor(
+                actor_id,
+                "its driver exited (the actor is not detached)".into(),
             );
         }
         for id in self.groups.of_job(job_id) {
             let _ = self.remove_group(id);
         }
-        for n in self.nodes.values().filter(|n| n.alive) {
-            n.raylet.do_send(JobEnded { job_id });
+        for n in self.nodes.alive() {
+            self.raylet(n.address).do_send(JobEnded { job_id });
+        }
+    }
+
+    fn kill_actor(&mut self, actor_id: ActorId, reason: String) {
+        let class = self
+            .actors
+            .class_of(actor_id)
+            .unwrap_or("unknown")
+            .to_string();
+        let node = self.actors.node_of(actor_id);
+        self.fail_actor(
+            actor_id,
+            Error::ActorDied {
+                actor: actor_id.to_string(),
+                class,
+                reason,
+            },
+        );
+        // The raylets stop the host (if it was created yet) and free its resources.
+        for n in self.nodes.alive() {
+            if node.is_none() || node == Some(n.node_id) {
+                self.raylet(n.address).do_send(KillHostedActor { actor_id });
+            }
         }
     }
 
@@ -594,8 +401,8 @@ impl Gcs {
         }
         // Every live raylet: those holding bundles return them, and any may hold work queued
         // for the group.
-        for n in self.nodes.values().filter(|n| n.alive) {
-            n.raylet.do_send(CancelBundles {
+        for n in self.nodes.alive() {
+            self.raylet(n.address).do_send(CancelBundles {
                 group: id,
                 indices: None,
             });
@@ -610,9 +417,9 @@ impl Gcs {
         }
     }
 
-    /// Picks nodes for a group's unplaced bundles and runs the two-phase reservation.
+    /// Picks nodes for a group's unplaced bundles and starts a reservation round.
     fn try_place(&mut self, id: PlacementGroupId, ctx: &mut Context<Self>) {
-        let views = self.views();
+        let views = self.nodes.views();
         let Some(g) = self.groups.groups.get_mut(&id) else {
             return;
         };
@@ -620,7 +427,7 @@ impl Gcs {
         let missing: Vec<usize> = (0..summary.bundles.len())
             .filter(|&i| summary.nodes[i].is_none())
             .collect();
-        if missing.is_empty() {
+        if missing.is_empty() || self.rounds.contains_key(&id) {
             return;
         }
         let bundles: Vec<ResourceSet> = missing
@@ -633,73 +440,99 @@ impl Gcs {
             PlacementStrategy::Spread | PlacementStrategy::StrictSpread => placed.clone(),
             _ => Vec::new(),
         };
-        let assign = match place_bundles(&views, &bundles, summary.strategy, &avoid, &placed) {
-            Ok(a) => a,
-            Err(_) => return,
+        let Ok(assign) = place_bundles(&views, &bundles, summary.strategy, &avoid, &placed) else {
+            return;
         };
         // Per node: the bundles to reserve there.
-        let mut per_node: Vec<NodeBundles> = Vec::new();
+        let mut per_node: Vec<(NodeId, Vec<(u32, ResourceSet)>)> = Vec::new();
         for (k, node) in assign.iter().enumerate() {
-            let i = missing[k];
-            let Some(rec) = self.nodes.get(node) else {
-                return;
-            };
-            match per_node.iter_mut().find(|(n, _, _)| n == node) {
-                Some((_, _, b)) => b.push((i as u32, bundles[k].clone())),
-                None => per_node.push((
-                    *node,
-                    rec.raylet.clone(),
-                    vec![(i as u32, bundles[k].clone())],
-                )),
+            let entry = (missing[k] as u32, bundles[k].clone());
+            match per_node.iter_mut().find(|(n, _)| n == node) {
+                Some((_, b)) => b.push(entry),
+                None => per_node.push((*node, vec![entry])),
             }
         }
         g.in_flight = true;
         let plan: Vec<(usize, NodeId)> = missing.iter().copied().zip(assign).collect();
-        // With a single node in the round, its prepare is the whole reservation.
-        let single = per_node.len() == 1;
-        let fut = async move {
-            let mut prepared: Vec<(Target<Raylet>, Vec<u32>)> = Vec::new();
-            let mut ok = true;
-            for (_, raylet, bundles) in &per_node {
-                let msg = PrepareBundles {
-                    group: id,
-                    bundles: bundles.clone(),
-                    commit: single,
-                };
-                match raylet.send(msg).await {
-                    Ok(Ok(())) => {
-                        prepared.push((raylet.clone(), bundles.iter().map(|b| b.0).collect()))
-                    }
-                    _ => {
-                        ok = false;
-                        break;
-                    }
-                }
-            }
-            if !ok {
-                // All or nothing: give back every bundle prepared in this round.
-                for (raylet, indices) in prepared {
-                    raylet.do_send(CancelBundles {
+        let mut round = Round::new(id, per_node);
+        let actions = round.start();
+        self.rounds.insert(id, (round, plan));
+        self.run_round(id, actions, ctx);
+    }
+
+    /// Sends what a reservation round asks for; its answers come back as [`RoundReply`].
+    fn run_round(
+        &mut self,
+        id: PlacementGroupId,
+        actions: Vec<RoundAction>,
+        ctx: &mut Context<Self>,
+    ) {
+        for action in actions {
+            let address = |node: NodeId| self.nodes.get(&node).map(|n| n.address);
+            match action {
+                RoundAction::Prepare {
+                    node,
+                    bundles,
+                    commit,
+                } => {
+                    let msg = PrepareBundles {
                         group: id,
-                        indices: Some(indices),
-                    });
+                        bundles,
+                        commit,
+                    };
+                    let reply = address(node).map(|a| self.raylet(a).send(msg));
+                    let me = ctx.address();
+                    ctx.spawn(
+                        async move {
+                            let ok = match reply {
+                                Some(r) => matches!(r.await, Ok(Ok(()))),
+                                None => false,
+                            };
+                            me.do_send(RoundReply {
+                                group: id,
+                                node,
+                                commit: false,
+                                ok,
+                            });
+                        }
+                        .into_actor(self),
+                    );
                 }
-                return false;
-            }
-            if single {
-                return true;
-            }
-            for (_, raylet, _) in &per_node {
-                if !matches!(raylet.send(CommitBundles { group: id }).await, Ok(Ok(()))) {
-                    ok = false;
+                RoundAction::Commit { node } => {
+                    let reply =
+                        address(node).map(|a| self.raylet(a).send(CommitBundles { group: id }));
+                    let me = ctx.address();
+                    ctx.spawn(
+                        async move {
+                            let ok = match reply {
+                                Some(r) => matches!(r.await, Ok(Ok(()))),
+                                None => false,
+                            };
+                            me.do_send(RoundReply {
+                                group: id,
+                                node,
+                                commit: true,
+                                ok,
+                            });
+                        }
+                        .into_actor(self),
+                    );
+                }
+                RoundAction::Cancel { node, indices } => {
+                    if let Some(a) = address(node) {
+                        self.raylet(a).do_send(CancelBundles {
+                            group: id,
+                            indices: Some(indices),
+                        });
+                    }
+                }
+                RoundAction::Done(ok) => {
+                    if let Some((_, plan)) = self.rounds.remove(&id) {
+                        self.placement_done(id, plan, ok);
+                    }
                 }
             }
-            ok
-        };
-        ctx.spawn(
-            fut.into_actor(self)
-                .map(move |ok, act, _| act.placement_done(id, plan, ok)),
-        );
+        }
     }
 
     /// The end of a reservation round.
@@ -712,10 +545,11 @@ impl Gcs {
             // Removed while reserving: give the bundles back.
             if ok {
                 let mut nodes: Vec<NodeId> = plan.iter().map(|(_, n)| *n).collect();
+                nodes.sort();
                 nodes.dedup();
                 for node in nodes {
                     if let Some(n) = self.nodes.get(&node) {
-                        n.raylet.do_send(CancelBundles {
+                        self.raylet(n.address).do_send(CancelBundles {
                             group: id,
                             indices: None,
                         });
@@ -750,50 +584,36 @@ impl Actor for Gcs {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.net.is_some() {
-            ctx.run_interval(self.membership.view_period, |act, _| act.tick());
-        }
-        // Waiting placement groups are tried again as resources free up.
-        ctx.run_interval(Duration::from_millis(50), |act, ctx| {
-            act.schedule_groups(ctx)
-        });
+        supervise::component("GCS");
+        ctx.run_interval(self.settings.tick, |act, ctx| act.tick(ctx));
+    }
+}
+
+impl Handler<RoundReply> for Gcs {
+    type Result = ();
+    fn handle(&mut self, msg: RoundReply, ctx: &mut Context<Self>) {
+        let _h = supervise::handling::<RoundReply>();
+        let Some((round, _)) = self.rounds.get_mut(&msg.group) else {
+            return;
+        };
+        let actions = if msg.commit {
+            round.committed(msg.node, msg.ok)
+        } else {
+            round.prepared(msg.node, msg.ok)
+        };
+        let group = round.group();
+        self.run_round(group, actions, ctx);
     }
 }
 
 impl Handler<RegisterNode> for Gcs {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: RegisterNode, ctx: &mut Context<Self>) -> Self::Result {
-        let raylet = match (msg.raylet, &self.net) {
-            (Some(addr), _) => Target::Local(addr),
-            (None, Some(net)) => {
-                let addr: SocketAddr = msg.address.parse().map_err(|e| {
-                    Error::invalid(format!(
-                        "node address {:?} is not HOST:PORT: {e}",
-                        msg.address
-                    ))
-                })?;
-                Target::remote(net, addr)
-            }
-            (None, None) => {
-                return Err(Error::invalid(
-                    "an embedded cluster does not accept nodes from other processes",
-                ))
-            }
-        };
+        let _h = supervise::handling::<RegisterNode>();
         tracing::info!(node = %msg.node_id, address = %msg.address, resources = ?msg.total,
             "node registered");
-        self.nodes.insert(
-            msg.node_id,
-            NodeRecord {
-                node_id: msg.node_id,
-                address: msg.address,
-                alive: true,
-                available: msg.total.clone(),
-                total: msg.total,
-                raylet,
-                last_seen: Instant::now(),
-            },
-        );
+        self.nodes
+            .register(msg.node_id, msg.address, msg.total, Instant::now());
         for spec in std::mem::take(&mut self.unplaced) {
             self.schedule_actor(spec);
         }
@@ -806,40 +626,29 @@ impl Handler<RegisterNode> for Gcs {
 impl Handler<Heartbeat> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: Heartbeat, _: &mut Context<Self>) {
-        if let Some(n) = self.nodes.get_mut(&msg.node_id) {
-            n.last_seen = Instant::now();
-            n.available = msg.available;
-            n.total = msg.total;
-        }
+        let _h = supervise::handling::<Heartbeat>();
+        self.nodes
+            .heartbeat(msg.node_id, msg.available, msg.total, Instant::now());
     }
 }
 
 impl Handler<GetNodes> for Gcs {
     type Result = MessageResult<GetNodes>;
     fn handle(&mut self, _: GetNodes, _: &mut Context<Self>) -> Self::Result {
-        let mut v: Vec<NodeEntry> = self
-            .nodes
-            .values()
-            .map(|n| NodeEntry {
-                node_id: n.node_id,
-                address: n.address.clone(),
-                alive: n.alive,
-                total: n.total.clone(),
-            })
-            .collect();
-        v.sort_by_key(|n| n.node_id);
-        MessageResult(v)
+        let _h = supervise::handling::<GetNodes>();
+        MessageResult(self.nodes.entries())
     }
 }
 
 impl Handler<RegisterJob> for Gcs {
     type Result = Result<bool, Error>;
     fn handle(&mut self, msg: RegisterJob, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<RegisterJob>();
         let need = match (&msg.exe, &self.binaries) {
             (Some(exe), Some(cache)) => !cache.has(&exe.hash),
             _ => false,
         };
-        tracing::info!(job = %msg.job_id, namespace = %msg.namespace, driver = ?msg.driver,
+        tracing::info!(job = %msg.job_id, namespace = %msg.namespace, driver = %msg.driver,
             "job registered");
         self.jobs.insert(
             msg.job_id,
@@ -856,6 +665,7 @@ impl Handler<RegisterJob> for Gcs {
 impl Handler<GetJob> for Gcs {
     type Result = Result<JobInfo, Error>;
     fn handle(&mut self, msg: GetJob, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<GetJob>();
         self.jobs
             .get(&msg.job_id)
             .map(|j| JobInfo {
@@ -874,6 +684,7 @@ impl Handler<GetJob> for Gcs {
 impl Handler<PutBinary> for Gcs {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: PutBinary, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<PutBinary>();
         let cache = self
             .binaries
             .as_ref()
@@ -885,6 +696,7 @@ impl Handler<PutBinary> for Gcs {
 impl Handler<GetBinary> for Gcs {
     type Result = Result<Bytes, Error>;
     fn handle(&mut self, msg: GetBinary, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<GetBinary>();
         let cache = self
             .binaries
             .as_ref()
@@ -895,30 +707,33 @@ impl Handler<GetBinary> for Gcs {
 
 impl Handler<FinishJob> for Gcs {
     type Result = ();
-    fn handle(&mut self, msg: FinishJob, ctx: &mut Context<Self>) {
-        self.finish_job(msg.job_id, ctx);
+    fn handle(&mut self, msg: FinishJob, _: &mut Context<Self>) {
+        let _h = supervise::handling::<FinishJob>();
+        self.finish_job(msg.job_id);
     }
 }
 
 impl Handler<PeerLost> for Gcs {
     type Result = ();
-    fn handle(&mut self, msg: PeerLost, ctx: &mut Context<Self>) {
-        let node = self
-            .nodes
-            .values()
-            .find(|n| n.alive && n.raylet.addr() == Some(msg.addr))
-            .map(|n| n.node_id);
-        if let Some(node) = node {
-            self.node_dead(node, "its connection closed");
+    fn handle(&mut self, msg: PeerLost, _: &mut Context<Self>) {
+        let _h = supervise::handling::<PeerLost>();
+        if let Some(node) = self.nodes.at(msg.addr) {
+            if self.nodes.mark_dead(node) {
+                self.node_dead(node, "its connection closed");
+            }
         }
         let jobs: Vec<JobId> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.driver == Some(msg.addr))
+            .filter(|(_, j)| j.driver == msg.addr)
             .map(|(id, _)| *id)
             .collect();
         for job in jobs {
-            self.finish_job(job, ctx);
+            self.finish_job(job);
+        }
+        // A process that is gone no longer calls anyone.
+        for subs in self.subscribers.values_mut() {
+            subs.retain(|s| *s != msg.addr);
         }
     }
 }
@@ -926,6 +741,7 @@ impl Handler<PeerLost> for Gcs {
 impl Handler<CreateActor> for Gcs {
     type Result = Result<Registered, Error>;
     fn handle(&mut self, msg: CreateActor, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<CreateActor>();
         let TaskKind::ActorCreation(creation) = &msg.spec.kind else {
             return Err(Error::invalid("CreateActor needs an actor-creation task"));
         };
@@ -952,21 +768,15 @@ impl Handler<CreateActor> for Gcs {
 impl Handler<ActorStarted> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: ActorStarted, _: &mut Context<Self>) {
+        let _h = supervise::handling::<ActorStarted>();
         Self::deliver(self.actors.alive(msg.actor_id, msg.host, msg.node_id));
-    }
-}
-
-impl Handler<ActorStartedWire> for Gcs {
-    type Result = ();
-    fn handle(&mut self, msg: ActorStartedWire, _: &mut Context<Self>) {
-        let host = HostRef::Remote(msg.host);
-        Self::deliver(self.actors.alive(msg.actor_id, host, msg.node_id));
     }
 }
 
 impl Handler<ActorFailed> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: ActorFailed, _: &mut Context<Self>) {
+        let _h = supervise::handling::<ActorFailed>();
         self.fail_actor(msg.actor_id, msg.error);
     }
 }
@@ -974,90 +784,47 @@ impl Handler<ActorFailed> for Gcs {
 impl Handler<ActorLost> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: ActorLost, _: &mut Context<Self>) {
+        let _h = supervise::handling::<ActorLost>();
         self.actor_lost(msg.actor_id, msg.error);
     }
 }
 
-impl Handler<WatchActorWire> for Gcs {
+impl Handler<WatchActor> for Gcs {
     type Result = ResponseFuture<Result<ActorUpdate<SocketAddr>, Error>>;
-    fn handle(&mut self, msg: WatchActorWire, _: &mut Context<Self>) -> Self::Result {
-        if let Some(addr) = msg.subscriber {
-            let subs = self.subscribers.entry(msg.actor_id).or_default();
-            if !subs.contains(&addr) {
-                subs.push(addr);
-            }
+    fn handle(&mut self, msg: WatchActor, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<WatchActor>();
+        let subs = self.subscribers.entry(msg.actor_id).or_default();
+        if !subs.contains(&msg.subscriber) {
+            subs.push(msg.subscriber);
         }
         let (tx, rx) = flume::bounded(1);
         if let Some(update) = self.actors.watch(msg.actor_id, msg.after, tx.clone()) {
             let _ = tx.send(update);
         }
         Box::pin(async move {
-            match rx.recv_async().await {
-                Ok(ActorUpdate::Alive {
-                    addr: HostRef::Remote(addr),
-                    incarnation,
-                }) => Ok(ActorUpdate::Alive { addr, incarnation }),
-                Ok(ActorUpdate::Alive { .. }) => Err(Error::invalid(
-                    "the actor lives in the GCS's own process and cannot be called from another",
-                )),
-                Ok(ActorUpdate::Dead(e)) => Ok(ActorUpdate::Dead(e)),
-                Err(_) => Err(Error::shutdown("waiting for an actor to start")),
-            }
+            rx.recv_async()
+                .await
+                .map_err(|_| Error::shutdown("waiting for an actor to start"))
         })
-    }
-}
-
-impl Handler<WatchActor> for Gcs {
-    type Result = ();
-    fn handle(&mut self, msg: WatchActor, _: &mut Context<Self>) {
-        if let Some(update) = self
-            .actors
-            .watch(msg.actor_id, msg.after, msg.reply.clone())
-        {
-            let _ = msg.reply.send(update);
-        }
     }
 }
 
 impl Handler<KillActor> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: KillActor, _: &mut Context<Self>) {
-        let class = self
-            .actors
-            .class_of(msg.actor_id)
-            .unwrap_or("unknown")
-            .to_string();
-        let node = self.actors.node_of(msg.actor_id);
-        self.fail_actor(
-            msg.actor_id,
-            Error::ActorDied {
-                actor: msg.actor_id.to_string(),
-                class,
-                reason: msg.reason,
-            },
-        );
-        // The raylets stop the host (if it was created yet) and free its resources.
-        for n in self.nodes.values() {
-            if node.is_none() || node == Some(n.node_id) {
-                n.raylet.do_send(RayletKillActor {
-                    actor_id: msg.actor_id,
-                });
-            }
-        }
+        let _h = supervise::handling::<KillActor>();
+        self.kill_actor(msg.actor_id, msg.reason);
     }
 }
 
 impl Handler<ActorOutOfScope> for Gcs {
     type Result = ();
-    fn handle(&mut self, msg: ActorOutOfScope, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: ActorOutOfScope, _: &mut Context<Self>) {
+        let _h = supervise::handling::<ActorOutOfScope>();
         if self.actors.collectable(msg.actor_id) {
-            <Self as Handler<KillActor>>::handle(
-                self,
-                KillActor {
-                    actor_id: msg.actor_id,
-                    reason: "every handle to the actor was dropped, so it was stopped".into(),
-                },
-                ctx,
+            self.kill_actor(
+                msg.actor_id,
+                "every handle to the actor was dropped, so it was stopped".into(),
             );
         }
     }
@@ -1066,6 +833,7 @@ impl Handler<ActorOutOfScope> for Gcs {
 impl Handler<LookupActor> for Gcs {
     type Result = Result<(ActorId, String), Error>;
     fn handle(&mut self, msg: LookupActor, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<LookupActor>();
         self.actors.lookup(&msg.namespace, &msg.name)
     }
 }
@@ -1073,6 +841,7 @@ impl Handler<LookupActor> for Gcs {
 impl Handler<ListActors> for Gcs {
     type Result = MessageResult<ListActors>;
     fn handle(&mut self, _: ListActors, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<ListActors>();
         MessageResult(self.actors.list())
     }
 }
@@ -1080,6 +849,7 @@ impl Handler<ListActors> for Gcs {
 impl Handler<CreatePlacementGroup> for Gcs {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: CreatePlacementGroup, ctx: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<CreatePlacementGroup>();
         let id = msg.id;
         self.groups.create(msg)?;
         self.try_place(id, ctx);
@@ -1090,6 +860,7 @@ impl Handler<CreatePlacementGroup> for Gcs {
 impl Handler<WaitPlacementGroup> for Gcs {
     type Result = ResponseFuture<Result<(), Error>>;
     fn handle(&mut self, msg: WaitPlacementGroup, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<WaitPlacementGroup>();
         let (tx, rx) = flume::bounded(1);
         self.groups.when_ready(
             msg.id,
@@ -1105,16 +876,10 @@ impl Handler<WaitPlacementGroup> for Gcs {
     }
 }
 
-impl Handler<OnPlacementGroupReady> for Gcs {
-    type Result = ();
-    fn handle(&mut self, msg: OnPlacementGroupReady, _: &mut Context<Self>) {
-        self.groups.when_ready(msg.id, msg.then);
-    }
-}
-
 impl Handler<RemovePlacementGroup> for Gcs {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: RemovePlacementGroup, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<RemovePlacementGroup>();
         self.remove_group(msg.id)
     }
 }
@@ -1122,6 +887,7 @@ impl Handler<RemovePlacementGroup> for Gcs {
 impl Handler<GetPlacementGroup> for Gcs {
     type Result = Result<PgSummary, Error>;
     fn handle(&mut self, msg: GetPlacementGroup, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<GetPlacementGroup>();
         self.groups.lookup(&msg.namespace, &msg.name)
     }
 }
@@ -1129,6 +895,7 @@ impl Handler<GetPlacementGroup> for Gcs {
 impl Handler<ListPlacementGroups> for Gcs {
     type Result = MessageResult<ListPlacementGroups>;
     fn handle(&mut self, msg: ListPlacementGroups, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<ListPlacementGroups>();
         let rows = match msg.id {
             Some(id) => self
                 .groups
@@ -1140,5 +907,18 @@ impl Handler<ListPlacementGroups> for Gcs {
             None => self.groups.in_order().map(|g| g.summary.clone()).collect(),
         };
         MessageResult(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policy() {
+        assert!(!may_restart(0, 0));
+        assert!(may_restart(2, 1));
+        assert!(!may_restart(2, 2));
+        assert!(may_restart(-1, 1_000_000));
     }
 }

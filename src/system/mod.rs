@@ -1,17 +1,22 @@
-//! The GCS (global control store): cluster membership, jobs and the actor directory.
+//! The GCS (global control store): cluster membership, jobs, the actor directory and placement
+//! groups.
 //!
-//! - [`actor_directory`]: the table of actors (names per namespace, lifecycle, watchers), as
-//!   plain data with no actix, so its rules are unit-tested directly.
+//! - [`membership`]: the node table (registration, heartbeats, deaths), a pure state machine.
+//! - [`actor_directory`]: the table of actors (names per namespace, lifecycle, watchers), plain
+//!   data with no actix, so its rules are unit-tested directly.
+//! - [`placement_groups`]: the table of placement groups.
+//! - [`reservation`]: the two-phase reservation of a group's bundles, a pure state machine with
+//!   rollback.
 //! - [`binaries`]: job executables, content-addressed, cached on disk.
-//! - [`placement_groups`]: the placement-group table and the messages of its two-phase
-//!   reservation.
-//! - [`gcs`]: the `Gcs` actix actor: node table, job table, the actor directory, and actor
-//!   scheduling (it picks the node whose raylet creates each actor).
+//! - [`gcs`]: the `Gcs` actix actor around those tables: it answers their messages, places
+//!   actors and groups, and broadcasts the resource view to the raylets.
 //!
 //! The hot path never goes through the GCS: tasks go to raylets and actor calls to the hosting
-//! actor directly; callers ask the GCS only to find an actor or learn that it died.
+//! worker directly; callers ask the GCS only to find an actor or learn that it died.
 
 pub(crate) mod actor_directory;
 pub(crate) mod binaries;
 pub(crate) mod gcs;
+pub(crate) mod membership;
 pub(crate) mod placement_groups;
+pub(crate) mod reservation;

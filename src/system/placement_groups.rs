@@ -1,19 +1,12 @@
-//! The GCS's placement-group manager: the table of groups (names per namespace, state, where
-//! each bundle is), and the messages that create, wait for, list and remove them, plus the
-//! raylet messages of the two-phase reservation (prepare every bundle, then commit; any failure
-//! rolls back every prepared bundle, so a group is reserved whole or not at all).
-//!
-//! The scheduling itself lives in the `Gcs` actor (it needs the node table): pending groups are
-//! tried on every tick and whenever a node joins; groups being rescheduled after a node died go
-//! first.
+//! The GCS's table of placement groups: names per namespace, state, where each bundle is, who
+//! waits for a group to be created, and which groups wait to be placed (rescheduling ones
+//! first, then pending ones, oldest first). Plain data: the `Gcs` actor places groups (it has the
+//! node table) and runs their reservation (see [`reservation`](crate::system::reservation)).
 
 use crate::error::Error;
 use crate::ids::{JobId, NodeId, PlacementGroupId};
-use crate::placement::bundles::PlacementStrategy;
 use crate::placement::group::PlacementGroupState;
-use crate::resources::ResourceSet;
-use actix::prelude::*;
-use serde::{Deserialize, Serialize};
+pub(crate) use crate::protocol::gcs::{CreatePlacementGroup, PgSummary};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 fn removed_error(id: PlacementGroupId) -> Error {
@@ -23,99 +16,8 @@ fn removed_error(id: PlacementGroupId) -> Error {
     }
 }
 
-/// A group as the GCS reports it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct PgSummary {
-    pub(crate) id: PlacementGroupId,
-    pub(crate) name: Option<(String, String)>,
-    pub(crate) state: PlacementGroupState,
-    pub(crate) strategy: PlacementStrategy,
-    pub(crate) bundles: Vec<ResourceSet>,
-    pub(crate) nodes: Vec<Option<NodeId>>,
-    pub(crate) detached: bool,
-    pub(crate) job: JobId,
-}
-
-/// Creates a group (returns once registered; reservation is asynchronous).
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<(), Error>")]
-pub(crate) struct CreatePlacementGroup {
-    pub(crate) id: PlacementGroupId,
-    pub(crate) name: Option<(String, String)>,
-    pub(crate) bundles: Vec<ResourceSet>,
-    pub(crate) strategy: PlacementStrategy,
-    pub(crate) job: JobId,
-    pub(crate) detached: bool,
-}
-
-/// Answered when the group is created (or with an error once it is removed).
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<(), Error>")]
-pub(crate) struct WaitPlacementGroup {
-    pub(crate) id: PlacementGroupId,
-}
-
-/// Removes a group: its bundles are returned and whatever used them is killed.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<(), Error>")]
-pub(crate) struct RemovePlacementGroup {
-    pub(crate) id: PlacementGroupId,
-}
-
-/// Finds a named group.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<PgSummary, Error>")]
-pub(crate) struct GetPlacementGroup {
-    pub(crate) namespace: String,
-    pub(crate) name: String,
-}
-
-/// Lists groups (one, or all in creation order).
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Vec<PgSummary>")]
-pub(crate) struct ListPlacementGroups {
-    pub(crate) id: Option<PlacementGroupId>,
-}
-
-/// Phase one, on a raylet: set these bundles' resources aside (all or none); with `commit`,
-/// phase two too.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<(), Error>")]
-pub(crate) struct PrepareBundles {
-    pub(crate) group: PlacementGroupId,
-    pub(crate) bundles: Vec<(u32, ResourceSet)>,
-    /// Commit at once: this node is the only one in the round, so preparing it is the whole
-    /// reservation (one round trip instead of two).
-    #[serde(default)]
-    pub(crate) commit: bool,
-}
-
-/// Phase two, on a raylet: the prepared bundles of `group` become the group's resources.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<(), Error>")]
-pub(crate) struct CommitBundles {
-    pub(crate) group: PlacementGroupId,
-}
-
-/// Returns bundles of `group` on a raylet (`indices`: those; `None`: all), prepared or
-/// committed; with `kill`, what uses them is stopped.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "()")]
-pub(crate) struct CancelBundles {
-    pub(crate) group: PlacementGroupId,
-    pub(crate) indices: Option<Vec<u32>>,
-}
-
 /// Told once whether a group was created (or why it never will be).
 pub(crate) type PgWaiter = Box<dyn FnOnce(Result<(), Error>) + Send>;
-
-/// Calls `then` once the group is created or removed (from this process: no reply message).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct OnPlacementGroupReady {
-    pub(crate) id: PlacementGroupId,
-    pub(crate) then: PgWaiter,
-}
 
 /// A group in the GCS.
 pub(crate) struct PgRecord {
@@ -321,7 +223,8 @@ impl PgTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{Amount, Resource};
+    use crate::placement::bundles::PlacementStrategy;
+    use crate::resources::{Amount, Resource, ResourceSet};
 
     fn create(t: &mut PgTable, name: Option<&str>) -> Result<PlacementGroupId, Error> {
         let id = PlacementGroupId::fresh();

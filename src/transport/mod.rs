@@ -18,10 +18,9 @@
 
 pub(crate) mod frame;
 pub(crate) mod handshake;
+pub(crate) mod net;
 pub mod probe;
-pub(crate) mod router;
 pub(crate) mod tls;
-pub(crate) mod wire;
 
 use crate::error::Error;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -213,6 +212,9 @@ impl Outgoing {
 
 /// Where a request's reply (or its failure) goes.
 type ReplySender = oneshot::Sender<Result<Bytes, Error>>;
+
+/// Where a request's reply (or its failure) arrives.
+type ReplyReceiver = oneshot::Receiver<Result<Bytes, Error>>;
 
 #[derive(Default)]
 struct LinkState {
@@ -538,11 +540,6 @@ impl Transport {
     }
 
     /// The address the endpoint is bound to.
-    /// The event loop the transport's tasks run on.
-    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
-        &self.shared.runtime
-    }
-
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
     }
@@ -581,8 +578,29 @@ impl Transport {
 
     /// Request/reply. Fails with [`Error::Connection`] saying why (refused — wrong token or
     /// version mismatch —, unreachable, closed); never hangs if the peer refuses or dies (the
-    /// idle timeout bounds it).
-    pub(crate) async fn request(&self, to: SocketAddr, payload: Bytes) -> Result<Bytes, Error> {
+    /// idle timeout bounds it). The request is queued when this is called (not when the future
+    /// is first polled), so it keeps its place among the sends made before and after it.
+    pub(crate) fn request(
+        &self,
+        to: SocketAddr,
+        payload: Bytes,
+    ) -> impl std::future::Future<Output = Result<Bytes, Error>> + Send + 'static {
+        let queued = self.queue_request(to, payload);
+        async move {
+            let (link, rx) = queued?;
+            match rx.await {
+                Ok(result) => result,
+                Err(_) => Err(link.error("the connection was dropped")),
+            }
+        }
+    }
+
+    /// Queues a request; the receiver gets its reply.
+    fn queue_request(
+        &self,
+        to: SocketAddr,
+        payload: Bytes,
+    ) -> Result<(Arc<Link>, ReplyReceiver), Error> {
         if payload.len() as u64 > self.shared.max_blob {
             return Err(Error::Connection {
                 peer: to.to_string(),
@@ -598,12 +616,7 @@ impl Transport {
             let link = self.shared.link_for(to)?;
             let (id, rx) = link.register()?;
             match link.tx.send(Outgoing::Request { id, payload }) {
-                Ok(()) => {
-                    return match rx.await {
-                        Ok(result) => result,
-                        Err(_) => Err(link.error("the connection was dropped")),
-                    }
-                }
+                Ok(()) => return Ok((link, rx)),
                 Err(mpsc::error::SendError(back)) => {
                     link.unregister(id);
                     self.shared.forget(&link);

@@ -1,8 +1,15 @@
 //! Helpers shared by the integration test binaries.
 //!
 //! lumen has one global runtime per process and the tests of one binary run on parallel
-//! threads, so every test calls [`init`] first: the first call starts the embedded cluster with
-//! that binary's config, the others wait for it and do nothing.
+//! threads, so every test calls [`init`] first: the first call starts lumen with that binary's
+//! config, the others wait for it and do nothing.
+//!
+//! **Both modes.** A binary whose tests mean something embedded and on a cluster runs them
+//! twice: in its own process on the embedded one-node cluster, and, through
+//! [`rerun_on_a_local_cluster`], in a child process where [`init`] starts a two-node local
+//! cluster whose tasks and actors run in worker processes (`Config::local_cluster(2)`). Each
+//! node gets the binary's config, so the cluster has twice its resources; [`nodes`] says how
+//! many there are.
 
 #![allow(dead_code)]
 
@@ -12,12 +19,119 @@ use std::time::{Duration, Instant};
 
 static INIT: OnceLock<()> = OnceLock::new();
 
-/// Starts lumen once for this test binary (the first caller's config wins).
+/// Set in the child process that runs a binary's tests on a local cluster.
+const CLUSTER_MODE: &str = "LUMEN_TEST_LOCAL_CLUSTER";
+
+/// Nodes of the local cluster the tests run on in cluster mode.
+const CLUSTER_NODES: usize = 2;
+
+/// Whether this process runs its tests on a local cluster (see the module docs).
+pub fn on_cluster() -> bool {
+    std::env::var_os(CLUSTER_MODE).is_some()
+}
+
+/// How many nodes [`init`] starts: one embedded, or the local cluster's.
+pub fn nodes() -> usize {
+    if on_cluster() {
+        CLUSTER_NODES
+    } else {
+        1
+    }
+}
+
+/// Starts lumen once for this test binary (the first caller's config wins): embedded, or on a
+/// local cluster of two nodes with that config each in cluster mode.
 pub fn init(config: lumen::Config) {
     INIT.get_or_init(|| {
+        let config = if on_cluster() {
+            config.local_cluster(CLUSTER_NODES)
+        } else {
+            config
+        };
         lumen::init_with(config).expect("lumen::init_with failed");
     });
     assert!(lumen::is_initialized());
+}
+
+/// Runs every other test of this binary again, on a two-node local cluster with worker
+/// processes, in a child process; fails with the child's report if any test fails there (or
+/// if it runs none). `this` is the name of the calling test, which the child skips. In the
+/// child itself it does nothing.
+pub fn rerun_on_a_local_cluster(this: &str) {
+    if on_cluster() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = std::process::Command::new(exe)
+        .args(["--skip", this])
+        .env(CLUSTER_MODE, "1")
+        .env_remove("LUMEN_ADDRESS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the cluster-mode run");
+    let pipe = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = pipe(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    );
+    let err = pipe(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20 * 60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the cluster-mode run") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    let summary = out
+        .lines()
+        .rfind(|l| l.starts_with("test result:"))
+        .unwrap_or("no summary")
+        .to_string();
+    eprintln!("on a local cluster of {CLUSTER_NODES} nodes: {summary}");
+    match status {
+        Some(s) if s.success() && !summary.contains(" 0 passed") => {}
+        Some(s) => panic!(
+            "the tests failed on a local cluster ({s}):\n{}\n--- stderr (tail)\n{}",
+            tail(&out, 200),
+            tail(&err, 80)
+        ),
+        None => panic!(
+            "the tests did not finish on a local cluster within 20 minutes:\n{}\n--- stderr \
+             (tail)\n{}",
+            tail(&out, 200),
+            tail(&err, 80)
+        ),
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 static ISOLATION: RwLock<()> = RwLock::new(());

@@ -7,8 +7,8 @@
 //! refs.
 
 use crate::ids::{ActorId, JobId, ObjectId, TaskId};
-use crate::objects::object_ref::{OwnerAddress, RawRef};
 use crate::placement::SchedulingStrategy;
+use crate::protocol::refs::{OwnerAddress, RawRef};
 use crate::resources::ResourceSet;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

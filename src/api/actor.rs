@@ -1,19 +1,19 @@
 //! The public face of actors: [`ActorHandle`], [`ActorOptions`], [`ActorCall`], [`get_actor`]
 //! and [`kill`].
 
-use crate::actors::host::{ActorTask, CallGuard};
 use crate::api::args::{self, PreparedArg};
-use crate::api::context;
 use crate::api::task::{detached_ref, failed_ref};
+use crate::context;
 use crate::error::{Error, Result};
 use crate::ids::{ActorId, ObjectId, TaskId};
-use crate::objects::object_ref::{ObjectRef, RawRef};
+use crate::objects::object_ref::ObjectRef;
 use crate::placement::SchedulingStrategy;
+use crate::protocol::gcs::{CreateActor, KillActor, LookupActor, Registered};
+use crate::protocol::refs::RawRef;
+use crate::protocol::task::{ActorCreation, FunctionRef, TaskKind, TaskSpec};
+use crate::protocol::worker::ActorCall as CallMessage;
 use crate::resources::{ResourceRequest, ResourceSet};
-use crate::runtime;
-use crate::system::actor_directory::Registered;
-use crate::system::gcs::{CreateActor, KillActor, LookupActor};
-use crate::task::{ActorCreation, FunctionRef, TaskKind, TaskSpec};
+use crate::worker::runtime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Cow;
 use std::fmt;
@@ -385,10 +385,8 @@ pub fn create_actor<T: RemoteActor>(
     // The arguments' pins were taken when they were prepared; the spec now owns them.
     let pinned = spec.pinned.clone();
     rt.refs.add_pending_actor(return_id, spec.clone(), actor_id);
-    if rt.net.is_some() {
-        // On a cluster the creation's outcome arrives as a result message.
-        rt.inflight.insert(return_id, (spec.clone(), None));
-    }
+    // The creation's outcome arrives as a result, like any task's.
+    rt.inflight.insert(return_id, (spec.clone(), None));
     let anchor = ObjectRef::adopt(RawRef {
         id: return_id,
         owner: rt.owner(),
@@ -398,9 +396,9 @@ pub fn create_actor<T: RemoteActor>(
         get_if_exists: options.get_if_exists,
     };
     if options.name.is_none() {
-        // Same sender, same mailbox: the GCS sees the creation before the watch.
+        // Same sender, same path: the GCS sees the creation before the watch.
         rt.gcs.do_send(msg);
-        rt.actors.created(&rt, actor_id);
+        rt.actors.created(actor_id);
         return ActorHandle::from_raw(RawActorHandle {
             actor_id,
             class: Cow::Borrowed(T::PATH),
@@ -411,7 +409,7 @@ pub fn create_actor<T: RemoteActor>(
     let outcome = rt.request(&rt.gcs, msg).and_then(|r| r);
     match outcome {
         Ok(Registered::New) => {
-            rt.actors.created(&rt, actor_id);
+            rt.actors.created(actor_id);
             ActorHandle::from_raw(RawActorHandle {
                 actor_id,
                 class: Cow::Borrowed(T::PATH),
@@ -423,6 +421,7 @@ pub fn create_actor<T: RemoteActor>(
             class: c,
         }) => {
             // Nothing was scheduled for the unused creation: release its arguments.
+            rt.inflight.remove(&return_id);
             rt.refs.unpin(&pinned);
             if c != T::PATH {
                 let e = Error::invalid(format!(
@@ -439,6 +438,7 @@ pub fn create_actor<T: RemoteActor>(
             })
         }
         Err(e) => {
+            rt.inflight.remove(&return_id);
             rt.refs.unpin(&pinned);
             dead_handle(actor_id, Some(e))
         }
@@ -522,21 +522,19 @@ impl<R> ActorCall<R> {
             owner: rt.owner(),
         });
         let actor_id = self.raw.actor_id;
-        rt.actors.submit(
-            &rt,
+        let call = CallMessage {
             actor_id,
-            ActorTask {
-                task_id,
-                method: self.method,
-                args,
-                group: self.group,
-                guard: {
-                    let mut g = CallGuard::new(return_id, pinned, actor_id);
-                    g.class = self.raw.class.clone();
-                    g
-                },
-            },
-        );
+            task_id,
+            method: self.method,
+            args,
+            group: self.group,
+            return_id,
+            owner: rt.owner(),
+            caller: rt.net.addr(),
+            seq: 0,
+            skip_to: 0,
+        };
+        rt.actors.submit(actor_id, call, pinned);
         r
     }
 }

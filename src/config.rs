@@ -1,4 +1,5 @@
-//! [`Config`]: how `lumen::init_with` starts or joins a cluster.
+//! [`Config`]: how `lumen::init_with` starts or joins a cluster, and the resources of the nodes it
+//! starts.
 
 use crate::error::{Error, Result};
 use crate::resources::{Amount, Resource, ResourceRequest, ResourceSet};
@@ -23,6 +24,8 @@ pub struct Config {
     pub(crate) address: Option<String>,
     pub(crate) token: Option<String>,
     pub(crate) namespace: Option<String>,
+    pub(crate) local_cluster: Option<usize>,
+    pub(crate) spin: Option<bool>,
 }
 
 impl Config {
@@ -71,6 +74,40 @@ impl Config {
         self
     }
 
+    /// Starts `n` nodes in this process instead of the embedded one, each with this config's
+    /// resources and its own QUIC endpoint on 127.0.0.1, and connects to them as a driver. Their
+    /// tasks and actors run in worker processes (this program's own executable, in worker mode),
+    /// exactly as on nodes started with `lumen start`: how to try a program's cluster behaviour
+    /// without daemons. The nodes stop with [`shutdown`](crate::shutdown).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// lumen::init_with(lumen::Config::default().num_cpus(2.0).local_cluster(2))?;
+    /// assert_eq!(lumen::nodes().len(), 2);
+    /// assert_eq!(lumen::cluster_resources()["CPU"], 4.0);
+    /// lumen::shutdown();
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn local_cluster(mut self, n: usize) -> Self {
+        self.local_cluster = Some(n);
+        self
+    }
+
+    /// Whether threads waiting for a reply may poll for a few microseconds before sleeping
+    /// (default: yes, on at most half the cores at once; `LUMEN_SPIN=0` also turns it off).
+    /// Polling makes small calls several times faster; turn it off when lumen shares the
+    /// machine with work that needs every core.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// lumen::init_with(lumen::Config::default().spin(false))?;
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn spin(mut self, on: bool) -> Self {
+        self.spin = Some(on);
+        self
+    }
+
     /// The namespace for named actors (default: a fresh anonymous one per driver, as in Ray).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
@@ -85,6 +122,16 @@ impl Config {
     /// assert!(lumen::Config::default().num_cpus(2.0).resource("node0", 1.0).validate().is_ok());
     /// ```
     pub fn validate(&self) -> Result<()> {
+        if let Some(ns) = &self.namespace {
+            if ns.is_empty() {
+                return Err(Error::invalid(
+                    "a namespace must not be empty (leave it unset for a fresh anonymous one)",
+                ));
+            }
+        }
+        if self.local_cluster == Some(0) {
+            return Err(Error::invalid("a local cluster needs at least one node"));
+        }
         self.node_resources().map(|_| ())
     }
 

@@ -1,22 +1,23 @@
-//! A worker: an actix actor on its own thread that runs sync tasks, one at a time.
+//! A worker thread: an actix actor on its own thread that runs sync tasks, one at a time.
 //!
-//! The [`Executors`](crate::node::pool::Executors) keep idle workers and starts more when every one is busy (including
-//! when a task blocks in `get` and lends its CPU to another task), as Ray's worker pool does.
+//! The [`Executors`](crate::worker::pool::Executors) keep idle workers and start more when every
+//! one is busy (including when a task blocks in `get` and lends its CPU to another task), as
+//! Ray's worker pool does.
 
-use crate::api::context::{with_exec, ExecContext};
+use crate::context::{with_exec, ExecContext};
 use crate::ids::NodeId;
-use crate::node::executor::{self, Ready};
-use crate::node::pool::Finished;
-use crate::resources::Grant;
+use crate::invoke;
+use crate::protocol::worker::Launch;
+use crate::transport::net::Net;
+use crate::worker::executor;
+use crate::worker::pool::Finished;
 use actix::prelude::*;
+use std::sync::Arc;
 
 /// Runs one task.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Execute {
-    pub(crate) ready: Ready,
-    pub(crate) grant: Grant,
-}
+pub(crate) struct Execute(pub(crate) Launch);
 
 /// Stops the worker and its thread.
 #[derive(Message)]
@@ -26,6 +27,7 @@ pub(crate) struct Retire;
 /// A worker thread.
 pub(crate) struct Worker {
     pub(crate) node: NodeId,
+    pub(crate) net: Arc<Net>,
     /// Told when a task is done (and this worker free).
     pub(crate) home: Recipient<Finished>,
 }
@@ -37,22 +39,25 @@ impl Actor for Worker {
 impl Handler<Execute> for Worker {
     type Result = ();
     fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) {
-        let spec = msg.ready.spec;
+        let Launch {
+            spec,
+            resolved,
+            grant,
+        } = msg.0;
         let span =
             tracing::debug_span!("task", task = %spec.task_id, function = %spec.function.path);
         let _enter = span.enter();
         let exec = ExecContext {
             task_id: Some(spec.task_id),
             actor_id: None,
-            gpu_ids: msg.grant.gpu_ids(),
-            lends_cpu: !msg.grant.cpu_part().is_empty(),
+            gpu_ids: grant.gpu_ids(),
+            lends_cpu: !grant.cpu_part().is_empty(),
             in_async: false,
-            captured: crate::api::context::captured_by(&spec.strategy),
+            captured: crate::context::captured_by(&spec.strategy),
         };
         let node = self.node;
-        let resolved = msg.ready.resolved;
-        let outcome = with_exec(exec, || executor::run_sync(&spec, resolved, node));
-        executor::finish(&spec, outcome);
+        let outcome = with_exec(exec, || invoke::run_sync(&spec, resolved, node));
+        executor::finish(&self.net, &spec, outcome);
         self.home.do_send(Finished {
             task_id: spec.task_id,
             worker: ctx.address(),

@@ -1,18 +1,18 @@
 //! What `lumen status` and `lumen list` show: a short-lived client connects to a cluster's GCS
 //! (and each node's raylet) with the cluster token, without starting a job.
 
+use crate::cluster::builder::Builder;
+use crate::cluster::modes::{find_token, local_ip_towards, resolve_address};
+use crate::cluster::session;
 use crate::error::{Error, Result};
-use crate::node::raylet::{GetResources, Raylet};
-use crate::runtime::{find_token, local_ip_towards, resolve_address};
-use crate::system::gcs::{Gcs, GetNodes, ListActors};
-use crate::system::placement_groups::ListPlacementGroups;
-use crate::transport::wire::Target;
-use crate::transport::{Delivery, Inbound, Transport, TransportConfig};
+use crate::protocol::gcs::{GetNodes, ListActors, ListPlacementGroups};
+use crate::protocol::raylet::GetResources;
+use crate::protocol::svc;
+use crate::transport::TransportConfig;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// One node, as `lumen status` shows it.
@@ -81,18 +81,12 @@ pub struct ClusterStatus {
     pub placement_groups: Vec<PlacementGroupRow>,
 }
 
-struct Quiet;
-
-impl Inbound for Quiet {
-    fn deliver(&self, _: crate::transport::Conn, _: Delivery) {}
-}
-
 /// Connects to the cluster at `address` (`None`: `LUMEN_ADDRESS`, else the head on this
 /// machine) and reads its state.
 ///
 /// # Examples
 /// ```no_run
-/// let status = lumen::node::cluster_status(Some("127.0.0.1:6379"), None)?;
+/// let status = lumen::cluster::cluster_status(Some("127.0.0.1:6379"), None)?;
 /// print!("{status}");
 /// # Ok::<(), lumen::Error>(())
 /// ```
@@ -102,7 +96,7 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
         None => std::env::var("LUMEN_ADDRESS")
             .ok()
             .filter(|a| !a.trim().is_empty())
-            .or_else(crate::node::session::local_head)
+            .or_else(session::local_head)
             .ok_or_else(|| {
                 Error::connection(
                     "auto",
@@ -113,33 +107,25 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
     };
     let gcs_addr = resolve_address(&address)?;
     let token = find_token(token, &address)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::invalid(format!("cannot start an event loop: {e}")))?;
-    let net = {
-        let _g = rt.enter();
-        Transport::bind(
-            TransportConfig::new(SocketAddr::new(local_ip_towards(gcs_addr), 0), token),
-            Arc::new(Quiet),
-        )?
-    };
-    if let Some(fp) = crate::node::session::local_fingerprint(gcs_addr) {
-        net.pin(gcs_addr, fp);
+    let mut b = Builder::new("lumen-status", 1);
+    b.endpoint = Some(TransportConfig::new(
+        SocketAddr::new(local_ip_towards(gcs_addr), 0),
+        token,
+    ));
+    if let Some(fp) = session::local_fingerprint(gcs_addr) {
+        b.pins.push((gcs_addr, fp));
     }
-    let net2 = net.clone();
-    let out = rt.block_on(async move {
-        let gcs: Target<Gcs> = Target::remote(&net2, gcs_addr);
+    b.gcs_at = Some(gcs_addr);
+    let client = b.build()?;
+    let net = client.net.clone();
+    client.block_on(async move {
+        let gcs = net.target::<svc::Gcs>(gcs_addr);
         let nodes = tokio::time::timeout(Duration::from_secs(10), gcs.send(GetNodes))
             .await
             .map_err(|_| Error::connection(gcs_addr, "no answer within 10 s"))??;
         // Ask every live node at once: one that died unnoticed costs one timeout, not one each.
         let snaps = futures::future::join_all(nodes.iter().map(|n| {
-            let target = match n.address.parse::<SocketAddr>() {
-                Ok(addr) if n.alive => Some(Target::<Raylet>::remote(&net2, addr)),
-                _ => None,
-            };
+            let target = n.alive.then(|| net.target::<svc::Raylet>(n.address));
             async move {
                 let r = target?;
                 tokio::time::timeout(Duration::from_secs(2), r.send(GetResources))
@@ -153,8 +139,8 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
         for (n, snap) in nodes.into_iter().zip(snaps) {
             rows.push(NodeStatus {
                 node_id: n.node_id.to_string(),
-                head: n.address == gcs_addr.to_string(),
-                address: n.address,
+                head: n.address == gcs_addr,
+                address: n.address.to_string(),
                 alive: n.alive,
                 total: n.total.to_map(),
                 available: snap
@@ -198,10 +184,7 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
             actors,
             placement_groups,
         })
-    });
-    net.close();
-    rt.shutdown_timeout(Duration::from_millis(200));
-    out
+    })?
 }
 
 /// `CPU` for a group's wildcard resource `CPU_group_<32 hex digits>`.

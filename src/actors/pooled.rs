@@ -1,0 +1,528 @@
+//! Actors that cost memory, not a thread: an actix context ([`PooledContext`]) whose actors
+//! share one pool of threads ([`ThreadPool`]).
+//!
+//! An actor started with [`start`] has an actix mailbox and [`Addr`] like any other, but no
+//! thread or event loop of its own. When a message arrives for an idle actor, the actor is
+//! queued on the pool; a pool thread takes it, handles its messages one at a time in mailbox
+//! order (so each actor's handlers never overlap and `&mut self` is exclusive), lingers a moment
+//! for the next one (a caller waiting for a reply sends its next call within microseconds), and
+//! moves on. A handler that runs long (a sync actor method) keeps its thread only while it runs.
+//!
+//! The pool starts with a few threads and adds one whenever queued work has waited for
+//! [`STALL`] while every thread was busy (calls that block, or a burst of long ones), up to
+//! [`MAX_THREADS`]; threads idle for [`IDLE_KEEP`] end. A thread the system refuses to create is
+//! reported with the limit that refused it; the threads already there go on serving.
+//!
+//! Besides actors, the pool runs one-off jobs ([`ThreadPool::spawn`]): the calls of a threaded
+//! actor's concurrency groups.
+
+use crate::spin;
+use actix::dev::channel::{channel, AddressReceiver};
+use actix::dev::{Envelope, EnvelopeProxy, MessageResponse, OneshotSender, ToEnvelope};
+use actix::prelude::*;
+use actix::WeakAddr;
+use futures::Stream;
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+/// Queued work that waited this long while every thread was busy gets a new thread.
+pub(crate) const STALL: Duration = Duration::from_millis(2);
+/// The most threads the pool starts.
+pub(crate) const MAX_THREADS: usize = 1024;
+/// A thread idle this long ends (the first few stay).
+pub(crate) const IDLE_KEEP: Duration = Duration::from_secs(10);
+/// How many messages an actor handles before it lets others have the thread.
+const BATCH: usize = 64;
+/// How long a thread lingers on an actor's mailbox after it emptied.
+const LINGER: Duration = Duration::from_micros(50);
+
+/// The context of a pooled actor.
+pub(crate) struct PooledContext<A: Actor<Context = Self>> {
+    state: ActorState,
+    /// Weak: the actor stops once no one else holds its address.
+    addr: WeakAddr<A>,
+}
+
+impl<A: Actor<Context = Self>> PooledContext<A> {
+    /// The actor's address, while anyone else holds it.
+    pub(crate) fn address(&self) -> Option<Addr<A>> {
+        self.addr.upgrade()
+    }
+}
+
+impl<A: Actor<Context = Self>> ActorContext for PooledContext<A> {
+    fn stop(&mut self) {
+        if self.state == ActorState::Running {
+            self.state = ActorState::Stopping;
+        }
+    }
+
+    fn terminate(&mut self) {
+        self.state = ActorState::Stopped;
+    }
+
+    fn state(&self) -> ActorState {
+        self.state
+    }
+}
+
+/// Packs a message for a pooled actor.
+struct PooledEnvelope<M: Message> {
+    msg: Option<M>,
+    tx: Option<OneshotSender<M::Result>>,
+}
+
+impl<A, M> EnvelopeProxy<A> for PooledEnvelope<M>
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    A: Actor<Context = PooledContext<A>> + Handler<M>,
+{
+    fn handle(&mut self, act: &mut A, ctx: &mut PooledContext<A>) {
+        let tx = self.tx.take();
+        if tx.as_ref().is_some_and(|t| t.is_closed()) {
+            return;
+        }
+        if let Some(msg) = self.msg.take() {
+            <A as Handler<M>>::handle(act, msg, ctx).handle(ctx, tx)
+        }
+    }
+}
+
+impl<A, M> ToEnvelope<A, M> for PooledContext<A>
+where
+    A: Actor<Context = PooledContext<A>> + Handler<M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    fn pack(msg: M, tx: Option<OneshotSender<M::Result>>) -> Envelope<A> {
+        Envelope::with_proxy(Box::new(PooledEnvelope { msg: Some(msg), tx }))
+    }
+}
+
+/// Work the pool runs: an actor with messages, or a one-off job.
+trait Runnable: Send + Sync {
+    fn run(self: Arc<Self>, pool: &'static ThreadPool);
+}
+
+/// A one-off job.
+struct Job(Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+impl Runnable for Job {
+    fn run(self: Arc<Self>, _: &'static ThreadPool) {
+        if let Some(f) = self.0.lock().take() {
+            f();
+        }
+    }
+}
+
+/// An actor, its context and its mailbox.
+struct Live<A: Actor<Context = PooledContext<A>> + Send> {
+    act: A,
+    ctx: PooledContext<A>,
+    rx: AddressReceiver<A>,
+    started: bool,
+}
+
+/// A pooled actor: queued on the pool when a message arrives while it is idle.
+struct Cell<A: Actor<Context = PooledContext<A>> + Send> {
+    live: Mutex<Option<Live<A>>>,
+    /// Queued on the pool, or being run: a message arriving then needs no new queueing.
+    scheduled: AtomicBool,
+    pool: &'static ThreadPool,
+}
+
+impl<A: Actor<Context = PooledContext<A>> + Send> Wake for Cell<A> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            self.pool.push(self.clone());
+        }
+    }
+}
+
+impl<A: Actor<Context = PooledContext<A>> + Send> Cell<A> {
+    /// Handles what waits in the mailbox; `false` once the actor has stopped.
+    fn drain(live: &mut Live<A>, cx: &mut std::task::Context<'_>, budget: &mut usize) -> Drained {
+        if !live.started {
+            live.started = true;
+            live.ctx.state = ActorState::Running;
+            A::started(&mut live.act, &mut live.ctx);
+        }
+        loop {
+            if live.ctx.state != ActorState::Running {
+                return Drained::Stopped;
+            }
+            if *budget == 0 {
+                return Drained::Yield;
+            }
+            match Pin::new(&mut live.rx).poll_next(cx) {
+                Poll::Ready(Some(mut env)) => {
+                    *budget -= 1;
+                    env.handle(&mut live.act, &mut live.ctx);
+                }
+                Poll::Ready(None) => return Drained::Stopped,
+                Poll::Pending => return Drained::Empty,
+            }
+        }
+    }
+}
+
+enum Drained {
+    Empty,
+    Yield,
+    Stopped,
+}
+
+impl<A: Actor<Context = PooledContext<A>> + Send> Runnable for Cell<A> {
+    fn run(self: Arc<Self>, pool: &'static ThreadPool) {
+        let waker = Waker::from(self.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut guard = self.live.lock();
+        let Some(live) = guard.as_mut() else {
+            return;
+        };
+        let mut budget = BATCH;
+        loop {
+            match Cell::drain(live, &mut cx, &mut budget) {
+                Drained::Stopped => {
+                    let mut live = guard.take().expect("the actor is live");
+                    live.ctx.state = ActorState::Stopping;
+                    A::stopping(&mut live.act, &mut live.ctx);
+                    live.ctx.state = ActorState::Stopped;
+                    A::stopped(&mut live.act, &mut live.ctx);
+                    // Whatever is left in the mailbox is dropped with the actor: each message's
+                    // own guard answers it (a call's result says the actor stopped).
+                    return;
+                }
+                Drained::Yield => {
+                    // Others wait for a thread: go to the back of the queue.
+                    drop(guard);
+                    pool.push(self);
+                    return;
+                }
+                Drained::Empty => {}
+            }
+            // Linger: a caller answered a moment ago usually sends its next call at once.
+            let mut next = None;
+            spin::linger(LINGER, || match Pin::new(&mut live.rx).poll_next(&mut cx) {
+                Poll::Ready(n) => {
+                    next = Some(n);
+                    true
+                }
+                Poll::Pending => false,
+            });
+            match next {
+                Some(Some(mut env)) => {
+                    env.handle(&mut live.act, &mut live.ctx);
+                    continue;
+                }
+                Some(None) => {
+                    live.ctx.state = ActorState::Stopping;
+                    continue;
+                }
+                None => {}
+            }
+            self.scheduled.store(false, Ordering::Release);
+            // A message that came between the last look and the flag: take it, unless a
+            // thread was already queued for it (it will find the mailbox empty).
+            match Pin::new(&mut live.rx).poll_next(&mut cx) {
+                Poll::Ready(Some(mut env)) => {
+                    self.scheduled.store(true, Ordering::Release);
+                    env.handle(&mut live.act, &mut live.ctx);
+                    budget = BATCH;
+                }
+                Poll::Ready(None) => {
+                    self.scheduled.store(true, Ordering::Release);
+                    live.ctx.state = ActorState::Stopping;
+                }
+                Poll::Pending => return,
+            }
+        }
+    }
+}
+
+/// Starts `act` on the shared pool and returns its address.
+pub(crate) fn start<A: Actor<Context = PooledContext<A>> + Send>(act: A) -> Addr<A> {
+    let (tx, rx) = channel::<A>(0);
+    let addr = Addr::new(tx);
+    let ctx = PooledContext {
+        state: ActorState::Started,
+        addr: addr.downgrade(),
+    };
+    let pool = ThreadPool::shared();
+    let cell = Arc::new(Cell {
+        live: Mutex::new(Some(Live {
+            act,
+            ctx,
+            rx,
+            started: false,
+        })),
+        scheduled: AtomicBool::new(true),
+        pool,
+    });
+    // Run `started` (and whatever was sent meanwhile) on the pool.
+    pool.push(cell);
+    addr
+}
+
+/// The threads pooled actors and jobs run on.
+pub(crate) struct ThreadPool {
+    queue: Mutex<VecDeque<Arc<dyn Runnable>>>,
+    ready: Condvar,
+    threads: AtomicUsize,
+    idle: AtomicUsize,
+    /// When a thread last took work (microseconds since `epoch`).
+    last_taken: AtomicU64,
+    epoch: Instant,
+    /// Wakes the watchdog when work is queued.
+    watch: Condvar,
+    watch_lock: Mutex<()>,
+}
+
+/// Threads the pool keeps even when idle.
+fn min_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+impl ThreadPool {
+    /// The process's pool.
+    pub(crate) fn shared() -> &'static ThreadPool {
+        static POOL: OnceLock<&'static ThreadPool> = OnceLock::new();
+        POOL.get_or_init(|| {
+            let pool: &'static ThreadPool = Box::leak(Box::new(ThreadPool {
+                queue: Mutex::new(VecDeque::new()),
+                ready: Condvar::new(),
+                threads: AtomicUsize::new(0),
+                idle: AtomicUsize::new(0),
+                last_taken: AtomicU64::new(0),
+                epoch: Instant::now(),
+                watch: Condvar::new(),
+                watch_lock: Mutex::new(()),
+            }));
+            pool.add_thread();
+            let spawned = std::thread::Builder::new()
+                .name("lumen-pool-watch".into())
+                .spawn(move || pool.watchdog());
+            if let Err(e) = spawned {
+                tracing::error!(error = %crate::error::describe_io(&e),
+                    "cannot start the actor pool's watchdog: the pool will not grow");
+            }
+            pool
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Threads of the pool now.
+    pub(crate) fn threads(&self) -> usize {
+        self.threads.load(Ordering::Relaxed)
+    }
+
+    fn push(&'static self, work: Arc<dyn Runnable>) {
+        let was_empty = {
+            let mut q = self.queue.lock();
+            q.push_back(work);
+            q.len() == 1
+        };
+        self.ready.notify_one();
+        if was_empty {
+            self.watch.notify_one();
+        }
+    }
+
+    /// Runs `f` on a pool thread.
+    pub(crate) fn spawn(&'static self, f: impl FnOnce() + Send + 'static) {
+        self.push(Arc::new(Job(Mutex::new(Some(Box::new(f))))));
+    }
+
+    /// Starts a thread; false (with the reason logged) if the system refuses.
+    fn add_thread(&'static self) -> bool {
+        let n = self.threads.fetch_add(1, Ordering::AcqRel);
+        let spawned = std::thread::Builder::new()
+            .name(format!("lumen-pool-{n}"))
+            .spawn(move || self.serve());
+        match spawned {
+            Ok(_) => true,
+            Err(e) => {
+                self.threads.fetch_sub(1, Ordering::AcqRel);
+                tracing::error!(threads = n, error = %crate::error::describe_io(&e),
+                    "the actor pool cannot start another thread; the ones it has go on serving");
+                false
+            }
+        }
+    }
+
+    fn serve(&'static self) {
+        loop {
+            let work = {
+                let mut q = self.queue.lock();
+                loop {
+                    if let Some(w) = q.pop_front() {
+                        break Some(w);
+                    }
+                    self.idle.fetch_add(1, Ordering::AcqRel);
+                    let timed_out = self.ready.wait_for(&mut q, IDLE_KEEP).timed_out();
+                    self.idle.fetch_sub(1, Ordering::AcqRel);
+                    if timed_out && q.is_empty() && self.threads() > min_threads() {
+                        break None;
+                    }
+                }
+            };
+            let Some(work) = work else {
+                self.threads.fetch_sub(1, Ordering::AcqRel);
+                return;
+            };
+            self.last_taken.store(self.now(), Ordering::Relaxed);
+            work.run(self);
+        }
+    }
+
+    /// Adds a thread when queued work has waited for [`STALL`] with no thread taking any. Sleeps
+    /// while the queue is empty.
+    fn watchdog(&'static self) {
+        let mut guard = self.watch_lock.lock();
+        loop {
+            let queued = !self.queue.lock().is_empty();
+            if !queued {
+                self.watch.wait_for(&mut guard, Duration::from_secs(1));
+                continue;
+            }
+            drop(guard);
+            std::thread::sleep(STALL);
+            guard = self.watch_lock.lock();
+            let stalled = self
+                .now()
+                .saturating_sub(self.last_taken.load(Ordering::Relaxed))
+                >= STALL.as_micros() as u64;
+            let still_queued = !self.queue.lock().is_empty();
+            if still_queued
+                && stalled
+                && self.idle.load(Ordering::Acquire) == 0
+                && self.threads() < MAX_THREADS
+            {
+                self.add_thread();
+            }
+        }
+    }
+}
+
+/// A one-off job's result, for tests.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    struct Counter {
+        seen: Vec<u32>,
+        started: Arc<AtomicU32>,
+    }
+
+    impl Actor for Counter {
+        type Context = PooledContext<Self>;
+        fn started(&mut self, _: &mut Self::Context) {
+            self.started.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "Vec<u32>")]
+    struct Add(u32);
+
+    impl Handler<Add> for Counter {
+        type Result = MessageResult<Add>;
+        fn handle(&mut self, m: Add, _: &mut Self::Context) -> Self::Result {
+            self.seen.push(m.0);
+            MessageResult(self.seen.clone())
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Stop;
+
+    impl Handler<Stop> for Counter {
+        type Result = ();
+        fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+            ctx.stop();
+        }
+    }
+
+    #[test]
+    fn messages_are_handled_in_order_and_replies_come_back() {
+        let started = Arc::new(AtomicU32::new(0));
+        let addr = start(Counter {
+            seen: Vec::new(),
+            started: started.clone(),
+        });
+        for i in 0..100 {
+            addr.do_send(Add(i));
+        }
+        let all = futures::executor::block_on(addr.send(Add(100))).unwrap();
+        assert_eq!(all, (0..=100).collect::<Vec<_>>());
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        addr.do_send(Stop);
+        let e = futures::executor::block_on(addr.send(Add(1)));
+        assert!(
+            e.is_err() || !addr.connected(),
+            "a stopped actor takes no more"
+        );
+    }
+
+    #[test]
+    fn thousands_of_idle_actors_use_a_handful_of_threads() {
+        let started = Arc::new(AtomicU32::new(0));
+        let addrs: Vec<_> = (0..5000)
+            .map(|_| {
+                start(Counter {
+                    seen: Vec::new(),
+                    started: started.clone(),
+                })
+            })
+            .collect();
+        for a in &addrs {
+            assert_eq!(
+                futures::executor::block_on(a.send(Add(7))).unwrap(),
+                vec![7]
+            );
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 5000);
+        assert!(
+            ThreadPool::shared().threads() < 64,
+            "{} threads",
+            ThreadPool::shared().threads()
+        );
+    }
+
+    #[test]
+    fn calls_that_block_get_more_threads() {
+        // Every job waits for all the others to be running: only enough threads get them done.
+        let n = 2 * min_threads() + 3;
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = flume::unbounded();
+        for _ in 0..n {
+            let (arrived, tx) = (arrived.clone(), tx.clone());
+            ThreadPool::shared().spawn(move || {
+                arrived.fetch_add(1, Ordering::SeqCst);
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while arrived.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let _ = tx.send(arrived.load(Ordering::SeqCst));
+            });
+        }
+        for _ in 0..n {
+            assert_eq!(rx.recv_timeout(Duration::from_secs(60)).unwrap(), n);
+        }
+    }
+}

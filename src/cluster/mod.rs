@@ -1,0 +1,19 @@
+//! Assembling processes into a cluster: the one builder every process is made with, the modes a
+//! process starts in (embedded, local cluster, driver, worker), the `lumen start` node, the
+//! session folder of the CLI, and `lumen status`.
+//!
+//! - [`builder`]: which components a process runs, started the same way in every mode.
+//! - [`modes`]: `lumen::init()` in each mode, and worker mode (entered before `main`).
+//! - [`node`]: [`Node`], a cluster node in this process (what `lumen start` runs).
+//! - [`session`]: the per-user folder where `lumen start` records its nodes.
+//! - [`status`]: what `lumen status` and `lumen list` read from a cluster.
+
+pub(crate) mod builder;
+pub(crate) mod modes;
+pub(crate) mod node;
+#[doc(hidden)]
+pub mod session;
+pub(crate) mod status;
+
+pub use node::{Node, NodeOptions};
+pub use status::{cluster_status, ActorRow, ClusterStatus, NodeStatus, PlacementGroupRow};

@@ -1,0 +1,1008 @@
+//! The raylet's deciding core: admission, dispatch, CPU lending, spillback, hosted actors and
+//! placement-group bundles, as a pure state machine.
+//!
+//! Events come in (a task submitted, its arguments resolved, a task finished or blocked in
+//! `get`, the GCS's view of the cluster, an actor killed, a bundle to prepare, a worker lost,
+//! the clock) and the core answers with [`Action`]s for the raylet actor to carry out (run this
+//! task with this grant, forward that one to another node, tell an owner its task failed, tell
+//! the GCS an actor died). It holds no sockets, no actors and reads no clock, so every rule here
+//! is tested by feeding events and looking at actions, and several cores can be wired together
+//! (see the tests) to check spillback between nodes and node failure.
+
+use crate::error::Error;
+use crate::ids::{ActorId, JobId, NodeId, ObjectId, PlacementGroupId, TaskId};
+use crate::node::dispatch::DispatchQueue;
+use crate::placement::group::committed_resources;
+use crate::placement::policy::{pick_node, NodeView, Placement};
+use crate::placement::SchedulingStrategy;
+use crate::protocol::raylet::{ResourceSnapshot, ViewEntry};
+use crate::protocol::refs::{RawRef, Stored};
+use crate::protocol::task::{TaskKind, TaskSpec};
+use crate::resources::{Grant, NodeResources, ResourceSet};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How many times a task may be forwarded between raylets before it queues where it is.
+pub(crate) const MAX_HOPS: u8 = 3;
+
+/// How long a kill for an actor this node never saw is remembered (in case its creation
+/// arrives after the kill).
+pub(crate) const KILLED_TTL: Duration = Duration::from_secs(60);
+
+/// A task whose top-level ref arguments have been fetched.
+#[derive(Debug)]
+pub(crate) struct Ready {
+    pub(crate) spec: Arc<TaskSpec>,
+    /// The value of each ref argument, by argument index (`None`: the worker fetches it).
+    pub(crate) resolved: Vec<Option<Stored>>,
+}
+
+/// What the raylet must do.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Run the task with these resources (on its job's worker).
+    Launch(Ready, Grant),
+    /// Fetch these arguments of a queued task, then report them with [`Scheduler::resolved`].
+    Resolve(Arc<TaskSpec>, Vec<(usize, RawRef)>),
+    /// Send the task to the raylet of `node`, whose process is `address`.
+    Forward {
+        address: SocketAddr,
+        spec: Arc<TaskSpec>,
+        hops: u8,
+    },
+    /// Tell the task's owner it failed.
+    Report(Arc<TaskSpec>, Error),
+    /// Tell the GCS the actor died for good.
+    ActorFailed(ActorId, Error),
+    /// Tell the GCS the actor's process died (it may be restarted).
+    ActorLost(ActorId, Error),
+    /// Stop the actor in its job's worker.
+    StopActor(JobId, ActorId),
+    /// The blocked task has its CPU back: answer its request.
+    Unblocked(TaskId),
+}
+
+#[derive(Debug)]
+struct Running {
+    grant: Grant,
+    blocked: bool,
+    spec: Arc<TaskSpec>,
+}
+
+#[derive(Debug)]
+struct HostedActor {
+    grant: Grant,
+    lifetime: ResourceSet,
+    job: JobId,
+    detached: bool,
+    /// The placement group it was scheduled into.
+    group: Option<PlacementGroupId>,
+    /// Its type, for error messages.
+    class: String,
+}
+
+/// A placement-group bundle reserved on this node.
+#[derive(Debug)]
+struct BundleHold {
+    /// The node resources set aside for it.
+    grant: Grant,
+    /// Once committed: the group resources it added to the node.
+    committed: Option<ResourceSet>,
+}
+
+fn group_of(spec: &TaskSpec) -> Option<PlacementGroupId> {
+    match &spec.strategy {
+        SchedulingStrategy::PlacementGroup { group, .. } => Some(*group),
+        _ => None,
+    }
+}
+
+/// The error of a task no node may run.
+fn unschedulable(spec: &TaskSpec, reason: String) -> Error {
+    let path = spec.function.path.to_string();
+    match &spec.kind {
+        TaskKind::ActorCreation(c) => Error::ActorUnschedulable {
+            actor: c.actor_id.to_string(),
+            class: path,
+            reason,
+        },
+        TaskKind::Normal { .. } => Error::TaskUnschedulable {
+            function: path,
+            reason,
+        },
+    }
+}
+
+/// The deciding core of one node's raylet (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Scheduler {
+    node_id: NodeId,
+    /// This node's process: tasks of owners elsewhere are reported to them when queued here.
+    here: SocketAddr,
+    resources: NodeResources,
+    queue: DispatchQueue<Ready>,
+    waiting_for_args: usize,
+    running: HashMap<TaskId, Running>,
+    unblock: VecDeque<TaskId>,
+    actors: HashMap<ActorId, HostedActor>,
+    /// Kills of actors not created here (yet), with when they came.
+    killed: HashMap<ActorId, Instant>,
+    spread_cursor: usize,
+    /// The other nodes, as the GCS last reported them.
+    view: Vec<ViewEntry>,
+    /// Tasks queued (or forwarded) since the last report, by owner and node.
+    placed: HashMap<(SocketAddr, NodeId), Vec<ObjectId>>,
+    /// Placement-group bundles reserved here, by group and bundle index.
+    bundles: HashMap<(PlacementGroupId, u32), BundleHold>,
+}
+
+impl Scheduler {
+    pub(crate) fn new(node_id: NodeId, here: SocketAddr, total: ResourceSet) -> Self {
+        Scheduler {
+            node_id,
+            here,
+            resources: NodeResources::new(total),
+            queue: DispatchQueue::default(),
+            waiting_for_args: 0,
+            running: HashMap::new(),
+            unblock: VecDeque::new(),
+            actors: HashMap::new(),
+            killed: HashMap::new(),
+            spread_cursor: 0,
+            view: Vec::new(),
+            placed: HashMap::new(),
+            bundles: HashMap::new(),
+        }
+    }
+
+    /// The node this core schedules for.
+    pub(crate) fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The node's total resources.
+    pub(crate) fn total(&self) -> &ResourceSet {
+        self.resources.total()
+    }
+
+    /// The node's available resources.
+    pub(crate) fn available(&self) -> &ResourceSet {
+        self.resources.available()
+    }
+
+    /// What `GetResources` answers.
+    pub(crate) fn snapshot(&self) -> ResourceSnapshot {
+        ResourceSnapshot {
+            available: self.resources.available().clone(),
+            demands: self.queue.demands(),
+            waiting_for_args: self.waiting_for_args,
+        }
+    }
+
+    fn own_view(&self) -> NodeView {
+        NodeView {
+            id: self.node_id,
+            alive: true,
+            total: self.resources.total().clone(),
+            available: self.resources.available().clone(),
+        }
+    }
+
+    /// This node as it is now, and the others as last reported.
+    fn views(&self) -> Vec<NodeView> {
+        let mut v = vec![self.own_view()];
+        v.extend(
+            self.view
+                .iter()
+                .filter(|e| e.node_id != self.node_id)
+                .map(|e| NodeView {
+                    id: e.node_id,
+                    alive: e.alive,
+                    total: e.total.clone(),
+                    available: e.available.clone(),
+                }),
+        );
+        v.sort_by_key(|n| n.id);
+        v
+    }
+
+    /// Notes that a task of an owner elsewhere is queued on `node`.
+    fn note_placed(&mut self, spec: &TaskSpec, node: NodeId) {
+        if spec.owner.addr != self.here {
+            self.placed
+                .entry((spec.owner.addr, node))
+                .or_default()
+                .push(spec.return_id);
+        }
+    }
+
+    /// Whether queued tasks wait to be reported to their owners.
+    pub(crate) fn has_placed(&self) -> bool {
+        !self.placed.is_empty()
+    }
+
+    /// The tasks queued or forwarded since the last call, by owner and node.
+    pub(crate) fn take_placed(&mut self) -> Vec<((SocketAddr, NodeId), Vec<ObjectId>)> {
+        self.placed.drain().collect()
+    }
+
+    /// Fails a task that no node may run.
+    fn fail(&mut self, spec: Arc<TaskSpec>, reason: String, out: &mut Vec<Action>) {
+        let error = unschedulable(&spec, reason);
+        if let TaskKind::ActorCreation(c) = &spec.kind {
+            out.push(Action::ActorFailed(c.actor_id, error.clone()));
+        }
+        out.push(Action::Report(spec, error));
+    }
+
+    /// Sends a task to another node's raylet; gives it back if that node is not in the view.
+    fn forward(
+        &mut self,
+        node: NodeId,
+        spec: Arc<TaskSpec>,
+        hops: u8,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Arc<TaskSpec>> {
+        let Some(entry) = self.view.iter_mut().find(|e| e.node_id == node) else {
+            return Err(spec);
+        };
+        // Count it against that node until its next report, so a burst spreads.
+        let _ = entry.available.checked_sub(&spec.resources);
+        let address = entry.address;
+        // The owner hears where it went, so the task is retried if that node dies before the
+        // node itself reports it.
+        self.note_placed(&spec, node);
+        out.push(Action::Forward {
+            address,
+            spec,
+            hops,
+        });
+        Ok(())
+    }
+
+    /// A task (or actor creation) arrives, forwarded `hops` times so far; `random` breaks ties.
+    pub(crate) fn submit(&mut self, spec: Arc<TaskSpec>, hops: u8, random: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        let locally_feasible = spec.resources.is_subset_of(self.resources.total());
+        let pinned_elsewhere = matches!(&spec.strategy,
+            SchedulingStrategy::NodeAffinity { node_id, .. } if *node_id != self.node_id);
+        let placement = if hops > 0 && locally_feasible && !pinned_elsewhere {
+            // Placed here by another raylet or the GCS: run here.
+            Placement::Node(self.node_id)
+        } else {
+            let views = self.views();
+            pick_node(
+                &views,
+                self.node_id,
+                &spec.resources,
+                &spec.strategy,
+                random,
+                &mut self.spread_cursor,
+            )
+        };
+        let spec = match placement {
+            Placement::Unschedulable(reason) => {
+                self.fail(spec, reason, &mut out);
+                return out;
+            }
+            Placement::Node(node) if node != self.node_id && hops < MAX_HOPS => {
+                match self.forward(node, spec, hops + 1, &mut out) {
+                    Ok(()) => return out,
+                    Err(spec) => spec,
+                }
+            }
+            Placement::Node(_) => spec,
+            Placement::Infeasible => {
+                tracing::warn!(task = %spec.task_id, function = %spec.function.path,
+                    resources = ?spec.resources,
+                    "no node can ever fit this request; it stays queued as a demand");
+                spec
+            }
+        };
+        self.note_placed(&spec, self.node_id);
+        let deps = spec.dependency_refs();
+        if deps.is_empty() {
+            self.enqueue(
+                Ready {
+                    spec,
+                    resolved: Vec::new(),
+                },
+                &mut out,
+            );
+        } else {
+            // Its top-level ref arguments are fetched first, without blocking the raylet.
+            self.waiting_for_args += 1;
+            out.push(Action::Resolve(spec, deps));
+        }
+        out
+    }
+
+    /// The arguments of a task this core asked to [`Action::Resolve`] are here.
+    pub(crate) fn resolved(&mut self, ready: Ready) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.waiting_for_args = self.waiting_for_args.saturating_sub(1);
+        self.enqueue(ready, &mut out);
+        out
+    }
+
+    fn enqueue(&mut self, ready: Ready, out: &mut Vec<Action>) {
+        let class = ready.spec.resources.clone();
+        self.queue.push(&class, ready);
+        self.dispatch(out);
+    }
+
+    /// Starts what fits: tasks taking their CPU back first, then queued tasks.
+    fn dispatch(&mut self, out: &mut Vec<Action>) {
+        while let Some(task_id) = self.unblock.front() {
+            let ok = match self.running.get_mut(task_id) {
+                Some(run) if run.blocked => {
+                    if self.resources.try_reacquire_cpu(&run.grant) {
+                        run.blocked = false;
+                        true
+                    } else {
+                        false
+                    }
+                }
+                _ => true,
+            };
+            if !ok {
+                // Unblocking tasks get CPU before anything new starts.
+                return;
+            }
+            if let Some(task_id) = self.unblock.pop_front() {
+                out.push(Action::Unblocked(task_id));
+            }
+        }
+        for (ready, grant) in self.queue.take_dispatchable(&mut self.resources) {
+            self.launch(ready, grant, out);
+        }
+    }
+
+    fn launch(&mut self, ready: Ready, grant: Grant, out: &mut Vec<Action>) {
+        let spec = ready.spec.clone();
+        match &spec.kind {
+            TaskKind::Normal { .. } => {
+                self.running.insert(
+                    spec.task_id,
+                    Running {
+                        grant: grant.clone(),
+                        blocked: false,
+                        spec: spec.clone(),
+                    },
+                );
+            }
+            TaskKind::ActorCreation(creation) => {
+                let actor_id = creation.actor_id;
+                if self.killed.remove(&actor_id).is_some() {
+                    self.resources.release(&grant);
+                    let error = Error::ActorDied {
+                        actor: actor_id.to_string(),
+                        class: spec.function.path.to_string(),
+                        reason: "killed before it was created".into(),
+                    };
+                    out.push(Action::Report(spec, error));
+                    return;
+                }
+                self.actors.insert(
+                    actor_id,
+                    HostedActor {
+                        grant: grant.clone(),
+                        lifetime: creation.lifetime_resources.clone(),
+                        job: spec.job_id,
+                        detached: creation.detached,
+                        group: group_of(&spec),
+                        class: spec.function.path.to_string(),
+                    },
+                );
+            }
+        }
+        out.push(Action::Launch(ready, grant));
+    }
+
+    fn release_running(&mut self, run: &Running) {
+        if run.blocked {
+            // Its CPU is already lent out; return the rest.
+            self.resources.release(&run.grant.without_cpu());
+        } else {
+            self.resources.release(&run.grant);
+        }
+    }
+
+    /// Releases what a task holds and tells its owner it failed.
+    fn abort_running(&mut self, task_id: TaskId, error: Error, out: &mut Vec<Action>) {
+        if let Some(run) = self.running.remove(&task_id) {
+            self.release_running(&run);
+            out.push(Action::Report(run.spec, error));
+        }
+    }
+
+    /// Aborts every running task whose spec `matches`, with the error `error` makes from the
+    /// task's function path.
+    fn abort_running_where(
+        &mut self,
+        matches: impl Fn(&TaskSpec) -> bool,
+        error: impl Fn(String) -> Error,
+        out: &mut Vec<Action>,
+    ) {
+        let hit: Vec<(TaskId, String)> = self
+            .running
+            .iter()
+            .filter(|(_, r)| matches(&r.spec))
+            .map(|(id, r)| (*id, r.spec.function.path.to_string()))
+            .collect();
+        for (task_id, function) in hit {
+            self.abort_running(task_id, error(function), out);
+        }
+    }
+
+    /// A task finished: its resources are free.
+    pub(crate) fn task_done(&mut self, task_id: TaskId) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Some(run) = self.running.remove(&task_id) {
+            self.release_running(&run);
+        }
+        self.dispatch(&mut out);
+        out
+    }
+
+    /// A running task blocked in `get`: its CPU is lent to other tasks.
+    pub(crate) fn blocked(&mut self, task_id: TaskId) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Some(run) = self.running.get_mut(&task_id) {
+            if !run.blocked {
+                run.blocked = true;
+                let grant = run.grant.clone();
+                self.resources.release_cpu(&grant);
+            }
+        }
+        self.dispatch(&mut out);
+        out
+    }
+
+    /// A blocked task's objects arrived: it takes its CPU back before anything new starts
+    /// ([`Action::Unblocked`] once it has).
+    pub(crate) fn unblocked(&mut self, task_id: TaskId) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.unblock.push_back(task_id);
+        self.dispatch(&mut out);
+        out
+    }
+
+    /// An actor's constructor finished (`ok`) or failed.
+    pub(crate) fn actor_ready(&mut self, actor_id: ActorId, ok: bool) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !ok {
+            if let Some(h) = self.actors.remove(&actor_id) {
+                self.resources.release(&h.grant);
+                out.push(Action::StopActor(h.job, actor_id));
+            }
+        } else if let Some(h) = self.actors.get_mut(&actor_id) {
+            // Placed with its placement resources; it keeps only its lifetime resources.
+            if h.lifetime != h.grant.resources {
+                let grant = std::mem::take(&mut h.grant);
+                self.resources.release(&grant);
+            }
+        }
+        self.dispatch(&mut out);
+        out
+    }
+
+    /// Stop an actor hosted here (or about to be) and free its resources.
+    pub(crate) fn kill_hosted(&mut self, actor_id: ActorId, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Some(h) = self.actors.remove(&actor_id) {
+            out.push(Action::StopActor(h.job, actor_id));
+            self.resources.release(&h.grant);
+        } else {
+            // Not created yet: drop it from the queue, or refuse it when it arrives.
+            let dropped = self.queue.remove_where(
+                |r| matches!(&r.spec.kind, TaskKind::ActorCreation(c) if c.actor_id == actor_id),
+            );
+            if dropped.is_empty() {
+                self.killed.insert(actor_id, now);
+            }
+            for r in dropped {
+                let error = Error::ActorDied {
+                    actor: actor_id.to_string(),
+                    class: r.spec.function.path.to_string(),
+                    reason: "killed before it was created".into(),
+                };
+                out.push(Action::Report(r.spec, error));
+            }
+        }
+        self.dispatch(&mut out);
+        out
+    }
+
+    /// Forgets kills older than [`KILLED_TTL`]: a creation that never came will not come.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        self.killed
+            .retain(|_, at| now.saturating_duration_since(*at) < KILLED_TTL);
+    }
+
+    /// Kills remembered for actors not created here.
+    #[cfg(test)]
+    pub(crate) fn killed_len(&self) -> usize {
+        self.killed.len()
+    }
+
+    /// The GCS's new view of the cluster: tasks queued here that this node can never run move to
+    /// a node that can.
+    pub(crate) fn view(&mut self, nodes: Vec<ViewEntry>) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.view = nodes;
+        let total = self.resources.total().clone();
+        let views = self.views();
+        let me = self.node_id;
+        let stuck = self.queue.remove_where(|r| {
+            !r.spec.resources.is_subset_of(&total)
+                && views
+                    .iter()
+                    .any(|v| v.alive && v.id != me && v.feasible(&r.spec.resources))
+        });
+        for ready in stuck {
+            let target = views
+                .iter()
+                .find(|v| v.alive && v.id != me && v.feasible(&ready.spec.resources))
+                .map(|v| v.id);
+            let spec = ready.spec.clone();
+            let back = match target {
+                Some(node) => self.forward(node, spec, 1, &mut out).err(),
+                None => Some(spec),
+            };
+            if back.is_some() {
+                let class = ready.spec.resources.clone();
+                self.queue.push(&class, ready);
+            }
+        }
+        out
+    }
+
+    /// The job's worker could not start: what was launched for it fails.
+    pub(crate) fn worker_start_failed(
+        &mut self,
+        launched: Vec<Arc<TaskSpec>>,
+        reason: &str,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        for spec in launched {
+            match &spec.kind {
+                TaskKind::ActorCreation(c) => {
+                    let actor_id = c.actor_id;
+                    self.actor_lost(actor_id, reason, &mut out);
+                    let error = Error::ActorDied {
+                        actor: actor_id.to_string(),
+                        class: spec.function.path.to_string(),
+                        reason: reason.to_string(),
+                    };
+                    out.push(Action::Report(spec, error));
+                }
+                TaskKind::Normal { .. } => {
+                    let error = Error::WorkerDied {
+                        function: spec.function.path.to_string(),
+                        reason: reason.to_string(),
+                    };
+                    self.abort_running(spec.task_id, error, &mut out)
+                }
+            }
+        }
+        self.dispatch(&mut out);
+        out
+    }
+
+    /// The job's worker process died: its running tasks fail (their owners may retry them) and
+    /// its actors are lost (the GCS may restart them).
+    pub(crate) fn worker_exited(&mut self, job: JobId, reason: &str) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.abort_running_where(
+            |spec| spec.job_id == job,
+            |function| Error::WorkerDied {
+                function,
+                reason: reason.to_string(),
+            },
+            &mut out,
+        );
+        let actors: Vec<ActorId> = self
+            .actors
+            .iter()
+            .filter(|(_, h)| h.job == job)
+            .map(|(id, _)| *id)
+            .collect();
+        for actor_id in actors {
+            self.actor_lost(actor_id, reason, &mut out);
+        }
+        self.dispatch(&mut out);
+        out
+    }
+
+    /// An actor hosted here died with its process.
+    fn actor_lost(&mut self, actor_id: ActorId, reason: &str, out: &mut Vec<Action>) {
+        if let Some(h) = self.actors.remove(&actor_id) {
+            self.resources.release(&h.grant);
+            out.push(Action::ActorLost(
+                actor_id,
+                Error::ActorDied {
+                    actor: actor_id.to_string(),
+                    class: h.class.clone(),
+                    reason: reason.to_string(),
+                },
+            ));
+        }
+    }
+
+    /// Whether a detached actor of `job` lives here (its worker must outlive the driver).
+    pub(crate) fn keeps_detached(&self, job: JobId) -> bool {
+        self.actors.values().any(|h| h.job == job && h.detached)
+    }
+
+    /// Phase one of a reservation: set `bundles` aside, all or none.
+    pub(crate) fn prepare_bundles(
+        &mut self,
+        group: PlacementGroupId,
+        bundles: &[(u32, ResourceSet)],
+    ) -> Result<(), Error> {
+        let mut taken: Vec<(u32, Grant)> = Vec::new();
+        for (index, bundle) in bundles {
+            if self.bundles.contains_key(&(group, *index)) {
+                continue;
+            }
+            match self.resources.try_acquire(bundle) {
+                Some(g) => taken.push((*index, g)),
+                None => {
+                    for (_, g) in &taken {
+                        self.resources.release(g);
+                    }
+                    return Err(Error::invalid(format!(
+                        "node {} cannot reserve bundle {index} ({bundle:?}) now: it has {:?} free",
+                        self.node_id,
+                        self.resources.available()
+                    )));
+                }
+            }
+        }
+        for (index, grant) in taken {
+            self.bundles.insert(
+                (group, index),
+                BundleHold {
+                    grant,
+                    committed: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Phase two: the prepared bundles of `group` become the group's resources.
+    pub(crate) fn commit_group(&mut self, group: PlacementGroupId) -> Vec<Action> {
+        let mut out = Vec::new();
+        for ((g, index), hold) in self.bundles.iter_mut() {
+            if *g == group && hold.committed.is_none() {
+                let extra = committed_resources(*g, *index, &hold.grant.resources);
+                self.resources.add_capacity(&extra);
+                hold.committed = Some(extra);
+            }
+        }
+        self.dispatch(&mut out);
+        out
+    }
+
+    /// Returns bundles of `group` (`None`: all of them, and what uses the group here stops).
+    pub(crate) fn cancel_bundles(
+        &mut self,
+        group: PlacementGroupId,
+        indices: Option<&[u32]>,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        let keys: Vec<(PlacementGroupId, u32)> = self
+            .bundles
+            .keys()
+            .filter(|(g, i)| *g == group && indices.is_none_or(|v| v.contains(i)))
+            .copied()
+            .collect();
+        if indices.is_none() {
+            // The group is gone: what waits for it here (even without its bundles) goes too.
+            self.evict_group(group, &mut out);
+        }
+        for key in keys {
+            if let Some(hold) = self.bundles.remove(&key) {
+                if let Some(extra) = &hold.committed {
+                    self.resources.remove_capacity(extra);
+                }
+                self.resources.release(&hold.grant);
+            }
+        }
+        self.dispatch(&mut out);
+        out
+    }
+
+    /// Stops what uses `group` here (its bundles are going): actors are killed, tasks failed
+    /// (queued ones at once; running ones are reported failed to their owners).
+    fn evict_group(&mut self, group: PlacementGroupId, out: &mut Vec<Action>) {
+        let reason = "its placement group was removed";
+        let actors: Vec<ActorId> = self
+            .actors
+            .iter()
+            .filter(|(_, h)| h.group == Some(group))
+            .map(|(id, _)| *id)
+            .collect();
+        for actor_id in actors {
+            if let Some(h) = self.actors.remove(&actor_id) {
+                out.push(Action::StopActor(h.job, actor_id));
+                self.resources.release(&h.grant);
+                out.push(Action::ActorFailed(
+                    actor_id,
+                    Error::ActorDied {
+                        actor: actor_id.to_string(),
+                        class: h.class.clone(),
+                        reason: reason.into(),
+                    },
+                ));
+            }
+        }
+        let queued = self
+            .queue
+            .remove_where(|r| group_of(&r.spec) == Some(group));
+        for r in queued {
+            let error = match &r.spec.kind {
+                TaskKind::ActorCreation(c) => {
+                    let e = Error::ActorUnschedulable {
+                        actor: c.actor_id.to_string(),
+                        class: r.spec.function.path.to_string(),
+                        reason: reason.into(),
+                    };
+                    out.push(Action::ActorFailed(c.actor_id, e.clone()));
+                    e
+                }
+                TaskKind::Normal { .. } => Error::Cancelled {
+                    task: r.spec.function.path.to_string(),
+                    reason: reason.into(),
+                },
+            };
+            out.push(Action::Report(r.spec, error));
+        }
+        self.abort_running_where(
+            |spec| group_of(spec) == Some(group),
+            |task| Error::Cancelled {
+                task,
+                reason: reason.into(),
+            },
+            out,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::WorkerId;
+    use crate::placement::policy::tests::cpus;
+    use crate::protocol::refs::OwnerAddress;
+    use crate::protocol::task::FunctionRef;
+    use std::borrow::Cow;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn n(i: u128) -> NodeId {
+        NodeId(i << 16)
+    }
+
+    fn task(cpu: u64, strategy: SchedulingStrategy, owner: SocketAddr) -> Arc<TaskSpec> {
+        let task_id = TaskId::fresh();
+        Arc::new(TaskSpec {
+            task_id,
+            job_id: JobId(1 << 16),
+            parent: None,
+            function: FunctionRef {
+                id: 1,
+                path: Cow::Borrowed("t::f"),
+            },
+            args: Vec::new(),
+            return_id: ObjectId::for_return(task_id, 0),
+            resources: cpus(cpu),
+            strategy,
+            max_retries: 0,
+            retry_exceptions: false,
+            attempt: 0,
+            owner: OwnerAddress {
+                worker: WorkerId(1 << 16),
+                node: n(1),
+                addr: owner,
+            },
+            kind: TaskKind::Normal { is_async: false },
+            pinned: Vec::new(),
+        })
+    }
+
+    fn launched(actions: &[Action]) -> Vec<TaskId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Launch(r, _) => Some(r.spec.task_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn admission_never_overcommits_and_done_tasks_make_room() {
+        let mut s = Scheduler::new(n(1), addr(1), cpus(2));
+        let ts: Vec<_> = (0..3)
+            .map(|_| task(1, SchedulingStrategy::Default, addr(1)))
+            .collect();
+        let mut started = Vec::new();
+        for t in &ts {
+            started.extend(launched(&s.submit(t.clone(), 0, 0)));
+        }
+        assert_eq!(started, vec![ts[0].task_id, ts[1].task_id]);
+        assert_eq!(s.snapshot().demands.len(), 1);
+        assert_eq!(launched(&s.task_done(ts[0].task_id)), vec![ts[2].task_id]);
+        assert!(s.snapshot().demands.is_empty());
+    }
+
+    #[test]
+    fn a_blocked_task_lends_its_cpu_and_takes_it_back_first() {
+        let mut s = Scheduler::new(n(1), addr(1), cpus(1));
+        let (a, b, c) = (
+            task(1, SchedulingStrategy::Default, addr(1)),
+            task(1, SchedulingStrategy::Default, addr(1)),
+            task(1, SchedulingStrategy::Default, addr(1)),
+        );
+        s.submit(a.clone(), 0, 0);
+        assert!(launched(&s.submit(b.clone(), 0, 0)).is_empty());
+        // A waits for its children: B gets the CPU.
+        assert_eq!(launched(&s.blocked(a.task_id)), vec![b.task_id]);
+        assert!(launched(&s.submit(c.clone(), 0, 0)).is_empty());
+        // A's objects arrive while B runs: A waits for the CPU, ahead of C.
+        let out = s.unblocked(a.task_id);
+        assert!(out.is_empty());
+        let out = s.task_done(b.task_id);
+        assert!(
+            matches!(out[..], [Action::Unblocked(t)] if t == a.task_id),
+            "{out:?}"
+        );
+        assert_eq!(launched(&s.task_done(a.task_id)), vec![c.task_id]);
+    }
+
+    #[test]
+    fn an_infeasible_task_spills_to_a_node_that_fits_when_one_appears() {
+        let mut s = Scheduler::new(n(1), addr(1), cpus(2));
+        let big = task(4, SchedulingStrategy::Default, addr(9));
+        assert!(s.submit(big.clone(), 0, 0).is_empty(), "waits as a demand");
+        let out = s.view(vec![ViewEntry {
+            node_id: n(2),
+            address: addr(2),
+            alive: true,
+            total: cpus(8),
+            available: cpus(8),
+        }]);
+        assert!(
+            matches!(&out[..], [Action::Forward { address, spec, hops: 1 }]
+                if *address == addr(2) && spec.task_id == big.task_id),
+            "{out:?}"
+        );
+        // The owner (elsewhere) hears where it went.
+        let placed = s.take_placed();
+        assert!(placed
+            .iter()
+            .any(|((o, node), _)| *o == addr(9) && *node == n(2)));
+    }
+
+    #[test]
+    fn hard_affinity_to_a_missing_node_fails_at_once() {
+        let mut s = Scheduler::new(n(1), addr(1), cpus(2));
+        let t = task(
+            1,
+            SchedulingStrategy::NodeAffinity {
+                node_id: n(7),
+                soft: false,
+            },
+            addr(1),
+        );
+        let out = s.submit(t, 0, 0);
+        assert!(
+            matches!(
+                &out[..],
+                [Action::Report(_, Error::TaskUnschedulable { .. })]
+            ),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn kills_of_actors_never_created_here_are_forgotten_after_a_while() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(n(1), addr(1), cpus(2));
+        s.kill_hosted(ActorId::fresh(), t0);
+        assert_eq!(s.killed_len(), 1);
+        s.tick(t0 + KILLED_TTL / 2);
+        assert_eq!(s.killed_len(), 1);
+        s.tick(t0 + KILLED_TTL);
+        assert_eq!(s.killed_len(), 0);
+    }
+
+    #[test]
+    fn a_dead_worker_fails_its_running_tasks_and_frees_their_resources() {
+        let mut s = Scheduler::new(n(1), addr(1), cpus(1));
+        let t = task(1, SchedulingStrategy::Default, addr(1));
+        s.submit(t.clone(), 0, 0);
+        assert_eq!(s.available(), &cpus(0));
+        let out = s.worker_exited(t.job_id, "killed");
+        assert!(
+            matches!(&out[..], [Action::Report(_, Error::WorkerDied { .. })]),
+            "{out:?}"
+        );
+        assert_eq!(s.available(), &cpus(1));
+    }
+
+    /// Three raylet cores wired by hand: a burst submitted to node 1 spills to the others
+    /// (through the view each gets), each forwarded task runs where it lands, then node 3 dies:
+    /// its tasks are lost to it and the view moves new work elsewhere.
+    #[test]
+    fn simulated_three_nodes_spill_a_burst_and_route_around_a_dead_node() {
+        let mut nodes: Vec<Scheduler> = (1..=3)
+            .map(|i| Scheduler::new(n(i), addr(i as u16), cpus(2)))
+            .collect();
+        let view = |nodes: &[Scheduler], dead: Option<usize>| -> Vec<ViewEntry> {
+            nodes
+                .iter()
+                .enumerate()
+                .map(|(k, s)| ViewEntry {
+                    node_id: n(k as u128 + 1),
+                    address: addr(k as u16 + 1),
+                    alive: Some(k) != dead,
+                    total: s.total().clone(),
+                    available: s.available().clone(),
+                })
+                .collect()
+        };
+        let v = view(&nodes, None);
+        for s in nodes.iter_mut() {
+            s.view(v.clone());
+        }
+        let mut running: Vec<(usize, TaskId)> = Vec::new();
+        let mut inbox: Vec<(usize, Arc<TaskSpec>, u8)> = (0..6)
+            .map(|_| (0, task(1, SchedulingStrategy::Default, addr(9)), 0))
+            .collect();
+        let mut random = 0u64;
+        while let Some((k, spec, hops)) = inbox.pop() {
+            random += 1;
+            for a in nodes[k].submit(spec, hops, random) {
+                match a {
+                    Action::Launch(r, _) => running.push((k, r.spec.task_id)),
+                    Action::Forward {
+                        address,
+                        spec,
+                        hops,
+                    } => {
+                        let to = (address.port() - 1) as usize;
+                        inbox.push((to, spec, hops));
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        assert_eq!(running.len(), 6, "six CPUs, six tasks, all running");
+        for k in 0..3 {
+            assert_eq!(
+                running.iter().filter(|(at, _)| *at == k).count(),
+                2,
+                "node {} runs two",
+                k + 1
+            );
+        }
+        // Node 3 dies; the others learn it from the view and stop sending there.
+        let v = view(&nodes, Some(2));
+        nodes[0].view(v.clone());
+        let spread = task(1, SchedulingStrategy::Spread, addr(9));
+        let out = nodes[0].submit(spread, 0, 0);
+        assert!(
+            out.iter()
+                .all(|a| !matches!(a, Action::Forward { address, .. } if *address == addr(3))),
+            "{out:?}"
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! Messages to the GCS: membership, jobs and their executables, the actor directory, and
+//! placement groups.
+
+use crate::error::Error;
+use crate::ids::{ActorId, JobId, NodeId, PlacementGroupId};
+use crate::placement::bundles::PlacementStrategy;
+use crate::placement::group::PlacementGroupState;
+use crate::protocol::svc;
+use crate::protocol::task::TaskSpec;
+use crate::resources::ResourceSet;
+use actix::prelude::*;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A node, as [`GetNodes`] reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct NodeEntry {
+    pub(crate) node_id: NodeId,
+    /// The node's process: where its raylet is reached.
+    pub(crate) address: SocketAddr,
+    pub(crate) alive: bool,
+    pub(crate) total: ResourceSet,
+}
+
+/// A raylet joins.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct RegisterNode {
+    pub(crate) node_id: NodeId,
+    /// The raylet's process.
+    pub(crate) address: SocketAddr,
+    pub(crate) total: ResourceSet,
+}
+
+/// A raylet is alive, and this is what it has free.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct Heartbeat {
+    pub(crate) node_id: NodeId,
+    pub(crate) available: ResourceSet,
+    /// Totals change as placement-group bundles are committed and returned.
+    pub(crate) total: ResourceSet,
+}
+
+/// Lists the nodes.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Vec<NodeEntry>")]
+pub(crate) struct GetNodes;
+
+/// The executable a driver runs: content hash and file name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ExeInfo {
+    pub(crate) hash: String,
+    pub(crate) name: String,
+}
+
+/// A driver starts a job. Answers whether the GCS still needs the driver's executable.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<bool, Error>")]
+pub(crate) struct RegisterJob {
+    pub(crate) job_id: JobId,
+    pub(crate) namespace: String,
+    /// The driver's process: the job ends when it goes.
+    pub(crate) driver: SocketAddr,
+    /// The driver's executable, which nodes run as the job's workers (none when the driver's
+    /// own process runs them).
+    pub(crate) exe: Option<ExeInfo>,
+}
+
+/// A job, as [`GetJob`] reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct JobInfo {
+    pub(crate) namespace: String,
+    pub(crate) exe: Option<ExeInfo>,
+}
+
+/// Looks up a job (a raylet about to start the job's worker process).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<JobInfo, Error>")]
+pub(crate) struct GetJob {
+    pub(crate) job_id: JobId,
+}
+
+/// A driver uploads its executable (content-addressed).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct PutBinary {
+    pub(crate) hash: String,
+    pub(crate) data: Bytes,
+}
+
+/// A node downloads a job's executable.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<Bytes, Error>")]
+pub(crate) struct GetBinary {
+    pub(crate) hash: String,
+}
+
+/// A driver is done: its workers and non-detached actors go.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct FinishJob {
+    pub(crate) job_id: JobId,
+}
+
+/// Outcome of registering an actor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Registered {
+    /// A new actor: its creation is scheduled.
+    New,
+    /// `get_if_exists` found a live actor of that name.
+    Existing { actor_id: ActorId, class: String },
+}
+
+/// Registers an actor (claiming its name) and schedules its creation.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<Registered, Error>")]
+pub(crate) struct CreateActor {
+    pub(crate) spec: Arc<TaskSpec>,
+    pub(crate) get_if_exists: bool,
+}
+
+/// The actor's constructor succeeded in the worker whose process is `host`.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct ActorStarted {
+    pub(crate) actor_id: ActorId,
+    pub(crate) node_id: NodeId,
+    pub(crate) host: SocketAddr,
+}
+
+/// The actor died for good (constructor failed, unschedulable, killed).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct ActorFailed {
+    pub(crate) actor_id: ActorId,
+    pub(crate) error: Error,
+}
+
+/// The actor's process died: it is restarted if its `max_restarts` allows, else dead.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct ActorLost {
+    pub(crate) actor_id: ActorId,
+    pub(crate) error: Error,
+}
+
+/// A change in an actor's state, as told to a watcher.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum ActorUpdate<A> {
+    /// The actor is up at `addr`; `incarnation` counts (re)starts from 0.
+    Alive { addr: A, incarnation: u32 },
+    /// The actor is dead and will not come back.
+    Dead(Error),
+}
+
+/// Answered when the actor is alive (with an incarnation newer than `after`) or dead; the
+/// `subscriber`'s process is told at once if it dies or restarts later.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<ActorUpdate<SocketAddr>, Error>")]
+pub(crate) struct WatchActor {
+    pub(crate) actor_id: ActorId,
+    pub(crate) after: Option<u32>,
+    pub(crate) subscriber: SocketAddr,
+}
+
+/// Kills an actor (no restart).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct KillActor {
+    pub(crate) actor_id: ActorId,
+    pub(crate) reason: String,
+}
+
+/// Every handle to an actor was dropped.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct ActorOutOfScope {
+    pub(crate) actor_id: ActorId,
+}
+
+/// Finds a named actor.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(ActorId, String), Error>")]
+pub(crate) struct LookupActor {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+}
+
+/// A row of `list actors`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ActorSummary {
+    pub(crate) actor_id: ActorId,
+    pub(crate) class: String,
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) state: String,
+    pub(crate) node: Option<NodeId>,
+}
+
+/// Lists actors.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Vec<ActorSummary>")]
+pub(crate) struct ListActors;
+
+/// A placement group as the GCS reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PgSummary {
+    pub(crate) id: PlacementGroupId,
+    pub(crate) name: Option<(String, String)>,
+    pub(crate) state: PlacementGroupState,
+    pub(crate) strategy: PlacementStrategy,
+    pub(crate) bundles: Vec<ResourceSet>,
+    pub(crate) nodes: Vec<Option<NodeId>>,
+    pub(crate) detached: bool,
+    pub(crate) job: JobId,
+}
+
+/// Creates a group (answered once registered; reservation is asynchronous).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct CreatePlacementGroup {
+    pub(crate) id: PlacementGroupId,
+    pub(crate) name: Option<(String, String)>,
+    pub(crate) bundles: Vec<ResourceSet>,
+    pub(crate) strategy: PlacementStrategy,
+    pub(crate) job: JobId,
+    pub(crate) detached: bool,
+}
+
+/// Answered when the group is created (or with an error once it is removed).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct WaitPlacementGroup {
+    pub(crate) id: PlacementGroupId,
+}
+
+/// Removes a group: its bundles are returned and whatever used them is killed.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct RemovePlacementGroup {
+    pub(crate) id: PlacementGroupId,
+}
+
+/// Finds a named group.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<PgSummary, Error>")]
+pub(crate) struct GetPlacementGroup {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+}
+
+/// Lists groups (one, or all in creation order).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Vec<PgSummary>")]
+pub(crate) struct ListPlacementGroups {
+    pub(crate) id: Option<PlacementGroupId>,
+}
+
+super::wire!(TAGS, svc::Gcs:
+    RegisterNode = 1,
+    Heartbeat = 2,
+    GetNodes = 3,
+    RegisterJob = 4,
+    GetJob = 5,
+    PutBinary = 6,
+    GetBinary = 7,
+    FinishJob = 8,
+    CreateActor = 9,
+    ActorStarted = 10,
+    ActorFailed = 11,
+    ActorLost = 12,
+    WatchActor = 13,
+    KillActor = 14,
+    ActorOutOfScope = 15,
+    LookupActor = 16,
+    ListActors = 17,
+    CreatePlacementGroup = 18,
+    WaitPlacementGroup = 19,
+    RemovePlacementGroup = 20,
+    GetPlacementGroup = 21,
+    ListPlacementGroups = 22,
+);

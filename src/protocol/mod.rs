@@ -1,0 +1,93 @@
+//! The protocol between lumen's components: every message one component sends another, and the
+//! data those messages carry (task specs, refs, objects' values).
+//!
+//! This layer sits between the transport, which moves messages, and the services, which handle
+//! them: the GCS, raylets, workers and owners each import the messages of the others from here,
+//! never each other's code, so no service depends on another's implementation.
+//!
+//! - [`svc`]: the kinds of component a [`Target`](crate::transport::net::Target) can name.
+//! - [`task`]: the task specification (a task's arguments, resources, owner and lineage).
+//! - [`refs`]: untyped object refs, owners' addresses, and objects' stored content.
+//! - [`gcs`], [`raylet`], [`worker`], [`owner`]: the messages each kind of component takes.
+//!
+//! Every message has a tag unique among all messages ([`TAGS`] lists them; a unit test checks
+//! they are distinct).
+
+pub(crate) mod gcs;
+pub(crate) mod owner;
+pub(crate) mod raylet;
+pub(crate) mod refs;
+pub(crate) mod task;
+pub(crate) mod worker;
+
+/// Implements [`Wire`](crate::transport::net::Wire) for each message: its tag and its service,
+/// and lists the tags in `$all` for the uniqueness test.
+macro_rules! wire {
+    ($all:ident, $svc:ty: $($ty:ident = $tag:expr),* $(,)?) => {
+        $(impl crate::transport::net::Wire for $ty {
+            const TAG: u16 = $tag;
+            type To = $svc;
+        })*
+        /// The tags of this service's messages.
+        #[cfg(test)]
+        pub(crate) const $all: &[(&str, u16)] = &[$((stringify!($ty), $tag)),*];
+    };
+}
+pub(crate) use wire;
+
+/// The kinds of component.
+pub(crate) mod svc {
+    use crate::transport::net::Service;
+
+    /// The GCS: membership, jobs, actors, placement groups.
+    #[derive(Debug)]
+    pub(crate) struct Gcs;
+    impl Service for Gcs {
+        const NAME: &'static str = "GCS";
+    }
+
+    /// A node's raylet: resources, admission and dispatch.
+    #[derive(Debug)]
+    pub(crate) struct Raylet;
+    impl Service for Raylet {
+        const NAME: &'static str = "raylet";
+    }
+
+    /// A process that runs tasks and hosts actors: a worker process, or an embedded runtime.
+    #[derive(Debug)]
+    pub(crate) struct Worker;
+    impl Service for Worker {
+        const NAME: &'static str = "worker";
+    }
+
+    /// A process that owns objects: a driver or a worker (what it submitted and put).
+    #[derive(Debug)]
+    pub(crate) struct Owner;
+    impl Service for Owner {
+        const NAME: &'static str = "object owner";
+    }
+}
+
+/// Every message's tag, by service.
+#[cfg(test)]
+pub(crate) const TAGS: &[&[(&str, u16)]] = &[gcs::TAGS, raylet::TAGS, worker::TAGS, owner::TAGS];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tag_is_distinct_and_in_range() {
+        let mut seen = std::collections::HashMap::new();
+        for (name, tag) in TAGS.iter().flat_map(|t| t.iter()) {
+            assert!(
+                (*tag as usize) < crate::transport::net::MAX_TAGS,
+                "{name}: tag {tag}"
+            );
+            if let Some(other) = seen.insert(*tag, *name) {
+                panic!("{name} and {other} share tag {tag}");
+            }
+        }
+        assert!(seen.len() > 40);
+    }
+}

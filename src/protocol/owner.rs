@@ -1,0 +1,87 @@
+//! Messages to an object's owner: results of tasks and actor calls that ran elsewhere, reads of
+//! its objects, borrowers coming and going, and news of nodes and actors that died.
+
+use crate::error::Error;
+use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
+use crate::protocol::refs::{RawRef, Stored};
+use crate::protocol::svc;
+use actix::prelude::*;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// The outcome of a task or actor call, sent to its owner. `contains` are the refs serialized
+/// inside the value: the owner takes its own reference to each before the sender lets its go
+/// (sent as a request when there are any, answered once the result is stored).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct TaskResult {
+    pub(crate) task_id: TaskId,
+    pub(crate) return_id: ObjectId,
+    pub(crate) outcome: Result<Bytes, Error>,
+    pub(crate) contains: Vec<RawRef>,
+}
+
+/// Reads an object the owner owns: answered when the object is ready, with its value if it is
+/// at most `inline_max` bytes.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Fetched")]
+pub(crate) struct GetObject {
+    pub(crate) id: ObjectId,
+    pub(crate) inline_max: u64,
+}
+
+/// The answer to [`GetObject`].
+#[derive(Serialize, Deserialize, MessageResponse, Debug)]
+pub(crate) enum Fetched {
+    /// The value (or the error the object holds).
+    Here(Stored),
+    /// Ready, but larger than asked for: the reader that needs it fetches it itself.
+    TooLarge(u64),
+}
+
+/// The process `from` starts (`true`) or stops holding refs to objects this owner owns, in order.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct Borrow {
+    pub(crate) from: SocketAddr,
+    pub(crate) changes: Vec<(ObjectId, bool)>,
+}
+
+/// A node died: tasks this owner had there are lost.
+#[derive(Message, Serialize, Deserialize, Clone)]
+#[rtype(result = "()")]
+pub(crate) struct NodeDied {
+    pub(crate) node: NodeId,
+    pub(crate) reason: String,
+}
+
+/// A raylet queued these tasks (by return object) of this owner: if its node dies, the owner
+/// retries them.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct TasksPlaced {
+    pub(crate) node: NodeId,
+    pub(crate) returns: Vec<ObjectId>,
+    /// The reporting raylet's process, when the tasks are queued on its own node.
+    pub(crate) raylet: Option<SocketAddr>,
+}
+
+/// The GCS tells a process calling an actor that the actor died.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct ActorDead {
+    pub(crate) actor_id: ActorId,
+    pub(crate) error: Error,
+    /// Its process died but it is being restarted: calls in flight fail, new ones wait.
+    pub(crate) restarting: bool,
+}
+
+super::wire!(TAGS, svc::Owner:
+    TaskResult = 60,
+    GetObject = 61,
+    Borrow = 62,
+    NodeDied = 63,
+    TasksPlaced = 64,
+    ActorDead = 65,
+);

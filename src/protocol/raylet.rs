@@ -1,0 +1,160 @@
+//! Messages to a raylet: tasks to queue, what the node's workers report, the GCS's view of the
+//! cluster, and the placement-group reservation.
+
+use crate::error::Error;
+use crate::ids::{ActorId, JobId, NodeId, PlacementGroupId, TaskId, WorkerId};
+use crate::protocol::svc;
+use crate::protocol::task::TaskSpec;
+use crate::resources::ResourceSet;
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Queue a task (or actor creation) on this node; `hops` counts forwards so far (an actor
+/// creation placed by the GCS arrives with 1).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct SubmitTask {
+    pub(crate) spec: Arc<TaskSpec>,
+    pub(crate) hops: u8,
+}
+
+/// A task finished; its resources are free again.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct TaskDone {
+    pub(crate) task_id: TaskId,
+}
+
+/// A running task blocked in `get`: lend its CPU to other tasks.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct TaskBlocked {
+    pub(crate) task_id: TaskId,
+}
+
+/// The blocked task's objects arrived: answered when it has its CPU back.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct TaskUnblocked {
+    pub(crate) task_id: TaskId,
+}
+
+/// An actor's constructor finished (`ok`) or failed.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct ActorReady {
+    pub(crate) actor_id: ActorId,
+    pub(crate) ok: bool,
+}
+
+/// Stop an actor hosted on this node (or about to be) and free its resources.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct KillHostedActor {
+    pub(crate) actor_id: ActorId,
+}
+
+/// The node's available resources and what waits.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "ResourceSnapshot")]
+pub(crate) struct GetResources;
+
+/// What [`GetResources`] answers.
+#[derive(Debug, Clone, MessageResponse, Serialize, Deserialize)]
+pub(crate) struct ResourceSnapshot {
+    pub(crate) available: ResourceSet,
+    /// Queued requests that do not fit now: each resource shape with how many wait for it.
+    pub(crate) demands: Vec<(ResourceSet, usize)>,
+    /// Tasks waiting for their arguments.
+    pub(crate) waiting_for_args: usize,
+}
+
+/// One node in the GCS's resource view.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ViewEntry {
+    pub(crate) node_id: NodeId,
+    pub(crate) address: SocketAddr,
+    pub(crate) alive: bool,
+    pub(crate) total: ResourceSet,
+    pub(crate) available: ResourceSet,
+}
+
+/// The GCS's view of every node, broadcast to each raylet.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct ClusterView {
+    pub(crate) nodes: Vec<ViewEntry>,
+}
+
+/// A job's worker on this node is up, in the process at `address`.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct RegisterWorker {
+    pub(crate) job_id: JobId,
+    pub(crate) worker_id: WorkerId,
+    pub(crate) address: SocketAddr,
+    pub(crate) pid: u32,
+}
+
+/// A job's driver is gone: stop its worker process here.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct JobEnded {
+    pub(crate) job_id: JobId,
+}
+
+/// A node died: the raylet passes it on to the workers here (they own tasks too).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct NodeDown {
+    pub(crate) node: NodeId,
+    pub(crate) reason: String,
+}
+
+/// Phase one of a placement-group reservation: set these bundles' resources aside (all or
+/// none); with `commit`, phase two too.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct PrepareBundles {
+    pub(crate) group: PlacementGroupId,
+    pub(crate) bundles: Vec<(u32, ResourceSet)>,
+    /// Commit at once: this node is the only one in the round, so preparing it is the whole
+    /// reservation (one round trip instead of two).
+    #[serde(default)]
+    pub(crate) commit: bool,
+}
+
+/// Phase two: the prepared bundles of `group` become the group's resources.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct CommitBundles {
+    pub(crate) group: PlacementGroupId,
+}
+
+/// Returns bundles of `group` (`indices`: those; `None`: all, and what uses the group here is
+/// stopped), prepared or committed.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct CancelBundles {
+    pub(crate) group: PlacementGroupId,
+    pub(crate) indices: Option<Vec<u32>>,
+}
+
+super::wire!(TAGS, svc::Raylet:
+    SubmitTask = 30,
+    TaskDone = 31,
+    TaskBlocked = 32,
+    TaskUnblocked = 33,
+    ActorReady = 34,
+    KillHostedActor = 35,
+    GetResources = 36,
+    ClusterView = 37,
+    RegisterWorker = 38,
+    JobEnded = 39,
+    NodeDown = 40,
+    PrepareBundles = 41,
+    CommitBundles = 42,
+    CancelBundles = 43,
+);

@@ -1,0 +1,144 @@
+//! Supervision of lumen's own components: a panic inside a system component is never silent.
+//!
+//! The GCS, raylets, store shards and the owner's message handlers are lumen's code, not the
+//! user's; a panic in one of them means its state can no longer be trusted, and the messages it
+//! would have handled would be dropped without a word (an actix actor whose thread unwinds is
+//! simply gone). So each such component names itself on its thread ([`component`]) and marks
+//! the message it is handling ([`handling`]); if a panic happens there, the process logs which
+//! component panicked, on which message and why, and exits with status [`EXIT_CODE`]. Panics in
+//! user code (tasks, actor methods) are caught where that code runs and become task errors; they
+//! never reach this hook.
+
+use std::cell::Cell;
+use std::sync::Once;
+
+/// The exit status of a process whose system component panicked (`EX_SOFTWARE`).
+pub const EXIT_CODE: i32 = 70;
+
+thread_local! {
+    static COMPONENT: Cell<Option<&'static str>> = const { Cell::new(None) };
+    static MESSAGE: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+static HOOK: Once = Once::new();
+
+/// Installs the panic hook (once per process), chained in front of the one already there.
+fn install() {
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let component = COMPONENT.with(Cell::get);
+            let message = MESSAGE.with(Cell::get);
+            match (component, message) {
+                (Some(component), Some(message)) => {
+                    let what = info
+                        .payload()
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    let at = info
+                        .location()
+                        .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                        .unwrap_or_default();
+                    let report = format!(
+                        "lumen: the {component} panicked while handling {message}{at}: {what}; \
+                         its state can no longer be trusted, so this process exits (status {})",
+                        EXIT_CODE
+                    );
+                    tracing::error!("{report}");
+                    eprintln!("{report}");
+                    std::process::exit(EXIT_CODE);
+                }
+                _ => previous(info),
+            }
+        }));
+    });
+}
+
+/// Names the system component that runs on this thread (call it where the component starts on
+/// its own thread).
+pub(crate) fn component(name: &'static str) {
+    install();
+    COMPONENT.with(|c| c.set(Some(name)));
+}
+
+/// While alive, this thread is handling a message of type `M`.
+#[must_use]
+pub(crate) struct Handling {
+    previous: (Option<&'static str>, Option<&'static str>),
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        let (component, message) = self.previous;
+        COMPONENT.with(|c| c.set(component));
+        MESSAGE.with(|m| m.set(message));
+    }
+}
+
+fn short_name<M>() -> &'static str {
+    let full = std::any::type_name::<M>();
+    full.rsplit("::").next().unwrap_or(full)
+}
+
+/// Marks this thread as handling `M` in the component named on it.
+pub(crate) fn handling<M>() -> Handling {
+    let previous = (
+        COMPONENT.with(Cell::get),
+        MESSAGE.with(|m| m.replace(Some(short_name::<M>()))),
+    );
+    Handling { previous }
+}
+
+/// Marks this thread as handling `M` in `component` (for handlers that run on whichever thread
+/// delivers the message, such as the owner's).
+pub(crate) fn handling_in<M>(component: &'static str) -> Handling {
+    install();
+    let previous = (
+        COMPONENT.with(|c| c.replace(Some(component))),
+        MESSAGE.with(|m| m.replace(Some(short_name::<M>()))),
+    );
+    Handling { previous }
+}
+
+/// Whether a panic on this thread now would be reported as a system component's.
+#[cfg(test)]
+pub(crate) fn current() -> Option<(&'static str, &'static str)> {
+    Some((COMPONENT.with(Cell::get)?, MESSAGE.with(Cell::get)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Ping;
+
+    #[test]
+    fn handling_marks_the_message_and_restores_what_was_there() {
+        std::thread::spawn(|| {
+            assert_eq!(current(), None);
+            component("raylet");
+            assert_eq!(current(), None, "no message yet");
+            {
+                let _h = handling::<Ping>();
+                assert_eq!(current(), Some(("raylet", "Ping")));
+                {
+                    let _inner = handling_in::<u32>("object owner");
+                    assert_eq!(current(), Some(("object owner", "u32")));
+                }
+                assert_eq!(current(), Some(("raylet", "Ping")));
+            }
+            assert_eq!(current(), None);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn user_panics_outside_a_handler_are_left_to_the_previous_hook() {
+        install();
+        let r = std::thread::spawn(|| panic!("user code")).join();
+        assert!(r.is_err(), "the panic unwound normally instead of exiting");
+    }
+}

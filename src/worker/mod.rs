@@ -1,0 +1,16 @@
+//! The core worker: the part of lumen in every process that runs user code or owns objects (a
+//! driver, a worker process, an embedded runtime).
+//!
+//! - [`runtime`]: this process's runtime: job, switchboard, reference table, actor callers,
+//!   tasks in flight; task submission.
+//! - [`owner`]: the owner's message handlers: results arriving, reads of owned objects,
+//!   borrowers, dead nodes and actors.
+//! - [`pool`]: the worker pool: where admitted tasks and actors run in this process.
+//! - [`thread`]: the worker-thread actor that runs sync tasks.
+//! - [`executor`]: running admitted tasks and handing their outcomes on.
+
+pub(crate) mod executor;
+pub(crate) mod owner;
+pub(crate) mod pool;
+pub(crate) mod runtime;
+pub(crate) mod thread;

@@ -1,0 +1,194 @@
+//! The owner's side of this process: the messages an owner of objects takes, wherever they come
+//! from (this process or another).
+//!
+//! Results of the tasks and actor calls it submitted arrive ([`TaskResult`]): it retries a task
+//! whose failure allows it, else stores the outcome, takes its own references to the refs inside
+//! it and lets the arguments' pins go. Other processes read its objects ([`GetObject`]), start
+//! and stop borrowing them ([`Borrow`]), and the cluster tells it of dead nodes and actors.
+
+use crate::error::Error;
+use crate::ids::{NodeId, ObjectId};
+use crate::objects::read;
+use crate::protocol::owner::*;
+use crate::protocol::refs::{RawRef, Stored};
+use crate::protocol::task::TaskSpec;
+use crate::supervise;
+use crate::transport::net::{Net, Reply, Wire};
+use crate::worker::runtime::Runtime;
+use bytes::Bytes;
+use std::sync::{Arc, Weak};
+
+const OWNER: &str = "object owner";
+
+/// Registers this process's owner handlers in `net`.
+pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
+    fn direct<M: Wire<Result = ()>>(
+        net: &Net,
+        rt: &Arc<Runtime>,
+        f: fn(&Arc<Runtime>, M),
+    ) -> Result<(), Error> {
+        let (tell, ask) = (Arc::downgrade(rt), Arc::downgrade(rt));
+        net.serve::<M>(
+            move |m| {
+                if let Some(rt) = tell.upgrade() {
+                    let _h = supervise::handling_in::<M>(OWNER);
+                    f(&rt, m);
+                }
+            },
+            move |m| -> Reply<M> {
+                if let Some(rt) = ask.upgrade() {
+                    let _h = supervise::handling_in::<M>(OWNER);
+                    f(&rt, m);
+                }
+                Box::pin(async { Ok(()) })
+            },
+        )
+    }
+    direct::<TaskResult>(net, rt, on_task_result)?;
+    direct::<Borrow>(net, rt, |rt, m| {
+        for (id, add) in m.changes {
+            rt.refs.borrower(id, m.from, add);
+        }
+    })?;
+    direct::<NodeDied>(net, rt, on_node_died)?;
+    direct::<TasksPlaced>(net, rt, on_tasks_placed)?;
+    direct::<ActorDead>(net, rt, |rt, m| {
+        rt.actors.actor_died(m.actor_id, m.error, m.restarting)
+    })?;
+    let weak: Weak<Runtime> = Arc::downgrade(rt);
+    net.serve::<GetObject>(
+        |_| tracing::warn!("a read of an object sent as a one-way message was ignored"),
+        move |m| -> Reply<GetObject> {
+            let rt = weak.upgrade();
+            Box::pin(async move {
+                let rt = rt.ok_or_else(|| Error::shutdown("reading an object from its owner"))?;
+                let table = rt.refs.clone();
+                drop(rt);
+                Ok(match read::read_owned(table, m.id).await {
+                    Stored::Value(b) if b.len() as u64 > m.inline_max => {
+                        Fetched::TooLarge(b.len() as u64)
+                    }
+                    v => Fetched::Here(v),
+                })
+            })
+        },
+    )?;
+    let weak: Weak<Runtime> = Arc::downgrade(rt);
+    net.on_lost(Arc::new(move |peer, reason| {
+        if let Some(rt) = weak.upgrade() {
+            let _h = supervise::handling_in::<PeerGone>(OWNER);
+            rt.actors.peer_lost(peer, reason);
+            rt.refs.drop_borrower(peer);
+        }
+    }));
+    Ok(())
+}
+
+/// Marks the handling of a lost connection, for the supervisor's report.
+struct PeerGone;
+
+/// A result arrived from the process that ran the task or call.
+fn on_task_result(rt: &Arc<Runtime>, msg: TaskResult) {
+    if rt.actors.is_call(msg.return_id) {
+        rt.refs.adopt(&msg.contains);
+        let contains = msg.contains.iter().map(|r| r.id).collect();
+        rt.actors
+            .finish(msg.return_id, msg.outcome.map(Stored::Value), contains);
+        return;
+    }
+    if let Some((_, (spec, _))) = rt.inflight.remove(&msg.return_id) {
+        owner_finish(rt, &spec, msg.outcome, &msg.contains);
+        return;
+    }
+    tracing::debug!(task = %msg.task_id, "result of a task this process no longer tracks");
+}
+
+/// The owner's side of a finished attempt: retry, or store the outcome and unpin the arguments.
+pub(crate) fn owner_finish(
+    rt: &Arc<Runtime>,
+    spec: &Arc<TaskSpec>,
+    outcome: Result<Bytes, Error>,
+    contains: &[RawRef],
+) {
+    let retry = match &outcome {
+        Err(Error::Task { .. }) => spec.retry_exceptions && spec.may_retry(),
+        Err(Error::WorkerDied { .. }) => spec.may_retry() && spec.is_normal(),
+        _ => false,
+    };
+    if retry {
+        let mut next = (**spec).clone();
+        next.attempt += 1;
+        tracing::debug!(task = %spec.task_id, attempt = next.attempt, "retrying task");
+        rt.submit(Arc::new(next));
+        return;
+    }
+    // The sender keeps its own references to what the value contains until this returns.
+    rt.refs.adopt(contains);
+    let value = match outcome {
+        Ok(b) => Stored::Value(b),
+        Err(e) => Stored::Error(e),
+    };
+    rt.refs.complete(
+        spec.return_id,
+        value,
+        contains.iter().map(|r| r.id).collect(),
+    );
+    rt.refs.unpin(&spec.pinned);
+}
+
+/// Records where the raylets queued this owner's tasks.
+fn on_tasks_placed(rt: &Arc<Runtime>, msg: TasksPlaced) {
+    let mut learned = false;
+    for id in msg.returns {
+        // A result may have arrived first: only tasks still in flight are recorded.
+        if let Some(mut e) = rt.inflight.get_mut(&id) {
+            e.1 = Some(msg.node);
+            // Where one task of a kind was queued, the next ones go directly.
+            if let (Some(raylet), false) = (msg.raylet, learned) {
+                learned = rt.routes.learn(&e.0, msg.node, raylet);
+            }
+        }
+    }
+    // The node may have died before this report arrived.
+    let dead = rt.dead_nodes.lock().get(&msg.node).cloned();
+    if let Some(reason) = dead {
+        fail_lost(rt, msg.node, &reason);
+    }
+}
+
+/// Fails (or retries, per `max_retries`) every task in flight on a node that died.
+fn on_node_died(rt: &Arc<Runtime>, msg: NodeDied) {
+    {
+        let mut dead = rt.dead_nodes.lock();
+        dead.insert(msg.node, msg.reason.clone());
+        // Bounded by what churn a cluster sees; the oldest reasons matter least.
+        if dead.len() > 10_000 {
+            let stale: Vec<NodeId> = dead.keys().take(dead.len() - 10_000).copied().collect();
+            for n in stale {
+                dead.remove(&n);
+            }
+        }
+    }
+    rt.routes.forget(msg.node);
+    fail_lost(rt, msg.node, &msg.reason);
+}
+
+/// Fails (or retries) the tasks in flight on a dead node.
+fn fail_lost(rt: &Arc<Runtime>, node: NodeId, reason: &str) {
+    let lost: Vec<ObjectId> = rt
+        .inflight
+        .iter()
+        .filter(|e| e.value().1 == Some(node))
+        .map(|e| *e.key())
+        .collect();
+    for id in lost {
+        if let Some((_, (spec, _))) = rt.inflight.remove(&id) {
+            tracing::warn!(task = %spec.task_id, node = %node, "task lost with its node");
+            let error = Error::WorkerDied {
+                function: spec.function.path.to_string(),
+                reason: format!("its node {node} died: {reason}"),
+            };
+            owner_finish(rt, &spec, Err(error), &[]);
+        }
+    }
+}

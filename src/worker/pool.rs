@@ -1,0 +1,211 @@
+//! Where a worker runs what its raylet admitted: the `WorkerPool` actix actor, its
+//! [`Executors`], and the directory of the actors hosted here.
+//!
+//! The raylet decides what runs (admission, resources); the pool runs it: sync tasks on worker
+//! threads (each an actix actor, grown on demand and trimmed when idle, as Ray's worker pool
+//! does), async tasks on the event loop, actors in their own hosts. Actor calls skip the pool:
+//! they go from the switchboard straight to the actor's host.
+
+use crate::actors::host::{HostSite, LocalHost, StopHost};
+use crate::error::Error;
+use crate::ids::{ActorId, TaskId};
+use crate::invoke;
+use crate::protocol::raylet::TaskDone;
+use crate::protocol::task::TaskKind;
+use crate::protocol::worker::{ActorCall, Launch, StopActor};
+use crate::transport::net::Net;
+use crate::worker::executor;
+use crate::worker::thread::{Execute, Retire, Worker};
+use actix::prelude::*;
+use dashmap::DashMap;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A worker thread finished its task and is free.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Finished {
+    pub(crate) task_id: TaskId,
+    pub(crate) worker: Addr<Worker>,
+}
+
+/// The actor hosts of a process, by actor: where calls go.
+pub(crate) type HostDirectory = Arc<DashMap<ActorId, LocalHost>>;
+
+/// The executors of one worker.
+pub(crate) struct Executors {
+    site: HostSite,
+    idle: Vec<Addr<Worker>>,
+    /// Every live worker thread. An actix actor stops once no `Addr` to it remains, so the pool
+    /// keeps one for each worker for as long as the worker should live, busy or idle.
+    workers: Vec<Addr<Worker>>,
+    max_idle: usize,
+    hosts: HashMap<ActorId, LocalHost>,
+    /// The hosts, for routing calls without a hop through the pool.
+    directory: HostDirectory,
+}
+
+impl Executors {
+    pub(crate) fn new(site: HostSite, cpus: usize) -> Self {
+        Executors {
+            site,
+            idle: Vec::new(),
+            workers: Vec::new(),
+            max_idle: cpus.max(1) + 2,
+            hosts: HashMap::new(),
+            directory: HostDirectory::default(),
+        }
+    }
+
+    fn spawn_worker(&mut self, home: Recipient<Finished>) -> Addr<Worker> {
+        let (node, net) = (self.site.node, self.site.net.clone());
+        let w = Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker {
+            node,
+            net,
+            home,
+        });
+        self.workers.push(w.clone());
+        w
+    }
+
+    /// Runs admitted work; a sync task's worker reports to `home` when done.
+    pub(crate) fn launch(&mut self, launch: Launch, home: Recipient<Finished>) {
+        match &launch.spec.kind {
+            TaskKind::Normal { is_async: false } => {
+                let worker = match self.idle.pop() {
+                    Some(w) => w,
+                    None => self.spawn_worker(home),
+                };
+                worker.do_send(Execute(launch));
+            }
+            TaskKind::Normal { is_async: true } => executor::spawn_async(
+                &self.site.executor,
+                self.site.net.clone(),
+                launch,
+                self.site.raylet.clone(),
+                self.site.node,
+            ),
+            TaskKind::ActorCreation(creation) => {
+                let actor_id = creation.actor_id;
+                let gpus = launch.grant.gpu_ids();
+                let host = LocalHost::start(launch.spec, gpus, self.site.clone());
+                // Findable before it is constructed: calls come as soon as the GCS hears it is.
+                self.directory.insert(actor_id, host.clone());
+                host.construct(launch.resolved);
+                self.hosts.insert(actor_id, host);
+            }
+        }
+    }
+
+    /// A worker is free again: keep it idle, or retire it if enough are.
+    pub(crate) fn worker_free(&mut self, worker: Addr<Worker>) {
+        if self.idle.len() < self.max_idle {
+            self.idle.push(worker);
+        } else {
+            self.workers.retain(|x| *x != worker);
+            worker.do_send(Retire);
+        }
+    }
+
+    /// Stops an actor hosted here.
+    pub(crate) fn stop_actor(&mut self, actor_id: ActorId) {
+        self.directory.remove(&actor_id);
+        if let Some(host) = self.hosts.remove(&actor_id) {
+            host.addr.do_send(StopHost);
+        }
+    }
+
+    /// Where calls find this pool's actor hosts.
+    pub(crate) fn directory(&self) -> HostDirectory {
+        self.directory.clone()
+    }
+}
+
+/// Routes a call to its actor's host (straight from the thread that received it: calls on one
+/// connection arrive, and are posted, in order).
+pub(crate) fn deliver_call(net: &Arc<Net>, directory: &HostDirectory, call: ActorCall) {
+    let refused = match directory.get(&call.actor_id) {
+        Some(host) => host.post(call),
+        None => Some(call),
+    };
+    if let Some(call) = refused {
+        let error = Error::ActorDied {
+            actor: call.actor_id.to_string(),
+            class: String::new(),
+            reason: "the actor is no longer hosted by this worker".into(),
+        };
+        // Answered from the event loop, never from inside the send: a caller in this process
+        // sends while it holds its actor's entry, which the answer needs.
+        let n = net.clone();
+        net.runtime().spawn(async move {
+            invoke::send_result(
+                &n,
+                call.owner.addr,
+                call.task_id,
+                call.return_id,
+                Err(error),
+            );
+        });
+    }
+}
+
+/// The executors of a worker, as an actor fed by the node's raylet.
+pub(crate) struct WorkerPool {
+    exec: Executors,
+}
+
+impl WorkerPool {
+    /// Starts the pool on `arbiter` and registers it (and its actors' directory) in `net`.
+    pub(crate) fn start(
+        net: &Arc<Net>,
+        site: HostSite,
+        cpus: usize,
+        arbiter: &ArbiterHandle,
+    ) -> Result<Addr<WorkerPool>, Error> {
+        let exec = Executors::new(site, cpus);
+        let directory = exec.directory();
+        let addr = WorkerPool::start_in_arbiter(arbiter, move |_| WorkerPool { exec });
+        net.serve_actor::<Launch, _>(&addr)?;
+        net.serve_actor::<StopActor, _>(&addr)?;
+        let n = net.clone();
+        net.serve::<ActorCall>(
+            move |call| deliver_call(&n, &directory, call),
+            |_| {
+                Box::pin(async {
+                    Err(Error::invalid(
+                        "an actor call is a one-way message; its result goes to its owner",
+                    ))
+                })
+            },
+        )?;
+        Ok(addr)
+    }
+}
+
+impl Actor for WorkerPool {
+    type Context = Context<Self>;
+}
+
+impl Handler<Launch> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, msg: Launch, ctx: &mut Context<Self>) {
+        self.exec.launch(msg, ctx.address().recipient());
+    }
+}
+
+impl Handler<Finished> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, msg: Finished, _: &mut Context<Self>) {
+        self.exec.site.raylet.do_send(TaskDone {
+            task_id: msg.task_id,
+        });
+        self.exec.worker_free(msg.worker);
+    }
+}
+
+impl Handler<StopActor> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, msg: StopActor, _: &mut Context<Self>) {
+        self.exec.stop_actor(msg.actor_id);
+    }
+}
