@@ -99,6 +99,15 @@ fn group_of(spec: &TaskSpec) -> Option<PlacementGroupId> {
     }
 }
 
+/// Whether a task waiting for resources here may move to a node with them free: not when it is
+/// pinned to this node or to a placement-group bundle reserved here.
+fn movable(strategy: &SchedulingStrategy) -> bool {
+    matches!(
+        strategy,
+        SchedulingStrategy::Default | SchedulingStrategy::Spread
+    )
+}
+
 /// The error of a task no node may run.
 fn unschedulable(spec: &TaskSpec, reason: String) -> Error {
     let path = spec.function.path.to_string();
@@ -528,27 +537,42 @@ impl Scheduler {
         self.killed.len()
     }
 
-    /// The GCS's new view of the cluster: tasks queued here that this node can never run move to
-    /// a node that can.
+    /// The GCS's new view of the cluster. Queued tasks move to another node when this node can
+    /// never run them and that node can, or (like Ray's spilling of waiting tasks) when they wait
+    /// here for resources another node has free now and nothing pins them here.
     pub(crate) fn view(&mut self, nodes: Vec<ViewEntry>) -> Vec<Action> {
         let mut out = Vec::new();
         self.view = nodes;
         let total = self.resources.total().clone();
-        let views = self.views();
         let me = self.node_id;
-        let stuck = self.queue.remove_where(|r| {
-            !r.spec.resources.is_subset_of(&total)
-                && views
-                    .iter()
-                    .any(|v| v.alive && v.id != me && v.feasible(&r.spec.resources))
+        let mut others: Vec<NodeView> = self
+            .views()
+            .into_iter()
+            .filter(|v| v.alive && v.id != me)
+            .collect();
+        // Where each removed task goes, in the order `remove_where` returns them.
+        let mut targets = VecDeque::new();
+        let moving = self.queue.remove_where(|r| {
+            let req = &r.spec.resources;
+            let target = if !req.is_subset_of(&total) {
+                others.iter().find(|v| v.feasible(req)).map(|v| v.id)
+            } else if movable(&r.spec.strategy) {
+                others.iter_mut().find(|v| v.available_for(req)).map(|v| {
+                    // Counted against that node so one free slot takes one task.
+                    let _ = v.available.checked_sub(req);
+                    v.id
+                })
+            } else {
+                None
+            };
+            if let Some(node) = target {
+                targets.push_back(node);
+            }
+            target.is_some()
         });
-        for ready in stuck {
-            let target = views
-                .iter()
-                .find(|v| v.alive && v.id != me && v.feasible(&ready.spec.resources))
-                .map(|v| v.id);
+        for ready in moving {
             let spec = ready.spec.clone();
-            let back = match target {
+            let back = match targets.pop_front() {
                 Some(node) => self.forward(node, spec, 1, &mut out).err(),
                 None => Some(spec),
             };
@@ -889,6 +913,50 @@ mod tests {
         assert!(placed
             .iter()
             .any(|((o, node), _)| *o == addr(9) && *node == n(2)));
+    }
+
+    #[test]
+    fn tasks_waiting_for_resources_spill_to_free_room_elsewhere_unless_pinned() {
+        let mut s = Scheduler::new(n(1), addr(1), cpus(1));
+        let running = task(1, SchedulingStrategy::Default, addr(1));
+        let pinned = task(
+            1,
+            SchedulingStrategy::NodeAffinity {
+                node_id: n(1),
+                soft: false,
+            },
+            addr(1),
+        );
+        let (w1, w2) = (
+            task(1, SchedulingStrategy::Default, addr(1)),
+            task(1, SchedulingStrategy::Default, addr(1)),
+        );
+        assert_eq!(launched(&s.submit(running.clone(), 0, 0)).len(), 1);
+        for t in [&pinned, &w1, &w2] {
+            assert!(launched(&s.submit((*t).clone(), 0, 0)).is_empty());
+        }
+        // Node 2 has room for one of them: the first movable waiter goes, nothing else.
+        let out = s.view(vec![ViewEntry {
+            node_id: n(2),
+            address: addr(2),
+            alive: true,
+            total: cpus(1),
+            available: cpus(1),
+        }]);
+        let moved: Vec<_> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Forward { spec, address, .. } if *address == addr(2) => Some(spec.task_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(moved, vec![w1.task_id], "{out:?}");
+        // The pinned one and the other waiter still run here, in order.
+        assert_eq!(
+            launched(&s.task_done(running.task_id)),
+            vec![pinned.task_id]
+        );
+        assert_eq!(launched(&s.task_done(pinned.task_id)), vec![w2.task_id]);
     }
 
     #[test]
