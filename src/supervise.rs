@@ -141,4 +141,58 @@ mod tests {
         let r = std::thread::spawn(|| panic!("user code")).join();
         assert!(r.is_err(), "the panic unwound normally instead of exiting");
     }
+
+    /// A panic in an actix actor that names itself a component ends the whole process with
+    /// [`EXIT_CODE`] and a report naming the component and the message, instead of the actor
+    /// silently vanishing. Run in a child process (this test binary, re-executed).
+    #[test]
+    fn a_panicking_component_ends_the_process_with_a_report() {
+        use actix::prelude::*;
+
+        const CHILD: &str = "LUMEN_SUPERVISE_CHILD";
+        #[derive(Message)]
+        #[rtype(result = "()")]
+        struct Boom;
+        struct Component;
+        impl Actor for Component {
+            type Context = Context<Self>;
+            fn started(&mut self, _: &mut Context<Self>) {
+                component("test component");
+            }
+        }
+        impl Handler<Boom> for Component {
+            type Result = ();
+            fn handle(&mut self, _: Boom, _: &mut Context<Self>) {
+                let _h = handling::<Boom>();
+                panic!("state is broken");
+            }
+        }
+
+        if std::env::var_os(CHILD).is_some() {
+            let system = System::new();
+            system.block_on(async {
+                let addr = Component.start();
+                let _ = addr.send(Boom).await;
+            });
+            // Reached only if the panic did not end the process.
+            std::process::exit(0);
+        }
+        let exe = std::env::current_exe().expect("the test binary");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "supervise::tests::a_panicking_component_ends_the_process_with_a_report",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .expect("re-run the test binary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(EXIT_CODE), "stderr: {stderr}");
+        assert!(
+            stderr.contains("the test component panicked while handling Boom")
+                && stderr.contains("state is broken"),
+            "stderr: {stderr}"
+        );
+    }
 }
