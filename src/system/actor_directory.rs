@@ -1,8 +1,9 @@
-//! The actor directory: every actor's record, the name index, and who waits for what.
+//! The actor directory: every actor's record, the name index, its restart policy, and who waits
+//! for what.
 //!
 //! Generic over the address type `A` of a live actor so the rules (names unique per namespace,
-//! `get_if_exists`, a dead actor's name freed for reuse, watchers told of each change exactly
-//! once) are tested without starting actors.
+//! `get_if_exists`, a dead actor's name freed for reuse, restarts up to `max_restarts`, watchers
+//! told of each change exactly once, dead records bounded) are tested without starting actors.
 
 use crate::error::Error;
 use crate::ids::{ActorId, NodeId};
@@ -29,6 +30,10 @@ enum Lifecycle<A> {
 
 struct Record<A> {
     class: String,
+    /// Restarts allowed after its process dies (-1: unlimited).
+    max_restarts: i32,
+    /// Restarts used so far.
+    restarts: u32,
     name: Option<(String, String)>,
     detached: bool,
     node: Option<NodeId>,
@@ -57,16 +62,47 @@ impl<A> Default for ActorDirectory<A> {
 /// Notifications to deliver: each sender with its update.
 pub(crate) type Notices<A> = Vec<(flume::Sender<ActorUpdate<A>>, ActorUpdate<A>)>;
 
+/// Whether an actor allowed `max_restarts` restarts (-1: unlimited) that used `used` may restart.
+pub(crate) fn may_restart(max_restarts: i32, used: u32) -> bool {
+    max_restarts < 0 || i64::from(used) < i64::from(max_restarts)
+}
+
+/// What becomes of an actor whose process or node died.
+#[derive(Debug)]
+pub(crate) enum Lost<A> {
+    /// Create it again (restart number `attempt`); callers wait for the next incarnation.
+    Restart { attempt: u32 },
+    /// It is dead for good; these watchers must be told.
+    Dead(Notices<A>),
+}
+
+/// A new actor's record, as [`ActorDirectory::register`] takes it.
+#[derive(Clone, Debug)]
+pub(crate) struct NewActor {
+    pub(crate) class: String,
+    /// (namespace, name), if it has a name.
+    pub(crate) name: Option<(String, String)>,
+    pub(crate) detached: bool,
+    /// Return the existing actor of that name instead of failing.
+    pub(crate) get_if_exists: bool,
+    /// Restarts allowed after its process dies (-1: unlimited).
+    pub(crate) max_restarts: i32,
+}
+
 impl<A: Clone> ActorDirectory<A> {
     /// Registers a new actor, claiming its name (namespace, name) if it has one.
     pub(crate) fn register(
         &mut self,
         actor_id: ActorId,
-        class: &str,
-        name: Option<(String, String)>,
-        detached: bool,
-        get_if_exists: bool,
+        new: NewActor,
     ) -> Result<Registered, Error> {
+        let NewActor {
+            class,
+            name,
+            detached,
+            get_if_exists,
+            max_restarts,
+        } = new;
         if let Some(key) = &name {
             if let Some(existing) = self.names.get(key) {
                 let rec = &self.actors[existing];
@@ -87,7 +123,9 @@ impl<A: Clone> ActorDirectory<A> {
         self.actors.insert(
             actor_id,
             Record {
-                class: class.to_string(),
+                class,
+                max_restarts,
+                restarts: 0,
                 name,
                 detached,
                 node: None,
@@ -126,20 +164,22 @@ impl<A: Clone> ActorDirectory<A> {
         out
     }
 
-    /// The actor's process died and it will be created again: callers wait for the next
-    /// incarnation. `false` if it was not alive (nothing to restart).
-    pub(crate) fn restarting(&mut self, actor_id: ActorId) -> bool {
-        let Some(rec) = self.actors.get_mut(&actor_id) else {
-            return false;
-        };
-        match rec.state {
-            Lifecycle::Alive { incarnation, .. } => {
-                rec.state = Lifecycle::Restarting { last: incarnation };
-                rec.node = None;
-                true
+    /// The actor's process (or node) died: it restarts if it was alive and its policy allows
+    /// (callers then wait for the next incarnation), else it is dead for good with `error`.
+    pub(crate) fn lost(&mut self, actor_id: ActorId, error: Error) -> Lost<A> {
+        if let Some(rec) = self.actors.get_mut(&actor_id) {
+            if let Lifecycle::Alive { incarnation, .. } = rec.state {
+                if may_restart(rec.max_restarts, rec.restarts) {
+                    rec.restarts += 1;
+                    rec.state = Lifecycle::Restarting { last: incarnation };
+                    rec.node = None;
+                    return Lost::Restart {
+                        attempt: rec.restarts,
+                    };
+                }
             }
-            _ => false,
         }
+        Lost::Dead(self.dead(actor_id, error))
     }
 
     /// The actor died for good; its name is free again.
@@ -277,18 +317,28 @@ mod tests {
         Some(("ns".into(), n.into()))
     }
 
+    fn new(name: Option<(String, String)>, detached: bool, get_if_exists: bool) -> NewActor {
+        NewActor {
+            class: "C".into(),
+            name,
+            detached,
+            get_if_exists,
+            max_restarts: 0,
+        }
+    }
+
     #[test]
     fn names_are_unique_per_namespace_and_freed_on_death() {
         let mut d: ActorDirectory<u8> = ActorDirectory::default();
         let (a, b) = (ActorId::fresh(), ActorId::fresh());
         assert_eq!(
-            d.register(a, "C", name("x"), false, false).unwrap(),
+            d.register(a, new(name("x"), false, false)).unwrap(),
             Registered::New
         );
-        let e = d.register(b, "C", name("x"), false, false).unwrap_err();
+        let e = d.register(b, new(name("x"), false, false)).unwrap_err();
         assert!(e.to_string().contains("already taken"), "{e}");
         assert_eq!(
-            d.register(b, "C", name("x"), false, true).unwrap(),
+            d.register(b, new(name("x"), false, true)).unwrap(),
             Registered::Existing {
                 actor_id: a,
                 class: "C".into()
@@ -297,7 +347,7 @@ mod tests {
         // Another namespace is another name.
         let other = Some(("other".into(), "x".into()));
         assert_eq!(
-            d.register(b, "C", other, false, false).unwrap(),
+            d.register(b, new(other, false, false)).unwrap(),
             Registered::New
         );
         assert_eq!(d.lookup("ns", "x").unwrap().0, a);
@@ -305,7 +355,7 @@ mod tests {
         assert!(matches!(d.lookup("ns", "x"), Err(Error::NotFound { .. })));
         let c = ActorId::fresh();
         assert_eq!(
-            d.register(c, "C", name("x"), false, false).unwrap(),
+            d.register(c, new(name("x"), false, false)).unwrap(),
             Registered::New
         );
     }
@@ -314,7 +364,7 @@ mod tests {
     fn watchers_hear_each_change_once() {
         let mut d: ActorDirectory<u8> = ActorDirectory::default();
         let a = ActorId::fresh();
-        d.register(a, "C", None, false, false).unwrap();
+        d.register(a, new(None, false, false)).unwrap();
         let (tx, rx) = flume::unbounded();
         assert!(d.watch(a, None, tx.clone()).is_none());
         let notes = d.alive(a, 7, NodeId::fresh());
@@ -352,11 +402,80 @@ mod tests {
     fn only_unnamed_non_detached_actors_are_collected() {
         let mut d: ActorDirectory<u8> = ActorDirectory::default();
         let (a, b, c) = (ActorId::fresh(), ActorId::fresh(), ActorId::fresh());
-        d.register(a, "C", None, false, false).unwrap();
-        d.register(b, "C", name("b"), false, false).unwrap();
-        d.register(c, "C", None, true, false).unwrap();
+        d.register(a, new(None, false, false)).unwrap();
+        d.register(b, new(name("b"), false, false)).unwrap();
+        d.register(c, new(None, true, false)).unwrap();
         assert!(d.collectable(a));
         assert!(!d.collectable(b));
         assert!(!d.collectable(c));
+    }
+
+    #[test]
+    fn restart_policy() {
+        assert!(!may_restart(0, 0));
+        assert!(may_restart(2, 1));
+        assert!(!may_restart(2, 2));
+        assert!(may_restart(-1, 1_000_000));
+    }
+
+    #[test]
+    fn a_lost_actor_restarts_while_its_budget_lasts_then_dies_and_frees_its_name() {
+        let mut d: ActorDirectory<u8> = ActorDirectory::default();
+        let a = ActorId::fresh();
+        let mut spec = new(name("a"), false, false);
+        spec.max_restarts = 1;
+        d.register(a, spec).unwrap();
+        // Lost before it was ever alive: nothing to restart.
+        let b = ActorId::fresh();
+        d.register(b, new(None, false, false)).unwrap();
+        assert!(matches!(d.lost(b, Error::invalid("x")), Lost::Dead(_)));
+
+        d.alive(a, 1, NodeId::fresh());
+        assert!(matches!(
+            d.lost(a, Error::invalid("node died")),
+            Lost::Restart { attempt: 1 }
+        ));
+        assert_eq!(
+            d.lookup("ns", "a").unwrap().0,
+            a,
+            "keeps its name while restarting"
+        );
+        let (tx, rx) = flume::unbounded();
+        assert!(d.watch(a, Some(0), tx).is_none(), "waits for incarnation 1");
+        for (tx, u) in d.alive(a, 2, NodeId::fresh()) {
+            tx.send(u).unwrap();
+        }
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(ActorUpdate::Alive {
+                addr: 2,
+                incarnation: 1
+            })
+        ));
+        // The budget is spent: the next loss is death.
+        assert!(matches!(d.lost(a, Error::invalid("again")), Lost::Dead(_)));
+        assert!(d.lookup("ns", "a").is_err());
+    }
+
+    #[test]
+    fn dead_records_are_bounded_oldest_first() {
+        let mut d: ActorDirectory<u8> = ActorDirectory::default();
+        let ids: Vec<ActorId> = (0..DEAD_KEPT + 3).map(|_| ActorId::fresh()).collect();
+        for id in &ids {
+            d.register(*id, new(None, false, false)).unwrap();
+            d.dead(*id, Error::invalid("killed"));
+        }
+        assert_eq!(d.actors.len(), DEAD_KEPT);
+        assert_eq!(d.dead.len(), DEAD_KEPT);
+        // The oldest are forgotten: a call on them fails as "no such actor".
+        match d.watch(ids[0], None, flume::unbounded().0) {
+            Some(ActorUpdate::Dead(e)) => assert!(e.to_string().contains("no such actor"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        // The newest are remembered with why they died.
+        match d.watch(ids[DEAD_KEPT + 2], None, flume::unbounded().0) {
+            Some(ActorUpdate::Dead(e)) => assert!(e.to_string().contains("killed"), "{e}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -19,7 +19,7 @@ use crate::protocol::svc;
 use crate::protocol::task::{TaskKind, TaskSpec};
 use crate::resources::ResourceSet;
 use crate::supervise;
-use crate::system::actor_directory::{ActorDirectory, Notices};
+use crate::system::actor_directory::{ActorDirectory, Lost, NewActor, Notices};
 use crate::system::binaries::BinaryCache;
 use crate::system::membership::Membership;
 use crate::system::placement_groups::PgTable;
@@ -74,11 +74,6 @@ struct RoundReply {
     ok: bool,
 }
 
-/// Whether an actor that has restarted `used` times may restart again.
-pub(crate) fn may_restart(max_restarts: i32, used: u32) -> bool {
-    max_restarts < 0 || (used as i64) < max_restarts as i64
-}
-
 /// The GCS.
 pub(crate) struct Gcs {
     net: Arc<Net>,
@@ -88,8 +83,8 @@ pub(crate) struct Gcs {
     actors: ActorDirectory<SocketAddr>,
     /// Processes calling each actor, told when it dies so their calls fail at once.
     subscribers: HashMap<ActorId, Vec<SocketAddr>>,
-    /// Each live actor's creation task (its job, its restart policy) and the restarts used.
-    actor_specs: HashMap<ActorId, (Arc<TaskSpec>, u32)>,
+    /// Each live actor's creation task (its job, its resources), to create it again.
+    actor_specs: HashMap<ActorId, Arc<TaskSpec>>,
     /// Actors no live node can host yet; placed again whenever a node joins.
     unplaced: Vec<Arc<TaskSpec>>,
     spread_cursor: usize,
@@ -196,23 +191,20 @@ impl Gcs {
 
     /// The actor's process (or node) died: restart it if its policy allows, else it is dead.
     fn actor_lost(&mut self, actor_id: ActorId, error: Error) {
-        let spec = match self.actor_specs.get_mut(&actor_id) {
-            Some((spec, used)) => match &spec.kind {
-                TaskKind::ActorCreation(c) if may_restart(c.max_restarts, *used) => {
-                    *used += 1;
-                    Some((spec.clone(), *used))
+        match self.actors.lost(actor_id, error.clone()) {
+            Lost::Restart { attempt } => match self.actor_specs.get(&actor_id).cloned() {
+                Some(spec) => {
+                    tracing::warn!(actor = %actor_id, restart = attempt, reason = %error,
+                        "restarting actor");
+                    self.tell_subscribers(actor_id, &error, true);
+                    self.schedule_actor(spec);
                 }
-                _ => None,
+                None => self.fail_actor(actor_id, error),
             },
-            None => None,
-        };
-        match spec {
-            Some((spec, n)) if self.actors.restarting(actor_id) => {
-                tracing::warn!(actor = %actor_id, restart = n, reason = %error, "restarting actor");
-                self.tell_subscribers(actor_id, &error, true);
-                self.schedule_actor(spec);
+            Lost::Dead(notices) => {
+                Self::deliver(notices);
+                self.fail_actor(actor_id, error);
             }
-            _ => self.fail_actor(actor_id, error),
         }
     }
 
@@ -339,7 +331,7 @@ impl Gcs {
         let doomed: Vec<ActorId> = self
             .actor_specs
             .iter()
-            .filter(|(a, (spec, _))| spec.job_id == job_id && !self.actors.is_detached(**a))
+            .filter(|(a, spec)| spec.job_id == job_id && !self.actors.is_detached(**a))
             .map(|(a, _)| *a)
             .collect();
         for actor_id in doomed {
@@ -751,14 +743,16 @@ impl Handler<CreateActor> for Gcs {
             .map(|n| (creation.namespace.clone(), n));
         let outcome = self.actors.register(
             creation.actor_id,
-            &msg.spec.function.path,
-            name,
-            creation.detached,
-            msg.get_if_exists,
+            NewActor {
+                class: msg.spec.function.path.to_string(),
+                name,
+                detached: creation.detached,
+                get_if_exists: msg.get_if_exists,
+                max_restarts: creation.max_restarts,
+            },
         )?;
         if outcome == Registered::New {
-            self.actor_specs
-                .insert(creation.actor_id, (msg.spec.clone(), 0));
+            self.actor_specs.insert(creation.actor_id, msg.spec.clone());
             self.schedule_actor(msg.spec);
         }
         Ok(outcome)
@@ -907,18 +901,5 @@ impl Handler<ListPlacementGroups> for Gcs {
             None => self.groups.in_order().map(|g| g.summary.clone()).collect(),
         };
         MessageResult(rows)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restart_policy() {
-        assert!(!may_restart(0, 0));
-        assert!(may_restart(2, 1));
-        assert!(!may_restart(2, 2));
-        assert!(may_restart(-1, 1_000_000));
     }
 }

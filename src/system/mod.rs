@@ -5,6 +5,9 @@
 //! - [`actor_directory`]: the table of actors (names per namespace, lifecycle, watchers), plain
 //!   data with no actix, so its rules are unit-tested directly.
 //! - [`placement_groups`]: the table of placement groups.
+//! - [`actor_directory`] also holds each actor's restart policy; `simulated` (tests) wires the
+//!   node table, the directory and the placement policy over several nodes with time advanced
+//!   by hand.
 //! - [`reservation`]: the two-phase reservation of a group's bundles, a pure state machine with
 //!   rollback.
 //! - [`binaries`]: job executables, content-addressed, cached on disk.
@@ -20,3 +23,5 @@ pub(crate) mod gcs;
 pub(crate) mod membership;
 pub(crate) mod placement_groups;
 pub(crate) mod reservation;
+#[cfg(test)]
+mod simulated;
