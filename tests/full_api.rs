@@ -1,5 +1,5 @@
 // An ordinary program using lumen only through `::lumen` paths, as a user crate would.
-// trybuild builds it as its own crate and runs it: every assertion must hold.
+// Built as its own crate (an integration test) and run: every assertion must hold.
 
 use lumen::{ActorHandle, Config, ObjectRef, SchedulingStrategy};
 use std::time::{Duration, Instant};
@@ -149,7 +149,7 @@ impl AsyncEcho {
 }
 
 #[lumen::main]
-fn main() -> lumen::Result<()> {
+fn program() -> lumen::Result<()> {
     let started = Instant::now();
     // Keep the expected panic of `boom` out of the test output.
     let default_hook = std::panic::take_hook();
@@ -352,4 +352,11 @@ fn main() -> lumen::Result<()> {
     );
     // #[lumen::main] shuts lumen down when main returns.
     Ok(())
+}
+
+/// The program above, run once in this test's own process (it starts and stops the embedded
+/// runtime itself, so it is not repeated on a local cluster).
+#[test]
+fn full_api() {
+    program().expect("the program fails");
 }

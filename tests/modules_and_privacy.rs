@@ -100,7 +100,7 @@ fn local_items() -> u32 {
 }
 
 #[lumen::main]
-fn main() {
+fn program() {
     lumen::init_with(lumen::Config::default().num_cpus(2.0)).expect("init");
 
     assert_eq!(lumen::get(&inner::f::remote(1)).unwrap(), 2);
@@ -130,4 +130,11 @@ fn main() {
     // Still ordinary local items.
     assert_eq!(Secret::new("c".to_string()).reveal(), "c");
     assert_eq!(private_task(), "private");
+}
+
+/// The program above, run once in this test's own process (it starts and stops the embedded
+/// runtime itself, so it is not repeated on a local cluster).
+#[test]
+fn modules_and_privacy() {
+    program();
 }

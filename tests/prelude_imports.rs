@@ -17,6 +17,8 @@ async fn add_async(a: i64, b: i64) -> i64 {
     a + b
 }
 
+// A remote `len` is an actor method, not a collection API: no `is_empty` is wanted.
+#[allow(clippy::len_without_is_empty)]
 pub struct Queue {
     items: Vec<String>,
 }
@@ -38,7 +40,7 @@ impl Queue {
     }
 }
 
-fn main() -> Result<()> {
+fn program() -> Result<()> {
     init()?;
     let one = put(1i64);
     let two: ObjectRef<i64> = add::remote(&one, 1);
@@ -55,4 +57,11 @@ fn main() -> Result<()> {
     lumen::shutdown();
     assert!(!lumen::is_initialized());
     Ok(())
+}
+
+/// The program above, run once in this test's own process (it starts and stops the embedded
+/// runtime itself, so it is not repeated on a local cluster).
+#[test]
+fn prelude_imports() {
+    program().expect("the program fails");
 }
