@@ -9,10 +9,11 @@
 // `new()` without arguments is the actor constructor; a `Default` impl would add nothing.
 #![allow(clippy::new_without_default)]
 
+mod common;
+
 use lumen::{ActorHandle, Error, ObjectRef};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Once;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,21 +21,22 @@ use std::time::{Duration, Instant};
 // Setup and helpers
 // ---------------------------------------------------------------------------------------------
 
-static INIT: Once = Once::new();
-
-/// Starts the shared embedded cluster exactly once: 4 CPUs, `res` = 2 (used only by
+/// Starts the shared cluster exactly once: 4 CPUs, `res` = 2 (used only by
 /// `actor_with_custom_resource_holds_it_for_its_lifetime`), `hold` = 1 (used only by
-/// `explicit_actor_resources_leave_available_resources_until_killed`).
+/// `explicit_actor_resources_leave_available_resources_until_killed`), per node.
 fn init() {
-    INIT.call_once(|| {
-        lumen::init_with(
-            lumen::Config::default()
-                .num_cpus(4.0)
-                .resource("res", 2.0)
-                .resource("hold", 1.0),
-        )
-        .expect("lumen::init_with");
-    });
+    common::init(
+        lumen::Config::default()
+            .num_cpus(4.0)
+            .resource("res", 2.0)
+            .resource("hold", 1.0),
+    );
+}
+
+/// Every test of this file again, on a two-node local cluster with worker processes.
+#[test]
+fn suite_on_a_local_cluster() {
+    common::rerun_on_a_local_cluster("suite_on_a_local_cluster");
 }
 
 /// A generous bound for anything that should finish: a bug shows as an error, not a hang.
@@ -1461,26 +1463,31 @@ fn default_actors_do_not_hold_cpus() {
 #[test]
 fn actor_with_custom_resource_holds_it_for_its_lifetime() {
     init();
-    // The node has res = 2. Only this test uses "res".
-    let a = Counter::options().resource("res", 1.0).remote(0);
-    let b = Counter::options().resource("res", 1.0).remote(0);
-    assert_eq!(get(&a.inc().remote()).unwrap(), 1);
-    assert_eq!(get(&b.inc().remote()).unwrap(), 1);
+    // Each node has res = 2. Only this test uses "res": that many actors fit, one more waits.
+    let fit = 2 * common::nodes();
+    let holders: Vec<_> = (0..fit)
+        .map(|_| Counter::options().resource("res", 1.0).remote(0))
+        .collect();
+    for h in &holders {
+        assert_eq!(get(&h.inc().remote()).unwrap(), 1);
+    }
 
     let c = Counter::options().resource("res", 1.0).remote(100);
     let pending = c.inc().remote();
     match lumen::get_timeout(&pending, Duration::from_secs(1)) {
         Err(Error::GetTimeout { .. }) => {}
-        other => panic!("a third res actor should be pending, got {other:?}"),
+        other => panic!("one res actor too many should be pending, got {other:?}"),
     }
-    // a and b still work while c waits.
-    assert_eq!(get(&a.inc().remote()).unwrap(), 2);
+    // The others still work while c waits.
+    assert_eq!(get(&holders[0].inc().remote()).unwrap(), 2);
 
-    lumen::kill(&a);
+    lumen::kill(&holders[0]);
     assert_eq!(get(&pending).unwrap(), 101);
     assert_eq!(get(&c.inc().remote()).unwrap(), 102);
-    assert_eq!(get(&b.inc().remote()).unwrap(), 2);
-    lumen::kill(&b);
+    assert_eq!(get(&holders[1].inc().remote()).unwrap(), 2);
+    for h in &holders[1..] {
+        lumen::kill(h);
+    }
     lumen::kill(&c);
 }
 
@@ -1488,23 +1495,24 @@ fn actor_with_custom_resource_holds_it_for_its_lifetime() {
 fn explicit_actor_resources_leave_available_resources_until_killed() {
     init();
     let hold = |m: &BTreeMap<String, f64>| m.get("hold").copied().unwrap_or(0.0);
-    assert_eq!(hold(&lumen::cluster_resources()), 1.0);
-    assert!(eventually(|| hold(&lumen::available_resources()) == 1.0));
+    // One `hold` per node.
+    let all = common::nodes() as f64;
+    assert_eq!(hold(&lumen::cluster_resources()), all);
+    assert!(eventually(|| hold(&lumen::available_resources()) == all));
     let a = Pinger::options().resource("hold", 1.0).remote();
     assert_eq!(get(&a.ping().remote()).unwrap(), 1);
-    assert_eq!(
-        hold(&lumen::available_resources()),
-        0.0,
+    assert!(
+        eventually(|| hold(&lumen::available_resources()) == all - 1.0),
         "a live actor keeps its explicit resources"
     );
     // Still held after many calls.
     for _ in 0..10 {
         get(&a.ping().remote()).unwrap();
     }
-    assert_eq!(hold(&lumen::available_resources()), 0.0);
+    assert_eq!(hold(&lumen::available_resources()), all - 1.0);
     lumen::kill(&a);
     assert!(
-        eventually(|| hold(&lumen::available_resources()) == 1.0),
+        eventually(|| hold(&lumen::available_resources()) == all),
         "a killed actor's resources should be released"
     );
 }
@@ -1513,11 +1521,14 @@ fn explicit_actor_resources_leave_available_resources_until_killed() {
 fn actor_with_explicit_cpu_holds_it() {
     init();
     let cpu = |m: &BTreeMap<String, f64>| m.get("CPU").copied().unwrap_or(0.0);
-    assert_eq!(cpu(&lumen::cluster_resources()), 4.0);
+    let all = 4.0 * common::nodes() as f64;
+    assert_eq!(cpu(&lumen::cluster_resources()), all);
     let a = Pinger::options().num_cpus(1.0).remote();
     assert_eq!(get(&a.ping().remote()).unwrap(), 1);
     // Whatever else runs concurrently, this actor's CPU is not available.
-    assert!(cpu(&lumen::available_resources()) <= 3.0);
+    assert!(eventually(
+        || cpu(&lumen::available_resources()) <= all - 1.0
+    ));
     lumen::kill(&a);
 }
 

@@ -9,6 +9,9 @@
 //! One test is also the cluster's driver (`lumen::init_with` in this process, whose remote
 //! functions run in worker processes started by the daemons from a copy of this test binary).
 //! lumen has one driver runtime per process, so such tests take [`DRIVER`] first.
+//!
+//! **Modes.** Cluster only, by nature: it is about `lumen start` daemons and their worker
+//! processes.
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;

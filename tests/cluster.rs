@@ -9,6 +9,8 @@
 //! lumen has one driver runtime per process, so the tests of this file run one at a time: each
 //! takes [`LOCK`] first, starts its own cluster, connects as the driver, and shuts both down at
 //! the end (on failure too, through [`Session`]'s `Drop`).
+//!
+//! **Modes.** Cluster only, by nature: every test here is about more than one node.
 
 // `new()` without arguments is the actor constructor; a `Default` impl would add nothing.
 #![allow(clippy::new_without_default)]

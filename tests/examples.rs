@@ -2,6 +2,9 @@
 //!
 //! Each example asserts what it prints, so this is an end-to-end check of the README's promise
 //! that `cargo run --example <name>` works.
+//!
+//! **Modes.** Each example picks its own (the embedded cluster, or `--two-nodes`), as a user
+//! running it would; they are not re-run in another mode.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -1,5 +1,7 @@
 // An ordinary program using lumen only through `::lumen` paths, as a user crate would.
 // Built as its own crate (an integration test) and run: every assertion must hold.
+// Modes: embedded only. The program checks the macros' shapes and the public API from a user
+// crate; it asserts a one-node cluster and starts and stops the runtime itself.
 
 use lumen::{ActorHandle, Config, ObjectRef, SchedulingStrategy};
 use std::time::{Duration, Instant};

@@ -5,6 +5,9 @@
 //! Each test measures a whole process, so each runs in a process of its own: the test re-runs
 //! this test binary with only itself selected and `HYGIENE_CHILD` set, and checks what the child
 //! reports. The measured process runs nothing but the measurement.
+//!
+//! **Modes.** Each test names the mode it measures (an embedded runtime, a `lumen start` node,
+//! a one-node local cluster for the file limit): a measurement is of one kind of process.
 
 // `new()` without arguments is the actor constructor; a `Default` impl would add nothing.
 #![allow(clippy::new_without_default)]

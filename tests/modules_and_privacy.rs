@@ -1,5 +1,7 @@
 // Remote items in nested modules, called through their module path, and private (non-pub)
 // remote functions and actors.
+// Modes: embedded only. The program checks the macros' shapes and the public API from a user
+// crate; it asserts a one-node cluster and starts and stops the runtime itself.
 
 mod inner {
     #[lumen::remote]

@@ -11,11 +11,16 @@ use common::{exclusive, shared, wait_until, PATIENCE};
 use lumen::{Error, ObjectRef};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn init() {
     common::init(lumen::Config::default().num_cpus(4.0).num_gpus(0.0));
+}
+
+/// Every test of this file again, on a two-node local cluster with worker processes.
+#[test]
+fn suite_on_a_local_cluster() {
+    common::rerun_on_a_local_cluster("suite_on_a_local_cluster");
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -735,12 +740,10 @@ fn many_puts_and_drops_do_not_leak() {
     );
 }
 
-static DROPPED_DONE: AtomicUsize = AtomicUsize::new(0);
-
 #[lumen::remote]
 fn big_after_nap(ms: u64) -> Vec<u8> {
     std::thread::sleep(Duration::from_millis(ms));
-    DROPPED_DONE.fetch_add(1, Ordering::SeqCst);
+    common::tally("dropped_done");
     vec![2u8; 1 << 20]
 }
 
@@ -751,7 +754,7 @@ fn result_of_a_task_whose_ref_was_dropped_is_freed() {
     let (objects0, bytes0) = settle();
     drop(big_after_nap::remote(200));
     assert!(
-        wait_until(PATIENCE, || DROPPED_DONE.load(Ordering::SeqCst) == 1),
+        wait_until(PATIENCE, || common::tally_count("dropped_done") == 1),
         "the task never ran"
     );
     assert!(

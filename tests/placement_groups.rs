@@ -15,6 +15,10 @@
 //! reserves. Tasks run in a worker process per node (this test binary re-executed in worker
 //! mode), so the gauges that count how many tasks run at once live there and come back to the
 //! test in the tasks' results.
+//!
+//! **Modes.** Not re-run by a local-cluster child: each test already chooses its mode, the
+//! embedded node or a multi-node [`lumen::testing::TestCluster`], because what a group means
+//! (bundles packed or spread over nodes, a node dying under a bundle) depends on the nodes.
 
 use lumen::testing::TestCluster;
 use lumen::{

@@ -1,5 +1,7 @@
 // The attributes imported by name (`use lumen::prelude::*`, `use lumen::method`) rather than
 // written as `#[lumen::remote]`, and a program without `#[lumen::main]` that shuts down itself.
+// Modes: embedded only. The program checks the macros' shapes and the public API from a user
+// crate; it asserts a one-node cluster and starts and stops the runtime itself.
 
 // `#[remote]` strips `#[method]` from the impl before name resolution, so rustc sees this
 // import as unused (reported to the macro's maintainers).

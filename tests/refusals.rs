@@ -8,6 +8,9 @@
 //! task and reads the cluster's nodes.
 //!
 //! lumen has one driver runtime per process, so the tests of this file take [`LOCK`] first.
+//!
+//! **Modes.** Cluster only, by nature: the bad peers come over the network, which an embedded
+//! runtime does not listen on.
 
 use lumen::testing::TestCluster;
 use lumen::Error;

@@ -10,7 +10,6 @@ mod common;
 use common::{exclusive, shared, wait_until, Gauge, PATIENCE};
 use lumen::{Error, NodeId, ObjectRef, SchedulingStrategy};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn init() {
@@ -27,10 +26,33 @@ fn init() {
     );
 }
 
+/// Every test of this file again, on a two-node local cluster with worker processes.
+#[test]
+fn suite_on_a_local_cluster() {
+    common::rerun_on_a_local_cluster("suite_on_a_local_cluster");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Gauges, one per test, and the remote functions that use them.
 
-static GAUGES: [Gauge; 16] = [const { Gauge::new() }; 16];
+static GAUGES: [Gauge; 16] = [
+    Gauge::new("g0"),
+    Gauge::new("g1"),
+    Gauge::new("g2"),
+    Gauge::new("g3"),
+    Gauge::new("g4"),
+    Gauge::new("g5"),
+    Gauge::new("g6"),
+    Gauge::new("g7"),
+    Gauge::new("g8"),
+    Gauge::new("g9"),
+    Gauge::new("g10"),
+    Gauge::new("g11"),
+    Gauge::new("g12"),
+    Gauge::new("g13"),
+    Gauge::new("g14"),
+    Gauge::new("g15"),
+];
 
 const G_DEFAULT_CPU: usize = 0;
 const G_TWO_CPUS: usize = 1;
@@ -60,26 +82,36 @@ fn run_held(refs: Vec<ObjectRef<Vec<u32>>>) -> Vec<Vec<u32>> {
     refs.iter().map(|r| common::get(r).unwrap()).collect()
 }
 
-static RELEASE: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
-static STARTED: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
-
-/// Runs until `RELEASE[flag]` is set (at most a minute); returns its GPU ids.
+/// Runs until flag `flag` is released (at most a minute); returns its GPU ids. Flags are
+/// counted in the shared scratch folder, so the driver sees them whichever process runs this.
 #[lumen::remote]
 fn hold_until_released(flag: usize) -> Vec<u32> {
-    STARTED[flag].store(true, Ordering::SeqCst);
+    common::tally(&format!("started-{flag}"));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !RELEASE[flag].load(Ordering::SeqCst) && Instant::now() < deadline {
+    while common::tally_count(&format!("release-{flag}")) == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     lumen::runtime_context().gpu_ids()
 }
 
-static RUNS: AtomicUsize = AtomicUsize::new(0);
-
 #[lumen::remote]
 fn counted() -> u8 {
-    RUNS.fetch_add(1, Ordering::SeqCst);
+    common::tally("runs");
     1
+}
+
+/// The driver's node: tests about one node's admission keep their tasks there (so that on a
+/// cluster they measure a node, not the cluster).
+fn on_here() -> SchedulingStrategy {
+    SchedulingStrategy::NodeAffinity {
+        node_id: lumen::runtime_context().node_id(),
+        soft: false,
+    }
+}
+
+/// The cluster's total of a resource each node has `per_node` of.
+fn all(per_node: f64) -> f64 {
+    per_node * common::nodes() as f64
 }
 
 #[lumen::remote]
@@ -179,24 +211,27 @@ fn cluster_resources_report_the_config() {
     init();
     let _g = shared();
     let total = lumen::cluster_resources();
-    assert_eq!(total["CPU"], 4.0);
-    assert_eq!(total["GPU"], 2.0);
-    assert_eq!(total["node0"], 2.0);
-    assert_eq!(total["rc_conc"], 2.0);
-    assert_eq!(total["r_avail"], 1.0);
+    assert_eq!(total["CPU"], all(4.0));
+    assert_eq!(total["GPU"], all(2.0));
+    assert_eq!(total["node0"], all(2.0));
+    assert_eq!(total["rc_conc"], all(2.0));
+    assert_eq!(total["r_avail"], all(1.0));
     assert!(amount(&total, "memory") > 0.0, "{total:?}");
     assert!(amount(&total, "object_store_memory") > 0.0, "{total:?}");
 }
 
 #[test]
-fn nodes_lists_the_embedded_node() {
+fn nodes_lists_every_node() {
     init();
     let _g = shared();
     let nodes = lumen::nodes();
-    assert_eq!(nodes.len(), 1, "{nodes:?}");
-    let n = &nodes[0];
-    assert!(n.alive);
-    assert_eq!(n.node_id, lumen::runtime_context().node_id());
+    assert_eq!(nodes.len(), common::nodes(), "{nodes:?}");
+    let here = lumen::runtime_context().node_id();
+    let n = nodes
+        .iter()
+        .find(|n| n.node_id == here)
+        .expect("the driver's node is listed");
+    assert!(nodes.iter().all(|n| n.alive));
     assert!(!n.address.is_empty());
     assert_eq!(n.resources["CPU"], 4.0);
     assert_eq!(n.resources["GPU"], 2.0);
@@ -217,12 +252,13 @@ fn available_resources_when_idle_equal_the_total() {
     let _g = exclusive();
     wait_idle();
     let avail = lumen::available_resources();
-    assert_eq!(avail["CPU"], 4.0);
-    assert_eq!(avail["GPU"], 2.0);
-    assert_eq!(avail["node0"], 2.0);
-    let node = &lumen::nodes()[0];
-    assert_eq!(amount(&node.available, "CPU"), 4.0);
-    assert_eq!(amount(&node.available, "GPU"), 2.0);
+    assert_eq!(avail["CPU"], all(4.0));
+    assert_eq!(avail["GPU"], all(2.0));
+    assert_eq!(avail["node0"], all(2.0));
+    for node in lumen::nodes() {
+        assert_eq!(amount(&node.available, "CPU"), 4.0);
+        assert_eq!(amount(&node.available, "GPU"), 2.0);
+    }
 }
 
 #[test]
@@ -235,19 +271,21 @@ fn available_resources_reflect_a_running_task() {
         .num_gpus(1.0)
         .resource("r_avail", 1.0)
         .remote(0);
-    assert!(wait_until(PATIENCE, || STARTED[0].load(Ordering::SeqCst)));
+    assert!(wait_until(PATIENCE, || common::tally_count("started-0") > 0));
     assert!(
         wait_until(PATIENCE, || {
             let a = lumen::available_resources();
-            amount(&a, "CPU") == 2.0 && amount(&a, "GPU") == 1.0 && amount(&a, "r_avail") == 0.0
+            amount(&a, "CPU") == all(4.0) - 2.0
+                && amount(&a, "GPU") == all(2.0) - 1.0
+                && amount(&a, "r_avail") == all(1.0) - 1.0
         }),
         "available while running: {:?}",
         lumen::available_resources()
     );
     // The total does not change.
-    assert_eq!(lumen::cluster_resources()["CPU"], 4.0);
-    assert_eq!(lumen::cluster_resources()["r_avail"], 1.0);
-    RELEASE[0].store(true, Ordering::SeqCst);
+    assert_eq!(lumen::cluster_resources()["CPU"], all(4.0));
+    assert_eq!(lumen::cluster_resources()["r_avail"], all(1.0));
+    common::tally("release-0");
     assert_eq!(common::get(&r).unwrap().len(), 1);
     wait_idle();
 }
@@ -261,7 +299,11 @@ fn default_task_needs_one_cpu() {
     let _g = exclusive();
     wait_idle();
     let refs: Vec<_> = (0..8)
-        .map(|_| hold::remote(G_DEFAULT_CPU, 4, 10_000, 150))
+        .map(|_| {
+            hold::options()
+                .scheduling_strategy(on_here())
+                .remote(G_DEFAULT_CPU, 4, 10_000, 150)
+        })
         .collect();
     run_held(refs);
     assert_eq!(GAUGES[G_DEFAULT_CPU].max(), 4);
@@ -276,6 +318,7 @@ fn two_cpu_tasks_on_four_cpus_run_two_at_a_time() {
     let refs: Vec<_> = (0..6)
         .map(|_| {
             hold::options()
+                .scheduling_strategy(on_here())
                 .num_cpus(2.0)
                 .remote(G_TWO_CPUS, 2, 10_000, 150)
         })
@@ -293,6 +336,7 @@ fn fractional_cpus_pack_more_tasks() {
     let refs: Vec<_> = (0..16)
         .map(|_| {
             hold::options()
+                .scheduling_strategy(on_here())
                 .num_cpus(0.5)
                 .remote(G_HALF_CPU, 8, 10_000, 150)
         })
@@ -329,6 +373,7 @@ fn custom_resource_limits_concurrency() {
     let refs: Vec<_> = (0..6)
         .map(|_| {
             hold::options()
+                .scheduling_strategy(on_here())
                 .num_cpus(0.5)
                 .resource("rc_conc", 1.0)
                 .remote(G_CUSTOM, 2, 10_000, 150)
@@ -347,6 +392,7 @@ fn fractional_custom_resource() {
     let refs: Vec<_> = (0..8)
         .map(|_| {
             hold::options()
+                .scheduling_strategy(on_here())
                 .num_cpus(0.5)
                 .resource("rc_frac", 0.25)
                 .remote(G_CUSTOM_FRAC, 4, 10_000, 150)
@@ -361,7 +407,13 @@ fn attribute_resources_limit_concurrency() {
     init();
     let _g = exclusive();
     wait_idle();
-    let refs: Vec<_> = (0..3).map(|_| attr_limited::remote()).collect();
+    let refs: Vec<_> = (0..3)
+        .map(|_| {
+            attr_limited::options()
+                .scheduling_strategy(on_here())
+                .remote()
+        })
+        .collect();
     let seen: Vec<usize> = refs.iter().map(|r| common::get(r).unwrap()).collect();
     assert_eq!(seen, vec![1, 1, 1]);
     assert_eq!(GAUGES[G_ATTR].max(), 1);
@@ -372,7 +424,10 @@ fn task_holding_every_cpu_lends_them_while_blocked() {
     init();
     let _g = exclusive();
     wait_idle();
-    let r = whole_node_parent::options().num_cpus(4.0).remote(3);
+    let r = whole_node_parent::options()
+        .num_cpus(4.0)
+        .scheduling_strategy(on_here())
+        .remote(3);
     assert_eq!(common::get(&r).unwrap(), 3);
 }
 
@@ -383,7 +438,13 @@ fn task_holding_every_cpu_lends_them_while_blocked() {
 fn gpu_task_gets_one_gpu_id() {
     init();
     let _g = exclusive();
-    let ids = common::get(&gpu_ids::options().num_gpus(1.0).remote()).unwrap();
+    let ids = common::get(
+        &gpu_ids::options()
+            .num_gpus(1.0)
+            .scheduling_strategy(on_here())
+            .remote(),
+    )
+    .unwrap();
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert!(ids[0] < 2, "{ids:?}");
     // Without GPUs, no ids.
@@ -399,6 +460,7 @@ fn concurrent_gpu_tasks_get_distinct_gpus() {
     let refs: Vec<_> = (0..2)
         .map(|_| {
             hold::options()
+                .scheduling_strategy(on_here())
                 .num_gpus(1.0)
                 .remote(G_GPU_IDS, 2, 10_000, 50)
         })
@@ -416,6 +478,7 @@ fn gpu_tasks_never_exceed_the_gpus() {
     let refs: Vec<_> = (0..4)
         .map(|_| {
             hold::options()
+                .scheduling_strategy(on_here())
                 .num_cpus(0.5)
                 .num_gpus(1.0)
                 .remote(G_ONE_GPU, 2, 10_000, 150)
@@ -436,6 +499,7 @@ fn fractional_gpus_share_a_device() {
     let refs: Vec<_> = (0..8)
         .map(|_| {
             hold::options()
+                .scheduling_strategy(on_here())
                 .num_cpus(0.5)
                 .num_gpus(0.5)
                 .remote(G_HALF_GPU, 4, 10_000, 150)
@@ -452,7 +516,13 @@ fn fractional_gpus_share_a_device() {
 fn two_gpu_task_gets_both() {
     init();
     let _g = exclusive();
-    let mut ids = common::get(&gpu_ids::options().num_gpus(2.0).remote()).unwrap();
+    let mut ids = common::get(
+        &gpu_ids::options()
+            .num_gpus(2.0)
+            .scheduling_strategy(on_here())
+            .remote(),
+    )
+    .unwrap();
     ids.sort();
     assert_eq!(ids, vec![0, 1]);
 }
@@ -474,7 +544,7 @@ fn attribute_options_apply_and_can_be_overridden() {
 fn invalid_amounts_are_refused_with_a_reason() {
     init();
     let _g = shared();
-    let before = RUNS.load(Ordering::SeqCst);
+    let before = common::tally_count("runs");
     expect_invalid(
         counted::options().num_cpus(-1.0).remote(),
         &["num_cpus", "negative"],
@@ -534,7 +604,7 @@ fn invalid_amounts_are_refused_with_a_reason() {
     );
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
-        RUNS.load(Ordering::SeqCst),
+        common::tally_count("runs"),
         before,
         "a refused task must not run"
     );
@@ -622,18 +692,17 @@ fn tasks_needing_missing_resources_stay_pending() {
 // Scheduling strategies.
 
 #[test]
-fn default_and_spread_run_on_the_node() {
+fn default_and_spread_run_on_the_nodes() {
     init();
     let _g = shared();
-    let here = lumen::runtime_context().node_id().to_string();
     let a = where_am_i::options()
         .scheduling_strategy(SchedulingStrategy::Default)
         .remote();
     let b = where_am_i::options()
         .scheduling_strategy(SchedulingStrategy::Spread)
         .remote();
-    assert_eq!(common::get(&a).unwrap(), here);
-    assert_eq!(common::get(&b).unwrap(), here);
+    assert!(common::is_node(&common::get(&a).unwrap()));
+    assert!(common::is_node(&common::get(&b).unwrap()));
     let many: Vec<_> = (0..8)
         .map(|_| {
             where_am_i::options()
@@ -641,7 +710,11 @@ fn default_and_spread_run_on_the_node() {
                 .remote()
         })
         .collect();
-    assert!(lumen::get_all(&many).unwrap().iter().all(|n| *n == here));
+    let used: std::collections::BTreeSet<String> =
+        lumen::get_all(&many).unwrap().into_iter().collect();
+    assert!(used.iter().all(|n| common::is_node(n)), "{used:?}");
+    // SPREAD uses every node (one on an embedded cluster).
+    assert_eq!(used.len(), common::nodes(), "{used:?}");
 }
 
 #[test]
@@ -688,10 +761,7 @@ fn soft_affinity_to_an_unknown_node_falls_back() {
             soft: true,
         })
         .remote();
-    assert_eq!(
-        common::get(&r).unwrap(),
-        lumen::runtime_context().node_id().to_string()
-    );
+    assert!(common::is_node(&common::get(&r).unwrap()));
 }
 
 #[test]

@@ -1,7 +1,26 @@
 //! `lumen::shutdown()`: blocked reads end with `Error::Shutdown`, and lumen can start again.
-//! One test only: shutting down affects the whole process.
+//! One test per process: shutting down affects the whole process. It runs embedded here and on
+//! a two-node local cluster (whose worker processes must go with it) in a child process.
+
+mod common;
 
 use std::time::{Duration, Instant};
+
+/// Two CPUs per node; a two-node local cluster in the cluster-mode child.
+fn config() -> lumen::Config {
+    let config = lumen::Config::default().num_cpus(2.0);
+    if common::on_cluster() {
+        config.local_cluster(common::nodes())
+    } else {
+        config
+    }
+}
+
+/// The test below again, on a two-node local cluster with worker processes.
+#[test]
+fn suite_on_a_local_cluster() {
+    common::rerun_on_a_local_cluster("suite_on_a_local_cluster");
+}
 
 #[lumen::remote]
 fn slow(ms: u64) -> u64 {
@@ -22,7 +41,7 @@ fn shutdown_ends_blocked_reads_and_lumen_can_start_again() {
         Err(lumen::Error::NotInitialized)
     ));
 
-    lumen::init_with(lumen::Config::default().num_cpus(2.0)).expect("first init");
+    lumen::init_with(config()).expect("first init");
     assert!(matches!(
         lumen::init(),
         Err(lumen::Error::AlreadyInitialized)
@@ -48,13 +67,16 @@ fn shutdown_ends_blocked_reads_and_lumen_can_start_again() {
 
     // A ref from the old runtime is refused, not waited for forever.
     let old = lumen::put(5u8);
-    lumen::init_with(lumen::Config::default().num_cpus(2.0)).expect("second init");
+    lumen::init_with(config()).expect("second init");
     assert!(matches!(
         lumen::get(&old),
         Err(lumen::Error::ObjectLost { .. })
     ));
     assert_eq!(lumen::get(&square::remote(9)).unwrap(), 81);
-    assert_eq!(lumen::cluster_resources()["CPU"], 2.0);
+    assert_eq!(
+        lumen::cluster_resources()["CPU"],
+        2.0 * common::nodes() as f64
+    );
     lumen::shutdown();
     lumen::shutdown(); // harmless when not running
 }

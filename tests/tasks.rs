@@ -6,14 +6,19 @@ mod common;
 use common::{Gauge, PATIENCE};
 use lumen::{Error, ObjectRef};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+
 use std::time::Duration;
 
 /// Two CPUs: small enough that nested tasks would deadlock unless a task blocked in `get` lends
 /// its CPU back.
 fn init() {
     common::init(lumen::Config::default().num_cpus(2.0).num_gpus(0.0));
+}
+
+/// Every test of this file again, on a two-node local cluster with worker processes.
+#[test]
+fn suite_on_a_local_cluster() {
+    common::rerun_on_a_local_cluster("suite_on_a_local_cluster");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -39,11 +44,9 @@ fn no_args() -> u64 {
     42
 }
 
-static UNIT_CALLS: AtomicUsize = AtomicUsize::new(0);
-
 #[lumen::remote]
 fn unit_return() {
-    UNIT_CALLS.fetch_add(1, Ordering::SeqCst);
+    common::tally("unit_calls");
 }
 
 #[lumen::remote]
@@ -89,11 +92,9 @@ fn panics_with_payload() -> i64 {
     std::panic::panic_any(17u32)
 }
 
-static AFTER_FAILURE_RUNS: AtomicUsize = AtomicUsize::new(0);
-
 #[lumen::remote]
 fn plus_one_counted(x: i64) -> i64 {
-    AFTER_FAILURE_RUNS.fetch_add(1, Ordering::SeqCst);
+    common::tally("after_failure_runs");
     x + 1
 }
 
@@ -115,7 +116,7 @@ async fn async_panics() -> u64 {
     panic!("async boom")
 }
 
-static ASYNC_GAUGE: Gauge = Gauge::new();
+static ASYNC_GAUGE: Gauge = Gauge::new("async_rendezvous");
 
 /// Sleeps on tokio timers until `target` of these have been in flight together (at most 10 s).
 #[lumen::remote]
@@ -221,30 +222,16 @@ fn sum_nested(refs: Vec<ObjectRef<i64>>) -> lumen::Result<i64> {
     Ok(lumen::get_all(&refs)?.into_iter().sum())
 }
 
-static FLAKY_ATTEMPTS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
-
+/// How many attempts of `key` ran (counted by the tasks, in whichever process they ran).
 fn attempts(key: &str) -> usize {
-    FLAKY_ATTEMPTS
-        .lock()
-        .unwrap()
-        .as_ref()
-        .and_then(|m| m.get(key).copied())
-        .unwrap_or(0)
+    common::tally_count(key)
 }
 
 /// Fails (returns Err) the first `failures` attempts for `key`, then succeeds with the attempt
 /// number (1-based).
 #[lumen::remote]
 fn flaky(key: String, failures: usize) -> Result<usize, String> {
-    let attempt = {
-        let mut m = FLAKY_ATTEMPTS.lock().unwrap();
-        let n = m
-            .get_or_insert_with(HashMap::new)
-            .entry(key.clone())
-            .or_insert(0);
-        *n += 1;
-        *n
-    };
+    let attempt = common::tally(&key);
     if attempt <= failures {
         Err(format!("{key}: attempt {attempt} failed"))
     } else {
@@ -255,15 +242,7 @@ fn flaky(key: String, failures: usize) -> Result<usize, String> {
 /// Like `flaky`, but fails by panicking.
 #[lumen::remote]
 fn flaky_panic(key: String, failures: usize) -> usize {
-    let attempt = {
-        let mut m = FLAKY_ATTEMPTS.lock().unwrap();
-        let n = m
-            .get_or_insert_with(HashMap::new)
-            .entry(key.clone())
-            .or_insert(0);
-        *n += 1;
-        *n
-    };
+    let attempt = common::tally(&key);
     if attempt <= failures {
         panic!("{key}: attempt {attempt} panicked");
     }
@@ -273,15 +252,7 @@ fn flaky_panic(key: String, failures: usize) -> usize {
 /// Retry options given in the attribute.
 #[lumen::remote(max_retries = 2, retry_exceptions = true)]
 fn flaky_attr(key: String, failures: usize) -> Result<usize, String> {
-    let attempt = {
-        let mut m = FLAKY_ATTEMPTS.lock().unwrap();
-        let n = m
-            .get_or_insert_with(HashMap::new)
-            .entry(key.clone())
-            .or_insert(0);
-        *n += 1;
-        *n
-    };
+    let attempt = common::tally(&key);
     if attempt <= failures {
         Err(format!("{key}: attempt {attempt} failed"))
     } else {
@@ -376,12 +347,10 @@ fn submitting_from_many_driver_threads() {
     }
 }
 
-static DROPPED_RUNS: AtomicUsize = AtomicUsize::new(0);
-
 #[lumen::remote]
 fn runs_even_if_dropped(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
-    DROPPED_RUNS.fetch_add(1, Ordering::SeqCst);
+    common::tally("dropped_runs");
     ms
 }
 
@@ -391,7 +360,7 @@ fn task_runs_even_if_its_ref_is_dropped() {
     // As in Ray, dropping the only ref does not cancel the task.
     drop(runs_even_if_dropped::remote(100));
     assert!(
-        common::wait_until(PATIENCE, || DROPPED_RUNS.load(Ordering::SeqCst) == 1),
+        common::wait_until(PATIENCE, || common::tally_count("dropped_runs") == 1),
         "the task never ran"
     );
     // The node is fine afterwards.
@@ -402,10 +371,10 @@ fn task_runs_even_if_its_ref_is_dropped() {
 fn zero_argument_and_unit_tasks() {
     init();
     assert_eq!(common::get(&no_args::remote()).unwrap(), 42);
-    let before = UNIT_CALLS.load(Ordering::SeqCst);
+    let before = common::tally_count("unit_calls");
     let r: ObjectRef<()> = unit_return::remote();
     common::get(&r).unwrap();
-    assert!(UNIT_CALLS.load(Ordering::SeqCst) > before);
+    assert!(common::tally_count("unit_calls") > before);
 }
 
 #[test]
@@ -501,11 +470,7 @@ fn err_result_becomes_task_error() {
                 message.contains("cannot divide 9 by zero"),
                 "message = {message:?}"
             );
-            let here = lumen::runtime_context().node_id().to_string();
-            assert!(
-                !node.is_empty() && here.starts_with(&node),
-                "node = {node:?}, here = {here}"
-            );
+            assert!(common::is_node(&node), "node = {node:?}");
         }
         other => panic!("expected Error::Task, got {other:?}"),
     }
@@ -577,14 +542,14 @@ fn failed_argument_propagates_same_error() {
     init();
     let failed = checked_div::remote(5, 0);
     let original = common::get(&failed).unwrap_err();
-    let before = AFTER_FAILURE_RUNS.load(Ordering::SeqCst);
+    let before = common::tally_count("after_failure_runs");
     let downstream = plus_one_counted::remote(&failed);
     let e = common::get(&downstream).unwrap_err();
     assert_eq!(e, original);
     // Propagates through a chain too, without running the downstream functions.
     let further = plus_one_counted::remote(plus_one_counted::remote(downstream));
     assert_eq!(common::get(&further).unwrap_err(), original);
-    assert_eq!(AFTER_FAILURE_RUNS.load(Ordering::SeqCst), before);
+    assert_eq!(common::tally_count("after_failure_runs"), before);
 }
 
 #[test]
@@ -875,7 +840,7 @@ fn runtime_context_in_driver() {
     assert!(ctx.task_id().is_none());
     assert!(ctx.actor_id().is_none());
     assert!(ctx.gpu_ids().is_empty());
-    assert_eq!(ctx.node_id(), lumen::nodes()[0].node_id);
+    assert!(common::is_node(&ctx.node_id().to_string()));
     assert!(lumen::try_runtime_context().is_ok());
 }
 
@@ -884,7 +849,7 @@ fn runtime_context_in_task() {
     init();
     let driver = lumen::runtime_context();
     let (node, job, task, actor, gpus) = common::get(&context_in_task::remote()).unwrap();
-    assert_eq!(node, driver.node_id().to_string());
+    assert!(common::is_node(&node), "{node}");
     assert_eq!(job, driver.job_id().to_string());
     assert!(task.is_some());
     assert!(actor.is_none());
@@ -899,7 +864,7 @@ fn runtime_context_in_task() {
 fn runtime_context_in_async_task() {
     init();
     let (node, task) = common::get(&async_context_in_task::remote()).unwrap();
-    assert_eq!(node, lumen::runtime_context().node_id().to_string());
+    assert!(common::is_node(&node), "{node}");
     assert!(task.is_some());
 }
 
@@ -922,7 +887,10 @@ fn second_init_is_refused() {
     );
     // Still running with the first config.
     assert!(lumen::is_initialized());
-    assert_eq!(lumen::cluster_resources()["CPU"], 2.0);
+    assert_eq!(
+        lumen::cluster_resources()["CPU"],
+        2.0 * common::nodes() as f64
+    );
     assert_eq!(common::get(&square::remote(7)).unwrap(), 49);
 }
 

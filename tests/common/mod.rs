@@ -13,7 +13,7 @@
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
 use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -39,10 +39,20 @@ pub fn nodes() -> usize {
     }
 }
 
+/// Whether `id` (a node id as text, or a prefix of one) names a node of the cluster.
+pub fn is_node(id: &str) -> bool {
+    !id.is_empty()
+        && lumen::nodes()
+            .iter()
+            .any(|n| n.node_id.to_string().starts_with(id))
+}
+
 /// Starts lumen once for this test binary (the first caller's config wins): embedded, or on a
 /// local cluster of two nodes with that config each in cluster mode.
 pub fn init(config: lumen::Config) {
     INIT.get_or_init(|| {
+        // Before the first worker process starts: they inherit where to count.
+        scratch();
         let config = if on_cluster() {
             config.local_cluster(CLUSTER_NODES)
         } else {
@@ -65,6 +75,8 @@ pub fn rerun_on_a_local_cluster(this: &str) {
     let mut child = std::process::Command::new(exe)
         .args(["--skip", this])
         .env(CLUSTER_MODE, "1")
+        // Its own scratch folder: its counts are not this process's.
+        .env_remove(SCRATCH)
         .env_remove("LUMEN_ADDRESS")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -162,44 +174,114 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Counts how many tasks are inside a section at once, and the most ever seen.
+/// A folder shared by this test process and the worker processes of its cluster (they inherit
+/// its path through the environment, as they are started by nodes in this process). Tasks and
+/// actors count things there, so that tests count the same way in both modes.
+pub fn scratch() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os(SCRATCH) {
+            return PathBuf::from(dir);
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("lumen-test-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the scratch folder");
+        std::env::set_var(SCRATCH, &dir);
+        dir
+    })
+    .clone()
+}
+
+/// The environment variable naming [`scratch`].
+const SCRATCH: &str = "LUMEN_TEST_SCRATCH";
+
+/// Runs `f` on the numbers kept in file `name` of the scratch folder, under an exclusive lock
+/// (held across processes).
+pub fn locked<const N: usize, R>(name: &str, f: impl FnOnce(&mut [u64; N]) -> R) -> R {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::io::AsRawFd;
+    let path = scratch().join(name);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .expect("open a counter file");
+    // SAFETY: flock on a descriptor this function owns.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "lock {}", path.display());
+    let mut text = String::new();
+    file.read_to_string(&mut text).expect("read a counter file");
+    let mut values = [0u64; N];
+    for (v, word) in values.iter_mut().zip(text.split_whitespace()) {
+        *v = word.parse().unwrap_or(0);
+    }
+    let out = f(&mut values);
+    let line: Vec<String> = values.iter().map(u64::to_string).collect();
+    file.set_len(0).expect("truncate a counter file");
+    file.rewind().expect("rewind a counter file");
+    file.write_all(line.join(" ").as_bytes())
+        .expect("write a counter file");
+    // Unlocked when the file closes.
+    out
+}
+
+/// Counts one occurrence of `name` (in any process of the test's cluster); returns the count.
+pub fn tally(name: &str) -> usize {
+    locked::<1, _>(&format!("tally-{name}"), |v| {
+        v[0] += 1;
+        v[0] as usize
+    })
+}
+
+/// How many occurrences of `name` were counted.
+pub fn tally_count(name: &str) -> usize {
+    locked::<1, _>(&format!("tally-{name}"), |v| v[0] as usize)
+}
+
+/// Counts how many tasks are inside a section at once, and the most ever seen, across every
+/// process of the test's cluster (the counts live in the scratch folder).
 #[derive(Debug)]
 pub struct Gauge {
-    now: AtomicUsize,
-    max: AtomicUsize,
-    total: AtomicUsize,
+    name: &'static str,
 }
 
 impl Gauge {
-    pub const fn new() -> Self {
-        Gauge {
-            now: AtomicUsize::new(0),
-            max: AtomicUsize::new(0),
-            total: AtomicUsize::new(0),
-        }
+    /// The gauge called `name` (unique in its test binary).
+    pub const fn new(name: &'static str) -> Self {
+        Gauge { name }
+    }
+
+    fn file(&self) -> String {
+        format!("gauge-{}", self.name)
     }
 
     /// Enters the section; the guard leaves it when dropped.
     pub fn enter(&self) -> GaugeGuard<'_> {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-        self.total.fetch_add(1, Ordering::SeqCst);
+        locked::<3, _>(&self.file(), |v| {
+            v[0] += 1;
+            v[1] = v[1].max(v[0]);
+            v[2] += 1;
+        });
         GaugeGuard(self)
     }
 
     /// Tasks inside now.
     pub fn current(&self) -> usize {
-        self.now.load(Ordering::SeqCst)
+        locked::<3, _>(&self.file(), |v| v[0] as usize)
     }
 
     /// The most tasks ever inside at once.
     pub fn max(&self) -> usize {
-        self.max.load(Ordering::SeqCst)
+        locked::<3, _>(&self.file(), |v| v[1] as usize)
     }
 
     /// How many times the section was entered.
     pub fn total(&self) -> usize {
-        self.total.load(Ordering::SeqCst)
+        locked::<3, _>(&self.file(), |v| v[2] as usize)
     }
 
     /// Enters, then stays until `target` tasks have been inside together (or `patience` passes),
@@ -219,19 +301,13 @@ impl Gauge {
     }
 }
 
-impl Default for Gauge {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Leaves a [`Gauge`]'s section on drop.
 #[derive(Debug)]
 pub struct GaugeGuard<'a>(&'a Gauge);
 
 impl Drop for GaugeGuard<'_> {
     fn drop(&mut self) {
-        self.0.now.fetch_sub(1, Ordering::SeqCst);
+        locked::<3, _>(&self.0.file(), |v| v[0] = v[0].saturating_sub(1));
     }
 }
 
