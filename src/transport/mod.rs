@@ -9,12 +9,42 @@
 //! carries a marker in their place, so delivery order per connection is the order of sending
 //! whatever the sizes.
 //!
-//! Per connection there is one writer task (drains an unbounded queue, batching whatever is
-//! queued into one write), one reader task for the peer's control stream (delivers to
+//! Per connection there is one writer task (drains the connection's queue, batching whatever
+//! is queued into one write), one reader task for the peer's control stream (delivers to
 //! [`Inbound`] in order, resolves replies), one task per incoming blob, and one watcher that
 //! cleans up when the connection ends: pending requests fail with [`Error::Connection`]
 //! naming the peer and the reason, the cache entry goes, and [`Inbound::connection_lost`] is
 //! called.
+//!
+//! # Backpressure
+//!
+//! A peer that stops reading (or a link slower than the sender) must not make this process's
+//! memory grow without bound, so each connection counts the payload bytes queued for it —
+//! messages, requests and replies, blobs included — from the moment they are queued until the
+//! writer has handed them to quinn (a blob: until its last chunk is handed over, or it fails).
+//! quinn itself buffers at most its send window per connection. Two limits apply to that count
+//! (see [`TransportConfig::queue_soft_limit`] and [`TransportConfig::queue_hard_limit`]):
+//!
+//! - At the **soft limit** (64 MiB by default), a caller that may block — one on a thread
+//!   outside any tokio runtime — waits in [`Transport::send`] / [`Transport::request`] (on a
+//!   condition variable, woken as the writer drains) until the count is below the soft limit
+//!   again, or the connection closes (then the message is dropped like the rest of the queue,
+//!   and the request fails with the connection's reason). A caller inside a tokio runtime (the
+//!   node's event loops, actix arbiters, blocking-pool threads) never waits: it queues anyway.
+//!   Requests wait in their synchronous part, so sends and requests from one thread keep their
+//!   order.
+//! - At the **hard limit** (four times the soft limit by default), the peer is taken to be not
+//!   reading: an item that would take the count over it, with at least the soft limit already
+//!   queued, is not queued; instead the connection is closed with a reason naming the peer and
+//!   the amounts, logged as a warning, and torn down as usual — pending requests fail with that
+//!   reason and [`Inbound::connection_lost`] is called. (An item queued while less than the soft
+//!   limit is queued is always accepted, so one payload larger than the limits can still
+//!   travel; callers that wait at the soft limit therefore never trip the hard limit
+//!   themselves.)
+//!
+//! The common path costs one atomic add when queuing and one atomic subtract per written batch;
+//! locks are taken only by a caller that has to wait and by the writer when the count falls
+//! back below the soft limit.
 
 pub(crate) mod frame;
 pub(crate) mod handshake;
@@ -27,12 +57,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use frame::{Frame, Kind};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -46,6 +76,9 @@ pub(crate) const CLOSE_NORMAL: quinn::VarInt = quinn::VarInt::from_u32(0);
 pub(crate) const CLOSE_REFUSED: quinn::VarInt = quinn::VarInt::from_u32(1);
 /// Application close code: the peer broke the protocol (oversized or malformed frame, ...).
 pub(crate) const CLOSE_PROTOCOL: quinn::VarInt = quinn::VarInt::from_u32(2);
+/// Application close code: the peer did not read what was sent to it, and the queue for it
+/// reached the hard limit; the reason gives the amounts.
+pub(crate) const CLOSE_OVERLOAD: quinn::VarInt = quinn::VarInt::from_u32(3);
 
 /// The writer stops batching once this many bytes are queued for one write.
 const BATCH_BYTES: usize = 1 << 20;
@@ -139,11 +172,18 @@ pub(crate) struct TransportConfig {
     pub(crate) idle_timeout: Duration,
     /// Interval of keep-alive packets on idle connections.
     pub(crate) keep_alive: Duration,
+    /// Payload bytes queued for one connection at which a sender outside any tokio runtime
+    /// waits for the writer to catch up (see the module docs on backpressure). Must not be 0.
+    pub(crate) queue_soft_limit: usize,
+    /// Payload bytes queued for one connection over which the connection is closed: its peer is
+    /// not reading (see the module docs on backpressure). `None`: four times
+    /// [`queue_soft_limit`](Self::queue_soft_limit). Must not be below the soft limit.
+    pub(crate) queue_hard_limit: Option<usize>,
 }
 
 impl TransportConfig {
     /// The defaults: 8 MiB frames, 256 KiB blob threshold, 8 GiB blobs, 10 s idle timeout,
-    /// 1 s keep-alive.
+    /// 1 s keep-alive, queue limits of 64 MiB (soft) and 256 MiB (hard) per connection.
     pub(crate) fn new(bind: SocketAddr, token: Token) -> Self {
         TransportConfig {
             bind,
@@ -153,8 +193,37 @@ impl TransportConfig {
             max_blob: 8 << 30,
             idle_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(1),
+            queue_soft_limit: 64 << 20,
+            queue_hard_limit: None,
         }
     }
+
+    /// The queue limits these settings give, checked.
+    fn queue_limits(&self) -> Result<QueueLimits, Error> {
+        let soft = self.queue_soft_limit;
+        let hard = self.queue_hard_limit.unwrap_or(soft.saturating_mul(4));
+        if soft == 0 {
+            return Err(Error::invalid(
+                "the transport's queue soft limit is 0 bytes: senders would wait forever",
+            ));
+        }
+        if hard < soft {
+            return Err(Error::invalid(format!(
+                "the transport's queue hard limit ({hard} bytes) is below its soft limit \
+                 ({soft} bytes)"
+            )));
+        }
+        Ok(QueueLimits { soft, hard })
+    }
+}
+
+/// A connection's queue limits, in payload bytes (see the module docs on backpressure).
+#[derive(Debug, Clone, Copy)]
+struct QueueLimits {
+    /// Senders outside a tokio runtime wait while this much is queued.
+    soft: usize,
+    /// The connection is closed when more than this would be queued.
+    hard: usize,
 }
 
 /// Something a peer sent.
@@ -208,6 +277,23 @@ impl Outgoing {
     fn into_payload(self) -> Bytes {
         self.into_parts().2
     }
+
+    /// Payload bytes, as counted against the queue limits.
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Message(payload)
+            | Outgoing::Request { payload, .. }
+            | Outgoing::Reply { payload, .. } => payload.len(),
+        }
+    }
+}
+
+/// Why [`Link::push`] did not queue an item.
+enum PushError {
+    /// The writer is gone (the connection just ended): the item, to try on a new link.
+    Gone(Outgoing),
+    /// The link is closed — possibly just now, for going over the hard limit: why.
+    Closed(String),
 }
 
 /// Where a request's reply (or its failure) goes.
@@ -230,8 +316,21 @@ struct Link {
     id: u64,
     /// Address the peer listens on (dialed address, announced address, or remote address).
     peer: SocketAddr,
-    /// The writer's queue.
+    /// The transport, to tear the link down when it goes over the hard limit.
+    shared: Weak<Shared>,
+    /// The writer's queue. Unbounded as a channel; bounded by `queued` and `limits`.
     tx: mpsc::UnboundedSender<Outgoing>,
+    /// Payload bytes queued and not yet handed to quinn (see the module docs on backpressure).
+    queued: AtomicUsize,
+    /// The soft and hard limits on `queued`.
+    limits: QueueLimits,
+    /// Held by a sender while it checks `queued` and starts waiting on `room`, and by whoever
+    /// wakes it, so no wake-up is lost.
+    room_lock: Mutex<()>,
+    /// Senders waiting for `queued` to fall below the soft limit (or the link to close).
+    room: Condvar,
+    /// How many senders wait on `room` (for tests and diagnostics).
+    waiting: AtomicUsize,
     /// Pending requests and whether the link is closed.
     state: Mutex<LinkState>,
     /// Id of the next request sent on this link.
@@ -246,12 +345,23 @@ struct Link {
 
 impl Link {
     /// A new, open link and the receiving end of its queue (for its writer).
-    fn new(id: u64, peer: SocketAddr) -> (Arc<Link>, mpsc::UnboundedReceiver<Outgoing>) {
+    fn new(
+        id: u64,
+        peer: SocketAddr,
+        shared: Weak<Shared>,
+        limits: QueueLimits,
+    ) -> (Arc<Link>, mpsc::UnboundedReceiver<Outgoing>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let link = Arc::new(Link {
             id,
             peer,
+            shared,
             tx,
+            queued: AtomicUsize::new(0),
+            limits,
+            room_lock: Mutex::new(()),
+            room: Condvar::new(),
+            waiting: AtomicUsize::new(0),
             state: Mutex::new(LinkState::default()),
             next_request: AtomicU64::new(1),
             conn: OnceLock::new(),
@@ -264,6 +374,97 @@ impl Link {
     /// Whether the connection is gone (or could not be made).
     fn is_closed(&self) -> bool {
         self.state.lock().closed.is_some()
+    }
+
+    /// Why the connection is gone, if it is.
+    fn closed_reason(&self) -> Option<String> {
+        self.state.lock().closed.clone()
+    }
+
+    /// Queues `item` for the writer under the queue limits (see the module docs on
+    /// backpressure): a caller outside any tokio runtime first waits while the soft limit is
+    /// reached; an item that would go over the hard limit closes the connection instead.
+    fn push(self: &Arc<Self>, item: Outgoing) -> Result<(), PushError> {
+        let len = item.len();
+        // Relaxed is enough: `wait_for_room` and `release` synchronize through `room_lock`.
+        if self.queued.load(Ordering::Relaxed) >= self.limits.soft
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            self.wait_for_room().map_err(PushError::Closed)?;
+        }
+        let before = self.queued.fetch_add(len, Ordering::Relaxed);
+        let after = before.saturating_add(len);
+        if before >= self.limits.soft && after > self.limits.hard {
+            self.release(len);
+            return Err(PushError::Closed(self.overflow(after)));
+        }
+        self.tx.send(item).map_err(|mpsc::error::SendError(item)| {
+            self.release(len);
+            PushError::Gone(item)
+        })
+    }
+
+    /// Blocks the calling thread until fewer than the soft limit's bytes are queued (`Ok`) or
+    /// the link is closed (`Err`: why).
+    fn wait_for_room(&self) -> Result<(), String> {
+        let mut guard = self.room_lock.lock();
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let result = loop {
+            if let Some(reason) = self.closed_reason() {
+                break Err(reason);
+            }
+            if self.queued.load(Ordering::Relaxed) < self.limits.soft {
+                break Ok(());
+            }
+            self.room.wait(&mut guard);
+        };
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    /// Uncounts `len` queued bytes (handed to quinn, or dropped); wakes the waiting senders if
+    /// that takes the count below the soft limit.
+    fn release(&self, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let before = self.queued.fetch_sub(len, Ordering::Relaxed);
+        if before >= self.limits.soft && before - len < self.limits.soft {
+            self.wake_all();
+        }
+    }
+
+    /// Wakes every sender waiting for room (to recheck the count and whether the link closed).
+    fn wake_all(&self) {
+        let _guard = self.room_lock.lock();
+        self.room.notify_all();
+    }
+
+    /// Closes the connection because `queued` bytes would be over the hard limit; returns the
+    /// reason the link is closed with.
+    fn overflow(self: &Arc<Self>, queued: usize) -> String {
+        let reason = format!(
+            "the peer at {} is not reading: {queued} bytes queued for it, over the limit of {} \
+             bytes",
+            self.peer, self.limits.hard
+        );
+        match self.shared.upgrade() {
+            Some(shared) => shared.overflow(self, reason),
+            None => reason,
+        }
+    }
+
+    /// Drops what is left in the writer's queue once the writer is gone (or never started),
+    /// uncounting it; later pushes fail and uncount themselves.
+    async fn discard(&self, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+        rx.close();
+        let mut dropped = 0;
+        // After `close`, `recv` yields what was sent before it (waiting for a send under way)
+        // and then `None`.
+        while let Some(item) = rx.recv().await {
+            dropped += item.len();
+        }
+        self.release(dropped);
     }
 
     /// An [`Error::Connection`] naming this link's peer.
@@ -335,6 +536,8 @@ pub(crate) fn describe_connection_error(
                 format!("refused by the peer: {reason}")
             } else if close.error_code == CLOSE_PROTOCOL {
                 format!("the peer closed the connection because of a protocol violation: {reason}")
+            } else if close.error_code == CLOSE_OVERLOAD {
+                format!("the peer closed the connection because this node did not read: {reason}")
             } else if reason.is_empty() {
                 "the peer closed the connection".to_string()
             } else {
@@ -444,6 +647,8 @@ struct Shared {
     max_blob: u64,
     /// See [`TransportConfig::idle_timeout`].
     idle_timeout: Duration,
+    /// See [`TransportConfig::queue_soft_limit`] and [`TransportConfig::queue_hard_limit`].
+    queue_limits: QueueLimits,
     /// QUIC settings, for every connection either way.
     quic: Arc<quinn::TransportConfig>,
     /// Where deliveries go.
@@ -507,6 +712,7 @@ impl Transport {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             bind_error("the transport must be started inside a tokio runtime".to_string())
         })?;
+        let queue_limits = config.queue_limits()?;
         let identity = tls::Identity::generate()?;
         let quic = Arc::new(quic_transport_config(&config)?);
         let server_config = identity.server_config(quic.clone())?;
@@ -525,6 +731,7 @@ impl Transport {
             blob_threshold: config.blob_threshold,
             max_blob: config.max_blob,
             idle_timeout: config.idle_timeout,
+            queue_limits,
             quic,
             inbound,
             peers: DashMap::new(),
@@ -550,9 +757,11 @@ impl Transport {
         self.shared.fingerprint
     }
 
-    /// One-way message to `to`. Never blocks (unbounded queue); dials on first use; all sends
-    /// and requests to the same `to` are delivered in the order they were called. If the
-    /// connection can't be made or is lost, queued messages are dropped, a warning is logged and
+    /// One-way message to `to`. Dials on first use; all sends and requests to the same `to`
+    /// are delivered in the order they were called. Called outside any tokio runtime, it waits
+    /// while the connection's queue is at the soft limit; inside one it never blocks (see the
+    /// module docs on backpressure). If the connection can't be made or is lost (or is closed
+    /// at the hard limit), queued messages are dropped, a warning is logged and
     /// [`Inbound::connection_lost`] is called.
     pub(crate) fn send(&self, to: SocketAddr, payload: Bytes) {
         let mut item = Outgoing::Message(payload);
@@ -565,9 +774,13 @@ impl Transport {
                     return;
                 }
             };
-            match link.tx.send(item) {
+            match link.push(item) {
                 Ok(()) => return,
-                Err(mpsc::error::SendError(back)) => {
+                Err(PushError::Closed(reason)) => {
+                    debug!(%to, "message dropped: {reason}");
+                    return;
+                }
+                Err(PushError::Gone(back)) => {
                     item = back;
                     self.shared.forget(&link);
                 }
@@ -577,9 +790,11 @@ impl Transport {
     }
 
     /// Request/reply. Fails with [`Error::Connection`] saying why (refused — wrong token or
-    /// version mismatch —, unreachable, closed); never hangs if the peer refuses or dies (the
-    /// idle timeout bounds it). The request is queued when this is called (not when the future
-    /// is first polled), so it keeps its place among the sends made before and after it.
+    /// version mismatch —, unreachable, closed, not reading); never hangs if the peer refuses or
+    /// dies (the idle timeout bounds it). The request is queued when this is called (not when
+    /// the future is first polled), so it keeps its place among the sends made before and after
+    /// it; like [`send`](Self::send), a call outside any tokio runtime first waits while the
+    /// connection's queue is at the soft limit.
     pub(crate) fn request(
         &self,
         to: SocketAddr,
@@ -615,9 +830,13 @@ impl Transport {
         for _ in 0..2 {
             let link = self.shared.link_for(to)?;
             let (id, rx) = link.register()?;
-            match link.tx.send(Outgoing::Request { id, payload }) {
+            match link.push(Outgoing::Request { id, payload }) {
                 Ok(()) => return Ok((link, rx)),
-                Err(mpsc::error::SendError(back)) => {
+                Err(PushError::Closed(reason)) => {
+                    link.unregister(id);
+                    return Err(link.error(reason));
+                }
+                Err(PushError::Gone(back)) => {
                     link.unregister(id);
                     self.shared.forget(&link);
                     payload = back.into_payload();
@@ -673,6 +892,12 @@ impl Transport {
 }
 
 impl Transport {
+    /// The cached link to `to`, if any (for tests that watch its queue).
+    #[cfg(test)]
+    fn link_to(&self, to: SocketAddr) -> Option<Arc<Link>> {
+        self.shared.peers.get(&to).map(|link| link.clone())
+    }
+
     /// After [`close`](Self::close): waits (at most `limit`) until every peer has been told, so a
     /// process that stops right after does not leave peers to find out by idle timeout.
     pub(crate) async fn wait_closed(&self, limit: Duration) {
@@ -701,10 +926,11 @@ impl fmt::Debug for Conn {
 }
 
 impl Conn {
-    /// Replies to request `id` on this connection (large replies go as blobs too). Dropped
-    /// (with a debug log) if the connection is gone.
+    /// Replies to request `id` on this connection (large replies go as blobs too), under the
+    /// queue limits like [`Transport::send`]. Dropped (with a debug log) if the connection is
+    /// gone.
     pub(crate) fn reply(&self, id: u64, payload: Bytes) {
-        if self.link.tx.send(Outgoing::Reply { id, payload }).is_err() {
+        if self.link.push(Outgoing::Reply { id, payload }).is_err() {
             debug!(peer = %self.link.peer, id, "reply dropped: the connection is closed");
         }
     }
@@ -713,7 +939,7 @@ impl Conn {
     /// gone.
     #[cfg(test)]
     pub(crate) fn send(&self, payload: Bytes) {
-        if self.link.tx.send(Outgoing::Message(payload)).is_err() {
+        if self.link.push(Outgoing::Message(payload)).is_err() {
             debug!(peer = %self.link.peer, "message dropped: the connection is closed");
         }
     }
@@ -734,9 +960,12 @@ impl Shared {
     }
 
     /// A new link to `peer`, registered in `links` (not in `peers`).
-    fn new_link(&self, peer: SocketAddr) -> (Arc<Link>, mpsc::UnboundedReceiver<Outgoing>) {
+    fn new_link(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+    ) -> (Arc<Link>, mpsc::UnboundedReceiver<Outgoing>) {
         let id = self.next_link.fetch_add(1, Ordering::Relaxed);
-        let (link, rx) = Link::new(id, peer);
+        let (link, rx) = Link::new(id, peer, Arc::downgrade(self), self.queue_limits);
         self.links.insert(id, link.clone());
         (link, rx)
     }
@@ -774,13 +1003,35 @@ impl Shared {
     /// [`Inbound::connection_lost`] is called before the pending requests fail, so a caller
     /// seeing a request fail knows the loss has been reported.
     fn teardown(&self, link: &Arc<Link>, reason: String, orderly: bool) {
-        let pending = link.mark_closed(&reason);
+        let close = (CLOSE_NORMAL, SHUTDOWN_REASON);
+        if let Some(pending) = self.detach(link, &reason, close) {
+            self.report(link, reason, orderly, pending);
+        }
+    }
+
+    /// The first half of [`teardown`](Self::teardown): marks `link` closed with `reason`, drops
+    /// it from the caches, closes its connection (if it is up and not closed yet) with `close`'s
+    /// code and reason, and wakes the senders waiting for room on it. Returns its pending
+    /// requests, or `None` if it was already closed.
+    fn detach(
+        &self,
+        link: &Arc<Link>,
+        reason: &str,
+        close: (quinn::VarInt, &str),
+    ) -> Option<Vec<ReplySender>> {
+        let pending = link.mark_closed(reason);
         self.forget(link);
         self.links.remove(&link.id);
         if let Some(conn) = link.conn.get() {
-            conn.close(CLOSE_NORMAL, SHUTDOWN_REASON.as_bytes());
+            conn.close(close.0, close.1.as_bytes());
         }
-        let Some(pending) = pending else { return };
+        link.wake_all();
+        pending
+    }
+
+    /// The second half of [`teardown`](Self::teardown): logs the loss, reports it to the
+    /// inbound, then fails the `pending` requests.
+    fn report(&self, link: &Arc<Link>, reason: String, orderly: bool, pending: Vec<ReplySender>) {
         if !self.closed.load(Ordering::SeqCst) {
             if orderly {
                 info!(peer = %link.peer, "connection closed: {reason}");
@@ -793,6 +1044,24 @@ impl Shared {
         for tx in pending {
             let _ = tx.send(Err(link.error(reason.clone())));
         }
+    }
+
+    /// Closes `link`'s connection because its queue went over the hard limit; returns the
+    /// reason the link is closed with (`reason`, or an earlier one if it was already closed).
+    ///
+    /// Called by whoever was queuing, maybe while holding locks of its own: the link is
+    /// detached right away (so later sends dial afresh), and the loss is reported and pending
+    /// requests fail on the runtime.
+    fn overflow(self: &Arc<Self>, link: &Arc<Link>, reason: String) -> String {
+        // Marked closed before the connection is, so the watcher's teardown finds it closed
+        // with this reason.
+        let Some(pending) = self.detach(link, &reason, (CLOSE_OVERLOAD, &reason)) else {
+            return link.closed_reason().unwrap_or(reason);
+        };
+        let (shared, link, report) = (self.clone(), link.clone(), reason.clone());
+        self.runtime
+            .spawn(async move { shared.report(&link, report, false, pending) });
+        reason
     }
 
     /// Connects `link` (bounded by the idle timeout plus the hello timeout), then runs it; on
@@ -818,6 +1087,7 @@ impl Shared {
             Err(reason) => {
                 span.in_scope(|| warn!(peer = %to, "cannot connect: {reason}"));
                 self.teardown(&link, format!("cannot connect: {reason}"), false);
+                link.discard(rx).await;
             }
         }
     }
@@ -949,6 +1219,7 @@ impl Shared {
         if link.is_closed() || self.closed.load(Ordering::SeqCst) {
             self.teardown(&link, SHUTDOWN_REASON.to_string(), true);
             conn.close(CLOSE_NORMAL, SHUTDOWN_REASON.as_bytes());
+            self.runtime.spawn(async move { link.discard(rx).await });
             return;
         }
         let span = info_span!("lumen.conn", peer = %link.peer);
@@ -958,9 +1229,13 @@ impl Shared {
             let runtime = self.runtime.clone();
             self.runtime.spawn(
                 async move {
-                    if let Err(reason) = write_loop(&conn, rx, threshold, &runtime).await {
+                    let mut rx = rx;
+                    if let Err(reason) =
+                        write_loop(&conn, &link, &mut rx, threshold, &runtime).await
+                    {
                         link.protocol_error(&conn, reason);
                     }
+                    link.discard(rx).await;
                 }
                 .instrument(span.clone()),
             );
@@ -1159,11 +1434,14 @@ impl Shared {
 }
 
 /// Drains a connection's queue into its control stream, batching what is queued, and sends
-/// large payloads as blobs. Returns when the connection ends (`Ok`) or a stream fails while
-/// the connection is up (`Err`, the reason to close it with).
+/// large payloads as blobs; uncounts each batch from `link`'s queued bytes once it is handed
+/// to quinn (each blob once its last chunk is). Returns when the connection ends (`Ok`) or a
+/// stream fails while the connection is up (`Err`, the reason to close it with); what is left
+/// in `rx` is the caller's to discard.
 async fn write_loop(
     conn: &quinn::Connection,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    link: &Arc<Link>,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
     blob_threshold: usize,
     runtime: &tokio::runtime::Handle,
 ) -> Result<(), String> {
@@ -1187,6 +1465,8 @@ async fn write_loop(
         };
         let Some(first) = first else { break };
         let mut next = Some(first);
+        // Payload bytes of this batch's frames (blobs are uncounted by their own tasks).
+        let mut framed = 0;
         while let Some(item) = next {
             let (kind, id, payload) = item.into_parts();
             if payload.len() > blob_threshold {
@@ -1200,8 +1480,10 @@ async fn write_loop(
                     },
                     &mut buf,
                 );
-                runtime.spawn(send_blob(conn.clone(), seq, payload).in_current_span());
+                runtime
+                    .spawn(send_blob(conn.clone(), link.clone(), seq, payload).in_current_span());
             } else {
+                framed += payload.len();
                 let frame = match kind {
                     Kind::Message => Frame::Message(payload),
                     Kind::Request => Frame::Request { id, payload },
@@ -1215,7 +1497,9 @@ async fn write_loop(
                 None
             };
         }
-        if let Err(e) = stream.write_chunk(buf.split().freeze()).await {
+        let written = stream.write_chunk(buf.split().freeze()).await;
+        link.release(framed);
+        if let Err(e) = written {
             return failed(e);
         }
     }
@@ -1223,8 +1507,10 @@ async fn write_loop(
     Ok(())
 }
 
-/// Sends one payload on its own uni stream: `[tag][seq][len]` then the bytes, in chunks.
-async fn send_blob(conn: quinn::Connection, seq: u64, payload: Bytes) {
+/// Sends one payload on its own uni stream: `[tag][seq][len]` then the bytes, in chunks; then
+/// (or on failure) uncounts it from `link`'s queued bytes.
+async fn send_blob(conn: quinn::Connection, link: Arc<Link>, seq: u64, payload: Bytes) {
+    let queued = payload.len();
     let result = async {
         let mut stream = conn.open_uni().await?;
         let len = payload.len() as u64;
@@ -1241,6 +1527,7 @@ async fn send_blob(conn: quinn::Connection, seq: u64, payload: Bytes) {
         Ok::<(), quinn::WriteError>(())
     }
     .await;
+    link.release(queued);
     match result {
         Ok(()) => {}
         Err(quinn::WriteError::ConnectionLost(_)) => {}
@@ -1338,6 +1625,26 @@ mod tests {
             Error::Connection { reason, .. } => reason,
             other => panic!("expected Error::Connection, got {other:?}"),
         }
+    }
+
+    /// Polls `done` until it holds; panics (naming `what`) if it does not within 20 s.
+    async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Polls `get` until it gives something; panics (naming `what`) if it does not within 20 s.
+    async fn wait_for<T>(what: &str, mut get: impl FnMut() -> Option<T>) -> T {
+        let mut found = None;
+        wait_until(what, || {
+            found = get();
+            found.is_some()
+        })
+        .await;
+        found.expect("wait_until returned without a value")
     }
 
     async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -1461,6 +1768,12 @@ mod tests {
         assert_eq!(b.next_message().await, big.slice(..1 << 20));
         assert_eq!(b.next_message().await.as_ref(), b"last");
         eprintln!("50 MiB + 1 MiB delivered in {:?}", started.elapsed());
+        // Everything queued, frames and blobs, was uncounted again.
+        let link = a.transport.link_to(b.addr()).expect("the link to B");
+        wait_until("the queue is empty", || {
+            link.queued.load(Ordering::Relaxed) == 0
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1712,5 +2025,175 @@ mod tests {
             .await
             .unwrap_err();
         assert!(connection_reason(e).contains(SHUTDOWN_REASON));
+    }
+
+    #[test]
+    fn queue_limits_are_checked() {
+        let mut config = TransportConfig::new(local(), Token::random());
+        let limits = config.queue_limits().unwrap();
+        assert_eq!((limits.soft, limits.hard), (64 << 20, 256 << 20));
+        config.queue_soft_limit = 1000;
+        let limits = config.queue_limits().unwrap();
+        assert_eq!((limits.soft, limits.hard), (1000, 4000));
+        config.queue_hard_limit = Some(999);
+        let e = config.queue_limits().unwrap_err().to_string();
+        assert!(
+            e.contains("hard limit (999 bytes) is below its soft limit"),
+            "{e}"
+        );
+        config.queue_soft_limit = 0;
+        let e = config.queue_limits().unwrap_err().to_string();
+        assert!(e.contains("soft limit is 0 bytes"), "{e}");
+    }
+
+    /// Soft limit of the backpressure tests (hard limit: the default, four times it).
+    const SOFT: usize = 1 << 20;
+    /// Size of the messages the backpressure tests send.
+    const MESSAGE: usize = 64 << 10;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_blocking_sender_waits_at_the_soft_limit_until_the_connection_closes() {
+        let token = Token::random();
+        let a = node_with(&token, |c| c.queue_soft_limit = SOFT);
+        let deaf = probe::DeafPeer::start(&token.to_hex()).unwrap();
+        let to = deaf.addr();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        // A plain thread (outside any runtime) sends until told to stop.
+        let sender = {
+            let (t, stop, sent) = (a.transport.clone(), stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let payload = Bytes::from(vec![7u8; MESSAGE]);
+                while !stop.load(Ordering::SeqCst) {
+                    t.send(to, payload.clone());
+                    sent.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let link = wait_for("the link to the deaf peer exists", || {
+            a.transport.link_to(to)
+        })
+        .await;
+        // Once the connection is up, the sender ends up waiting; the queue never holds more
+        // than the soft limit plus one message.
+        let mut most = 0;
+        wait_until("the sender waits for room on the live connection", || {
+            let queued = link.queued.load(Ordering::Relaxed);
+            most = most.max(queued);
+            assert!(queued <= SOFT + MESSAGE, "{queued} bytes queued");
+            link.conn.get().is_some() && link.waiting.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        // It only waits once the soft limit is queued (every byte queued was sent).
+        let blocked_at = sent.load(Ordering::SeqCst);
+        assert!(
+            blocked_at * MESSAGE >= SOFT,
+            "only {blocked_at} messages sent"
+        );
+        // The queue stays within bounds while the peer reads nothing.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            let queued = link.queued.load(Ordering::Relaxed);
+            most = most.max(queued);
+            assert!(queued <= SOFT + MESSAGE, "{queued} bytes queued");
+        }
+        assert!(!link.is_closed());
+
+        // The connection closing releases the sender and drains the queue.
+        stop.store(true, Ordering::SeqCst);
+        blocking(move || deaf.close()).await;
+        wait_until("the sender is released", || sender.is_finished()).await;
+        sender.join().unwrap();
+        wait_until("the queue drains", || {
+            link.queued.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        let reason = link.closed_reason().expect("the link is closed");
+        assert!(reason.contains(probe::DEAF_PEER_STOPPED), "{reason}");
+        assert_eq!(link.waiting.load(Ordering::Relaxed), 0);
+        eprintln!("at most {most} bytes queued (soft limit {SOFT})");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_runtime_sender_never_waits_and_the_hard_limit_closes_the_connection() {
+        const HARD: usize = 4 * SOFT;
+        let token = Token::random();
+        let a = node_with(&token, |c| c.queue_soft_limit = SOFT);
+        let b = node(&token);
+        let deaf = probe::DeafPeer::start(&token.to_hex()).unwrap();
+        let to = deaf.addr();
+        // A request the deaf peer will never answer; it dials the connection.
+        let pending = tokio::spawn(a.transport.request(to, Bytes::from_static(b"anyone?")));
+        let link = wait_for("the connection to the deaf peer is up", || {
+            a.transport
+                .link_to(to)
+                .filter(|link| link.conn.get().is_some())
+        })
+        .await;
+        // A runtime task sends until the connection is lost: it never waits, and the queue never
+        // goes over the hard limit.
+        let sender = {
+            let (t, recorder, link) = (a.transport.clone(), a.recorder.clone(), link.clone());
+            tokio::spawn(async move {
+                let payload = Bytes::from(vec![7u8; MESSAGE]);
+                let mut sent = 0usize;
+                while recorder.lost.lock().is_empty() {
+                    assert!(sent < 10_000, "the connection was never closed");
+                    t.send(to, payload.clone());
+                    sent += 1;
+                    let queued = link.queued.load(Ordering::Relaxed);
+                    assert!(queued <= HARD, "{queued} bytes queued");
+                    if sent % 16 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                sent
+            })
+        };
+        let sent = tokio::time::timeout(Duration::from_secs(20), sender)
+            .await
+            .expect("the runtime sender blocked")
+            .unwrap();
+        // The connection was closed only once the hard limit was reached.
+        assert!(
+            sent * MESSAGE >= HARD - MESSAGE,
+            "only {sent} messages sent"
+        );
+
+        // The loss was reported, naming the peer and the amounts.
+        let (peer, reason) = a.recorder.lost.lock()[0].clone();
+        assert_eq!(peer, to);
+        assert!(
+            reason.starts_with(&format!("the peer at {to} is not reading: ")),
+            "{reason}"
+        );
+        assert!(
+            reason.ends_with(&format!(
+                "bytes queued for it, over the limit of {HARD} bytes"
+            )),
+            "{reason}"
+        );
+        assert_eq!(link.closed_reason().as_deref(), Some(reason.as_str()));
+        // The pending request failed with that reason.
+        let e = tokio::time::timeout(Duration::from_secs(20), pending)
+            .await
+            .expect("the pending request hung")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(connection_reason(e), reason);
+        // The peer is disconnected (told why, unless quinn cannot send the close: see
+        // quinn-rs/quinn#2785, fixed after quinn-proto 0.11.19), and the queue drains.
+        wait_until("the deaf peer's connection ends", || {
+            !deaf.close_reasons().is_empty()
+        })
+        .await;
+        eprintln!("the deaf peer saw: {:?}", deaf.close_reasons());
+        wait_until("the queue drains", || {
+            link.queued.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        // A healthy peer is still reached, on a new connection.
+        echo(&a, &b, b"still fine").await;
+        blocking(move || deaf.close()).await;
     }
 }

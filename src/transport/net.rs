@@ -252,7 +252,9 @@ impl Net {
         ))
     }
 
-    /// Sends a one-way message to the process at `to`.
+    /// Sends a one-way message to the process at `to`. Called outside any tokio runtime, it may
+    /// wait while the connection's queue is at its soft limit (see the transport's module docs on
+    /// backpressure).
     pub(crate) fn tell<M: Wire>(&self, to: SocketAddr, msg: M) {
         if to == self.addr {
             match self.handlers::<M>() {
@@ -273,7 +275,8 @@ impl Net {
 
     /// Sends a request to the process at `to`; the future resolves with the reply. The request
     /// is on its way when this returns: it keeps its place among the messages sent before and
-    /// after it.
+    /// after it (outside any tokio runtime, this may first wait for room, like
+    /// [`tell`](Self::tell)).
     pub(crate) fn ask<M: Wire>(
         &self,
         to: SocketAddr,

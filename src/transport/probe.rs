@@ -4,17 +4,22 @@
 //! Each function is synchronous: it builds its own small tokio runtime, binds a client
 //! endpoint on `127.0.0.1:0`, does its one thing against the node at `addr` and reports what
 //! the node answered. None waits longer than [`PROBE_TIMEOUT`] for the node.
+//!
+//! [`DeafPeer`] is the other way round: a server on its own thread, for a node to dial, that
+//! completes the lumen handshake and then never reads what it is sent.
 
 use super::{
     describe_connection_error, frame, handshake, quic_transport_config, random_bytes, tls, Token,
-    TransportConfig, PROTOCOL_VERSION,
+    TransportConfig, CLOSE_NORMAL, PROTOCOL_VERSION,
 };
 use crate::error::Error;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// Longest a probe waits for the node to answer or close.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -225,4 +230,154 @@ pub fn version_mismatch(addr: SocketAddr, token_hex: &str) -> Result<String, Err
             }
         }
     })
+}
+
+/// Flow-control window a [`DeafPeer`] grants per stream, and four times that per connection:
+/// small, so a node's sends stall after little data.
+const DEAF_WINDOW: u32 = 256 << 10;
+
+/// Close reason a [`DeafPeer`] gives when it stops.
+pub const DEAF_PEER_STOPPED: &str = "the deaf peer stopped";
+
+/// A lumen peer that never reads: it listens on `127.0.0.1`, accepts connections and completes
+/// the lumen handshake (with the cluster token), then leaves every stream unread, so QUIC flow
+/// control stalls whoever sends to it once a small window is full. Runs on its own thread
+/// (with its own runtime) until [`close`](DeafPeer::close) or drop.
+#[derive(Debug)]
+pub struct DeafPeer {
+    /// Where it listens.
+    addr: SocketAddr,
+    /// Why each connection to it ended, as it saw it (filled in as they end).
+    closes: Arc<Mutex<Vec<String>>>,
+    /// Tells its thread to stop.
+    stop: Option<oneshot::Sender<()>>,
+    /// Its thread.
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DeafPeer {
+    /// Starts one that knows the cluster token given as 64 hex digits.
+    pub fn start(token_hex: &str) -> Result<DeafPeer, Error> {
+        let token = Token::parse(token_hex)?;
+        let local: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| error(local, format!("cannot start the deaf peer's runtime: {e}")))?;
+        let (stop, stopped) = oneshot::channel();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let closes = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let closes = closes.clone();
+            std::thread::Builder::new()
+                .name("lumen-deaf-peer".into())
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match deaf_endpoint(local) {
+                            Ok((endpoint, fingerprint)) => {
+                                let _ = ready_tx.send(endpoint.local_addr().map_err(|e| {
+                                    error(local, format!("cannot read the bound address: {e}"))
+                                }));
+                                serve_deaf(endpoint, token, fingerprint, closes, stopped).await
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                            }
+                        }
+                    })
+                })
+                .map_err(|e| error(local, format!("cannot start the deaf peer's thread: {e}")))?
+        };
+        let addr = match ready.recv() {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(error(local, "the deaf peer's thread died while starting")),
+        };
+        Ok(DeafPeer {
+            addr,
+            closes,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Why the connections to it that have ended did, as it saw it (the node's close reason
+    /// for those the node closed).
+    pub fn close_reasons(&self) -> Vec<String> {
+        self.closes.lock().clone()
+    }
+
+    /// Closes every connection (orderly, with [`DEAF_PEER_STOPPED`]), lets the closes reach the
+    /// nodes (for at most a second) and stops.
+    pub fn close(mut self) {
+        self.stop_thread();
+    }
+
+    /// Tells the thread to stop (once) and waits for it.
+    fn stop_thread(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for DeafPeer {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// A server endpoint on `local` with a fresh identity and small receive windows, and the
+/// fingerprint of its certificate.
+fn deaf_endpoint(local: SocketAddr) -> Result<(quinn::Endpoint, [u8; 32]), Error> {
+    let identity = tls::Identity::generate()?;
+    let mut quic = quic_transport_config(&TransportConfig::new(local, Token([0; 32])))?;
+    quic.stream_receive_window(quinn::VarInt::from_u32(DEAF_WINDOW))
+        .receive_window(quinn::VarInt::from_u32(4 * DEAF_WINDOW));
+    let config = identity.server_config(Arc::new(quic))?;
+    let endpoint = quinn::Endpoint::server(config, local)
+        .map_err(|e| error(local, format!("cannot bind the deaf peer's socket: {e}")))?;
+    Ok((endpoint, identity.fingerprint()))
+}
+
+/// Accepts and authenticates connections until `stopped`, reading nothing after the
+/// handshake; records why each ended; on stop closes them all.
+async fn serve_deaf(
+    endpoint: quinn::Endpoint,
+    token: Token,
+    fingerprint: [u8; 32],
+    closes: Arc<Mutex<Vec<String>>>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let token = Arc::new(token);
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = &mut stopped => None,
+        };
+        let Some(incoming) = incoming else { break };
+        let (token, closes) = (token.clone(), closes.clone());
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            if handshake::accept(&conn, &token.0, &fingerprint)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            // Holds the connection (and so its unread streams) until it ends.
+            let e = conn.closed().await;
+            closes.lock().push(describe_connection_error(&e, None));
+        });
+    }
+    endpoint.close(CLOSE_NORMAL, DEAF_PEER_STOPPED.as_bytes());
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
