@@ -30,6 +30,28 @@
 //! }
 //! ```
 //!
+//! # Async code
+//!
+//! No lumen call blocks a thread that runs async code (a lumen async task or actor method, or
+//! any tokio runtime's thread outside a lumen sync task): there the blocking calls refuse with
+//! an error naming their async twin (or, when they cannot fail, log that and answer nothing).
+//! Every blocking call has a twin that awaits instead, on any executor: [`get_async`],
+//! [`wait_async`], [`nodes_async`], [`get_actor_async`], `T::options().remote_async(..)`,
+//! [`PlacementGroupBuilder::create_async`], and so on.
+//!
+//! ```no_run
+//! # pub struct Counter { value: i64 }
+//! # #[lumen::remote]
+//! # impl Counter {
+//! #     pub fn new(start: i64) -> Self { Counter { value: start } }
+//! #     pub fn add(&mut self, x: i64) -> i64 { self.value += x; self.value }
+//! # }
+//! async fn count() -> lumen::Result<i64> {
+//!     let counter = Counter::options().name("counter").remote_async(0).await;
+//!     lumen::get_async(&counter.add(2).remote()).await
+//! }
+//! ```
+//!
 //! # Layers
 //!
 //! The crate is built in layers; a module imports only from the layers below it (a test,
@@ -84,16 +106,23 @@ mod worker;
 pub use transport::probe as __probe;
 
 pub use api::actor::{
-    get_actor, get_actor_in, kill, ActorCall, ActorHandle, ActorOptions, RemoteActor,
+    get_actor, get_actor_async, get_actor_in, get_actor_in_async, kill, ActorCall, ActorHandle,
+    ActorOptions, RemoteActor,
 };
 pub use api::args::IntoArg;
 pub use api::cluster::{
-    available_resources, cluster_resources, list_actors, nodes, ActorInfo, NodeInfo,
+    available_resources, available_resources_async, cluster_resources, cluster_resources_async,
+    list_actors, list_actors_async, nodes, nodes_async, ActorInfo, NodeInfo,
 };
 pub use api::context::{runtime_context, try_runtime_context, RuntimeContext};
-pub use api::objects::{get, get_all, get_timeout, memory_summary, put, wait, MemorySummary};
+pub use api::objects::{
+    get, get_all, get_all_async, get_async, get_timeout, get_timeout_async, memory_summary,
+    memory_summary_async, put, wait, wait_async, MemorySummary,
+};
 pub use api::placement_group::{
-    get_placement_group, list_placement_groups, placement_group_table, remove_placement_group,
+    get_placement_group, get_placement_group_async, list_placement_groups,
+    list_placement_groups_async, placement_group_table, placement_group_table_async,
+    remove_placement_group, remove_placement_group_async,
 };
 pub use api::task::TaskOptions;
 pub use api::{init, init_with, is_initialized, shutdown};
@@ -113,8 +142,9 @@ pub use placement::{
 /// function's defaults: `num_cpus`, `num_gpus`, `memory`, `resources(name = amount, ..)`,
 /// `max_retries`, `retry_exceptions`.
 ///
-/// On `impl T`, `new` is the constructor; it adds `T::remote(args..) -> ActorHandle<T>` and
-/// `T::options()`, and every method taking `self` becomes callable as
+/// On `impl T`, `new` is the constructor; it adds `T::remote(args..) -> ActorHandle<T>`,
+/// `T::remote_async(args..)` (the same, awaiting a name's registration instead of blocking:
+/// use it in async code) and `T::options()`, and every method taking `self` becomes callable as
 /// `handle.method(args..).remote()`.
 pub use lumen_macros::remote;
 
@@ -137,7 +167,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::api::actor::{
-        create_actor, ActorConstructor, ActorMethods, ActorOptionsData, RawActorHandle,
+        create_actor, create_actor_async, ActorConstructor, ActorMethods, ActorOptionsData,
+        RawActorHandle,
     };
     pub use crate::api::args::PreparedArg;
     pub use crate::api::task::{submit_task, FunctionMeta, TaskCaller, TaskOptionsData};

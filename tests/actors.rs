@@ -285,6 +285,47 @@ impl Other {
     }
 }
 
+/// An async actor: inside its methods the blocking calls refuse and their twins work.
+pub struct Finder;
+
+#[lumen::remote]
+impl Finder {
+    pub fn new() -> Self {
+        Finder
+    }
+
+    /// Looks up the counter `name` (and makes a named one of its own) with the twins, after
+    /// checking that the blocking calls refuse: the two counters' values, or what went wrong.
+    pub async fn find(&self, name: String) -> Result<i64, String> {
+        match lumen::get_actor::<Counter>(&name) {
+            Err(Error::InvalidArgument { message })
+                if message.contains("lumen::get_actor_async") => {}
+            other => return Err(format!("get_actor was not refused: {other:?}")),
+        }
+        let refused = Counter::options()
+            .name(format!("{name}-blocking"))
+            .remote(0);
+        match refused.get_value().remote().await {
+            Err(Error::InvalidArgument { message }) if message.contains("remote_async") => {}
+            other => return Err(format!("remote() with a name was not refused: {other:?}")),
+        }
+        let own = Counter::options()
+            .name(format!("{name}-own"))
+            .remote_async(40)
+            .await;
+        let found: ActorHandle<Counter> = lumen::get_actor_async(&name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let a = found
+            .get_value()
+            .remote()
+            .await
+            .map_err(|e| e.to_string())?;
+        let b = own.inc().remote().await.map_err(|e| e.to_string())?;
+        Ok(a + b)
+    }
+}
+
 /// Constructors that fail.
 pub struct PanicsInNew;
 
@@ -356,6 +397,13 @@ impl Coordinator {
     pub fn sum_of_squares(&self, n: i64) -> lumen::Result<i64> {
         let refs: Vec<_> = (0..n).map(square::remote).collect();
         Ok(lumen::get_all(&refs)?.into_iter().sum())
+    }
+
+    /// Creates a named actor and finds it, blocking both times (allowed: a sync method).
+    pub fn named_child(&self, name: String) -> lumen::Result<i64> {
+        let _child = Counter::options().name(name.clone()).remote(3);
+        let found: ActorHandle<Counter> = lumen::get_actor(&name)?;
+        lumen::get(&found.get_value().remote())
     }
 
     /// Creates a child actor, uses it and returns its value.
@@ -982,6 +1030,146 @@ fn get_actor_of_wrong_type_is_invalid_argument() {
     );
     let ok: ActorHandle<Other> = lumen::get_actor(&name).unwrap();
     assert_eq!(get(&ok.tag().remote()).unwrap(), "t");
+}
+
+#[test]
+fn actor_twins_work_on_a_tokio_runtime() {
+    init();
+    let name = unique("twin-named");
+    let ns = unique("twin-ns");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = Counter::options().name(name.clone()).remote_async(5).await;
+        // The name is registered once the future is done: found at once.
+        let found: ActorHandle<Counter> = lumen::get_actor_async(&name).await.unwrap();
+        assert_eq!(found.id(), c.id());
+        assert_eq!(found.inc().remote().await.unwrap(), 6);
+        let in_ns = Counter::options()
+            .name(name.clone())
+            .namespace(ns.clone())
+            .remote_async(1)
+            .await;
+        let found_in: ActorHandle<Counter> = lumen::get_actor_in_async(&name, &ns).await.unwrap();
+        assert_eq!(found_in.id(), in_ns.id());
+        assert_eq!(found_in.get_value().remote().await.unwrap(), 1);
+        let plain = Counter::remote_async(2).await;
+        assert_eq!(plain.get_value().remote().await.unwrap(), 2);
+        let same = Counter::options()
+            .name(name.clone())
+            .get_if_exists(true)
+            .remote_async(1000)
+            .await;
+        assert_eq!(same.id(), c.id());
+        let taken = Counter::options().name(name.clone()).remote_async(0).await;
+        match taken.get_value().remote().await {
+            Err(e) => assert!(e.to_string().contains("already taken"), "{e}"),
+            Ok(v) => panic!("a second actor with a taken name answered {v}"),
+        }
+        let nobody = lumen::get_actor_async::<Counter>(&unique("nobody")).await;
+        assert!(matches!(nobody, Err(Error::NotFound { .. })), "{nobody:?}");
+        let wrong = lumen::get_actor_async::<Other>(&name).await;
+        assert!(
+            matches!(wrong, Err(Error::InvalidArgument { .. })),
+            "{wrong:?}"
+        );
+        let listed = lumen::list_actors_async().await;
+        assert!(
+            listed
+                .iter()
+                .any(|a| a.actor_id == c.id() && a.name.as_deref() == Some(name.as_str())),
+            "{listed:?}"
+        );
+    });
+}
+
+#[test]
+fn remote_async_takes_its_arguments_before_it_returns() {
+    init();
+    let name = unique("twin-args");
+    let create = {
+        let start = lumen::put(7i64);
+        Counter::options().name(name.clone()).remote_async(&start)
+        // `start`, the caller's only ref, is dropped here, before the future runs.
+    };
+    let c = futures::executor::block_on(create);
+    assert_eq!(get(&c.get_value().remote()).unwrap(), 7);
+    let found: ActorHandle<Counter> = lumen::get_actor(&name).unwrap();
+    assert_eq!(found.id(), c.id());
+}
+
+#[test]
+fn blocking_actor_calls_in_a_tokio_runtime_are_refused() {
+    init();
+    let name = unique("refused-named");
+    let existing_name = unique("refused-existing");
+    let existing = Counter::options().name(existing_name.clone()).remote(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let plain = rt.block_on(async {
+        let lookups = [
+            (
+                "lumen::get_actor_async",
+                lumen::get_actor::<Counter>(&existing_name).map(|h| h.id()),
+            ),
+            (
+                "lumen::get_actor_in_async",
+                lumen::get_actor_in::<Counter>(&existing_name, "elsewhere").map(|h| h.id()),
+            ),
+        ];
+        for (twin, outcome) in lookups {
+            match outcome {
+                Err(Error::InvalidArgument { message }) => {
+                    assert!(message.contains(twin), "{twin}: {message}")
+                }
+                other => panic!("expected a refusal naming {twin}, got {other:?}"),
+            }
+        }
+        // Creating a named actor would block until the name is registered: the handle's calls
+        // fail with the refusal instead.
+        let refused = Counter::options().name(name.clone()).remote(0);
+        match refused.get_value().remote().await {
+            Err(Error::InvalidArgument { message }) => {
+                assert!(message.contains("remote_async"), "{message}")
+            }
+            other => panic!("expected a refusal naming remote_async, got {other:?}"),
+        }
+        // An unnamed actor is created without blocking: allowed.
+        let plain = Counter::remote(3);
+        assert_eq!(plain.get_value().remote().await.unwrap(), 3);
+        // `list_actors` cannot refuse: it answers nothing.
+        assert!(lumen::list_actors().is_empty());
+        plain
+    });
+    // The refused name was never registered; outside the runtime the calls block as always.
+    let r = lumen::get_actor::<Counter>(&name);
+    assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
+    assert!(lumen::list_actors()
+        .iter()
+        .any(|a| a.actor_id == plain.id()));
+    let found: ActorHandle<Counter> = lumen::get_actor(&existing_name).unwrap();
+    assert_eq!(found.id(), existing.id());
+}
+
+#[test]
+fn async_actor_method_uses_the_twins_and_its_blocking_calls_refuse() {
+    init();
+    let name = unique("found-by-async-method");
+    let _c = Counter::options().name(name.clone()).remote(2);
+    let finder = Finder::remote();
+    assert_eq!(get(&finder.find(name).remote()).unwrap(), 2 + 41);
+}
+
+#[test]
+fn sync_actor_method_may_create_and_find_named_actors() {
+    init();
+    let coord = Coordinator::remote();
+    let name = unique("named-child");
+    assert_eq!(get(&coord.named_child(name.clone()).remote()).unwrap(), 3);
 }
 
 #[test]

@@ -854,6 +854,62 @@ fn named_actor_found_from_another_node() {
     }
 }
 
+/// A driver connected from async code: `init` and `shutdown` inside a tokio runtime, and the
+/// async twins across the network.
+#[test]
+fn a_driver_in_async_code_uses_the_twins() {
+    let s = Session::labelled(2, 2.0);
+    let ids: Vec<NodeId> = (0..2).map(|k| s.node(k)).collect();
+    let name = format!("cluster-twin-{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async {
+        lumen::shutdown();
+        lumen::init_with(s.cluster().driver_config()).expect("init inside a runtime");
+        let nodes = lumen::nodes_async().await;
+        let mut seen: Vec<NodeId> = nodes.iter().map(|n| n.node_id).collect();
+        seen.sort();
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(seen, want);
+        assert_eq!(lumen::cluster_resources_async().await["CPU"], 4.0);
+        assert!(lumen::nodes().is_empty(), "nodes() blocked in async code");
+
+        let counter = Counter::options()
+            .resource("node1", 1.0)
+            .name(name.clone())
+            .remote_async(10)
+            .await;
+        let found: ActorHandle<Counter> = lumen::get_actor_async(&name).await.expect("found");
+        assert_eq!(found.id(), counter.id());
+        assert_eq!(found.inc().remote().await.expect("inc"), 11);
+        assert_eq!(
+            lumen::get_async(&counter.node().remote())
+                .await
+                .expect("node"),
+            ids[1]
+        );
+        let big = make_bytes::options().resource("node1", 1.0).remote(1 << 20);
+        let (ready, _) = lumen::wait_async(std::slice::from_ref(&big), 1, None).await;
+        assert_eq!(ready.len(), 1);
+        assert_eq!(
+            lumen::get_all_async(&[big]).await.expect("bytes")[0].len(),
+            1 << 20
+        );
+        match lumen::get_actor::<Counter>(&name) {
+            Err(Error::InvalidArgument { message }) => {
+                assert!(message.contains("get_actor_async"), "{message}")
+            }
+            other => panic!("get_actor was not refused: {other:?}"),
+        }
+        lumen::kill(&counter);
+        lumen::shutdown();
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // 10. A node that dies just as tasks are sent to it
 // ---------------------------------------------------------------------------------------------

@@ -562,6 +562,182 @@ fn nap_i64(ms: i64) -> ObjectRef<i64> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Async twins of the blocking reads, and the refusal of blocking reads in async code.
+
+/// Gates that hold [`gated`] tasks pending until their test opens them (one per test; tasks run
+/// in this process, on the embedded node).
+static GATES: [tokio::sync::Semaphore; 3] = [
+    tokio::sync::Semaphore::const_new(0),
+    tokio::sync::Semaphore::const_new(0),
+    tokio::sync::Semaphore::const_new(0),
+];
+const GATE_WAIT_ASYNC: usize = 0;
+const GATE_REFUSALS: usize = 1;
+const GATE_TOKIO_TEST: usize = 2;
+
+/// Returns `v` once gate `gate` is opened: an object that stays pending until the test says so.
+#[lumen::remote]
+async fn gated(gate: usize, v: u64) -> u64 {
+    if let Ok(permit) = GATES[gate].acquire().await {
+        permit.forget();
+    }
+    v
+}
+
+fn pending_until_opened(gate: usize, v: u64) -> ObjectRef<u64> {
+    gated::options().num_cpus(0.01).remote(gate, v)
+}
+
+fn open(gate: usize) {
+    GATES[gate].add_permits(1);
+}
+
+#[test]
+fn read_twins_work_on_a_tokio_runtime() {
+    init();
+    let _g = shared();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let one = square::remote(6);
+    let refs: Vec<_> = (0..5).map(square::remote).collect();
+    let big = lumen::put(vec![7u8; 1 << 20]);
+    let failed = fails::remote("twin failure".to_string());
+    rt.block_on(async {
+        assert_eq!(lumen::get_async(&one).await.unwrap(), 36);
+        assert_eq!(
+            lumen::get_all_async(&refs).await.unwrap(),
+            vec![0, 1, 4, 9, 16]
+        );
+        assert_eq!(lumen::get_async(&big).await.unwrap().len(), 1 << 20);
+        assert_eq!(lumen::get_timeout_async(&one, PATIENCE).await.unwrap(), 36);
+        match lumen::get_async(&failed).await {
+            Err(Error::Task { message, .. }) => assert_eq!(message, "twin failure"),
+            other => panic!("expected Error::Task, got {other:?}"),
+        }
+        let mixed = vec![square::remote(2), failed.clone(), lumen::put(3i64)];
+        match lumen::get_all_async(&mixed).await {
+            Err(Error::Task { message, .. }) => assert_eq!(message, "twin failure"),
+            other => panic!("expected Error::Task, got {other:?}"),
+        }
+        assert!(lumen::get_all_async::<i64>(&[]).await.unwrap().is_empty());
+        let summary = lumen::memory_summary_async().await.unwrap();
+        assert!(summary.referenced_objects >= 8, "{summary:?}");
+        assert!(summary.stored_bytes >= 1 << 20, "{summary:?}");
+        // The futures own their refs: they may be spawned, and outlive the caller's refs.
+        let spawned = tokio::spawn(lumen::get_async(&square::remote(11)));
+        assert_eq!(spawned.await.unwrap().unwrap(), 121);
+    });
+}
+
+#[tokio::test]
+async fn read_twins_work_in_a_tokio_test() {
+    init();
+    let pending = pending_until_opened(GATE_TOKIO_TEST, 9);
+    let e = lumen::get_timeout_async(&pending, Duration::from_millis(20))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::GetTimeout { .. }), "{e:?}");
+    open(GATE_TOKIO_TEST);
+    assert_eq!(lumen::get_async(&pending).await.unwrap(), 9);
+    let (ready, rest) = lumen::wait_async(std::slice::from_ref(&pending), 1, None).await;
+    assert_eq!((ready, rest.len()), (vec![pending], 0));
+}
+
+#[test]
+fn wait_async_has_the_semantics_of_wait() {
+    init();
+    let _g = shared();
+    let pending = pending_until_opened(GATE_WAIT_ASYNC, 1);
+    let refs = vec![
+        pending.clone(),
+        lumen::put(10u64),
+        nap::remote(0),
+        lumen::put(30u64),
+    ];
+    // Settled first, so that both calls see the same objects ready.
+    common::get(&refs[2]).unwrap();
+    futures::executor::block_on(async {
+        for n in 0..=5 {
+            let twin = lumen::wait_async(&refs, n, Some(Duration::from_millis(20))).await;
+            let blocking = lumen::wait(&refs, n, Some(Duration::from_millis(20)));
+            assert_eq!(twin, blocking, "num_returns {n}");
+        }
+        // The first ready ones in input order, at most num_returns of them.
+        let (ready, rest) = lumen::wait_async(&refs, 2, None).await;
+        assert_eq!(ready, vec![refs[1].clone(), refs[2].clone()]);
+        assert_eq!(rest, vec![refs[0].clone(), refs[3].clone()]);
+        // More than are ready: the timeout ends the wait with what is ready.
+        let (ready, rest) = lumen::wait_async(&refs, 4, Some(Duration::from_millis(20))).await;
+        assert_eq!(ready, refs[1..].to_vec());
+        assert_eq!(rest, vec![pending.clone()]);
+        let (ready, rest) = lumen::wait_async::<u64>(&[], 1, None).await;
+        assert!(ready.is_empty() && rest.is_empty());
+        // Without a timeout it waits for the pending one.
+        open(GATE_WAIT_ASYNC);
+        let (ready, rest) = lumen::wait_async(&refs, 9, None).await;
+        assert_eq!((ready, rest.len()), (refs.clone(), 0));
+    });
+}
+
+#[test]
+fn blocking_reads_in_a_tokio_runtime_are_refused_without_blocking() {
+    init();
+    let _g = shared();
+    let pending = pending_until_opened(GATE_REFUSALS, 2);
+    let ready = lumen::put(5u64);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let refusals = [
+            ("lumen::get_async", lumen::get(&pending).map(|_| ())),
+            ("lumen::get_async", lumen::get(&ready).map(|_| ())),
+            (
+                "lumen::get_timeout_async",
+                lumen::get_timeout(&pending, PATIENCE).map(|_| ()),
+            ),
+            (
+                "lumen::get_all_async",
+                lumen::get_all(&[ready.clone(), pending.clone()]).map(|_| ()),
+            ),
+            (
+                "lumen::memory_summary_async",
+                lumen::memory_summary().map(|_| ()),
+            ),
+        ];
+        for (twin, outcome) in refusals {
+            match outcome {
+                Err(Error::InvalidArgument { message }) => {
+                    assert!(message.contains(twin), "{twin}: {message}");
+                    assert!(message.contains("tokio runtime"), "{message}");
+                }
+                other => panic!("expected a refusal naming {twin}, got {other:?}"),
+            }
+        }
+        // `wait` cannot refuse: it reports what is ready now (without a timeout, waiting would
+        // never end while the gate is shut).
+        let (now, rest) = lumen::wait(&[pending.clone(), ready.clone()], 2, None);
+        assert_eq!((now, rest), (vec![ready.clone()], vec![pending.clone()]));
+        // Inside a task spawned on the runtime too.
+        let spawned = tokio::spawn({
+            let pending = pending.clone();
+            async move { lumen::get(&pending) }
+        });
+        assert!(matches!(
+            spawned.await.unwrap(),
+            Err(Error::InvalidArgument { .. })
+        ));
+    });
+    open(GATE_REFUSALS);
+    // Outside the runtime the same calls block as always.
+    assert_eq!(common::get(&pending).unwrap(), 2);
+    assert!(lumen::memory_summary().is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
 // Refs owned by tasks.
 
 #[test]

@@ -1309,6 +1309,147 @@ fn named_groups_are_found_unique_and_reusable() {
 }
 
 #[test]
+fn placement_group_twins_work_on_a_tokio_runtime() {
+    let _s = Session::embedded(
+        Config::default()
+            .num_cpus(4.0)
+            .num_gpus(0.0)
+            .namespace("pg-twins"),
+    );
+    let name = format!("pg-twin-{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async {
+        let named = PlacementGroup::builder(cpus(2))
+            .name(name.clone())
+            .create_async()
+            .await
+            .expect("create_async with a name");
+        assert!(named.wait_async(SOON).await, "the group was not created");
+        named.ready().await.expect("ready");
+        let info = lumen::placement_group_table_async(&named)
+            .await
+            .expect("placement_group_table_async");
+        assert_eq!(info.state, PlacementGroupState::Created);
+        assert_eq!(info.name.as_deref(), Some(name.as_str()));
+        let found = lumen::get_placement_group_async(&name)
+            .await
+            .expect("get_placement_group_async");
+        assert_eq!(found, named);
+        match lumen::get_placement_group_async("no-such-group").await {
+            Err(Error::NotFound { .. }) => {}
+            other => panic!("an unknown name: expected NotFound, got {other:?}"),
+        }
+        match PlacementGroup::builder(cpus(1))
+            .name(name.clone())
+            .create_async()
+            .await
+        {
+            Err(Error::InvalidArgument { message }) => {
+                assert!(message.contains(&name), "{message}")
+            }
+            other => panic!("a duplicate name: expected InvalidArgument, got {other:?}"),
+        }
+        assert!(matches!(
+            PlacementGroup::builder(Vec::<Bundle>::new())
+                .create_async()
+                .await,
+            Err(Error::InvalidArgument { .. })
+        ));
+        let unnamed = PlacementGroup::builder(cpus(1))
+            .create_async()
+            .await
+            .expect("create_async");
+        // Without a name, `create` does not wait for the GCS: it is allowed here.
+        let plain = PlacementGroup::builder(cpus(1))
+            .create()
+            .expect("create without a name");
+        let listed = lumen::list_placement_groups_async().await;
+        for pg in [&named, &unnamed, &plain] {
+            assert!(listed.iter().any(|g| g.id == pg.id()), "{listed:?}");
+        }
+        for pg in [&named, &unnamed, &plain] {
+            lumen::remove_placement_group_async(pg)
+                .await
+                .expect("remove_placement_group_async");
+        }
+        let info = lumen::placement_group_table_async(&named)
+            .await
+            .expect("placement_group_table_async");
+        assert_eq!(info.state, PlacementGroupState::Removed);
+        assert!(
+            !named.wait_async(SOON).await,
+            "a removed group is never ready"
+        );
+    });
+}
+
+#[test]
+fn blocking_placement_group_calls_in_a_tokio_runtime_are_refused() {
+    let _s = Session::embedded(
+        Config::default()
+            .num_cpus(2.0)
+            .num_gpus(0.0)
+            .namespace("pg-refusals"),
+    );
+    let name = format!("pg-refused-{}", std::process::id());
+    let existing = PlacementGroup::builder(cpus(1))
+        .name(format!("{name}-existing"))
+        .create()
+        .expect("create");
+    assert!(existing.wait(SOON));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async {
+        let refusals = [
+            (
+                "lumen::placement_group_table_async",
+                lumen::placement_group_table(&existing).map(|_| ()),
+            ),
+            (
+                "lumen::get_placement_group_async",
+                lumen::get_placement_group(&format!("{name}-existing")).map(|_| ()),
+            ),
+            (
+                "create_async",
+                PlacementGroup::builder(cpus(1))
+                    .name(name.clone())
+                    .create()
+                    .map(|_| ()),
+            ),
+            (
+                "lumen::remove_placement_group_async",
+                lumen::remove_placement_group(&existing),
+            ),
+        ];
+        for (twin, outcome) in refusals {
+            match outcome {
+                Err(Error::InvalidArgument { message }) => {
+                    assert!(message.contains(twin), "{twin}: {message}");
+                    assert!(message.contains("tokio runtime"), "{message}");
+                }
+                other => panic!("expected a refusal naming {twin}, got {other:?}"),
+            }
+        }
+        // The calls that cannot refuse answer at once with nothing.
+        assert!(lumen::list_placement_groups().is_empty());
+        assert!(!existing.wait(SOON));
+    });
+    // Nothing was done by the refused calls: the group is still there, the name still free.
+    assert_eq!(state(&existing), PlacementGroupState::Created);
+    match lumen::get_placement_group(&name) {
+        Err(Error::NotFound { .. }) => {}
+        other => panic!("a refused creation's name: expected NotFound, got {other:?}"),
+    }
+    assert_eq!(lumen::list_placement_groups().len(), 1);
+    lumen::remove_placement_group(&existing).expect("remove");
+}
+
+#[test]
 fn a_drivers_groups_end_with_it_unless_detached() {
     let s = Session::uniform(2, 2.0);
     let name = format!("pg-detached-{}", std::process::id());

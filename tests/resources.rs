@@ -247,6 +247,56 @@ fn nodes_lists_every_node() {
 }
 
 #[test]
+fn cluster_state_twins_work_on_a_tokio_runtime_and_in_a_plain_executor() {
+    init();
+    let _g = exclusive();
+    wait_idle();
+    let check = || async {
+        let nodes = lumen::nodes_async().await;
+        assert_eq!(nodes.len(), 1, "{nodes:?}");
+        assert_eq!(nodes[0].node_id, lumen::runtime_context().node_id());
+        assert_eq!(nodes[0].resources["node0"], 2.0);
+        let total = lumen::cluster_resources_async().await;
+        assert_eq!(
+            (total["CPU"], total["GPU"], total["node0"]),
+            (4.0, 2.0, 2.0)
+        );
+        let avail = lumen::available_resources_async().await;
+        assert_eq!(
+            (avail["CPU"], avail["GPU"], avail["node0"]),
+            (4.0, 2.0, 2.0)
+        );
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(check());
+    futures::executor::block_on(check());
+}
+
+#[test]
+fn cluster_state_calls_in_a_tokio_runtime_answer_nothing_without_blocking() {
+    init();
+    let _g = shared();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // They cannot return an error: each logs the refusal once and answers as before init.
+        for _ in 0..2 {
+            assert!(lumen::nodes().is_empty());
+            let none = BTreeMap::from([("CPU".to_string(), 0.0), ("GPU".to_string(), 0.0)]);
+            assert_eq!(lumen::cluster_resources(), none);
+            assert_eq!(lumen::available_resources(), none);
+        }
+    });
+    assert_eq!(lumen::nodes().len(), 1);
+    assert_eq!(lumen::cluster_resources()["CPU"], 4.0);
+}
+
+#[test]
 fn available_resources_when_idle_equal_the_total() {
     init();
     let _g = exclusive();

@@ -178,6 +178,35 @@ async fn async_blocking_get(refs: Vec<ObjectRef<i64>>) -> String {
     }
 }
 
+/// Inside an async task the blocking calls refuse (or answer nothing) and their twins work;
+/// returns the twins' answers, or what went wrong.
+#[lumen::remote]
+async fn async_uses_twins(refs: Vec<ObjectRef<i64>>) -> Result<(i64, usize), String> {
+    match lumen::get_all(&refs) {
+        Err(Error::InvalidArgument { message }) if message.contains("lumen::get_all_async") => {}
+        other => return Err(format!("get_all was not refused: {other:?}")),
+    }
+    if !lumen::nodes().is_empty() {
+        return Err("lumen::nodes() blocked inside an async task".into());
+    }
+    let sum = lumen::get_all_async(&refs)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .sum();
+    Ok((sum, lumen::nodes_async().await.len()))
+}
+
+/// A sync task may block, though its thread runs a tokio runtime (an actix arbiter's): it is
+/// sync lumen code. Returns whether the thread had a tokio context, and the sum.
+#[lumen::remote]
+fn blocks_on_a_thread_with_a_tokio_context(
+    refs: Vec<ObjectRef<i64>>,
+) -> lumen::Result<(bool, i64)> {
+    let tokio_here = tokio::runtime::Handle::try_current().is_ok();
+    Ok((tokio_here, lumen::get_all(&refs)?.into_iter().sum()))
+}
+
 /// Submits `n` children and gets them all (blocking: lends its CPU while waiting).
 #[lumen::remote]
 fn parent_of(n: i64) -> lumen::Result<i64> {
@@ -675,6 +704,26 @@ fn blocking_get_inside_async_task_is_refused() {
     assert!(
         out.contains(".await"),
         "message should tell to .await: {out}"
+    );
+}
+
+#[test]
+fn async_task_uses_the_twins_and_its_blocking_calls_refuse() {
+    init();
+    let refs = vec![square::remote(3), lumen::put(4i64)];
+    assert_eq!(
+        common::get(&async_uses_twins::remote(refs)).unwrap(),
+        (13, 1)
+    );
+}
+
+#[test]
+fn blocking_get_inside_a_sync_task_on_a_tokio_thread_is_allowed() {
+    init();
+    let refs = vec![square::remote(5), lumen::put(1i64)];
+    assert_eq!(
+        common::get(&blocks_on_a_thread_with_a_tokio_context::remote(refs)).unwrap(),
+        (true, 26)
     );
 }
 

@@ -313,9 +313,22 @@ pub(crate) fn expand(opts: RemoteOptions, mut imp: ItemImpl, errors: &mut Errors
         }
 
         impl #ctor_ty {
-            /// Creates the actor; returns its handle at once (creation is asynchronous).
+            /// Creates the actor; returns its handle at once (creation is asynchronous). A name
+            /// is registered before it returns, which blocks: in async code, use `remote_async`.
             #ctor_vis fn remote(&self, #(#ctor_names: impl ::lumen::IntoArg<#ctor_tys>),*) -> ::lumen::ActorHandle<#self_ty> {
                 ::lumen::__private::create_actor::<#self_ty>(
+                    &self.__options,
+                    ::std::vec![#(::lumen::IntoArg::<#ctor_tys>::into_arg(#ctor_names)),*],
+                )
+            }
+
+            /// Creates the actor without blocking a thread: the arguments are taken and the
+            /// creation sent before it returns; the future gives the handle once a name (if any)
+            /// is registered. Works on any executor.
+            #ctor_vis fn remote_async(&self, #(#ctor_names: impl ::lumen::IntoArg<#ctor_tys>),*)
+                -> impl ::core::future::Future<Output = ::lumen::ActorHandle<#self_ty>> + ::core::marker::Send + 'static
+            {
+                ::lumen::__private::create_actor_async::<#self_ty>(
                     &self.__options,
                     ::std::vec![#(::lumen::IntoArg::<#ctor_tys>::into_arg(#ctor_names)),*],
                 )
@@ -335,6 +348,13 @@ pub(crate) fn expand(opts: RemoteOptions, mut imp: ItemImpl, errors: &mut Errors
             /// Creates this actor with its default options; returns its handle at once.
             #ctor_vis fn remote(#(#ctor_names: impl ::lumen::IntoArg<#ctor_tys>),*) -> ::lumen::ActorHandle<#self_ty> {
                 Self::options().remote(#(#ctor_names),*)
+            }
+
+            /// Creates this actor with its default options, without blocking a thread.
+            #ctor_vis fn remote_async(#(#ctor_names: impl ::lumen::IntoArg<#ctor_tys>),*)
+                -> impl ::core::future::Future<Output = ::lumen::ActorHandle<#self_ty>> + ::core::marker::Send + 'static
+            {
+                Self::options().remote_async(#(#ctor_names),*)
             }
 
             /// Options for creating this actor: chain setters, then `.remote(..)`.

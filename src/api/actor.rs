@@ -304,24 +304,88 @@ fn dead_handle<T: RemoteActor>(actor_id: ActorId, error: Option<Error>) -> Actor
 }
 
 /// Creates an actor: the body of every generated constructor `remote(..)`.
+///
+/// A named actor's name is registered before it returns, which blocks: in async code (see
+/// `crate::context::async_context`) it does not, and the handle's calls fail with the refusal.
 #[doc(hidden)]
 pub fn create_actor<T: RemoteActor>(
     options: &ActorOptionsData,
     args: Vec<Result<PreparedArg>>,
 ) -> ActorHandle<T> {
+    if let Some(name) = &options.name {
+        let what = format!("creating the named actor {name:?} with `remote(..)`");
+        let instead = format!("{}::options().name(..).remote_async(..).await", T::PATH);
+        if let Err(e) = context::refuse_blocking(&what, &instead) {
+            return dead_handle(ActorId::fresh(), Some(e));
+        }
+    }
+    match prepare_creation::<T>(options, args) {
+        Creation::Done(handle) => handle,
+        Creation::Naming(naming, msg) => {
+            let outcome = naming.rt.request(&naming.rt.gcs, msg);
+            naming.finish(outcome.and_then(|r| r))
+        }
+    }
+}
+
+/// Creates an actor without blocking a thread: the body of every generated constructor
+/// `remote_async(..)`. Everything but waiting for the name's registration happens before it
+/// returns (the arguments are prepared, the creation is sent); the future awaits the GCS's
+/// answer, on any executor.
+#[doc(hidden)]
+pub fn create_actor_async<T: RemoteActor>(
+    options: &ActorOptionsData,
+    args: Vec<Result<PreparedArg>>,
+) -> impl std::future::Future<Output = ActorHandle<T>> + Send + 'static {
+    use futures::future::Either;
+    match prepare_creation::<T>(options, args) {
+        Creation::Done(handle) => Either::Left(futures::future::ready(handle)),
+        Creation::Naming(naming, msg) => {
+            let registered = naming.rt.ask(&naming.rt.gcs, msg);
+            Either::Right(async move { naming.finish(registered.await.and_then(|r| r)) })
+        }
+    }
+}
+
+/// An actor creation prepared on the caller's thread.
+enum Creation<T: RemoteActor> {
+    /// Nothing to wait for: the handle (possibly dead, with why).
+    Done(ActorHandle<T>),
+    /// A named actor: the GCS must register the name (with this request) first.
+    Naming(Naming<T>, CreateActor),
+}
+
+/// A named creation waiting for the GCS to register its name.
+struct Naming<T: RemoteActor> {
+    rt: Arc<runtime::Runtime>,
+    actor_id: ActorId,
+    return_id: ObjectId,
+    /// The arguments' pins, released if nothing is scheduled.
+    pinned: Vec<ObjectId>,
+    anchor: ObjectRef<()>,
+    name: String,
+    _t: PhantomData<fn() -> T>,
+}
+
+/// Checks the options, prepares the arguments and the creation task, and sends an unnamed
+/// creation; returns at once, without blocking.
+fn prepare_creation<T: RemoteActor>(
+    options: &ActorOptionsData,
+    args: Vec<Result<PreparedArg>>,
+) -> Creation<T> {
     let actor_id = ActorId::fresh();
+    let dead = |e| Creation::Done(dead_handle(actor_id, e));
     let Ok(rt) = runtime::current() else {
-        return dead_handle(actor_id, None);
+        return dead(None);
     };
     let explicit = options.resources.is_explicit();
     let lifetime = match options.resources.to_set(0.0) {
         Ok(r) if explicit => r,
         Ok(_) => ResourceSet::new(),
-        Err(e) => return dead_handle(actor_id, Some(e)),
+        Err(e) => return dead(Some(e)),
     };
     if options.max_concurrency == Some(0) {
-        let e = Error::invalid("max_concurrency must be at least 1");
-        return dead_handle(actor_id, Some(e));
+        return dead(Some(Error::invalid("max_concurrency must be at least 1")));
     }
     let placement = if explicit {
         lifetime.clone()
@@ -338,15 +402,12 @@ pub fn create_actor<T: RemoteActor>(
     };
     let (args, pinned) = match args::collect(args) {
         Ok(a) => a,
-        Err(e) => return dead_handle(actor_id, Some(e)),
+        Err(e) => return dead(Some(e)),
     };
-    if let Some(name) = &options.name {
-        if name.is_empty() {
-            return dead_handle(
-                actor_id,
-                Some(Error::invalid("an actor name must not be empty")),
-            );
-        }
+    if options.name.as_deref() == Some("") {
+        // Nothing was scheduled: release the arguments.
+        rt.refs.unpin(&pinned);
+        return dead(Some(Error::invalid("an actor name must not be empty")));
     }
     let task_id = TaskId::fresh();
     let return_id = ObjectId::for_return(task_id, 0);
@@ -395,52 +456,79 @@ pub fn create_actor<T: RemoteActor>(
         spec,
         get_if_exists: options.get_if_exists,
     };
-    if options.name.is_none() {
+    let Some(name) = options.name.clone() else {
         // Same sender, same path: the GCS sees the creation before the watch.
         rt.gcs.do_send(msg);
         rt.actors.created(actor_id);
-        return ActorHandle::from_raw(RawActorHandle {
+        return Creation::Done(ActorHandle::from_raw(RawActorHandle {
             actor_id,
             class: Cow::Borrowed(T::PATH),
             anchor: Some(anchor),
-        });
-    }
-    // A name is registered before remote() returns.
-    let outcome = rt.request(&rt.gcs, msg).and_then(|r| r);
-    match outcome {
-        Ok(Registered::New) => {
-            rt.actors.created(actor_id);
-            ActorHandle::from_raw(RawActorHandle {
-                actor_id,
-                class: Cow::Borrowed(T::PATH),
-                anchor: Some(anchor),
-            })
-        }
-        Ok(Registered::Existing {
-            actor_id: existing,
-            class: c,
-        }) => {
-            // Nothing was scheduled for the unused creation: release its arguments.
+        }));
+    };
+    // A name is registered before the handle is given out.
+    Creation::Naming(
+        Naming {
+            rt,
+            actor_id,
+            return_id,
+            pinned,
+            anchor,
+            name,
+            _t: PhantomData,
+        },
+        msg,
+    )
+}
+
+impl<T: RemoteActor> Naming<T> {
+    /// The handle, given the GCS's answer to the registration.
+    fn finish(self, outcome: Result<Registered>) -> ActorHandle<T> {
+        let Naming {
+            rt,
+            actor_id,
+            return_id,
+            pinned,
+            anchor,
+            name,
+            ..
+        } = self;
+        // Nothing was scheduled for an unused creation: release its arguments.
+        let unused = || {
             rt.inflight.remove(&return_id);
             rt.refs.unpin(&pinned);
-            if c != T::PATH {
-                let e = Error::invalid(format!(
-                    "the existing actor {:?} is a {c}, not a {}",
-                    options.name.as_deref().unwrap_or_default(),
-                    T::PATH
-                ));
-                return dead_handle(actor_id, Some(e));
+        };
+        match outcome {
+            Ok(Registered::New) => {
+                rt.actors.created(actor_id);
+                ActorHandle::from_raw(RawActorHandle {
+                    actor_id,
+                    class: Cow::Borrowed(T::PATH),
+                    anchor: Some(anchor),
+                })
             }
-            ActorHandle::from_raw(RawActorHandle {
+            Ok(Registered::Existing {
                 actor_id: existing,
-                class: Cow::Borrowed(T::PATH),
-                anchor: None,
-            })
-        }
-        Err(e) => {
-            rt.inflight.remove(&return_id);
-            rt.refs.unpin(&pinned);
-            dead_handle(actor_id, Some(e))
+                class: c,
+            }) => {
+                unused();
+                if c != T::PATH {
+                    let e = Error::invalid(format!(
+                        "the existing actor {name:?} is a {c}, not a {}",
+                        T::PATH
+                    ));
+                    return dead_handle(actor_id, Some(e));
+                }
+                ActorHandle::from_raw(RawActorHandle {
+                    actor_id: existing,
+                    class: Cow::Borrowed(T::PATH),
+                    anchor: None,
+                })
+            }
+            Err(e) => {
+                unused();
+                dead_handle(actor_id, Some(e))
+            }
         }
     }
 }
@@ -541,6 +629,10 @@ impl<R> ActorCall<R> {
 
 /// Finds the named actor in the driver's namespace.
 ///
+/// In async code (a lumen async task or actor method, or any thread of a tokio runtime outside a
+/// lumen sync task) it returns `Error::InvalidArgument` without blocking: use
+/// [`get_actor_async`] there.
+///
 /// # Examples
 /// ```no_run
 /// pub struct Registry;
@@ -556,17 +648,101 @@ impl<R> ActorCall<R> {
 /// ```
 pub fn get_actor<T: RemoteActor>(name: &str) -> Result<ActorHandle<T>> {
     let rt = runtime::current()?;
-    get_actor_in(name, &rt.namespace.clone())
+    context::refuse_blocking("lumen::get_actor", "lumen::get_actor_async(name).await")?;
+    let msg = lookup(name, &rt.namespace);
+    found(name, rt.request(&rt.gcs, msg)?)
 }
 
 /// Finds the named actor in `namespace`.
+///
+/// In async code it returns `Error::InvalidArgument` without blocking, as [`get_actor`] does:
+/// use [`get_actor_in_async`] there.
+///
+/// # Examples
+/// ```no_run
+/// pub struct Registry;
+/// #[lumen::remote]
+/// impl Registry { pub fn new() -> Self { Registry } pub fn ping(&self) -> u8 { 1 } }
+///
+/// lumen::init()?;
+/// let _r = Registry::options().name("registry").namespace("tools").remote();
+/// let h: lumen::ActorHandle<Registry> = lumen::get_actor_in("registry", "tools")?;
+/// assert_eq!(lumen::get(&h.ping().remote())?, 1);
+/// # Ok::<(), lumen::Error>(())
+/// ```
 pub fn get_actor_in<T: RemoteActor>(name: &str, namespace: &str) -> Result<ActorHandle<T>> {
     let rt = runtime::current()?;
-    let msg = LookupActor {
+    context::refuse_blocking(
+        "lumen::get_actor_in",
+        "lumen::get_actor_in_async(name, namespace).await",
+    )?;
+    found(name, rt.request(&rt.gcs, lookup(name, namespace))?)
+}
+
+/// Finds the named actor in the driver's namespace without blocking a thread: the async twin of
+/// [`get_actor`]. Works on any executor.
+///
+/// # Examples
+/// ```no_run
+/// pub struct Registry;
+/// #[lumen::remote]
+/// impl Registry { pub fn new() -> Self { Registry } pub fn ping(&self) -> u8 { 1 } }
+///
+/// # async fn run() -> lumen::Result<()> {
+/// let _r = Registry::options().name("registry").remote_async().await;
+/// let h: lumen::ActorHandle<Registry> = lumen::get_actor_async("registry").await?;
+/// assert_eq!(h.ping().remote().await?, 1);
+/// # Ok(())
+/// # }
+/// lumen::init()?;
+/// futures::executor::block_on(run())?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn get_actor_async<T: RemoteActor>(
+    name: &str,
+) -> impl std::future::Future<Output = Result<ActorHandle<T>>> + Send + 'static {
+    let found = runtime::current().map(|rt| get_actor_in_async::<T>(name, &rt.namespace));
+    async move { found?.await }
+}
+
+/// Finds the named actor in `namespace` without blocking a thread: the async twin of
+/// [`get_actor_in`]. Works on any executor.
+///
+/// # Examples
+/// ```no_run
+/// pub struct Registry;
+/// #[lumen::remote]
+/// impl Registry { pub fn new() -> Self { Registry } pub fn ping(&self) -> u8 { 1 } }
+///
+/// # async fn run() -> lumen::Result<()> {
+/// let _r = Registry::options().name("registry").namespace("tools").remote_async().await;
+/// let h: lumen::ActorHandle<Registry> = lumen::get_actor_in_async("registry", "tools").await?;
+/// assert_eq!(h.ping().remote().await?, 1);
+/// # Ok(())
+/// # }
+/// lumen::init()?;
+/// futures::executor::block_on(run())?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn get_actor_in_async<T: RemoteActor>(
+    name: &str,
+    namespace: &str,
+) -> impl std::future::Future<Output = Result<ActorHandle<T>>> + Send + 'static {
+    let asked = runtime::current().map(|rt| rt.ask(&rt.gcs, lookup(name, namespace)));
+    let name = name.to_string();
+    async move { found(&name, asked?.await?) }
+}
+
+fn lookup(name: &str, namespace: &str) -> LookupActor {
+    LookupActor {
         namespace: namespace.to_string(),
         name: name.to_string(),
-    };
-    let (actor_id, class) = rt.request(&rt.gcs, msg)??;
+    }
+}
+
+/// The handle of the actor the GCS found under `name`, if it is a `T`.
+fn found<T: RemoteActor>(name: &str, answer: Result<(ActorId, String)>) -> Result<ActorHandle<T>> {
+    let (actor_id, class) = answer?;
     if class != T::PATH {
         return Err(Error::invalid(format!(
             "the actor {name:?} is a {class}, not a {}",

@@ -1,5 +1,10 @@
-//! The cluster's state: nodes and resources.
+//! The cluster's state: nodes, resources and actors, each with its async twin.
+//!
+//! These calls cannot fail, so in async code (where they must not block: see
+//! `crate::context::async_context`) the blocking ones log the refusal once and answer as before
+//! `lumen::init()`: nothing; their `_async` twins await the answers instead.
 
+use crate::context::refuse_blocking_logged;
 use crate::error::Result;
 use crate::ids::ActorId;
 use crate::ids::NodeId;
@@ -7,8 +12,10 @@ use crate::protocol::gcs::{GetNodes, ListActors};
 use crate::protocol::raylet::GetResources;
 use crate::protocol::svc;
 use crate::transport::net::IN_PROCESS;
-use crate::worker::runtime;
+use crate::worker::runtime::{self, Runtime};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
 
 /// A node of the cluster, as `lumen::nodes()` reports it.
 ///
@@ -40,55 +47,102 @@ pub struct NodeInfo {
     pub waiting_for_args: usize,
 }
 
-fn snapshot() -> Result<Vec<NodeInfo>> {
-    let rt = runtime::current()?;
-    let rt2 = rt.clone();
-    rt.block_on(async move {
-        let rt = rt2;
-        let nodes = rt.gcs.send(GetNodes).await?;
-        let mut out = Vec::with_capacity(nodes.len());
-        for n in nodes {
-            let snap = match n.alive {
-                true => rt
-                    .net
-                    .target::<svc::Raylet>(n.address)
-                    .send(GetResources)
-                    .await
-                    .ok(),
-                false => None,
-            };
-            out.push(NodeInfo {
-                node_id: n.node_id,
-                address: if n.address == IN_PROCESS {
-                    "embedded".to_string()
-                } else {
-                    n.address.to_string()
-                },
-                alive: n.alive,
-                resources: n.total.to_map(),
-                available: snap
-                    .as_ref()
-                    .map(|s| s.available.to_map())
-                    .unwrap_or_default(),
-                pending: snap
-                    .as_ref()
-                    .map(|s| s.demands.iter().map(|(r, n)| (r.to_map(), *n)).collect())
-                    .unwrap_or_default(),
-                waiting_for_args: snap.map_or(0, |s| s.waiting_for_args),
-            });
-        }
-        Ok(out)
-    })?
+/// The nodes and what each raylet reports now.
+async fn snapshot(rt: Arc<Runtime>) -> Result<Vec<NodeInfo>> {
+    let nodes = rt.gcs.send(GetNodes).await?;
+    let mut out = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let snap = match n.alive {
+            true => rt
+                .net
+                .target::<svc::Raylet>(n.address)
+                .send(GetResources)
+                .await
+                .ok(),
+            false => None,
+        };
+        out.push(NodeInfo {
+            node_id: n.node_id,
+            address: if n.address == IN_PROCESS {
+                "embedded".to_string()
+            } else {
+                n.address.to_string()
+            },
+            alive: n.alive,
+            resources: n.total.to_map(),
+            available: snap
+                .as_ref()
+                .map(|s| s.available.to_map())
+                .unwrap_or_default(),
+            pending: snap
+                .as_ref()
+                .map(|s| s.demands.iter().map(|(r, n)| (r.to_map(), *n)).collect())
+                .unwrap_or_default(),
+            waiting_for_args: snap.map_or(0, |s| s.waiting_for_args),
+        });
+    }
+    Ok(out)
+}
+
+/// The nodes, waited for on this thread; empty in async code (logged) or before init.
+fn nodes_blocking(what: &'static str, instead: &str) -> Vec<NodeInfo> {
+    let Ok(rt) = runtime::current() else {
+        return Vec::new();
+    };
+    if refuse_blocking_logged(what, instead) {
+        return Vec::new();
+    }
+    rt.block_on(snapshot(rt.clone()))
+        .and_then(|r| r)
+        .unwrap_or_default()
 }
 
 /// The nodes of the cluster (empty before `lumen::init()`).
+///
+/// It waits for the GCS and every raylet, so in async code (a lumen async task or actor method,
+/// or any thread of a tokio runtime outside a lumen sync task) it does not: it logs that once
+/// (`tracing::error!`) and returns an empty list. Use [`nodes_async`] there.
+///
+/// # Examples
+/// ```no_run
+/// lumen::init()?;
+/// assert_eq!(lumen::nodes().len(), 1);
+/// # Ok::<(), lumen::Error>(())
+/// ```
 pub fn nodes() -> Vec<NodeInfo> {
-    snapshot().unwrap_or_default()
+    nodes_blocking("lumen::nodes", "lumen::nodes_async().await")
 }
 
-fn sum(pick: impl Fn(&NodeInfo) -> &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+/// The nodes of the cluster, without blocking a thread: the async twin of [`nodes`] (empty
+/// before `lumen::init()`). Works on any executor.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() {
+/// for n in lumen::nodes_async().await {
+///     println!("{} alive={} {:?}", n.node_id, n.alive, n.resources);
+/// }
+/// # }
+/// lumen::init()?;
+/// futures::executor::block_on(run());
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn nodes_async() -> impl Future<Output = Vec<NodeInfo>> + Send + 'static {
+    let run = runtime::current().map(|rt| rt.run(snapshot(rt.clone())));
+    async move {
+        match run {
+            Ok(run) => run.await.and_then(|r| r).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn sum(
+    nodes: &[NodeInfo],
+    pick: impl Fn(&NodeInfo) -> &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
     let mut total: BTreeMap<String, f64> = BTreeMap::new();
-    for n in nodes().iter().filter(|n| n.alive) {
+    for n in nodes.iter().filter(|n| n.alive) {
         for (k, v) in pick(n) {
             *total.entry(k.clone()).or_default() += v;
         }
@@ -100,6 +154,10 @@ fn sum(pick: impl Fn(&NodeInfo) -> &BTreeMap<String, f64>) -> BTreeMap<String, f
 
 /// Total resources of the live nodes, e.g. `{"CPU": 24.0, "GPU": 0.0, "node0": 2.0, ..}`.
 ///
+/// In async code it does not block: it logs that once (`tracing::error!`) and returns what it
+/// returns before `lumen::init()`, `{"CPU": 0.0, "GPU": 0.0}`. Use [`cluster_resources_async`]
+/// there.
+///
 /// # Examples
 /// ```no_run
 /// lumen::init_with(lumen::Config::default().num_cpus(4.0))?;
@@ -107,10 +165,35 @@ fn sum(pick: impl Fn(&NodeInfo) -> &BTreeMap<String, f64>) -> BTreeMap<String, f
 /// # Ok::<(), lumen::Error>(())
 /// ```
 pub fn cluster_resources() -> BTreeMap<String, f64> {
-    sum(|n| &n.resources)
+    let nodes = nodes_blocking(
+        "lumen::cluster_resources",
+        "lumen::cluster_resources_async().await",
+    );
+    sum(&nodes, |n| &n.resources)
+}
+
+/// Total resources of the live nodes, without blocking a thread: the async twin of
+/// [`cluster_resources`]. Works on any executor.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() {
+/// assert_eq!(lumen::cluster_resources_async().await["CPU"], 4.0);
+/// # }
+/// lumen::init_with(lumen::Config::default().num_cpus(4.0))?;
+/// futures::executor::block_on(run());
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn cluster_resources_async() -> impl Future<Output = BTreeMap<String, f64>> + Send + 'static {
+    let nodes = nodes_async();
+    async move { sum(&nodes.await, |n| &n.resources) }
 }
 
 /// Resources not in use right now on the live nodes.
+///
+/// In async code it does not block: it logs that once (`tracing::error!`) and returns what it
+/// returns before `lumen::init()`, `{"CPU": 0.0, "GPU": 0.0}`. Use
+/// [`available_resources_async`] there.
 ///
 /// # Examples
 /// ```no_run
@@ -119,7 +202,28 @@ pub fn cluster_resources() -> BTreeMap<String, f64> {
 /// # Ok::<(), lumen::Error>(())
 /// ```
 pub fn available_resources() -> BTreeMap<String, f64> {
-    sum(|n| &n.available)
+    let nodes = nodes_blocking(
+        "lumen::available_resources",
+        "lumen::available_resources_async().await",
+    );
+    sum(&nodes, |n| &n.available)
+}
+
+/// Resources not in use right now on the live nodes, without blocking a thread: the async twin
+/// of [`available_resources`]. Works on any executor.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() {
+/// assert!(lumen::available_resources_async().await["CPU"] <= 4.0);
+/// # }
+/// lumen::init_with(lumen::Config::default().num_cpus(4.0))?;
+/// futures::executor::block_on(run());
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn available_resources_async() -> impl Future<Output = BTreeMap<String, f64>> + Send + 'static {
+    let nodes = nodes_async();
+    async move { sum(&nodes.await, |n| &n.available) }
 }
 
 /// An actor, as `lumen::list_actors()` reports it.
@@ -142,6 +246,9 @@ pub struct ActorInfo {
 
 /// Every actor the cluster knows, live or dead (Ray's `list_actors`).
 ///
+/// In async code it does not block: it logs that once (`tracing::error!`) and returns an empty
+/// list. Use [`list_actors_async`] there.
+///
 /// # Examples
 /// ```no_run
 /// pub struct A;
@@ -157,9 +264,41 @@ pub fn list_actors() -> Vec<ActorInfo> {
     let Ok(rt) = runtime::current() else {
         return Vec::new();
     };
-    let mut v: Vec<ActorInfo> = rt
-        .request(&rt.gcs, ListActors)
-        .unwrap_or_default()
+    if refuse_blocking_logged("lumen::list_actors", "lumen::list_actors_async().await") {
+        return Vec::new();
+    }
+    to_actor_infos(rt.request(&rt.gcs, ListActors).unwrap_or_default())
+}
+
+/// Every actor the cluster knows, live or dead, without blocking a thread: the async twin of
+/// [`list_actors`]. Works on any executor.
+///
+/// # Examples
+/// ```no_run
+/// pub struct A;
+/// #[lumen::remote]
+/// impl A { pub fn new() -> Self { A } }
+///
+/// # async fn run() {
+/// let _a = A::options().name("a").remote_async().await;
+/// assert!(lumen::list_actors_async().await.iter().any(|x| x.name.as_deref() == Some("a")));
+/// # }
+/// lumen::init()?;
+/// futures::executor::block_on(run());
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn list_actors_async() -> impl Future<Output = Vec<ActorInfo>> + Send + 'static {
+    let ask = runtime::current().map(|rt| rt.ask(&rt.gcs, ListActors));
+    async move {
+        match ask {
+            Ok(ask) => to_actor_infos(ask.await.unwrap_or_default()),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn to_actor_infos(rows: Vec<crate::protocol::gcs::ActorSummary>) -> Vec<ActorInfo> {
+    let mut v: Vec<ActorInfo> = rows
         .into_iter()
         .map(|a| ActorInfo {
             actor_id: a.actor_id,

@@ -1,11 +1,13 @@
-//! `put`, `get`, `get_all`, `get_timeout`, `wait`, and awaiting refs.
+//! `put`, `get`, `get_all`, `get_timeout`, `wait`, their async twins, and awaiting refs.
 //!
 //! Blocking reads wait on the store shards' reply channel. Inside a task, a read that has to wait
 //! lends the task's CPU back to the raylet until the objects arrive (so a task waiting for its
-//! children cannot starve them), and takes it back before returning. Inside async tasks and
-//! methods, blocking reads are refused: `.await` the ref instead.
+//! children cannot starve them), and takes it back before returning. In async code (a lumen async
+//! task or method, or any tokio runtime's thread), blocking reads are refused: the async twins
+//! ([`get_async`], [`get_all_async`], [`wait_async`]) or `.await` on the ref wait there instead,
+//! on the same reply channel.
 
-use crate::context::{self, refuse_blocking_in_async};
+use crate::context::{self, refuse_blocking};
 use crate::error::{Error, Result};
 use crate::ids::ObjectId;
 use crate::objects::codec;
@@ -19,6 +21,7 @@ use crate::spin::Backoff;
 use crate::worker::runtime::{self, Runtime};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,10 +96,90 @@ fn spin_recv<T>(rx: &flume::Receiver<T>) -> Option<T> {
     }
 }
 
+/// A read in progress: the values found at once, and the channel the others arrive on.
+struct Fetch {
+    slots: Vec<Option<Stored>>,
+    got: usize,
+    rx: flume::Receiver<(u32, Stored)>,
+    /// Markers still to come from shards asked to say when they have sent what they hold.
+    markers: usize,
+}
+
+impl Fetch {
+    /// Starts reading `refs` (without waiting): owned objects from (or waited for in) the
+    /// owner's table, the rest from the store or from their owners. With `settle`, each shard
+    /// asked also sends a marker once it has sent what it already holds.
+    fn start(rt: &Arc<Runtime>, refs: &[&RawRef], settle: bool) -> Result<Fetch> {
+        let ids: Vec<ObjectId> = refs.iter().map(|r| r.id).collect();
+        check_known(&rt.refs, &ids)?;
+        let mut slots: Vec<Option<Stored>> = vec![None; ids.len()];
+        let (tx, rx) = flume::unbounded();
+        let mut got = 0;
+        let mut via_store = Vec::new();
+        let mut remote = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            match rt.refs.lookup_or_wait(*id, i as u32, &tx) {
+                Lookup::Ready(v) => {
+                    slots[i] = Some(v);
+                    got += 1;
+                }
+                Lookup::Waiting => {}
+                Lookup::Elsewhere if rt.net.is_here(refs[i].owner.addr) => via_store.push((i, *id)),
+                Lookup::Elsewhere => remote.push((i, refs[i].clone())),
+            }
+        }
+        if !remote.is_empty() {
+            read::fetch_into(&rt.refs, remote, &tx);
+        }
+        let markers = if via_store.is_empty() {
+            0
+        } else {
+            let asked = rt.refs.store().send_fetches(via_store, tx.clone(), settle);
+            if settle {
+                asked
+            } else {
+                0
+            }
+        };
+        // Only the owner's table and the shards hold senders now: if they go, so does the wait.
+        drop(tx);
+        Ok(Fetch {
+            slots,
+            got,
+            rx,
+            markers,
+        })
+    }
+
+    /// Whether it still waits: for fewer than `need` values, or for markers.
+    fn waiting(&self, need: usize) -> bool {
+        self.got < need || self.markers > 0
+    }
+
+    /// Takes one reply.
+    fn take(&mut self, (slot, v): (u32, Stored)) {
+        if slot == PRESENT_SENT {
+            self.markers = self.markers.saturating_sub(1);
+        } else if self.slots[slot as usize].is_none() {
+            self.got += 1;
+            self.slots[slot as usize] = Some(v);
+        }
+    }
+
+    /// Takes whatever else has been delivered already (it counts as ready too).
+    fn drain(&mut self) {
+        while let Ok((slot, v)) = self.rx.try_recv() {
+            if slot != PRESENT_SENT && self.slots[slot as usize].is_none() {
+                self.slots[slot as usize] = Some(v);
+            }
+        }
+    }
+}
+
 /// Waits until `need` of `ids` are present or `timeout` passes; returns the values by slot and
 /// whether `need` was reached. With `settle`, it also waits until it has seen every object that
 /// was already present when the shards answered (so `wait` can pick the first ready ones in
-/// input order, not the first to arrive).
+/// input order, not the first to arrive). Callers check first that this thread may block.
 fn fetch_blocking(
     rt: &Arc<Runtime>,
     refs: &[&RawRef],
@@ -104,68 +187,31 @@ fn fetch_blocking(
     timeout: Option<Duration>,
     settle: bool,
 ) -> Result<(Vec<Option<Stored>>, bool)> {
-    refuse_blocking_in_async("lumen::get")?;
-    let ids: Vec<ObjectId> = refs.iter().map(|r| r.id).collect();
-    let mut slots: Vec<Option<Stored>> = vec![None; ids.len()];
-    if ids.is_empty() || need == 0 {
-        return Ok((slots, true));
+    if refs.is_empty() || need == 0 {
+        return Ok((vec![None; refs.len()], true));
     }
-    check_known(&rt.refs, &ids)?;
-    // Owned objects are read from (or waited for in) the owner's table; the rest from the store.
-    let (tx, rx) = flume::unbounded();
-    let mut got = 0;
-    let mut via_store = Vec::new();
-    let mut remote = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        match rt.refs.lookup_or_wait(*id, i as u32, &tx) {
-            Lookup::Ready(v) => {
-                slots[i] = Some(v);
-                got += 1;
-            }
-            Lookup::Waiting => {}
-            Lookup::Elsewhere if rt.net.is_here(refs[i].owner.addr) => via_store.push((i, *id)),
-            Lookup::Elsewhere => remote.push((i, refs[i].clone())),
-        }
-    }
-    if !remote.is_empty() {
-        read::fetch_into(&rt.refs, remote, &tx);
-    }
-    let mut markers = if via_store.is_empty() {
-        0
-    } else {
-        let asked = rt.refs.store().send_fetches(via_store, tx.clone(), settle);
-        if settle {
-            asked
-        } else {
-            0
-        }
-    };
-    // Only the owner's table and the shards hold senders now: if they go, so does the wait.
-    drop(tx);
+    let mut fetch = Fetch::start(rt, refs, settle)?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut lent = None;
     let mut complete = true;
-    while got < need || markers > 0 {
+    while fetch.waiting(need) {
         let now = Instant::now();
         let mut wait = deadline.map(|d| d.saturating_duration_since(now));
         if lent.is_none() {
             wait = Some(wait.map_or(LEND_AFTER, |w| w.min(LEND_AFTER)));
         }
-        let next = match spin_recv(&rx) {
+        let next = match spin_recv(&fetch.rx) {
             Some(v) => Ok(v),
             None => match wait {
-                Some(w) => rx.recv_timeout(w),
-                None => rx.recv().map_err(|_| flume::RecvTimeoutError::Disconnected),
+                Some(w) => fetch.rx.recv_timeout(w),
+                None => fetch
+                    .rx
+                    .recv()
+                    .map_err(|_| flume::RecvTimeoutError::Disconnected),
             },
         };
         match next {
-            Ok((PRESENT_SENT, _)) => markers -= 1,
-            Ok((slot, v)) => {
-                if slots[slot as usize].is_none() {
-                    got += 1;
-                    slots[slot as usize] = Some(v);
-                }
-            }
+            Ok(reply) => fetch.take(reply),
             Err(flume::RecvTimeoutError::Timeout) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     complete = false;
@@ -184,23 +230,75 @@ fn fetch_blocking(
             }
         }
     }
-    // Anything else already delivered counts as ready too.
-    while let Ok((slot, v)) = rx.try_recv() {
-        if slot != PRESENT_SENT && slots[slot as usize].is_none() {
-            slots[slot as usize] = Some(v);
-        }
-    }
+    fetch.drain();
     if let Some(Some(task_id)) = lent {
         // Back on the CPU before the task goes on.
         let _ = rt.request(&rt.raylet, TaskUnblocked { task_id });
     }
-    Ok((slots, complete || got >= need))
+    let complete = complete || fetch.got >= need;
+    Ok((fetch.slots, complete))
+}
+
+/// A timer on lumen's event loop that any executor can await; cancelled when dropped.
+struct Deadline(tokio::task::JoinHandle<()>);
+
+impl Deadline {
+    fn after(executor: &tokio::runtime::Handle, timeout: Duration) -> Deadline {
+        // The timer is made on the event loop: this thread may have no tokio context.
+        Deadline(executor.spawn(async move { tokio::time::sleep(timeout).await }))
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What [`fetch_blocking`] does, awaiting instead of blocking (no CPU is lent: async code holds
+/// none to lend). The timeout runs on lumen's event loop, so any executor can await this.
+async fn fetch_async(
+    rt: &Arc<Runtime>,
+    refs: &[&RawRef],
+    need: usize,
+    timeout: Option<Duration>,
+    settle: bool,
+) -> Result<(Vec<Option<Stored>>, bool)> {
+    if refs.is_empty() || need == 0 {
+        return Ok((vec![None; refs.len()], true));
+    }
+    let mut fetch = Fetch::start(rt, refs, settle)?;
+    let mut deadline = timeout.map(|t| Deadline::after(&rt.executor, t));
+    let mut complete = true;
+    while fetch.waiting(need) {
+        let next = match deadline.as_mut() {
+            None => fetch.rx.recv_async().await,
+            Some(Deadline(timer)) => {
+                let recv = std::pin::pin!(fetch.rx.recv_async());
+                match futures::future::select(recv, timer).await {
+                    futures::future::Either::Left((next, _)) => next,
+                    futures::future::Either::Right(_) => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+        };
+        match next {
+            Ok(reply) => fetch.take(reply),
+            Err(_) => return Err(Error::shutdown("waiting for an object")),
+        }
+    }
+    fetch.drain();
+    let complete = complete || fetch.got >= need;
+    Ok((fetch.slots, complete))
 }
 
 /// Waits for the object and returns its value, or the error of the task that made it.
 ///
-/// Inside an async task or method this returns `Error::InvalidArgument` without blocking:
-/// `.await` the ref there instead.
+/// In async code (a lumen async task or actor method, or any thread of a tokio runtime outside a
+/// lumen sync task) this returns `Error::InvalidArgument` without blocking: use [`get_async`]
+/// (or `.await` the ref) there instead.
 ///
 /// # Examples
 /// ```no_run
@@ -216,6 +314,8 @@ pub fn get<T: DeserializeOwned + 'static>(r: &ObjectRef<T>) -> Result<T> {
 }
 
 /// Like [`get`], but gives up after `timeout` with `Error::GetTimeout`.
+///
+/// In async code it returns `Error::InvalidArgument` without blocking, as [`get`] does.
 ///
 /// # Examples
 /// ```no_run
@@ -241,7 +341,14 @@ fn get_inner<T: DeserializeOwned + 'static>(
 ) -> Result<T> {
     let rt = runtime::current()?;
     let id = r.id();
-    refuse_blocking_in_async("lumen::get")?;
+    let (what, instead) = match timeout {
+        None => ("lumen::get", "lumen::get_async(&r).await"),
+        Some(_) => (
+            "lumen::get_timeout",
+            "lumen::get_timeout_async(&r, timeout).await",
+        ),
+    };
+    refuse_blocking(what, instead)?;
     if let Some(v) = rt.refs.inline(id) {
         return decode(id, v);
     }
@@ -258,8 +365,83 @@ fn get_inner<T: DeserializeOwned + 'static>(
     }
 }
 
+/// Waits for the object without blocking a thread and returns its value, or the error of the
+/// task that made it: the async twin of [`get`], the same as `.await` on a clone of the ref.
+///
+/// The future owns a clone of the ref (the object stays alive while it waits), so it may be
+/// spawned. It works on any executor: a tokio runtime, `futures::executor::block_on`, or
+/// inside lumen's async tasks and actor methods.
+///
+/// # Examples
+/// ```no_run
+/// #[lumen::remote]
+/// fn square(x: i64) -> i64 { x * x }
+///
+/// # async fn run() -> lumen::Result<()> {
+/// let r = square::remote(4);
+/// assert_eq!(lumen::get_async(&r).await?, 16);
+/// # Ok(())
+/// # }
+/// lumen::init()?;
+/// futures::executor::block_on(run())?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn get_async<T: DeserializeOwned + Send + 'static>(
+    r: &ObjectRef<T>,
+) -> impl Future<Output = Result<T>> + Send + 'static {
+    r.clone().into_future()
+}
+
+/// Like [`get_async`], but gives up after `timeout` with `Error::GetTimeout`: the async twin of
+/// [`get_timeout`]. The timeout runs on lumen's own event loop, so any executor can await it.
+///
+/// # Examples
+/// ```no_run
+/// use std::time::Duration;
+/// #[lumen::remote]
+/// fn slow() -> u8 { std::thread::sleep(Duration::from_secs(10)); 1 }
+///
+/// # async fn run() -> lumen::Result<()> {
+/// let r = slow::remote();
+/// let e = lumen::get_timeout_async(&r, Duration::from_millis(100)).await.unwrap_err();
+/// assert!(matches!(e, lumen::Error::GetTimeout { .. }));
+/// # Ok(())
+/// # }
+/// lumen::init()?;
+/// futures::executor::block_on(run())?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn get_timeout_async<T: DeserializeOwned + Send + 'static>(
+    r: &ObjectRef<T>,
+    timeout: Duration,
+) -> impl Future<Output = Result<T>> + Send + 'static {
+    let r = r.clone();
+    async move {
+        let rt = runtime::current()?;
+        let id = r.id();
+        if let Some(v) = rt.refs.inline(id) {
+            return decode(id, v);
+        }
+        let (mut slots, complete) = fetch_async(&rt, &[r.raw()], 1, Some(timeout), false).await?;
+        drop(r);
+        if !complete {
+            return Err(Error::GetTimeout {
+                object: id.to_string(),
+                timeout,
+            });
+        }
+        match slots.pop().flatten() {
+            Some(v) => decode(id, v),
+            None => Err(Error::shutdown("waiting for an object")),
+        }
+    }
+}
+
 /// Waits for every object and returns their values in order; the first failed object's error
 /// otherwise.
+///
+/// In async code it returns `Error::InvalidArgument` without blocking, as [`get`] does: use
+/// [`get_all_async`] there.
 ///
 /// # Examples
 /// ```no_run
@@ -274,17 +456,34 @@ fn get_inner<T: DeserializeOwned + 'static>(
 pub fn get_all<T: DeserializeOwned + 'static>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
     let rt = runtime::current()?;
     let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
-    refuse_blocking_in_async("lumen::get_all")?;
-    let inline: Option<Vec<Stored>> = ids.iter().map(|id| rt.refs.inline(*id)).collect();
-    if let Some(values) = inline {
-        return ids
-            .iter()
-            .zip(values)
-            .map(|(id, v)| decode(*id, v))
-            .collect();
+    refuse_blocking("lumen::get_all", "lumen::get_all_async(&refs).await")?;
+    if let Some(values) = all_inline(&rt, &ids) {
+        return decode_all(&ids, values);
     }
     let raws: Vec<&RawRef> = refs.iter().map(|r| r.raw()).collect();
     let (slots, _) = fetch_blocking(&rt, &raws, ids.len(), None, false)?;
+    decode_slots(&ids, slots)
+}
+
+/// Every object's content, if each is a small one in this process's table.
+fn all_inline(rt: &Runtime, ids: &[ObjectId]) -> Option<Vec<Stored>> {
+    ids.iter().map(|id| rt.refs.inline(*id)).collect()
+}
+
+fn decode_all<T: DeserializeOwned + 'static>(
+    ids: &[ObjectId],
+    values: Vec<Stored>,
+) -> Result<Vec<T>> {
+    ids.iter()
+        .zip(values)
+        .map(|(id, v)| decode(*id, v))
+        .collect()
+}
+
+fn decode_slots<T: DeserializeOwned + 'static>(
+    ids: &[ObjectId],
+    slots: Vec<Option<Stored>>,
+) -> Result<Vec<T>> {
     ids.iter()
         .zip(slots)
         .map(|(id, s)| match s {
@@ -294,11 +493,48 @@ pub fn get_all<T: DeserializeOwned + 'static>(refs: &[ObjectRef<T>]) -> Result<V
         .collect()
 }
 
+/// Waits for every object without blocking a thread and returns their values in order; the
+/// first failed object's error otherwise: the async twin of [`get_all`].
+///
+/// The future owns clones of the refs, so it may be spawned; it works on any executor.
+///
+/// # Examples
+/// ```no_run
+/// #[lumen::remote]
+/// fn square(x: i64) -> i64 { x * x }
+///
+/// # async fn run() -> lumen::Result<()> {
+/// let refs: Vec<_> = (0..4).map(square::remote).collect();
+/// assert_eq!(lumen::get_all_async(&refs).await?, vec![0, 1, 4, 9]);
+/// # Ok(())
+/// # }
+/// lumen::init()?;
+/// futures::executor::block_on(run())?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn get_all_async<T: DeserializeOwned + Send + 'static>(
+    refs: &[ObjectRef<T>],
+) -> impl Future<Output = Result<Vec<T>>> + Send + 'static {
+    let refs = refs.to_vec();
+    async move {
+        let rt = runtime::current()?;
+        let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
+        if let Some(values) = all_inline(&rt, &ids) {
+            return decode_all(&ids, values);
+        }
+        let raws: Vec<&RawRef> = refs.iter().map(|r| r.raw()).collect();
+        let (slots, _) = fetch_async(&rt, &raws, ids.len(), None, false).await?;
+        drop(refs);
+        decode_slots(&ids, slots)
+    }
+}
+
 /// Waits until `num_returns` of `refs` are ready (or `timeout` passes) and splits them into
 /// `(ready, not_ready)`, each in the order of `refs`. At most `num_returns` refs are returned as
 /// ready; `num_returns` larger than `refs.len()` waits for all of them. A failed object counts as
-/// ready. Before `lumen::init()` nothing is ready. Inside an async task or method it does not
-/// block: it reports what is ready at that moment (`.await` the refs to wait for them there).
+/// ready. Before `lumen::init()` nothing is ready. In async code (a lumen async task or actor
+/// method, or any thread of a tokio runtime outside a lumen sync task) it does not block: it
+/// reports what is ready at that moment (use [`wait_async`] to wait there).
 ///
 /// # Examples
 /// ```no_run
@@ -322,45 +558,119 @@ pub fn wait<T>(
         return (Vec::new(), refs.to_vec());
     };
     let need = num_returns.min(refs.len());
-    // Fast path: the first `need` ready refs in input order are known without waiting when
-    // every ref before them is known to be pending here. Typical of a wait loop, whose oldest
-    // refs finish first: it costs a look at a few refs instead of a round over all of them.
-    if need > 0 {
-        let mut ready_at = Vec::with_capacity(need);
-        for (i, r) in refs.iter().enumerate() {
-            match rt.refs.peek(r.id()) {
-                Peek::Ready => {
-                    ready_at.push(i);
-                    if ready_at.len() == need {
-                        break;
-                    }
-                }
-                Peek::Pending => {}
-                Peek::Unknown => break,
-            }
-        }
-        if ready_at.len() == need {
-            let mut ready = Vec::with_capacity(need);
-            let mut rest = Vec::with_capacity(refs.len() - need);
-            let mut next = ready_at.iter().peekable();
-            for (i, r) in refs.iter().enumerate() {
-                if next.peek() == Some(&&i) {
-                    next.next();
-                    ready.push(r.clone());
-                } else {
-                    rest.push(r.clone());
-                }
-            }
-            return (ready, rest);
-        }
+    if let Some(split) = known_ready_prefix(&rt, refs, need) {
+        return split;
     }
     let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
     let raws: Vec<&RawRef> = refs.iter().map(|r| r.raw()).collect();
-    let slots = match fetch_blocking(&rt, &raws, need, timeout, true) {
+    let in_async = refuse_blocking("lumen::wait", "lumen::wait_async(&refs, n, timeout).await");
+    let slots = match in_async.and_then(|()| fetch_blocking(&rt, &raws, need, timeout, true)) {
         Ok((s, _)) => s,
-        // Inside an async task: answer from what is present now, without blocking.
+        // In async code (or for a ref this process cannot read): what is present now, without
+        // blocking.
         Err(_) => fetch_ready_now(&rt, &ids),
     };
+    split_ready(refs, &slots, need)
+}
+
+/// Waits without blocking a thread until `num_returns` of `refs` are ready (or `timeout`
+/// passes) and splits them into `(ready, not_ready)`, each in the order of `refs`: the async
+/// twin of [`wait`], with the same semantics (at most `num_returns` ready, the first ready ones
+/// in input order; failed objects count as ready; nothing is ready before `lumen::init()`).
+///
+/// The timeout runs on lumen's own event loop, so the future works on any executor (a tokio
+/// runtime, `futures::executor::block_on`, lumen's async tasks) and may be spawned.
+///
+/// # Examples
+/// ```no_run
+/// use std::time::Duration;
+/// #[lumen::remote]
+/// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+///
+/// # async fn run() -> lumen::Result<()> {
+/// let refs = vec![nap::remote(5000), nap::remote(0)];
+/// let (ready, rest) = lumen::wait_async(&refs, 1, Some(Duration::from_secs(4))).await;
+/// assert_eq!((ready.len(), rest.len()), (1, 1));
+/// assert_eq!(lumen::get_async(&ready[0]).await?, 0);
+/// # Ok(())
+/// # }
+/// lumen::init()?;
+/// futures::executor::block_on(run())?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn wait_async<T: 'static>(
+    refs: &[ObjectRef<T>],
+    num_returns: usize,
+    timeout: Option<Duration>,
+) -> impl Future<Output = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> + Send + 'static {
+    let refs = refs.to_vec();
+    async move {
+        let Ok(rt) = runtime::current() else {
+            return (Vec::new(), refs);
+        };
+        let need = num_returns.min(refs.len());
+        if let Some(split) = known_ready_prefix(&rt, &refs, need) {
+            return split;
+        }
+        let raws: Vec<&RawRef> = refs.iter().map(|r| r.raw()).collect();
+        let slots = match fetch_async(&rt, &raws, need, timeout, true).await {
+            Ok((s, _)) => s,
+            // A ref this process cannot read (or a shutdown): what is present now.
+            Err(_) => {
+                let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
+                fetch_ready_now_async(&rt, &ids).await
+            }
+        };
+        split_ready(&refs, &slots, need)
+    }
+}
+
+/// Refs split into `(ready, not_ready)`.
+type Split<T> = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>);
+
+/// `wait`'s fast path: the first `need` ready refs in input order are known without waiting
+/// when every ref before them is known to be pending here. Typical of a wait loop, whose oldest
+/// refs finish first: it costs a look at a few refs instead of a round over all of them.
+fn known_ready_prefix<T>(rt: &Runtime, refs: &[ObjectRef<T>], need: usize) -> Option<Split<T>> {
+    if need == 0 {
+        return None;
+    }
+    let mut ready_at = Vec::with_capacity(need);
+    for (i, r) in refs.iter().enumerate() {
+        match rt.refs.peek(r.id()) {
+            Peek::Ready => {
+                ready_at.push(i);
+                if ready_at.len() == need {
+                    break;
+                }
+            }
+            Peek::Pending => {}
+            Peek::Unknown => break,
+        }
+    }
+    if ready_at.len() != need {
+        return None;
+    }
+    let mut ready = Vec::with_capacity(need);
+    let mut rest = Vec::with_capacity(refs.len() - need);
+    let mut next = ready_at.iter().peekable();
+    for (i, r) in refs.iter().enumerate() {
+        if next.peek() == Some(&&i) {
+            next.next();
+            ready.push(r.clone());
+        } else {
+            rest.push(r.clone());
+        }
+    }
+    Some((ready, rest))
+}
+
+/// Splits `refs` by `slots`: the first `need` present ones are ready, in input order.
+fn split_ready<T>(
+    refs: &[ObjectRef<T>],
+    slots: &[Option<Stored>],
+    need: usize,
+) -> (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>) {
     let mut ready = Vec::new();
     let mut rest = Vec::new();
     for (r, s) in refs.iter().zip(slots) {
@@ -376,13 +686,40 @@ pub fn wait<T>(
 /// Which of `ids` are present right now: small ones in the owner's table, the rest asked of the
 /// shards (one round trip, without lending CPU).
 fn fetch_ready_now(rt: &Arc<Runtime>, ids: &[ObjectId]) -> Vec<Option<Stored>> {
-    let mut slots: Vec<Option<Stored>> = ids.iter().map(|id| rt.refs.inline(*id)).collect();
-    let at: Vec<usize> = (0..ids.len()).filter(|i| slots[*i].is_none()).collect();
+    let (mut slots, at) = inline_now(rt, ids);
     let ask: Vec<ObjectId> = at.iter().map(|i| ids[*i]).collect();
     for (i, v) in at.into_iter().zip(fetch_from_store(rt, &ask)) {
         slots[i] = v;
     }
     slots
+}
+
+/// [`fetch_ready_now`], awaiting the shards' answer instead of blocking for it.
+async fn fetch_ready_now_async(rt: &Arc<Runtime>, ids: &[ObjectId]) -> Vec<Option<Stored>> {
+    let (mut slots, at) = inline_now(rt, ids);
+    let ask: Vec<ObjectId> = at.iter().map(|i| ids[*i]).collect();
+    let mut from_store = vec![None; ask.len()];
+    if !ask.is_empty() {
+        let (rx, mut markers) = rt.refs.store().fetch_marked(&ask);
+        while markers > 0 {
+            match rx.recv_async().await {
+                Ok((PRESENT_SENT, _)) => markers -= 1,
+                Ok((slot, v)) => from_store[slot as usize] = Some(v),
+                Err(_) => break,
+            }
+        }
+    }
+    for (i, v) in at.into_iter().zip(from_store) {
+        slots[i] = v;
+    }
+    slots
+}
+
+/// The small objects among `ids` in the owner's table, and the slots of the others.
+fn inline_now(rt: &Runtime, ids: &[ObjectId]) -> (Vec<Option<Stored>>, Vec<usize>) {
+    let slots: Vec<Option<Stored>> = ids.iter().map(|id| rt.refs.inline(*id)).collect();
+    let at = (0..ids.len()).filter(|i| slots[*i].is_none()).collect();
+    (slots, at)
 }
 
 /// Which of `ids` the local store holds right now.
@@ -417,6 +754,9 @@ pub struct MemorySummary {
 
 /// What this process references and the local object store holds; for finding leaks.
 ///
+/// In async code it returns `Error::InvalidArgument` without blocking: use
+/// [`memory_summary_async`] there.
+///
 /// # Examples
 /// ```no_run
 /// lumen::init()?;
@@ -430,11 +770,38 @@ pub struct MemorySummary {
 /// ```
 pub fn memory_summary() -> Result<MemorySummary> {
     let rt = runtime::current()?;
-    let stats = futures::executor::block_on(rt.refs.store().stats());
+    refuse_blocking(
+        "lumen::memory_summary",
+        "lumen::memory_summary_async().await",
+    )?;
+    Ok(futures::executor::block_on(summarize(rt)))
+}
+
+/// What this process references and the local object store holds, without blocking a thread:
+/// the async twin of [`memory_summary`]. Works on any executor.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() -> lumen::Result<()> {
+/// let summary = lumen::memory_summary_async().await?;
+/// println!("{} objects referenced", summary.referenced_objects);
+/// # Ok(())
+/// # }
+/// lumen::init()?;
+/// futures::executor::block_on(run())?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub async fn memory_summary_async() -> Result<MemorySummary> {
+    Ok(summarize(runtime::current()?).await)
+}
+
+async fn summarize(rt: Arc<Runtime>) -> MemorySummary {
+    let store = rt.refs.store().clone();
+    let stats = store.stats().await;
     let (inline_objects, inline_bytes) = rt.refs.inline_stats();
-    Ok(MemorySummary {
+    MemorySummary {
         referenced_objects: rt.refs.len(),
         stored_objects: stats.objects + inline_objects,
         stored_bytes: stats.bytes + inline_bytes,
-    })
+    }
 }

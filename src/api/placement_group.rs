@@ -1,6 +1,7 @@
 //! Placement groups as users call them: creating one, waiting for it, reading the table,
-//! removing it, finding it by name.
+//! removing it, finding it by name; each blocking call with its async twin.
 
+use crate::context::{refuse_blocking, refuse_blocking_logged};
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, PlacementGroupId};
 use crate::objects::codec;
@@ -13,7 +14,9 @@ use crate::protocol::gcs::{
 };
 use crate::protocol::refs::{RawRef, Stored};
 use crate::resources::ResourceSet;
-use crate::worker::runtime;
+use crate::worker::runtime::{self, Runtime};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 impl PlacementGroup {
@@ -41,8 +44,54 @@ impl PlacementGroup {
     }
 
     /// Waits up to `timeout` for the group to be created; whether it was.
+    ///
+    /// In async code (a lumen async task or actor method, or any thread of a tokio runtime
+    /// outside a lumen sync task) it does not wait: it reports what is known at that moment
+    /// without asking the GCS, which is nothing, so `false` (and logs that once, with
+    /// `tracing::error!`). Use [`wait_async`](Self::wait_async) or `.await` [`ready`](Self::ready)
+    /// there.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use lumen::{Bundle, PlacementGroup};
+    /// use std::time::Duration;
+    /// lumen::init()?;
+    /// let pg = PlacementGroup::builder([Bundle::new().cpu(1.0)]).create()?;
+    /// assert!(pg.wait(Duration::from_secs(10)));
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
     pub fn wait(&self, timeout: Duration) -> bool {
+        if runtime::is_initialized()
+            && refuse_blocking_logged(
+                "PlacementGroup::wait",
+                "pg.wait_async(timeout).await (or pg.ready().await)",
+            )
+        {
+            return false;
+        }
         crate::get_timeout(&self.ready(), timeout).is_ok()
+    }
+
+    /// Waits up to `timeout` for the group to be created, without blocking a thread; whether it
+    /// was (a removed group never is): the async twin of [`wait`](Self::wait). Works on any
+    /// executor.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use lumen::{Bundle, PlacementGroup};
+    /// use std::time::Duration;
+    /// # async fn run() -> lumen::Result<()> {
+    /// let pg = PlacementGroup::builder([Bundle::new().cpu(1.0)]).create_async().await?;
+    /// assert!(pg.wait_async(Duration::from_secs(10)).await);
+    /// # Ok(())
+    /// # }
+    /// lumen::init()?;
+    /// futures::executor::block_on(run())?;
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn wait_async(&self, timeout: Duration) -> impl Future<Output = bool> + Send + 'static {
+        let ready = crate::api::objects::get_timeout_async(&self.ready(), timeout);
+        async move { ready.await.is_ok() }
     }
 }
 
@@ -82,8 +131,84 @@ impl PlacementGroupBuilder {
     /// Asks the cluster for the group and returns at once; creation is asynchronous (see
     /// [`PlacementGroup::ready`]). Fails for an empty or invalid bundle, no bundles, or a name
     /// already taken.
+    ///
+    /// A name is claimed before it returns, which blocks: with a name, in async code (a lumen
+    /// async task or actor method, or any thread of a tokio runtime outside a lumen sync task)
+    /// it returns `Error::InvalidArgument` without blocking. Use
+    /// [`create_async`](Self::create_async) there.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use lumen::{Bundle, PlacementGroup, PlacementStrategy};
+    /// lumen::init()?;
+    /// let pg = PlacementGroup::builder([Bundle::new().cpu(1.0), Bundle::new().cpu(1.0)])
+    ///     .strategy(PlacementStrategy::Spread)
+    ///     .name("pair")
+    ///     .create()?;
+    /// # let _ = pg;
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
     pub fn create(self) -> Result<PlacementGroup> {
         let rt = runtime::current()?;
+        if self.name.is_some() {
+            refuse_blocking(
+                "PlacementGroupBuilder::create with a name",
+                "PlacementGroupBuilder::create_async().await",
+            )?;
+        }
+        let (msg, group) = self.prepare(&rt)?;
+        if msg.name.is_none() {
+            // Nothing can be refused remotely: send and return at once. Later requests about the
+            // group from this process arrive after it (same mailbox, or same connection, in order).
+            rt.gcs.do_send(msg);
+        } else {
+            // A name must be claimed before create() returns, so a duplicate is an error here.
+            rt.request(&rt.gcs, msg)??;
+        }
+        Ok(group)
+    }
+
+    /// Asks the cluster for the group without blocking a thread: the async twin of
+    /// [`create`](Self::create). The request is checked and sent before this returns; the future
+    /// gives the group once a name (if any) is claimed, or the error. Works on any executor.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use lumen::{Bundle, PlacementGroup};
+    /// # async fn run() -> lumen::Result<()> {
+    /// let pg = PlacementGroup::builder([Bundle::new().cpu(1.0)])
+    ///     .name("one")
+    ///     .create_async()
+    ///     .await?;
+    /// pg.ready().await?;
+    /// # Ok(())
+    /// # }
+    /// lumen::init()?;
+    /// futures::executor::block_on(run())?;
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn create_async(self) -> impl Future<Output = Result<PlacementGroup>> + Send + 'static {
+        let sent = runtime::current().and_then(|rt| {
+            let (msg, group) = self.prepare(&rt)?;
+            let claimed = if msg.name.is_none() {
+                rt.gcs.do_send(msg);
+                None
+            } else {
+                Some(rt.ask(&rt.gcs, msg))
+            };
+            Ok((group, claimed))
+        });
+        async move {
+            let (group, claimed) = sent?;
+            if let Some(claimed) = claimed {
+                claimed.await??;
+            }
+            Ok(group)
+        }
+    }
+
+    /// Checks the builder; the request for the GCS and the group it creates.
+    fn prepare(self, rt: &Runtime) -> Result<(CreatePlacementGroup, PlacementGroup)> {
         if self.bundles.is_empty() {
             return Err(Error::invalid(
                 "a placement group needs at least one bundle",
@@ -109,6 +234,10 @@ impl PlacementGroupBuilder {
         }
         let id = PlacementGroupId::fresh();
         let namespace = self.namespace.unwrap_or_else(|| rt.namespace.clone());
+        let group = PlacementGroup {
+            id,
+            bundles: self.bundles.len(),
+        };
         let msg = CreatePlacementGroup {
             id,
             name: self.name.map(|n| (namespace, n)),
@@ -117,16 +246,7 @@ impl PlacementGroupBuilder {
             job: rt.job_id,
             detached: self.detached,
         };
-        let n = self.bundles.len();
-        if msg.name.is_none() {
-            // Nothing can be refused remotely: send and return at once. Later requests about the
-            // group from this process arrive after it (same mailbox, or same connection, in order).
-            rt.gcs.do_send(msg);
-        } else {
-            // A name must be claimed before create() returns, so a duplicate is an error here.
-            rt.request(&rt.gcs, msg)??;
-        }
-        Ok(PlacementGroup { id, bundles: n })
+        Ok((msg, group))
     }
 }
 
@@ -148,7 +268,27 @@ fn list(id: Option<PlacementGroupId>) -> Result<Vec<PlacementGroupInfo>> {
     Ok(rows.into_iter().map(to_info).collect())
 }
 
+fn list_async(
+    id: Option<PlacementGroupId>,
+) -> impl Future<Output = Result<Vec<PlacementGroupInfo>>> + Send + 'static {
+    let asked = runtime::current().map(|rt| rt.ask(&rt.gcs, ListPlacementGroups { id }));
+    async move { Ok(asked?.await?.into_iter().map(to_info).collect()) }
+}
+
+/// The one row of `pg`.
+fn row_of(pg: PlacementGroupId, rows: Vec<PlacementGroupInfo>) -> Result<PlacementGroupInfo> {
+    rows.into_iter().next().ok_or_else(|| Error::NotFound {
+        kind: "placement group".into(),
+        name: pg.to_string(),
+        namespace: String::new(),
+    })
+}
+
 /// The group's id, name, state, strategy, bundles and the node of each bundle.
+///
+/// In async code (a lumen async task or actor method, or any thread of a tokio runtime outside a
+/// lumen sync task) it returns `Error::InvalidArgument` without blocking: use
+/// [`placement_group_table_async`] there.
 ///
 /// # Examples
 /// ```no_run
@@ -160,39 +300,186 @@ fn list(id: Option<PlacementGroupId>) -> Result<Vec<PlacementGroupInfo>> {
 /// # Ok::<(), lumen::Error>(())
 /// ```
 pub fn placement_group_table(pg: &PlacementGroup) -> Result<PlacementGroupInfo> {
-    list(Some(pg.id))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::NotFound {
-            kind: "placement group".into(),
-            name: pg.id.to_string(),
-            namespace: String::new(),
-        })
+    runtime::current()?;
+    refuse_blocking(
+        "lumen::placement_group_table",
+        "lumen::placement_group_table_async(&pg).await",
+    )?;
+    row_of(pg.id, list(Some(pg.id))?)
+}
+
+/// The group's id, name, state, strategy, bundles and the node of each bundle, without blocking
+/// a thread: the async twin of [`placement_group_table`]. Works on any executor.
+///
+/// # Examples
+/// ```no_run
+/// use lumen::{Bundle, PlacementGroup, PlacementGroupState};
+/// # async fn run() -> lumen::Result<()> {
+/// let pg = PlacementGroup::builder([Bundle::new().cpu(1.0)]).create_async().await?;
+/// pg.ready().await?;
+/// let info = lumen::placement_group_table_async(&pg).await?;
+/// assert_eq!(info.state, PlacementGroupState::Created);
+/// # Ok(())
+/// # }
+/// lumen::init()?;
+/// futures::executor::block_on(run())?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn placement_group_table_async(
+    pg: &PlacementGroup,
+) -> impl Future<Output = Result<PlacementGroupInfo>> + Send + 'static {
+    let id = pg.id;
+    let rows = list_async(Some(id));
+    async move { row_of(id, rows.await?) }
 }
 
 /// Every placement group the cluster knows, in creation order.
+///
+/// In async code it does not block: it logs that once (`tracing::error!`) and returns an empty
+/// list. Use [`list_placement_groups_async`] there.
+///
+/// # Examples
+/// ```no_run
+/// use lumen::{Bundle, PlacementGroup};
+/// lumen::init()?;
+/// let pg = PlacementGroup::builder([Bundle::new().cpu(1.0)]).create()?;
+/// assert!(lumen::list_placement_groups().iter().any(|g| g.id == pg.id()));
+/// # Ok::<(), lumen::Error>(())
+/// ```
 pub fn list_placement_groups() -> Vec<PlacementGroupInfo> {
+    if runtime::is_initialized()
+        && refuse_blocking_logged(
+            "lumen::list_placement_groups",
+            "lumen::list_placement_groups_async().await",
+        )
+    {
+        return Vec::new();
+    }
     list(None).unwrap_or_default()
+}
+
+/// Every placement group the cluster knows, in creation order, without blocking a thread: the
+/// async twin of [`list_placement_groups`]. Works on any executor.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() {
+/// for g in lumen::list_placement_groups_async().await {
+///     println!("{} {:?}", g.id, g.state);
+/// }
+/// # }
+/// lumen::init()?;
+/// futures::executor::block_on(run());
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn list_placement_groups_async(
+) -> impl Future<Output = Vec<PlacementGroupInfo>> + Send + 'static {
+    let rows = list_async(None);
+    async move { rows.await.unwrap_or_default() }
 }
 
 /// Removes the group: its reservations are returned, actors and tasks using it are killed, and
 /// its state becomes `Removed`. Returns once the GCS has taken the request; the resources come
 /// back asynchronously.
+///
+/// In async code it returns `Error::InvalidArgument` without blocking: use
+/// [`remove_placement_group_async`] there.
+///
+/// # Examples
+/// ```no_run
+/// use lumen::{Bundle, PlacementGroup};
+/// lumen::init()?;
+/// let pg = PlacementGroup::builder([Bundle::new().cpu(1.0)]).create()?;
+/// lumen::remove_placement_group(&pg)?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
 pub fn remove_placement_group(pg: &PlacementGroup) -> Result<()> {
     let rt = runtime::current()?;
+    refuse_blocking(
+        "lumen::remove_placement_group",
+        "lumen::remove_placement_group_async(&pg).await",
+    )?;
     rt.request(&rt.gcs, RemovePlacementGroup { id: pg.id })?
 }
 
+/// Removes the group without blocking a thread: the async twin of [`remove_placement_group`].
+/// The request is sent before this returns; the future gives the GCS's answer. Works on any
+/// executor.
+///
+/// # Examples
+/// ```no_run
+/// use lumen::{Bundle, PlacementGroup};
+/// # async fn run() -> lumen::Result<()> {
+/// let pg = PlacementGroup::builder([Bundle::new().cpu(1.0)]).create_async().await?;
+/// lumen::remove_placement_group_async(&pg).await?;
+/// # Ok(())
+/// # }
+/// lumen::init()?;
+/// futures::executor::block_on(run())?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn remove_placement_group_async(
+    pg: &PlacementGroup,
+) -> impl Future<Output = Result<()>> + Send + 'static {
+    let asked = runtime::current().map(|rt| rt.ask(&rt.gcs, RemovePlacementGroup { id: pg.id }));
+    async move { asked?.await? }
+}
+
 /// The named group, in the driver's namespace.
+///
+/// In async code it returns `Error::InvalidArgument` without blocking: use
+/// [`get_placement_group_async`] there.
+///
+/// # Examples
+/// ```no_run
+/// use lumen::{Bundle, PlacementGroup};
+/// lumen::init()?;
+/// let pg = PlacementGroup::builder([Bundle::new().cpu(1.0)]).name("mine").create()?;
+/// assert_eq!(lumen::get_placement_group("mine")?.id(), pg.id());
+/// # Ok::<(), lumen::Error>(())
+/// ```
 pub fn get_placement_group(name: &str) -> Result<PlacementGroup> {
     let rt = runtime::current()?;
-    let msg = GetPlacementGroup {
+    refuse_blocking(
+        "lumen::get_placement_group",
+        "lumen::get_placement_group_async(name).await",
+    )?;
+    let s = rt.request(&rt.gcs, named_group(&rt, name))??;
+    Ok(group_of(&s))
+}
+
+/// The named group, in the driver's namespace, without blocking a thread: the async twin of
+/// [`get_placement_group`]. Works on any executor.
+///
+/// # Examples
+/// ```no_run
+/// use lumen::{Bundle, PlacementGroup};
+/// # async fn run() -> lumen::Result<()> {
+/// let pg = PlacementGroup::builder([Bundle::new().cpu(1.0)]).name("mine").create_async().await?;
+/// assert_eq!(lumen::get_placement_group_async("mine").await?.id(), pg.id());
+/// # Ok(())
+/// # }
+/// lumen::init()?;
+/// futures::executor::block_on(run())?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn get_placement_group_async(
+    name: &str,
+) -> impl Future<Output = Result<PlacementGroup>> + Send + 'static {
+    let asked = runtime::current().map(|rt| rt.ask(&rt.gcs, named_group(&rt, name)));
+    async move { Ok(group_of(&asked?.await??)) }
+}
+
+fn named_group(rt: &Arc<Runtime>, name: &str) -> GetPlacementGroup {
+    GetPlacementGroup {
         namespace: rt.namespace.clone(),
         name: name.to_string(),
-    };
-    let s = rt.request(&rt.gcs, msg)??;
-    Ok(PlacementGroup {
+    }
+}
+
+fn group_of(s: &PgSummary) -> PlacementGroup {
+    PlacementGroup {
         id: s.id,
         bundles: s.bundles.len(),
-    })
+    }
 }

@@ -122,8 +122,18 @@ impl Builder {
             .map_err(|e| Error::invalid(format!("cannot start an event loop: {e}")))?;
         let net = match self.endpoint {
             Some(config) => {
-                let _guard = tokio.enter();
-                Net::bind(config)?
+                let bound = {
+                    let _guard = tokio.enter();
+                    Net::bind(config)
+                };
+                match bound {
+                    Ok(net) => net,
+                    Err(e) => {
+                        // Not dropped: dropping a runtime in async code panics.
+                        tokio.shutdown_background();
+                        return Err(e);
+                    }
+                }
             }
             None => Net::in_process(tokio.handle().clone()),
         };
@@ -159,7 +169,7 @@ impl Builder {
         let n = net.clone();
         let (gcs_part, raylet_part, pool) = (self.gcs, self.raylet, self.pool);
         let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("{}-system", self.name))
             .spawn(move || {
                 let system = actix::System::new();
@@ -178,16 +188,22 @@ impl Builder {
                     let _ = tx.send((started, actix::System::current()));
                 });
                 system.run().ok();
-            })
-            .map_err(|e| {
-                Error::invalid(format!(
+            });
+        let thread = match spawned {
+            Ok(thread) => thread,
+            Err(e) => {
+                stop_early(&net, tokio);
+                return Err(Error::invalid(format!(
                     "cannot start lumen's system thread: {}",
                     crate::error::describe_io(&e)
-                ))
-            })?;
-        let (started, system) = rx
-            .recv()
-            .map_err(|_| Error::shutdown("starting lumen's components"))?;
+                )));
+            }
+        };
+        let Ok((started, system)) = rx.recv() else {
+            let _ = thread.join();
+            stop_early(&net, tokio);
+            return Err(Error::shutdown("starting lumen's components"));
+        };
         let mut assembly = Assembly {
             net: net.clone(),
             gcs,
@@ -304,10 +320,16 @@ impl Assembly {
         }
     }
 
-    /// Runs `fut` on the event loop, blocking this thread.
+    /// Runs `fut` to completion on this thread, in the event loop's context (its timers and IO
+    /// are driven by the loop's own threads), blocking this thread. Unlike tokio's
+    /// `Runtime::block_on`, it works on a thread that already runs a tokio runtime (it may then
+    /// stall that runtime while it waits: it is for starting and stopping lumen).
     pub(crate) fn block_on<F: std::future::Future>(&self, fut: F) -> Result<F::Output> {
         match &self.parts {
-            Some(p) => Ok(p.tokio.block_on(fut)),
+            Some(p) => {
+                let _context = p.tokio.enter();
+                Ok(crate::spin::wait_here(fut))
+            }
             None => Err(Error::shutdown("using a stopped process")),
         }
     }
@@ -323,10 +345,19 @@ impl Assembly {
         {
             self.net.close();
             let net = self.net.clone();
-            tokio.block_on(async move { net.wait_closed(CLOSE_WAIT).await });
+            {
+                let _context = tokio.enter();
+                crate::spin::wait_here(async move { net.wait_closed(CLOSE_WAIT).await });
+            }
             system.stop();
             let _ = thread.join();
-            tokio.shutdown_timeout(Duration::from_secs(1));
+            if tokio::runtime::Handle::try_current().is_ok() {
+                // On a thread of a tokio runtime (lumen stopped from async code), which must not
+                // block to wait for the loop's threads (tokio panics): they end on their own.
+                tokio.shutdown_background();
+            } else {
+                tokio.shutdown_timeout(Duration::from_secs(1));
+            }
         }
     }
 

@@ -198,6 +198,41 @@ impl Runtime {
             .map_err(|_| Error::shutdown("waiting for a lumen component"))
     }
 
+    /// Runs `fut` on the event loop; the returned future gives its output and can be awaited on
+    /// any executor: what an async API call awaits where a blocking one calls
+    /// [`block_on`](Self::block_on).
+    pub(crate) fn run<F>(
+        &self,
+        fut: F,
+    ) -> impl std::future::Future<Output = Result<F::Output>> + Send + 'static
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = self.executor.spawn(fut);
+        async move {
+            handle
+                .await
+                .map_err(|_| Error::shutdown("waiting for a lumen component"))
+        }
+    }
+
+    /// Sends a request to a component; the returned future gives the answer and can be awaited
+    /// on any executor: what an async API call awaits where a blocking one calls
+    /// [`request`](Self::request).
+    pub(crate) fn ask<S, M>(
+        &self,
+        target: &Target<S>,
+        msg: M,
+    ) -> impl std::future::Future<Output = Result<M::Result>> + Send + 'static
+    where
+        S: crate::transport::net::Service,
+        M: Wire<To = S>,
+    {
+        let _context = self.executor.enter();
+        target.send(msg)
+    }
+
     /// Sends a request to a component and waits for its answer, on this thread (which must not
     /// be an event loop's).
     pub(crate) fn request<S, M>(&self, target: &Target<S>, msg: M) -> Result<M::Result>
