@@ -13,7 +13,7 @@ mod common;
 
 use lumen::{ActorHandle, Error, ObjectRef};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -225,9 +225,9 @@ impl Overlap {
     }
 }
 
-/// Two actors that meet: `wait_for_flag` only returns true if `set_flag` (on another actor)
-/// runs while it is waiting.
-static MEET_FLAG: AtomicBool = AtomicBool::new(false);
+/// Two actors that meet: `wait_for_flag` only returns true if `set_flag` (on another actor,
+/// perhaps in another process: the flag is a gate in the scratch folder) runs while it waits.
+const MEET_FLAG: &str = "actors-meet";
 
 pub struct Meeter;
 
@@ -238,9 +238,12 @@ impl Meeter {
     }
 
     pub fn wait_for_flag(&self, max_ms: u64) -> bool {
+        if max_ms > 0 {
+            common::tally("actors-meet-waiting");
+        }
         let start = Instant::now();
         while start.elapsed() < Duration::from_millis(max_ms) {
-            if MEET_FLAG.load(Ordering::SeqCst) {
+            if common::gate_is_open(MEET_FLAG) {
                 return true;
             }
             thread::sleep(Duration::from_millis(5));
@@ -249,7 +252,7 @@ impl Meeter {
     }
 
     pub fn set_flag(&self) {
-        MEET_FLAG.store(true, Ordering::SeqCst);
+        common::open_gate(MEET_FLAG);
     }
 }
 
@@ -797,7 +800,10 @@ fn different_actors_run_concurrently() {
     get(&waiter.wait_for_flag(0).remote()).unwrap();
     get(&setter.wait_for_flag(0).remote()).unwrap();
     let met = waiter.wait_for_flag(30_000).remote();
-    thread::sleep(Duration::from_millis(50));
+    // The waiter is inside its call before the other actor is asked to set the flag.
+    assert!(common::wait_until(LONG, || common::tally_count(
+        "actors-meet-waiting"
+    ) == 1));
     get(&setter.set_flag().remote()).unwrap();
     assert!(
         get(&met).unwrap(),

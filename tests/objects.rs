@@ -564,32 +564,27 @@ fn nap_i64(ms: i64) -> ObjectRef<i64> {
 // ---------------------------------------------------------------------------------------------
 // Async twins of the blocking reads, and the refusal of blocking reads in async code.
 
-/// Gates that hold [`gated`] tasks pending until their test opens them (one per test; tasks run
-/// in this process, on the embedded node).
-static GATES: [tokio::sync::Semaphore; 3] = [
-    tokio::sync::Semaphore::const_new(0),
-    tokio::sync::Semaphore::const_new(0),
-    tokio::sync::Semaphore::const_new(0),
-];
-const GATE_WAIT_ASYNC: usize = 0;
-const GATE_REFUSALS: usize = 1;
-const GATE_TOKIO_TEST: usize = 2;
+/// Gates that hold [`gated`] tasks pending until their test opens them (one per test), in
+/// whichever process the task runs.
+const GATE_WAIT_ASYNC: &str = "wait-async";
+const GATE_REFUSALS: &str = "refusals";
+const GATE_TOKIO_TEST: &str = "tokio-test";
 
 /// Returns `v` once gate `gate` is opened: an object that stays pending until the test says so.
 #[lumen::remote]
-async fn gated(gate: usize, v: u64) -> u64 {
-    if let Ok(permit) = GATES[gate].acquire().await {
-        permit.forget();
+async fn gated(gate: String, v: u64) -> u64 {
+    while !common::gate_is_open(&gate) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     v
 }
 
-fn pending_until_opened(gate: usize, v: u64) -> ObjectRef<u64> {
-    gated::options().num_cpus(0.01).remote(gate, v)
+fn pending_until_opened(gate: &str, v: u64) -> ObjectRef<u64> {
+    gated::options().num_cpus(0.01).remote(gate.to_string(), v)
 }
 
-fn open(gate: usize) {
-    GATES[gate].add_permits(1);
+fn open(gate: &str) {
+    common::open_gate(gate);
 }
 
 #[test]
@@ -640,8 +635,11 @@ async fn read_twins_work_in_a_tokio_test() {
         .unwrap_err();
     assert!(matches!(e, Error::GetTimeout { .. }), "{e:?}");
     open(GATE_TOKIO_TEST);
-    assert_eq!(lumen::get_async(&pending).await.unwrap(), 9);
-    let (ready, rest) = lumen::wait_async(std::slice::from_ref(&pending), 1, None).await;
+    assert_eq!(
+        lumen::get_timeout_async(&pending, PATIENCE).await.unwrap(),
+        9
+    );
+    let (ready, rest) = lumen::wait_async(std::slice::from_ref(&pending), 1, Some(PATIENCE)).await;
     assert_eq!((ready, rest.len()), (vec![pending], 0));
 }
 
@@ -676,7 +674,7 @@ fn wait_async_has_the_semantics_of_wait() {
         assert!(ready.is_empty() && rest.is_empty());
         // Without a timeout it waits for the pending one.
         open(GATE_WAIT_ASYNC);
-        let (ready, rest) = lumen::wait_async(&refs, 9, None).await;
+        let (ready, rest) = lumen::wait_async(&refs, 9, Some(PATIENCE)).await;
         assert_eq!((ready, rest.len()), (refs.clone(), 0));
     });
 }

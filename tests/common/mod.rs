@@ -229,6 +229,17 @@ pub fn locked<const N: usize, R>(name: &str, f: impl FnOnce(&mut [u64; N]) -> R)
     out
 }
 
+/// Opens gate `name`: tasks waiting at it (see [`gate_is_open`]), in any process of the test's
+/// cluster, go on.
+pub fn open_gate(name: &str) {
+    std::fs::write(scratch().join(format!("gate-{name}")), b"").expect("open a gate");
+}
+
+/// Whether gate `name` was opened (a file in the scratch folder, so worker processes see it).
+pub fn gate_is_open(name: &str) -> bool {
+    scratch().join(format!("gate-{name}")).exists()
+}
+
 /// Counts one occurrence of `name` (in any process of the test's cluster); returns the count.
 pub fn tally(name: &str) -> usize {
     locked::<1, _>(&format!("tally-{name}"), |v| {
