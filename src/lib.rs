@@ -55,7 +55,7 @@
 //! # Layers
 //!
 //! The crate is built in layers; a module imports only from the layers below it (a test,
-//! `tests/layers.rs`, fails on an import that points up):
+//! `layers::no_module_uses_one_above_it` in `src/layers.rs`, fails on an import that points up):
 //!
 //! ```text
 //!  api, testing          the public API: init, tasks, objects, actors, placement groups, state
