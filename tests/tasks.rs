@@ -713,7 +713,7 @@ fn async_task_uses_the_twins_and_its_blocking_calls_refuse() {
     let refs = vec![square::remote(3), lumen::put(4i64)];
     assert_eq!(
         common::get(&async_uses_twins::remote(refs)).unwrap(),
-        (13, 1)
+        (13, common::nodes())
     );
 }
 
