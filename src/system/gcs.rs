@@ -28,6 +28,7 @@ use crate::transport::net::{Net, Target};
 use actix::prelude::*;
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -452,6 +453,34 @@ impl Gcs {
         self.run_round(id, actions, ctx);
     }
 
+    /// Reports a raylet's answer to a prepare (`commit: false`) or a commit as a [`RoundReply`]
+    /// once it comes; no node (`None`) or a failed request is a refusal.
+    fn answer_round(
+        &self,
+        ctx: &mut Context<Self>,
+        group: PlacementGroupId,
+        node: NodeId,
+        commit: bool,
+        reply: Option<impl Future<Output = Result<Result<(), Error>, Error>> + 'static>,
+    ) {
+        let me = ctx.address();
+        ctx.spawn(
+            async move {
+                let ok = match reply {
+                    Some(r) => matches!(r.await, Ok(Ok(()))),
+                    None => false,
+                };
+                me.do_send(RoundReply {
+                    group,
+                    node,
+                    commit,
+                    ok,
+                });
+            }
+            .into_actor(self),
+        );
+    }
+
     /// Sends what a reservation round asks for; its answers come back as [`RoundReply`].
     fn run_round(
         &mut self,
@@ -473,42 +502,12 @@ impl Gcs {
                         commit,
                     };
                     let reply = address(node).map(|a| self.raylet(a).send(msg));
-                    let me = ctx.address();
-                    ctx.spawn(
-                        async move {
-                            let ok = match reply {
-                                Some(r) => matches!(r.await, Ok(Ok(()))),
-                                None => false,
-                            };
-                            me.do_send(RoundReply {
-                                group: id,
-                                node,
-                                commit: false,
-                                ok,
-                            });
-                        }
-                        .into_actor(self),
-                    );
+                    self.answer_round(ctx, id, node, false, reply);
                 }
                 RoundAction::Commit { node } => {
                     let reply =
                         address(node).map(|a| self.raylet(a).send(CommitBundles { group: id }));
-                    let me = ctx.address();
-                    ctx.spawn(
-                        async move {
-                            let ok = match reply {
-                                Some(r) => matches!(r.await, Ok(Ok(()))),
-                                None => false,
-                            };
-                            me.do_send(RoundReply {
-                                group: id,
-                                node,
-                                commit: true,
-                                ok,
-                            });
-                        }
-                        .into_actor(self),
-                    );
+                    self.answer_round(ctx, id, node, true, reply);
                 }
                 RoundAction::Cancel { node, indices } => {
                     if let Some(a) = address(node) {
