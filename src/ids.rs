@@ -65,10 +65,10 @@ macro_rules! id_type {
         }
 
         impl FromStr for $name {
-            type Err = crate::Error;
+            type Err = crate::error::Error;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 u128::from_str_radix(s, 16).map($name).map_err(|e| {
-                    crate::Error::invalid(format!(
+                    crate::error::Error::invalid(format!(
                         concat!("{:?} is not a ", stringify!($name), " (32 hex digits): {}"),
                         s, e
                     ))

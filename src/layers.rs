@@ -112,13 +112,13 @@ mod tests {
             let Some(mine) = rank(&m) else { continue };
             let text = std::fs::read_to_string(f).expect("read source");
             for (line, used) in references(&text) {
-                if let Some(theirs) = rank(&used) {
-                    if theirs > mine {
-                        upward.push(format!(
-                            "{}:{line}: `{m}` uses `crate::{used}`, which is above it",
-                            f.strip_prefix(&src).unwrap_or(f).display()
-                        ));
-                    }
+                // A name that is no module is a re-export of the crate root, the top layer.
+                let above = rank(&used).is_none_or(|theirs| theirs > mine);
+                if above {
+                    upward.push(format!(
+                        "{}:{line}: `{m}` uses `crate::{used}`, which is above it",
+                        f.strip_prefix(&src).unwrap_or(f).display()
+                    ));
                 }
             }
         }

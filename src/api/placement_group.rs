@@ -69,7 +69,7 @@ impl PlacementGroup {
         {
             return false;
         }
-        crate::get_timeout(&self.ready(), timeout).is_ok()
+        crate::api::objects::get_timeout(&self.ready(), timeout).is_ok()
     }
 
     /// Waits up to `timeout` for the group to be created, without blocking a thread; whether it

@@ -162,7 +162,7 @@ pub(crate) fn detached_ref<R>() -> ObjectRef<R> {
 }
 
 /// A new object owned by this process that already holds `error`.
-pub(crate) fn failed_ref<R>(rt: &Runtime, error: crate::Error) -> ObjectRef<R> {
+pub(crate) fn failed_ref<R>(rt: &Runtime, error: crate::error::Error) -> ObjectRef<R> {
     let id = ObjectId::for_put();
     rt.refs.add_pending(id, None);
     rt.refs.complete(id, Stored::Error(error), Vec::new());

@@ -3,12 +3,14 @@
 //! session folder of the CLI, and `lumen status`.
 //!
 //! - [`builder`]: which components a process runs, started the same way in every mode.
+//! - [`contact`]: finding a cluster (address, token) and joining it.
 //! - [`modes`]: `lumen::init()` in each mode, and worker mode (entered before `main`).
 //! - [`node`]: [`Node`], a cluster node in this process (what `lumen start` runs).
 //! - [`session`]: the per-user folder where `lumen start` records its nodes.
 //! - [`status`]: what `lumen status` and `lumen list` read from a cluster.
 
 pub(crate) mod builder;
+pub(crate) mod contact;
 pub(crate) mod modes;
 pub(crate) mod node;
 #[doc(hidden)]

@@ -12,8 +12,8 @@
 //!   worker pool serving its node.
 
 use crate::cluster::builder::{cores, Builder, RayletPart};
+use crate::cluster::contact::{find_token, resolve_address};
 use crate::cluster::node::{Node, NodeOptions};
-use crate::cluster::session;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ids::{JobId, NodeId};
@@ -26,7 +26,7 @@ use crate::system::binaries;
 use crate::system::gcs::Settings as GcsSettings;
 use crate::transport::{Token, TransportConfig};
 use crate::worker::runtime::{self, publish, Runtime};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,56 +155,6 @@ fn start_local_cluster(config: Config, n: usize) -> Result<()> {
     start_driver(driver, &head_addr.to_string(), nodes)
 }
 
-/// Resolves `HOST:PORT` (or `auto`: the head started on this machine).
-pub(crate) fn resolve_address(address: &str) -> Result<SocketAddr> {
-    let text = if address == "auto" {
-        session::local_head().ok_or_else(|| {
-            Error::connection(
-                "auto",
-                "no cluster is running on this machine (start one with `lumen start --head`)",
-            )
-        })?
-    } else {
-        address.to_string()
-    };
-    text.to_socket_addrs()
-        .map_err(|e| Error::connection(&text, format!("not a HOST:PORT address: {e}")))?
-        .next()
-        .ok_or_else(|| Error::connection(&text, "the address resolves to nothing"))
-}
-
-/// The cluster token: given, else `LUMEN_TOKEN`, else the session folder of a local head.
-pub(crate) fn find_token(given: Option<&str>, address: &str) -> Result<Token> {
-    if let Some(t) = given {
-        return Token::parse(t);
-    }
-    if let Ok(t) = std::env::var(env::TOKEN) {
-        if !t.trim().is_empty() {
-            return Token::parse(&t);
-        }
-    }
-    match session::local_token(Some(address)) {
-        Some(t) => Token::parse(&t),
-        None => Err(Error::connection(
-            address,
-            "no cluster token: set LUMEN_TOKEN (or Config::token, or --token) to the token \
-             `lumen start --head` printed; on the head's machine it is found automatically",
-        )),
-    }
-}
-
-/// The local IP address that reaches `peer` (what this process advertises to it).
-pub(crate) fn local_ip_towards(peer: SocketAddr) -> IpAddr {
-    if peer.ip().is_loopback() {
-        return peer.ip();
-    }
-    let probe = std::net::UdpSocket::bind(("0.0.0.0", 0)).and_then(|s| {
-        s.connect(peer)?;
-        s.local_addr()
-    });
-    probe.map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip())
-}
-
 /// Connects to the cluster at `address` as a driver; `nodes` are nodes this process started
 /// for it (a local cluster), stopped with the runtime.
 fn start_driver(config: Config, address: &str, nodes: Vec<Node>) -> Result<()> {
@@ -213,16 +163,7 @@ fn start_driver(config: Config, address: &str, nodes: Vec<Node>) -> Result<()> {
     let job_id = JobId::fresh();
     let namespace = namespace(&config, job_id);
     let exe = binaries::current_exe()?;
-    let mut b = Builder::new("lumen", cores().max(2));
-    b.endpoint = Some(TransportConfig::new(
-        SocketAddr::new(local_ip_towards(gcs_addr), 0),
-        token,
-    ));
-    if let Some(fp) = session::local_fingerprint(gcs_addr) {
-        // A head started on this machine: expect exactly its certificate.
-        b.pins.push((gcs_addr, fp));
-    }
-    b.gcs_at = Some(gcs_addr);
+    let mut b = Builder::towards("lumen", cores().max(2), gcs_addr, token);
     b.store = true;
     let mut assembly = b.build()?;
     let gcs = assembly.net.target::<svc::Gcs>(gcs_addr);

@@ -5,7 +5,7 @@
 //! actors.
 
 use crate::cluster::builder::{cores, Assembly, Builder, RayletPart};
-use crate::cluster::modes::{find_token, resolve_address};
+use crate::cluster::contact::{find_token, resolve_address};
 use crate::cluster::session;
 use crate::config::Config;
 use crate::error::{Error, Result};

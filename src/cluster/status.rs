@@ -2,17 +2,15 @@
 //! (and each node's raylet) with the cluster token, without starting a job.
 
 use crate::cluster::builder::Builder;
-use crate::cluster::modes::{find_token, local_ip_towards, resolve_address};
+use crate::cluster::contact::{find_token, resolve_address};
 use crate::cluster::session;
 use crate::error::{Error, Result};
 use crate::protocol::gcs::{GetNodes, ListActors, ListPlacementGroups};
 use crate::protocol::raylet::GetResources;
 use crate::protocol::svc;
-use crate::transport::TransportConfig;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// One node, as `lumen status` shows it.
@@ -107,16 +105,7 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
     };
     let gcs_addr = resolve_address(&address)?;
     let token = find_token(token, &address)?;
-    let mut b = Builder::new("lumen-status", 1);
-    b.endpoint = Some(TransportConfig::new(
-        SocketAddr::new(local_ip_towards(gcs_addr), 0),
-        token,
-    ));
-    if let Some(fp) = session::local_fingerprint(gcs_addr) {
-        b.pins.push((gcs_addr, fp));
-    }
-    b.gcs_at = Some(gcs_addr);
-    let client = b.build()?;
+    let client = Builder::towards("lumen-status", 1, gcs_addr, token).build()?;
     let net = client.net.clone();
     client.block_on(async move {
         let gcs = net.target::<svc::Gcs>(gcs_addr);
