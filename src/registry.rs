@@ -54,7 +54,7 @@ impl Args {
                 self.function
             )));
         };
-        crate::objects::codec::decode(&format!("argument {i} of {}", self.function), &bytes)
+        crate::objects::codec::decode(&format_args!("argument {i} of {}", self.function), &bytes)
     }
 
     /// Checks that every argument was consumed.

@@ -77,9 +77,14 @@ impl Drop for Handling {
     }
 }
 
+/// The type's name without its path (runs on every handled message: a byte search, not a
+/// substring search, unless the name is generic).
 fn short_name<M>() -> &'static str {
     let full = std::any::type_name::<M>();
-    full.rsplit("::").next().unwrap_or(full)
+    if full.contains('<') {
+        return full.rsplit("::").next().unwrap_or(full);
+    }
+    full.rfind(':').map_or(full, |i| &full[i + 1..])
 }
 
 /// Marks this thread as handling `M` in the component named on it.

@@ -193,11 +193,18 @@ impl<C> ActorCaller<C> {
 
     /// A call's result arrived.
     pub(crate) fn answered(&mut self, return_id: ObjectId) {
-        let seq = self
+        // Answers come mostly in order: the oldest call in flight first, else a scan.
+        let oldest = self
             .in_flight
-            .iter()
-            .find(|(_, (id, _))| *id == return_id)
+            .first_key_value()
+            .filter(|(_, (id, _))| *id == return_id)
             .map(|(seq, _)| *seq);
+        let seq = oldest.or_else(|| {
+            self.in_flight
+                .iter()
+                .find(|(_, (id, _))| *id == return_id)
+                .map(|(seq, _)| *seq)
+        });
         if let Some(seq) = seq {
             self.in_flight.remove(&seq);
         }
@@ -256,6 +263,11 @@ impl<C> Ordering<C> {
         }
         if seq < q.expected || q.early.contains_key(&seq) {
             return Err(call);
+        }
+        if seq == q.expected && q.early.is_empty() {
+            // In order, nothing waiting: the common case, without touching the map.
+            q.expected += 1;
+            return Ok(vec![call]);
         }
         q.early.insert(seq, call);
         let mut out = Vec::new();

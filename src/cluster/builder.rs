@@ -4,7 +4,8 @@
 //!
 //! A process has one switchboard ([`Net`]), with or without a QUIC endpoint; a tokio runtime
 //! (its event loop: the endpoint, async tasks and actors); and an actix system thread on which
-//! each component gets its own arbiter: the GCS, a raylet, store shards, a worker pool. The core
+//! each component gets its own arbiter: the GCS, a raylet (with the worker pool, when the process
+//! has both), store shards, a worker pool. The core
 //! worker (the [`Runtime`]: owner of objects, submitter of tasks) sits on top when the process
 //! runs user code. Which components a process runs is the only difference between the modes:
 //!
@@ -247,7 +248,12 @@ async fn start_components(
         )?),
         None => None,
     };
+    // The raylet's own thread, when it runs here: the worker pool shares it, so a task's launch
+    // and its completion cost no thread wake-up between the two.
+    let mut raylet_arbiter = None;
     if let Some(part) = raylet_part {
+        let arbiter = Arbiter::new().handle();
+        raylet_arbiter = Some(arbiter.clone());
         let raylet = Raylet::start(
             net,
             RayletSettings {
@@ -257,7 +263,7 @@ async fn start_components(
                 heartbeat: part.heartbeat,
                 spawn: part.spawn,
             },
-            &Arbiter::new().handle(),
+            &arbiter,
         )?;
         // The raylet registers its node as it starts: a round trip through it, then one
         // through the GCS (when it is here), orders after that.
@@ -274,7 +280,8 @@ async fn start_components(
             gcs: net.target(gcs),
             executor,
         };
-        WorkerPool::start(net, site, cpus, &Arbiter::new().handle())?;
+        let arbiter = raylet_arbiter.unwrap_or_else(|| Arbiter::new().handle());
+        WorkerPool::start(net, site, cpus, &arbiter)?;
     }
     let shards = (0..store_shards)
         .map(|_| StoreShard::start_in_arbiter(&Arbiter::new().handle(), |_| StoreShard::default()))

@@ -115,7 +115,7 @@ impl<X: Pod> AsRef<[u8]> for LeVec<X> {
 }
 
 /// Reads bytes written by [`le_bytes`].
-fn from_le<X: Pod + Numeric>(what: &str, bytes: &[u8]) -> Result<Vec<X>> {
+fn from_le<X: Pod + Numeric>(what: &dyn std::fmt::Display, bytes: &[u8]) -> Result<Vec<X>> {
     let n = std::mem::size_of::<X>();
     if bytes.len() % n != 0 {
         return Err(Error::Serialization {
@@ -211,7 +211,7 @@ fn encode_numeric_owned<T: 'static>(value: T) -> std::result::Result<Bytes, T> {
 }
 
 /// Decodes a vector of plain numbers, if `T` is one.
-fn decode_numeric<T: 'static>(what: &str, bytes: &[u8]) -> Option<Result<T>> {
+fn decode_numeric<T: 'static>(what: &dyn std::fmt::Display, bytes: &[u8]) -> Option<Result<T>> {
     macro_rules! try_type {
         ($t:ty, $n:literal) => {
             if TypeId::of::<T>() == TypeId::of::<Vec<$t>>() {
@@ -276,7 +276,11 @@ pub(crate) fn encode<T: Serialize + 'static>(what: &str, value: &T) -> Result<En
 }
 
 /// Decodes a value of type `T`.
-pub(crate) fn decode<T: DeserializeOwned + 'static>(what: &str, bytes: &[u8]) -> Result<T> {
+/// Decodes a value; `what` names it in an error (formatted only then).
+pub(crate) fn decode<T: DeserializeOwned + 'static>(
+    what: &dyn std::fmt::Display,
+    bytes: &[u8],
+) -> Result<T> {
     if let Some(v) = decode_numeric::<T>(what, bytes) {
         return v;
     }
@@ -297,41 +301,43 @@ mod tests {
         assert_eq!(e.bytes.len(), 8000, "the raw bytes");
         let owned = encode_owned("v", v.clone()).unwrap();
         assert_eq!(owned.bytes, e.bytes, "moved in or not, the same bytes");
-        assert_eq!(decode::<Vec<i64>>("v", &e.bytes).unwrap(), v);
+        assert_eq!(decode::<Vec<i64>>(&"v", &e.bytes).unwrap(), v);
         let f = vec![0.5f32, -1.25, f32::MAX];
         assert_eq!(
-            decode::<Vec<f32>>("f", &encode("f", &f).unwrap().bytes).unwrap(),
+            decode::<Vec<f32>>(&"f", &encode("f", &f).unwrap().bytes).unwrap(),
             f
         );
         let b = vec![7u8; 300];
         assert_eq!(
-            decode::<Vec<u8>>("b", &encode("b", &b).unwrap().bytes).unwrap(),
+            decode::<Vec<u8>>(&"b", &encode("b", &b).unwrap().bytes).unwrap(),
             b
         );
         let empty: Vec<u64> = Vec::new();
         assert_eq!(
-            decode::<Vec<u64>>("e", &encode("e", &empty).unwrap().bytes).unwrap(),
+            decode::<Vec<u64>>(&"e", &encode("e", &empty).unwrap().bytes).unwrap(),
             empty
         );
         // Other types still go through serde, inside containers too.
         let nested = vec![vec![1i64, 2], vec![3]];
-        let back: Vec<Vec<i64>> = decode("n", &encode("n", &nested).unwrap().bytes).unwrap();
+        let back: Vec<Vec<i64>> = decode(&"n", &encode("n", &nested).unwrap().bytes).unwrap();
         assert_eq!(back, nested);
         // Reading raw bytes as the wrong width is an error, not garbage.
-        let err = decode::<Vec<i64>>("w", &encode("w", &vec![1u8, 2, 3]).unwrap().bytes);
+        let err = decode::<Vec<i64>>(&"w", &encode("w", &vec![1u8, 2, 3]).unwrap().bytes);
         assert!(err.is_err());
         // Other types moved in are encoded as usual.
         let s = encode_owned("s", "text".to_string()).unwrap();
-        assert_eq!(decode::<String>("s", &s.bytes).unwrap(), "text");
+        assert_eq!(decode::<String>(&"s", &s.bytes).unwrap(), "text");
     }
 
     #[test]
     fn round_trips_and_reports_type_mismatch() {
         let e = encode("v", &(1u32, "two".to_string(), vec![3.0f64])).unwrap();
         assert!(e.pins.is_empty());
-        let back: (u32, String, Vec<f64>) = decode("v", &e.bytes).unwrap();
+        let back: (u32, String, Vec<f64>) = decode(&"v", &e.bytes).unwrap();
         assert_eq!(back, (1, "two".into(), vec![3.0]));
-        let err = decode::<String>("arg 0", &e.bytes).unwrap_err().to_string();
+        let err = decode::<String>(&"arg 0", &e.bytes)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("arg 0") && err.contains("String"), "{err}");
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 /// Decodes an object's content as a `T` (or returns the error it holds).
 pub(crate) fn decode<T: DeserializeOwned + 'static>(id: ObjectId, stored: Stored) -> Result<T> {
     match stored {
-        Stored::Value(b) => codec::decode(&format!("object {id}"), &b),
+        Stored::Value(b) => codec::decode(&format_args!("object {id}"), &b),
         Stored::Error(e) => Err(e),
     }
 }
