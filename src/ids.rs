@@ -116,6 +116,16 @@ id_type!(
     PlacementGroupId, "PlacementGroupId"
 );
 
+/// The hasher of tables keyed by ids: fast (ids are hashed on every task, call and read) and
+/// seeded per process, so ids chosen by a peer cannot be made to collide on purpose.
+pub(crate) type IdHasher = foldhash::fast::RandomState;
+
+/// A map keyed by ids, with [`IdHasher`].
+pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, IdHasher>;
+
+/// A concurrent map keyed by ids, with [`IdHasher`].
+pub(crate) type IdDashMap<K, V> = dashmap::DashMap<K, V, IdHasher>;
+
 impl ObjectId {
     /// The object returned at `index` (0-based) by `task`.
     pub(crate) fn for_return(task: TaskId, index: u16) -> Self {

@@ -9,7 +9,7 @@
 
 use crate::context::{ExecContext, WithExec};
 use crate::error::Error;
-use crate::ids::{NodeId, ObjectId, TaskId};
+use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
 use crate::objects::ownership;
 use crate::objects::read;
 use crate::protocol::owner::TaskResult;
@@ -201,13 +201,15 @@ pub(crate) fn call_sync(
         .unwrap_or_else(|p| Err(panic_error(path, p, node)))
 }
 
-/// Sends the outcome of a task or actor call to its owner (the process at `owner`). Refs inside
-/// the value stay pinned here until the owner has taken its own references to them.
+/// Sends the outcome of a task or actor call (`actor` names the actor of a call) to its owner
+/// (the process at `owner`). Refs inside the value stay pinned here until the owner has taken
+/// its own references to them.
 pub(crate) fn send_result(
     net: &Arc<Net>,
     owner: SocketAddr,
     task_id: TaskId,
     return_id: ObjectId,
+    actor: Option<ActorId>,
     outcome: Outcome,
 ) {
     let target = net.target::<svc::Owner>(owner);
@@ -221,6 +223,7 @@ pub(crate) fn send_result(
     let msg = TaskResult {
         task_id,
         return_id,
+        actor,
         outcome,
         contains: pins.clone(),
     };
@@ -242,6 +245,7 @@ pub(crate) fn fail(net: &Arc<Net>, spec: &TaskSpec, error: Error) {
         spec.owner.addr,
         spec.task_id,
         spec.return_id,
+        None,
         Err(error),
     );
 }

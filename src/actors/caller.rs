@@ -12,12 +12,14 @@
 
 use crate::error::Error;
 use crate::ids::ObjectId;
+use smallvec::SmallVec;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
-/// What the caller must do.
+/// What the caller must do. `P` is what a call holds until it is answered (the pins of its
+/// arguments), handed back when it fails.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Step<C> {
+pub(crate) enum Step<C, P> {
     /// Send the call, numbered `seq`, to the host process `to`.
     Send {
         to: SocketAddr,
@@ -26,67 +28,97 @@ pub(crate) enum Step<C> {
         skip_to: u64,
     },
     /// The call fails with this error.
-    Fail(C, Error),
+    Fail(C, P, Error),
     /// A call already sent fails (its result object gets the error).
-    FailSent(ObjectId, Error),
+    FailSent(ObjectId, P, Error),
     /// Ask the GCS where the actor is, newer than incarnation `after`.
     Watch { after: Option<u32> },
 }
 
+/// The steps of one event: most events make at most one, kept without an allocation.
+pub(crate) type Steps<C, P> = SmallVec<[Step<C, P>; 1]>;
+
 #[derive(Debug)]
-enum State<C> {
-    Pending(VecDeque<C>),
+enum State<C, P> {
+    Pending(VecDeque<(C, ObjectId, P)>),
     Alive(SocketAddr),
     Dead(Error),
 }
 
+/// A call sent and not answered.
+#[derive(Debug)]
+struct Sent<P> {
+    return_id: ObjectId,
+    to: SocketAddr,
+    held: P,
+}
+
 /// The caller's side of one actor.
 #[derive(Debug)]
-pub(crate) struct ActorCaller<C> {
-    state: State<C>,
+pub(crate) struct ActorCaller<C, P> {
+    state: State<C, P>,
     incarnation: Option<u32>,
     watching: bool,
     next_seq: u64,
-    /// Calls sent and not answered: by number, their result object and host.
-    in_flight: BTreeMap<u64, (ObjectId, SocketAddr)>,
+    /// Calls sent, numbered from `first`: `None` once answered (or failed). The front is always
+    /// a call still awaiting its answer, so `first` is the lowest such number.
+    in_flight: VecDeque<Option<Sent<P>>>,
+    first: u64,
 }
 
-impl<C> Default for ActorCaller<C> {
+impl<C, P> Default for ActorCaller<C, P> {
     fn default() -> Self {
         ActorCaller {
             state: State::Pending(VecDeque::new()),
             incarnation: None,
             watching: false,
             next_seq: 0,
-            in_flight: BTreeMap::new(),
+            in_flight: VecDeque::new(),
+            first: 0,
         }
     }
 }
 
-impl<C> ActorCaller<C> {
-    /// The lowest number still awaiting an answer.
-    fn skip_to(&self) -> u64 {
-        self.in_flight
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(self.next_seq)
+impl<C, P> ActorCaller<C, P> {
+    /// Drops answered calls from the front, so that `first` is the lowest number still
+    /// awaiting an answer (or the next number, when none is).
+    fn trim(&mut self) {
+        while let Some(None) = self.in_flight.front() {
+            self.in_flight.pop_front();
+            self.first += 1;
+        }
+        if self.in_flight.is_empty() {
+            self.first = self.next_seq;
+        }
     }
 
-    fn send(&mut self, to: SocketAddr, call: C, return_id: ObjectId) -> Step<C> {
+    /// Every call in flight, in order; none is left.
+    fn take_in_flight(&mut self) -> impl Iterator<Item = Sent<P>> {
+        let all = std::mem::take(&mut self.in_flight);
+        self.first = self.next_seq;
+        all.into_iter().flatten()
+    }
+
+    fn send(&mut self, to: SocketAddr, call: C, return_id: ObjectId, held: P) -> Step<C, P> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.in_flight.insert(seq, (return_id, to));
-        let skip_to = self.skip_to();
+        if self.in_flight.is_empty() {
+            self.first = seq;
+        }
+        self.in_flight.push_back(Some(Sent {
+            return_id,
+            to,
+            held,
+        }));
         Step::Send {
             to,
             call,
             seq,
-            skip_to,
+            skip_to: self.first,
         }
     }
 
-    fn watch(&mut self, out: &mut Vec<Step<C>>) {
+    fn watch(&mut self, out: &mut Steps<C, P>) {
         if !self.watching {
             self.watching = true;
             out.push(Step::Watch {
@@ -96,25 +128,26 @@ impl<C> ActorCaller<C> {
     }
 
     /// This process created the actor: find out where it is.
-    pub(crate) fn created(&mut self) -> Vec<Step<C>> {
-        let mut out = Vec::new();
+    pub(crate) fn created(&mut self) -> Steps<C, P> {
+        let mut out = Steps::new();
         if matches!(self.state, State::Pending(_)) {
             self.watch(&mut out);
         }
         out
     }
 
-    /// A call is submitted (`return_id` names its result).
-    pub(crate) fn submit(&mut self, call: C, return_id: ObjectId) -> Vec<Step<C>> {
-        let mut out = Vec::new();
+    /// A call is submitted (`return_id` names its result; `held` is kept until it is
+    /// answered).
+    pub(crate) fn submit(&mut self, call: C, return_id: ObjectId, held: P) -> Steps<C, P> {
+        let mut out = Steps::new();
         match &mut self.state {
             State::Alive(to) => {
                 let to = *to;
-                out.push(self.send(to, call, return_id));
+                out.push(self.send(to, call, return_id, held));
             }
-            State::Dead(e) => out.push(Step::Fail(call, e.clone())),
+            State::Dead(e) => out.push(Step::Fail(call, held, e.clone())),
             State::Pending(q) => {
-                q.push_back(call);
+                q.push_back((call, return_id, held));
                 self.watch(&mut out);
             }
         }
@@ -122,15 +155,10 @@ impl<C> ActorCaller<C> {
     }
 
     /// The GCS says the actor is alive in the process `at` (incarnation `incarnation`): queued
-    /// calls go there, in order. `return_of` names each queued call's result.
-    pub(crate) fn alive(
-        &mut self,
-        at: SocketAddr,
-        incarnation: u32,
-        return_of: impl Fn(&C) -> ObjectId,
-    ) -> Vec<Step<C>> {
+    /// calls go there, in order.
+    pub(crate) fn alive(&mut self, at: SocketAddr, incarnation: u32) -> Steps<C, P> {
         self.watching = false;
-        let mut out = Vec::new();
+        let mut out = Steps::new();
         if matches!(self.state, State::Dead(_)) {
             return out;
         }
@@ -139,75 +167,69 @@ impl<C> ActorCaller<C> {
             _ => VecDeque::new(),
         };
         self.incarnation = Some(incarnation);
-        for call in queued {
-            let id = return_of(&call);
-            out.push(self.send(at, call, id));
+        for (call, id, held) in queued {
+            out.push(self.send(at, call, id, held));
         }
         out
     }
 
     /// The actor is dead for good: queued and sent calls fail, and so will later ones.
-    pub(crate) fn dead(&mut self, error: Error) -> Vec<Step<C>> {
+    pub(crate) fn dead(&mut self, error: Error) -> Steps<C, P> {
         self.watching = false;
-        let mut out = Vec::new();
+        let mut out = Steps::new();
         if let State::Pending(q) = std::mem::replace(&mut self.state, State::Dead(error.clone())) {
-            out.extend(q.into_iter().map(|c| Step::Fail(c, error.clone())));
+            out.extend(
+                q.into_iter()
+                    .map(|(c, _, held)| Step::Fail(c, held, error.clone())),
+            );
         }
         out.extend(
-            std::mem::take(&mut self.in_flight)
-                .into_values()
-                .map(|(id, _)| Step::FailSent(id, error.clone())),
+            self.take_in_flight()
+                .map(|s| Step::FailSent(s.return_id, s.held, error.clone())),
         );
         out
     }
 
     /// The actor's process died and it is being restarted: calls sent to it fail; new calls
     /// wait for the next incarnation.
-    pub(crate) fn restarting(&mut self, error: Error) -> Vec<Step<C>> {
+    pub(crate) fn restarting(&mut self, error: Error) -> Steps<C, P> {
         if matches!(self.state, State::Alive(_)) {
             self.state = State::Pending(VecDeque::new());
         }
-        std::mem::take(&mut self.in_flight)
-            .into_values()
-            .map(|(id, _)| Step::FailSent(id, error.clone()))
+        self.take_in_flight()
+            .map(|s| Step::FailSent(s.return_id, s.held, error.clone()))
             .collect()
     }
 
     /// The connection to the process `host` was lost: calls sent there fail, and the actor, if
     /// it lived there, is looked up again at the next call.
-    pub(crate) fn host_lost(&mut self, host: SocketAddr, error: &Error) -> Vec<Step<C>> {
+    pub(crate) fn host_lost(&mut self, host: SocketAddr, error: &Error) -> Steps<C, P> {
         if matches!(self.state, State::Alive(at) if at == host) {
             self.state = State::Pending(VecDeque::new());
         }
-        let lost: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter(|(_, (_, to))| *to == host)
-            .map(|(seq, _)| *seq)
-            .collect();
-        lost.into_iter()
-            .filter_map(|seq| self.in_flight.remove(&seq))
-            .map(|(id, _)| Step::FailSent(id, error.clone()))
-            .collect()
+        let mut out = Steps::new();
+        for slot in self.in_flight.iter_mut() {
+            if slot.as_ref().is_some_and(|s| s.to == host) {
+                if let Some(s) = slot.take() {
+                    out.push(Step::FailSent(s.return_id, s.held, error.clone()));
+                }
+            }
+        }
+        self.trim();
+        out
     }
 
-    /// A call's result arrived.
-    pub(crate) fn answered(&mut self, return_id: ObjectId) {
-        // Answers come mostly in order: the oldest call in flight first, else a scan.
-        let oldest = self
+    /// A call's result arrived: what it held, or `None` if it was not in flight (already
+    /// failed, or not a call of this caller's).
+    pub(crate) fn answered(&mut self, return_id: ObjectId) -> Option<P> {
+        // Answers come mostly in order: the oldest call in flight first.
+        let slot = self
             .in_flight
-            .first_key_value()
-            .filter(|(_, (id, _))| *id == return_id)
-            .map(|(seq, _)| *seq);
-        let seq = oldest.or_else(|| {
-            self.in_flight
-                .iter()
-                .find(|(_, (id, _))| *id == return_id)
-                .map(|(seq, _)| *seq)
-        });
-        if let Some(seq) = seq {
-            self.in_flight.remove(&seq);
-        }
+            .iter_mut()
+            .find(|s| s.as_ref().is_some_and(|s| s.return_id == return_id))?;
+        let held = slot.take().map(|s| s.held);
+        self.trim();
+        held
     }
 
     /// Whether the actor is known dead.
@@ -291,7 +313,7 @@ mod tests {
         ObjectId((i as u128) << 16)
     }
 
-    fn sends(steps: &[Step<u64>]) -> Vec<(u64, u64, u64)> {
+    fn sends(steps: &[Step<u64, ()>]) -> Vec<(u64, u64, u64)> {
         steps
             .iter()
             .filter_map(|s| match s {
@@ -305,36 +327,39 @@ mod tests {
 
     #[test]
     fn calls_queue_while_pending_and_leave_in_order_once_alive() {
-        let mut c: ActorCaller<u64> = ActorCaller::default();
-        assert_eq!(c.created(), vec![Step::Watch { after: None }]);
-        assert!(c.submit(1, rid(1)).is_empty(), "already watching");
-        assert!(c.submit(2, rid(2)).is_empty());
-        let out = c.alive(addr(5), 0, |x| rid(*x));
+        let mut c: ActorCaller<u64, ()> = ActorCaller::default();
+        assert_eq!(c.created().as_slice(), [Step::Watch { after: None }]);
+        assert!(c.submit(1, rid(1), ()).is_empty(), "already watching");
+        assert!(c.submit(2, rid(2), ()).is_empty());
+        let out = c.alive(addr(5), 0);
         assert_eq!(sends(&out), vec![(1, 0, 0), (2, 1, 0)]);
-        assert_eq!(sends(&c.submit(3, rid(3))), vec![(3, 2, 0)]);
+        assert_eq!(sends(&c.submit(3, rid(3), ())), vec![(3, 2, 0)]);
         c.answered(rid(1));
         c.answered(rid(2));
-        assert_eq!(sends(&c.submit(4, rid(4))), vec![(4, 3, 2)]);
+        assert_eq!(sends(&c.submit(4, rid(4), ())), vec![(4, 3, 2)]);
     }
 
     #[test]
     fn a_restart_fails_calls_in_flight_and_renumbers_from_what_is_answered() {
-        let mut c: ActorCaller<u64> = ActorCaller::default();
+        let mut c: ActorCaller<u64, ()> = ActorCaller::default();
         c.created();
-        c.alive(addr(5), 0, |x| rid(*x));
-        c.submit(1, rid(1));
-        c.submit(2, rid(2));
+        c.alive(addr(5), 0);
+        c.submit(1, rid(1), ());
+        c.submit(2, rid(2), ());
         let died = Error::invalid("process died");
         let out = c.restarting(died.clone());
         assert_eq!(
-            out,
+            out.into_vec(),
             vec![
-                Step::FailSent(rid(1), died.clone()),
-                Step::FailSent(rid(2), died)
+                Step::FailSent(rid(1), (), died.clone()),
+                Step::FailSent(rid(2), (), died)
             ]
         );
-        assert_eq!(c.submit(3, rid(3)), vec![Step::Watch { after: Some(0) }]);
-        let out = c.alive(addr(6), 1, |x| rid(*x));
+        assert_eq!(
+            c.submit(3, rid(3), ()).as_slice(),
+            [Step::Watch { after: Some(0) }]
+        );
+        let out = c.alive(addr(6), 1);
         // Numbering goes on; the new host learns nothing below 2 will come.
         assert_eq!(sends(&out), vec![(3, 2, 2)]);
         let mut host: Ordering<u64> = Ordering::default();
@@ -342,30 +367,67 @@ mod tests {
     }
 
     #[test]
-    fn death_fails_everything_now_and_later() {
-        let mut c: ActorCaller<u64> = ActorCaller::default();
+    fn answers_out_of_order_give_back_what_each_call_held() {
+        let mut c: ActorCaller<u64, &str> = ActorCaller::default();
         c.created();
-        c.submit(1, rid(1));
-        let e = Error::invalid("killed");
-        assert_eq!(c.dead(e.clone()), vec![Step::Fail(1, e.clone())]);
-        assert_eq!(c.submit(2, rid(2)), vec![Step::Fail(2, e.clone())]);
-        assert!(
-            c.alive(addr(5), 0, |x| rid(*x)).is_empty(),
-            "the dead stay dead"
+        c.alive(addr(5), 0);
+        for (i, held) in ["p0", "p1", "p2"].into_iter().enumerate() {
+            c.submit(i as u64, rid(i as u64), held);
+        }
+        assert_eq!(c.answered(rid(1)), Some("p1"));
+        assert_eq!(c.answered(rid(1)), None, "answered once");
+        assert_eq!(c.answered(rid(9)), None, "not a call of this caller's");
+        let skip = |s: &Steps<u64, &str>| match &s[0] {
+            Step::Send { skip_to, .. } => *skip_to,
+            _ => panic!("not sent"),
+        };
+        assert_eq!(skip(&c.submit(3, rid(3), "p3")), 0, "call 0 still awaits");
+        assert_eq!(c.answered(rid(0)), Some("p0"));
+        assert_eq!(skip(&c.submit(4, rid(4), "p4")), 2, "0 and 1 are answered");
+        let e = Error::invalid("gone");
+        let failed: Vec<_> = c.dead(e.clone()).into_iter().collect();
+        assert_eq!(
+            failed,
+            vec![
+                Step::FailSent(rid(2), "p2", e.clone()),
+                Step::FailSent(rid(3), "p3", e.clone()),
+                Step::FailSent(rid(4), "p4", e),
+            ]
         );
+        assert!(c.is_idle());
+    }
+
+    #[test]
+    fn death_fails_everything_now_and_later() {
+        let mut c: ActorCaller<u64, ()> = ActorCaller::default();
+        c.created();
+        c.submit(1, rid(1), ());
+        let e = Error::invalid("killed");
+        assert_eq!(c.dead(e.clone()).as_slice(), [Step::Fail(1, (), e.clone())]);
+        assert_eq!(
+            c.submit(2, rid(2), ()).as_slice(),
+            [Step::Fail(2, (), e.clone())]
+        );
+        assert!(c.alive(addr(5), 0).is_empty(), "the dead stay dead");
         assert!(c.is_dead() && c.is_idle());
     }
 
     #[test]
     fn a_lost_host_fails_only_the_calls_sent_there() {
-        let mut c: ActorCaller<u64> = ActorCaller::default();
+        let mut c: ActorCaller<u64, ()> = ActorCaller::default();
         c.created();
-        c.alive(addr(5), 0, |x| rid(*x));
-        c.submit(1, rid(1));
+        c.alive(addr(5), 0);
+        c.submit(1, rid(1), ());
         let e = Error::invalid("gone");
         assert!(c.host_lost(addr(9), &e).is_empty());
-        assert_eq!(c.host_lost(addr(5), &e), vec![Step::FailSent(rid(1), e)]);
-        assert_eq!(c.submit(2, rid(2)), vec![Step::Watch { after: Some(0) }]);
+        assert_eq!(
+            c.host_lost(addr(5), &e).as_slice(),
+            [Step::FailSent(rid(1), (), e)]
+        );
+        assert_eq!(
+            c.submit(2, rid(2), ()).as_slice(),
+            [Step::Watch { after: Some(0) }]
+        );
     }
 
     #[test]
@@ -392,14 +454,14 @@ mod tests {
     /// before, during and after a restart arrive in order, exactly once or failed.
     #[test]
     fn simulated_restart_keeps_order_and_loses_nothing_silently() {
-        let mut caller: ActorCaller<u64> = ActorCaller::default();
+        let mut caller: ActorCaller<u64, ()> = ActorCaller::default();
         let mut hosts: Vec<(SocketAddr, Ordering<u64>, Vec<u64>)> = vec![
             (addr(10), Ordering::default(), Vec::new()),
             (addr(11), Ordering::default(), Vec::new()),
         ];
         let mut failed = Vec::new();
         let me = addr(1);
-        let run = |steps: Vec<Step<u64>>,
+        let run = |steps: Steps<u64, ()>,
                    hosts: &mut Vec<(SocketAddr, Ordering<u64>, Vec<u64>)>,
                    failed: &mut Vec<ObjectId>| {
             for s in steps {
@@ -414,28 +476,28 @@ mod tests {
                         let ready = h.1.arrive(me, seq, skip_to, call).expect("in order");
                         h.2.extend(ready);
                     }
-                    Step::FailSent(id, _) => failed.push(id),
-                    Step::Fail(c, _) => failed.push(rid(c)),
+                    Step::FailSent(id, _, _) => failed.push(id),
+                    Step::Fail(c, _, _) => failed.push(rid(c)),
                     Step::Watch { .. } => {}
                 }
             }
         };
         run(caller.created(), &mut hosts, &mut failed);
         for i in 0..3 {
-            let s = caller.submit(i, rid(i));
+            let s = caller.submit(i, rid(i), ());
             run(s, &mut hosts, &mut failed);
         }
-        let s = caller.alive(addr(10), 0, |x| rid(*x));
+        let s = caller.alive(addr(10), 0);
         run(s, &mut hosts, &mut failed);
         caller.answered(rid(0));
         // Calls 1 and 2 are in flight when the host dies.
         let s = caller.restarting(Error::invalid("died"));
         run(s, &mut hosts, &mut failed);
         for i in 3..6 {
-            let s = caller.submit(i, rid(i));
+            let s = caller.submit(i, rid(i), ());
             run(s, &mut hosts, &mut failed);
         }
-        let s = caller.alive(addr(11), 1, |x| rid(*x));
+        let s = caller.alive(addr(11), 1);
         run(s, &mut hosts, &mut failed);
         assert_eq!(hosts[0].2, vec![0, 1, 2]);
         assert_eq!(

@@ -1,22 +1,23 @@
 //! The caller side of actors in this process: per actor, its [`ActorCaller`] core behind the
-//! actor's entry lock, and the calls this process has waiting for a result.
+//! actor's entry lock, with the calls this process has waiting for a result.
 //!
-//! Every change of an actor's state happens under its entry lock, and calls are sent while it is
-//! held, so calls leave in submission order and a queue is flushed before any later call is
-//! sent. The actor's address comes from the GCS once per incarnation; the hot path never asks it
-//! again. A call is remembered until its result arrives (with the pins its arguments hold), so
-//! that losing the actor's process, or the actor, fails the call instead of leaving it pending.
+//! Every change of an actor's state happens under its entry lock, where calls are numbered in
+//! submission order; they are sent once the lock is released (so that a caller never holds it
+//! while a send wakes a thread), and the host puts each caller's calls back in number order
+//! ([`Ordering`](crate::actors::caller::Ordering)). The actor's address comes from the GCS once per incarnation; the hot path never asks it
+//! again. A call is remembered by its actor's core until its result arrives (with the pins its
+//! arguments hold), so that losing the actor's process, or the actor, fails the call instead of
+//! leaving it pending.
 
-use crate::actors::caller::{ActorCaller, Step};
+use crate::actors::caller::{ActorCaller, Step, Steps};
 use crate::error::Error;
-use crate::ids::{ActorId, ObjectId};
+use crate::ids::{ActorId, IdDashMap, ObjectId};
 use crate::objects::ownership::RefTable;
 use crate::protocol::gcs::{ActorUpdate, WatchActor};
 use crate::protocol::refs::Stored;
 use crate::protocol::svc;
 use crate::protocol::worker::ActorCall;
 use crate::transport::net::{Net, Target};
-use dashmap::DashMap;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -25,20 +26,18 @@ use std::sync::{Arc, Weak};
 /// How many dead actors a caller remembers (a call to a forgotten one asks the GCS again).
 const DEAD_KEPT: usize = 1000;
 
-/// A call waiting for its result.
-struct Waiting {
-    actor_id: ActorId,
-    /// Objects its arguments (and the actor's anchor) hold until it is answered.
-    pinned: Vec<ObjectId>,
-}
+/// The objects a call's arguments (and the actor's anchor) hold until it is answered.
+type Pins = Vec<ObjectId>;
+
+/// A call that failed before it was answered: its result object, error and pins.
+type Failed = (ObjectId, Error, Pins);
 
 /// Per-process table of actors this process calls.
 pub(crate) struct ActorClients {
     net: Arc<Net>,
     gcs: Target<svc::Gcs>,
     refs: Arc<RefTable>,
-    map: DashMap<ActorId, ActorCaller<ActorCall>>,
-    calls: DashMap<ObjectId, Waiting>,
+    map: IdDashMap<ActorId, ActorCaller<ActorCall, Pins>>,
     dead: Mutex<VecDeque<ActorId>>,
     me: Weak<ActorClients>,
 }
@@ -49,16 +48,15 @@ impl ActorClients {
             net,
             gcs,
             refs,
-            map: DashMap::new(),
-            calls: DashMap::new(),
+            map: IdDashMap::default(),
             dead: Mutex::new(VecDeque::new()),
             me: me.clone(),
         })
     }
 
-    /// Carries out steps: sends go now (the caller holds the actor's entry lock, which keeps
-    /// them in order); failures are returned, to be finished once the lock is released.
-    fn send(&self, actor_id: ActorId, steps: Vec<Step<ActorCall>>) -> Vec<(ObjectId, Error)> {
+    /// Carries out steps, with the actor's entry lock released (failing a call takes locks of
+    /// its own).
+    fn carry_out(&self, actor_id: ActorId, steps: Steps<ActorCall, Pins>) {
         let mut failed = Vec::new();
         for step in steps {
             match step {
@@ -73,51 +71,43 @@ impl ActorClients {
                     call.caller = self.net.addr();
                     self.net.target::<svc::Worker>(to).do_send(call);
                 }
-                Step::Fail(call, e) => failed.push((call.return_id, e)),
-                Step::FailSent(id, e) => failed.push((id, e)),
+                Step::Fail(call, pins, e) => failed.push((call.return_id, e, pins)),
+                Step::FailSent(id, pins, e) => failed.push((id, e, pins)),
                 Step::Watch { after } => self.watch(actor_id, after),
             }
         }
-        failed
+        self.fail_all(failed);
     }
 
-    fn fail_all(&self, failed: Vec<(ObjectId, Error)>) {
-        for (id, e) in failed {
-            self.finish(id, Err(e), Vec::new());
+    fn fail_all(&self, failed: Vec<Failed>) {
+        for (id, e, pins) in failed {
+            self.refs.complete(id, Stored::Error(e), Vec::new());
+            self.refs.unpin(&pins);
         }
     }
 
     /// Starts resolving an actor this process just created.
     pub(crate) fn created(&self, actor_id: ActorId) {
-        let failed = {
-            let mut c = self.map.entry(actor_id).or_default();
-            let steps = c.created();
-            self.send(actor_id, steps)
-        };
-        self.fail_all(failed);
+        let steps = self.map.entry(actor_id).or_default().created();
+        self.carry_out(actor_id, steps);
     }
 
     /// Sends a call, or queues it until the actor's address is known. `pinned` are the objects
     /// the call holds until it is answered.
-    pub(crate) fn submit(&self, actor_id: ActorId, call: ActorCall, pinned: Vec<ObjectId>) {
+    pub(crate) fn submit(&self, actor_id: ActorId, call: ActorCall, pinned: Pins) {
         let return_id = call.return_id;
-        self.calls.insert(return_id, Waiting { actor_id, pinned });
-        let failed = {
-            let mut c = self.map.entry(actor_id).or_default();
-            let steps = c.submit(call, return_id);
-            self.send(actor_id, steps)
-        };
-        self.fail_all(failed);
+        let steps = self
+            .map
+            .entry(actor_id)
+            .or_default()
+            .submit(call, return_id, pinned);
+        self.carry_out(actor_id, steps);
     }
 
     /// The actor is dead (killed here, or its creation refused): its calls fail with `error`.
     pub(crate) fn mark_dead(&self, actor_id: ActorId, error: Error) {
-        let failed = {
-            let mut c = self.map.entry(actor_id).or_default();
-            let steps = c.dead(error);
-            self.send(actor_id, steps)
-        };
-        self.fail_all(failed);
+        let steps = self.map.entry(actor_id).or_default().dead(error);
+        self.carry_out(actor_id, steps);
         self.remember_dead(actor_id);
     }
 
@@ -138,20 +128,17 @@ impl ActorClients {
         if !restarting {
             return self.mark_dead(actor_id, error);
         }
-        let failed = match self.map.get_mut(&actor_id) {
-            Some(mut c) => {
-                let steps = c.restarting(error);
-                self.send(actor_id, steps)
-            }
-            None => Vec::new(),
+        let steps = match self.map.get_mut(&actor_id) {
+            Some(mut c) => c.restarting(error),
+            None => Steps::new(),
         };
-        self.fail_all(failed);
+        self.carry_out(actor_id, steps);
     }
 
     /// The connection to the process `peer` was lost: calls sent there fail, and actors hosted
     /// there are looked up again (restarted elsewhere, or dead).
     pub(crate) fn peer_lost(&self, peer: SocketAddr, reason: &str) {
-        let mut failed = Vec::new();
+        let mut all = Vec::new();
         for mut c in self.map.iter_mut() {
             let actor_id = *c.key();
             let error = Error::ActorDied {
@@ -159,35 +146,33 @@ impl ActorClients {
                 class: String::new(),
                 reason: format!("the connection to its process at {peer} was lost ({reason})"),
             };
-            let steps = c.host_lost(peer, &error);
-            failed.extend(self.send(actor_id, steps));
+            all.push((actor_id, c.host_lost(peer, &error)));
         }
-        self.fail_all(failed);
+        for (actor_id, steps) in all {
+            self.carry_out(actor_id, steps);
+        }
     }
 
-    /// A call's result arrived (or the call failed): stores it and lets the call's pins go.
-    /// Whether the result was a call of this table's.
+    /// The result of a call to `actor_id` arrived: stores it and lets the call's pins go.
+    /// Whether it was a call of this table's still awaiting its answer.
     pub(crate) fn finish(
         &self,
+        actor_id: ActorId,
         return_id: ObjectId,
         outcome: Result<Stored, Error>,
         contains: Vec<ObjectId>,
     ) -> bool {
-        let Some((_, waiting)) = self.calls.remove(&return_id) else {
+        let pins = match self.map.get_mut(&actor_id) {
+            Some(mut c) => c.answered(return_id),
+            None => None,
+        };
+        let Some(pins) = pins else {
             return false;
         };
-        if let Some(mut c) = self.map.get_mut(&waiting.actor_id) {
-            c.answered(return_id);
-        }
         let value = outcome.unwrap_or_else(Stored::Error);
         self.refs.complete(return_id, value, contains);
-        self.refs.unpin(&waiting.pinned);
+        self.refs.unpin(&pins);
         true
-    }
-
-    /// Whether `return_id` is a call of this table's waiting for its result.
-    pub(crate) fn is_call(&self, return_id: ObjectId) -> bool {
-        self.calls.contains_key(&return_id)
     }
 
     fn watch(&self, actor_id: ActorId, after: Option<u32>) {
@@ -210,19 +195,16 @@ impl ActorClients {
 
     fn apply(&self, actor_id: ActorId, update: ActorUpdate<SocketAddr>) {
         let dead = matches!(update, ActorUpdate::Dead(_));
-        let failed = {
+        let steps = {
             let Some(mut c) = self.map.get_mut(&actor_id) else {
                 return;
             };
-            let steps = match update {
-                ActorUpdate::Alive { addr, incarnation } => {
-                    c.alive(addr, incarnation, |call| call.return_id)
-                }
+            match update {
+                ActorUpdate::Alive { addr, incarnation } => c.alive(addr, incarnation),
                 ActorUpdate::Dead(e) => c.dead(e),
-            };
-            self.send(actor_id, steps)
+            }
         };
-        self.fail_all(failed);
+        self.carry_out(actor_id, steps);
         if dead {
             self.remember_dead(actor_id);
         }

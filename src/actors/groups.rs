@@ -1,11 +1,11 @@
 //! Concurrency groups: each an actix actor (on the shared pool, see
 //! [`pooled`](crate::actors::pooled)) bounding how many of its calls run at once.
 //!
-//! - [`AsyncGroup`]: for async actors. Calls run on the node's event loop; a semaphore of the
-//!   group's size bounds how many are in flight. Sync methods of an async actor run there too,
+//! - [`AsyncGroup`]: for async actors. The group and its calls run on the node's event loop; a
+//!   semaphore of the group's size bounds how many are in flight. Sync methods of an async actor run there too,
 //!   inside `block_in_place`, so they may block without stalling the loop.
 //! - [`ThreadedGroup`]: for threaded actors. Up to the group's size of its calls run at once,
-//!   each on a pool thread it holds only while the call runs.
+//!   each on a pool thread it holds only while calls wait.
 //! - A serial actor with no named groups needs no group actor: the host runs its calls inline,
 //!   one at a time, in mailbox order, which is what keeps each submitter's calls in submission
 //!   order. With named groups, its default group is a `ThreadedGroup` of one, still in order,
@@ -23,6 +23,7 @@ use crate::invoke::{call_sync, locate, panic_error, resolve_async, resolve_block
 use crate::registry::{ActorMethod, ActorState, Args, MethodInvoke};
 use actix::prelude::*;
 use futures::FutureExt;
+use parking_lot::Mutex;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -54,14 +55,14 @@ impl Group {
         let size = size.max(1);
         if is_async {
             let limit = Arc::new(tokio::sync::Semaphore::new(size));
-            let executor = executor.clone();
-            Group::Async(pooled::start(AsyncGroup { limit, executor }))
+            // At home on the loop its calls run on: starting them wakes no other thread.
+            let group = AsyncGroup {
+                limit,
+                executor: executor.clone(),
+            };
+            Group::Async(pooled::start_on(group, executor.clone()))
         } else {
-            Group::Threaded(pooled::start(ThreadedGroup {
-                size,
-                running: 0,
-                queued: std::collections::VecDeque::new(),
-            }))
+            Group::Threaded(pooled::start(ThreadedGroup::new(size)))
         }
     }
 
@@ -153,27 +154,44 @@ impl Handler<RunCall> for AsyncGroup {
 }
 
 /// A threaded concurrency group: at most `size` of its calls run at once, the others wait in
-/// order.
+/// order. Each running slot is a pool job that takes the group's next waiting call when its own
+/// is done, so a busy group's calls go from one to the next without a message between them.
 pub(crate) struct ThreadedGroup {
+    slots: Arc<Mutex<Slots>>,
+}
+
+/// The calls a threaded group has waiting, and how many of its jobs run.
+struct Slots {
     size: usize,
     running: usize,
     queued: std::collections::VecDeque<RunCall>,
 }
 
-/// A call of the group finished.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Done;
-
 impl ThreadedGroup {
-    fn start_call(&mut self, call: RunCall, me: Option<Addr<ThreadedGroup>>) {
-        self.running += 1;
-        ThreadPool::shared().spawn(move || {
-            run_sync(call);
-            if let Some(me) = me {
-                me.do_send(Done);
+    fn new(size: usize) -> Self {
+        ThreadedGroup {
+            slots: Arc::new(Mutex::new(Slots {
+                size,
+                running: 0,
+                queued: std::collections::VecDeque::new(),
+            })),
+        }
+    }
+}
+
+/// A running slot: runs calls until none waits.
+fn serve_slot(slots: Arc<Mutex<Slots>>, mut call: RunCall) {
+    loop {
+        // A panic is the call's alone (its guard reports it); the slot goes on.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| run_sync(call)));
+        let mut s = slots.lock();
+        match s.queued.pop_front() {
+            Some(next) => call = next,
+            None => {
+                s.running -= 1;
+                return;
             }
-        });
+        }
     }
 }
 
@@ -183,21 +201,15 @@ impl Actor for ThreadedGroup {
 
 impl Handler<RunCall> for ThreadedGroup {
     type Result = ();
-    fn handle(&mut self, call: RunCall, ctx: &mut PooledContext<Self>) {
-        if self.running < self.size {
-            self.start_call(call, ctx.address());
+    fn handle(&mut self, call: RunCall, _: &mut PooledContext<Self>) {
+        let mut s = self.slots.lock();
+        if s.running < s.size {
+            s.running += 1;
+            drop(s);
+            let slots = self.slots.clone();
+            ThreadPool::shared().spawn(move || serve_slot(slots, call));
         } else {
-            self.queued.push_back(call);
-        }
-    }
-}
-
-impl Handler<Done> for ThreadedGroup {
-    type Result = ();
-    fn handle(&mut self, _: Done, ctx: &mut PooledContext<Self>) {
-        self.running = self.running.saturating_sub(1);
-        if let Some(next) = self.queued.pop_front() {
-            self.start_call(next, ctx.address());
+            s.queued.push_back(call);
         }
     }
 }

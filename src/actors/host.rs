@@ -58,7 +58,14 @@ impl CallGuard {
     /// Sends the call's outcome to its owner.
     pub(crate) fn finish(mut self, outcome: Outcome) {
         self.done = true;
-        invoke::send_result(&self.net, self.owner, self.task_id, self.return_id, outcome);
+        invoke::send_result(
+            &self.net,
+            self.owner,
+            self.task_id,
+            self.return_id,
+            Some(self.actor_id),
+            outcome,
+        );
     }
 }
 
@@ -77,6 +84,7 @@ impl Drop for CallGuard {
                 self.owner,
                 self.task_id,
                 self.return_id,
+                Some(self.actor_id),
                 Err(error),
             );
         }
@@ -302,6 +310,7 @@ impl Handler<Construct> for ActorHost {
                     spec.owner.addr,
                     spec.task_id,
                     spec.return_id,
+                    None,
                     done,
                 );
                 self.site.gcs.do_send(ActorStarted {
@@ -361,6 +370,7 @@ impl Handler<ActorCall> for ActorHost {
                     call.owner.addr,
                     call.task_id,
                     call.return_id,
+                    Some(self.actor_id),
                     Err(error),
                 );
             }

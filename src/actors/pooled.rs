@@ -8,24 +8,27 @@
 //! for the next one (a caller waiting for a reply sends its next call within microseconds), and
 //! moves on. A handler that runs long (a sync actor method) keeps its thread only while it runs.
 //!
-//! The pool starts with a few threads and adds one whenever queued work has waited for
+//! The pool starts with a thread per core and adds one whenever queued work has waited for
 //! [`STALL`] while every thread was busy (calls that block, or a burst of long ones), up to
-//! [`MAX_THREADS`]; threads idle for [`IDLE_KEEP`] end. A thread the system refuses to create is
+//! [`MAX_THREADS`]; threads beyond one per core end after [`IDLE_KEEP`] idle. A thread the system refuses to create is
 //! reported with the limit that refused it; the threads already there go on serving.
 //!
 //! Besides actors, the pool runs one-off jobs ([`ThreadPool::spawn`]): the calls of a threaded
 //! actor's concurrency groups.
+//!
+//! An actor whose handlers only start futures (an async concurrency group) is better served on
+//! the event loop those futures run on: [`start_on`] gives it a home there instead, so that the
+//! futures it starts are spawned from inside the loop, without waking another thread.
 
 use crate::spin;
 use actix::dev::channel::{channel, AddressReceiver};
 use actix::dev::{Envelope, EnvelopeProxy, MessageResponse, OneshotSender, ToEnvelope};
 use actix::prelude::*;
-use actix::WeakAddr;
 use futures::Stream;
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -44,15 +47,7 @@ const LINGER: Duration = Duration::from_micros(50);
 /// The context of a pooled actor.
 pub(crate) struct PooledContext<A: Actor<Context = Self>> {
     state: ActorState,
-    /// Weak: the actor stops once no one else holds its address.
-    addr: WeakAddr<A>,
-}
-
-impl<A: Actor<Context = Self>> PooledContext<A> {
-    /// The actor's address, while anyone else holds it.
-    pub(crate) fn address(&self) -> Option<Addr<A>> {
-        self.addr.upgrade()
-    }
+    actor: std::marker::PhantomData<fn() -> A>,
 }
 
 impl<A: Actor<Context = Self>> ActorContext for PooledContext<A> {
@@ -129,12 +124,33 @@ struct Live<A: Actor<Context = PooledContext<A>> + Send> {
     started: bool,
 }
 
-/// A pooled actor: queued on the pool when a message arrives while it is idle.
+/// Where a pooled actor's messages are handled.
+enum Home {
+    /// On the shared thread pool.
+    Pool(&'static ThreadPool),
+    /// On a tokio event loop, as a task per batch of messages.
+    Loop(tokio::runtime::Handle),
+}
+
+/// A pooled actor: queued on its home when a message arrives while it is idle.
 struct Cell<A: Actor<Context = PooledContext<A>> + Send> {
     live: Mutex<Option<Live<A>>>,
-    /// Queued on the pool, or being run: a message arriving then needs no new queueing.
+    /// Queued on its home, or being run: a message arriving then needs no new queueing.
     scheduled: AtomicBool,
-    pool: &'static ThreadPool,
+    home: Home,
+}
+
+impl<A: Actor<Context = PooledContext<A>> + Send> Cell<A> {
+    /// Queues the actor on its home.
+    fn schedule(self: Arc<Self>) {
+        match &self.home {
+            Home::Pool(pool) => pool.push(self.clone()),
+            Home::Loop(handle) => {
+                let me = self.clone();
+                handle.spawn(async move { me.run_batch(false) });
+            }
+        }
+    }
 }
 
 impl<A: Actor<Context = PooledContext<A>> + Send> Wake for Cell<A> {
@@ -144,7 +160,7 @@ impl<A: Actor<Context = PooledContext<A>> + Send> Wake for Cell<A> {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.scheduled.swap(true, Ordering::AcqRel) {
-            self.pool.push(self.clone());
+            self.clone().schedule();
         }
     }
 }
@@ -183,7 +199,15 @@ enum Drained {
 }
 
 impl<A: Actor<Context = PooledContext<A>> + Send> Runnable for Cell<A> {
-    fn run(self: Arc<Self>, pool: &'static ThreadPool) {
+    fn run(self: Arc<Self>, _: &'static ThreadPool) {
+        self.run_batch(true)
+    }
+}
+
+impl<A: Actor<Context = PooledContext<A>> + Send> Cell<A> {
+    /// Handles a batch of messages; `linger`: poll the mailbox a moment once it empties (a pool
+    /// thread does; an event loop's thread has other tasks to run).
+    fn run_batch(self: Arc<Self>, linger: bool) {
         let waker = Waker::from(self.clone());
         let mut cx = std::task::Context::from_waker(&waker);
         let mut guard = self.live.lock();
@@ -206,20 +230,25 @@ impl<A: Actor<Context = PooledContext<A>> + Send> Runnable for Cell<A> {
                 Drained::Yield => {
                     // Others wait for a thread: go to the back of the queue.
                     drop(guard);
-                    pool.push(self);
+                    self.schedule();
                     return;
                 }
                 Drained::Empty => {}
             }
             // Linger: a caller answered a moment ago usually sends its next call at once.
             let mut next = None;
-            spin::linger(LINGER, || match Pin::new(&mut live.rx).poll_next(&mut cx) {
+            let mut poll = || match Pin::new(&mut live.rx).poll_next(&mut cx) {
                 Poll::Ready(n) => {
                     next = Some(n);
                     true
                 }
                 Poll::Pending => false,
-            });
+            };
+            if linger {
+                spin::linger(LINGER, poll);
+            } else {
+                poll();
+            }
             match next {
                 Some(Some(mut env)) => {
                     env.handle(&mut live.act, &mut live.ctx);
@@ -252,13 +281,24 @@ impl<A: Actor<Context = PooledContext<A>> + Send> Runnable for Cell<A> {
 
 /// Starts `act` on the shared pool and returns its address.
 pub(crate) fn start<A: Actor<Context = PooledContext<A>> + Send>(act: A) -> Addr<A> {
+    start_at(act, Home::Pool(ThreadPool::shared()))
+}
+
+/// Starts `act` with its messages handled on the event loop `handle` and returns its address.
+pub(crate) fn start_on<A: Actor<Context = PooledContext<A>> + Send>(
+    act: A,
+    handle: tokio::runtime::Handle,
+) -> Addr<A> {
+    start_at(act, Home::Loop(handle))
+}
+
+fn start_at<A: Actor<Context = PooledContext<A>> + Send>(act: A, home: Home) -> Addr<A> {
     let (tx, rx) = channel::<A>(0);
     let addr = Addr::new(tx);
     let ctx = PooledContext {
         state: ActorState::Started,
-        addr: addr.downgrade(),
+        actor: std::marker::PhantomData,
     };
-    let pool = ThreadPool::shared();
     let cell = Arc::new(Cell {
         live: Mutex::new(Some(Live {
             act,
@@ -267,21 +307,20 @@ pub(crate) fn start<A: Actor<Context = PooledContext<A>> + Send>(act: A) -> Addr
             started: false,
         })),
         scheduled: AtomicBool::new(true),
-        pool,
+        home,
     });
-    // Run `started` (and whatever was sent meanwhile) on the pool.
-    pool.push(cell);
+    // Run `started` (and whatever was sent meanwhile) at home.
+    cell.schedule();
     addr
 }
 
 /// The threads pooled actors and jobs run on.
 pub(crate) struct ThreadPool {
-    queue: Mutex<VecDeque<Arc<dyn Runnable>>>,
+    /// Work waiting for a thread, with when it was queued (microseconds since `epoch`).
+    queue: Mutex<VecDeque<(u64, Arc<dyn Runnable>)>>,
     ready: Condvar,
     threads: AtomicUsize,
     idle: AtomicUsize,
-    /// When a thread last took work (microseconds since `epoch`).
-    last_taken: AtomicU64,
     epoch: Instant,
     /// Wakes the watchdog when work is queued.
     watch: Condvar,
@@ -303,12 +342,13 @@ impl ThreadPool {
                 ready: Condvar::new(),
                 threads: AtomicUsize::new(0),
                 idle: AtomicUsize::new(0),
-                last_taken: AtomicU64::new(0),
                 epoch: Instant::now(),
                 watch: Condvar::new(),
                 watch_lock: Mutex::new(()),
             }));
-            pool.add_thread();
+            for _ in 0..min_threads() {
+                pool.add_thread();
+            }
             let spawned = std::thread::Builder::new()
                 .name("lumen-pool-watch".into())
                 .spawn(move || pool.watchdog());
@@ -330,9 +370,10 @@ impl ThreadPool {
     }
 
     fn push(&'static self, work: Arc<dyn Runnable>) {
+        let now = self.now();
         let was_empty = {
             let mut q = self.queue.lock();
-            q.push_back(work);
+            q.push_back((now, work));
             q.len() == 1
         };
         self.ready.notify_one();
@@ -368,7 +409,7 @@ impl ThreadPool {
             let work = {
                 let mut q = self.queue.lock();
                 loop {
-                    if let Some(w) = q.pop_front() {
+                    if let Some((_, w)) = q.pop_front() {
                         break Some(w);
                     }
                     self.idle.fetch_add(1, Ordering::AcqRel);
@@ -383,13 +424,12 @@ impl ThreadPool {
                 self.threads.fetch_sub(1, Ordering::AcqRel);
                 return;
             };
-            self.last_taken.store(self.now(), Ordering::Relaxed);
             work.run(self);
         }
     }
 
-    /// Adds a thread when queued work has waited for [`STALL`] with no thread taking any. Sleeps
-    /// while the queue is empty.
+    /// Adds a thread when the oldest queued work has waited for [`STALL`] with no thread idle.
+    /// Sleeps while the queue is empty.
     fn watchdog(&'static self) {
         let mut guard = self.watch_lock.lock();
         loop {
@@ -401,16 +441,10 @@ impl ThreadPool {
             drop(guard);
             std::thread::sleep(STALL);
             guard = self.watch_lock.lock();
-            let stalled = self
-                .now()
-                .saturating_sub(self.last_taken.load(Ordering::Relaxed))
-                >= STALL.as_micros() as u64;
-            let still_queued = !self.queue.lock().is_empty();
-            if still_queued
-                && stalled
-                && self.idle.load(Ordering::Acquire) == 0
-                && self.threads() < MAX_THREADS
-            {
+            let oldest = self.queue.lock().front().map(|(at, _)| *at);
+            let stalled =
+                oldest.is_some_and(|at| self.now().saturating_sub(at) >= STALL.as_micros() as u64);
+            if stalled && self.idle.load(Ordering::Acquire) == 0 && self.threads() < MAX_THREADS {
                 self.add_thread();
             }
         }

@@ -10,7 +10,7 @@
 //! (see the tests) to check spillback between nodes and node failure.
 
 use crate::error::Error;
-use crate::ids::{ActorId, JobId, NodeId, ObjectId, PlacementGroupId, TaskId};
+use crate::ids::{ActorId, IdMap, JobId, NodeId, ObjectId, PlacementGroupId, TaskId};
 use crate::node::dispatch::DispatchQueue;
 use crate::placement::group::committed_resources;
 use crate::placement::policy::{pick_node, NodeView, Placement};
@@ -133,7 +133,7 @@ pub(crate) struct Scheduler {
     resources: NodeResources,
     queue: DispatchQueue<Ready>,
     waiting_for_args: usize,
-    running: HashMap<TaskId, Running>,
+    running: IdMap<TaskId, Running>,
     unblock: VecDeque<TaskId>,
     actors: HashMap<ActorId, HostedActor>,
     /// Kills of actors not created here (yet), with when they came.
@@ -155,7 +155,7 @@ impl Scheduler {
             resources: NodeResources::new(total),
             queue: DispatchQueue::default(),
             waiting_for_args: 0,
-            running: HashMap::new(),
+            running: IdMap::default(),
             unblock: VecDeque::new(),
             actors: HashMap::new(),
             killed: HashMap::new(),

@@ -14,7 +14,7 @@
 //! someone still holds a reference, and the check and the keeping happen under the entry's lock,
 //! so a result can never be stored after its object was freed.
 
-use crate::ids::{ActorId, ObjectId};
+use crate::ids::{ActorId, IdDashMap, IdHasher, ObjectId};
 use crate::objects::store::{FetchReply, StoreClient};
 use crate::protocol::gcs::ActorOutOfScope;
 use crate::protocol::owner::Borrow;
@@ -23,7 +23,6 @@ use crate::protocol::svc;
 use crate::protocol::task::TaskSpec;
 use crate::transport::net::{Net, Target};
 use arc_swap::ArcSwapOption;
-use dashmap::DashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -117,7 +116,7 @@ fn is_inline(value: &Stored) -> bool {
 pub(crate) struct RefCounts {
     /// This process: refs owned here are counted, not borrowed.
     here: SocketAddr,
-    map: DashMap<ObjectId, RefEntry>,
+    map: IdDashMap<ObjectId, RefEntry>,
     /// Values kept inline, and their bytes (they count as stored in `memory_summary`).
     inline_objects: AtomicUsize,
     inline_bytes: AtomicUsize,
@@ -127,7 +126,7 @@ impl RefCounts {
     pub(crate) fn new(here: SocketAddr) -> Self {
         RefCounts {
             here,
-            map: DashMap::with_shard_amount(64),
+            map: IdDashMap::with_hasher_and_shard_amount(IdHasher::default(), 64),
             inline_objects: AtomicUsize::new(0),
             inline_bytes: AtomicUsize::new(0),
         }

@@ -6,10 +6,9 @@
 //! A waiter is a channel: readers (blocking `get`, async `.await`, the raylet's dependency
 //! resolution) send [`Fetch`] and receive each object as soon as it is present.
 
-use crate::ids::ObjectId;
+use crate::ids::{IdMap, ObjectId};
 pub(crate) use crate::protocol::refs::Stored;
 use actix::prelude::*;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A reply channel: each fetched object is sent with the caller's slot number.
@@ -60,8 +59,8 @@ pub(crate) struct Stats;
 /// One shard of a node's object store.
 #[derive(Default)]
 pub(crate) struct StoreShard {
-    objects: HashMap<ObjectId, Stored>,
-    waiters: HashMap<ObjectId, Vec<(u32, FetchReply)>>,
+    objects: IdMap<ObjectId, Stored>,
+    waiters: IdMap<ObjectId, Vec<(u32, FetchReply)>>,
     bytes: usize,
 }
 

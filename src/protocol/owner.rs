@@ -18,6 +18,8 @@ use std::net::SocketAddr;
 pub(crate) struct TaskResult {
     pub(crate) task_id: TaskId,
     pub(crate) return_id: ObjectId,
+    /// The actor, for the result of a call to one (its caller's core holds the call).
+    pub(crate) actor: Option<ActorId>,
     pub(crate) outcome: Result<Bytes, Error>,
     pub(crate) contains: Vec<RawRef>,
 }

@@ -93,7 +93,12 @@ pub(crate) struct Gcs {
     groups: PgTable,
     /// Reservation rounds under way, by group, with the plan (bundle index, node) of each.
     rounds: HashMap<PlacementGroupId, (Round, Vec<(usize, NodeId)>)>,
+    /// A view broadcast is due at the end of the current coalescing window.
+    view_due: bool,
 }
+
+/// How long placement-group changes are gathered into one view broadcast.
+const VIEW_COALESCE: Duration = Duration::from_millis(2);
 
 impl Gcs {
     /// A GCS reached through `net`; it keeps job executables in `binaries`, if given (a cluster
@@ -112,6 +117,7 @@ impl Gcs {
             binaries,
             groups: PgTable::default(),
             rounds: HashMap::new(),
+            view_due: false,
         }
     }
 
@@ -519,15 +525,34 @@ impl Gcs {
                 }
                 RoundAction::Done(ok) => {
                     if let Some((_, plan)) = self.rounds.remove(&id) {
-                        self.placement_done(id, plan, ok);
+                        self.placement_done(id, plan, ok, ctx);
                     }
                 }
             }
         }
     }
 
+    /// Broadcasts the view once [`VIEW_COALESCE`] from now, with whatever else changed by
+    /// then: a burst of placement-group changes costs the raylets one view, not one each.
+    fn broadcast_view_soon(&mut self, ctx: &mut Context<Self>) {
+        if self.view_due {
+            return;
+        }
+        self.view_due = true;
+        ctx.run_later(VIEW_COALESCE, |act, _| {
+            act.view_due = false;
+            act.broadcast_view();
+        });
+    }
+
     /// The end of a reservation round.
-    fn placement_done(&mut self, id: PlacementGroupId, plan: Vec<(usize, NodeId)>, ok: bool) {
+    fn placement_done(
+        &mut self,
+        id: PlacementGroupId,
+        plan: Vec<(usize, NodeId)>,
+        ok: bool,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(g) = self.groups.groups.get_mut(&id) else {
             return;
         };
@@ -567,7 +592,7 @@ impl Gcs {
             tracing::info!(group = %id, nodes = ?g.summary.nodes, "placement group created");
             self.groups.mark_created(id);
         }
-        self.broadcast_view();
+        self.broadcast_view_soon(ctx);
     }
 }
 

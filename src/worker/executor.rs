@@ -15,7 +15,14 @@ use std::sync::Arc;
 
 /// Sends a finished task's outcome to its owner.
 pub(crate) fn finish(net: &Arc<Net>, spec: &TaskSpec, outcome: Outcome) {
-    invoke::send_result(net, spec.owner.addr, spec.task_id, spec.return_id, outcome);
+    invoke::send_result(
+        net,
+        spec.owner.addr,
+        spec.task_id,
+        spec.return_id,
+        None,
+        outcome,
+    );
 }
 
 /// Runs an async task on the event loop; tells the raylet when it is done.

@@ -89,11 +89,19 @@ struct PeerGone;
 
 /// A result arrived from the process that ran the task or call.
 fn on_task_result(rt: &Arc<Runtime>, msg: TaskResult) {
-    if rt.actors.is_call(msg.return_id) {
+    if let Some(actor_id) = msg.actor {
+        // Refs inside are adopted before the value is visible, and let go again if the call
+        // was not awaited any more (failed already, or the caller's table forgot the actor).
         rt.refs.adopt(&msg.contains);
-        let contains = msg.contains.iter().map(|r| r.id).collect();
-        rt.actors
-            .finish(msg.return_id, msg.outcome.map(Stored::Value), contains);
+        let contains: Vec<ObjectId> = msg.contains.iter().map(|r| r.id).collect();
+        let outcome = msg.outcome.map(Stored::Value);
+        if !rt
+            .actors
+            .finish(actor_id, msg.return_id, outcome, contains.clone())
+        {
+            rt.refs.unpin(&contains);
+            tracing::debug!(call = %msg.task_id, "result of a call this process no longer awaits");
+        }
         return;
     }
     if let Some((_, (spec, _))) = rt.inflight.remove(&msg.return_id) {

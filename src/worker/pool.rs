@@ -8,7 +8,7 @@
 
 use crate::actors::host::{HostSite, LocalHost, StopHost};
 use crate::error::Error;
-use crate::ids::{ActorId, TaskId};
+use crate::ids::{ActorId, IdDashMap, TaskId};
 use crate::invoke;
 use crate::protocol::raylet::TaskDone;
 use crate::protocol::task::TaskKind;
@@ -17,7 +17,6 @@ use crate::transport::net::Net;
 use crate::worker::executor;
 use crate::worker::thread::{Execute, Retire, Worker};
 use actix::prelude::*;
-use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -30,7 +29,7 @@ pub(crate) struct Finished {
 }
 
 /// The actor hosts of a process, by actor: where calls go.
-pub(crate) type HostDirectory = Arc<DashMap<ActorId, LocalHost>>;
+pub(crate) type HostDirectory = Arc<IdDashMap<ActorId, LocalHost>>;
 
 /// The executors of one worker.
 pub(crate) struct Executors {
@@ -134,8 +133,8 @@ pub(crate) fn deliver_call(net: &Arc<Net>, directory: &HostDirectory, call: Acto
             class: String::new(),
             reason: "the actor is no longer hosted by this worker".into(),
         };
-        // Answered from the event loop, never from inside the send: a caller in this process
-        // sends while it holds its actor's entry, which the answer needs.
+        // Answered from the event loop, never from inside the send: the caller is still in
+        // the middle of carrying out its submission.
         let n = net.clone();
         net.runtime().spawn(async move {
             invoke::send_result(
@@ -143,6 +142,7 @@ pub(crate) fn deliver_call(net: &Arc<Net>, directory: &HostDirectory, call: Acto
                 call.owner.addr,
                 call.task_id,
                 call.return_id,
+                Some(call.actor_id),
                 Err(error),
             );
         });

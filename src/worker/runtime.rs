@@ -8,7 +8,7 @@
 
 use crate::actors::client::ActorClients;
 use crate::error::{Error, Result};
-use crate::ids::{JobId, NodeId, ObjectId, WorkerId};
+use crate::ids::{IdDashMap, JobId, NodeId, ObjectId, WorkerId};
 use crate::objects::ownership::{self, RefTable};
 use crate::protocol::raylet::SubmitTask;
 use crate::protocol::refs::OwnerAddress;
@@ -72,7 +72,7 @@ pub(crate) struct Runtime {
     /// Tasks this process owns and submitted, by return object: the owner keeps each spec
     /// until its result arrives (to retry it, or to unpin its arguments), with the node that
     /// queued it once a raylet reports it (to retry it if that node dies).
-    pub(crate) inflight: DashMap<ObjectId, (Arc<TaskSpec>, Option<NodeId>)>,
+    pub(crate) inflight: IdDashMap<ObjectId, (Arc<TaskSpec>, Option<NodeId>)>,
     /// Where tasks of each kind were last queued, to send the next ones there directly.
     pub(crate) routes: Routes,
     /// Nodes this process heard died, with why (a placement report may come after the notice).
@@ -141,7 +141,7 @@ impl Runtime {
             net: core.net,
             refs: core.refs,
             actors,
-            inflight: DashMap::new(),
+            inflight: IdDashMap::default(),
             routes: Routes::default(),
             dead_nodes: Mutex::new(HashMap::new()),
             executor: core.executor,
