@@ -58,6 +58,10 @@ impl CallGuard {
     /// Sends the call's outcome to its owner.
     pub(crate) fn finish(mut self, outcome: Outcome) {
         self.done = true;
+        self.send(outcome);
+    }
+
+    fn send(&self, outcome: Outcome) {
         invoke::send_result(
             &self.net,
             self.owner,
@@ -79,14 +83,7 @@ impl Drop for CallGuard {
                     "the actor stopped (killed, or every handle dropped) before running this call"
                         .into(),
             };
-            invoke::send_result(
-                &self.net,
-                self.owner,
-                self.task_id,
-                self.return_id,
-                Some(self.actor_id),
-                Err(error),
-            );
+            self.send(Err(error));
         }
     }
 }
