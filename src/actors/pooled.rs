@@ -514,6 +514,29 @@ mod tests {
     }
 
     #[test]
+    fn an_actor_at_home_on_an_event_loop_handles_its_messages_in_order_there() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("test-loop")
+            .build()
+            .unwrap();
+        let started = Arc::new(AtomicU32::new(0));
+        let addr = start_on(
+            Counter {
+                seen: Vec::new(),
+                started: started.clone(),
+            },
+            rt.handle().clone(),
+        );
+        for i in 0..200 {
+            addr.do_send(Add(i));
+        }
+        let all = futures::executor::block_on(addr.send(Add(200))).unwrap();
+        assert_eq!(all, (0..=200).collect::<Vec<_>>());
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
     fn thousands_of_idle_actors_use_a_handful_of_threads() {
         let started = Arc::new(AtomicU32::new(0));
         let addrs: Vec<_> = (0..5000)
