@@ -4,7 +4,6 @@
 use crate::context::{refuse_blocking, refuse_blocking_logged};
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, PlacementGroupId};
-use crate::objects::codec;
 use crate::objects::object_ref::ObjectRef;
 use crate::placement::bundles::PlacementStrategy;
 use crate::placement::group::{PlacementGroup, PlacementGroupBuilder, PlacementGroupInfo};
@@ -12,7 +11,7 @@ use crate::protocol::gcs::{
     CreatePlacementGroup, GetPlacementGroup, ListPlacementGroups, PgSummary, RemovePlacementGroup,
     WaitPlacementGroup,
 };
-use crate::protocol::refs::{RawRef, Stored};
+use crate::protocol::refs::RawRef;
 use crate::resources::ResourceSet;
 use crate::worker::runtime::{self, Runtime};
 use std::future::Future;
@@ -32,13 +31,11 @@ impl PlacementGroup {
             id,
             owner: rt.owner(),
         });
-        let reply = rt.gcs.send(WaitPlacementGroup { id: self.id });
-        let refs = std::sync::Arc::downgrade(&rt.refs);
-        rt.executor.spawn(async move {
-            let outcome = reply.await.and_then(|r| r);
-            if let Some(refs) = refs.upgrade() {
-                refs.complete(id, ready_value(outcome), Vec::new());
-            }
+        // The GCS tells this process's owner service, which completes the object.
+        rt.gcs.do_send(WaitPlacementGroup {
+            id: self.id,
+            object: id,
+            owner: rt.net.addr(),
         });
         r
     }
@@ -92,14 +89,6 @@ impl PlacementGroup {
     pub fn wait_async(&self, timeout: Duration) -> impl Future<Output = bool> + Send + 'static {
         let ready = crate::api::objects::get_timeout_async(&self.ready(), timeout);
         async move { ready.await.is_ok() }
-    }
-}
-
-/// The value of a group's ready object.
-fn ready_value(outcome: Result<()>) -> Stored {
-    match outcome.and_then(|()| codec::encode("()", &())) {
-        Ok(enc) => Stored::Value(enc.into_parts().0),
-        Err(e) => Stored::Error(e),
     }
 }
 

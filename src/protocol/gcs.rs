@@ -2,7 +2,7 @@
 //! placement groups.
 
 use crate::error::Error;
-use crate::ids::{ActorId, JobId, NodeId, PlacementGroupId};
+use crate::ids::{ActorId, JobId, NodeId, ObjectId, PlacementGroupId};
 use crate::placement::bundles::PlacementStrategy;
 use crate::placement::group::PlacementGroupState;
 use crate::protocol::svc;
@@ -230,11 +230,17 @@ pub(crate) struct CreatePlacementGroup {
     pub(crate) detached: bool,
 }
 
-/// Answered when the group is created (or with an error once it is removed).
+/// Asks the GCS to complete `object` (owned by the process `owner`) once the group is created,
+/// or with an error once it is removed: one-way, answered by [`GroupReady`] to the owner, so
+/// that no thread or task waits for the GCS in between.
+///
+/// [`GroupReady`]: crate::protocol::owner::GroupReady
 #[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<(), Error>")]
+#[rtype(result = "()")]
 pub(crate) struct WaitPlacementGroup {
     pub(crate) id: PlacementGroupId,
+    pub(crate) object: ObjectId,
+    pub(crate) owner: SocketAddr,
 }
 
 /// Removes a group: its bundles are returned and whatever used them is killed.

@@ -79,6 +79,15 @@ pub(crate) struct ActorDead {
     pub(crate) restarting: bool,
 }
 
+/// A placement group this owner waits for was created (`Ok`) or removed first: `object`, its
+/// `ready()` object, completes with `()` or the error.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct GroupReady {
+    pub(crate) object: ObjectId,
+    pub(crate) outcome: Result<(), Error>,
+}
+
 super::wire!(TAGS, svc::Owner:
     TaskResult = 60,
     GetObject = 61,
@@ -86,4 +95,5 @@ super::wire!(TAGS, svc::Owner:
     NodeDied = 63,
     TasksPlaced = 64,
     ActorDead = 65,
+    GroupReady = 66,
 );

@@ -10,7 +10,7 @@ use crate::placement::bundles::{place as place_bundles, PlacementStrategy};
 use crate::placement::group::{committed_resources, PlacementGroupState};
 use crate::placement::policy::{pick_node, Placement};
 use crate::protocol::gcs::*;
-use crate::protocol::owner::{ActorDead, NodeDied};
+use crate::protocol::owner::{ActorDead, GroupReady, NodeDied};
 use crate::protocol::raylet::{
     CancelBundles, ClusterView, CommitBundles, JobEnded, KillHostedActor, NodeDown, PrepareBundles,
     SubmitTask,
@@ -876,21 +876,15 @@ impl Handler<CreatePlacementGroup> for Gcs {
 }
 
 impl Handler<WaitPlacementGroup> for Gcs {
-    type Result = ResponseFuture<Result<(), Error>>;
-    fn handle(&mut self, msg: WaitPlacementGroup, _: &mut Context<Self>) -> Self::Result {
+    type Result = ();
+    fn handle(&mut self, msg: WaitPlacementGroup, _: &mut Context<Self>) {
         let _h = supervise::handling::<WaitPlacementGroup>();
-        let (tx, rx) = flume::bounded(1);
+        let owner = self.owner(msg.owner);
+        let object = msg.object;
         self.groups.when_ready(
             msg.id,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
+            Box::new(move |outcome| owner.do_send(GroupReady { object, outcome })),
         );
-        Box::pin(async move {
-            rx.recv_async()
-                .await
-                .map_err(|_| Error::shutdown("waiting for a placement group"))?
-        })
     }
 }
 

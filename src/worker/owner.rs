@@ -8,7 +8,7 @@
 
 use crate::error::Error;
 use crate::ids::{NodeId, ObjectId};
-use crate::objects::read;
+use crate::objects::{codec, read};
 use crate::protocol::owner::*;
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::task::TaskSpec;
@@ -52,6 +52,13 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
     })?;
     direct::<NodeDied>(net, rt, on_node_died)?;
     direct::<TasksPlaced>(net, rt, on_tasks_placed)?;
+    direct::<GroupReady>(net, rt, |rt, m| {
+        let value = match m.outcome.and_then(|()| codec::encode("()", &())) {
+            Ok(enc) => Stored::Value(enc.into_parts().0),
+            Err(e) => Stored::Error(e),
+        };
+        rt.refs.complete(m.object, value, Vec::new());
+    })?;
     direct::<ActorDead>(net, rt, |rt, m| {
         rt.actors.actor_died(m.actor_id, m.error, m.restarting)
     })?;
