@@ -110,7 +110,7 @@ fn start_missing(
         return Ok(None);
     }
     resolved.resize(args.len(), None);
-    let (tx, rx) = flume::unbounded();
+    let (tx, rx) = crate::objects::reply::channel();
     let n = missing.len();
     ownership::with_current(|t| read::fetch_into(t, missing, &tx)).ok_or(Error::NotInitialized)?;
     Ok(Some((rx, n)))

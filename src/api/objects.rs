@@ -14,6 +14,7 @@ use crate::objects::codec;
 use crate::objects::object_ref::ObjectRef;
 use crate::objects::ownership::{Lookup, Peek};
 use crate::objects::read::{self, check_known, decode};
+use crate::objects::reply::{self, Arrivals};
 use crate::objects::store::PRESENT_SENT;
 use crate::protocol::raylet::{TaskBlocked, TaskUnblocked};
 use crate::protocol::refs::{RawRef, Stored};
@@ -25,8 +26,13 @@ use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a blocking read waits before lending its task's CPU.
+/// How long a blocking read waits with nothing arriving before it lends its task's CPU.
 const LEND_AFTER: Duration = Duration::from_millis(1);
+
+/// With this many objects or fewer still to come, a blocking read polls for them (when a polling
+/// permit is free) instead of sleeping; with more, it sleeps until all but these have come,
+/// woken once rather than per object.
+const POLL_WITHIN: usize = 2;
 
 /// Stores `value` in the object store and returns a ref to it. The object is immutable.
 ///
@@ -100,7 +106,7 @@ fn spin_recv<T>(rx: &flume::Receiver<T>) -> Option<T> {
 struct Fetch {
     slots: Vec<Option<Stored>>,
     got: usize,
-    rx: flume::Receiver<(u32, Stored)>,
+    arrivals: Arrivals,
     /// Markers still to come from shards asked to say when they have sent what they hold.
     markers: usize,
 }
@@ -109,11 +115,16 @@ impl Fetch {
     /// Starts reading `refs` (without waiting): owned objects from (or waited for in) the
     /// owner's table, the rest from the store or from their owners. With `settle`, each shard
     /// asked also sends a marker once it has sent what it already holds.
-    fn start(rt: &Arc<Runtime>, refs: &[&RawRef], settle: bool) -> Result<Fetch> {
+    /// `sleeps`: this thread will block on it (else the read awaits).
+    fn start(rt: &Arc<Runtime>, refs: &[&RawRef], settle: bool, sleeps: bool) -> Result<Fetch> {
         let ids: Vec<ObjectId> = refs.iter().map(|r| r.id).collect();
         check_known(&rt.refs, &ids)?;
         let mut slots: Vec<Option<Stored>> = vec![None; ids.len()];
-        let (tx, rx) = flume::unbounded();
+        let (tx, arrivals) = if sleeps {
+            reply::for_this_thread()
+        } else {
+            reply::for_awaiting()
+        };
         let mut got = 0;
         let mut via_store = Vec::new();
         let mut remote = Vec::new();
@@ -146,7 +157,7 @@ impl Fetch {
         Ok(Fetch {
             slots,
             got,
-            rx,
+            arrivals,
             markers,
         })
     }
@@ -154,6 +165,15 @@ impl Fetch {
     /// Whether it still waits: for fewer than `need` values, or for markers.
     fn waiting(&self, need: usize) -> bool {
         self.got < need || self.markers > 0
+    }
+
+    /// How many arrivals it waits for at least (values and markers).
+    fn still_to_come(&self, need: usize) -> usize {
+        need.saturating_sub(self.got) + self.markers
+    }
+
+    fn rx(&self) -> &flume::Receiver<(u32, Stored)> {
+        self.arrivals.rx()
     }
 
     /// Takes one reply.
@@ -168,7 +188,7 @@ impl Fetch {
 
     /// Takes whatever else has been delivered already (it counts as ready too).
     fn drain(&mut self) {
-        while let Ok((slot, v)) = self.rx.try_recv() {
+        while let Ok((slot, v)) = self.rx().try_recv() {
             if slot != PRESENT_SENT && self.slots[slot as usize].is_none() {
                 self.slots[slot as usize] = Some(v);
             }
@@ -190,44 +210,56 @@ fn fetch_blocking(
     if refs.is_empty() || need == 0 {
         return Ok((vec![None; refs.len()], true));
     }
-    let mut fetch = Fetch::start(rt, refs, settle)?;
+    let mut fetch = Fetch::start(rt, refs, settle, true)?;
     let deadline = timeout.map(|t| Instant::now() + t);
+    // Lending waits for a quiet spell: LEND_AFTER with nothing arriving.
+    let mut lend_at = None;
     let mut lent = None;
     let mut complete = true;
     while fetch.waiting(need) {
-        let now = Instant::now();
-        let mut wait = deadline.map(|d| d.saturating_duration_since(now));
-        if lent.is_none() {
-            wait = Some(wait.map_or(LEND_AFTER, |w| w.min(LEND_AFTER)));
-        }
-        let next = match spin_recv(&fetch.rx) {
-            Some(v) => Ok(v),
-            None => match wait {
-                Some(w) => fetch.rx.recv_timeout(w),
-                None => fetch
-                    .rx
-                    .recv()
-                    .map_err(|_| flume::RecvTimeoutError::Disconnected),
-            },
-        };
-        match next {
-            Ok(reply) => fetch.take(reply),
-            Err(flume::RecvTimeoutError::Timeout) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    complete = false;
-                    break;
-                }
-                if lent.is_none() {
-                    // About to wait for real: lend the task's CPU, if it holds one.
-                    lent = Some(context::exec(|e| e.task_id.filter(|_| e.lends_cpu)));
-                    if let Some(Some(task_id)) = lent {
-                        rt.raylet.do_send(TaskBlocked { task_id });
-                    }
-                }
+        match fetch.rx().try_recv() {
+            Ok(reply) => {
+                fetch.take(reply);
+                continue;
             }
-            Err(flume::RecvTimeoutError::Disconnected) => {
+            Err(flume::TryRecvError::Disconnected) => {
                 return Err(Error::shutdown("waiting for an object"));
             }
+            Err(flume::TryRecvError::Empty) => {}
+        }
+        let still = fetch.still_to_come(need);
+        if still <= POLL_WITHIN {
+            if let Some(reply) = spin_recv(fetch.rx()) {
+                fetch.take(reply);
+                continue;
+            }
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            complete = false;
+            break;
+        }
+        if lent.is_none() {
+            let at = *lend_at.get_or_insert(now + LEND_AFTER);
+            if now >= at {
+                // About to wait for real: lend the task's CPU, if it holds one.
+                let task = context::exec(|e| e.task_id.filter(|_| e.lends_cpu));
+                if let Some(task_id) = task {
+                    rt.raylet.do_send(TaskBlocked { task_id });
+                }
+                lent = Some(task);
+                continue;
+            }
+        }
+        let until = match (deadline, lent.is_none().then_some(lend_at).flatten()) {
+            (Some(d), Some(l)) => Some(d.min(l)),
+            (d, l) => d.or(l),
+        };
+        // Wake once most of what is missing is here; the last few are polled for.
+        let wake_after = still.saturating_sub(POLL_WITHIN).max(1);
+        fetch.arrivals.sleep_until(wake_after, until);
+        if lent.is_none() && !fetch.rx().is_empty() {
+            lend_at = Some(Instant::now() + LEND_AFTER);
         }
     }
     fetch.drain();
@@ -267,14 +299,14 @@ async fn fetch_async(
     if refs.is_empty() || need == 0 {
         return Ok((vec![None; refs.len()], true));
     }
-    let mut fetch = Fetch::start(rt, refs, settle)?;
+    let mut fetch = Fetch::start(rt, refs, settle, false)?;
     let mut deadline = timeout.map(|t| Deadline::after(&rt.executor, t));
     let mut complete = true;
     while fetch.waiting(need) {
         let next = match deadline.as_mut() {
-            None => fetch.rx.recv_async().await,
+            None => fetch.rx().recv_async().await,
             Some(Deadline(timer)) => {
-                let recv = std::pin::pin!(fetch.rx.recv_async());
+                let recv = std::pin::pin!(fetch.rx().recv_async());
                 match futures::future::select(recv, timer).await {
                     futures::future::Either::Left((next, _)) => next,
                     futures::future::Either::Right(_) => {

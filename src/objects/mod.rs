@@ -7,10 +7,12 @@
 //! - [`ownership`]: reference counting with borrowers (a pure core) and this process's table
 //!   of what it owns and borrows.
 //! - [`read`]: reading an object from this process's table, its store, or its owner.
+//! - [`reply`]: the channel a read's objects arrive on, waking a sleeping reader once per batch.
 //! - [`store`]: object-store shards, each an actix actor that holds bytes and wakes waiters.
 
 pub(crate) mod codec;
 pub(crate) mod object_ref;
 pub(crate) mod ownership;
 pub(crate) mod read;
+pub(crate) mod reply;
 pub(crate) mod store;

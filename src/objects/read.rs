@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::ids::ObjectId;
 use crate::objects::codec;
 use crate::objects::ownership::{self, Lookup, RefTable};
+use crate::objects::reply;
 use crate::objects::store::FetchReply;
 use crate::protocol::owner::{Fetched, GetObject};
 use crate::protocol::refs::{RawRef, Stored};
@@ -109,7 +110,7 @@ pub(crate) async fn read_owned(table: Arc<RefTable>, id: ObjectId) -> Stored {
             reason: "its owner no longer holds it: every reference to it was dropped".into(),
         });
     }
-    let (tx, rx) = flume::bounded(1);
+    let (tx, rx) = reply::channel();
     match table.lookup_or_wait(id, 0, &tx) {
         Lookup::Ready(v) => return v,
         Lookup::Waiting => {}
@@ -141,7 +142,7 @@ pub(crate) async fn get_async<T: DeserializeOwned + 'static>(raw: &RawRef) -> Re
     let table = ownership::with_current(Arc::clone).ok_or(Error::NotInitialized)?;
     let id = raw.id;
     check_known(&table, &[id])?;
-    let (tx, rx) = flume::unbounded();
+    let (tx, rx) = reply::channel();
     fetch_into(&table, vec![(0, raw.clone())], &tx);
     drop(tx);
     drop(table);

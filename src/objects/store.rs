@@ -12,7 +12,7 @@ use actix::prelude::*;
 use std::sync::Arc;
 
 /// A reply channel: each fetched object is sent with the caller's slot number.
-pub(crate) type FetchReply = flume::Sender<(u32, Stored)>;
+pub(crate) use crate::objects::reply::FetchReply;
 
 /// The slot of the marker a shard sends, when asked, after every object it already holds: the
 /// reader then knows it has seen everything that was present when the shard answered.
@@ -160,7 +160,7 @@ impl StoreClient {
     /// Starts fetching `ids`; slot `i` of the replies is `ids[i]`.
     #[cfg(test)]
     pub(crate) fn fetch(&self, ids: &[ObjectId]) -> flume::Receiver<(u32, Stored)> {
-        let (tx, rx) = flume::unbounded();
+        let (tx, rx) = crate::objects::reply::channel();
         self.fetch_into(ids.iter().copied().enumerate(), tx);
         rx
     }
@@ -168,7 +168,7 @@ impl StoreClient {
     /// Like [`fetch`](Self::fetch), and each shard asked also sends [`PRESENT_SENT`] once it has
     /// sent what it holds. Returns how many markers to expect.
     pub(crate) fn fetch_marked(&self, ids: &[ObjectId]) -> (flume::Receiver<(u32, Stored)>, usize) {
-        let (tx, rx) = flume::unbounded();
+        let (tx, rx) = crate::objects::reply::channel();
         let n = self.send_fetches(ids.iter().copied().enumerate(), tx, true);
         (rx, n)
     }
