@@ -74,6 +74,11 @@ pub(crate) fn permit() -> Option<Permit> {
     }
 }
 
+/// Polls between two yields of the CPU in [`linger`]: a yield is a system call, and a poll is
+/// tens of nanoseconds, so yielding after every few polls would spend the wait in the kernel.
+/// This many keeps yields a few microseconds apart.
+const POLLS_PER_YIELD: u32 = 128;
+
 /// Polls `ready` for up to `for_at_most` (if a permit is free), yielding between polls so that
 /// other runnable threads are not held up; whether it became ready.
 pub(crate) fn linger(for_at_most: Duration, mut ready: impl FnMut() -> bool) -> bool {
@@ -82,7 +87,7 @@ pub(crate) fn linger(for_at_most: Duration, mut ready: impl FnMut() -> bool) -> 
     };
     let start = Instant::now();
     loop {
-        for _ in 0..16 {
+        for _ in 0..POLLS_PER_YIELD {
             if ready() {
                 return true;
             }
