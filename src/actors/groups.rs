@@ -184,6 +184,8 @@ fn serve_slot(slots: Arc<Mutex<Slots>>, mut call: RunCall) {
     loop {
         // A panic is the call's alone (its guard reports it); the slot goes on.
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| run_sync(call)));
+        // Each call counts as progress for the pool's watchdog (the slot is one long job).
+        ThreadPool::shared().progressed();
         let mut s = slots.lock();
         match s.queued.pop_front() {
             Some(next) => call = next,

@@ -9,7 +9,8 @@
 //! moves on. A handler that runs long (a sync actor method) keeps its thread only while it runs.
 //!
 //! The pool starts with a thread per core and adds one whenever queued work has waited for
-//! [`STALL`] while every thread was busy (calls that block, or a burst of long ones), up to
+//! [`STALL`] while every thread was busy and none finished anything (calls that block, or
+//! long ones), up to
 //! [`MAX_THREADS`]; threads beyond one per core end after [`IDLE_KEEP`] idle. A thread the system refuses to create is
 //! reported with the limit that refused it; the threads already there go on serving.
 //!
@@ -321,6 +322,8 @@ pub(crate) struct ThreadPool {
     ready: Condvar,
     threads: AtomicUsize,
     idle: AtomicUsize,
+    /// Work items finished, by all threads (the watchdog's sign of progress).
+    finished: AtomicUsize,
     epoch: Instant,
     /// Wakes the watchdog when work is queued.
     watch: Condvar,
@@ -342,6 +345,7 @@ impl ThreadPool {
                 ready: Condvar::new(),
                 threads: AtomicUsize::new(0),
                 idle: AtomicUsize::new(0),
+                finished: AtomicUsize::new(0),
                 epoch: Instant::now(),
                 watch: Condvar::new(),
                 watch_lock: Mutex::new(()),
@@ -380,6 +384,12 @@ impl ThreadPool {
         if was_empty {
             self.watch.notify_one();
         }
+    }
+
+    /// Counts one piece of work finished inside a long job (a job that serves a queue of calls),
+    /// so that the watchdog sees the thread is not stuck.
+    pub(crate) fn progressed(&self) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Runs `f` on a pool thread.
@@ -425,11 +435,15 @@ impl ThreadPool {
                 return;
             };
             work.run(self);
+            self.finished.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Adds a thread when the oldest queued work has waited for [`STALL`] with no thread idle.
-    /// Sleeps while the queue is empty.
+    /// Adds a thread when the oldest queued work has waited for [`STALL`] with no thread idle
+    /// and no thread finishing anything meanwhile: every thread is blocked, or busy with one long
+    /// item. Work that merely queues because the cores are busy (threads finishing item after
+    /// item) gets no thread: more threads than cores would only take turns. Sleeps while the
+    /// queue is empty.
     fn watchdog(&'static self) {
         let mut guard = self.watch_lock.lock();
         loop {
@@ -439,12 +453,18 @@ impl ThreadPool {
                 continue;
             }
             drop(guard);
+            let finished = self.finished.load(Ordering::Relaxed);
             std::thread::sleep(STALL);
             guard = self.watch_lock.lock();
             let oldest = self.queue.lock().front().map(|(at, _)| *at);
             let stalled =
                 oldest.is_some_and(|at| self.now().saturating_sub(at) >= STALL.as_micros() as u64);
-            if stalled && self.idle.load(Ordering::Acquire) == 0 && self.threads() < MAX_THREADS {
+            let stuck = self.finished.load(Ordering::Relaxed) == finished;
+            if stalled
+                && stuck
+                && self.idle.load(Ordering::Acquire) == 0
+                && self.threads() < MAX_THREADS
+            {
                 self.add_thread();
             }
         }
