@@ -63,7 +63,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -84,8 +84,23 @@ pub(crate) const CLOSE_OVERLOAD: quinn::VarInt = quinn::VarInt::from_u32(3);
 const BATCH_BYTES: usize = 1 << 20;
 /// Blob payloads are written in chunks of this size.
 const BLOB_CHUNK: usize = 1 << 20;
-/// Largest up-front allocation for an incoming blob (it grows past this as bytes arrive).
-const BLOB_PREALLOC: usize = 64 << 20;
+/// What one queued item costs beyond its payload (the queue entry, the frame header), as the
+/// queue limits count it.
+const ITEM_OVERHEAD: usize = 64;
+/// First allocation for an incoming blob, once its first bytes arrive.
+const BLOB_PREALLOC: usize = BLOB_CHUNK;
+/// What a peer may have in flight to this process, over all its streams, before its hello is
+/// verified (a hello is at most [`handshake::MAX_HELLO`] bytes): an unauthenticated
+/// connection costs this much buffer at most, not [`RECEIVE_WINDOW`].
+const PRE_AUTH_WINDOW: u32 = 64 << 10;
+/// The connection's receive window once the peer is authenticated, sized for large blobs.
+const RECEIVE_WINDOW: u32 = 64 << 20;
+/// Unidirectional streams a peer may have open at once once authenticated (none before).
+const UNI_STREAMS: u32 = 1024;
+/// Connections that have not yet proved the token, at most, per endpoint: more are refused.
+/// Past half of it, a new peer must first prove its address (a QUIC retry), so that spoofed
+/// source addresses cannot take the slots.
+const MAX_UNAUTHENTICATED: usize = 64;
 /// Close reason sent to every peer when the transport closes.
 const SHUTDOWN_REASON: &str = "the lumen transport was closed";
 
@@ -278,13 +293,16 @@ impl Outgoing {
         self.into_parts().2
     }
 
-    /// Payload bytes, as counted against the queue limits.
+    /// Bytes counted against the queue limits: the payload and what queuing it costs besides
+    /// ([`ITEM_OVERHEAD`]), so that a peer asking for many tiny replies it never reads trips
+    /// the limits too.
     fn len(&self) -> usize {
-        match self {
-            Outgoing::Message(payload)
-            | Outgoing::Request { payload, .. }
-            | Outgoing::Reply { payload, .. } => payload.len(),
-        }
+        ITEM_OVERHEAD
+            + match self {
+                Outgoing::Message(payload)
+                | Outgoing::Request { payload, .. }
+                | Outgoing::Reply { payload, .. } => payload.len(),
+            }
     }
 }
 
@@ -663,6 +681,10 @@ struct Shared {
     next_link: AtomicU64,
     /// Set by [`Transport::close`].
     closed: AtomicBool,
+    /// Accepted connections whose peer has not proved the token yet.
+    unauthenticated: AtomicUsize,
+    /// Where refused connections are logged.
+    refusals: RefusalLog,
 }
 
 /// The QUIC transport of this process: see the module docs.
@@ -691,11 +713,68 @@ fn quic_transport_config(config: &TransportConfig) -> Result<quinn::TransportCon
     t.max_idle_timeout(Some(idle))
         .keep_alive_interval((!config.keep_alive.is_zero()).then_some(config.keep_alive))
         .stream_receive_window(quinn::VarInt::from_u32(16 << 20))
-        .receive_window(quinn::VarInt::from_u32(64 << 20))
+        // Until the handshake: see `open_up`.
+        .receive_window(quinn::VarInt::from_u32(PRE_AUTH_WINDOW))
         .send_window(64 << 20)
-        .max_concurrent_uni_streams(quinn::VarInt::from_u32(1024))
-        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(4));
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        // The handshake's one stream.
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(1));
     Ok(t)
+}
+
+/// Opens a connection up once its peer is authenticated: the full receive window and the
+/// unidirectional streams (control and blobs) that were closed to it until then.
+fn open_up(conn: &quinn::Connection) {
+    conn.set_receive_window(quinn::VarInt::from_u32(RECEIVE_WINDOW));
+    conn.set_max_concurrent_uni_streams(quinn::VarInt::from_u32(UNI_STREAMS));
+}
+
+/// Logs refused connections, one line each, but at most [`RefusalLog::PER_SECOND`] lines a
+/// second: a flood of bad peers must not flood the log (the next line says how many were left
+/// out).
+#[derive(Debug)]
+struct RefusalLog {
+    /// Start of the current second, lines logged in it, refusals left out since the last line.
+    window: Mutex<(Instant, u32, u64)>,
+}
+
+impl RefusalLog {
+    const PER_SECOND: u32 = 10;
+
+    fn new() -> RefusalLog {
+        RefusalLog {
+            window: Mutex::new((Instant::now(), 0, 0)),
+        }
+    }
+
+    fn refused(&self, remote: SocketAddr, reason: &str) {
+        let mut w = self.window.lock();
+        let now = Instant::now();
+        if now.duration_since(w.0) >= Duration::from_secs(1) {
+            *w = (now, 0, w.2);
+        }
+        if w.1 >= Self::PER_SECOND {
+            w.2 += 1;
+            return;
+        }
+        w.1 += 1;
+        let skipped = std::mem::take(&mut w.2);
+        drop(w);
+        if skipped > 0 {
+            warn!(%remote, skipped, "refused a connection: {reason} ({skipped} more refused and not logged before it)");
+        } else {
+            warn!(%remote, "refused a connection: {reason}");
+        }
+    }
+}
+
+/// Counts a connection as not yet authenticated while it lives.
+struct Unauthenticated<'a>(&'a AtomicUsize);
+
+impl Drop for Unauthenticated<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Transport {
@@ -739,6 +818,8 @@ impl Transport {
             pins: DashMap::new(),
             next_link: AtomicU64::new(1),
             closed: AtomicBool::new(false),
+            unauthenticated: AtomicUsize::new(0),
+            refusals: RefusalLog::new(),
         });
         let fingerprint = tls::fingerprint_hex(&shared.fingerprint);
         info!(addr = %local_addr, %fingerprint, "lumen transport listening");
@@ -1146,6 +1227,7 @@ impl Shared {
             conn.close(CLOSE_REFUSED, reason.as_bytes());
             return Err(reason);
         }
+        open_up(&conn);
         Ok(conn)
     }
 
@@ -1156,6 +1238,23 @@ impl Shared {
                 incoming.refuse();
                 continue;
             }
+            let pending = self.unauthenticated.load(Ordering::Acquire);
+            if pending >= MAX_UNAUTHENTICATED {
+                self.refusals.refused(
+                    incoming.remote_address(),
+                    &format!("{pending} connections are already waiting to authenticate"),
+                );
+                incoming.refuse();
+                continue;
+            }
+            if pending >= MAX_UNAUTHENTICATED / 2 && !incoming.remote_address_validated() {
+                // Under load: the peer proves its address first (it comes back validated).
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
+                continue;
+            }
+            self.unauthenticated.fetch_add(1, Ordering::AcqRel);
             self.runtime.spawn(self.clone().accept_one(incoming));
         }
         debug!(addr = %self.local_addr, "accept loop ended");
@@ -1166,21 +1265,25 @@ impl Shared {
         let remote = incoming.remote_address();
         let span = info_span!("lumen.accept", remote = %remote);
         async move {
+            let counted = Unauthenticated(&self.unauthenticated);
             let conn = match incoming.await {
                 Ok(conn) => conn,
                 Err(e) => {
                     let reason = describe_connection_error(&e, None);
-                    warn!(%remote, "incoming connection failed: {reason}");
+                    self.refusals
+                        .refused(remote, &format!("its QUIC handshake failed: {reason}"));
                     return;
                 }
             };
             let listen = match handshake::accept(&conn, &self.token.0, &self.fingerprint).await {
                 Ok(listen) => listen,
                 Err(reason) => {
-                    warn!(%remote, "refused a connection: {reason}");
+                    self.refusals.refused(remote, &reason);
                     return;
                 }
             };
+            drop(counted);
+            open_up(&conn);
             // An announced wildcard address means "the address you see me at"; IPv4-mapped
             // IPv6 addresses (seen on dual-stack sockets) are written as plain IPv4.
             let remote_ip = remote.ip().to_canonical();
@@ -1404,7 +1507,9 @@ impl Shared {
                 format!("blob of {len} bytes does not fit in this node's memory space"),
             );
         };
-        let mut data = BytesMut::with_capacity(expected.min(BLOB_PREALLOC));
+        // Allocated as the bytes arrive (a header alone costs nothing), at most doubling what
+        // has arrived, never past the announced length.
+        let mut data = BytesMut::new();
         loop {
             match recv.read_chunk(usize::MAX, true).await {
                 Ok(Some(chunk)) => {
@@ -1413,6 +1518,10 @@ impl Shared {
                             conn,
                             format!("blob {seq} is longer than its announced {len} bytes"),
                         );
+                    }
+                    if data.capacity() - data.len() < chunk.bytes.len() {
+                        let grow = data.len().max(BLOB_PREALLOC).max(chunk.bytes.len());
+                        data.reserve(grow.min(expected - data.len()));
                     }
                     data.extend_from_slice(&chunk.bytes);
                 }
@@ -1465,7 +1574,8 @@ async fn write_loop(
         };
         let Some(first) = first else { break };
         let mut next = Some(first);
-        // Payload bytes of this batch's frames (blobs are uncounted by their own tasks).
+        // What this batch's frames count against the queue limits (payloads and per-item
+        // overhead; blobs are uncounted by their own tasks).
         let mut framed = 0;
         while let Some(item) = next {
             let (kind, id, payload) = item.into_parts();
@@ -1483,7 +1593,7 @@ async fn write_loop(
                 runtime
                     .spawn(send_blob(conn.clone(), link.clone(), seq, payload).in_current_span());
             } else {
-                framed += payload.len();
+                framed += ITEM_OVERHEAD + payload.len();
                 let frame = match kind {
                     Kind::Message => Frame::Message(payload),
                     Kind::Request => Frame::Request { id, payload },
@@ -1510,7 +1620,7 @@ async fn write_loop(
 /// Sends one payload on its own uni stream: `[tag][seq][len]` then the bytes, in chunks; then
 /// (or on failure) uncounts it from `link`'s queued bytes.
 async fn send_blob(conn: quinn::Connection, link: Arc<Link>, seq: u64, payload: Bytes) {
-    let queued = payload.len();
+    let queued = ITEM_OVERHEAD + payload.len();
     let result = async {
         let mut stream = conn.open_uni().await?;
         let len = payload.len() as u64;
@@ -2050,6 +2160,8 @@ mod tests {
     const SOFT: usize = 1 << 20;
     /// Size of the messages the backpressure tests send.
     const MESSAGE: usize = 64 << 10;
+    /// What one such message counts against the queue limits.
+    const ITEM: usize = MESSAGE + ITEM_OVERHEAD;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_blocking_sender_waits_at_the_soft_limit_until_the_connection_closes() {
@@ -2080,22 +2192,19 @@ mod tests {
         wait_until("the sender waits for room on the live connection", || {
             let queued = link.queued.load(Ordering::Relaxed);
             most = most.max(queued);
-            assert!(queued <= SOFT + MESSAGE, "{queued} bytes queued");
+            assert!(queued <= SOFT + ITEM, "{queued} bytes queued");
             link.conn.get().is_some() && link.waiting.load(Ordering::Relaxed) == 1
         })
         .await;
         // It only waits once the soft limit is queued (every byte queued was sent).
         let blocked_at = sent.load(Ordering::SeqCst);
-        assert!(
-            blocked_at * MESSAGE >= SOFT,
-            "only {blocked_at} messages sent"
-        );
+        assert!(blocked_at * ITEM >= SOFT, "only {blocked_at} messages sent");
         // The queue stays within bounds while the peer reads nothing.
         for _ in 0..100 {
             tokio::task::yield_now().await;
             let queued = link.queued.load(Ordering::Relaxed);
             most = most.max(queued);
-            assert!(queued <= SOFT + MESSAGE, "{queued} bytes queued");
+            assert!(queued <= SOFT + ITEM, "{queued} bytes queued");
         }
         assert!(!link.is_closed());
 
@@ -2155,10 +2264,7 @@ mod tests {
             .expect("the runtime sender blocked")
             .unwrap();
         // The connection was closed only once the hard limit was reached.
-        assert!(
-            sent * MESSAGE >= HARD - MESSAGE,
-            "only {sent} messages sent"
-        );
+        assert!(sent * ITEM >= HARD - ITEM, "only {sent} messages sent");
 
         // The loss was reported, naming the peer and the amounts.
         let (peer, reason) = a.recorder.lost.lock()[0].clone();

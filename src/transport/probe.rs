@@ -381,3 +381,173 @@ async fn serve_deaf(
     endpoint.close(CLOSE_NORMAL, DEAF_PEER_STOPPED.as_bytes());
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
+
+/// What [`Squatters`] managed.
+#[derive(Clone, Debug, Default)]
+pub struct SquatReport {
+    /// Connections that completed TLS (each then never authenticated).
+    pub connections: u64,
+    /// Unidirectional streams the node let them open.
+    pub uni_streams: u64,
+    /// Bytes handed to those streams.
+    pub bytes_written: u64,
+    /// Why the node closed each connection that it closed.
+    pub close_reasons: Vec<String>,
+}
+
+/// Zeros to send.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// Unidirectional streams each squatting connection tries to open.
+const SQUAT_STREAMS: usize = 64;
+
+/// Peers that never authenticate and push as much as the node lets them: `n` connections that
+/// complete TLS, start a hello that never ends, and open as many unidirectional streams as the
+/// node allows, writing zeros into each until flow control stops them. A connection the node
+/// closes (its hello timeout) is replaced at once, so there are `n` of them until
+/// [`stop`](Squatters::stop). Runs on its own thread.
+#[derive(Debug)]
+pub struct Squatters {
+    addr: SocketAddr,
+    report: Arc<Mutex<SquatReport>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Squatters {
+    /// Starts `n` against the node at `addr`; returns once each has its first connection up.
+    pub fn start(addr: SocketAddr, n: usize) -> Result<Squatters, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| error(addr, format!("cannot start the squatters' runtime: {e}")))?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let report = Arc::new(Mutex::new(SquatReport::default()));
+        let thread = {
+            let report = report.clone();
+            std::thread::Builder::new()
+                .name("lumen-squatters".into())
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let mut slots = tokio::task::JoinSet::new();
+                        for _ in 0..n {
+                            let (report, stopped, ready) =
+                                (report.clone(), stopped.clone(), ready_tx.clone());
+                            slots.spawn(squat_slot(addr, report, stopped, ready));
+                        }
+                        drop(ready_tx);
+                        while slots.join_next().await.is_some() {}
+                    })
+                })
+                .map_err(|e| error(addr, format!("cannot start the squatters' thread: {e}")))?
+        };
+        let mut squatters = Squatters {
+            addr,
+            report,
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        for _ in 0..n {
+            match ready.recv_timeout(PROBE_TIMEOUT) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    squatters.stop_thread();
+                    return Err(error(addr, "the squatters could not connect in time"));
+                }
+            }
+        }
+        Ok(squatters)
+    }
+
+    /// What they managed so far.
+    pub fn report(&self) -> SquatReport {
+        self.report.lock().clone()
+    }
+
+    /// Closes every connection and stops; what they managed.
+    pub fn stop(mut self) -> SquatReport {
+        self.stop_thread();
+        self.report()
+    }
+
+    fn stop_thread(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::warn!(addr = %self.addr, "the squatters' thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Squatters {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// One squatting connection after another until stopped; the first one's setup is reported on
+/// `ready`.
+async fn squat_slot(
+    addr: SocketAddr,
+    report: Arc<Mutex<SquatReport>>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+    ready: std::sync::mpsc::Sender<Result<(), Error>>,
+) {
+    let mut ready = Some(ready);
+    while !*stopped.borrow() {
+        let (endpoint, conn) = match connect(addr).await {
+            Ok((endpoint, conn, _)) => (endpoint, conn),
+            Err(e) => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(e));
+                    return;
+                }
+                // The node is busy refusing: try again shortly.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        report.lock().connections += 1;
+        // A hello that never ends: two bytes of its length prefix (kept open until the end).
+        let _hello = match conn.open_bi().await {
+            Ok((mut send, recv)) => {
+                let _ = send.write_all(&[0, 0]).await;
+                Some((send, recv))
+            }
+            Err(_) => None,
+        };
+        let mut streams = tokio::task::JoinSet::new();
+        for _ in 0..SQUAT_STREAMS {
+            let (conn, report) = (conn.clone(), report.clone());
+            streams.spawn(async move {
+                let Ok(mut s) = conn.open_uni().await else {
+                    return;
+                };
+                report.lock().uni_streams += 1;
+                while s
+                    .write_chunk(bytes::Bytes::from_static(&ZEROS))
+                    .await
+                    .is_ok()
+                {
+                    report.lock().bytes_written += ZEROS.len() as u64;
+                }
+            });
+        }
+        if let Some(r) = ready.take() {
+            let _ = r.send(Ok(()));
+        }
+        tokio::select! {
+            e = conn.closed() => {
+                report.lock().close_reasons.push(describe_connection_error(&e, None));
+            }
+            _ = stopped.changed() => {}
+        }
+        streams.abort_all();
+        finish(&endpoint, &conn).await;
+    }
+}
