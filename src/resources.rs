@@ -16,9 +16,29 @@ use std::sync::Arc;
 /// Ten-thousandths of a unit: Ray's resource precision.
 const SCALE: i64 = 10_000;
 
-/// A non-negative resource amount with a precision of 0.0001.
+/// A non-negative resource amount with a precision of 0.0001. Decoding one from another
+/// process refuses what [`Amount::parse`] would (negative or too large).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "i64")]
 pub(crate) struct Amount(i64);
+
+/// The largest amount, in ten-thousandths (what [`Amount::parse`] accepts at most).
+const MAX_SCALED: i64 = i64::MAX / 4;
+
+impl TryFrom<i64> for Amount {
+    type Error = String;
+    fn try_from(scaled: i64) -> std::result::Result<Amount, String> {
+        if (0..=MAX_SCALED).contains(&scaled) {
+            Ok(Amount(scaled))
+        } else {
+            Err(format!(
+                "resource amount {} is out of range (amounts are non-negative and at most {})",
+                scaled as f64 / SCALE as f64,
+                MAX_SCALED / SCALE
+            ))
+        }
+    }
+}
 
 impl Amount {
     pub(crate) const ZERO: Amount = Amount(0);
@@ -34,7 +54,7 @@ impl Amount {
             )));
         }
         let scaled = x * SCALE as f64;
-        if scaled > i64::MAX as f64 / 4.0 {
+        if scaled > MAX_SCALED as f64 {
             return Err(Error::invalid(format!("{what} = {x}: amount is too large")));
         }
         let rounded = scaled.round();
@@ -44,6 +64,12 @@ impl Amount {
             )));
         }
         Ok(Amount(rounded as i64))
+    }
+
+    /// Any raw amount, negative ones included: only for [`crate::testing::forge_work`], which
+    /// checks that another process refuses what no honest one sends.
+    pub(crate) fn forged(scaled: i64) -> Amount {
+        Amount(scaled)
     }
 
     /// The sum of two amounts.
@@ -115,9 +141,29 @@ impl fmt::Debug for Resource {
     }
 }
 
-/// A set of resource amounts: sorted by resource, no zero entries.
+/// A set of resource amounts: sorted by resource, no zero entries. Decoding one from another
+/// process checks that (and the custom names) rather than trusting it.
 #[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<(Resource, Amount)>")]
 pub(crate) struct ResourceSet(Vec<(Resource, Amount)>);
+
+impl TryFrom<Vec<(Resource, Amount)>> for ResourceSet {
+    type Error = String;
+    fn try_from(entries: Vec<(Resource, Amount)>) -> std::result::Result<ResourceSet, String> {
+        for (i, (r, a)) in entries.iter().enumerate() {
+            if *a == Amount::ZERO {
+                return Err(format!("resource set names {r:?} with amount 0"));
+            }
+            if let Resource::Custom(name) = r {
+                Resource::custom(name).map_err(|e| e.to_string())?;
+            }
+            if i > 0 && entries[i - 1].0 >= *r {
+                return Err(format!("resource set is not sorted or names {r:?} twice"));
+            }
+        }
+        Ok(ResourceSet(entries))
+    }
+}
 
 impl fmt::Debug for ResourceSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -173,7 +219,7 @@ impl ResourceSet {
     pub(crate) fn add(&mut self, other: &ResourceSet) {
         for (r, a) in other.iter() {
             let cur = self.get(r);
-            self.set(r.clone(), Amount(cur.0 + a.0));
+            self.set(r.clone(), cur.plus(a));
         }
     }
 
@@ -422,6 +468,38 @@ impl NodeResources {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn sets_from_another_process_are_checked_not_trusted() {
+        let decode = |entries: Vec<(Resource, i64)>| {
+            let bytes = rmp_serde::to_vec(&entries).expect("encode");
+            rmp_serde::from_slice::<ResourceSet>(&bytes).map_err(|e| e.to_string())
+        };
+        let cpu = Resource::Cpu;
+        let gpu = Resource::Gpu;
+        assert!(decode(vec![(cpu.clone(), 10_000), (gpu.clone(), 5_000)]).is_ok());
+        let negative = decode(vec![(cpu.clone(), -10_000)]).expect_err("negative");
+        assert!(negative.contains("out of range"), "{negative}");
+        assert!(decode(vec![(cpu.clone(), i64::MAX)]).is_err(), "too large");
+        assert!(decode(vec![(cpu.clone(), 0)]).is_err(), "a zero entry");
+        assert!(
+            decode(vec![(gpu.clone(), 1), (cpu.clone(), 1)]).is_err(),
+            "unsorted"
+        );
+        assert!(
+            decode(vec![(cpu.clone(), 1), (cpu.clone(), 1)]).is_err(),
+            "twice"
+        );
+        let reserved = decode(vec![(Resource::Custom(Arc::from("CPU")), 1)]).expect_err("name");
+        assert!(reserved.contains("predefined"), "{reserved}");
+        // What this process encodes, it decodes.
+        let mine = set(&[("CPU", 1.5), ("GPU", 1.0), ("custom", 0.001)]);
+        let bytes = rmp_serde::to_vec(&mine).expect("encode");
+        assert_eq!(
+            rmp_serde::from_slice::<ResourceSet>(&bytes).expect("decode"),
+            mine
+        );
+    }
 
     fn set(pairs: &[(&str, f64)]) -> ResourceSet {
         let mut s = ResourceSet::new();

@@ -115,3 +115,111 @@ impl Drop for TestCluster {
         }
     }
 }
+
+/// What the GCS answered to [`forge_work`]'s actors.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct ForgedReplies {
+    /// `CreateActor` for a job the cluster does not know.
+    pub actor_of_unknown_job: Result<()>,
+    /// `CreateActor` asking for -1 CPU.
+    pub actor_with_negative_cpu: Result<()>,
+}
+
+/// Sends the head at `gcs`, holding the cluster's `token` (64 hex digits), work that no driver
+/// sends: a task and an actor of one CPU each for a job the cluster does not know, and a task and
+/// an actor asking for -1 CPU. Returns what the GCS answered to the actors (tasks are one-way
+/// messages). For tests that a token holder's malformed-but-decodable requests are refused
+/// without holding resources (`docs/semantics.md`, Security).
+#[doc(hidden)]
+pub fn forge_work(gcs: SocketAddr, token: &str) -> Result<ForgedReplies> {
+    use crate::cluster::builder::Builder;
+    use crate::ids::{ActorId, JobId, ObjectId, TaskId, WorkerId};
+    use crate::placement::SchedulingStrategy;
+    use crate::protocol::gcs::CreateActor;
+    use crate::protocol::raylet::SubmitTask;
+    use crate::protocol::refs::OwnerAddress;
+    use crate::protocol::svc;
+    use crate::protocol::task::{ActorCreation, FunctionRef, TaskKind, TaskSpec};
+    use crate::resources::{Amount, Resource, ResourceSet};
+    use std::sync::Arc;
+
+    let token = crate::transport::Token::parse(token)?;
+    let client = Builder::towards("lumen-forge", 1, gcs, token).build()?;
+    let net = client.net.clone();
+    let owner = OwnerAddress {
+        worker: WorkerId::fresh(),
+        node: NodeId::fresh(),
+        addr: net.addr(),
+    };
+    let spec = |cpu: Amount, actor: bool| {
+        let mut resources = ResourceSet::new();
+        resources.set(Resource::Cpu, cpu);
+        let task_id = TaskId::fresh();
+        let kind = if actor {
+            TaskKind::ActorCreation(Box::new(ActorCreation {
+                actor_id: ActorId::fresh(),
+                lifetime_resources: resources.clone(),
+                max_restarts: 0,
+                max_task_retries: 0,
+                max_concurrency: None,
+                name: None,
+                namespace: "forged".into(),
+                detached: false,
+            }))
+        } else {
+            TaskKind::Normal { is_async: false }
+        };
+        Arc::new(TaskSpec {
+            task_id,
+            job_id: JobId::fresh(),
+            parent: None,
+            function: FunctionRef {
+                id: 1,
+                path: "forged::work".into(),
+            },
+            args: Vec::new(),
+            return_id: ObjectId::for_return(task_id, 0),
+            resources,
+            strategy: SchedulingStrategy::Default,
+            max_retries: 0,
+            retry_exceptions: false,
+            attempt: 0,
+            owner,
+            kind,
+            pinned: Vec::new(),
+        })
+    };
+    let negative = Amount::forged(-10_000);
+    client.block_on(async move {
+        let raylet = net.target::<svc::Raylet>(gcs);
+        raylet.do_send(SubmitTask {
+            spec: spec(Amount::ONE, false),
+            hops: 0,
+        });
+        raylet.do_send(SubmitTask {
+            spec: spec(negative, false),
+            hops: 0,
+        });
+        let gcs = net.target::<svc::Gcs>(gcs);
+        let ask = |spec| {
+            let gcs = gcs.clone();
+            async move {
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    gcs.send(CreateActor {
+                        spec,
+                        get_if_exists: false,
+                    }),
+                )
+                .await
+                .map_err(|_| Error::connection("the head", "no answer within 10 s"))?;
+                answer?.map(|_| ())
+            }
+        };
+        ForgedReplies {
+            actor_of_unknown_job: ask(spec(Amount::ONE, true)).await,
+            actor_with_negative_cpu: ask(spec(negative, true)).await,
+        }
+    })
+}

@@ -58,6 +58,12 @@ impl Isolated {
                 .map_or(0, |d| d.as_nanos())
         ));
         std::fs::create_dir_all(&dir).expect("create the session folder");
+        // A session folder others could write to is refused.
+        std::fs::set_permissions(
+            &dir,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+        )
+        .expect("chmod");
         std::env::set_var("LUMEN_SESSION_DIR", &dir);
         std::env::remove_var("LUMEN_TOKEN");
         std::env::remove_var("LUMEN_ADDRESS");
@@ -300,5 +306,58 @@ fn bad_peers_are_refused_while_the_cluster_keeps_serving() {
     }
     probes.join().expect("the probes");
     still_serving("all probes at once");
+    lumen::shutdown();
+}
+
+/// A token holder's forged work is refused and holds nothing (issue 12: before, a request for a
+/// job the head did not know held its CPU until the node restarted). With the cluster's token,
+/// a task and an actor of one CPU each for a job the cluster does not know, and a task and an
+/// actor asking for -1 CPU: the actors are refused with the reason, every CPU is available
+/// again, and the next real driver runs tasks on all of them.
+#[test]
+fn forged_work_for_an_unknown_job_or_with_negative_amounts_is_refused() {
+    let iso = Isolated::new("forged");
+    let cluster = iso.cluster();
+    let replies = timed("forged work", || {
+        lumen::testing::forge_work(head(cluster), &cluster.token())
+    })
+    .expect("the forged requests reach the head");
+    let unknown = replies
+        .actor_of_unknown_job
+        .expect_err("an actor of a job the cluster does not know must be refused");
+    mentions(
+        "an actor of an unknown job",
+        &unknown.to_string(),
+        &["not running"],
+    );
+    let negative = replies
+        .actor_with_negative_cpu
+        .expect_err("an actor asking for -1 CPU must be refused");
+    mentions(
+        "an actor asking for -1 CPU",
+        &negative.to_string(),
+        &["out of range"],
+    );
+
+    lumen::init_with(cluster.driver_config()).expect("the next driver connects");
+    let deadline = Instant::now() + TASK_LIMIT;
+    let cpus = |m: &std::collections::BTreeMap<String, f64>| m.get("CPU").copied();
+    while cpus(&lumen::available_resources()) != cpus(&lumen::cluster_resources()) {
+        assert!(
+            Instant::now() < deadline,
+            "forged work still holds resources: {:?} of {:?}",
+            lumen::available_resources(),
+            lumen::cluster_resources()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refs: Vec<_> = (0..2).map(double::remote).collect();
+    for (i, r) in refs.iter().enumerate() {
+        assert_eq!(
+            lumen::get_timeout(r, TASK_LIMIT).expect("task"),
+            2 * i as u64
+        );
+    }
+    still_serving("forged work");
     lumen::shutdown();
 }

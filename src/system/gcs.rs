@@ -761,6 +761,14 @@ impl Handler<CreateActor> for Gcs {
         let TaskKind::ActorCreation(creation) = &msg.spec.kind else {
             return Err(Error::invalid("CreateActor needs an actor-creation task"));
         };
+        // Only a running job's actors: one for a job this cluster does not know (forged, or of
+        // a driver that has left) would hold its resources with no one to release them.
+        if !self.jobs.contains_key(&msg.spec.job_id) {
+            return Err(Error::invalid(format!(
+                "actor {} belongs to job {}, which is not running on this cluster",
+                creation.actor_id, msg.spec.job_id
+            )));
+        }
         let name = creation
             .name
             .clone()
