@@ -25,6 +25,7 @@ pub(crate) const ORDER: &[&str] = &[
     "cluster",
     "api",
     "testing",
+    "fuzzing",
     "layers",
 ];
 

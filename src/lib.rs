@@ -85,6 +85,8 @@ pub mod cluster;
 mod config;
 mod context;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 mod invoke;
 #[cfg(test)]

@@ -21,7 +21,8 @@ pub(crate) mod task;
 pub(crate) mod worker;
 
 /// Implements [`Wire`](crate::transport::net::Wire) for each message: its tag and its service,
-/// and lists the tags in `$all` for the uniqueness test.
+/// lists the tags in `$all` for the uniqueness test, and makes `decode_tagged`, which decodes a
+/// message body by its tag as the node does (for the fuzzers).
 macro_rules! wire {
     ($all:ident, $svc:ty: $($ty:ident = $tag:expr),* $(,)?) => {
         $(impl crate::transport::net::Wire for $ty {
@@ -31,6 +32,19 @@ macro_rules! wire {
         /// The tags of this service's messages.
         #[cfg(test)]
         pub(crate) const $all: &[(&str, u16)] = &[$((stringify!($ty), $tag)),*];
+
+        /// Decodes `body` as this service's message with `tag` (dropping it); `None` when no
+        /// message of this service has that tag.
+        pub(crate) fn decode_tagged(tag: u16, body: &[u8]) -> Option<Result<(), String>> {
+            $(if tag == $tag {
+                return Some(
+                    rmp_serde::from_slice::<$ty>(body)
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                );
+            })*
+            None
+        }
     };
 }
 pub(crate) use wire;
@@ -66,6 +80,15 @@ pub(crate) mod svc {
     impl Service for Owner {
         const NAME: &'static str = "object owner";
     }
+}
+
+/// Decodes `body` as the message with `tag`, whichever service takes it (what a node does
+/// with what arrives); `None` for a tag no message has.
+pub(crate) fn decode_tagged(tag: u16, body: &[u8]) -> Option<Result<(), String>> {
+    gcs::decode_tagged(tag, body)
+        .or_else(|| raylet::decode_tagged(tag, body))
+        .or_else(|| worker::decode_tagged(tag, body))
+        .or_else(|| owner::decode_tagged(tag, body))
 }
 
 /// Every message's tag, by service.
