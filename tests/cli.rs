@@ -102,6 +102,52 @@ fn session_processes(dir: &Path) -> Vec<u32> {
     out
 }
 
+/// Makes `dir` with mode 0700 (a session folder others can write to is refused).
+fn private_dir(dir: &Path) {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .expect("create the session folder");
+}
+
+/// Every process whose command line contains `text`, as `(pid, command line)`.
+fn command_lines_containing(text: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if line.contains(text) {
+            out.push((pid, line));
+        }
+    }
+    out
+}
+
+/// Resident and peak resident memory of process `pid`, in KiB (`VmRSS`, `VmHWM`).
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 /// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
 fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -272,7 +318,7 @@ impl Session {
             std::process::id(),
             COUNT.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).expect("create the session folder");
+        private_dir(&dir);
         Session { dir }
     }
 
@@ -830,6 +876,200 @@ fn join_with_wrong_token_fails_fast() {
     assert!(!out.ok(), "a second head must be refused: {out}");
     assert!(out.stderr.contains("already running"), "{out}");
     assert_eq!(session.records().len(), 1);
+
+    // The head logged each refusal, in files only this user can read.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    let logs = session.dir.join("logs");
+    assert_eq!(mode(&logs), 0o700, "{}", logs.display());
+    let logged = wait_until(Duration::from_secs(10), || {
+        std::fs::read_dir(&logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path())
+                    .is_ok_and(|t| t.contains("refused a connection") && t.contains("token"))
+            })
+    });
+    assert!(logged, "no refusal in the head's log:\n{}", session.logs());
+    for e in std::fs::read_dir(&logs).expect("logs").flatten() {
+        assert_eq!(mode(&e.path()), 0o600, "{}", e.path().display());
+    }
+}
+
+/// The token is on no command line `ps` shows while a cluster runs: not the node's, though it
+/// was started with `--token` (the node process gets it in its environment, which only its user
+/// can read), not the worker processes', not the driver's.
+#[test]
+fn the_token_is_on_no_command_line() {
+    let session = Session::new("ps");
+    let head = session.start_head(&["--num-cpus", "1"]);
+    let node = session.join(&head.gcs, &["--num-cpus", "1", "--token", &head.token]);
+    assert_eq!(
+        node.token, head.token,
+        "the node runs with the token it was given"
+    );
+    let out = session.lumen(&["start", "--head", "--port", "0"]);
+    assert!(!out.ok(), "{out}");
+    let out = session.lumen(&["status"]).expect_ok("lumen status");
+    assert!(out.stdout.contains(&node.node_id), "{out}");
+
+    let _driver = Driver::connect(&session, &head.gcs, &head.token);
+    // Work on both nodes, so that each has a worker process while the command lines are read.
+    let refs: Vec<_> = (0..4u64).map(where_am_i::remote).collect();
+    let mut pids = BTreeSet::new();
+    for r in &refs {
+        let (_, _, pid) = lumen::get_timeout(r, TASK_LIMIT)
+            .unwrap_or_else(|e| panic!("task: {e}\n{}", session.logs()));
+        pids.insert(pid);
+    }
+    assert!(
+        pids.iter().all(|p| running(*p)),
+        "workers stay up between tasks"
+    );
+    let shown = command_lines_containing(&head.token);
+    assert!(
+        shown.is_empty(),
+        "the token shows on command lines: {shown:?}"
+    );
+    let nodes = command_lines_containing("__node");
+    assert!(
+        nodes
+            .iter()
+            .filter(|(p, _)| *p == node.pid || *p == head.pid)
+            .count()
+            == 2,
+        "both node processes are there to be read: {nodes:?}"
+    );
+}
+
+/// A session folder that is a symbolic link, that other users can write to, or (run as root,
+/// where the test can make one) that belongs to another user is refused by every command, with
+/// a message that says why and what to do; nothing is started from it.
+#[test]
+fn a_session_folder_of_another_user_or_a_link_is_refused() {
+    let base = Session::new("refused");
+    let real = base.dir.join("real");
+    private_dir(&real);
+    let link = base.dir.join("link");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let open = base.dir.join("open");
+    private_dir(&open);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let mut cases = vec![(link, "symbolic link"), (open, "other users can write")];
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let theirs = base.dir.join("theirs");
+        private_dir(&theirs);
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+        cases.push((theirs, "belongs to user 65534"));
+    }
+    for (dir, why) in cases {
+        for args in [
+            &["start", "--head", "--port", "0"][..],
+            &["stop"],
+            &["status"],
+        ] {
+            let mut cmd = base.command(LUMEN);
+            cmd.env("LUMEN_SESSION_DIR", &dir).args(args);
+            let out = run_bounded(cmd, COMMAND_LIMIT);
+            assert!(!out.ok(), "lumen {args:?} with {}: {out}", dir.display());
+            assert!(
+                out.stderr.contains(why) && out.stderr.contains("LUMEN_SESSION_DIR"),
+                "lumen {args:?} with {}: {out}",
+                dir.display()
+            );
+        }
+        assert!(
+            !dir.join("nodes").exists() && !real.join("nodes").exists(),
+            "nothing was started from {}",
+            dir.display()
+        );
+    }
+}
+
+/// Records planted in the session folder are never believed: a pid of 1, one that is -1 or
+/// another negative number as a `pid_t` (`kill(-1)` signals every process), or a live process
+/// that is not a lumen node. `lumen stop` signals none of them, `lumen status` connects to
+/// none of their addresses, and the bogus records are removed.
+#[test]
+fn planted_node_records_are_never_signalled() {
+    let session = Session::new("planted");
+    let nodes = session.dir.join("nodes");
+    private_dir(&nodes);
+    let mut bystander = Command::new("sleep")
+        .arg("120")
+        .spawn()
+        .expect("start a process that is not a lumen node");
+    let pids = [1u32, u32::MAX, 4_294_939_918, bystander.id()];
+    for pid in pids {
+        let record = serde_json::json!({
+            "pid": pid, "address": "127.0.0.1:9", "head": true, "gcs": "127.0.0.1:9",
+            "token": "0".repeat(64), "node_id": "0".repeat(32), "fingerprint": "",
+        });
+        std::fs::write(nodes.join(format!("{pid}.json")), record.to_string()).expect("plant");
+    }
+    let out = session.lumen(&["stop"]).expect_ok("lumen stop");
+    assert!(out.stdout.contains("No lumen nodes are running"), "{out}");
+    assert!(
+        bystander.try_wait().expect("poll the bystander").is_none(),
+        "a process named by a planted record was signalled"
+    );
+    let out = session.lumen(&["status"]);
+    assert!(!out.ok() && out.stderr.contains("no cluster"), "{out}");
+    let left: Vec<_> = std::fs::read_dir(&nodes)
+        .expect("nodes")
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "bogus records are removed: {left:?}");
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
+
+/// Sixteen connections that never authenticate, each pushing all the node will take (the
+/// audit's attack: before, each could fill 64 MiB of receive window for the whole hello
+/// timeout), cost the node less than 32 MiB, and a real driver is served while they are there.
+/// The node's memory is sampled from when they connect until the node has closed each of them
+/// for its silence (a full hello timeout of pushing).
+#[test]
+fn unauthenticated_connections_cost_the_node_little_and_a_driver_is_served() {
+    let session = Session::new("squat");
+    let head = session.start_head(&["--num-cpus", "1"]);
+    let addr: std::net::SocketAddr = head.address.parse().expect("the head's address");
+    let _driver = Driver::connect(&session, &head.gcs, &head.token);
+    // The job's executable is uploaded and its worker started before the baseline.
+    for i in 0..2 {
+        lumen::get_timeout(&where_am_i::remote(i), TASK_LIMIT)
+            .unwrap_or_else(|e| panic!("task: {e}\n{}", session.logs()));
+    }
+    let (baseline, _) = memory_kib(head.pid);
+    let squatters = lumen::__probe::Squatters::start(addr, 16).expect("squatters");
+    let mut peak = baseline;
+    let mut served = 0;
+    let done = wait_until(Duration::from_secs(60), || {
+        let (i, _, _) = lumen::get_timeout(&where_am_i::remote(100 + served), TASK_LIMIT)
+            .unwrap_or_else(|e| panic!("a task while squatted: {e}\n{}", session.logs()));
+        assert_eq!(i, 100 + served);
+        served += 1;
+        peak = peak.max(memory_kib(head.pid).0);
+        squatters.report().close_reasons.len() >= 16
+    });
+    let report = squatters.stop();
+    assert!(
+        done,
+        "the node never closed the silent connections: {report:?}"
+    );
+    assert!(served > 0 && report.connections >= 16, "{report:?}");
+    assert_eq!(
+        report.uni_streams, 0,
+        "no stream opens before the hello: {report:?}"
+    );
+    assert!(
+        peak < baseline + 32 * 1024,
+        "the node grew from {baseline} KiB to {peak} KiB under {report:?}"
+    );
 }
 
 /// With nothing running: `lumen status` and `lumen list` say so, `lumen stop` is a no-op.

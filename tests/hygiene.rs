@@ -159,6 +159,12 @@ impl NodeSession {
             Instant::now().elapsed().as_nanos()
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        // A session folder others could write to is refused.
+        std::fs::set_permissions(
+            &dir,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+        )
+        .expect("chmod");
         NodeSession { dir }
     }
 

@@ -43,6 +43,8 @@ struct StartArgs {
     #[arg(long)]
     host: Option<IpAddr>,
     /// The cluster token (default: LUMEN_TOKEN, else found locally; the head makes one).
+    /// Prefer LUMEN_TOKEN: a command line is visible to every user of the machine (`ps`); the
+    /// node process itself never gets the token in its arguments.
     #[arg(long)]
     token: Option<String>,
     /// Logical CPUs of this node (default: the machine's cores).
@@ -93,7 +95,8 @@ enum Cmd {
         /// The cluster (default: LUMEN_ADDRESS, else the head on this machine).
         #[arg(long)]
         address: Option<String>,
-        /// The cluster token (default: LUMEN_TOKEN, else found locally).
+        /// The cluster token (default: LUMEN_TOKEN, else found locally). Prefer LUMEN_TOKEN:
+        /// a command line is visible to every user of the machine while it runs.
         #[arg(long)]
         token: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -103,8 +106,10 @@ enum Cmd {
     List {
         #[arg(value_enum)]
         what: ListWhat,
+        /// The cluster (default: LUMEN_ADDRESS, else the head on this machine).
         #[arg(long)]
         address: Option<String>,
+        /// The cluster token (default: LUMEN_TOKEN, else found locally). Prefer LUMEN_TOKEN.
         #[arg(long)]
         token: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -184,12 +189,71 @@ fn node_options(args: &StartArgs) -> Result<NodeOptions> {
     Ok(options)
 }
 
-fn log_dir() -> PathBuf {
-    session::user_dir().join("logs")
+/// How `lumen start` hands a `--token` to the node process it starts: in the environment, which
+/// only the same user can read (`/proc/<pid>/environ` is 0400), never in the arguments, which
+/// every user can (`ps`).
+const NODE_TOKEN_ENV: &str = "LUMEN_NODE_TOKEN";
+
+/// `args` without `--token VALUE` and `--token=VALUE`.
+fn without_token(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        if a == "--token" {
+            args.next();
+        } else if !a.starts_with("--token=") {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The session's log folder (0700, checked like the session folder).
+fn log_dir() -> Result<PathBuf> {
+    Ok(session::session_subdir("logs")?)
+}
+
+/// Days of node log a node keeps (one file a day, older ones deleted).
+const LOG_DAYS: usize = 7;
+
+/// The name of the log a node with process id `pid` writes, before its date.
+fn log_prefix(pid: u32) -> String {
+    format!("node-{pid}")
+}
+
+/// Sends this process's `tracing` events to `logs/node-<pid>.<date>.log` (a new file each day,
+/// [`LOG_DAYS`] kept), or to stderr for a node in the foreground; the level comes from
+/// `LUMEN_LOG` (default `info`). Every file this process makes is its user's only (umask 077):
+/// logs name peers and refusals. The guard flushes the log when dropped.
+fn install_log(foreground: bool) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LUMEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    if foreground {
+        let _ = builder.with_writer(std::io::stderr).try_init();
+        return Ok(None);
+    }
+    let file = tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix(log_prefix(std::process::id()))
+        .filename_suffix("log")
+        .max_log_files(LOG_DAYS)
+        .build(log_dir()?)
+        .context("cannot open the node's log")?;
+    let (writer, guard) = tracing_appender::non_blocking(file);
+    let _ = builder.with_writer(writer).try_init();
+    Ok(Some(guard))
 }
 
 /// Runs a node in this process until SIGTERM or SIGINT.
 fn run_node(args: &StartArgs) -> Result<()> {
+    let _log = install_log(args.block)?;
     // Block the stop signals in every thread (they inherit this mask); this thread waits for them.
     // SAFETY: plain libc signal-mask calls on a zeroed, initialized sigset.
     let set = unsafe {
@@ -241,24 +305,30 @@ fn start(args: StartArgs) -> Result<()> {
             );
         }
     }
-    std::fs::create_dir_all(log_dir()).context("cannot create the session folder")?;
-    let log_path = log_dir().join(format!(
-        "node-{}.log",
+    // What the node prints (panics, anything not logged); its log proper is `node-<pid>.*.log`.
+    let log_path = log_dir()?.join(format!(
+        "node-{}.out",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis())
     ));
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?
+    };
     let exe = std::env::current_exe().context("cannot find the lumen executable")?;
     let mut cmd = Command::new(exe);
-    cmd.arg("__node").args(std::env::args().skip(2));
-    if options.token.is_none() && !args.head {
-        // Resolve the token now so the daemon needs no session lookup of its own.
-        if let Ok(t) = std::env::var("LUMEN_TOKEN") {
-            cmd.env("LUMEN_TOKEN", t);
-        }
-    }
+    cmd.arg("__node")
+        .args(without_token(std::env::args().skip(2)));
+    match &options.token {
+        Some(t) => cmd.env(NODE_TOKEN_ENV, t),
+        None => cmd.env_remove(NODE_TOKEN_ENV),
+    };
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -310,8 +380,8 @@ fn start(args: StartArgs) -> Result<()> {
         println!();
         println!("To add a node to this cluster, on another machine run:");
         println!(
-            "    lumen start --address {} --token {}",
-            record.gcs, record.token
+            "    LUMEN_TOKEN={} lumen start --address {}",
+            record.token, record.gcs
         );
         println!(
             "(on this machine the token is found automatically: lumen start --address {})",
@@ -332,29 +402,38 @@ fn start(args: StartArgs) -> Result<()> {
             record.node_id, record.address, record.gcs
         );
     }
-    println!("Log: {}", log_path.display());
+    println!(
+        "Log: {} (what it printed: {})",
+        log_dir()?
+            .join(format!("{}.<date>.log", log_prefix(pid)))
+            .display(),
+        log_path.display()
+    );
     Ok(())
 }
 
 fn stop(grace: u64) -> Result<()> {
-    let nodes = session::nodes();
+    let nodes = session::try_nodes()?;
     if nodes.is_empty() {
         println!("No lumen nodes are running on this machine.");
         return Ok(());
     }
     for n in &nodes {
-        // SAFETY: signalling a process we recorded; a stale pid was filtered out above.
-        unsafe {
-            libc::kill(n.pid as libc::pid_t, libc::SIGTERM);
+        // Checked again right before the signal: the record's process may have gone since.
+        if session::is_lumen_node(n.pid) {
+            // SAFETY: kill(2) on a running lumen node (a pid in 2..=i32::MAX, see is_lumen_node).
+            unsafe {
+                libc::kill(n.pid as libc::pid_t, libc::SIGTERM);
+            }
         }
     }
     let deadline = Instant::now() + Duration::from_secs(grace);
     let mut killed = 0;
     for n in &nodes {
-        while session::process_alive(n.pid) && Instant::now() < deadline {
+        while session::is_lumen_node(n.pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        if session::process_alive(n.pid) {
+        if session::is_lumen_node(n.pid) {
             // SAFETY: as above.
             unsafe {
                 libc::kill(n.pid as libc::pid_t, libc::SIGKILL);
@@ -386,9 +465,21 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // What the session folder says is trusted below: refuse one that is not safe (another
+    // user's, a link, writable by others) before anything reads it.
+    if !matches!(cli.command, Cmd::Node(_)) {
+        session::try_nodes()?;
+    }
     match cli.command {
         Cmd::Start(args) => start(args),
-        Cmd::Node(args) => run_node(&args),
+        Cmd::Node(mut args) => {
+            if args.token.is_none() {
+                args.token = std::env::var(NODE_TOKEN_ENV).ok();
+            }
+            // Not passed on to anything this node starts (its workers get the token their way).
+            std::env::remove_var(NODE_TOKEN_ENV);
+            run_node(&args)
+        }
         Cmd::Stop { grace } => stop(grace),
         Cmd::Status {
             address,
@@ -495,5 +586,25 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_taken_out_of_the_node_arguments() {
+        let args = [
+            "--address",
+            "a:1",
+            "--token",
+            "t0k",
+            "--num-cpus",
+            "2",
+            "--token=x",
+        ];
+        let kept = without_token(args.iter().map(|s| s.to_string()));
+        assert_eq!(kept, ["--address", "a:1", "--num-cpus", "2"]);
     }
 }

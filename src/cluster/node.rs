@@ -94,12 +94,13 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// Where job executables are cached: `$LUMEN_CACHE_DIR`, else `bin` in the session folder.
-fn cache_dir() -> std::path::PathBuf {
+/// Where job executables are cached: `$LUMEN_CACHE_DIR`, else `bin` in the session folder
+/// (checked: another user's folder is refused).
+fn cache_dir() -> Result<std::path::PathBuf> {
     if let Some(d) = std::env::var_os("LUMEN_CACHE_DIR") {
-        return std::path::PathBuf::from(d);
+        return Ok(std::path::PathBuf::from(d));
     }
-    session::user_dir().join("bin")
+    session::session_subdir("bin")
 }
 
 impl Node {
@@ -122,7 +123,7 @@ impl Node {
             (Some(g), false) => Some(resolve_address(g)?),
             (None, false) => return Err(Error::invalid("a joining node needs the head's address")),
         };
-        let binaries = BinaryCache::open(cache_dir())?;
+        let binaries = BinaryCache::open(cache_dir()?)?;
         let node_id = NodeId::fresh();
         // The node's event loop only moves messages (the GCS and raylet run on their own
         // threads): one thread per four cores, so that on small machines it does not compete

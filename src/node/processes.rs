@@ -311,7 +311,8 @@ async fn spawn_worker(
             "job {job} registered no executable, so this node cannot run its code"
         ))
     })?;
-    let path: PathBuf = if settings.binaries.has(&exe.hash) {
+    // Checked against its hash before every start: the file on disk may have been changed.
+    let path: PathBuf = if settings.binaries.verified(&exe.hash) {
         settings.binaries.path(&exe.hash)
     } else {
         let data = gcs

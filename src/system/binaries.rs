@@ -53,6 +53,26 @@ impl BinaryCache {
         valid_hash(hash) && self.path(hash).is_file()
     }
 
+    /// Whether the cached executable is there and its content still has this hash. One that
+    /// does not (changed on disk since it was stored) is deleted, so that it is fetched again:
+    /// a node runs only what the driver uploaded.
+    pub(crate) fn verified(&self, hash: &str) -> bool {
+        if !self.has(hash) {
+            return false;
+        }
+        let path = self.path(hash);
+        let ok =
+            std::fs::read(&path).is_ok_and(|data| blake3::hash(&data).to_hex().as_str() == hash);
+        if !ok {
+            tracing::warn!(
+                path = %path.display(),
+                "a cached executable does not match its hash; deleting it and fetching it again"
+            );
+            let _ = std::fs::remove_file(&path);
+        }
+        ok
+    }
+
     /// Stores an executable after checking that its content has this hash.
     pub(crate) fn put(&self, hash: &str, data: &[u8]) -> Result<(), Error> {
         if !valid_hash(hash) {
@@ -66,7 +86,7 @@ impl BinaryCache {
                 "uploaded executable does not match its hash: announced {hash}, content {actual}"
             )));
         }
-        if self.has(hash) {
+        if self.verified(hash) {
             return Ok(());
         }
         // Write under a temporary name, then rename: a reader never sees a partial file.
@@ -170,6 +190,23 @@ mod tests {
         let kept = hashes.iter().filter(|h| cache.has(h)).count();
         assert!(kept <= KEEP, "{kept} kept");
         assert!(cache.has(hashes.last().unwrap()));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_tampered_cached_executable_is_not_used() {
+        let dir = std::env::temp_dir().join(format!("lumen-bin-tamper-{}", std::process::id()));
+        let cache = BinaryCache::open(&dir).expect("cache");
+        let data = b"#!/bin/sh\necho the driver's code\n";
+        let hash = blake3::hash(data).to_hex().to_string();
+        cache.put(&hash, data).expect("store");
+        assert!(cache.verified(&hash));
+        std::fs::write(cache.path(&hash), b"#!/bin/sh\necho planted\n").expect("tamper");
+        assert!(!cache.verified(&hash), "a changed file must not pass");
+        assert!(!cache.has(&hash), "and it is deleted, to be fetched again");
+        // Storing it again (what a node does next) brings back the real content.
+        cache.put(&hash, data).expect("store again");
+        assert!(cache.verified(&hash));
         let _ = std::fs::remove_dir_all(dir);
     }
 }
