@@ -62,6 +62,16 @@ fn exe_of(pid: u32) -> Option<String> {
     Some(text.trim_end_matches(" (deleted)").to_string())
 }
 
+/// The pid of every process in `/proc`.
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
 /// Every running process of the session in `dir`: the worker processes (started from the
 /// session's binary cache) and the `lumen` daemons started with this session folder.
 fn session_processes(dir: &Path) -> Vec<u32> {
@@ -70,18 +80,8 @@ fn session_processes(dir: &Path) -> Vec<u32> {
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|_| LUMEN.to_string());
     let marker = format!("LUMEN_SESSION_DIR={dir_text}");
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in all_pids() {
         if pid == std::process::id() || !running(pid) {
             continue;
         }
@@ -115,14 +115,7 @@ fn private_dir(dir: &Path) {
 /// Every process whose command line contains `text`, as `(pid, command line)`.
 fn command_lines_containing(text: &str) -> Vec<(u32, String)> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in all_pids() {
         let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
