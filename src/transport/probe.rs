@@ -49,6 +49,23 @@ pub(crate) fn run<T>(
     })
 }
 
+/// Runs `work` to completion on a thread named `name` with a single-threaded runtime of its
+/// own (what the probes that outlive one call run on); errors name `addr`.
+fn on_own_thread(
+    addr: SocketAddr,
+    name: &str,
+    work: impl Future<Output = ()> + Send + 'static,
+) -> Result<JoinHandle<()>, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| error(addr, format!("cannot start {name}'s runtime: {e}")))?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || runtime.block_on(work))
+        .map_err(|e| error(addr, format!("cannot start {name}'s thread: {e}")))
+}
+
 /// A client endpoint and a TLS-level connection to `addr` (no lumen handshake yet), with the
 /// fingerprint of the certificate the node presented.
 pub(crate) async fn connect(
@@ -260,33 +277,24 @@ impl DeafPeer {
     pub fn start(token_hex: &str) -> Result<DeafPeer, Error> {
         let token = Token::parse(token_hex)?;
         let local: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| error(local, format!("cannot start the deaf peer's runtime: {e}")))?;
         let (stop, stopped) = oneshot::channel();
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let closes = Arc::new(Mutex::new(Vec::new()));
         let thread = {
             let closes = closes.clone();
-            std::thread::Builder::new()
-                .name("lumen-deaf-peer".into())
-                .spawn(move || {
-                    runtime.block_on(async move {
-                        match deaf_endpoint(local) {
-                            Ok((endpoint, fingerprint)) => {
-                                let _ = ready_tx.send(endpoint.local_addr().map_err(|e| {
-                                    error(local, format!("cannot read the bound address: {e}"))
-                                }));
-                                serve_deaf(endpoint, token, fingerprint, closes, stopped).await
-                            }
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e));
-                            }
-                        }
-                    })
-                })
-                .map_err(|e| error(local, format!("cannot start the deaf peer's thread: {e}")))?
+            on_own_thread(local, "lumen-deaf-peer", async move {
+                match deaf_endpoint(local) {
+                    Ok((endpoint, fingerprint)) => {
+                        let _ = ready_tx.send(endpoint.local_addr().map_err(|e| {
+                            error(local, format!("cannot read the bound address: {e}"))
+                        }));
+                        serve_deaf(endpoint, token, fingerprint, closes, stopped).await
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })?
         };
         let addr = match ready.recv() {
             Ok(Ok(addr)) => addr,
@@ -417,30 +425,21 @@ pub struct Squatters {
 impl Squatters {
     /// Starts `n` against the node at `addr`; returns once each has its first connection up.
     pub fn start(addr: SocketAddr, n: usize) -> Result<Squatters, Error> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| error(addr, format!("cannot start the squatters' runtime: {e}")))?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let report = Arc::new(Mutex::new(SquatReport::default()));
         let thread = {
             let report = report.clone();
-            std::thread::Builder::new()
-                .name("lumen-squatters".into())
-                .spawn(move || {
-                    runtime.block_on(async move {
-                        let mut slots = tokio::task::JoinSet::new();
-                        for _ in 0..n {
-                            let (report, stopped, ready) =
-                                (report.clone(), stopped.clone(), ready_tx.clone());
-                            slots.spawn(squat_slot(addr, report, stopped, ready));
-                        }
-                        drop(ready_tx);
-                        while slots.join_next().await.is_some() {}
-                    })
-                })
-                .map_err(|e| error(addr, format!("cannot start the squatters' thread: {e}")))?
+            on_own_thread(addr, "lumen-squatters", async move {
+                let mut slots = tokio::task::JoinSet::new();
+                for _ in 0..n {
+                    let (report, stopped, ready) =
+                        (report.clone(), stopped.clone(), ready_tx.clone());
+                    slots.spawn(squat_slot(addr, report, stopped, ready));
+                }
+                drop(ready_tx);
+                while slots.join_next().await.is_some() {}
+            })?
         };
         let mut squatters = Squatters {
             addr,
