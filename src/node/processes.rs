@@ -312,7 +312,7 @@ async fn spawn_worker(
         ))
     })?;
     // Checked against its hash before every start: the file on disk may have been changed.
-    let path: PathBuf = if settings.binaries.verified(&exe.hash) {
+    let path: PathBuf = if settings.binaries.verified(&exe.hash)? {
         settings.binaries.path(&exe.hash)
     } else {
         let data = gcs

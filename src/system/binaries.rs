@@ -55,22 +55,33 @@ impl BinaryCache {
 
     /// Whether the cached executable is there and its content still has this hash. One that
     /// does not (changed on disk since it was stored) is deleted, so that it is fetched again:
-    /// a node runs only what the driver uploaded.
-    pub(crate) fn verified(&self, hash: &str) -> bool {
+    /// a node runs only what the driver uploaded. A file that cannot be read (no file
+    /// descriptor left, no permission) is an error and is left alone: only a file whose content
+    /// is known to differ is deleted.
+    pub(crate) fn verified(&self, hash: &str) -> Result<bool, Error> {
         if !self.has(hash) {
-            return false;
+            return Ok(false);
         }
         let path = self.path(hash);
-        let ok =
-            std::fs::read(&path).is_ok_and(|data| blake3::hash(&data).to_hex().as_str() == hash);
-        if !ok {
-            tracing::warn!(
-                path = %path.display(),
-                "a cached executable does not match its hash; deleting it and fetching it again"
-            );
-            let _ = std::fs::remove_file(&path);
+        let content = std::fs::File::open(&path).and_then(|f| {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_reader(f)?;
+            Ok(hasher.finalize())
+        });
+        let content = match content {
+            Ok(content) => content,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_error("cannot read", &path, e)),
+        };
+        if content.to_hex().as_str() == hash {
+            return Ok(true);
         }
-        ok
+        tracing::warn!(
+            path = %path.display(),
+            "a cached executable does not match its hash; deleting it and fetching it again"
+        );
+        let _ = std::fs::remove_file(&path);
+        Ok(false)
     }
 
     /// Stores an executable after checking that its content has this hash.
@@ -86,7 +97,7 @@ impl BinaryCache {
                 "uploaded executable does not match its hash: announced {hash}, content {actual}"
             )));
         }
-        if self.verified(hash) {
+        if self.verified(hash)? {
             return Ok(());
         }
         // Write under a temporary name, then rename: a reader never sees a partial file.
@@ -200,13 +211,36 @@ mod tests {
         let data = b"#!/bin/sh\necho the driver's code\n";
         let hash = blake3::hash(data).to_hex().to_string();
         cache.put(&hash, data).expect("store");
-        assert!(cache.verified(&hash));
+        assert!(cache.verified(&hash).expect("readable"));
         std::fs::write(cache.path(&hash), b"#!/bin/sh\necho planted\n").expect("tamper");
-        assert!(!cache.verified(&hash), "a changed file must not pass");
+        assert!(
+            !cache.verified(&hash).expect("readable"),
+            "a changed file must not pass"
+        );
         assert!(!cache.has(&hash), "and it is deleted, to be fetched again");
         // Storing it again (what a node does next) brings back the real content.
         cache.put(&hash, data).expect("store again");
-        assert!(cache.verified(&hash));
+        assert!(cache.verified(&hash).expect("readable"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn an_unreadable_cached_executable_is_an_error_and_is_kept() {
+        let dir = std::env::temp_dir().join(format!("lumen-bin-unread-{}", std::process::id()));
+        let cache = BinaryCache::open(&dir).expect("cache");
+        let hash = blake3::hash(b"anything").to_hex().to_string();
+        // A file that opens but fails to read, for root too: reading address 0 of this
+        // process's memory is an I/O error.
+        std::os::unix::fs::symlink("/proc/self/mem", cache.path(&hash)).expect("link");
+        let e = cache
+            .verified(&hash)
+            .expect_err("an unreadable file is not verified");
+        assert!(e.to_string().contains("cannot read"), "{e}");
+        assert!(
+            cache.has(&hash),
+            "a file that could not be read is not deleted"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }
