@@ -10,9 +10,10 @@
 //!
 //! The pool starts with a thread per core and adds one whenever queued work has waited for
 //! [`STALL`] while every thread was busy and none finished anything (calls that block, or
-//! long ones), up to
-//! [`MAX_THREADS`]; threads beyond one per core end after [`IDLE_KEEP`] idle. A thread the system refuses to create is
-//! reported with the limit that refused it; the threads already there go on serving.
+//! long ones), up to [`MAX_THREADS`]. New work goes to the thread that went idle last, so
+//! that when fewer threads are needed the others stay idle: threads beyond one per core end
+//! after [`IDLE_KEEP`] idle. A thread the system refuses to create is reported with the limit
+//! that refused it; the threads already there go on serving.
 //!
 //! Besides actors, the pool runs one-off jobs ([`ThreadPool::spawn`]): the calls of a threaded
 //! actor's concurrency groups.
@@ -315,13 +316,28 @@ fn start_at<A: Actor<Context = PooledContext<A>> + Send>(act: A, home: Home) -> 
     addr
 }
 
+/// An idle pool thread, waiting to be handed work.
+struct Sleeper {
+    /// Set (under the pool's lock) by the one who takes it off the idle stack.
+    woken: AtomicBool,
+    thread: std::thread::Thread,
+}
+
+/// What the pool's lock guards.
+struct Shared {
+    /// Work waiting for a thread, with when it was queued (microseconds since `epoch`).
+    queue: VecDeque<(u64, Arc<dyn Runnable>)>,
+    /// Idle threads, the most recently idle last: new work goes to the thread that went idle
+    /// last (its caches are warm, and the ones below it stay idle long enough to end).
+    idle: Vec<Arc<Sleeper>>,
+}
+
 /// The threads pooled actors and jobs run on.
 pub(crate) struct ThreadPool {
-    /// Work waiting for a thread, with when it was queued (microseconds since `epoch`).
-    queue: Mutex<VecDeque<(u64, Arc<dyn Runnable>)>>,
-    ready: Condvar,
+    shared: Mutex<Shared>,
     threads: AtomicUsize,
-    idle: AtomicUsize,
+    /// How long a thread beyond the ones kept stays idle before it ends.
+    idle_keep: Duration,
     /// Work items finished, by all threads (the watchdog's sign of progress).
     finished: AtomicUsize,
     epoch: Instant,
@@ -339,29 +355,35 @@ impl ThreadPool {
     /// The process's pool.
     pub(crate) fn shared() -> &'static ThreadPool {
         static POOL: OnceLock<&'static ThreadPool> = OnceLock::new();
-        POOL.get_or_init(|| {
-            let pool: &'static ThreadPool = Box::leak(Box::new(ThreadPool {
-                queue: Mutex::new(VecDeque::new()),
-                ready: Condvar::new(),
-                threads: AtomicUsize::new(0),
-                idle: AtomicUsize::new(0),
-                finished: AtomicUsize::new(0),
-                epoch: Instant::now(),
-                watch: Condvar::new(),
-                watch_lock: Mutex::new(()),
-            }));
-            for _ in 0..min_threads() {
-                pool.add_thread();
-            }
-            let spawned = std::thread::Builder::new()
-                .name("lumen-pool-watch".into())
-                .spawn(move || pool.watchdog());
-            if let Err(e) = spawned {
-                tracing::error!(error = %crate::error::describe_io(&e),
-                    "cannot start the actor pool's watchdog: the pool will not grow");
-            }
-            pool
-        })
+        POOL.get_or_init(|| ThreadPool::start(IDLE_KEEP))
+    }
+
+    /// Starts a pool (it lives as long as the process) whose extra threads end after
+    /// `idle_keep` idle.
+    fn start(idle_keep: Duration) -> &'static ThreadPool {
+        let pool: &'static ThreadPool = Box::leak(Box::new(ThreadPool {
+            shared: Mutex::new(Shared {
+                queue: VecDeque::new(),
+                idle: Vec::new(),
+            }),
+            threads: AtomicUsize::new(0),
+            idle_keep,
+            finished: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            watch: Condvar::new(),
+            watch_lock: Mutex::new(()),
+        }));
+        for _ in 0..min_threads() {
+            pool.add_thread();
+        }
+        let spawned = std::thread::Builder::new()
+            .name("lumen-pool-watch".into())
+            .spawn(move || pool.watchdog());
+        if let Err(e) = spawned {
+            tracing::error!(error = %crate::error::describe_io(&e),
+                "cannot start the actor pool's watchdog: the pool will not grow");
+        }
+        pool
     }
 
     fn now(&self) -> u64 {
@@ -375,12 +397,18 @@ impl ThreadPool {
 
     fn push(&'static self, work: Arc<dyn Runnable>) {
         let now = self.now();
-        let was_empty = {
-            let mut q = self.queue.lock();
-            q.push_back((now, work));
-            q.len() == 1
+        let (was_empty, sleeper) = {
+            let mut shared = self.shared.lock();
+            shared.queue.push_back((now, work));
+            let sleeper = shared.idle.pop();
+            if let Some(s) = &sleeper {
+                s.woken.store(true, Ordering::Release);
+            }
+            (shared.queue.len() == 1, sleeper)
         };
-        self.ready.notify_one();
+        if let Some(s) = sleeper {
+            s.thread.unpark();
+        }
         if was_empty {
             self.watch.notify_one();
         }
@@ -415,27 +443,53 @@ impl ThreadPool {
     }
 
     fn serve(&'static self) {
+        let me = Arc::new(Sleeper {
+            woken: AtomicBool::new(false),
+            thread: std::thread::current(),
+        });
         loop {
-            let work = {
-                let mut q = self.queue.lock();
-                loop {
-                    if let Some((_, w)) = q.pop_front() {
-                        break Some(w);
-                    }
-                    self.idle.fetch_add(1, Ordering::AcqRel);
-                    let timed_out = self.ready.wait_for(&mut q, IDLE_KEEP).timed_out();
-                    self.idle.fetch_sub(1, Ordering::AcqRel);
-                    if timed_out && q.is_empty() && self.threads() > min_threads() {
-                        break None;
-                    }
-                }
-            };
-            let Some(work) = work else {
-                self.threads.fetch_sub(1, Ordering::AcqRel);
+            let Some(work) = self.next(&me) else {
                 return;
             };
             work.run(self);
             self.finished.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The next work for the thread `me`, sleeping on the idle stack while there is none;
+    /// `None`: the thread has been idle for `idle_keep` and the pool has more than it keeps,
+    /// so the thread ends (counted out under the lock, so that threads ending together never
+    /// take the pool below what it keeps).
+    fn next(&self, me: &Arc<Sleeper>) -> Option<Arc<dyn Runnable>> {
+        loop {
+            let deadline = {
+                let mut shared = self.shared.lock();
+                if let Some((_, work)) = shared.queue.pop_front() {
+                    return Some(work);
+                }
+                me.woken.store(false, Ordering::Relaxed);
+                shared.idle.push(me.clone());
+                Instant::now() + self.idle_keep
+            };
+            loop {
+                if me.woken.load(Ordering::Acquire) {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    let mut shared = self.shared.lock();
+                    if me.woken.load(Ordering::Acquire) {
+                        break;
+                    }
+                    shared.idle.retain(|s| !Arc::ptr_eq(s, me));
+                    if shared.queue.is_empty() && self.threads() > min_threads() {
+                        self.threads.fetch_sub(1, Ordering::AcqRel);
+                        return None;
+                    }
+                    break;
+                }
+                std::thread::park_timeout(deadline - now);
+            }
         }
     }
 
@@ -447,7 +501,7 @@ impl ThreadPool {
     fn watchdog(&'static self) {
         let mut guard = self.watch_lock.lock();
         loop {
-            let queued = !self.queue.lock().is_empty();
+            let queued = !self.shared.lock().queue.is_empty();
             if !queued {
                 self.watch.wait_for(&mut guard, Duration::from_secs(1));
                 continue;
@@ -456,22 +510,20 @@ impl ThreadPool {
             let finished = self.finished.load(Ordering::Relaxed);
             std::thread::sleep(STALL);
             guard = self.watch_lock.lock();
-            let oldest = self.queue.lock().front().map(|(at, _)| *at);
+            let (oldest, idle) = {
+                let shared = self.shared.lock();
+                (shared.queue.front().map(|(at, _)| *at), shared.idle.len())
+            };
             let stalled =
                 oldest.is_some_and(|at| self.now().saturating_sub(at) >= STALL.as_micros() as u64);
             let stuck = self.finished.load(Ordering::Relaxed) == finished;
-            if stalled
-                && stuck
-                && self.idle.load(Ordering::Acquire) == 0
-                && self.threads() < MAX_THREADS
-            {
+            if stalled && stuck && idle == 0 && self.threads() < MAX_THREADS {
                 self.add_thread();
             }
         }
     }
 }
 
-/// A one-off job's result, for tests.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,13 +635,17 @@ mod tests {
 
     #[test]
     fn calls_that_block_get_more_threads() {
-        // Every job waits for all the others to be running: only enough threads get them done.
-        let n = 2 * min_threads() + 3;
+        block_together(ThreadPool::shared(), 2 * min_threads() + 3);
+    }
+
+    /// Runs `n` jobs on `pool` that each wait until all are running: only a pool grown to `n`
+    /// threads gets them done.
+    fn block_together(pool: &'static ThreadPool, n: usize) {
         let arrived = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = flume::unbounded();
         for _ in 0..n {
             let (arrived, tx) = (arrived.clone(), tx.clone());
-            ThreadPool::shared().spawn(move || {
+            pool.spawn(move || {
                 arrived.fetch_add(1, Ordering::SeqCst);
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while arrived.load(Ordering::SeqCst) < n && Instant::now() < deadline {
@@ -601,5 +657,29 @@ mod tests {
         for _ in 0..n {
             assert_eq!(rx.recv_timeout(Duration::from_secs(60)).unwrap(), n);
         }
+    }
+
+    #[test]
+    fn threads_grown_for_blocking_calls_end_while_work_comes_one_at_a_time() {
+        let pool = ThreadPool::start(Duration::from_millis(100));
+        let n = 2 * min_threads() + 3;
+        block_together(pool, n);
+        assert!(
+            pool.threads() >= n,
+            "{} threads for {n} jobs",
+            pool.threads()
+        );
+        // Work that needs one thread at a time keeps going to the same thread: the others stay
+        // idle and end, though the work never pauses as long as they may stay idle.
+        let (tx, rx) = flume::unbounded();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pool.threads() > min_threads() && Instant::now() < deadline {
+            let tx = tx.clone();
+            pool.spawn(move || {
+                let _ = tx.send(());
+            });
+            rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        }
+        assert_eq!(pool.threads(), min_threads());
     }
 }
