@@ -140,19 +140,28 @@ impl BinaryCache {
         }
     }
 
-    /// Reads a cached executable.
+    /// Reads a cached executable. One whose content no longer has its hash is deleted and
+    /// refused: a node is never sent what the driver did not upload.
     pub(crate) fn read(&self, hash: &str) -> Result<Bytes, Error> {
         if !self.has(hash) {
-            return Err(Error::NotFound {
-                kind: "executable".into(),
-                name: hash.to_string(),
-                namespace: String::new(),
-            });
+            return Err(Error::invalid(format!(
+                "no executable {hash} is cached here (it was deleted after it changed on disk, \
+                 or pruned to keep the {KEEP} most recent); restart the driver to upload it again"
+            )));
         }
         let path = self.path(hash);
-        std::fs::read(&path)
-            .map(Bytes::from)
-            .map_err(|e| io_error("cannot read", &path, e))
+        let data = std::fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
+        if blake3::hash(&data).to_hex().as_str() != hash {
+            tracing::warn!(path = %path.display(),
+                "a cached executable does not match its hash; deleting it");
+            let _ = std::fs::remove_file(&path);
+            return Err(Error::invalid(format!(
+                "the cached executable {} changed on disk after it was stored, so it was \
+                 deleted; restart the driver to upload it again",
+                path.display()
+            )));
+        }
+        Ok(Bytes::from(data))
     }
 }
 
@@ -221,6 +230,11 @@ mod tests {
         // Storing it again (what a node does next) brings back the real content.
         cache.put(&hash, data).expect("store again");
         assert!(cache.verified(&hash).expect("readable"));
+        // The GCS's read refuses a changed file too, and deletes it.
+        std::fs::write(cache.path(&hash), b"#!/bin/sh\necho planted\n").expect("tamper");
+        let e = cache.read(&hash).expect_err("a changed file is not sent");
+        assert!(e.to_string().contains("changed on disk"), "{e}");
+        assert!(!cache.has(&hash));
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -661,7 +661,8 @@ impl Handler<RegisterJob> for Gcs {
     fn handle(&mut self, msg: RegisterJob, _: &mut Context<Self>) -> Self::Result {
         let _h = supervise::handling::<RegisterJob>();
         let need = match (&msg.exe, &self.binaries) {
-            (Some(exe), Some(cache)) => !cache.has(&exe.hash),
+            // Verified, not just present: a changed file is deleted and uploaded again.
+            (Some(exe), Some(cache)) => !cache.verified(&exe.hash)?,
             _ => false,
         };
         tracing::info!(job = %msg.job_id, namespace = %msg.namespace, driver = %msg.driver,
