@@ -97,6 +97,15 @@ impl TestCluster {
         self.nodes.get(i)?.as_ref().map(Node::address)
     }
 
+    /// How many new peers node `i` asked to prove their address (QUIC retry) because many
+    /// connections were waiting to authenticate; 0 once killed.
+    pub fn address_checks(&self, i: usize) -> u64 {
+        self.nodes
+            .get(i)
+            .and_then(Option::as_ref)
+            .map_or(0, Node::address_checks)
+    }
+
     /// Stops node `i` at once: its connections close, its worker processes are killed.
     pub fn kill_node(&mut self, i: usize) {
         if let Some(node) = self.nodes.get_mut(i).and_then(Option::take) {
@@ -124,12 +133,15 @@ pub struct ForgedReplies {
     pub actor_of_unknown_job: Result<()>,
     /// `CreateActor` asking for -1 CPU.
     pub actor_with_negative_cpu: Result<()>,
+    /// A `SubmitTask` for an unknown job sent as a request, though it is a one-way message:
+    /// whether it was answered within 10 s (`Err` with "no answer" if not).
+    pub task_as_request: Result<()>,
 }
 
 /// Sends the head at `gcs`, holding the cluster's `token` (64 hex digits), work that no driver
 /// sends: a task and an actor of one CPU each for a job the cluster does not know, and a task and
-/// an actor asking for -1 CPU. Returns what the GCS answered to the actors (tasks are one-way
-/// messages). For tests that a token holder's malformed-but-decodable requests are refused
+/// an actor asking for -1 CPU, and once more the task of the unknown job as a request though it
+/// is a one-way message. Returns what the GCS answered to the actors and to that request. For tests that a token holder's malformed-but-decodable requests are refused
 /// without holding resources (`docs/semantics.md`, Security).
 #[doc(hidden)]
 pub fn forge_work(gcs: SocketAddr, token: &str) -> Result<ForgedReplies> {
@@ -197,6 +209,16 @@ pub fn forge_work(gcs: SocketAddr, token: &str) -> Result<ForgedReplies> {
             spec: spec(Amount::ONE, false),
             hops: 0,
         });
+        let task_as_request = tokio::time::timeout(
+            Duration::from_secs(10),
+            raylet.send(SubmitTask {
+                spec: spec(Amount::ONE, false),
+                hops: 0,
+            }),
+        )
+        .await
+        .map_err(|_| Error::connection("the head", "no answer within 10 s"))
+        .and_then(|answer| answer);
         raylet.do_send(SubmitTask {
             spec: spec(negative, false),
             hops: 0,
@@ -220,6 +242,7 @@ pub fn forge_work(gcs: SocketAddr, token: &str) -> Result<ForgedReplies> {
         ForgedReplies {
             actor_of_unknown_job: ask(spec(Amount::ONE, true)).await,
             actor_with_negative_cpu: ask(spec(negative, true)).await,
+            task_as_request,
         }
     })
 }

@@ -338,6 +338,14 @@ fn forged_work_for_an_unknown_job_or_with_negative_amounts_is_refused() {
         &negative.to_string(),
         &["out of range"],
     );
+    // A one-way message sent as a request is answered (here: taken, the task refused to its
+    // owner), never left for the sender to wait on.
+    if let Err(e) = &replies.task_as_request {
+        assert!(
+            !e.to_string().contains("no answer"),
+            "a request for a one-way message was not answered: {e}"
+        );
+    }
 
     lumen::init_with(cluster.driver_config()).expect("the next driver connects");
     let deadline = Instant::now() + TASK_LIMIT;
@@ -360,4 +368,68 @@ fn forged_work_for_an_unknown_job_or_with_negative_amounts_is_refused() {
     }
     still_serving("forged work");
     lumen::shutdown();
+}
+
+#[test]
+fn a_tampered_cached_executable_is_not_run() {
+    let iso = Isolated::new("tampered");
+    let cluster = iso.cluster();
+    lumen::init_with(cluster.driver_config()).expect("the driver connects");
+    // The driver uploaded its executable; the node caches it by hash in the session folder.
+    let bin = iso.dir.join("bin");
+    let cached: Vec<PathBuf> = std::fs::read_dir(&bin)
+        .expect("the executable cache")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.len() == 64))
+        .collect();
+    assert_eq!(
+        cached.len(),
+        1,
+        "one cached executable in {bin:?}: {cached:?}"
+    );
+    // Someone who can write there replaces it before the job's first worker starts.
+    let marker = iso.dir.join("planted-ran");
+    std::fs::write(
+        &cached[0],
+        format!("#!/bin/sh\necho planted > '{}'\n", marker.display()),
+    )
+    .expect("plant");
+    let e = lumen::get_timeout(&double::remote(1), TASK_LIMIT)
+        .expect_err("no worker can start from a changed executable");
+    mentions(
+        "a task whose worker would start from a changed executable",
+        &e.to_string(),
+        &["changed on disk", "restart the driver"],
+    );
+    assert!(!marker.exists(), "the planted executable ran");
+    assert!(!cached[0].exists(), "the changed file is deleted");
+    // The next driver uploads it again, and its tasks run.
+    lumen::shutdown();
+    lumen::init_with(cluster.driver_config()).expect("the next driver connects");
+    still_serving("a tampered cached executable");
+    assert!(!marker.exists(), "the planted executable ran");
+}
+
+#[test]
+fn under_many_unauthenticated_connections_new_peers_prove_their_address_first() {
+    let iso = Isolated::new("retry");
+    let cluster = iso.cluster();
+    // More connections waiting to authenticate than half the node's cap: the later ones are
+    // asked to prove their address (a QUIC retry) before the node keeps any state for them.
+    let squatters = lumen::__probe::Squatters::start(head(cluster), 40).expect("squatters");
+    assert!(
+        squatters.report().connections >= 40,
+        "{:?}",
+        squatters.report()
+    );
+    assert!(
+        cluster.address_checks(0) > 0,
+        "no peer was asked to prove its address while 40 connections waited"
+    );
+    // A real driver (asked to prove its address too, while the squatters hold their places)
+    // is served.
+    lumen::init_with(cluster.driver_config()).expect("the driver connects while squatted");
+    still_serving("40 unauthenticated connections");
+    squatters.stop();
 }

@@ -213,6 +213,12 @@ impl Node {
         session::hex(&self.assembly.net.fingerprint())
     }
 
+    /// How many new peers the node asked to prove their address (a QUIC retry) because many
+    /// connections were waiting to authenticate (`docs/semantics.md`, Security).
+    pub fn address_checks(&self) -> u64 {
+        self.assembly.net.address_checks()
+    }
+
     /// The cluster token, as 64 hex digits.
     pub fn token(&self) -> String {
         self.token.to_hex()

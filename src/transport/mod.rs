@@ -683,6 +683,9 @@ struct Shared {
     closed: AtomicBool,
     /// Accepted connections whose peer has not proved the token yet.
     unauthenticated: AtomicUsize,
+    /// New peers asked to prove their address first (QUIC retry), because many connections
+    /// were waiting to authenticate.
+    address_checks: AtomicU64,
     /// Where refused connections are logged.
     refusals: RefusalLog,
 }
@@ -819,6 +822,7 @@ impl Transport {
             next_link: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             unauthenticated: AtomicUsize::new(0),
+            address_checks: AtomicU64::new(0),
             refusals: RefusalLog::new(),
         });
         let fingerprint = tls::fingerprint_hex(&shared.fingerprint);
@@ -830,6 +834,12 @@ impl Transport {
     /// The address the endpoint is bound to.
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// How many new peers were asked to prove their address (a QUIC retry) because many
+    /// connections were waiting to authenticate.
+    pub(crate) fn address_checks(&self) -> u64 {
+        self.shared.address_checks.load(Ordering::Relaxed)
     }
 
     /// blake3 of this endpoint's certificate DER.
@@ -1249,8 +1259,11 @@ impl Shared {
             }
             if pending >= MAX_UNAUTHENTICATED / 2 && !incoming.remote_address_validated() {
                 // Under load: the peer proves its address first (it comes back validated).
-                if let Err(e) = incoming.retry() {
-                    e.into_incoming().refuse();
+                match incoming.retry() {
+                    Ok(()) => {
+                        self.address_checks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => e.into_incoming().refuse(),
                 }
                 continue;
             }

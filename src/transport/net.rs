@@ -317,6 +317,11 @@ impl Net {
         self.endpoint.as_ref().map_or([0; 32], |e| e.fingerprint())
     }
 
+    /// How many new peers the endpoint asked to prove their address (0 without an endpoint).
+    pub(crate) fn address_checks(&self) -> u64 {
+        self.endpoint.as_ref().map_or(0, |e| e.address_checks())
+    }
+
     /// Closes the endpoint, if any: every peer learns this process left.
     pub(crate) fn close(&self) {
         if let Some(e) = &self.endpoint {
