@@ -133,6 +133,8 @@ pub struct ForgedReplies {
     pub actor_of_unknown_job: Result<()>,
     /// `CreateActor` asking for -1 CPU.
     pub actor_with_negative_cpu: Result<()>,
+    /// `CreatePlacementGroup` of one 1-CPU bundle for a job the cluster does not know.
+    pub group_of_unknown_job: Result<()>,
     /// A `SubmitTask` for an unknown job sent as a request, though it is a one-way message:
     /// whether it was answered within 10 s (`Err` with "no answer" if not).
     pub task_as_request: Result<()>,
@@ -140,15 +142,15 @@ pub struct ForgedReplies {
 
 /// Sends the head at `gcs`, holding the cluster's `token` (64 hex digits), work that no driver
 /// sends: a task and an actor of one CPU each for a job the cluster does not know, and a task and
-/// an actor asking for -1 CPU, and once more the task of the unknown job as a request though it
+/// an actor asking for -1 CPU, a placement group for the unknown job, and once more the task of the unknown job as a request though it
 /// is a one-way message. Returns what the GCS answered to the actors and to that request. For tests that a token holder's malformed-but-decodable requests are refused
 /// without holding resources (`docs/semantics.md`, Security).
 #[doc(hidden)]
 pub fn forge_work(gcs: SocketAddr, token: &str) -> Result<ForgedReplies> {
     use crate::cluster::builder::Builder;
-    use crate::ids::{ActorId, JobId, ObjectId, TaskId, WorkerId};
-    use crate::placement::SchedulingStrategy;
-    use crate::protocol::gcs::CreateActor;
+    use crate::ids::{ActorId, JobId, ObjectId, PlacementGroupId, TaskId, WorkerId};
+    use crate::placement::{PlacementStrategy, SchedulingStrategy};
+    use crate::protocol::gcs::{CreateActor, CreatePlacementGroup};
     use crate::protocol::raylet::SubmitTask;
     use crate::protocol::refs::OwnerAddress;
     use crate::protocol::svc;
@@ -203,6 +205,8 @@ pub fn forge_work(gcs: SocketAddr, token: &str) -> Result<ForgedReplies> {
         })
     };
     let negative = Amount::forged(-10_000);
+    let mut one_cpu = ResourceSet::new();
+    one_cpu.set(Resource::Cpu, Amount::ONE);
     client.block_on(async move {
         let raylet = net.target::<svc::Raylet>(gcs);
         raylet.do_send(SubmitTask {
@@ -242,6 +246,20 @@ pub fn forge_work(gcs: SocketAddr, token: &str) -> Result<ForgedReplies> {
         ForgedReplies {
             actor_of_unknown_job: ask(spec(Amount::ONE, true)).await,
             actor_with_negative_cpu: ask(spec(negative, true)).await,
+            group_of_unknown_job: tokio::time::timeout(
+                Duration::from_secs(10),
+                gcs.send(CreatePlacementGroup {
+                    id: PlacementGroupId::fresh(),
+                    name: None,
+                    bundles: vec![one_cpu],
+                    strategy: PlacementStrategy::Pack,
+                    job: JobId::fresh(),
+                    detached: false,
+                }),
+            )
+            .await
+            .map_err(|_| Error::connection("the head", "no answer within 10 s"))
+            .and_then(|answer| answer?),
             task_as_request,
         }
     })

@@ -338,6 +338,14 @@ fn forged_work_for_an_unknown_job_or_with_negative_amounts_is_refused() {
         &negative.to_string(),
         &["out of range"],
     );
+    let group = replies
+        .group_of_unknown_job
+        .expect_err("a placement group of a job the cluster does not know must be refused");
+    mentions(
+        "a placement group of an unknown job",
+        &group.to_string(),
+        &["not running"],
+    );
     // A one-way message sent as a request is answered (here: taken, the task refused to its
     // owner), never left for the sender to wait on.
     if let Err(e) = &replies.task_as_request {

@@ -878,6 +878,14 @@ impl Handler<CreatePlacementGroup> for Gcs {
     fn handle(&mut self, msg: CreatePlacementGroup, ctx: &mut Context<Self>) -> Self::Result {
         let _h = supervise::handling::<CreatePlacementGroup>();
         let id = msg.id;
+        // As for actors: a group of a job this cluster does not know would hold its bundles
+        // with no driver to remove it.
+        if !self.jobs.contains_key(&msg.job) {
+            return Err(Error::invalid(format!(
+                "placement group {id} belongs to job {}, which is not running on this cluster",
+                msg.job
+            )));
+        }
         self.groups.create(msg)?;
         self.try_place(id, ctx);
         Ok(())
