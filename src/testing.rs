@@ -213,16 +213,11 @@ pub fn forge_work(gcs: SocketAddr, token: &str) -> Result<ForgedReplies> {
             spec: spec(Amount::ONE, false),
             hops: 0,
         });
-        let task_as_request = tokio::time::timeout(
-            Duration::from_secs(10),
-            raylet.send(SubmitTask {
-                spec: spec(Amount::ONE, false),
-                hops: 0,
-            }),
-        )
-        .await
-        .map_err(|_| Error::connection("the head", "no answer within 10 s"))
-        .and_then(|answer| answer);
+        let task_as_request = answered(raylet.send(SubmitTask {
+            spec: spec(Amount::ONE, false),
+            hops: 0,
+        }))
+        .await;
         raylet.do_send(SubmitTask {
             spec: spec(negative, false),
             hops: 0,
@@ -231,36 +226,35 @@ pub fn forge_work(gcs: SocketAddr, token: &str) -> Result<ForgedReplies> {
         let ask = |spec| {
             let gcs = gcs.clone();
             async move {
-                let answer = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    gcs.send(CreateActor {
-                        spec,
-                        get_if_exists: false,
-                    }),
-                )
-                .await
-                .map_err(|_| Error::connection("the head", "no answer within 10 s"))?;
-                answer?.map(|_| ())
+                answered(gcs.send(CreateActor {
+                    spec,
+                    get_if_exists: false,
+                }))
+                .await?
+                .map(|_| ())
             }
         };
         ForgedReplies {
             actor_of_unknown_job: ask(spec(Amount::ONE, true)).await,
             actor_with_negative_cpu: ask(spec(negative, true)).await,
-            group_of_unknown_job: tokio::time::timeout(
-                Duration::from_secs(10),
-                gcs.send(CreatePlacementGroup {
-                    id: PlacementGroupId::fresh(),
-                    name: None,
-                    bundles: vec![one_cpu],
-                    strategy: PlacementStrategy::Pack,
-                    job: JobId::fresh(),
-                    detached: false,
-                }),
-            )
+            group_of_unknown_job: answered(gcs.send(CreatePlacementGroup {
+                id: PlacementGroupId::fresh(),
+                name: None,
+                bundles: vec![one_cpu],
+                strategy: PlacementStrategy::Pack,
+                job: JobId::fresh(),
+                detached: false,
+            }))
             .await
-            .map_err(|_| Error::connection("the head", "no answer within 10 s"))
-            .and_then(|answer| answer?),
+            .and_then(|answer| answer),
             task_as_request,
         }
     })
+}
+
+/// The head's answer to a request of [`forge_work`], or an error if none came within 10 s.
+async fn answered<T>(request: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(Duration::from_secs(10), request)
+        .await
+        .map_err(|_| Error::connection("the head", "no answer within 10 s"))?
 }
