@@ -9,7 +9,7 @@
 //! uses the plain channel and is never counted.
 
 use crate::protocol::refs::Stored;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 use std::time::Instant;
@@ -24,15 +24,39 @@ struct Gate {
     pending: AtomicIsize,
     /// The reader's thread (none for readers that await).
     sleeper: Option<Thread>,
+    /// Set when the last sender has gone.
+    closed: AtomicBool,
+    /// How many times a sender woke the reader (tests count spurious wakes).
+    #[cfg(test)]
+    wakes: std::sync::atomic::AtomicUsize,
 }
 
 impl Gate {
     /// Counts one arrival; wakes the sleeper when it was the one it waited for.
     fn arrived(&self) {
+        if self.sleeper.is_some() && self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.wake();
+        }
+    }
+
+    /// The last sender has gone: wakes the reader if it sleeps on this channel now. A read that
+    /// has ended is not woken: its thread may be sleeping on another read by then (the senders
+    /// of a `wait` linger in the table of objects it did not take), and a stray wake there
+    /// costs a turn of that read's loop.
+    fn close(&self) {
+        // Pairs with the reader's store of `pending` before it reads `closed`: one of the two
+        // sees the other's write, so a reader about to sleep is never missed.
+        self.closed.store(true, Ordering::SeqCst);
+        if self.sleeper.is_some() && self.pending.load(Ordering::SeqCst) > 0 {
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
         if let Some(t) = &self.sleeper {
-            if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-                t.unpark();
-            }
+            #[cfg(test)]
+            self.wakes.fetch_add(1, Ordering::Relaxed);
+            t.unpark();
         }
     }
 }
@@ -55,9 +79,7 @@ struct WakeOnDrop(Arc<Gate>);
 
 impl Drop for WakeOnDrop {
     fn drop(&mut self) {
-        if let Some(t) = &self.0.sleeper {
-            t.unpark();
-        }
+        self.0.close();
     }
 }
 
@@ -103,6 +125,9 @@ fn make(sleeper: Option<Thread>) -> (FetchReply, Arrivals) {
     let gate = Arc::new(Gate {
         pending: AtomicIsize::new(0),
         sleeper,
+        closed: AtomicBool::new(false),
+        #[cfg(test)]
+        wakes: Default::default(),
     });
     let sending = Sending {
         tx,
@@ -132,7 +157,8 @@ impl Arrivals {
         // its sender too: the wake comes early then, never late.
         let queued = self.rx.len().min(isize::MAX as usize) as isize;
         let left = self.gate.pending.fetch_sub(queued, Ordering::SeqCst) - queued;
-        if left <= 0 || self.rx.is_disconnected() {
+        if left <= 0 || self.gate.closed.load(Ordering::SeqCst) {
+            self.gate.pending.store(0, Ordering::SeqCst);
             return;
         }
         match until {
@@ -202,6 +228,21 @@ mod tests {
         }
         sender.join().expect("sender");
         assert!(arrivals.rx().is_empty());
+    }
+
+    #[test]
+    fn senders_that_outlive_a_finished_read_wake_no_one() {
+        let (tx, arrivals) = for_this_thread();
+        let waiting_elsewhere = tx.clone();
+        tx.send((0, value())).expect("reader is there");
+        arrivals.sleep_until(1, None);
+        assert_eq!(arrivals.rx().try_recv().map(|(slot, _)| slot), Ok(0));
+        let gate = arrivals.gate.clone();
+        drop(arrivals);
+        // The read is over; the clone left in a table goes later and must not wake the thread.
+        drop(tx);
+        drop(waiting_elsewhere);
+        assert_eq!(gate.wakes.load(Ordering::Relaxed), 0);
     }
 
     #[test]
