@@ -13,7 +13,7 @@ use crate::ids::ObjectId;
 use crate::objects::codec;
 use crate::objects::object_ref::ObjectRef;
 use crate::objects::ownership::{Lookup, Peek};
-use crate::objects::read::{self, check_known, decode};
+use crate::objects::read::{self, decode, unknown_ref};
 use crate::objects::reply::{self, Arrivals};
 use crate::objects::store::PRESENT_SENT;
 use crate::protocol::raylet::{TaskBlocked, TaskUnblocked};
@@ -117,9 +117,7 @@ impl Fetch {
     /// asked also sends a marker once it has sent what it already holds.
     /// `sleeps`: this thread will block on it (else the read awaits).
     fn start(rt: &Arc<Runtime>, refs: &[&RawRef], settle: bool, sleeps: bool) -> Result<Fetch> {
-        let ids: Vec<ObjectId> = refs.iter().map(|r| r.id).collect();
-        check_known(&rt.refs, &ids)?;
-        let mut slots: Vec<Option<Stored>> = vec![None; ids.len()];
+        let mut slots: Vec<Option<Stored>> = vec![None; refs.len()];
         let (tx, arrivals) = if sleeps {
             reply::for_this_thread()
         } else {
@@ -128,15 +126,18 @@ impl Fetch {
         let mut got = 0;
         let mut via_store = Vec::new();
         let mut remote = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            match rt.refs.lookup_or_wait(*id, i as u32, &tx) {
+        // One pass: a ref this process does not know fails the read (channels it registered
+        // for the others close with `tx`, and the table forgets them).
+        for (i, r) in refs.iter().enumerate() {
+            match rt.refs.lookup_or_wait(r.id, i as u32, &tx) {
                 Lookup::Ready(v) => {
                     slots[i] = Some(v);
                     got += 1;
                 }
                 Lookup::Waiting => {}
-                Lookup::Elsewhere if rt.net.is_here(refs[i].owner.addr) => via_store.push((i, *id)),
-                Lookup::Elsewhere => remote.push((i, refs[i].clone())),
+                Lookup::Elsewhere if rt.net.is_here(r.owner.addr) => via_store.push((i, r.id)),
+                Lookup::Elsewhere => remote.push((i, (*r).clone())),
+                Lookup::Unknown => return Err(unknown_ref(r.id)),
             }
         }
         if !remote.is_empty() {
@@ -593,14 +594,16 @@ pub fn wait<T>(
     if let Some(split) = known_ready_prefix(&rt, refs, need) {
         return split;
     }
-    let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
     let raws: Vec<&RawRef> = refs.iter().map(|r| r.raw()).collect();
     let in_async = refuse_blocking("lumen::wait", "lumen::wait_async(&refs, n, timeout).await");
     let slots = match in_async.and_then(|()| fetch_blocking(&rt, &raws, need, timeout, true)) {
         Ok((s, _)) => s,
         // In async code (or for a ref this process cannot read): what is present now, without
         // blocking.
-        Err(_) => fetch_ready_now(&rt, &ids),
+        Err(_) => {
+            let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
+            fetch_ready_now(&rt, &ids)
+        }
     };
     split_ready(refs, &slots, need)
 }

@@ -75,6 +75,8 @@ pub(crate) enum Lookup {
     Waiting,
     /// Ask the store (or, for an object owned elsewhere, its owner).
     Elsewhere,
+    /// This process holds no reference to it.
+    Unknown,
 }
 
 /// What must happen because the counts changed.
@@ -403,10 +405,11 @@ impl RefCounts {
     }
 
     /// For a reader: the inline value; or, for an object still pending in this process, register
-    /// `tx` to receive it (as `slot`) when it completes; or else, look elsewhere.
+    /// `tx` to receive it (as `slot`) when it completes; or else, look elsewhere (or nowhere: an
+    /// object this process holds no reference to).
     pub(crate) fn lookup_or_wait(&self, id: ObjectId, slot: u32, tx: &FetchReply) -> Lookup {
         let Some(mut e) = self.map.get_mut(&id) else {
-            return Lookup::Elsewhere;
+            return Lookup::Unknown;
         };
         if let Some(v) = &e.inline {
             return Lookup::Ready(v.clone());

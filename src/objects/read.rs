@@ -74,10 +74,10 @@ pub(crate) fn fetch_into(table: &RefTable, wants: Vec<(usize, RawRef)>, tx: &Fet
                 let _ = tx.send((slot as u32, v));
             }
             Lookup::Waiting => {}
-            Lookup::Elsewhere if table.net().is_here(raw.owner.addr) => {
+            Lookup::Elsewhere | Lookup::Unknown if table.net().is_here(raw.owner.addr) => {
                 via_store.push((slot, raw.id))
             }
-            Lookup::Elsewhere => remote.push((slot, raw)),
+            Lookup::Elsewhere | Lookup::Unknown => remote.push((slot, raw)),
         }
     }
     if !via_store.is_empty() {
@@ -114,7 +114,7 @@ pub(crate) async fn read_owned(table: Arc<RefTable>, id: ObjectId) -> Stored {
     match table.lookup_or_wait(id, 0, &tx) {
         Lookup::Ready(v) => return v,
         Lookup::Waiting => {}
-        Lookup::Elsewhere => table.store().fetch_into([(0, id)], tx),
+        Lookup::Elsewhere | Lookup::Unknown => table.store().fetch_into([(0, id)], tx),
     }
     drop(table);
     match rx.recv_async().await {
@@ -127,13 +127,18 @@ pub(crate) async fn read_owned(table: Arc<RefTable>, id: ObjectId) -> Stored {
 /// `lumen::init()`, or kept across `shutdown()`).
 pub(crate) fn check_known(table: &RefTable, ids: &[ObjectId]) -> Result<()> {
     match ids.iter().find(|id| !table.contains(**id)) {
-        Some(id) => Err(Error::ObjectLost {
-            object: id.to_string(),
-            reason: "this process holds no reference to it: the ref was made before lumen::init() \
-                     or belongs to a runtime that was shut down"
-                .into(),
-        }),
+        Some(id) => Err(unknown_ref(*id)),
         None => Ok(()),
+    }
+}
+
+/// The error for a ref this process's table does not hold.
+pub(crate) fn unknown_ref(id: ObjectId) -> Error {
+    Error::ObjectLost {
+        object: id.to_string(),
+        reason: "this process holds no reference to it: the ref was made before lumen::init() \
+                 or belongs to a runtime that was shut down"
+            .into(),
     }
 }
 
