@@ -8,12 +8,16 @@
 //! for the next one (a caller waiting for a reply sends its next call within microseconds), and
 //! moves on. A handler that runs long (a sync actor method) keeps its thread only while it runs.
 //!
-//! The pool starts with a thread per core and adds one whenever queued work has waited for
-//! [`STALL`] while every thread was busy and none finished anything (calls that block, or
-//! long ones), up to [`MAX_THREADS`]. New work goes to the thread that went idle last, so
-//! that when fewer threads are needed the others stay idle: threads beyond one per core end
-//! after [`IDLE_KEEP`] idle. A thread the system refuses to create is reported with the limit
-//! that refused it; the threads already there go on serving.
+//! The pool starts with a thread per core. At most one thread per core runs work at a time:
+//! work beyond that waits for a running thread to finish, since more threads than cores would
+//! only take turns. A thread that blocks in lumen (a `get` inside an actor method, see
+//! [`blocked`]) stops counting as running while it waits, and hands queued work to an idle
+//! thread. Calls that block elsewhere, or long ones, are caught by a watchdog: queued work that
+//! waited for [`STALL`] while no thread finished anything gets an idle thread, or a new one up
+//! to [`MAX_THREADS`]. New work goes to the thread that went idle last, so that when fewer
+//! threads are needed the others stay idle: threads beyond one per core end after
+//! [`IDLE_KEEP`] idle. A thread the system refuses to create is reported with the limit that
+//! refused it; the threads already there go on serving.
 //!
 //! Besides actors, the pool runs one-off jobs ([`ThreadPool::spawn`]): the calls of a threaded
 //! actor's concurrency groups.
@@ -28,6 +32,7 @@ use actix::dev::{Envelope, EnvelopeProxy, MessageResponse, OneshotSender, ToEnve
 use actix::prelude::*;
 use futures::Stream;
 use parking_lot::{Condvar, Mutex};
+use std::cell::Cell as StdCell;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -330,12 +335,63 @@ struct Shared {
     /// Idle threads, the most recently idle last: new work goes to the thread that went idle
     /// last (its caches are warm, and the ones below it stay idle long enough to end).
     idle: Vec<Arc<Sleeper>>,
+    /// Threads neither idle nor blocked in lumen (see [`blocked`]): at most one per core, but
+    /// for threads the watchdog woke for work that was stuck.
+    running: usize,
+}
+
+impl Shared {
+    /// Takes the most recently idle thread off the stack and counts it running; the caller
+    /// unparks it once the lock is released.
+    fn wake_one(&mut self) -> Option<Arc<Sleeper>> {
+        let sleeper = self.idle.pop()?;
+        sleeper.woken.store(true, Ordering::Release);
+        self.running += 1;
+        Some(sleeper)
+    }
+}
+
+thread_local! {
+    /// The pool the current thread serves, if it is a pool thread.
+    static POOL_THREAD: StdCell<Option<&'static ThreadPool>> = const { StdCell::new(None) };
+}
+
+/// While alive, the current pool thread does not count as running (see [`blocked`]).
+pub(crate) struct Blocked(&'static ThreadPool);
+
+/// Marks the current thread as blocked until the returned guard is dropped, when it is a pool
+/// thread (else `None`, at the cost of a thread-local read): lumen calls that wait (reading
+/// objects) call this before they sleep, so that work queued behind a blocked actor method
+/// goes to an idle thread at once instead of waiting for the watchdog.
+pub(crate) fn blocked() -> Option<Blocked> {
+    let pool = POOL_THREAD.with(StdCell::get)?;
+    let sleeper = {
+        let mut shared = pool.shared.lock();
+        shared.running = shared.running.saturating_sub(1);
+        if !shared.queue.is_empty() && shared.running < pool.cores {
+            shared.wake_one()
+        } else {
+            None
+        }
+    };
+    if let Some(s) = sleeper {
+        s.thread.unpark();
+    }
+    Some(Blocked(pool))
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        self.0.shared.lock().running += 1;
+    }
 }
 
 /// The threads pooled actors and jobs run on.
 pub(crate) struct ThreadPool {
     shared: Mutex<Shared>,
     threads: AtomicUsize,
+    /// Threads that run work at once (one per core).
+    cores: usize,
     /// How long a thread beyond the ones kept stays idle before it ends.
     idle_keep: Duration,
     /// Work items finished, by all threads (the watchdog's sign of progress).
@@ -355,18 +411,20 @@ impl ThreadPool {
     /// The process's pool.
     pub(crate) fn shared() -> &'static ThreadPool {
         static POOL: OnceLock<&'static ThreadPool> = OnceLock::new();
-        POOL.get_or_init(|| ThreadPool::start(IDLE_KEEP))
+        POOL.get_or_init(|| ThreadPool::start(IDLE_KEEP, true))
     }
 
     /// Starts a pool (it lives as long as the process) whose extra threads end after
-    /// `idle_keep` idle.
-    fn start(idle_keep: Duration) -> &'static ThreadPool {
+    /// `idle_keep` idle; `watch`: with its watchdog (tests go without, to see the rest alone).
+    fn start(idle_keep: Duration, watch: bool) -> &'static ThreadPool {
         let pool: &'static ThreadPool = Box::leak(Box::new(ThreadPool {
             shared: Mutex::new(Shared {
                 queue: VecDeque::new(),
                 idle: Vec::new(),
+                running: 0,
             }),
             threads: AtomicUsize::new(0),
+            cores: min_threads(),
             idle_keep,
             finished: AtomicUsize::new(0),
             epoch: Instant::now(),
@@ -375,6 +433,9 @@ impl ThreadPool {
         }));
         for _ in 0..min_threads() {
             pool.add_thread();
+        }
+        if !watch {
+            return pool;
         }
         let spawned = std::thread::Builder::new()
             .name("lumen-pool-watch".into())
@@ -400,10 +461,12 @@ impl ThreadPool {
         let (was_empty, sleeper) = {
             let mut shared = self.shared.lock();
             shared.queue.push_back((now, work));
-            let sleeper = shared.idle.pop();
-            if let Some(s) = &sleeper {
-                s.woken.store(true, Ordering::Release);
-            }
+            // With a thread running per core, the work waits for one of them.
+            let sleeper = if shared.running < self.cores {
+                shared.wake_one()
+            } else {
+                None
+            };
             (shared.queue.len() == 1, sleeper)
         };
         if let Some(s) = sleeper {
@@ -428,6 +491,8 @@ impl ThreadPool {
     /// Starts a thread; false (with the reason logged) if the system refuses.
     fn add_thread(&'static self) -> bool {
         let n = self.threads.fetch_add(1, Ordering::AcqRel);
+        // Running until it finds nothing to do.
+        self.shared.lock().running += 1;
         let spawned = std::thread::Builder::new()
             .name(format!("lumen-pool-{n}"))
             .spawn(move || self.serve());
@@ -435,6 +500,7 @@ impl ThreadPool {
             Ok(_) => true,
             Err(e) => {
                 self.threads.fetch_sub(1, Ordering::AcqRel);
+                self.shared.lock().running -= 1;
                 tracing::error!(threads = n, error = %crate::error::describe_io(&e),
                     "the actor pool cannot start another thread; the ones it has go on serving");
                 false
@@ -443,6 +509,7 @@ impl ThreadPool {
     }
 
     fn serve(&'static self) {
+        POOL_THREAD.with(|p| p.set(Some(self)));
         let me = Arc::new(Sleeper {
             woken: AtomicBool::new(false),
             thread: std::thread::current(),
@@ -469,6 +536,7 @@ impl ThreadPool {
                 }
                 me.woken.store(false, Ordering::Relaxed);
                 shared.idle.push(me.clone());
+                shared.running = shared.running.saturating_sub(1);
                 Instant::now() + self.idle_keep
             };
             loop {
@@ -486,6 +554,8 @@ impl ThreadPool {
                         self.threads.fetch_sub(1, Ordering::AcqRel);
                         return None;
                     }
+                    // Off the stack on its own: running again, to look for work.
+                    shared.running += 1;
                     break;
                 }
                 std::thread::park_timeout(deadline - now);
@@ -493,8 +563,9 @@ impl ThreadPool {
         }
     }
 
-    /// Adds a thread when the oldest queued work has waited for [`STALL`] with no thread idle
-    /// and no thread finishing anything meanwhile: every thread is blocked, or busy with one long
+    /// Wakes an idle thread, or adds one if none is idle, when the oldest queued work has waited
+    /// for [`STALL`] with no thread finishing anything meanwhile: every running thread is
+    /// blocked (outside lumen's waits, which [`blocked`] sees at once), or busy with one long
     /// item. Work that merely queues because the cores are busy (threads finishing item after
     /// item) gets no thread: more threads than cores would only take turns. Sleeps while the
     /// queue is empty.
@@ -510,15 +581,23 @@ impl ThreadPool {
             let finished = self.finished.load(Ordering::Relaxed);
             std::thread::sleep(STALL);
             guard = self.watch_lock.lock();
-            let (oldest, idle) = {
-                let shared = self.shared.lock();
-                (shared.queue.front().map(|(at, _)| *at), shared.idle.len())
-            };
-            let stalled =
-                oldest.is_some_and(|at| self.now().saturating_sub(at) >= STALL.as_micros() as u64);
             let stuck = self.finished.load(Ordering::Relaxed) == finished;
-            if stalled && stuck && idle == 0 && self.threads() < MAX_THREADS {
-                self.add_thread();
+            let woken = {
+                let mut shared = self.shared.lock();
+                let oldest = shared.queue.front().map(|(at, _)| *at);
+                let stalled = oldest
+                    .is_some_and(|at| self.now().saturating_sub(at) >= STALL.as_micros() as u64);
+                if !(stalled && stuck) {
+                    continue;
+                }
+                shared.wake_one()
+            };
+            match woken {
+                Some(s) => s.thread.unpark(),
+                None if self.threads() < MAX_THREADS => {
+                    self.add_thread();
+                }
+                None => {}
             }
         }
     }
@@ -659,9 +738,80 @@ mod tests {
         }
     }
 
+    /// A pool without a watchdog, with `extra` idle threads beyond one per core.
+    fn pool_with_idle_threads(extra: usize) -> &'static ThreadPool {
+        let pool = ThreadPool::start(IDLE_KEEP, false);
+        for _ in 0..extra {
+            assert!(pool.add_thread());
+        }
+        // Threads count as running until they find nothing to do.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pool.shared.lock().idle.len() < pool.threads() && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(pool.shared.lock().running, 0);
+        pool
+    }
+
+    #[test]
+    fn a_burst_of_work_runs_on_one_thread_per_core_though_more_are_idle() {
+        let pool = pool_with_idle_threads(6);
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (tx, rx) = flume::unbounded();
+        let jobs = 200;
+        for _ in 0..jobs {
+            let (now, most, tx) = (now.clone(), most.clone(), tx.clone());
+            pool.spawn(move || {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(n, Ordering::SeqCst);
+                // Long enough for other threads to overlap it if they were running.
+                let until = Instant::now() + Duration::from_micros(200);
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                now.fetch_sub(1, Ordering::SeqCst);
+                let _ = tx.send(());
+            });
+        }
+        for _ in 0..jobs {
+            rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            most <= min_threads(),
+            "{most} jobs ran at once on {} cores",
+            min_threads()
+        );
+    }
+
+    #[test]
+    fn a_thread_blocked_in_lumen_hands_queued_work_to_an_idle_thread() {
+        let pool = pool_with_idle_threads(2);
+        // Every running slot blocks until a later job has run: only a thread that says it is
+        // blocked lets that job have a core (there is no watchdog here to notice the stall).
+        let (done_tx, done_rx) = flume::unbounded::<()>();
+        let (out_tx, out_rx) = flume::unbounded();
+        for _ in 0..min_threads() {
+            let (done_rx, out_tx) = (done_rx.clone(), out_tx.clone());
+            pool.spawn(move || {
+                let _blocked = blocked().expect("a pool thread");
+                let _ = out_tx.send(done_rx.recv_timeout(Duration::from_secs(60)).is_ok());
+            });
+        }
+        pool.spawn(move || {
+            for _ in 0..min_threads() {
+                let _ = done_tx.send(());
+            }
+        });
+        for _ in 0..min_threads() {
+            assert!(out_rx.recv_timeout(Duration::from_secs(90)).unwrap());
+        }
+        assert!(blocked().is_none(), "the test's thread is no pool thread");
+    }
+
     #[test]
     fn threads_grown_for_blocking_calls_end_while_work_comes_one_at_a_time() {
-        let pool = ThreadPool::start(Duration::from_millis(100));
+        let pool = ThreadPool::start(Duration::from_millis(100), true);
         let n = 2 * min_threads() + 3;
         block_together(pool, n);
         assert!(

@@ -258,7 +258,11 @@ fn fetch_blocking(
         };
         // Wake once most of what is missing is here; the last few are polled for.
         let wake_after = still.saturating_sub(POLL_WITHIN).max(1);
-        fetch.arrivals.sleep_until(wake_after, until);
+        {
+            // On an actor pool thread: queued work may have this thread's core meanwhile.
+            let _blocked = crate::actors::pooled::blocked();
+            fetch.arrivals.sleep_until(wake_after, until);
+        }
         if lent.is_none() && !fetch.rx().is_empty() {
             lend_at = Some(Instant::now() + LEND_AFTER);
         }
