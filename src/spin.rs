@@ -59,8 +59,37 @@ impl Drop for Permit {
     }
 }
 
-/// Leave to poll, if fewer than [`max_spinners`] threads poll now.
+/// How long a thread waits for a permit held by another: in a ping-pong (a caller polling for
+/// a reply, then the callee polling for the next call) the permit changes hands each turn, and
+/// the thread that wants it asks a moment before the other gives it back. Without this wait,
+/// with one permit (two cores), neither side of a call would ever poll.
+const HANDOVER: Duration = Duration::from_micros(5);
+
+/// Leave to poll, if fewer than [`max_spinners`] threads poll now or one of them stops within
+/// [`HANDOVER`].
 pub(crate) fn permit() -> Option<Permit> {
+    if let Some(p) = try_permit() {
+        return Some(p);
+    }
+    if max_spinners() == 0 {
+        return None;
+    }
+    let start = Instant::now();
+    loop {
+        for _ in 0..32 {
+            std::hint::spin_loop();
+            if let Some(p) = try_permit() {
+                return Some(p);
+            }
+        }
+        if start.elapsed() >= HANDOVER {
+            return None;
+        }
+    }
+}
+
+/// Leave to poll, if fewer than [`max_spinners`] threads poll now.
+fn try_permit() -> Option<Permit> {
     let max = max_spinners();
     let mut now = SPINNING.load(Ordering::Relaxed);
     loop {

@@ -26,7 +26,7 @@
 //! the event loop those futures run on: [`start_on`] gives it a home there instead, so that the
 //! futures it starts are spawned from inside the loop, without waking another thread.
 
-use crate::spin;
+use crate::spin::{self, Backoff};
 use actix::dev::channel::{channel, AddressReceiver};
 use actix::dev::{Envelope, EnvelopeProxy, MessageResponse, OneshotSender, ToEnvelope};
 use actix::prelude::*;
@@ -145,6 +145,9 @@ struct Cell<A: Actor<Context = PooledContext<A>> + Send> {
     /// Queued on its home, or being run: a message arriving then needs no new queueing.
     scheduled: AtomicBool,
     home: Home,
+    /// Whether lingering on the mailbox pays: calls that come from another process or node come
+    /// too late for it, and a lingering thread takes a core from the threads bringing them.
+    linger: Backoff,
 }
 
 impl<A: Actor<Context = PooledContext<A>> + Send> Cell<A> {
@@ -251,8 +254,12 @@ impl<A: Actor<Context = PooledContext<A>> + Send> Cell<A> {
                 }
                 Poll::Pending => false,
             };
-            if linger {
-                spin::linger(LINGER, poll);
+            if linger && self.linger.should_poll() {
+                if spin::linger(LINGER, poll) {
+                    self.linger.hit();
+                } else {
+                    self.linger.miss();
+                }
             } else {
                 poll();
             }
@@ -315,6 +322,7 @@ fn start_at<A: Actor<Context = PooledContext<A>> + Send>(act: A, home: Home) -> 
         })),
         scheduled: AtomicBool::new(true),
         home,
+        linger: Backoff::new(),
     });
     // Run `started` (and whatever was sent meanwhile) at home.
     cell.schedule();

@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 /// How long a blocking read waits with nothing arriving before it lends its task's CPU.
 const LEND_AFTER: Duration = Duration::from_millis(1);
 
-/// With this many objects or fewer still to come, a blocking read polls for them (when a polling
-/// permit is free) instead of sleeping; with more, it sleeps until all but these have come,
-/// woken once rather than per object.
+/// A blocking read polls for the next object before it sleeps (while polls pay, see
+/// [`spin_recv`]); once it sleeps, it sleeps until all but this many of the objects still to
+/// come have come, woken once rather than per object.
 const POLL_WITHIN: usize = 2;
 
 /// Stores `value` in the object store and returns a ref to it. The object is immutable.
@@ -229,11 +229,9 @@ fn fetch_blocking(
             Err(flume::TryRecvError::Empty) => {}
         }
         let still = fetch.still_to_come(need);
-        if still <= POLL_WITHIN {
-            if let Some(reply) = spin_recv(fetch.rx()) {
-                fetch.take(reply);
-                continue;
-            }
+        if let Some(reply) = spin_recv(fetch.rx()) {
+            fetch.take(reply);
+            continue;
         }
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
