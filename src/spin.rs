@@ -110,8 +110,22 @@ const POLLS_PER_YIELD: u32 = 128;
 
 /// Polls `ready` for up to `for_at_most` (if a permit is free), yielding between polls so that
 /// other runnable threads are not held up; whether it became ready.
-pub(crate) fn linger(for_at_most: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let Some(_permit) = permit() else {
+pub(crate) fn linger(for_at_most: Duration, ready: impl FnMut() -> bool) -> bool {
+    poll_with(permit(), for_at_most, ready)
+}
+
+/// [`linger`], only if a permit is free now (no waiting for one being handed back): for a
+/// thread whose polling would compete with another's that is further along the same work.
+pub(crate) fn linger_if_free(for_at_most: Duration, ready: impl FnMut() -> bool) -> bool {
+    poll_with(try_permit(), for_at_most, ready)
+}
+
+fn poll_with(
+    permit: Option<Permit>,
+    for_at_most: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
+    let Some(_permit) = permit else {
         return ready();
     };
     let start = Instant::now();

@@ -596,8 +596,13 @@ pub fn wait<T>(
     if let Some(split) = known_ready_prefix(&rt, refs, need) {
         return split;
     }
-    let raws: Vec<&RawRef> = refs.iter().map(|r| r.raw()).collect();
     let in_async = refuse_blocking("lumen::wait", "lumen::wait_async(&refs, n, timeout).await");
+    if in_async.is_ok() && timeout.is_none_or(|t| t >= SPIN_FOR) {
+        if let Some(split) = poll_ready_prefix(&rt, refs, need) {
+            return split;
+        }
+    }
+    let raws: Vec<&RawRef> = refs.iter().map(|r| r.raw()).collect();
     let slots = match in_async.and_then(|()| fetch_blocking(&rt, &raws, need, timeout, true)) {
         Ok((s, _)) => s,
         // In async code (or for a ref this process cannot read): what is present now, without
@@ -700,6 +705,47 @@ fn known_ready_prefix<T>(rt: &Runtime, refs: &[ObjectRef<T>], need: usize) -> Op
         }
     }
     Some((ready, rest))
+}
+
+/// How many refs from the front of a `wait`'s list [`poll_ready_prefix`] looks at.
+const POLL_WINDOW: usize = 64;
+
+/// Polls briefly (while polling pays, see [`spin_recv`]) for `need` of the first
+/// [`POLL_WINDOW`] refs to become ready in this process's table, before a `wait` registers with
+/// every ref it waits for (work in proportion to all of them, twice: to register and to clear):
+/// a caller draining results one at a time waits microseconds for the next.
+fn poll_ready_prefix<T>(rt: &Runtime, refs: &[ObjectRef<T>], need: usize) -> Option<Split<T>> {
+    if need > POLL_WINDOW || !SPIN_BACKOFF.with(Backoff::should_poll) {
+        return None;
+    }
+    let _permit = crate::spin::permit()?;
+    let window = &refs[..refs.len().min(POLL_WINDOW)];
+    let ready_in_window = || {
+        let mut ready = 0;
+        for r in window {
+            match rt.refs.peek(r.id()) {
+                Peek::Ready => ready += 1,
+                Peek::Pending => {}
+                Peek::Unknown => return false,
+            }
+            if ready == need {
+                return true;
+            }
+        }
+        false
+    };
+    let start = Instant::now();
+    loop {
+        if ready_in_window() {
+            SPIN_BACKOFF.with(Backoff::hit);
+            return known_ready_prefix(rt, refs, need);
+        }
+        if start.elapsed() >= SPIN_FOR {
+            SPIN_BACKOFF.with(Backoff::miss);
+            return None;
+        }
+        std::hint::spin_loop();
+    }
 }
 
 /// Splits `refs` by `slots`: the first `need` present ones are ready, in input order.

@@ -35,7 +35,7 @@ impl<T> DispatchQueue<T> {
         }
     }
 
-    #[cfg(test)]
+    /// How many tasks are queued.
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -116,6 +116,7 @@ impl Raylet {
     /// Carries out the scheduler's decisions.
     fn act(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
         let mut more = Vec::new();
+        let backlog = self.core.queued() > 0;
         for action in actions {
             match action {
                 Action::Launch(ready, grant) => {
@@ -123,6 +124,7 @@ impl Raylet {
                         spec: ready.spec,
                         resolved: ready.resolved,
                         grant,
+                        backlog,
                     };
                     let me = ctx.address().recipient();
                     if let Sent::NoWorker(launch, e) = self.workers.launch(launch, &self.gcs, me) {

@@ -227,6 +227,11 @@ impl Scheduler {
         }
     }
 
+    /// How many tasks wait in the dispatch queue.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Whether queued tasks wait to be reported to their owners.
     pub(crate) fn has_placed(&self) -> bool {
         !self.placed.is_empty()

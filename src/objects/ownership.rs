@@ -417,8 +417,12 @@ impl RefCounts {
         if e.stored {
             return Lookup::Elsewhere;
         }
-        // Readers that gave up (timeouts) leave closed channels behind.
-        e.waiters.retain(|(_, w)| !w.is_disconnected());
+        // Readers that are done (a `wait` that took others, a timeout) leave closed channels
+        // behind: swept before the list would grow, so it stays within twice the live readers
+        // without a sweep per read.
+        if e.waiters.len() == e.waiters.capacity() {
+            e.waiters.retain(|(_, w)| !w.is_disconnected());
+        }
         e.waiters.push((slot, tx.clone()));
         Lookup::Waiting
     }

@@ -19,6 +19,9 @@ pub(crate) struct Launch {
     pub(crate) spec: Arc<TaskSpec>,
     pub(crate) resolved: Vec<Option<Stored>>,
     pub(crate) grant: Grant,
+    /// More tasks wait at the raylet: the worker looks for its next one before it sleeps.
+    #[serde(default)]
+    pub(crate) backlog: bool,
 }
 
 /// Stops an actor hosted here.

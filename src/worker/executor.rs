@@ -37,6 +37,7 @@ pub(crate) fn spawn_async(
         spec,
         resolved,
         grant,
+        ..
     } = launch;
     let ctx = ExecContext {
         task_id: Some(spec.task_id),

@@ -15,7 +15,7 @@ use crate::protocol::task::TaskKind;
 use crate::protocol::worker::{ActorCall, Launch, StopActor};
 use crate::transport::net::Net;
 use crate::worker::executor;
-use crate::worker::thread::{Execute, Retire, Worker};
+use crate::worker::thread::WorkerHandle;
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use std::sync::Arc;
 #[rtype(result = "()")]
 pub(crate) struct Finished {
     pub(crate) task_id: TaskId,
-    pub(crate) worker: Addr<Worker>,
+    pub(crate) worker: WorkerHandle,
 }
 
 /// The actor hosts of a process, by actor: where calls go.
@@ -34,10 +34,10 @@ pub(crate) type HostDirectory = Arc<IdDashMap<ActorId, LocalHost>>;
 /// The executors of one worker.
 pub(crate) struct Executors {
     site: HostSite,
-    idle: Vec<Addr<Worker>>,
+    idle: Vec<WorkerHandle>,
     /// Every live worker thread. An actix actor stops once no `Addr` to it remains, so the pool
     /// keeps one for each worker for as long as the worker should live, busy or idle.
-    workers: Vec<Addr<Worker>>,
+    workers: Vec<WorkerHandle>,
     max_idle: usize,
     hosts: HashMap<ActorId, LocalHost>,
     /// The hosts, for routing calls without a hop through the pool.
@@ -56,13 +56,8 @@ impl Executors {
         }
     }
 
-    fn spawn_worker(&mut self, home: Recipient<Finished>) -> Addr<Worker> {
-        let (node, net) = (self.site.node, self.site.net.clone());
-        let w = Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker {
-            node,
-            net,
-            home,
-        });
+    fn spawn_worker(&mut self, home: Recipient<Finished>) -> WorkerHandle {
+        let w = WorkerHandle::start(self.site.node, self.site.net.clone(), home);
         self.workers.push(w.clone());
         w
     }
@@ -75,7 +70,7 @@ impl Executors {
                     Some(w) => w,
                     None => self.spawn_worker(home),
                 };
-                worker.do_send(Execute(launch));
+                worker.run(launch);
             }
             TaskKind::Normal { is_async: true } => executor::spawn_async(
                 &self.site.executor,
@@ -97,12 +92,12 @@ impl Executors {
     }
 
     /// A worker is free again: keep it idle, or retire it if enough are.
-    pub(crate) fn worker_free(&mut self, worker: Addr<Worker>) {
+    pub(crate) fn worker_free(&mut self, worker: WorkerHandle) {
         if self.idle.len() < self.max_idle {
             self.idle.push(worker);
         } else {
             self.workers.retain(|x| *x != worker);
-            worker.do_send(Retire);
+            worker.retire();
         }
     }
 

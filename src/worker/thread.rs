@@ -3,16 +3,27 @@
 //! The [`Executors`](crate::worker::pool::Executors) keep idle workers and start more when every
 //! one is busy (including when a task blocks in `get` and lends its CPU to another task), as
 //! Ray's worker pool does.
+//!
+//! A worker that finished a task while more wait at its raylet polls its [`Inbox`] for a moment
+//! before its thread sleeps: the pool usually hands it the next task within microseconds, and
+//! waking a sleeping thread costs more than a small task. Polling is rationed as everywhere
+//! ([`crate::spin`]).
 
 use crate::context::{with_exec, ExecContext};
 use crate::ids::NodeId;
 use crate::invoke;
 use crate::protocol::worker::Launch;
+use crate::spin::{self, Backoff};
 use crate::transport::net::Net;
 use crate::worker::executor;
 use crate::worker::pool::Finished;
 use actix::prelude::*;
+use parking_lot::Mutex;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a worker polls for its next task after finishing one.
+const LINGER: Duration = Duration::from_micros(50);
 
 /// Runs one task.
 #[derive(Message)]
@@ -24,26 +35,84 @@ pub(crate) struct Execute(pub(crate) Launch);
 #[rtype(result = "()")]
 pub(crate) struct Retire;
 
+/// Where a polling worker takes its next task without a message to its (sleeping) event loop.
+#[derive(Default)]
+struct Inbox {
+    state: Mutex<InboxState>,
+    /// Whether polling pays (tasks come that fast).
+    backoff: Backoff,
+}
+
+/// `polling`: the worker looks in the inbox; `next`: the task handed to it meanwhile.
+#[derive(Default)]
+struct InboxState {
+    polling: bool,
+    next: Option<Launch>,
+}
+
+/// A worker, as the pool holds it: its address and its inbox.
+#[derive(Clone)]
+pub(crate) struct WorkerHandle {
+    addr: Addr<Worker>,
+    inbox: Arc<Inbox>,
+}
+
+impl WorkerHandle {
+    /// Starts a worker on its own thread.
+    pub(crate) fn start(node: NodeId, net: Arc<Net>, home: Recipient<Finished>) -> WorkerHandle {
+        let inbox = Arc::new(Inbox::default());
+        let mine = inbox.clone();
+        let addr = Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker {
+            node,
+            net,
+            home,
+            inbox: mine,
+        });
+        WorkerHandle { addr, inbox }
+    }
+
+    /// Gives the (idle) worker a task: into its inbox while it polls, else as a message.
+    pub(crate) fn run(&self, launch: Launch) {
+        {
+            let mut state = self.inbox.state.lock();
+            if state.polling && state.next.is_none() {
+                state.next = Some(launch);
+                return;
+            }
+        }
+        self.addr.do_send(Execute(launch));
+    }
+
+    /// Stops the worker.
+    pub(crate) fn retire(&self) {
+        self.addr.do_send(Retire);
+    }
+}
+
+impl PartialEq for WorkerHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inbox, &other.inbox)
+    }
+}
+
 /// A worker thread.
 pub(crate) struct Worker {
-    pub(crate) node: NodeId,
-    pub(crate) net: Arc<Net>,
+    node: NodeId,
+    net: Arc<Net>,
     /// Told when a task is done (and this worker free).
-    pub(crate) home: Recipient<Finished>,
+    home: Recipient<Finished>,
+    inbox: Arc<Inbox>,
 }
 
-impl Actor for Worker {
-    type Context = Context<Self>;
-}
-
-impl Handler<Execute> for Worker {
-    type Result = ();
-    fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) {
+impl Worker {
+    /// Runs a task and tells the pool; returns the next task, if one came while it polled.
+    fn execute(&self, launch: Launch, me: &WorkerHandle) -> Option<Launch> {
         let Launch {
             spec,
             resolved,
             grant,
-        } = msg.0;
+            backlog,
+        } = launch;
         let span =
             tracing::debug_span!("task", task = %spec.task_id, function = %spec.function.path);
         let _enter = span.enter();
@@ -55,13 +124,59 @@ impl Handler<Execute> for Worker {
             in_async: false,
             captured: crate::context::captured_by(&spec.strategy),
         };
-        let node = self.node;
-        let outcome = with_exec(exec, || invoke::run_sync(&spec, resolved, node));
+        let outcome = with_exec(exec, || invoke::run_sync(&spec, resolved, self.node));
         executor::finish(&self.net, &spec, outcome);
+        // Polling before the pool hears this worker is free, so that the next task it hands
+        // over goes to the inbox, not to the mailbox of a thread busy polling the inbox.
+        let poll = backlog && self.inbox.backoff.should_poll();
+        if poll {
+            self.inbox.state.lock().polling = true;
+        }
         self.home.do_send(Finished {
             task_id: spec.task_id,
-            worker: ctx.address(),
+            worker: me.clone(),
         });
+        if poll {
+            self.next_task()
+        } else {
+            None
+        }
+    }
+
+    /// Polls the inbox (already marked as polled) for the next task; takes it, if one came.
+    fn next_task(&self) -> Option<Launch> {
+        let inbox = &self.inbox;
+        let came = spin::linger_if_free(LINGER, || inbox.state.lock().next.is_some());
+        let next = {
+            let mut state = inbox.state.lock();
+            state.polling = false;
+            state.next.take()
+        };
+        // A task handed over between the last look and the flag counts as a hit too.
+        if came || next.is_some() {
+            inbox.backoff.hit();
+        } else {
+            inbox.backoff.miss();
+        }
+        next
+    }
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+}
+
+impl Handler<Execute> for Worker {
+    type Result = ();
+    fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) {
+        let me = WorkerHandle {
+            addr: ctx.address(),
+            inbox: self.inbox.clone(),
+        };
+        let mut next = Some(msg.0);
+        while let Some(launch) = next {
+            next = self.execute(launch, &me);
+        }
     }
 }
 
