@@ -266,6 +266,19 @@ mod tests {
     }
 
     #[test]
+    fn without_a_free_permit_a_thread_looks_once_and_does_not_wait_for_one() {
+        let held: Vec<Permit> = std::iter::from_fn(try_permit).collect();
+        let mut looks = 0;
+        let polled = linger_if_free(Duration::from_secs(5), || {
+            looks += 1;
+            false
+        });
+        assert!(!polled);
+        assert_eq!(looks, 1);
+        drop(held);
+    }
+
+    #[test]
     fn misses_in_a_row_turn_polling_off_for_a_while() {
         let b = Backoff::new();
         for _ in 0..MISSES {

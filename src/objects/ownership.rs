@@ -683,6 +683,25 @@ mod tests {
     }
 
     #[test]
+    fn readers_that_are_done_leave_a_bounded_list_behind() {
+        let t = RefCounts::new(addr(1));
+        let id = ObjectId::for_put();
+        t.add_pending(id, None);
+        // A thousand `wait`s that took other objects and went.
+        for slot in 0..1000 {
+            let (tx, rx) = crate::objects::reply::channel();
+            assert!(matches!(t.lookup_or_wait(id, slot, &tx), Lookup::Waiting));
+            drop(rx);
+        }
+        let (live, _rx) = crate::objects::reply::channel();
+        t.lookup_or_wait(id, 7777, &live);
+        let kept = t.map.get(&id).map_or(0, |e| e.waiters.len());
+        assert!(kept <= 4, "{kept} readers kept for one live one");
+        let done = t.complete(id, small(), Vec::new());
+        assert!(done.waiters.iter().any(|(slot, _, _)| *slot == 7777));
+    }
+
+    #[test]
     fn an_object_lives_while_any_handle_or_pin_does() {
         let t = RefCounts::new(addr(1));
         let id = ObjectId::for_put();

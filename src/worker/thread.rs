@@ -36,31 +36,68 @@ pub(crate) struct Execute(pub(crate) Launch);
 pub(crate) struct Retire;
 
 /// Where a polling worker takes its next task without a message to its (sleeping) event loop.
-#[derive(Default)]
-struct Inbox {
-    state: Mutex<InboxState>,
+struct Inbox<T> {
+    state: Mutex<InboxState<T>>,
     /// Whether polling pays (tasks come that fast).
     backoff: Backoff,
 }
 
 /// `polling`: the worker looks in the inbox; `next`: the task handed to it meanwhile.
-#[derive(Default)]
-struct InboxState {
+struct InboxState<T> {
     polling: bool,
-    next: Option<Launch>,
+    next: Option<T>,
+}
+
+impl<T> Inbox<T> {
+    fn new() -> Self {
+        Inbox {
+            state: Mutex::new(InboxState {
+                polling: false,
+                next: None,
+            }),
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// Takes `item` if the worker polls and holds nothing yet; else gives it back.
+    fn offer(&self, item: T) -> Option<T> {
+        let mut state = self.state.lock();
+        if state.polling && state.next.is_none() {
+            state.next = Some(item);
+            None
+        } else {
+            Some(item)
+        }
+    }
+
+    /// The worker looks here from now on (set before the pool can hand it anything).
+    fn start_polling(&self) {
+        self.state.lock().polling = true;
+    }
+
+    fn has_next(&self) -> bool {
+        self.state.lock().next.is_some()
+    }
+
+    /// The worker stops looking; what was handed over meanwhile.
+    fn stop_polling(&self) -> Option<T> {
+        let mut state = self.state.lock();
+        state.polling = false;
+        state.next.take()
+    }
 }
 
 /// A worker, as the pool holds it: its address and its inbox.
 #[derive(Clone)]
 pub(crate) struct WorkerHandle {
     addr: Addr<Worker>,
-    inbox: Arc<Inbox>,
+    inbox: Arc<Inbox<Launch>>,
 }
 
 impl WorkerHandle {
     /// Starts a worker on its own thread.
     pub(crate) fn start(node: NodeId, net: Arc<Net>, home: Recipient<Finished>) -> WorkerHandle {
-        let inbox = Arc::new(Inbox::default());
+        let inbox = Arc::new(Inbox::new());
         let mine = inbox.clone();
         let addr = Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker {
             node,
@@ -73,14 +110,9 @@ impl WorkerHandle {
 
     /// Gives the (idle) worker a task: into its inbox while it polls, else as a message.
     pub(crate) fn run(&self, launch: Launch) {
-        {
-            let mut state = self.inbox.state.lock();
-            if state.polling && state.next.is_none() {
-                state.next = Some(launch);
-                return;
-            }
+        if let Some(launch) = self.inbox.offer(launch) {
+            self.addr.do_send(Execute(launch));
         }
-        self.addr.do_send(Execute(launch));
     }
 
     /// Stops the worker.
@@ -101,7 +133,7 @@ pub(crate) struct Worker {
     net: Arc<Net>,
     /// Told when a task is done (and this worker free).
     home: Recipient<Finished>,
-    inbox: Arc<Inbox>,
+    inbox: Arc<Inbox<Launch>>,
 }
 
 impl Worker {
@@ -130,7 +162,7 @@ impl Worker {
         // over goes to the inbox, not to the mailbox of a thread busy polling the inbox.
         let poll = backlog && self.inbox.backoff.should_poll();
         if poll {
-            self.inbox.state.lock().polling = true;
+            self.inbox.start_polling();
         }
         self.home.do_send(Finished {
             task_id: spec.task_id,
@@ -146,12 +178,8 @@ impl Worker {
     /// Polls the inbox (already marked as polled) for the next task; takes it, if one came.
     fn next_task(&self) -> Option<Launch> {
         let inbox = &self.inbox;
-        let came = spin::linger_if_free(LINGER, || inbox.state.lock().next.is_some());
-        let next = {
-            let mut state = inbox.state.lock();
-            state.polling = false;
-            state.next.take()
-        };
+        let came = spin::linger_if_free(LINGER, || inbox.has_next());
+        let next = inbox.stop_polling();
         // A task handed over between the last look and the flag counts as a hit too.
         if came || next.is_some() {
             inbox.backoff.hit();
@@ -185,5 +213,23 @@ impl Handler<Retire> for Worker {
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
         ctx.stop();
         Arbiter::current().stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_goes_to_the_inbox_only_while_the_worker_polls_and_holds_none() {
+        let inbox = Inbox::new();
+        assert_eq!(inbox.offer(1), Some(1), "not polling: sent as a message");
+        inbox.start_polling();
+        assert_eq!(inbox.offer(2), None);
+        assert!(inbox.has_next());
+        assert_eq!(inbox.offer(3), Some(3), "one at a time");
+        assert_eq!(inbox.stop_polling(), Some(2));
+        assert_eq!(inbox.offer(4), Some(4), "stopped: sent as a message");
+        assert_eq!(inbox.stop_polling(), None);
     }
 }
