@@ -720,25 +720,31 @@ fn poll_ready_prefix<T>(rt: &Runtime, refs: &[ObjectRef<T>], need: usize) -> Opt
     }
     let _permit = crate::spin::permit()?;
     let window = &refs[..refs.len().min(POLL_WINDOW)];
+    // Whether `need` are ready; `None`: a ref this table does not hold (owned elsewhere), which
+    // polling here cannot see become ready.
     let ready_in_window = || {
         let mut ready = 0;
         for r in window {
             match rt.refs.peek(r.id()) {
                 Peek::Ready => ready += 1,
                 Peek::Pending => {}
-                Peek::Unknown => return false,
+                Peek::Unknown => return None,
             }
             if ready == need {
-                return true;
+                return Some(true);
             }
         }
-        false
+        Some(false)
     };
     let start = Instant::now();
     loop {
-        if ready_in_window() {
-            SPIN_BACKOFF.with(Backoff::hit);
-            return known_ready_prefix(rt, refs, need);
+        match ready_in_window() {
+            None => return None,
+            Some(true) => {
+                SPIN_BACKOFF.with(Backoff::hit);
+                return known_ready_prefix(rt, refs, need);
+            }
+            Some(false) => {}
         }
         if start.elapsed() >= SPIN_FOR {
             SPIN_BACKOFF.with(Backoff::miss);
