@@ -244,6 +244,7 @@ pub fn forge_work(gcs: SocketAddr, token: &str) -> Result<ForgedReplies> {
                 strategy: PlacementStrategy::Pack,
                 job: JobId::fresh(),
                 detached: false,
+                watcher: None,
             }))
             .await
             .and_then(|answer| answer),

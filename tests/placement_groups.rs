@@ -1153,6 +1153,53 @@ fn removal_kills_users_on_a_cluster() {
     removal_kills_users(PlacementStrategy::StrictSpread);
 }
 
+/// Removes `pg` from wherever this task runs (a worker process on a cluster).
+#[lumen::remote]
+fn remove_elsewhere(pg: PlacementGroup) -> lumen::Result<()> {
+    lumen::remove_placement_group(&pg)
+}
+
+/// A removed group is never ready (Ray: `test_placement_group.py::test_remove_placement_group`),
+/// whoever removed it. The creator answers `ready()` of a group it knows to be created from the
+/// state changes the GCS reports to it, so a removal by another process must reach it too:
+/// here a task in a worker process removes the driver's group. Removed by the creator itself,
+/// the same.
+fn removed_groups_are_not_ready_for_their_creator() {
+    let pg = create_ready(cpus(1), PlacementStrategy::Pack);
+    // Answered from what the creator heard, and again from a fresh ready object.
+    assert!(pg.wait(SOON));
+    lumen::get(&remove_elsewhere::remote(pg.clone())).expect("removed by a task");
+    expect_state(&pg, PlacementGroupState::Removed, SOON);
+    let not_ready = |pg: &PlacementGroup| {
+        matches!(
+            lumen::get_timeout(&pg.ready(), SOON),
+            Err(Error::Cancelled { .. })
+        )
+    };
+    assert!(
+        wait_until(SOON, || not_ready(&pg)),
+        "ready() of a group another process removed: {:?}",
+        lumen::get_timeout(&pg.ready(), SOON)
+    );
+    assert!(!pg.wait(Duration::from_millis(50)));
+
+    let own = create_ready(cpus(1), PlacementStrategy::Pack);
+    lumen::remove_placement_group(&own).expect("remove");
+    assert!(not_ready(&own), "ready() of a group its creator removed");
+}
+
+#[test]
+fn removed_groups_are_not_ready_for_their_creator_on_the_embedded_node() {
+    let _s = Session::embedded(Config::default().num_cpus(2.0).num_gpus(0.0));
+    removed_groups_are_not_ready_for_their_creator();
+}
+
+#[test]
+fn removed_groups_are_not_ready_for_their_creator_on_a_cluster() {
+    let _s = Session::uniform(2, 2.0);
+    removed_groups_are_not_ready_for_their_creator();
+}
+
 /// `e` says that an actor can never be placed because its placement group was removed.
 fn expect_unschedulable_actor(e: Error) {
     match &e {

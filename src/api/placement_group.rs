@@ -13,6 +13,7 @@ use crate::protocol::gcs::{
 };
 use crate::protocol::refs::RawRef;
 use crate::resources::ResourceSet;
+use crate::worker::placement::ready_value;
 use crate::worker::runtime::{self, Runtime};
 use std::future::Future;
 use std::sync::Arc;
@@ -31,6 +32,11 @@ impl PlacementGroup {
             id,
             owner: rt.owner(),
         });
+        if rt.groups.is_created(self.id) {
+            // This process created it, and the GCS reported it created.
+            rt.refs.complete(id, ready_value(Ok(())), Vec::new());
+            return r;
+        }
         // The GCS tells this process's owner service, which completes the object.
         rt.gcs.do_send(WaitPlacementGroup {
             id: self.id,
@@ -150,9 +156,10 @@ impl PlacementGroupBuilder {
             // Nothing can be refused remotely: send and return at once. Later requests about the
             // group from this process arrive after it (same mailbox, or same connection, in order).
             rt.gcs.do_send(msg);
-        } else {
+        } else if let Err(e) = rt.request(&rt.gcs, msg).and_then(|claimed| claimed) {
             // A name must be claimed before create() returns, so a duplicate is an error here.
-            rt.request(&rt.gcs, msg)??;
+            rt.groups.forget(group.id);
+            return Err(e);
         }
         Ok(group)
     }
@@ -185,12 +192,15 @@ impl PlacementGroupBuilder {
             } else {
                 Some(rt.ask(&rt.gcs, msg))
             };
-            Ok((group, claimed))
+            Ok((group, claimed.map(|c| (c, rt))))
         });
         async move {
             let (group, claimed) = sent?;
-            if let Some(claimed) = claimed {
-                claimed.await??;
+            if let Some((claimed, rt)) = claimed {
+                if let Err(e) = claimed.await.and_then(|claimed| claimed) {
+                    rt.groups.forget(group.id);
+                    return Err(e);
+                }
             }
             Ok(group)
         }
@@ -234,7 +244,10 @@ impl PlacementGroupBuilder {
             strategy: self.strategy,
             job: rt.job_id,
             detached: self.detached,
+            watcher: Some(rt.net.addr()),
         };
+        // Tracked before the request goes, so that no report about it comes first.
+        rt.groups.created(id);
         Ok((msg, group))
     }
 }
@@ -388,6 +401,7 @@ pub fn remove_placement_group(pg: &PlacementGroup) -> Result<()> {
         "lumen::remove_placement_group",
         "lumen::remove_placement_group_async(&pg).await",
     )?;
+    rt.groups.forget(pg.id);
     rt.request(&rt.gcs, RemovePlacementGroup { id: pg.id })?
 }
 
@@ -410,7 +424,10 @@ pub fn remove_placement_group(pg: &PlacementGroup) -> Result<()> {
 pub fn remove_placement_group_async(
     pg: &PlacementGroup,
 ) -> impl Future<Output = Result<()>> + Send + 'static {
-    let asked = runtime::current().map(|rt| rt.ask(&rt.gcs, RemovePlacementGroup { id: pg.id }));
+    let asked = runtime::current().map(|rt| {
+        rt.groups.forget(pg.id);
+        rt.ask(&rt.gcs, RemovePlacementGroup { id: pg.id })
+    });
     async move { asked?.await? }
 }
 

@@ -228,6 +228,11 @@ pub(crate) struct CreatePlacementGroup {
     pub(crate) strategy: PlacementStrategy,
     pub(crate) job: JobId,
     pub(crate) detached: bool,
+    /// The creating process, told of each state change of the group ([`GroupState`]).
+    ///
+    /// [`GroupState`]: crate::protocol::owner::GroupState
+    #[serde(default)]
+    pub(crate) watcher: Option<SocketAddr>,
 }
 
 /// Asks the GCS to complete `object` (owned by the process `owner`) once the group is created,

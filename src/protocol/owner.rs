@@ -2,7 +2,8 @@
 //! its objects, borrowers coming and going, and news of nodes and actors that died.
 
 use crate::error::Error;
-use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
+use crate::ids::{ActorId, NodeId, ObjectId, PlacementGroupId, TaskId};
+use crate::placement::group::PlacementGroupState;
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::svc;
 use actix::prelude::*;
@@ -88,6 +89,16 @@ pub(crate) struct GroupReady {
     pub(crate) outcome: Result<(), Error>,
 }
 
+/// A placement group this process created changed state (created, rescheduling after a node
+/// died, removed): the creator's `ready()` answers from what it last heard instead of asking
+/// the GCS each time.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct GroupState {
+    pub(crate) id: PlacementGroupId,
+    pub(crate) state: PlacementGroupState,
+}
+
 super::wire!(TAGS, svc::Owner:
     TaskResult = 60,
     GetObject = 61,
@@ -96,4 +107,5 @@ super::wire!(TAGS, svc::Owner:
     TasksPlaced = 64,
     ActorDead = 65,
     GroupReady = 66,
+    GroupState = 67,
 );

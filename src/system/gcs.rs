@@ -10,7 +10,7 @@ use crate::placement::bundles::{place as place_bundles, PlacementStrategy};
 use crate::placement::group::{committed_resources, PlacementGroupState};
 use crate::placement::policy::{pick_node, Placement};
 use crate::protocol::gcs::*;
-use crate::protocol::owner::{ActorDead, GroupReady, NodeDied};
+use crate::protocol::owner::{ActorDead, GroupReady, GroupState, NodeDied};
 use crate::protocol::raylet::{
     CancelBundles, ClusterView, CommitBundles, JobEnded, KillHostedActor, NodeDown, PrepareBundles,
     SubmitTask,
@@ -172,6 +172,13 @@ impl Gcs {
         self.net.target(address)
     }
 
+    /// Tells groups' creators of their state changes (see [`GroupState`]).
+    fn tell_creators(&mut self) {
+        for (creator, id, state) in self.groups.take_notices() {
+            self.owner(creator).do_send(GroupState { id, state });
+        }
+    }
+
     fn deliver(notices: Notices<SocketAddr>) {
         for (tx, update) in notices {
             let _ = tx.send(update);
@@ -294,6 +301,7 @@ impl Gcs {
         // Groups with bundles there are placed again, ahead of other pending groups.
         if self.groups.node_dead(node_id) > 0 {
             tracing::warn!(node = %node_id, "placement groups lost bundles; rescheduling them");
+            self.tell_creators();
         }
         // Owners retry the tasks they had there: drivers directly, worker processes via their
         // raylets.
@@ -348,6 +356,8 @@ impl Gcs {
             );
         }
         for id in self.groups.of_job(job_id) {
+            // Its creator is gone: nothing is sent to it.
+            self.groups.unwatch(id);
             let _ = self.remove_group(id);
         }
         for n in self.nodes.alive() {
@@ -383,6 +393,7 @@ impl Gcs {
         if !self.groups.remove(id)? {
             return Ok(());
         }
+        self.tell_creators();
         tracing::info!(group = %id, "placement group removed");
         // Until the nodes' next reports: the bundles' resources are theirs again.
         if let Some(g) = self.groups.groups.get(&id) {
@@ -591,6 +602,7 @@ impl Gcs {
         if g.summary.nodes.iter().all(Option::is_some) {
             tracing::info!(group = %id, nodes = ?g.summary.nodes, "placement group created");
             self.groups.mark_created(id);
+            self.tell_creators();
         }
         self.broadcast_view_soon(ctx);
     }
@@ -734,6 +746,8 @@ impl Handler<PeerLost> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: PeerLost, _: &mut Context<Self>) {
         let _h = supervise::handling::<PeerLost>();
+        // A process that is gone hears of no group again.
+        self.groups.unwatch_at(msg.addr);
         if let Some(node) = self.nodes.at(msg.addr) {
             if self.nodes.mark_dead(node) {
                 self.node_dead(node, "its connection closed");

@@ -1,6 +1,7 @@
 //! The GCS's table of placement groups: names per namespace, state, where each bundle is, who
 //! waits for a group to be created, and which groups wait to be placed (rescheduling ones
-//! first, then pending ones, oldest first). Plain data: the `Gcs` actor places groups (it has the
+//! first, then pending ones, oldest first), and the state changes its creator is still to hear
+//! of. Plain data: the `Gcs` actor places groups (it has the
 //! node table) and runs their reservation (see [`reservation`](crate::system::reservation)).
 
 use crate::error::Error;
@@ -8,6 +9,7 @@ use crate::ids::{JobId, NodeId, PlacementGroupId};
 use crate::placement::group::PlacementGroupState;
 pub(crate) use crate::protocol::gcs::{CreatePlacementGroup, PgSummary};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
 
 fn removed_error(id: PlacementGroupId) -> Error {
     Error::Cancelled {
@@ -27,7 +29,12 @@ pub(crate) struct PgRecord {
     /// A reservation round is under way.
     pub(crate) in_flight: bool,
     pub(crate) waiters: Vec<PgWaiter>,
+    /// The creating process, told of each state change (none once its job ended).
+    watcher: Option<SocketAddr>,
 }
+
+/// A state change to tell a group's creator: where, which group, its new state.
+pub(crate) type Notice = (SocketAddr, PlacementGroupId, PlacementGroupState);
 
 /// How many removed groups the table keeps for listing (the oldest go first).
 pub(crate) const REMOVED_KEPT: usize = 1000;
@@ -44,6 +51,8 @@ pub(crate) struct PgTable {
     /// Removed groups still listed, oldest first.
     removed: VecDeque<u64>,
     names: HashMap<(String, String), PlacementGroupId>,
+    /// State changes not yet sent to the groups' creators, oldest first.
+    notices: Vec<Notice>,
 }
 
 impl PgTable {
@@ -77,6 +86,7 @@ impl PgTable {
                 },
                 in_flight: false,
                 waiters: Vec::new(),
+                watcher: msg.watcher,
             },
         );
         self.order.insert(seq, msg.id);
@@ -113,6 +123,9 @@ impl PgTable {
             return;
         };
         g.summary.state = PlacementGroupState::Created;
+        if let Some(w) = g.watcher {
+            self.notices.push((w, id, PlacementGroupState::Created));
+        }
         self.waiting.remove(&g.seq);
         for w in g.waiters.drain(..) {
             w(Ok(()));
@@ -146,6 +159,9 @@ impl PgTable {
             return Ok(false);
         }
         g.summary.state = PlacementGroupState::Removed;
+        if let Some(w) = g.watcher.take() {
+            self.notices.push((w, id, PlacementGroupState::Removed));
+        }
         if let Some(key) = &g.summary.name {
             self.names.remove(key);
         }
@@ -166,6 +182,28 @@ impl PgTable {
         Ok(true)
     }
 
+    /// The group's creator is gone (its job ended): it hears of nothing more.
+    pub(crate) fn unwatch(&mut self, id: PlacementGroupId) {
+        if let Some(g) = self.groups.get_mut(&id) {
+            g.watcher = None;
+        }
+    }
+
+    /// The process at `addr` is gone: the groups it created tell it nothing more.
+    pub(crate) fn unwatch_at(&mut self, addr: SocketAddr) {
+        for g in self.groups.values_mut() {
+            if g.watcher == Some(addr) {
+                g.watcher = None;
+            }
+        }
+        self.notices.retain(|(w, _, _)| *w != addr);
+    }
+
+    /// The state changes to tell creators since the last call, oldest first.
+    pub(crate) fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
     /// Finds a named group.
     pub(crate) fn lookup(&self, namespace: &str, name: &str) -> Result<PgSummary, Error> {
         self.names
@@ -182,7 +220,7 @@ impl PgTable {
     /// A node died: its bundles are lost; their groups go back to scheduling.
     pub(crate) fn node_dead(&mut self, node: NodeId) -> usize {
         let mut affected = 0;
-        for g in self.groups.values_mut() {
+        for (id, g) in self.groups.iter_mut() {
             if g.summary.state == PlacementGroupState::Removed {
                 continue;
             }
@@ -198,6 +236,10 @@ impl PgTable {
                 if g.summary.state == PlacementGroupState::Created {
                     g.summary.state = PlacementGroupState::Rescheduling;
                     self.waiting.insert(g.seq);
+                    if let Some(w) = g.watcher {
+                        self.notices
+                            .push((w, *id, PlacementGroupState::Rescheduling));
+                    }
                 }
             }
         }
@@ -237,6 +279,7 @@ mod tests {
             strategy: PlacementStrategy::Pack,
             job: JobId(1 << 16),
             detached: false,
+            watcher: None,
         })?;
         Ok(id)
     }
@@ -299,6 +342,61 @@ mod tests {
         assert_eq!(t.groups.len(), REMOVED_KEPT + 1);
         assert_eq!(t.in_order().count(), REMOVED_KEPT + 1);
         assert_eq!(t.to_schedule(), vec![live]);
+    }
+
+    #[test]
+    fn the_creator_hears_each_state_change_until_it_is_gone() {
+        let mut t = PgTable::default();
+        let creator: SocketAddr = "127.0.0.1:7100".parse().unwrap();
+        let watched = PlacementGroupId::fresh();
+        let mut b = ResourceSet::new();
+        b.set(Resource::Cpu, Amount::units(1));
+        t.create(CreatePlacementGroup {
+            id: watched,
+            name: None,
+            bundles: vec![b],
+            strategy: PlacementStrategy::Pack,
+            job: JobId(1 << 16),
+            detached: false,
+            watcher: Some(creator),
+        })
+        .unwrap();
+        let unwatched = create(&mut t, None).unwrap();
+        assert!(t.take_notices().is_empty(), "nothing changed yet");
+        let node = NodeId(7 << 16);
+        for id in [watched, unwatched] {
+            if let Some(g) = t.groups.get_mut(&id) {
+                g.summary.nodes = vec![Some(node); g.summary.nodes.len()];
+            }
+            t.mark_created(id);
+        }
+        t.node_dead(node);
+        t.mark_created(watched);
+        t.remove(watched).unwrap();
+        t.remove(watched).unwrap();
+        use PlacementGroupState::*;
+        assert_eq!(
+            t.take_notices(),
+            [Created, Rescheduling, Created, Removed].map(|s| (creator, watched, s))
+        );
+        assert!(t.take_notices().is_empty());
+
+        // A creator that is gone hears nothing more, not even what was still to be sent.
+        let again = PlacementGroupId::fresh();
+        t.create(CreatePlacementGroup {
+            id: again,
+            name: None,
+            bundles: Vec::new(),
+            strategy: PlacementStrategy::Pack,
+            job: JobId(1 << 16),
+            detached: false,
+            watcher: Some(creator),
+        })
+        .unwrap();
+        t.mark_created(again);
+        t.unwatch_at(creator);
+        t.remove(again).unwrap();
+        assert!(t.take_notices().is_empty());
     }
 
     #[test]

@@ -4,16 +4,18 @@
 //! Results of the tasks and actor calls it submitted arrive ([`TaskResult`]): it retries a task
 //! whose failure allows it, else stores the outcome, takes its own references to the refs inside
 //! it and lets the arguments' pins go. Other processes read its objects ([`GetObject`]), start
-//! and stop borrowing them ([`Borrow`]), and the cluster tells it of dead nodes and actors.
+//! and stop borrowing them ([`Borrow`]), and the cluster tells it of dead nodes and actors, and
+//! of the placement groups it waits for or created.
 
 use crate::error::Error;
 use crate::ids::{NodeId, ObjectId};
-use crate::objects::{codec, read};
+use crate::objects::read;
 use crate::protocol::owner::*;
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::task::TaskSpec;
 use crate::supervise;
 use crate::transport::net::{Net, Reply, Wire};
+use crate::worker::placement::ready_value;
 use crate::worker::runtime::Runtime;
 use bytes::Bytes;
 use std::sync::{Arc, Weak};
@@ -53,12 +55,10 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
     direct::<NodeDied>(net, rt, on_node_died)?;
     direct::<TasksPlaced>(net, rt, on_tasks_placed)?;
     direct::<GroupReady>(net, rt, |rt, m| {
-        let value = match m.outcome.and_then(|()| codec::encode("()", &())) {
-            Ok(enc) => Stored::Value(enc.into_parts().0),
-            Err(e) => Stored::Error(e),
-        };
-        rt.refs.complete(m.object, value, Vec::new());
+        rt.refs
+            .complete(m.object, ready_value(m.outcome), Vec::new());
     })?;
+    direct::<GroupState>(net, rt, |rt, m| rt.groups.reported(m.id, m.state))?;
     direct::<ActorDead>(net, rt, |rt, m| {
         rt.actors.actor_died(m.actor_id, m.error, m.restarting)
     })?;

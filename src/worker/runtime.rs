@@ -15,6 +15,7 @@ use crate::protocol::refs::OwnerAddress;
 use crate::protocol::svc;
 use crate::protocol::task::TaskSpec;
 use crate::transport::net::{Net, Target, Wire};
+use crate::worker::placement::CreatedGroups;
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -69,6 +70,8 @@ pub(crate) struct Runtime {
     pub(crate) raylet: Target<svc::Raylet>,
     pub(crate) refs: Arc<RefTable>,
     pub(crate) actors: Arc<ActorClients>,
+    /// The placement groups this process created, as the GCS last reported them.
+    pub(crate) groups: CreatedGroups,
     /// Tasks this process owns and submitted, by return object: the owner keeps each spec
     /// until its result arrives (to retry it, or to unpin its arguments), with the node that
     /// queued it once a raylet reports it (to retry it if that node dies).
@@ -141,6 +144,7 @@ impl Runtime {
             net: core.net,
             refs: core.refs,
             actors,
+            groups: CreatedGroups::default(),
             inflight: IdDashMap::default(),
             routes: Routes::default(),
             dead_nodes: Mutex::new(HashMap::new()),
