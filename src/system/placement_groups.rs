@@ -1,8 +1,8 @@
 //! The GCS's table of placement groups: names per namespace, state, where each bundle is, who
 //! waits for a group to be created, and which groups wait to be placed (rescheduling ones
-//! first, then pending ones, oldest first), and the state changes its creator is still to hear
-//! of. Plain data: the `Gcs` actor places groups (it has the
-//! node table) and runs their reservation (see [`reservation`](crate::system::reservation)).
+//! first, then pending ones, oldest first), and the state changes their creators are still to
+//! hear of. Plain data: the `Gcs` actor places groups (it has the node table) and runs their
+//! reservation (see [`reservation`](crate::system::reservation)).
 
 use crate::error::Error;
 use crate::ids::{JobId, NodeId, PlacementGroupId};
