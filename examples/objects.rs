@@ -84,6 +84,26 @@ fn wait_for_stored_objects(objects: usize) -> lumen::Result<lumen::MemorySummary
     }
 }
 
+/// The memory summary once the stored-object count has stopped moving (unchanged over five
+/// reads 10 ms apart, or after 5 s): what earlier calls pinned is let go in the background, just
+/// after their results become readable, so a count taken at once may still drop.
+fn settled_summary() -> lumen::Result<lumen::MemorySummary> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = lumen::memory_summary()?;
+    let mut unchanged = 0;
+    while unchanged < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = lumen::memory_summary()?;
+        unchanged = if now.stored_objects == last.stored_objects {
+            unchanged + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    Ok(last)
+}
+
 fn main() -> lumen::Result<()> {
     lumen::init_with(lumen::Config::default().num_cpus(4.0))?;
 
@@ -155,7 +175,7 @@ fn main() -> lumen::Result<()> {
 
     // ----- Objects that contain refs -----------------------------------------------------
     println!("An object containing refs");
-    let baseline = lumen::memory_summary()?;
+    let baseline = settled_summary()?;
     let inner: Vec<ObjectRef<i64>> = (1..=3).map(|i| lumen::put(i * 10)).collect();
     // Storing the refs inside another object keeps their objects alive as long as it lives,
     // even after every other handle to them is gone.
@@ -185,7 +205,7 @@ fn main() -> lumen::Result<()> {
 
     // ----- Freeing ---------------------------------------------------------------------------
     println!("Objects are freed when their last ref is dropped");
-    let baseline = lumen::memory_summary()?;
+    let baseline = settled_summary()?;
     let buffers: Vec<ObjectRef<Vec<u8>>> = (0..8).map(|_| lumen::put(vec![7u8; 1 << 20])).collect();
     let full = wait_for_stored_objects(baseline.stored_objects + 8)?;
     println!(
