@@ -27,11 +27,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// One object's counts and state. `repr(C)` keeps the declared order: the fields every ref
-/// made or dropped touches (the counts, the flags, `borrowed_from`) come first, so they share
-/// the cache line of the table slot's key that the lookup has just read (a ref's entry is
-/// touched once per ref made and once per ref dropped: thousands of times for an object that
-/// contains thousands of refs).
+/// One object's counts and state, in the owner's table or, for a ref borrowed from another
+/// process, in the borrower's.
 #[derive(Default)]
 struct RefEntry {
     local: u32,
