@@ -31,8 +31,9 @@ mod compact_addr {
     /// What a wrong length is told it should have been.
     pub(super) const EXPECTED: &str = "a socket address as 6 (IPv4) or 26 (IPv6) bytes";
 
-    /// Writes `addr` at the start of `buf`; returns how many bytes it took (6 or 26).
-    pub(super) fn pack(addr: &SocketAddr, buf: &mut [u8; MAX]) -> usize {
+    /// Writes `addr` at the start of `buf` (at least [`MAX`] bytes long); returns how many bytes
+    /// it took (6 or 26).
+    pub(super) fn pack(addr: &SocketAddr, buf: &mut [u8]) -> usize {
         match addr {
             SocketAddr::V4(a) => {
                 buf[..4].copy_from_slice(&a.ip().octets());
@@ -175,9 +176,7 @@ impl Serialize for RawRef {
         buf[..16].copy_from_slice(&self.id.0.to_be_bytes());
         buf[16..32].copy_from_slice(&self.owner.worker.0.to_be_bytes());
         buf[32..48].copy_from_slice(&self.owner.node.0.to_be_bytes());
-        let mut addr = [0u8; compact_addr::MAX];
-        let n = compact_addr::pack(&self.owner.addr, &mut addr);
-        buf[REF_IDS..REF_IDS + n].copy_from_slice(&addr[..n]);
+        let n = compact_addr::pack(&self.owner.addr, &mut buf[REF_IDS..]);
         s.serialize_bytes(&buf[..REF_IDS + n])
     }
 }
