@@ -459,6 +459,54 @@ fn wait_ready_in_input_order_and_capped_at_num_returns() {
     lumen::get_all(&mixed).unwrap();
 }
 
+/// The loop of Ray's `wait_multiple_refs` microbenchmark and of most programs that drain
+/// results: wait for one, carry on with the rest. Results come out of order; every ref is
+/// returned once, only when ready, and a ref known to be ready (its `get` returned) is reported
+/// ready by the next call even with a zero timeout.
+#[test]
+fn wait_loop_drains_a_list_one_ref_at_a_time() {
+    init();
+    let _g = shared();
+    let naps: Vec<u64> = (0..40).map(|i| (i * 7 % 11) * 3).collect();
+    let refs: Vec<_> = naps.iter().map(|&ms| nap::remote(ms)).collect();
+    let mut rest = refs.clone();
+    let mut seen = Vec::new();
+    while !rest.is_empty() {
+        let before = rest.clone();
+        let (ready, left) = lumen::wait(&rest, 1, None);
+        assert_eq!(ready.len(), 1);
+        check_wait_split(&before, &ready, &left, 1, &before);
+        assert!(
+            lumen::get_timeout(&ready[0], Duration::ZERO).is_ok(),
+            "reported ready before it was"
+        );
+        seen.push(ready[0].clone());
+        rest = left;
+        if let Some(next) = rest.first().filter(|_| rest.len() % 8 == 0) {
+            // Made ready by a get of its own: the next zero-timeout wait must see it.
+            common::get(next).unwrap();
+            let (ready, _) = lumen::wait(&rest, 1, Some(Duration::ZERO));
+            assert_eq!(
+                ready.first(),
+                rest.first(),
+                "a ref read ready is not reported"
+            );
+        }
+        if rest.len() == 20 {
+            // Another list in between, and this one out of its order: answered all the same.
+            let other = vec![lumen::put(1u64)];
+            assert_eq!(lumen::wait(&other, 1, None).0, other);
+            let reversed: Vec<_> = rest.iter().rev().cloned().collect();
+            let (ready, left) = lumen::wait(&reversed, reversed.len(), Some(PATIENCE));
+            check_wait_split(&reversed, &ready, &left, reversed.len(), &reversed);
+            assert_eq!(ready.len(), reversed.len());
+        }
+    }
+    let ids: HashSet<_> = seen.iter().map(|r| r.id()).collect();
+    assert_eq!(ids.len(), refs.len(), "each ref returned once");
+    assert!(refs.iter().all(|r| ids.contains(&r.id())));
+}
+
 #[test]
 fn wait_num_returns_larger_than_refs() {
     init();

@@ -9,12 +9,13 @@
 
 use crate::context::{self, refuse_blocking};
 use crate::error::{Error, Result};
-use crate::ids::ObjectId;
+use crate::ids::{ObjectId, TaskId};
 use crate::objects::codec;
 use crate::objects::object_ref::ObjectRef;
 use crate::objects::ownership::{Lookup, Peek};
 use crate::objects::read::{self, decode, unknown_ref};
 use crate::objects::reply::{self, Arrivals};
+use crate::objects::standing::Standing;
 use crate::objects::store::PRESENT_SENT;
 use crate::protocol::raylet::{TaskBlocked, TaskUnblocked};
 use crate::protocol::refs::{RawRef, Stored};
@@ -22,8 +23,9 @@ use crate::spin::Backoff;
 use crate::worker::runtime::{self, Runtime};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::cell::RefCell;
 use std::future::{Future, IntoFuture};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// How long a blocking read waits with nothing arriving before it lends its task's CPU.
@@ -197,6 +199,63 @@ impl Fetch {
     }
 }
 
+/// A blocking read's loan of its task's CPU: lent to the raylet after [`LEND_AFTER`] with
+/// nothing arriving (so a task waiting for its children cannot starve them), taken back before
+/// the read returns.
+#[derive(Default)]
+struct Lending {
+    /// When the quiet spell ends.
+    lend_at: Option<Instant>,
+    /// Once lent: the task whose CPU it was (`None`: the thread runs no task that holds one).
+    lent: Option<Option<TaskId>>,
+}
+
+impl Lending {
+    /// About to sleep at `now`: lends the CPU if the quiet spell is over. `true`: it lent it
+    /// now (look at what arrived once more before sleeping).
+    fn lend_if_quiet(&mut self, rt: &Runtime, now: Instant) -> bool {
+        if self.lent.is_some() {
+            return false;
+        }
+        let at = *self.lend_at.get_or_insert(now + LEND_AFTER);
+        if now < at {
+            return false;
+        }
+        let task = context::exec(|e| e.task_id.filter(|_| e.lends_cpu));
+        if let Some(task_id) = task {
+            rt.raylet.do_send(TaskBlocked { task_id });
+        }
+        self.lent = Some(task);
+        true
+    }
+
+    /// How long a sleep may last: until `deadline`, or the end of the quiet spell if it comes
+    /// first and the CPU is not lent yet.
+    fn wake_by(&self, deadline: Option<Instant>) -> Option<Instant> {
+        match (
+            deadline,
+            self.lent.is_none().then_some(self.lend_at).flatten(),
+        ) {
+            (Some(d), Some(l)) => Some(d.min(l)),
+            (d, l) => d.or(l),
+        }
+    }
+
+    /// Something arrived: the quiet spell starts again.
+    fn arrived(&mut self) {
+        if self.lent.is_none() {
+            self.lend_at = Some(Instant::now() + LEND_AFTER);
+        }
+    }
+
+    /// Takes the CPU back if it was lent.
+    fn take_back(self, rt: &Runtime) {
+        if let Some(Some(task_id)) = self.lent {
+            let _ = rt.request(&rt.raylet, TaskUnblocked { task_id });
+        }
+    }
+}
+
 /// Waits until `need` of `ids` are present or `timeout` passes; returns the values by slot and
 /// whether `need` was reached. With `settle`, it also waits until it has seen every object that
 /// was already present when the shards answered (so `wait` can pick the first ready ones in
@@ -213,9 +272,7 @@ fn fetch_blocking(
     }
     let mut fetch = Fetch::start(rt, refs, settle, true)?;
     let deadline = timeout.map(|t| Instant::now() + t);
-    // Lending waits for a quiet spell: LEND_AFTER with nothing arriving.
-    let mut lend_at = None;
-    let mut lent = None;
+    let mut lending = Lending::default();
     let mut complete = true;
     while fetch.waiting(need) {
         match fetch.rx().try_recv() {
@@ -238,38 +295,25 @@ fn fetch_blocking(
             complete = false;
             break;
         }
-        if lent.is_none() {
-            let at = *lend_at.get_or_insert(now + LEND_AFTER);
-            if now >= at {
-                // About to wait for real: lend the task's CPU, if it holds one.
-                let task = context::exec(|e| e.task_id.filter(|_| e.lends_cpu));
-                if let Some(task_id) = task {
-                    rt.raylet.do_send(TaskBlocked { task_id });
-                }
-                lent = Some(task);
-                continue;
-            }
+        if lending.lend_if_quiet(rt, now) {
+            continue;
         }
-        let until = match (deadline, lent.is_none().then_some(lend_at).flatten()) {
-            (Some(d), Some(l)) => Some(d.min(l)),
-            (d, l) => d.or(l),
-        };
         // Wake once most of what is missing is here; the last few are polled for.
         let wake_after = still.saturating_sub(POLL_WITHIN).max(1);
         {
             // On an actor pool thread: queued work may have this thread's core meanwhile.
             let _blocked = crate::actors::pooled::blocked();
-            fetch.arrivals.sleep_until(wake_after, until);
+            fetch
+                .arrivals
+                .sleep_until(wake_after, lending.wake_by(deadline));
         }
-        if lent.is_none() && !fetch.rx().is_empty() {
-            lend_at = Some(Instant::now() + LEND_AFTER);
+        if !fetch.rx().is_empty() {
+            lending.arrived();
         }
     }
     fetch.drain();
-    if let Some(Some(task_id)) = lent {
-        // Back on the CPU before the task goes on.
-        let _ = rt.request(&rt.raylet, TaskUnblocked { task_id });
-    }
+    // Back on the CPU before the task goes on.
+    lending.take_back(rt);
     let complete = complete || fetch.got >= need;
     Ok((fetch.slots, complete))
 }
@@ -593,12 +637,25 @@ pub fn wait<T>(
         return (Vec::new(), refs.to_vec());
     };
     let need = num_returns.min(refs.len());
+    let blocking =
+        || refuse_blocking("lumen::wait", "lumen::wait_async(&refs, n, timeout).await").is_ok();
+    // The next call of this thread's wait loop: its registrations are still there.
+    if need > 0 && STANDING.with(|s| s.borrow().is_some()) && blocking() {
+        if let Some(split) = wait_standing(&rt, refs, need, timeout, false) {
+            return split;
+        }
+    }
     if let Some(split) = known_ready_prefix(&rt, refs, need) {
         return split;
     }
     let in_async = refuse_blocking("lumen::wait", "lumen::wait_async(&refs, n, timeout).await");
     if in_async.is_ok() && timeout.is_none_or(|t| t >= SPIN_FOR) {
         if let Some(split) = poll_ready_prefix(&rt, refs, need) {
+            return split;
+        }
+    }
+    if in_async.is_ok() && need > 0 {
+        if let Some(split) = wait_standing(&rt, refs, need, timeout, true) {
             return split;
         }
     }
@@ -693,8 +750,13 @@ fn known_ready_prefix<T>(rt: &Runtime, refs: &[ObjectRef<T>], need: usize) -> Op
     if ready_at.len() != need {
         return None;
     }
-    let mut ready = Vec::with_capacity(need);
-    let mut rest = Vec::with_capacity(refs.len() - need);
+    Some(split_at(refs, &ready_at))
+}
+
+/// Splits `refs` into those at the (ascending) indices `ready_at` and the rest, in order.
+fn split_at<T>(refs: &[ObjectRef<T>], ready_at: &[usize]) -> Split<T> {
+    let mut ready = Vec::with_capacity(ready_at.len());
+    let mut rest = Vec::with_capacity(refs.len() - ready_at.len());
     let mut next = ready_at.iter().peekable();
     for (i, r) in refs.iter().enumerate() {
         if next.peek() == Some(&&i) {
@@ -704,7 +766,123 @@ fn known_ready_prefix<T>(rt: &Runtime, refs: &[ObjectRef<T>], need: usize) -> Op
             rest.push(r.clone());
         }
     }
-    Some((ready, rest))
+    (ready, rest)
+}
+
+thread_local! {
+    /// This thread's `wait` loop: the registrations of its last blocking `wait` that had to
+    /// register, with the runtime they are in (see [`Standing`]).
+    static STANDING: RefCell<Option<(Weak<Runtime>, Standing)>> = const { RefCell::new(None) };
+}
+
+/// `wait` on this thread's standing registrations: reused when `refs` is the list of its last
+/// one with refs taken out, or (with `register`) made anew when every ref is owned by this
+/// process. Each call then only takes the arrivals since the last one, instead of registering
+/// with (and later sweeping) every ref of the list. `None`: neither; the caller reads the refs
+/// another way. Only where this thread may block.
+fn wait_standing<T>(
+    rt: &Arc<Runtime>,
+    refs: &[ObjectRef<T>],
+    need: usize,
+    timeout: Option<Duration>,
+    register: bool,
+) -> Option<Split<T>> {
+    let kept = STANDING.with(|s| s.borrow_mut().take());
+    let matched = kept.and_then(|(owner, standing)| {
+        if !std::ptr::eq(owner.as_ptr(), Arc::as_ptr(rt)) {
+            return None;
+        }
+        match standing.slots_of(refs) {
+            Some(slots) => Some(Ok((standing, slots))),
+            // Another list: the old loop's registrations stay for its next call, unless this
+            // one registers its own.
+            None if register => None,
+            None => Some(Err((owner, standing))),
+        }
+    });
+    let (mut standing, slots) = match matched {
+        Some(Ok(found)) => found,
+        Some(Err(other)) => {
+            STANDING.with(|s| *s.borrow_mut() = Some(other));
+            return None;
+        }
+        None if register => {
+            let standing = Standing::register(&rt.refs, refs)?;
+            (standing, (0..refs.len() as u32).collect())
+        }
+        None => return None,
+    };
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut lending = Lending::default();
+    let split = loop {
+        if standing.take_arrivals().is_err() {
+            // The runtime let go of the registrations (shutting down).
+            break None;
+        }
+        if let Some(split) = pick_ready(rt, refs, &slots, &standing, need, false) {
+            break Some(split);
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            break pick_ready(rt, refs, &slots, &standing, need, true);
+        }
+        if let Some(arrival) = spin_recv(standing.arrivals().rx()) {
+            standing.note(arrival);
+            continue;
+        }
+        if lending.lend_if_quiet(rt, now) {
+            continue;
+        }
+        {
+            // On an actor pool thread: queued work may have this thread's core meanwhile.
+            let _blocked = crate::actors::pooled::blocked();
+            standing
+                .arrivals()
+                .sleep_until(1, lending.wake_by(deadline));
+        }
+        if !standing.arrivals().rx().is_empty() {
+            lending.arrived();
+        }
+    };
+    lending.take_back(rt);
+    // Kept for the loop's next call (there is none once nothing is left to wait for).
+    if split.as_ref().is_some_and(|(_, rest)| !rest.is_empty()) {
+        STANDING.with(|s| *s.borrow_mut() = Some((Arc::downgrade(rt), standing)));
+    }
+    split
+}
+
+/// The first `need` ready refs of `refs` (whose slots in `standing` are `slots`), in input
+/// order, once `need` are known ready; with `settle_now` (the wait is over), however many are
+/// ready now. A ref not yet known ready is looked up in the table when it comes before the
+/// chosen ones: it may be ready with its arrival still on the way.
+fn pick_ready<T>(
+    rt: &Runtime,
+    refs: &[ObjectRef<T>],
+    slots: &[u32],
+    standing: &Standing,
+    need: usize,
+    settle_now: bool,
+) -> Option<Split<T>> {
+    let end = if settle_now {
+        refs.len()
+    } else {
+        let mut known = 0;
+        slots.iter().position(|s| {
+            known += usize::from(standing.is_ready(*s));
+            known == need
+        })? + 1
+    };
+    let mut ready_at = Vec::with_capacity(need);
+    for (i, (r, s)) in refs[..end].iter().zip(slots).enumerate() {
+        if ready_at.len() == need {
+            break;
+        }
+        if standing.is_ready(*s) || rt.refs.peek(r.id()) == Peek::Ready {
+            ready_at.push(i);
+        }
+    }
+    Some(split_at(refs, &ready_at))
 }
 
 /// How many refs from the front of a `wait`'s list [`poll_ready_prefix`] looks at.

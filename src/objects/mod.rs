@@ -8,6 +8,7 @@
 //!   of what it owns and borrows.
 //! - [`read`]: reading an object from this process's table, its store, or its owner.
 //! - [`reply`]: the channel a read's objects arrive on, waking a sleeping reader once per batch.
+//! - [`standing`]: a `wait` loop's registrations, kept from one call to the next.
 //! - [`store`]: object-store shards, each an actix actor that holds bytes and wakes waiters.
 
 pub(crate) mod codec;
@@ -15,4 +16,5 @@ pub(crate) mod object_ref;
 pub(crate) mod ownership;
 pub(crate) mod read;
 pub(crate) mod reply;
+pub(crate) mod standing;
 pub(crate) mod store;

@@ -352,7 +352,10 @@ impl RefCounts {
                 to_store,
                 waiters: waiters
                     .into_iter()
-                    .map(|(s, tx)| (s, tx, value.clone()))
+                    .map(|(s, tx)| {
+                        let v = tx.arrival(&value);
+                        (s, tx, v)
+                    })
                     .collect(),
                 effects: Vec::new(),
             },

@@ -71,6 +71,9 @@ pub(crate) struct FetchReply(Arc<Sending>);
 struct Sending {
     // Dropped first (fields drop in order): the channel is closed before the reader is woken.
     tx: flume::Sender<Arrival>,
+    /// Whether the reader wants the objects; else only that they are ready (see
+    /// [`FetchReply::arrival`]).
+    values: bool,
     _wake: WakeOnDrop,
 }
 
@@ -89,6 +92,16 @@ impl FetchReply {
         self.0.tx.send(arrival)?;
         self.0._wake.0.arrived();
         Ok(())
+    }
+
+    /// What to deliver for `value`: the value itself, or for a reader that only waits for
+    /// readiness an empty one, so that arrivals it has not taken yet keep nothing alive.
+    pub(crate) fn arrival(&self, value: &Stored) -> Stored {
+        if self.0.values {
+            value.clone()
+        } else {
+            Stored::Value(bytes::Bytes::new())
+        }
     }
 
     /// Whether the reader has gone (its waits can be forgotten).
@@ -112,15 +125,21 @@ pub(crate) fn channel() -> (FetchReply, flume::Receiver<Arrival>) {
 
 /// [`channel`], keeping the reading side's type (it must not [`sleep`](Arrivals::sleep_until)).
 pub(crate) fn for_awaiting() -> (FetchReply, Arrivals) {
-    make(None)
+    make(None, true)
 }
 
 /// A channel for a reader on this thread that may sleep with [`Arrivals::sleep_until`].
 pub(crate) fn for_this_thread() -> (FetchReply, Arrivals) {
-    make(Some(std::thread::current()))
+    make(Some(std::thread::current()), true)
 }
 
-fn make(sleeper: Option<Thread>) -> (FetchReply, Arrivals) {
+/// [`for_this_thread`] for a reader that only waits to hear which objects are ready (a `wait`):
+/// each arrival carries an empty value instead of the object.
+pub(crate) fn readiness_for_this_thread() -> (FetchReply, Arrivals) {
+    make(Some(std::thread::current()), false)
+}
+
+fn make(sleeper: Option<Thread>, values: bool) -> (FetchReply, Arrivals) {
     let (tx, rx) = flume::unbounded();
     let gate = Arc::new(Gate {
         pending: AtomicIsize::new(0),
@@ -131,6 +150,7 @@ fn make(sleeper: Option<Thread>) -> (FetchReply, Arrivals) {
     });
     let sending = Sending {
         tx,
+        values,
         _wake: WakeOnDrop(gate.clone()),
     };
     (FetchReply(Arc::new(sending)), Arrivals { rx, gate })
