@@ -81,24 +81,6 @@ impl<T> ObjectRef<T> {
     pub(crate) fn raw(&self) -> &RawRef {
         &self.local.raw
     }
-
-    /// A key that tells this handle (and its clones) apart from every other handle without
-    /// reading it, and keeps no object alive.
-    pub(crate) fn key(&self) -> RefKey {
-        RefKey(Arc::downgrade(&self.local))
-    }
-}
-
-/// Names one local reference (a ref and its clones) by its address, which it keeps from being
-/// reused (it holds the allocation, not the object: dropping the last clone frees the object
-/// as usual). Comparing keys reads no ref, which matters to a loop over a thousand of them.
-pub(crate) struct RefKey(std::sync::Weak<LocalRef>);
-
-impl RefKey {
-    /// Whether `r` is this reference or a clone of it.
-    pub(crate) fn is<T>(&self, r: &ObjectRef<T>) -> bool {
-        std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(&r.local))
-    }
 }
 
 impl<T> Clone for ObjectRef<T> {

@@ -8,14 +8,15 @@
 //! each call's list is the previous list with refs taken out (in the same order): each call
 //! then only takes the arrivals that came since the last one.
 
-use crate::objects::object_ref::{ObjectRef, RefKey};
+use crate::ids::ObjectId;
+use crate::objects::object_ref::ObjectRef;
 use crate::objects::ownership::{Lookup, RefCounts};
 use crate::objects::reply::{self, Arrivals};
 
 /// Registrations for readiness with every object of a list owned by this process.
 pub(crate) struct Standing {
-    /// The refs of the list it registered for, in its order (a slot is an index here).
-    keys: Vec<RefKey>,
+    /// The objects of the list it registered for, in its order (a slot is an index here).
+    ids: Vec<ObjectId>,
     /// Which slots are known to be ready (present or failed).
     ready: Vec<bool>,
     /// Where the owner's table says that a registered object is ready.
@@ -42,7 +43,7 @@ impl Standing {
             }
         }
         Some(Standing {
-            keys: refs.iter().map(ObjectRef::key).collect(),
+            ids: refs.iter().map(ObjectRef::id).collect(),
             ready,
             arrivals,
         })
@@ -50,15 +51,15 @@ impl Standing {
 
     /// The slot of each of `refs` when they are this wait's list with some taken out, in the
     /// same order (each call of a wait loop passes what the last one left); `None` otherwise.
-    /// A ref counts as in the list when it is one of its refs or a clone of one.
     pub(crate) fn slots_of<T>(&self, refs: &[ObjectRef<T>]) -> Option<Vec<u32>> {
-        if refs.len() > self.keys.len() {
+        if refs.len() > self.ids.len() {
             return None;
         }
         let mut slots = Vec::with_capacity(refs.len());
         let mut next = 0;
         for r in refs {
-            let at = self.keys[next..].iter().position(|k| k.is(r))?;
+            let id = r.id();
+            let at = self.ids[next..].iter().position(|x| *x == id)?;
             slots.push((next + at) as u32);
             next += at + 1;
         }
@@ -104,7 +105,7 @@ impl Standing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{NodeId, ObjectId, WorkerId};
+    use crate::ids::{NodeId, WorkerId};
     use crate::protocol::refs::{OwnerAddress, RawRef, Stored};
     use std::net::SocketAddr;
 
