@@ -37,27 +37,58 @@ struct RefEntry {
     stored: bool,
     /// The value went to the store (so freeing must drop it there).
     in_store: bool,
-    /// For a ref owned by another process: its owner, told when this process lets go.
-    borrowed_from: Option<SocketAddr>,
-    /// Objects referenced from inside this object's value.
-    contains: Vec<ObjectId>,
     /// The task that makes this object, kept by its owner for re-execution.
     #[allow(dead_code)]
     lineage: Option<Arc<TaskSpec>>,
-    /// This object anchors an actor's handles: when it goes, the actor is out of scope.
-    actor: Option<ActorId>,
     /// A small value (or an error), kept by the owner so that reading it needs no message to
     /// the store (Ray's in-process memory store). Small values never go to the store.
     inline: Option<Stored>,
     /// Readers waiting for this (owned, pending) object: handed the value when it completes.
     waiters: Vec<(u32, FetchReply)>,
+    /// What few objects have, out of line: most entries are a task's result or a `put`,
+    /// owned here, holding no refs and shared with no one, and a table of them stays small.
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of a [`RefEntry`] that most objects do not have.
+#[derive(Default)]
+struct Rare {
+    /// For a ref owned by another process: its owner, told when this process lets go.
+    borrowed_from: Option<SocketAddr>,
+    /// Objects referenced from inside this object's value.
+    contains: Vec<ObjectId>,
+    /// This object anchors an actor's handles: when it goes, the actor is out of scope.
+    actor: Option<ActorId>,
     /// Other processes holding refs to this owned object, one entry per start notice.
     borrowers: Vec<SocketAddr>,
 }
 
 impl RefEntry {
     fn unreferenced(&self) -> bool {
-        self.local == 0 && self.pinned == 0 && self.borrowers.is_empty()
+        self.local == 0 && self.pinned == 0 && self.borrowers().is_empty()
+    }
+
+    /// The rare parts, made when first needed.
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    fn borrowers(&self) -> &[SocketAddr] {
+        self.rare.as_ref().map_or(&[], |r| &r.borrowers)
+    }
+
+    fn borrowed_from(&self) -> Option<SocketAddr> {
+        self.rare.as_ref().and_then(|r| r.borrowed_from)
+    }
+
+    /// The rare parts for an entry made with `contains` inside its value (none when empty).
+    fn rare_with_contains(contains: Vec<ObjectId>) -> Option<Box<Rare>> {
+        (!contains.is_empty()).then(|| {
+            Box::new(Rare {
+                contains,
+                ..Default::default()
+            })
+        })
     }
 }
 
@@ -162,7 +193,10 @@ impl RefCounts {
             RefEntry {
                 local: 1,
                 lineage: Some(lineage),
-                actor: Some(actor),
+                rare: Some(Box::new(Rare {
+                    actor: Some(actor),
+                    ..Default::default()
+                })),
                 ..Default::default()
             },
         );
@@ -195,7 +229,7 @@ impl RefCounts {
                 local: 1,
                 stored: true,
                 in_store: to_store.is_some(),
-                contains: contains.iter().map(|r| r.id).collect(),
+                rare: RefEntry::rare_with_contains(contains.iter().map(|r| r.id).collect()),
                 inline,
                 ..Default::default()
             },
@@ -218,10 +252,10 @@ impl RefCounts {
     fn start_borrowing(&self, e: &mut RefEntry, raw: &RawRef) -> Option<Effect> {
         let owner = raw.owner.addr;
         // The owner first: a ref owned here (most refs) leaves the entry's borrow state alone.
-        if owner == self.here || e.borrowed_from.is_some() {
+        if owner == self.here || e.borrowed_from().is_some() {
             return None;
         }
-        e.borrowed_from = Some(owner);
+        e.rare().borrowed_from = Some(owner);
         Some(Effect::Notify {
             owner,
             id: raw.id,
@@ -233,12 +267,12 @@ impl RefCounts {
     pub(crate) fn borrower(&self, id: ObjectId, from: SocketAddr, add: bool) -> Vec<Effect> {
         let release = match self.map.get_mut(&id) {
             Some(mut e) if add => {
-                e.borrowers.push(from);
+                e.rare().borrowers.push(from);
                 false
             }
             Some(mut e) => {
-                if let Some(i) = e.borrowers.iter().position(|b| *b == from) {
-                    e.borrowers.swap_remove(i);
+                if let Some(i) = e.borrowers().iter().position(|b| *b == from) {
+                    e.rare().borrowers.swap_remove(i);
                 }
                 e.unreferenced()
             }
@@ -255,8 +289,8 @@ impl RefCounts {
     pub(crate) fn drop_borrower(&self, gone: SocketAddr) -> Vec<Effect> {
         let mut freed = Vec::new();
         for mut e in self.map.iter_mut() {
-            if e.borrowers.contains(&gone) {
-                e.borrowers.retain(|b| *b != gone);
+            if e.borrowers().contains(&gone) {
+                e.rare().borrowers.retain(|b| *b != gone);
                 if e.unreferenced() {
                     freed.push(*e.key());
                 }
@@ -337,7 +371,9 @@ impl RefCounts {
         let kept = match self.map.get_mut(&id) {
             Some(mut e) if !e.stored => {
                 e.stored = true;
-                e.contains = contains.clone();
+                if !contains.is_empty() {
+                    e.rare().contains = contains.clone();
+                }
                 let waiters = std::mem::take(&mut e.waiters);
                 let (inline, to_store) = self.keep(value.clone());
                 e.inline = inline;
@@ -384,17 +420,18 @@ impl RefCounts {
                 None if e.in_store => out.push(Effect::Free(id)),
                 None => {}
             }
-            if let Some(owner) = e.borrowed_from {
+            let rare = e.rare.map(|r| *r).unwrap_or_default();
+            if let Some(owner) = rare.borrowed_from {
                 out.push(Effect::Notify {
                     owner,
                     id,
                     add: false,
                 });
             }
-            if let Some(actor_id) = e.actor {
+            if let Some(actor_id) = rare.actor {
                 out.push(Effect::OutOfScope(actor_id));
             }
-            for inner in e.contains {
+            for inner in rare.contains {
                 let release = match self.map.get_mut(&inner) {
                     Some(mut ie) => {
                         ie.pinned = ie.pinned.saturating_sub(1);
@@ -470,7 +507,7 @@ impl RefCounts {
     pub(crate) fn borrowers_of(&self, id: ObjectId) -> Vec<SocketAddr> {
         self.map
             .get(&id)
-            .map(|e| e.borrowers.clone())
+            .map(|e| e.borrowers().to_vec())
             .unwrap_or_default()
     }
 }
@@ -793,7 +830,7 @@ mod tests {
         let actor = ActorId::fresh();
         t.add_pending(id, None);
         // (add_pending_actor needs a spec; the effect is the same rule.)
-        t.map.get_mut(&id).unwrap().actor = Some(actor);
+        t.map.get_mut(&id).unwrap().rare().actor = Some(actor);
         assert_eq!(t.remove_local(id), vec![Effect::OutOfScope(actor)]);
     }
 
