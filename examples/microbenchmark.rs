@@ -14,7 +14,8 @@
 //! After Ray's rows come lumen's own figures, prefixed `lumen: `: a 100 MiB object read by a task
 //! (GB/s), time from `lumen::init()` to the first task's result, the process's resident memory
 //! right after that (with `--address`, also each `lumen start` node of this machine, read
-//! before the driver connects), actor creation rate (1000 actors, one call each), and with
+//! before the driver connects), the resident memory a held small object and a held task result
+//! cost (200,000 puts and 20,000 tasks, measured before the other rows), actor creation rate (1000 actors, one call each), and with
 //! `--drain N`, N no-op tasks queued at once
 //! then drained (total seconds and the process's peak resident memory). `--smoke` shrinks the
 //! large payloads 1000× (for tests that only check every metric runs; its figures mean nothing).
@@ -308,6 +309,30 @@ fn main() -> lumen::Result<()> {
     // Ray sizes some rows by half the machine's cores.
     let n_cpu = (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1);
     let b = &bench;
+    // What holding objects costs this process, measured first, while the heap is fresh (later
+    // rows leave freed memory behind that new objects would reuse unseen); each set is held
+    // until both are measured, for the same reason.
+    let hold = |make: &dyn Fn() -> ObjectRef<Vec<u8>>, n: usize| {
+        let before = status_mib("VmRSS:");
+        let refs: Vec<_> = (0..n).map(|_| make()).collect();
+        lumen::get_all(&refs).map(|_| {
+            let grown = status_mib("VmRSS:") - before;
+            (refs, grown * 1024.0 * 1024.0 / n as f64)
+        })
+    };
+    let held_bytes = if b.wants("lumen: resident memory per") {
+        let (puts, tasks) = if b.smoke {
+            (1_000, 1_000)
+        } else {
+            (200_000, 20_000)
+        };
+        let (held_puts, put_bytes) = hold(&|| lumen::put(b"ok".to_vec()), puts)?;
+        let (held_results, task_bytes) = hold(&small_value::remote, tasks)?;
+        drop((held_puts, held_results));
+        Some((put_bytes, task_bytes))
+    } else {
+        None
+    };
 
     let value = lumen::put(0i64);
     b.run("single client get calls (Plasma Store)", 1.0, || {
@@ -487,6 +512,10 @@ fn main() -> lumen::Result<()> {
                 "lumen: idle resident memory of a lumen start {what} node (pid {pid}) {mib:.1} MiB"
             );
         }
+    }
+    if let Some((put_bytes, task_bytes)) = held_bytes {
+        println!("lumen: resident memory per small object held (put) {put_bytes:.0} bytes");
+        println!("lumen: resident memory per task result held {task_bytes:.0} bytes");
     }
     if b.wants("lumen: init") {
         println!(
