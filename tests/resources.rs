@@ -150,6 +150,21 @@ fn whole_node_parent(children: u64) -> lumen::Result<u64> {
     Ok(lumen::get_all(&refs)?.len() as u64)
 }
 
+/// [`whole_node_parent`], draining its children with a `wait` loop instead of one `get`.
+#[lumen::remote]
+fn whole_node_wait_loop_parent(children: u64) -> u64 {
+    let mut rest: Vec<_> = (0..children)
+        .map(|_| hold::remote(G_WHOLE_NODE, 1, 0, 10))
+        .collect();
+    let mut drained = 0;
+    while !rest.is_empty() {
+        let (ready, left) = lumen::wait(&rest, 1, None);
+        drained += ready.len() as u64;
+        rest = left;
+    }
+    drained
+}
+
 fn amount(map: &BTreeMap<String, f64>, key: &str) -> f64 {
     map.get(key).copied().unwrap_or(0.0)
 }
@@ -481,6 +496,20 @@ fn task_holding_every_cpu_lends_them_while_blocked() {
         .scheduling_strategy(on_here())
         .remote(3);
     assert_eq!(common::get(&r).unwrap(), 3);
+}
+
+/// As Ray's `ray.wait` in a task: a task blocked in a `wait` loop lends its CPUs as `get` does,
+/// at every call of the loop (the calls after the first reuse its registrations).
+#[test]
+fn task_holding_every_cpu_lends_them_while_it_waits_in_a_loop() {
+    init();
+    let _g = exclusive();
+    wait_idle();
+    let r = whole_node_wait_loop_parent::options()
+        .num_cpus(4.0)
+        .scheduling_strategy(on_here())
+        .remote(5);
+    assert_eq!(common::get(&r).unwrap(), 5);
 }
 
 // ---------------------------------------------------------------------------------------------
