@@ -637,10 +637,9 @@ pub fn wait<T>(
         return (Vec::new(), refs.to_vec());
     };
     let need = num_returns.min(refs.len());
-    let blocking =
-        || refuse_blocking("lumen::wait", "lumen::wait_async(&refs, n, timeout).await").is_ok();
+    let may_block = || refuse_blocking("lumen::wait", "lumen::wait_async(&refs, n, timeout).await");
     // The next call of this thread's wait loop: its registrations are still there.
-    if need > 0 && STANDING.with(|s| s.borrow().is_some()) && blocking() {
+    if need > 0 && STANDING.with(|s| s.borrow().is_some()) && may_block().is_ok() {
         if let Some(split) = wait_standing(&rt, refs, need, timeout, false) {
             return split;
         }
@@ -648,7 +647,7 @@ pub fn wait<T>(
     if let Some(split) = known_ready_prefix(&rt, refs, need) {
         return split;
     }
-    let in_async = refuse_blocking("lumen::wait", "lumen::wait_async(&refs, n, timeout).await");
+    let in_async = may_block();
     if in_async.is_ok() && timeout.is_none_or(|t| t >= SPIN_FOR) {
         if let Some(split) = poll_ready_prefix(&rt, refs, need) {
             return split;
