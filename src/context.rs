@@ -21,6 +21,9 @@ pub(crate) struct ExecContext {
     pub(crate) gpu_ids: Vec<u32>,
     /// A normal task holding CPU: a blocking `get` lends it back to the raylet.
     pub(crate) lends_cpu: bool,
+    /// The task its raylet counts the CPU under, when not the running task itself: the lease
+    /// a pushed task runs under.
+    pub(crate) holder: Option<TaskId>,
     /// Inside an async task or method: blocking calls are refused.
     pub(crate) in_async: bool,
     /// The placement group that tasks and actors submitted from here go into by default (the

@@ -211,6 +211,7 @@ pub(crate) fn send_result(
     return_id: ObjectId,
     actor: Option<ActorId>,
     outcome: Outcome,
+    lease: Option<crate::protocol::owner::LeaseGrant>,
 ) {
     let target = net.target::<svc::Owner>(owner);
     let (outcome, pins) = match outcome {
@@ -226,6 +227,7 @@ pub(crate) fn send_result(
         actor,
         outcome,
         contains: pins.clone(),
+        lease,
     };
     if pins.is_empty() {
         return target.do_send(msg);
@@ -247,5 +249,6 @@ pub(crate) fn fail(net: &Arc<Net>, spec: &TaskSpec, error: Error) {
         spec.return_id,
         None,
         Err(error),
+        None,
     );
 }

@@ -69,6 +69,7 @@ impl CallGuard {
             self.return_id,
             Some(self.actor_id),
             outcome,
+            None,
         );
     }
 }
@@ -175,6 +176,7 @@ impl ActorHost {
             actor_id: Some(self.actor_id),
             gpu_ids: self.gpu_ids.clone(),
             lends_cpu: false,
+            holder: None,
             in_async,
             captured: crate::context::captured_by(&self.spec.strategy),
         }
@@ -309,6 +311,7 @@ impl Handler<Construct> for ActorHost {
                     spec.return_id,
                     None,
                     done,
+                    None,
                 );
                 self.site.gcs.do_send(ActorStarted {
                     actor_id: self.actor_id,
@@ -369,6 +372,7 @@ impl Handler<ActorCall> for ActorHost {
                     call.return_id,
                     Some(self.actor_id),
                     Err(error),
+                    None,
                 );
             }
         }

@@ -221,8 +221,9 @@ impl Lending {
         if now < at {
             return false;
         }
-        let task = context::exec(|e| e.task_id.filter(|_| e.lends_cpu));
+        let task = context::exec(|e| e.holder.or(e.task_id).filter(|_| e.lends_cpu));
         if let Some(task_id) = task {
+            crate::worker::thread::slot_blocked(true);
             rt.raylet.do_send(TaskBlocked { task_id });
         }
         self.lent = Some(task);
@@ -251,6 +252,10 @@ impl Lending {
     /// Takes the CPU back if it was lent.
     fn take_back(self, rt: &Runtime) {
         if let Some(Some(task_id)) = self.lent {
+            crate::worker::thread::slot_blocked(false);
+            // Slots this process leases and leaves free would only keep the CPU from it.
+            let free = rt.leases.lock().release_idle();
+            rt.carry_out(free);
             let _ = rt.request(&rt.raylet, TaskUnblocked { task_id });
         }
     }

@@ -95,7 +95,7 @@ pub(crate) enum Sent {
     /// To the job's worker, or queued for it while it starts.
     Queued,
     /// This node has no worker for the job and cannot start one.
-    NoWorker(Launch, Error),
+    NoWorker(Box<Launch>, Error),
 }
 
 /// The workers of a node, by job.
@@ -151,7 +151,7 @@ impl JobWorkers {
                     let e = Error::invalid(format!(
                         "this node has no worker for job {job} and starts no worker processes"
                     ));
-                    return Sent::NoWorker(launch, e);
+                    return Sent::NoWorker(Box::new(launch), e);
                 };
                 let pid = Arc::new(AtomicU32::new(0));
                 self.jobs.insert(

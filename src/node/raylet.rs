@@ -125,6 +125,7 @@ impl Raylet {
                         resolved: ready.resolved,
                         grant,
                         backlog,
+                        under: None,
                     };
                     let me = ctx.address().recipient();
                     if let Sent::NoWorker(launch, e) = self.workers.launch(launch, &self.gcs, me) {
@@ -196,16 +197,10 @@ impl Raylet {
     /// Tells owners elsewhere where their tasks are queued.
     fn flush_placed(&mut self) {
         self.placed_pending = false;
-        let me = self.net.addr();
-        let node_id = self.node_id();
         for ((owner, node), returns) in self.core.take_placed() {
-            // Tasks queued here: the owner may send more like them straight here.
-            let raylet = (node == node_id).then_some(me);
-            self.net.target::<svc::Owner>(owner).do_send(TasksPlaced {
-                node,
-                returns,
-                raylet,
-            });
+            self.net
+                .target::<svc::Owner>(owner)
+                .do_send(TasksPlaced { node, returns });
         }
     }
 

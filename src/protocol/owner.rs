@@ -23,6 +23,44 @@ pub(crate) struct TaskResult {
     pub(crate) actor: Option<ActorId>,
     pub(crate) outcome: Result<Bytes, Error>,
     pub(crate) contains: Vec<RawRef>,
+    /// The worker slot the task ran in, now free and leased to the owner: the owner pushes its
+    /// next task of the same kind there directly, or returns it ([`ReturnLease`]).
+    ///
+    /// [`ReturnLease`]: crate::protocol::worker::ReturnLease
+    #[serde(default)]
+    pub(crate) lease: Option<LeaseGrant>,
+}
+
+/// A task sent to a raylet with its owner's leasable tasks started: the owner's request for a
+/// slot is granted (the slot comes back leased when the task finishes), so the owner may ask
+/// for another.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct TaskStarted {
+    pub(crate) task_id: TaskId,
+}
+
+/// Tasks pushed to a leased slot behind a task that blocked came back without running: the
+/// owner runs them elsewhere (by return object).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct Unstarted {
+    pub(crate) lease: TaskId,
+    pub(crate) returns: Vec<ObjectId>,
+}
+
+/// A worker slot leased to an owner: a thread (or the event loop, for async tasks) of the job's
+/// worker on `node`, holding the resources its raylet granted to the task that became the
+/// lease. The lease is named after that task (`id`, `attempt`); the raylet counts the resources
+/// as that task's until the owner returns the lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct LeaseGrant {
+    pub(crate) id: TaskId,
+    pub(crate) attempt: u32,
+    /// The worker's process.
+    pub(crate) worker: SocketAddr,
+    pub(crate) node: NodeId,
+    pub(crate) grant: crate::resources::Grant,
 }
 
 /// Reads an object the owner owns: answered when the object is ready, with its value if it is
@@ -66,8 +104,6 @@ pub(crate) struct NodeDied {
 pub(crate) struct TasksPlaced {
     pub(crate) node: NodeId,
     pub(crate) returns: Vec<ObjectId>,
-    /// The reporting raylet's process, when the tasks are queued on its own node.
-    pub(crate) raylet: Option<SocketAddr>,
 }
 
 /// The GCS tells a process calling an actor that the actor died.
@@ -108,4 +144,6 @@ super::wire!(TAGS, svc::Owner:
     ActorDead = 65,
     GroupReady = 66,
     GroupState = 67,
+    TaskStarted = 68,
+    Unstarted = 69,
 );

@@ -94,6 +94,18 @@ impl TaskSpec {
             .collect()
     }
 
+    /// Whether the worker slot this task runs in is leased to its owner once it finishes: a
+    /// plain sync task under the default strategy whose arguments are all values, so that the
+    /// owner can push its next task of the same kind to that slot with nothing left to resolve
+    /// or place (Ray's owners likewise lease workers per scheduling class). Async tasks are not:
+    /// they keep their CPU while they await, so a slot reused for them could hold it from the
+    /// tasks they await.
+    pub(crate) fn leasable(&self) -> bool {
+        matches!(self.kind, TaskKind::Normal { is_async: false })
+            && matches!(self.strategy, crate::placement::SchedulingStrategy::Default)
+            && self.args.iter().all(|a| matches!(a, TaskArg::Value(_)))
+    }
+
     /// Whether another attempt is allowed after `attempt` failed.
     pub(crate) fn may_retry(&self) -> bool {
         self.max_retries < 0 || (self.attempt as i64) < self.max_retries as i64

@@ -22,6 +22,31 @@ pub(crate) struct Launch {
     /// More tasks wait at the raylet: the worker looks for its next one before it sleeps.
     #[serde(default)]
     pub(crate) backlog: bool,
+    /// The lease it runs under, for a task its owner pushed to a leased slot (`None`: the
+    /// raylet launched it).
+    #[serde(default)]
+    pub(crate) under: Option<TaskId>,
+}
+
+/// A task its owner pushes to a worker slot it leases ([`LeaseGrant`]); it runs with the
+/// lease's resources and its result says the slot is free again. `more`: the owner has more
+/// tasks for this slot queued.
+///
+/// [`LeaseGrant`]: crate::protocol::owner::LeaseGrant
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct PushTask {
+    pub(crate) lease: TaskId,
+    pub(crate) grant: Grant,
+    pub(crate) spec: Arc<TaskSpec>,
+    pub(crate) more: bool,
+}
+
+/// The owner gives a leased slot back: its resources return to the raylet.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct ReturnLease {
+    pub(crate) lease: TaskId,
 }
 
 /// Stops an actor hosted here.
@@ -55,4 +80,6 @@ super::wire!(TAGS, svc::Worker:
     Launch = 50,
     StopActor = 51,
     ActorCall = 52,
+    PushTask = 53,
+    ReturnLease = 54,
 );

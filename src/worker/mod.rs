@@ -9,8 +9,10 @@
 //! - [`pool`]: the worker pool: where admitted tasks and actors run in this process.
 //! - [`thread`]: the worker-thread actor that runs sync tasks.
 //! - [`executor`]: running admitted tasks and handing their outcomes on.
+//! - [`leases`]: the owner's leased worker slots and the tasks waiting for them.
 
 pub(crate) mod executor;
+pub(crate) mod leases;
 pub(crate) mod owner;
 pub(crate) mod placement;
 pub(crate) mod pool;

@@ -54,6 +54,17 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
     })?;
     direct::<NodeDied>(net, rt, on_node_died)?;
     direct::<TasksPlaced>(net, rt, on_tasks_placed)?;
+    direct::<TaskStarted>(net, rt, |rt, m| {
+        rt.with_leases(|l, now| l.started(m.task_id, now))
+    })?;
+    direct::<Unstarted>(net, rt, |rt, m| {
+        let specs = m
+            .returns
+            .iter()
+            .filter_map(|r| rt.inflight.remove(r).map(|(_, (spec, _))| spec))
+            .collect();
+        rt.with_leases(|l, now| l.unstarted(m.lease, specs, now))
+    })?;
     direct::<GroupReady>(net, rt, |rt, m| {
         rt.refs
             .complete(m.object, ready_value(m.outcome), Vec::new());
@@ -86,6 +97,16 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
             let _h = supervise::handling_in::<PeerGone>(OWNER);
             rt.actors.peer_lost(peer, reason);
             rt.refs.drop_borrower(peer);
+            let (running, steps) = rt
+                .leases
+                .lock()
+                .worker_lost(peer, std::time::Instant::now());
+            rt.carry_out(steps);
+            fail_running(
+                &rt,
+                running,
+                &format!("the connection to its worker was lost: {reason}"),
+            );
         }
     }));
     Ok(())
@@ -112,19 +133,51 @@ fn on_task_result(rt: &Arc<Runtime>, msg: TaskResult) {
         return;
     }
     if let Some((_, (spec, _))) = rt.inflight.remove(&msg.return_id) {
-        owner_finish(rt, &spec, msg.outcome, &msg.contains);
+        owner_finish(rt, &spec, msg.outcome, &msg.contains, msg.lease);
         return;
+    }
+    if let Some(lease) = msg.lease {
+        // A result that came too late still frees (or returns) its slot.
+        rt.with_leases(|l, now| l.finished(msg.task_id, Some(lease), now));
+    } else if let Err(Error::WorkerDied { reason, .. }) = &msg.outcome {
+        // The raylet reports the task that became a lease: its slot died with its worker.
+        let (running, steps) = rt
+            .leases
+            .lock()
+            .lost(msg.task_id, std::time::Instant::now());
+        rt.carry_out(steps);
+        fail_running(rt, running, reason);
     }
     tracing::debug!(task = %msg.task_id, "result of a task this process no longer tracks");
 }
 
-/// The owner's side of a finished attempt: retry, or store the outcome and unpin the arguments.
+/// Fails (or retries) the tasks that were running in leased slots that are gone.
+fn fail_running(rt: &Arc<Runtime>, returns: Vec<ObjectId>, reason: &str) {
+    for id in returns {
+        if let Some((_, (spec, _))) = rt.inflight.remove(&id) {
+            tracing::warn!(task = %spec.task_id, "task lost with its leased worker slot");
+            let error = Error::WorkerDied {
+                function: spec.function.path.to_string(),
+                reason: reason.to_string(),
+            };
+            owner_finish(rt, &spec, Err(error), &[], None);
+        }
+    }
+}
+
+/// The owner's side of a finished attempt: its slot (`lease`, when it is leased to this owner
+/// now) takes the next task, then the attempt is retried, or its outcome stored and its
+/// arguments unpinned.
 pub(crate) fn owner_finish(
     rt: &Arc<Runtime>,
     spec: &Arc<TaskSpec>,
     outcome: Result<Bytes, Error>,
     contains: &[RawRef],
+    lease: Option<LeaseGrant>,
 ) {
+    if spec.leasable() {
+        rt.with_leases(|l, now| l.finished(spec.task_id, lease, now));
+    }
     let retry = match &outcome {
         Err(Error::Task { .. }) => spec.retry_exceptions && spec.may_retry(),
         Err(Error::WorkerDied { .. }) => spec.may_retry() && spec.is_normal(),
@@ -153,15 +206,10 @@ pub(crate) fn owner_finish(
 
 /// Records where the raylets queued this owner's tasks.
 fn on_tasks_placed(rt: &Arc<Runtime>, msg: TasksPlaced) {
-    let mut learned = false;
     for id in msg.returns {
         // A result may have arrived first: only tasks still in flight are recorded.
         if let Some(mut e) = rt.inflight.get_mut(&id) {
             e.1 = Some(msg.node);
-            // Where one task of a kind was queued, the next ones go directly.
-            if let (Some(raylet), false) = (msg.raylet, learned) {
-                learned = rt.routes.learn(&e.0, msg.node, raylet);
-            }
         }
     }
     // The node may have died before this report arrived.
@@ -184,7 +232,12 @@ fn on_node_died(rt: &Arc<Runtime>, msg: NodeDied) {
             }
         }
     }
-    rt.routes.forget(msg.node);
+    // Its slots are gone; the tasks running there are failed below with the rest.
+    let (_, steps) = rt
+        .leases
+        .lock()
+        .node_died(msg.node, std::time::Instant::now());
+    rt.carry_out(steps);
     fail_lost(rt, msg.node, &msg.reason);
 }
 
@@ -203,7 +256,7 @@ fn fail_lost(rt: &Arc<Runtime>, node: NodeId, reason: &str) {
                 function: spec.function.path.to_string(),
                 reason: format!("its node {node} died: {reason}"),
             };
-            owner_finish(rt, &spec, Err(error), &[]);
+            owner_finish(rt, &spec, Err(error), &[], None);
         }
     }
 }

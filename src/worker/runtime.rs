@@ -14,15 +14,17 @@ use crate::protocol::raylet::SubmitTask;
 use crate::protocol::refs::OwnerAddress;
 use crate::protocol::svc;
 use crate::protocol::task::TaskSpec;
+use crate::protocol::worker::{PushTask, ReturnLease};
 use crate::transport::net::{Net, Target, Wire};
+use crate::worker::leases::{Leases, Step, LINGER};
 use crate::worker::placement::CreatedGroups;
 use arc_swap::ArcSwapOption;
-use dashmap::DashMap;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 static CURRENT: ArcSwapOption<Runtime> = ArcSwapOption::const_empty();
 
@@ -74,59 +76,19 @@ pub(crate) struct Runtime {
     pub(crate) groups: CreatedGroups,
     /// Tasks this process owns and submitted, by return object: the owner keeps each spec
     /// until its result arrives (to retry it, or to unpin its arguments), with the node that
-    /// queued it once a raylet reports it (to retry it if that node dies).
+    /// queued it once a raylet reports it, or the node of the leased slot it was pushed to (to
+    /// retry it if that node dies).
     pub(crate) inflight: IdDashMap<ObjectId, (Arc<TaskSpec>, Option<NodeId>)>,
-    /// Where tasks of each kind were last queued, to send the next ones there directly.
-    pub(crate) routes: Routes,
+    /// The worker slots this process leases and the leasable tasks waiting for one.
+    pub(crate) leases: Mutex<Leases>,
+    /// A look for slots free too long is scheduled.
+    sweeping: AtomicBool,
     /// Nodes this process heard died, with why (a placement report may come after the notice).
     pub(crate) dead_nodes: Mutex<HashMap<NodeId, String>>,
     /// The event loop of async tasks and async actors.
     pub(crate) executor: tokio::runtime::Handle,
     /// What stops what the runtime runs on, in order.
     teardown: Mutex<Vec<Teardown>>,
-}
-
-/// Where this owner's tasks of each kind (their resources, under the default strategy) were
-/// last queued, as their raylets reported: the next ones are sent there directly, saving the
-/// hop through the driver's own raylet (Ray's owners likewise reuse the lease they were granted
-/// for a scheduling class). Tasks with another strategy always go through the local raylet.
-#[derive(Default)]
-pub(crate) struct Routes {
-    by_kind: DashMap<crate::resources::ResourceSet, (NodeId, SocketAddr)>,
-}
-
-impl Routes {
-    fn routable(spec: &TaskSpec) -> bool {
-        spec.is_normal() && matches!(spec.strategy, crate::placement::SchedulingStrategy::Default)
-    }
-
-    /// Where to send `spec`, if a task of its kind was queued somewhere.
-    pub(crate) fn route(&self, spec: &TaskSpec) -> Option<(NodeId, SocketAddr)> {
-        if !Self::routable(spec) {
-            return None;
-        }
-        self.by_kind.get(&spec.resources).map(|r| *r)
-    }
-
-    /// A task like `spec` was queued on `node`, whose raylet is at `raylet`; whether it was
-    /// recorded (only tasks that may be routed are).
-    pub(crate) fn learn(&self, spec: &TaskSpec, node: NodeId, raylet: SocketAddr) -> bool {
-        if !Self::routable(spec) {
-            return false;
-        }
-        match self.by_kind.get_mut(&spec.resources) {
-            Some(mut r) => *r = (node, raylet),
-            None => {
-                self.by_kind.insert(spec.resources.clone(), (node, raylet));
-            }
-        }
-        true
-    }
-
-    /// A node died: nothing goes to it any more.
-    pub(crate) fn forget(&self, node: NodeId) {
-        self.by_kind.retain(|_, (n, _)| *n != node);
-    }
 }
 
 impl Runtime {
@@ -146,7 +108,8 @@ impl Runtime {
             actors,
             groups: CreatedGroups::default(),
             inflight: IdDashMap::default(),
-            routes: Routes::default(),
+            leases: Mutex::new(Leases::default()),
+            sweeping: AtomicBool::new(false),
             dead_nodes: Mutex::new(HashMap::new()),
             executor: core.executor,
             teardown: Mutex::new(Vec::new()),
@@ -167,24 +130,89 @@ impl Runtime {
         }
     }
 
-    /// Submits a task this process owns: straight to the node where the last task of its kind
-    /// was queued (that raylet spills it to another node when it is busy), else to this
-    /// process's raylet.
-    pub(crate) fn submit(&self, spec: Arc<TaskSpec>) {
-        let routed = self
-            .routes
-            .route(&spec)
-            .filter(|(node, _)| !self.dead_nodes.lock().contains_key(node));
-        // Recorded with its node at once when routed: if that node dies, the task is retried.
-        self.inflight
-            .insert(spec.return_id, (spec.clone(), routed.map(|r| r.0)));
-        // As a fresh submission (no hops yet): a routed-to raylet runs the policy itself and
-        // spills the task to another node if it is busy.
-        let msg = SubmitTask { spec, hops: 0 };
-        match routed {
-            Some((_, raylet)) => self.net.target::<svc::Raylet>(raylet).do_send(msg),
-            None => self.raylet.do_send(msg),
+    /// Submits a task this process owns: a leasable one to a slot this process leases (or,
+    /// with none free, to its raylet, whose slot then comes back leased), any other to this
+    /// process's raylet, which places it.
+    pub(crate) fn submit(self: &Arc<Self>, spec: Arc<TaskSpec>) {
+        if spec.leasable() {
+            self.with_leases(|l, now| l.submit(spec, now));
+        } else {
+            self.to_raylet(spec);
         }
+    }
+
+    fn to_raylet(&self, spec: Arc<TaskSpec>) {
+        // Its node is recorded when a raylet reports where it queued it.
+        self.inflight.insert(spec.return_id, (spec.clone(), None));
+        // As a fresh submission (no hops yet): the raylet runs the policy and spills it to
+        // another node if its own is busy.
+        self.raylet.do_send(SubmitTask { spec, hops: 0 });
+    }
+
+    /// Runs a decision of the lease policy and carries out its steps; looks for slots free too
+    /// long later if any are free.
+    pub(crate) fn with_leases(self: &Arc<Self>, f: impl FnOnce(&mut Leases, Instant) -> Vec<Step>) {
+        let (steps, idle) = {
+            let mut leases = self.leases.lock();
+            let steps = f(&mut leases, Instant::now());
+            (steps, leases.has_idle())
+        };
+        self.carry_out(steps);
+        if idle {
+            self.sweep_later();
+        }
+    }
+
+    /// Carries out the lease policy's steps.
+    pub(crate) fn carry_out(&self, steps: Vec<Step>) {
+        for step in steps {
+            match step {
+                Step::Request(spec) => self.to_raylet(spec),
+                Step::Push { lease, spec, more } => {
+                    self.inflight
+                        .insert(spec.return_id, (spec.clone(), Some(lease.node)));
+                    self.net
+                        .target::<svc::Worker>(lease.worker)
+                        .do_send(PushTask {
+                            lease: lease.id,
+                            grant: lease.grant,
+                            spec,
+                            more,
+                        });
+                }
+                Step::Return(lease) => self
+                    .net
+                    .target::<svc::Worker>(lease.worker)
+                    .do_send(ReturnLease { lease: lease.id }),
+            }
+        }
+    }
+
+    /// Returns the slots left free for the lease policy's linger, until none is free.
+    fn sweep_later(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        self.executor.spawn(async move {
+            loop {
+                tokio::time::sleep(LINGER).await;
+                let Some(rt) = weak.upgrade() else {
+                    return;
+                };
+                let (steps, left) = rt.leases.lock().sweep(Instant::now());
+                rt.carry_out(steps);
+                if left {
+                    continue;
+                }
+                rt.sweeping.store(false, Ordering::Release);
+                // A slot freed between the look and the flag found the flag still set.
+                let again = rt.leases.lock().has_idle();
+                if !again || rt.sweeping.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+            }
+        });
     }
 
     /// Runs `fut` on the event loop and waits for it: how a blocking API call (from any thread
@@ -280,88 +308,3 @@ pub(crate) fn stop() {
 
 /// How long a stopping process waits for its peers to hear it is leaving.
 pub(crate) const CLOSE_WAIT: Duration = Duration::from_millis(500);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ids::TaskId;
-    use crate::placement::SchedulingStrategy;
-    use crate::protocol::task::{FunctionRef, TaskKind};
-    use crate::resources::{Amount, Resource, ResourceSet};
-
-    fn spec(cpus: u64, strategy: SchedulingStrategy) -> TaskSpec {
-        let mut resources = ResourceSet::new();
-        resources.set(Resource::Cpu, Amount::units(cpus));
-        let task_id = TaskId::fresh();
-        TaskSpec {
-            task_id,
-            job_id: JobId::fresh(),
-            parent: None,
-            function: FunctionRef {
-                id: 1,
-                path: "f".into(),
-            },
-            args: Vec::new(),
-            return_id: ObjectId::for_return(task_id, 0),
-            resources,
-            strategy,
-            max_retries: 0,
-            retry_exceptions: false,
-            attempt: 0,
-            owner: OwnerAddress {
-                worker: WorkerId::fresh(),
-                node: NodeId::fresh(),
-                addr: crate::transport::net::IN_PROCESS,
-            },
-            kind: TaskKind::Normal { is_async: false },
-            pinned: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn routes_are_per_kind_and_forgotten_with_their_node() {
-        let routes = Routes::default();
-        let one = spec(1, SchedulingStrategy::Default);
-        let two = spec(2, SchedulingStrategy::Default);
-        assert_eq!(routes.route(&one), None);
-        let (n1, n2) = (NodeId::fresh(), NodeId::fresh());
-        let (a1, a2): (SocketAddr, SocketAddr) = (
-            "127.0.0.1:7001".parse().unwrap(),
-            "127.0.0.1:7002".parse().unwrap(),
-        );
-        assert!(routes.learn(&one, n1, a1));
-        assert_eq!(
-            routes.route(&spec(1, SchedulingStrategy::Default)),
-            Some((n1, a1))
-        );
-        assert_eq!(routes.route(&two), None, "another kind of task");
-        assert!(routes.learn(&two, n2, a2));
-        assert!(routes.learn(&one, n2, a2), "the latest placement wins");
-        assert_eq!(routes.route(&one), Some((n2, a2)));
-        routes.forget(n2);
-        assert_eq!(routes.route(&one), None);
-        assert_eq!(routes.route(&two), None);
-    }
-
-    #[test]
-    fn only_default_strategy_tasks_are_routed() {
-        let routes = Routes::default();
-        let (n, a): (NodeId, SocketAddr) = (NodeId::fresh(), "127.0.0.1:7001".parse().unwrap());
-        let spread = spec(1, SchedulingStrategy::Spread);
-        assert!(!routes.learn(&spread, n, a));
-        assert!(routes.learn(&spec(1, SchedulingStrategy::Default), n, a));
-        assert_eq!(
-            routes.route(&spread),
-            None,
-            "spread goes through the local raylet"
-        );
-        let pinned = spec(
-            1,
-            SchedulingStrategy::NodeAffinity {
-                node_id: n,
-                soft: false,
-            },
-        );
-        assert_eq!(routes.route(&pinned), None);
-    }
-}

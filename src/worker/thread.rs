@@ -4,7 +4,11 @@
 //! one is busy (including when a task blocks in `get` and lends its CPU to another task), as
 //! Ray's worker pool does.
 //!
-//! A worker that finished a task while more wait at its raylet polls its [`Inbox`] for a moment
+//! A task's slot may stay leased to its owner when the task finishes
+//! ([`leases`](crate::worker::leases)): the thread is then the owner's, and runs the tasks the
+//! owner pushes until it returns the lease.
+//!
+//! A worker that finished a task while more wait at its raylet (or on a leased slot) polls its [`Inbox`] for a moment
 //! before its thread sleeps: the pool usually hands it the next task within microseconds, and
 //! waking a sleeping thread costs more than a small task. Polling is rationed as everywhere
 //! ([`crate::spin`]).
@@ -12,18 +16,64 @@
 use crate::context::{with_exec, ExecContext};
 use crate::ids::NodeId;
 use crate::invoke;
+use crate::protocol::owner::Unstarted;
 use crate::protocol::worker::Launch;
 use crate::spin::{self, Backoff};
 use crate::transport::net::Net;
-use crate::worker::executor;
+use crate::worker::executor::{self, LeaseTable, SlotQueue};
 use crate::worker::pool::Finished;
 use actix::prelude::*;
 use parking_lot::Mutex;
+use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a worker polls for its next task after finishing one.
 const LINGER: Duration = Duration::from_micros(50);
+
+/// The leased slot whose task runs on this thread: what a blocking read tells when it lends the
+/// task's CPU.
+struct CurrentSlot {
+    lease: crate::ids::TaskId,
+    queue: Arc<Mutex<SlotQueue>>,
+    owner: SocketAddr,
+    net: Arc<Net>,
+}
+
+thread_local! {
+    static SLOT: RefCell<Option<CurrentSlot>> = const { RefCell::new(None) };
+}
+
+/// The task running on this thread blocked (`true`: it lends its CPU) or resumed. A task in a
+/// leased slot that blocks sends the tasks pushed behind it back to their owner, and so does
+/// every push while it stays blocked, so that a task waiting for a task queued behind it cannot
+/// wait forever.
+pub(crate) fn slot_blocked(blocked: bool) {
+    SLOT.with(|slot| {
+        let slot = slot.borrow();
+        let Some(s) = slot.as_ref() else {
+            return;
+        };
+        let behind: Vec<_> = {
+            let mut q = s.queue.lock();
+            q.blocked = blocked;
+            if !blocked {
+                return;
+            }
+            q.tasks.drain(..).map(|l| l.spec.return_id).collect()
+        };
+        if !behind.is_empty() {
+            s.net.tell(
+                s.owner,
+                Unstarted {
+                    lease: s.lease,
+                    returns: behind,
+                },
+            );
+        }
+    });
+}
 
 /// Runs one task.
 #[derive(Message)]
@@ -96,7 +146,12 @@ pub(crate) struct WorkerHandle {
 
 impl WorkerHandle {
     /// Starts a worker on its own thread.
-    pub(crate) fn start(node: NodeId, net: Arc<Net>, home: Recipient<Finished>) -> WorkerHandle {
+    pub(crate) fn start(
+        node: NodeId,
+        net: Arc<Net>,
+        home: Recipient<Finished>,
+        leases: LeaseTable<WorkerHandle>,
+    ) -> WorkerHandle {
         let inbox = Arc::new(Inbox::new());
         let mine = inbox.clone();
         let addr = Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker {
@@ -104,6 +159,7 @@ impl WorkerHandle {
             net,
             home,
             inbox: mine,
+            leases,
         });
         WorkerHandle { addr, inbox }
     }
@@ -134,16 +190,20 @@ pub(crate) struct Worker {
     /// Told when a task is done (and this worker free).
     home: Recipient<Finished>,
     inbox: Arc<Inbox<Launch>>,
+    /// The slots of this process leased to owners (this thread is one while its lease lasts).
+    leases: LeaseTable<WorkerHandle>,
 }
 
 impl Worker {
-    /// Runs a task and tells the pool; returns the next task, if one came while it polled.
+    /// Runs a task and tells the pool (unless this thread stays leased to the task's owner);
+    /// returns the next task, if one came while it polled.
     fn execute(&self, launch: Launch, me: &WorkerHandle) -> Option<Launch> {
         let Launch {
             spec,
             resolved,
             grant,
             backlog,
+            under,
         } = launch;
         let span =
             tracing::debug_span!("task", task = %spec.task_id, function = %spec.function.path);
@@ -153,21 +213,68 @@ impl Worker {
             actor_id: None,
             gpu_ids: grant.gpu_ids(),
             lends_cpu: !grant.cpu_part().is_empty(),
+            holder: under,
             in_async: false,
             captured: crate::context::captured_by(&spec.strategy),
         };
+        executor::started(&self.net, &spec, under);
+        let queue = under.and_then(|lease| {
+            let queue = self.leases.get(&lease)?.queue.clone();
+            SLOT.with(|s| {
+                *s.borrow_mut() = Some(CurrentSlot {
+                    lease,
+                    queue: queue.clone(),
+                    owner: spec.owner.addr,
+                    net: self.net.clone(),
+                })
+            });
+            Some(queue)
+        });
         let outcome = with_exec(exec, || invoke::run_sync(&spec, resolved, self.node));
-        executor::finish(&self.net, &spec, outcome);
-        // Polling before the pool hears this worker is free, so that the next task it hands
-        // over goes to the inbox, not to the mailbox of a thread busy polling the inbox.
-        let poll = backlog && self.inbox.backoff.should_poll();
+        if queue.is_some() {
+            SLOT.with(|s| s.borrow_mut().take());
+        }
+        let lease = executor::lease_slot(
+            &self.net,
+            &self.leases,
+            &spec,
+            under,
+            &grant,
+            self.node,
+            || Some(me.clone()),
+        );
+        let leased = lease.is_some();
+        // Polling before the pool (or, for a leased slot, the owner) hears this worker is free,
+        // so that the next task it hands over goes to the inbox, not to the mailbox of a
+        // thread busy polling the inbox.
+        let poll = (backlog || leased) && self.inbox.backoff.should_poll();
         if poll {
             self.inbox.start_polling();
         }
-        self.home.do_send(Finished {
-            task_id: spec.task_id,
-            worker: me.clone(),
-        });
+        executor::finish(&self.net, &spec, outcome, lease);
+        // The next task its owner pushed behind this one, if any.
+        if let Some(queue) = queue {
+            let mut q = queue.lock();
+            q.blocked = false;
+            match q.tasks.pop_front() {
+                Some(next) => {
+                    drop(q);
+                    if poll {
+                        // Nothing else hands this thread work while its slot is leased.
+                        let _ = self.inbox.stop_polling();
+                    }
+                    return Some(next);
+                }
+                None => q.busy = false,
+            }
+        }
+        // A leased slot stays with its owner until the owner returns it.
+        if !leased {
+            self.home.do_send(Finished {
+                task_id: spec.task_id,
+                worker: me.clone(),
+            });
+        }
         if poll {
             self.next_task()
         } else {
