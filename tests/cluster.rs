@@ -757,6 +757,32 @@ fn errors_cross_nodes() {
     }
 }
 
+/// A worker process that dies while its owner's tasks run and wait in the slots it leases to
+/// that owner: the task that killed it fails (it has no retries), every other one is retried on
+/// the node's next worker process and returns its own result once.
+#[test]
+fn tasks_in_the_leased_slots_of_a_dead_worker_are_retried() {
+    let s = Session::labelled(2, 2.0);
+    let node1 = s.node(1);
+    let task = |i: u64| where_am_i::options().resource("node1", 0.5).remote(i);
+    let before: Vec<_> = (0..60).map(task).collect();
+    let dies = exits::options()
+        .resource("node1", 0.5)
+        .max_retries(0)
+        .remote();
+    let after: Vec<_> = (60..120).map(task).collect();
+    match failure(get(&dies)) {
+        Error::WorkerDied { .. } => {}
+        e => panic!("expected WorkerDied, got {e:?}"),
+    }
+    for (i, r) in before.iter().chain(&after).enumerate() {
+        assert_eq!(
+            get(r).expect("retried after its worker died"),
+            (i as u64, node1)
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. Node failure
 // ---------------------------------------------------------------------------------------------

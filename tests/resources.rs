@@ -313,6 +313,18 @@ fn cluster_state_calls_in_a_tokio_runtime_answer_nothing_without_blocking() {
     assert_eq!(lumen::cluster_resources()["CPU"], all(4.0));
 }
 
+/// The slots an owner leases for its tasks go back to the raylet once it has nothing more to run
+/// there: after a burst, every CPU is available again.
+#[test]
+fn leased_slots_go_back_when_their_owner_has_nothing_to_run() {
+    init();
+    let _g = exclusive();
+    wait_idle();
+    let refs: Vec<_> = (0..200).map(|_| noop::remote()).collect();
+    lumen::get_all(&refs).expect("the burst");
+    wait_idle();
+}
+
 #[test]
 fn available_resources_when_idle_equal_the_total() {
     init();

@@ -351,6 +351,92 @@ fn many_tasks_get_all_in_submission_order() {
     assert_eq!(lumen::get_all(&refs).unwrap(), expected);
 }
 
+/// Counts arrivals. Async methods, so that a call waiting for arrivals leaves room for them.
+#[derive(Default)]
+pub struct Arrivals {
+    count: std::sync::atomic::AtomicUsize,
+}
+
+#[lumen::remote]
+impl Arrivals {
+    pub fn new() -> Self {
+        Arrivals::default()
+    }
+
+    pub async fn arrive(&self) -> usize {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+
+    /// Answers once `n` arrived (or after [`PATIENCE`], with how many did).
+    pub async fn wait_for(&self, n: usize) -> usize {
+        let start = std::time::Instant::now();
+        let count = || self.count.load(std::sync::atomic::Ordering::SeqCst);
+        while count() < n && start.elapsed() < PATIENCE {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        count()
+    }
+}
+
+/// Blocks in `get` until `n` tasks arrived.
+#[lumen::remote]
+fn wait_for_arrivals(arrivals: lumen::ActorHandle<Arrivals>, n: usize) -> lumen::Result<usize> {
+    lumen::get(&arrivals.wait_for(n).remote())
+}
+
+#[lumen::remote]
+fn arrive(arrivals: lumen::ActorHandle<Arrivals>) -> lumen::Result<usize> {
+    lumen::get(&arrivals.arrive().remote())
+}
+
+/// A task that blocks until tasks submitted after it have run. An owner pushes a few tasks of a
+/// kind to a worker slot it leases, behind the one running there, so some of those may wait
+/// behind the blocked task: they go back to the owner and run elsewhere, never deadlock. (Ray
+/// pushes one task per leased worker at a time, so it has no such queue; see
+/// `docs/semantics.md`.)
+#[test]
+fn a_task_blocked_on_tasks_submitted_after_it_is_not_stuck_behind_them() {
+    init();
+    let arrivals = Arrivals::options().num_cpus(0.0).remote();
+    for round in 0..3 {
+        // Quick tasks first, so that slots are taken and requests wait at the raylet when the
+        // waiting task and the arrivals are submitted: they queue behind each other.
+        let warm: Vec<_> = (0..16).map(|_| no_args::remote()).collect();
+        let n = 12 * (round + 1);
+        let waiting = wait_for_arrivals::remote(arrivals.clone(), n);
+        let arrived: Vec<_> = (0..12).map(|_| arrive::remote(arrivals.clone())).collect();
+        assert_eq!(common::get(&waiting).unwrap(), n, "round {round}");
+        for r in warm.iter() {
+            assert_eq!(common::get(r).unwrap(), 42);
+        }
+        for r in &arrived {
+            common::get(r).unwrap();
+        }
+    }
+}
+
+/// Tasks of one kind, one after another from one thread, and in bursts from several: every
+/// result arrives once, right, whichever slot it ran in (the owner reuses its leased slots).
+#[test]
+fn tasks_on_leased_slots_return_every_result_once() {
+    init();
+    for i in 0..200i64 {
+        assert_eq!(common::get(&square::remote(i)).unwrap(), i * i);
+    }
+    let threads: Vec<_> = (0..4i64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let refs: Vec<_> = (0..250).map(|i| add::remote(t * 1000, i)).collect();
+                lumen::get_all(&refs).unwrap()
+            })
+        })
+        .collect();
+    for (t, h) in threads.into_iter().enumerate() {
+        let expected: Vec<i64> = (0..250).map(|i| t as i64 * 1000 + i).collect();
+        assert_eq!(h.join().unwrap(), expected);
+    }
+}
+
 #[test]
 fn a_thousand_small_tasks() {
     init();
