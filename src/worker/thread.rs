@@ -8,9 +8,9 @@
 //! ([`leases`](crate::worker::leases)): the thread is then the owner's, and runs the tasks the
 //! owner pushes until it returns the lease.
 //!
-//! A worker that finished a task while more wait at its raylet (or on a leased slot) polls its [`Inbox`] for a moment
-//! before its thread sleeps: the pool usually hands it the next task within microseconds, and
-//! waking a sleeping thread costs more than a small task. Polling is rationed as everywhere
+//! A worker that finished a task while more wait at its raylet (or for its leased slot) polls
+//! its [`Inbox`] for a moment before its thread sleeps: the next task usually comes within
+//! microseconds, and waking a sleeping thread costs more than a small task. Polling is rationed as everywhere
 //! ([`crate::spin`]).
 
 use crate::context::{with_exec, ExecContext};
