@@ -805,11 +805,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::WorkerId;
     use crate::placement::policy::tests::cpus;
-    use crate::protocol::refs::OwnerAddress;
-    use crate::protocol::task::FunctionRef;
-    use std::borrow::Cow;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -820,30 +816,7 @@ mod tests {
     }
 
     fn task(cpu: u64, strategy: SchedulingStrategy, owner: SocketAddr) -> Arc<TaskSpec> {
-        let task_id = TaskId::fresh();
-        Arc::new(TaskSpec {
-            task_id,
-            job_id: JobId(1 << 16),
-            parent: None,
-            function: FunctionRef {
-                id: 1,
-                path: Cow::Borrowed("t::f"),
-            },
-            args: Vec::new(),
-            return_id: ObjectId::for_return(task_id, 0),
-            resources: cpus(cpu),
-            strategy,
-            max_retries: 0,
-            retry_exceptions: false,
-            attempt: 0,
-            owner: OwnerAddress {
-                worker: WorkerId(1 << 16),
-                node: n(1),
-                addr: owner,
-            },
-            kind: TaskKind::Normal { is_async: false },
-            pinned: Vec::new(),
-        })
+        Arc::new(TaskSpec::for_test(cpus(cpu), strategy, owner))
     }
 
     fn launched(actions: &[Action]) -> Vec<TaskId> {

@@ -111,3 +111,40 @@ impl TaskSpec {
         self.max_retries < 0 || (self.attempt as i64) < self.max_retries as i64
     }
 }
+
+#[cfg(test)]
+impl TaskSpec {
+    /// A plain sync task needing `resources`, of a fixed job, owned by the process at `owner`:
+    /// what unit tests of placement and leasing submit.
+    pub(crate) fn for_test(
+        resources: crate::resources::ResourceSet,
+        strategy: crate::placement::SchedulingStrategy,
+        owner: std::net::SocketAddr,
+    ) -> TaskSpec {
+        use crate::ids::{JobId, NodeId, WorkerId};
+        let task_id = TaskId::fresh();
+        TaskSpec {
+            task_id,
+            job_id: JobId(1 << 16),
+            parent: None,
+            function: FunctionRef {
+                id: 1,
+                path: Cow::Borrowed("t::f"),
+            },
+            args: Vec::new(),
+            return_id: ObjectId::for_return(task_id, 0),
+            resources,
+            strategy,
+            max_retries: 0,
+            retry_exceptions: false,
+            attempt: 0,
+            owner: OwnerAddress {
+                worker: WorkerId(1 << 16),
+                node: NodeId(1 << 16),
+                addr: owner,
+            },
+            kind: TaskKind::Normal { is_async: false },
+            pinned: Vec::new(),
+        }
+    }
+}

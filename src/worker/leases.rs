@@ -463,39 +463,17 @@ impl Leases {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{JobId, WorkerId};
     use crate::placement::SchedulingStrategy;
-    use crate::protocol::refs::OwnerAddress;
-    use crate::protocol::task::{FunctionRef, TaskKind};
     use crate::resources::{Amount, Grant, Resource};
 
     fn spec(cpus: u64) -> Arc<TaskSpec> {
         let mut resources = ResourceSet::new();
         resources.set(Resource::Cpu, Amount::units(cpus));
-        let task_id = TaskId::fresh();
-        Arc::new(TaskSpec {
-            task_id,
-            job_id: JobId::fresh(),
-            parent: None,
-            function: FunctionRef {
-                id: 1,
-                path: "f".into(),
-            },
-            args: Vec::new(),
-            return_id: ObjectId::for_return(task_id, 0),
+        Arc::new(TaskSpec::for_test(
             resources,
-            strategy: SchedulingStrategy::Default,
-            max_retries: 0,
-            retry_exceptions: false,
-            attempt: 0,
-            owner: OwnerAddress {
-                worker: WorkerId::fresh(),
-                node: NodeId::fresh(),
-                addr: crate::transport::net::IN_PROCESS,
-            },
-            kind: TaskKind::Normal { is_async: false },
-            pinned: Vec::new(),
-        })
+            SchedulingStrategy::Default,
+            crate::transport::net::IN_PROCESS,
+        ))
     }
 
     fn grant_for(spec: &TaskSpec, worker: u16, node: NodeId) -> LeaseGrant {
