@@ -18,11 +18,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// A slot of this worker leased to an owner: the thread it is (`W`; none for an async task's
-/// slot, which runs on the event loop), the owner's process, and the tasks the owner pushed
-/// behind the running one.
+/// A slot of this worker leased to an owner: the thread it is (`W`), the owner's process, and
+/// the tasks the owner pushed behind the running one. (Only sync tasks are leasable: async ones
+/// keep their CPU while they await.)
 pub(crate) struct LeasedSlot<W> {
-    pub(crate) worker: Option<W>,
+    pub(crate) worker: W,
     pub(crate) owner: SocketAddr,
     pub(crate) queue: Arc<Mutex<SlotQueue>>,
 }
@@ -50,7 +50,7 @@ pub(crate) fn lease_slot<W>(
     under: Option<TaskId>,
     grant: &Grant,
     node: NodeId,
-    worker: impl FnOnce() -> Option<W>,
+    worker: impl FnOnce() -> W,
 ) -> Option<LeaseGrant> {
     let (id, attempt) = match under {
         Some(lease) => (lease, 0),
@@ -123,14 +123,12 @@ impl<W> Clone for AsyncSite<W> {
     }
 }
 
-/// Runs an async task on the event loop; when it is done, its slot goes back to the raylet or
-/// stays leased to its owner.
-pub(crate) fn spawn_async<W: Send + Sync + 'static>(site: &AsyncSite<W>, launch: Launch) {
+/// Runs an async task on the event loop; when it is done, its resources go back to the raylet.
+pub(crate) fn spawn_async<W>(site: &AsyncSite<W>, launch: Launch) {
     let Launch {
         spec,
         resolved,
         grant,
-        under,
         ..
     } = launch;
     let ctx = ExecContext {
@@ -138,26 +136,16 @@ pub(crate) fn spawn_async<W: Send + Sync + 'static>(site: &AsyncSite<W>, launch:
         actor_id: None,
         gpu_ids: grant.gpu_ids(),
         lends_cpu: false,
-        holder: under,
+        holder: None,
         in_async: true,
         captured: crate::context::captured_by(&spec.strategy),
     };
-    let (net, raylet, node, leases) = (
-        site.net.clone(),
-        site.raylet.clone(),
-        site.node,
-        site.leases.clone(),
-    );
-    started(&net, &spec, under);
+    let (net, raylet, node) = (site.net.clone(), site.raylet.clone(), site.node);
     site.executor.spawn(async move {
         let outcome = invoke::run_async(spec.clone(), resolved, node, ctx).await;
-        let lease = lease_slot(&net, &leases, &spec, under, &grant, node, || None);
-        let leased = lease.is_some();
-        finish(&net, &spec, outcome, lease);
-        if !leased {
-            raylet.do_send(TaskDone {
-                task_id: spec.task_id,
-            });
-        }
+        finish(&net, &spec, outcome, None);
+        raylet.do_send(TaskDone {
+            task_id: spec.task_id,
+        });
     });
 }

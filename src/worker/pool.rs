@@ -136,8 +136,8 @@ fn async_site(site: &HostSite, leases: &LeaseTable<WorkerHandle>) -> AsyncSite<W
     }
 }
 
-/// Runs a task its owner pushed to a slot it leases: on the slot's thread (or the event loop,
-/// for an async task), straight from the thread that received it; behind the running task, in
+/// Runs a task its owner pushed to a slot it leases: on the slot's thread, straight from the
+/// thread that received it; behind the running task, in
 /// order, when the thread is busy; back to the owner when the running task blocked. A push to a
 /// slot that is no longer leased fails the task as if its worker had died (its owner retries
 /// it, per its retries).
@@ -160,7 +160,7 @@ fn run_pushed(site: &AsyncSite<WorkerHandle>, push: PushTask) {
         .get(&lease)
         .map(|slot| (slot.worker.clone(), slot.queue.clone(), slot.owner));
     match slot {
-        Some((Some(worker), queue, owner)) => {
+        Some((worker, queue, owner)) => {
             let mut q = queue.lock();
             if q.blocked {
                 // Behind a task that waits: back to the owner, to run elsewhere.
@@ -180,7 +180,6 @@ fn run_pushed(site: &AsyncSite<WorkerHandle>, push: PushTask) {
                 worker.run(launch);
             }
         }
-        Some((None, _, _)) => executor::spawn_async(site, launch),
         None => {
             let error = Error::WorkerDied {
                 function: launch.spec.function.path.to_string(),
@@ -211,9 +210,7 @@ fn one_way<M: crate::transport::net::Wire<Result = ()>>(
 fn end_lease(site: &AsyncSite<WorkerHandle>, pool: &Addr<WorkerPool>, lease: crate::ids::TaskId) {
     if let Some((_, slot)) = site.leases.remove(&lease) {
         site.raylet.do_send(TaskDone { task_id: lease });
-        if let Some(worker) = slot.worker {
-            pool.do_send(Released(worker));
-        }
+        pool.do_send(Released(slot.worker));
     }
 }
 

@@ -241,7 +241,7 @@ impl Worker {
             under,
             &grant,
             self.node,
-            || Some(me.clone()),
+            || me.clone(),
         );
         let leased = lease.is_some();
         // Polling before the pool (or, for a leased slot, the owner) hears this worker is free,
