@@ -139,11 +139,20 @@ fn create_private_dir(dir: &Path) -> Result<(), Error> {
     }
 }
 
-/// Records a node (file `nodes/<pid>.json`, mode 0600).
+/// Records a node (file `nodes/<pid>.json`, mode 0600). The record is written under a temporary
+/// name and renamed into place, so a reader (`lumen start` polls for it) sees either no record
+/// or the whole of it — never a half-written file it would take for a bogus one and remove.
 pub fn write_node(record: &NodeRecordFile) -> Result<PathBuf, Error> {
-    let path = session_subdir("nodes")?.join(format!("{}.json", record.pid));
+    write_record(&session_subdir("nodes")?, record)
+}
+
+fn write_record(dir: &Path, record: &NodeRecordFile) -> Result<PathBuf, Error> {
+    let path = dir.join(format!("{}.json", record.pid));
+    let partial = dir.join(format!(".{}.json.partial", record.pid));
     let text = serde_json::to_string_pretty(record)
         .map_err(|e| Error::invalid(format!("cannot encode the node record: {e}")))?;
+    let cannot =
+        |p: &Path, e: std::io::Error| Error::invalid(format!("cannot write {}: {e}", p.display()));
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -151,16 +160,18 @@ pub fn write_node(record: &NodeRecordFile) -> Result<PathBuf, Error> {
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&path)
-        .map_err(|e| Error::invalid(format!("cannot write {}: {e}", path.display())))?;
+        .open(&partial)
+        .map_err(|e| cannot(&partial, e))?;
     f.write_all(text.as_bytes())
-        .map_err(|e| Error::invalid(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| cannot(&partial, e))?;
+    std::fs::rename(&partial, &path).map_err(|e| cannot(&path, e))?;
     Ok(path)
 }
 
 /// Removes a node's record.
 pub fn remove_node(pid: u32) {
     let _ = std::fs::remove_file(nodes_dir().join(format!("{pid}.json")));
+    let _ = std::fs::remove_file(nodes_dir().join(format!(".{pid}.json.partial")));
 }
 
 /// Whether process `pid` is alive (a process that exited but was not yet reaped is not).
@@ -220,24 +231,35 @@ pub fn try_nodes() -> Result<Vec<NodeRecordFile>, Error> {
         return Ok(Vec::new());
     }
     check_dir(&nodes_dir())?;
-    let Ok(entries) = std::fs::read_dir(nodes_dir()) else {
-        return Ok(Vec::new());
+    Ok(read_records(&nodes_dir(), is_lumen_node))
+}
+
+/// The records in `dir` whose process `running` says is a node; the others are removed.
+fn read_records(dir: &Path, running: impl Fn(u32) -> bool) -> Vec<NodeRecordFile> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
     };
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
+        // Only whole records: one being written has a hidden name until it is renamed.
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
         match serde_json::from_str::<NodeRecordFile>(&text) {
-            Ok(r) if is_lumen_node(r.pid) => out.push(r),
+            Ok(r) if running(r.pid) => out.push(r),
             _ => {
                 let _ = std::fs::remove_file(&path);
             }
         }
     }
     out.sort_by_key(|r| (!r.head, r.pid));
-    Ok(out)
+    out
 }
 
 /// The token of the cluster whose GCS is at `address` (or, with no address, of the one head
@@ -306,6 +328,55 @@ mod tests {
         assert!(valid_pid(2) && valid_pid(i32::MAX as u32));
         // This test process is alive, but it is not a lumen node.
         assert!(!is_lumen_node(std::process::id()));
+    }
+
+    /// `lumen start` polls for the record while its node writes it: a reader never sees half
+    /// a record (and so never removes one as bogus), and a partial file is not a record.
+    #[test]
+    fn a_record_being_written_is_never_read_half_or_removed() {
+        let dir = std::env::temp_dir().join(format!("lumen-records-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        create_private_dir(&dir).expect("create");
+        let record = NodeRecordFile {
+            pid: 4242,
+            address: "127.0.0.1:1".into(),
+            head: true,
+            gcs: "127.0.0.1:1".into(),
+            token: "ab".repeat(32),
+            node_id: "cd".repeat(16),
+            fingerprint: "ef".repeat(32),
+        };
+        std::fs::write(dir.join(".7.json.partial"), "{").expect("partial");
+        let writer = {
+            let (dir, record) = (dir.clone(), record.clone());
+            std::thread::spawn(move || {
+                for _ in 0..300 {
+                    write_record(&dir, &record).expect("write");
+                }
+            })
+        };
+        let mut seen = false;
+        while !writer.is_finished() {
+            let read = read_records(&dir, |_| true);
+            assert!(read.is_empty() || read == [record.clone()], "{read:?}");
+            seen |= !read.is_empty();
+            assert!(
+                !seen || read.len() == 1,
+                "a record went missing once written"
+            );
+        }
+        writer.join().expect("writer");
+        assert_eq!(read_records(&dir, |_| true), [record]);
+        assert!(
+            dir.join(".7.json.partial").exists(),
+            "a partial file is not read"
+        );
+        assert!(read_records(&dir, |_| false).is_empty());
+        assert!(
+            !dir.join("4242.json").exists(),
+            "a record of no node is removed"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
