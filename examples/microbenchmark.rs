@@ -9,7 +9,11 @@
 //! cargo run --release --example microbenchmark                  # every metric
 //! cargo run --release --example microbenchmark -- --filter actor --rounds 2 --seconds 1
 //! cargo run --release --example microbenchmark -- --filter lumen --drain 1000000
+//! cargo run --release --example microbenchmark -- --filter 'tasks sync|1:1 actor calls sync'
 //! ```
+//!
+//! `--filter` runs the rows whose names contain one of its `|`-separated parts, in their usual
+//! order.
 //!
 //! After Ray's rows come lumen's own figures, prefixed `lumen: `: a 100 MiB object read by a task
 //! (GB/s), time from `lumen::init()` to the first task's result, the process's resident memory
@@ -180,14 +184,18 @@ struct Bench {
 }
 
 impl Bench {
+    /// Whether this row runs: no filter, or the name contains one of the filter's
+    /// `|`-separated parts (`--filter 'tasks sync|1:1 actor calls sync'`).
     fn wants(&self, name: &str) -> bool {
-        self.filter.as_deref().is_none_or(|f| name.contains(f))
+        self.filter.is_none() || self.asks_for(name)
     }
 
     /// Whether the filter names this row: rows that disturb the ones after them (a heap grown
     /// by hundreds of thousands of held objects slows later allocations) run only when asked for.
     fn asks_for(&self, name: &str) -> bool {
-        self.filter.as_deref().is_some_and(|f| name.contains(f))
+        self.filter
+            .as_deref()
+            .is_some_and(|f| f.split('|').any(|part| name.contains(part)))
     }
 
     /// A payload length, shrunk in smoke runs.
