@@ -437,6 +437,68 @@ fn tasks_on_leased_slots_return_every_result_once() {
     }
 }
 
+/// Appends `i` to the file at `path` (a line each; small appends are atomic), after a moment of
+/// work: a record of every run, readable from any process of the machine.
+#[lumen::remote]
+fn record_run(path: String, i: u32) -> u32 {
+    use std::io::Write;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_micros(200) {
+        std::hint::spin_loop();
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("the record file");
+    f.write_all(format!("{i}\n").as_bytes()).expect("append");
+    i
+}
+
+/// Bursts larger than the slots the owner holds can take leave tasks queued at raylets, and a
+/// slot that frees takes one of them back to run it instead (as Ray's owner cancels the lease
+/// requests it no longer needs): each task still runs exactly once, and every result arrives.
+#[test]
+fn tasks_taken_back_from_a_raylet_run_exactly_once() {
+    init();
+    let dir = std::env::temp_dir().join(format!("lumen-runs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("taken-back.txt");
+    std::fs::write(&path, "").unwrap();
+    let p = path.to_string_lossy().into_owned();
+    let threads: Vec<_> = (0..3u32)
+        .map(|t| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let mut all = Vec::new();
+                for round in 0..5u32 {
+                    let refs: Vec<_> = (0..40)
+                        .map(|i| record_run::remote(p.clone(), t * 1000 + round * 100 + i))
+                        .collect();
+                    all.extend(lumen::get_all(&refs).unwrap());
+                }
+                all
+            })
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for (t, h) in threads.into_iter().enumerate() {
+        let want: Vec<u32> = (0..5u32)
+            .flat_map(|round| (0..40).map(move |i| t as u32 * 1000 + round * 100 + i))
+            .collect();
+        assert_eq!(h.join().unwrap(), want);
+        expected.extend(want);
+    }
+    let mut ran: Vec<u32> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    ran.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(ran, expected, "each task ran exactly once");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_thousand_small_tasks() {
     init();

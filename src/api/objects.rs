@@ -250,7 +250,7 @@ impl Lending {
     }
 
     /// Takes the CPU back if it was lent.
-    fn take_back(self, rt: &Runtime) {
+    fn take_back(self, rt: &Arc<Runtime>) {
         if let Some(Some(task_id)) = self.lent {
             crate::worker::thread::slot_blocked(false);
             // Slots this process leases and leaves free would only keep the CPU from it.

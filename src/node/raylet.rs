@@ -12,7 +12,7 @@ use crate::node::processes::{JobWorkers, Sent, WorkerEvent, WorkerSettings};
 use crate::node::scheduler::{Action, Ready, Scheduler};
 use crate::objects::read;
 use crate::protocol::gcs::{ActorFailed, ActorLost, Heartbeat, RegisterNode};
-use crate::protocol::owner::{NodeDied, TasksPlaced};
+use crate::protocol::owner::{NodeDied, TaskQueued, TasksPlaced};
 use crate::protocol::raylet::*;
 use crate::protocol::refs::Stored;
 use crate::protocol::svc;
@@ -104,7 +104,8 @@ impl Raylet {
             NodeDown,
             PrepareBundles,
             CommitBundles,
-            CancelBundles
+            CancelBundles,
+            TakeBack
         );
         let lost = addr.clone();
         net.on_lost(Arc::new(move |peer, _| {
@@ -145,6 +146,15 @@ impl Raylet {
                         .do_send(SubmitTask { spec, hops });
                 }
                 Action::Report(spec, error) => invoke::fail(&self.net, &spec, error),
+                Action::Queued(spec) => {
+                    self.net
+                        .target::<svc::Owner>(spec.owner.addr)
+                        .do_send(TaskQueued {
+                            task_id: spec.task_id,
+                            attempt: spec.attempt,
+                            raylet: self.net.addr(),
+                        })
+                }
                 Action::ActorFailed(actor_id, error) => {
                     self.gcs.do_send(ActorFailed { actor_id, error })
                 }
@@ -249,6 +259,14 @@ impl Handler<SubmitTask> for Raylet {
         let random = (msg.spec.task_id.0 >> 16) as u64;
         let actions = self.core.submit(msg.spec, msg.hops, random);
         self.act(actions, ctx);
+    }
+}
+
+impl Handler<TakeBack> for Raylet {
+    type Result = bool;
+    fn handle(&mut self, msg: TakeBack, _: &mut Context<Self>) -> bool {
+        let _h = supervise::handling::<TakeBack>();
+        self.core.take_back(msg.task_id)
     }
 }
 

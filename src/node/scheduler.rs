@@ -54,6 +54,9 @@ pub(crate) enum Action {
     },
     /// Tell the task's owner it failed.
     Report(Arc<TaskSpec>, Error),
+    /// Tell the owner of a leasable task that it waits here for resources (it may take the
+    /// task back for a slot of its own that frees first: [`Scheduler::take_back`]).
+    Queued(Arc<TaskSpec>),
     /// Tell the GCS the actor died for good.
     ActorFailed(ActorId, Error),
     /// Tell the GCS the actor's process died (it may be restarted).
@@ -343,8 +346,23 @@ impl Scheduler {
 
     fn enqueue(&mut self, ready: Ready, out: &mut Vec<Action>) {
         let class = ready.spec.resources.clone();
+        let leasable = ready.spec.leasable().then(|| ready.spec.clone());
         self.queue.push(&class, ready);
         self.dispatch(out);
+        if let Some(spec) = leasable {
+            if !self.running.contains_key(&spec.task_id) {
+                out.push(Action::Queued(spec));
+            }
+        }
+    }
+
+    /// The owner of a queued task takes it back (to run it in a slot it holds): whether it was
+    /// still queued here, so that this node will not run it.
+    pub(crate) fn take_back(&mut self, task_id: TaskId) -> bool {
+        !self
+            .queue
+            .remove_where(|r| r.spec.task_id == task_id)
+            .is_empty()
     }
 
     /// Starts what fits: tasks taking their CPU back first, then queued tasks.
@@ -846,6 +864,36 @@ mod tests {
     }
 
     #[test]
+    fn a_leasable_task_that_waits_is_reported_and_can_be_taken_back_until_it_starts() {
+        let mut s = Scheduler::new(n(1), addr(1), cpus(1));
+        let ts: Vec<_> = (0..3)
+            .map(|_| task(1, SchedulingStrategy::Default, addr(1)))
+            .collect();
+        let queued = |actions: &[Action]| {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Queued(spec) => Some(spec.task_id),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // The first starts at once (nothing to report); the others wait, and their owner hears.
+        assert!(queued(&s.submit(ts[0].clone(), 0, 0)).is_empty());
+        assert_eq!(queued(&s.submit(ts[1].clone(), 0, 0)), [ts[1].task_id]);
+        assert_eq!(queued(&s.submit(ts[2].clone(), 0, 0)), [ts[2].task_id]);
+        // Taken back: it never runs here, and the next one gets the CPU.
+        assert!(s.take_back(ts[1].task_id));
+        assert!(!s.take_back(ts[1].task_id), "only once");
+        assert_eq!(launched(&s.task_done(ts[0].task_id)), [ts[2].task_id]);
+        assert!(!s.take_back(ts[2].task_id), "a started task stays");
+        assert!(s.snapshot().demands.is_empty());
+        // A task that is not leasable (here: a placement strategy) is not reported.
+        let spread = task(1, SchedulingStrategy::Spread, addr(1));
+        assert!(queued(&s.submit(spread, 0, 0)).is_empty());
+    }
+
+    #[test]
     fn a_blocked_task_lends_its_cpu_and_takes_it_back_first() {
         let mut s = Scheduler::new(n(1), addr(1), cpus(1));
         let (a, b, c) = (
@@ -873,7 +921,11 @@ mod tests {
     fn an_infeasible_task_spills_to_a_node_that_fits_when_one_appears() {
         let mut s = Scheduler::new(n(1), addr(1), cpus(2));
         let big = task(4, SchedulingStrategy::Default, addr(9));
-        assert!(s.submit(big.clone(), 0, 0).is_empty(), "waits as a demand");
+        let out = s.submit(big.clone(), 0, 0);
+        assert!(
+            matches!(&out[..], [Action::Queued(spec)] if spec.task_id == big.task_id),
+            "waits as a demand, and its owner hears: {out:?}"
+        );
         let out = s.view(vec![ViewEntry {
             node_id: n(2),
             address: addr(2),

@@ -135,6 +135,17 @@ pub(crate) struct GroupState {
     pub(crate) state: PlacementGroupState,
 }
 
+/// A leasable task of this owner waits at the raylet in the process `raylet` for resources:
+/// the owner may take it back ([`TakeBack`](crate::protocol::raylet::TakeBack)) when one of its
+/// own slots frees first.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct TaskQueued {
+    pub(crate) task_id: TaskId,
+    pub(crate) attempt: u32,
+    pub(crate) raylet: SocketAddr,
+}
+
 super::wire!(TAGS, svc::Owner:
     TaskResult = 60,
     GetObject = 61,
@@ -146,4 +157,5 @@ super::wire!(TAGS, svc::Owner:
     GroupState = 67,
     TaskStarted = 68,
     Unstarted = 69,
+    TaskQueued = 70,
 );

@@ -142,6 +142,14 @@ pub(crate) struct CancelBundles {
     pub(crate) indices: Option<Vec<u32>>,
 }
 
+/// The owner of a task queued here takes it back, to run it in a slot of its own that just
+/// freed: answered with whether it was still queued (then this node will not run it).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "bool")]
+pub(crate) struct TakeBack {
+    pub(crate) task_id: TaskId,
+}
+
 super::wire!(TAGS, svc::Raylet:
     SubmitTask = 30,
     TaskDone = 31,
@@ -157,4 +165,5 @@ super::wire!(TAGS, svc::Raylet:
     PrepareBundles = 41,
     CommitBundles = 42,
     CancelBundles = 43,
+    TakeBack = 44,
 );

@@ -13,9 +13,11 @@
 //!   take the first slot that frees;
 //! - a slot held [`LEASE_TERM`] is returned when its task finishes, so tasks of other owners
 //!   (and this owner's tasks queued at raylets) get their turn;
-//! - a free slot is returned at once when tasks of its kind wait at raylets (they may be waiting
-//!   for exactly that slot), else after [`LINGER`] with nothing to run (a program submitting
-//!   one task after another keeps its slot);
+//! - a free slot takes back a task of its kind that a raylet said it queued for resources (they
+//!   may be waiting for exactly that slot; Ray's owner cancels the lease requests it no longer
+//!   needs), or is returned at once when tasks of its kind wait at raylets and none can be
+//!   taken back, else after [`LINGER`] with nothing to run (a program submitting one task
+//!   after another keeps its slot);
 //! - a slot whose worker or node died is forgotten, and the task running there is reported so
 //!   the owner can fail or retry it.
 
@@ -54,6 +56,14 @@ pub(crate) enum Step {
     },
     /// Give a slot back.
     Return(LeaseGrant),
+    /// Ask the raylet in the process `raylet` for the task queued there (attempt `attempt`):
+    /// the slot `lease` is free and waits for the answer ([`Leases::taken_back`]).
+    TakeBack {
+        lease: TaskId,
+        task_id: TaskId,
+        attempt: u32,
+        raylet: SocketAddr,
+    },
 }
 
 /// Which slots a task can use: those granted for its resources.
@@ -76,6 +86,8 @@ struct Held {
     /// Its running task blocked and the tasks behind it came back: nothing more goes there
     /// until it finishes.
     blocked: bool,
+    /// A task of its kind is being taken back from a raylet to run here.
+    taking_back: bool,
 }
 
 impl Held {
@@ -94,13 +106,23 @@ struct Class {
     slots: Vec<TaskId>,
 }
 
+/// A task sent to a raylet.
+#[derive(Debug)]
+struct Request {
+    kind: Kind,
+    spec: Arc<TaskSpec>,
+    /// It started, so no longer waits at a raylet.
+    started: bool,
+    /// The raylet it waits at for resources, as that raylet said (and not yet asked back).
+    queued_at: Option<SocketAddr>,
+}
+
 /// The owner's leases and the tasks waiting for them.
 #[derive(Debug, Default)]
 pub(crate) struct Leases {
     classes: HashMap<Kind, Class>,
-    /// Tasks sent to raylets, by task: their kind, attempt, and whether they started (so no
-    /// longer count as waiting at a raylet).
-    requests: HashMap<TaskId, (Kind, u32, bool)>,
+    /// Tasks sent to raylets, by task (the latest attempt sent).
+    requests: HashMap<TaskId, Request>,
     /// Slots held, by lease.
     held: HashMap<TaskId, Held>,
 }
@@ -134,22 +156,22 @@ impl Leases {
                 && self
                     .requests
                     .get(&task_id)
-                    .is_some_and(|(_, a, _)| *a != g.attempt)
+                    .is_some_and(|r| r.spec.attempt != g.attempt)
         });
         let request = if stale {
             None
         } else {
             self.requests.remove(&task_id)
         };
-        if let Some((kind, _, false)) = &request {
-            if let Some(c) = self.classes.get_mut(kind) {
+        if let Some(r) = request.as_ref().filter(|r| !r.started) {
+            if let Some(c) = self.classes.get_mut(&r.kind) {
                 c.requests -= 1;
             }
         }
         let kind = match lease {
             // The task was sent to a raylet and its slot is now this owner's.
             Some(grant) if grant.id == task_id => match request {
-                Some((kind, attempt, _)) if attempt == grant.attempt => {
+                Some(Request { kind, spec, .. }) if spec.attempt == grant.attempt => {
                     self.classes
                         .entry(kind.clone())
                         .or_default()
@@ -164,6 +186,7 @@ impl Leases {
                             running: VecDeque::new(),
                             idle_since: Some(now),
                             blocked: false,
+                            taking_back: false,
                         },
                     );
                     Some(kind)
@@ -171,7 +194,7 @@ impl Leases {
                 // A slot of an attempt this owner no longer waits for.
                 other => {
                     out.push(Step::Return(grant));
-                    other.map(|(k, _, _)| k)
+                    other.map(|r| r.kind)
                 }
             },
             // A pushed task: one less runs in its slot.
@@ -188,7 +211,7 @@ impl Leases {
             // A failed request; or a pushed task that failed without its slot (the slot is
             // gone: the worker no longer had it).
             None => match request {
-                Some((k, _, _)) => Some(k),
+                Some(r) => Some(r.kind),
                 None => {
                     let broken = self
                         .held
@@ -211,17 +234,64 @@ impl Leases {
     /// A task sent to a raylet started: it no longer waits there, so another may be sent.
     pub(crate) fn started(&mut self, task_id: TaskId, now: Instant) -> Vec<Step> {
         let mut out = Vec::new();
-        let Some((kind, _, started)) = self.requests.get_mut(&task_id) else {
+        let Some(r) = self.requests.get_mut(&task_id) else {
             return out;
         };
-        if std::mem::replace(started, true) {
+        r.queued_at = None;
+        if std::mem::replace(&mut r.started, true) {
             return out;
         }
-        let kind = kind.clone();
+        let kind = r.kind.clone();
         if let Some(c) = self.classes.get_mut(&kind) {
             c.requests -= 1;
         }
         self.place(&kind, now, &mut out);
+        out
+    }
+
+    /// The raylet at `raylet` queued this task (attempt `attempt`) for resources: a slot of
+    /// its kind that frees first may take it back.
+    pub(crate) fn queued(&mut self, task_id: TaskId, attempt: u32, raylet: SocketAddr) {
+        if let Some(r) = self.requests.get_mut(&task_id) {
+            if r.spec.attempt == attempt && !r.started {
+                r.queued_at = Some(raylet);
+            }
+        }
+    }
+
+    /// The raylet answered a [`Step::TakeBack`]: `got`, the task is this owner's again (it will
+    /// not run there) and goes to the front of its queue, for the free slot; else it is about
+    /// to start there.
+    pub(crate) fn taken_back(
+        &mut self,
+        lease: TaskId,
+        task_id: TaskId,
+        attempt: u32,
+        got: bool,
+        now: Instant,
+    ) -> Vec<Step> {
+        let mut out = Vec::new();
+        let mut kind = None;
+        if let Some(h) = self.held.get_mut(&lease) {
+            h.taking_back = false;
+            kind = Some(h.kind.clone());
+        }
+        let ours = self
+            .requests
+            .get(&task_id)
+            .is_some_and(|r| r.spec.attempt == attempt && !r.started);
+        if got && ours {
+            if let Some(r) = self.requests.remove(&task_id) {
+                let class = self.classes.entry(r.kind.clone()).or_default();
+                class.requests -= 1;
+                class.queue.push_front(r.spec);
+                kind = Some(r.kind);
+            }
+        }
+        if let Some(kind) = kind {
+            self.place(&kind, now, &mut out);
+            self.settle(&kind, now, &mut out);
+        }
         out
     }
 
@@ -298,8 +368,15 @@ impl Leases {
                 }
                 None => {
                     class.requests += 1;
-                    self.requests
-                        .insert(spec.task_id, (kind.clone(), spec.attempt, false));
+                    self.requests.insert(
+                        spec.task_id,
+                        Request {
+                            kind: kind.clone(),
+                            spec: spec.clone(),
+                            started: false,
+                            queued_at: None,
+                        },
+                    );
                     out.push(Step::Request(spec));
                 }
             }
@@ -307,26 +384,53 @@ impl Leases {
     }
 
     /// After tasks were handed out: slots of the kind that run nothing are returned when their
-    /// term is over or when tasks of their kind wait at raylets (maybe for exactly that slot),
-    /// else marked free; a kind with nothing left is forgotten.
+    /// term is over; when tasks of their kind wait at raylets (maybe for exactly that slot),
+    /// one that a raylet said it queued is taken back to run there, else the slot is returned;
+    /// the others are marked free. A kind with nothing left is forgotten.
     fn settle(&mut self, kind: &Kind, now: Instant, out: &mut Vec<Step>) {
         let Some(class) = self.classes.get(kind) else {
             return;
         };
         let waiting = class.queue.is_empty() && class.requests > 0;
-        let done: Vec<TaskId> = class
+        let free: Vec<TaskId> = class
             .slots
             .iter()
             .filter(|id| {
-                self.held
-                    .get(*id)
-                    .is_some_and(|h| h.running.is_empty() && (waiting || h.expired(now)))
+                self.held.get(*id).is_some_and(|h| {
+                    h.running.is_empty() && !h.taking_back && (waiting || h.expired(now))
+                })
             })
             .copied()
             .collect();
-        for id in done {
-            if let Some(h) = self.unhold(id) {
-                out.push(Step::Return(h.grant));
+        for id in free {
+            let expired = self.held.get(&id).is_some_and(|h| h.expired(now));
+            let queued = if expired {
+                None
+            } else {
+                self.requests.iter_mut().find_map(|(task_id, r)| {
+                    let raylet = r.queued_at.filter(|_| r.kind == *kind && !r.started)?;
+                    r.queued_at = None;
+                    Some((*task_id, r.spec.attempt, raylet))
+                })
+            };
+            match queued {
+                Some((task_id, attempt, raylet)) => {
+                    if let Some(h) = self.held.get_mut(&id) {
+                        h.taking_back = true;
+                        h.idle_since = None;
+                    }
+                    out.push(Step::TakeBack {
+                        lease: id,
+                        task_id,
+                        attempt,
+                        raylet,
+                    });
+                }
+                None => {
+                    if let Some(h) = self.unhold(id) {
+                        out.push(Step::Return(h.grant));
+                    }
+                }
             }
         }
         for id in self
@@ -336,7 +440,7 @@ impl Leases {
             .unwrap_or_default()
         {
             if let Some(h) = self.held.get_mut(&id) {
-                if h.running.is_empty() {
+                if h.running.is_empty() && !h.taking_back {
                     h.blocked = false;
                     h.idle_since.get_or_insert(now);
                 }
@@ -577,6 +681,92 @@ mod tests {
         assert_eq!(returns(&steps), vec![b.task_id]);
         assert!(!left);
         assert!(l.classes.is_empty() && l.requests.is_empty() && l.held.is_empty());
+    }
+
+    fn take_backs(steps: &[Step]) -> Vec<(TaskId, TaskId)> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::TakeBack { lease, task_id, .. } => Some((*lease, *task_id)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Ray's owner cancels the lease requests it no longer needs; here a free slot takes back a
+    /// task its raylet said it queued (the raylet may be waiting for exactly that slot), instead
+    /// of being returned and granted again.
+    #[test]
+    fn a_free_slot_takes_back_a_task_queued_at_a_raylet_instead_of_being_returned() {
+        let mut l = Leases::default();
+        let now = Instant::now();
+        let node = NodeId::fresh();
+        let raylet = SocketAddr::from(([127, 0, 0, 1], 9));
+        let a = spec(1);
+        l.submit(a.clone(), now);
+        l.finished(a.task_id, Some(grant_for(&a, 1, node)), now);
+        // b takes the free slot; c asks a raylet, which queues it (the slot holds the CPU).
+        let (b, c) = (spec(1), spec(1));
+        assert_eq!(pushes(&l.submit(b.clone(), now)), [(a.task_id, b.task_id)]);
+        assert_eq!(requests(&l.submit(c.clone(), now)), [c.task_id]);
+        l.queued(c.task_id, c.attempt, raylet);
+        let steps = l.finished(b.task_id, Some(grant_for(&a, 1, node)), now);
+        assert_eq!(take_backs(&steps), [(a.task_id, c.task_id)]);
+        assert!(
+            returns(&steps).is_empty() && !l.has_idle(),
+            "kept for the answer"
+        );
+        // Got it: c runs in the slot; nothing waits at raylets any more.
+        let steps = l.taken_back(a.task_id, c.task_id, c.attempt, true, now);
+        assert_eq!(pushes(&steps), [(a.task_id, c.task_id)]);
+        assert!(l.requests.is_empty());
+        assert!(l
+            .finished(c.task_id, Some(grant_for(&a, 1, node)), now)
+            .is_empty());
+        assert!(l.has_idle());
+
+        // Too late (the raylet started it): the slot goes back, as it would have at once.
+        let (d, e) = (spec(1), spec(1));
+        assert_eq!(pushes(&l.submit(d.clone(), now)), [(a.task_id, d.task_id)]);
+        assert_eq!(requests(&l.submit(e.clone(), now)), [e.task_id]);
+        l.queued(e.task_id, e.attempt, raylet);
+        let steps = l.finished(d.task_id, Some(grant_for(&a, 1, node)), now);
+        assert_eq!(take_backs(&steps), [(a.task_id, e.task_id)]);
+        let steps = l.taken_back(a.task_id, e.task_id, e.attempt, false, now);
+        assert_eq!(returns(&steps), [a.task_id]);
+        assert!(!l.holds(a.task_id));
+        // e, still a request, becomes the owner's slot when it finishes; it is asked back once.
+        let steps = l.finished(e.task_id, Some(grant_for(&e, 2, node)), now);
+        assert!(take_backs(&steps).is_empty() && returns(&steps).is_empty());
+        assert!(l.holds(e.task_id));
+    }
+
+    #[test]
+    fn a_task_that_started_or_of_an_older_attempt_is_not_taken_back() {
+        let mut l = Leases::default();
+        let now = Instant::now();
+        let node = NodeId::fresh();
+        let raylet = SocketAddr::from(([127, 0, 0, 1], 9));
+        let a = spec(1);
+        l.submit(a.clone(), now);
+        l.finished(a.task_id, Some(grant_for(&a, 1, node)), now);
+        let (b, c) = (spec(1), spec(1));
+        l.submit(b.clone(), now);
+        l.submit(c.clone(), now);
+        // A report of another attempt, then of the task starting: nothing to take back.
+        l.queued(c.task_id, c.attempt + 1, raylet);
+        let steps = l.finished(b.task_id, Some(grant_for(&a, 1, node)), now);
+        assert!(take_backs(&steps).is_empty());
+        assert_eq!(returns(&steps), [a.task_id], "returned: c may wait for it");
+        let d = spec(1);
+        l.submit(d.clone(), now);
+        l.queued(d.task_id, d.attempt, raylet);
+        l.started(d.task_id, now);
+        l.finished(c.task_id, Some(grant_for(&c, 2, node)), now);
+        assert!(l.holds(c.task_id));
+        // A stale "got it" (the attempt was retried meanwhile) does not queue the task again.
+        let steps = l.taken_back(c.task_id, d.task_id, d.attempt + 1, true, now);
+        assert!(pushes(&steps).is_empty() && requests(&steps).is_empty());
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
     direct::<TaskStarted>(net, rt, |rt, m| {
         rt.with_leases(|l, now| l.started(m.task_id, now))
     })?;
+    direct::<TaskQueued>(net, rt, |rt, m| {
+        rt.leases.lock().queued(m.task_id, m.attempt, m.raylet)
+    })?;
     direct::<Unstarted>(net, rt, |rt, m| {
         let specs = m
             .returns

@@ -10,7 +10,7 @@ use crate::actors::client::ActorClients;
 use crate::error::{Error, Result};
 use crate::ids::{IdDashMap, JobId, NodeId, ObjectId, WorkerId};
 use crate::objects::ownership::{self, RefTable};
-use crate::protocol::raylet::SubmitTask;
+use crate::protocol::raylet::{SubmitTask, TakeBack};
 use crate::protocol::refs::OwnerAddress;
 use crate::protocol::svc;
 use crate::protocol::task::TaskSpec;
@@ -164,7 +164,7 @@ impl Runtime {
     }
 
     /// Carries out the lease policy's steps.
-    pub(crate) fn carry_out(&self, steps: Vec<Step>) {
+    pub(crate) fn carry_out(self: &Arc<Self>, steps: Vec<Step>) {
         for step in steps {
             match step {
                 Step::Request(spec) => self.to_raylet(spec),
@@ -184,6 +184,32 @@ impl Runtime {
                     .net
                     .target::<svc::Worker>(lease.worker)
                     .do_send(ReturnLease { lease: lease.id }),
+                Step::TakeBack {
+                    lease,
+                    task_id,
+                    attempt,
+                    raylet,
+                } => {
+                    let reply = self
+                        .net
+                        .target::<svc::Raylet>(raylet)
+                        .send(TakeBack { task_id });
+                    let weak = Arc::downgrade(self);
+                    self.executor.spawn(async move {
+                        // No answer (the raylet's process is gone): the task is not ours again;
+                        // it is retried or failed as that node's tasks are.
+                        let got = reply.await.unwrap_or_else(|e| {
+                            tracing::debug!(task = %task_id, %raylet, error = %e,
+                                "could not take a queued task back");
+                            false
+                        });
+                        if let Some(rt) = weak.upgrade() {
+                            rt.with_leases(|l, now| {
+                                l.taken_back(lease, task_id, attempt, got, now)
+                            });
+                        }
+                    });
+                }
             }
         }
     }
