@@ -59,3 +59,23 @@ pub fn shutdown() {
 pub fn is_initialized() -> bool {
     crate::worker::runtime::is_initialized()
 }
+
+#[cfg(test)]
+mod tests {
+    /// An embedded runtime is a whole cluster in one process (GCS, raylet, worker pool, owner):
+    /// every message of every service has a handler there. One without would only be refused
+    /// when it first arrives, and the sender of a request would see nothing but the refusal.
+    #[test]
+    fn an_embedded_runtime_serves_every_message() {
+        super::init_with(crate::config::Config::default().num_cpus(1.0)).expect("init");
+        let rt = crate::worker::runtime::current().expect("running");
+        let missing: Vec<_> = crate::protocol::TAGS
+            .iter()
+            .flat_map(|t| t.iter())
+            .filter(|(_, tag)| !rt.net.serves(*tag))
+            .collect();
+        drop(rt);
+        super::shutdown();
+        assert!(missing.is_empty(), "no handler here for {missing:?}");
+    }
+}

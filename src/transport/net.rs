@@ -235,6 +235,14 @@ impl Net {
         self.lost.write().push(observer);
     }
 
+    /// Whether this process has a handler for the message with `tag`.
+    #[cfg(test)]
+    pub(crate) fn serves(&self, tag: u16) -> bool {
+        self.slots
+            .get(tag as usize)
+            .is_some_and(|s| s.get().is_some())
+    }
+
     fn handlers<M: Wire>(&self) -> Option<&Handlers<M>> {
         self.slots
             .get(M::TAG as usize)?
