@@ -847,6 +847,16 @@ mod tests {
             .collect()
     }
 
+    fn queued(actions: &[Action]) -> Vec<TaskId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Queued(spec) => Some(spec.task_id),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn admission_never_overcommits_and_done_tasks_make_room() {
         let mut s = Scheduler::new(n(1), addr(1), cpus(2));
@@ -869,15 +879,6 @@ mod tests {
         let ts: Vec<_> = (0..3)
             .map(|_| task(1, SchedulingStrategy::Default, addr(1)))
             .collect();
-        let queued = |actions: &[Action]| {
-            actions
-                .iter()
-                .filter_map(|a| match a {
-                    Action::Queued(spec) => Some(spec.task_id),
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
-        };
         // The first starts at once (nothing to report); the others wait, and their owner hears.
         assert!(queued(&s.submit(ts[0].clone(), 0, 0)).is_empty());
         assert_eq!(queued(&s.submit(ts[1].clone(), 0, 0)), [ts[1].task_id]);

@@ -693,18 +693,23 @@ mod tests {
             .collect()
     }
 
+    /// An owner holding one free slot (lease `a`, on `node`), and a raylet's address.
+    fn one_free_slot() -> (Leases, Instant, NodeId, SocketAddr, Arc<TaskSpec>) {
+        let mut l = Leases::default();
+        let now = Instant::now();
+        let node = NodeId::fresh();
+        let a = spec(1);
+        l.submit(a.clone(), now);
+        l.finished(a.task_id, Some(grant_for(&a, 1, node)), now);
+        (l, now, node, SocketAddr::from(([127, 0, 0, 1], 9)), a)
+    }
+
     /// Ray's owner cancels the lease requests it no longer needs; here a free slot takes back a
     /// task its raylet said it queued (the raylet may be waiting for exactly that slot), instead
     /// of being returned and granted again.
     #[test]
     fn a_free_slot_takes_back_a_task_queued_at_a_raylet_instead_of_being_returned() {
-        let mut l = Leases::default();
-        let now = Instant::now();
-        let node = NodeId::fresh();
-        let raylet = SocketAddr::from(([127, 0, 0, 1], 9));
-        let a = spec(1);
-        l.submit(a.clone(), now);
-        l.finished(a.task_id, Some(grant_for(&a, 1, node)), now);
+        let (mut l, now, node, raylet, a) = one_free_slot();
         // b takes the free slot; c asks a raylet, which queues it (the slot holds the CPU).
         let (b, c) = (spec(1), spec(1));
         assert_eq!(pushes(&l.submit(b.clone(), now)), [(a.task_id, b.task_id)]);
@@ -743,13 +748,7 @@ mod tests {
 
     #[test]
     fn a_task_that_started_or_of_an_older_attempt_is_not_taken_back() {
-        let mut l = Leases::default();
-        let now = Instant::now();
-        let node = NodeId::fresh();
-        let raylet = SocketAddr::from(([127, 0, 0, 1], 9));
-        let a = spec(1);
-        l.submit(a.clone(), now);
-        l.finished(a.task_id, Some(grant_for(&a, 1, node)), now);
+        let (mut l, now, node, raylet, a) = one_free_slot();
         let (b, c) = (spec(1), spec(1));
         l.submit(b.clone(), now);
         l.submit(c.clone(), now);
