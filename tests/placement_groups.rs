@@ -1079,6 +1079,7 @@ fn removal_kills_users(strategy: PlacementStrategy) {
         wait_until(SOON, || std::path::Path::new(&marker).exists()),
         "the task in the group did not start"
     );
+    let _ = std::fs::remove_file(&marker);
     expect_available("the group's CPUs in use", |a| {
         amount(a, &format!("CPU_group_{id}")) == 0.0
     });

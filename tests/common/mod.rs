@@ -189,9 +189,20 @@ pub fn scratch() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("lumen-test-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the scratch folder");
         std::env::set_var(SCRATCH, &dir);
+        // The process that made the folder removes it when it exits (worker processes and a
+        // rerun child find it in the environment above and leave it alone).
+        // SAFETY: registers a plain function with no arguments to run at exit.
+        unsafe { libc::atexit(remove_scratch) };
         dir
     })
     .clone()
+}
+
+/// Removes this test process's [`scratch`] folder; run at exit.
+extern "C" fn remove_scratch() {
+    if let Some(dir) = std::env::var_os(SCRATCH) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// The environment variable naming [`scratch`].
