@@ -197,6 +197,9 @@ fn main() -> lumen::Result<()> {
     // ----- The cluster's resources ------------------------------------------------------------
     println!("Cluster resources");
     let total = lumen::cluster_resources();
+    // The tasks above gave their slots back a moment after their results; the view catches up.
+    wait_until_available("CPU", 3.0);
+    wait_until_available("GPU", 1.0);
     let available = lumen::available_resources();
     for name in ["CPU", "GPU", "special_hardware", "custom_label"] {
         println!(
@@ -260,6 +263,8 @@ fn main() -> lumen::Result<()> {
     let io_actor2 = IoActor::remote();
     let gpus1 = lumen::get(&io_actor1.ping().remote())?;
     let gpus2 = lumen::get(&io_actor2.ping().remote())?;
+    // As above: the GPU tasks' slots come back a moment after their results.
+    wait_until_available("GPU", 1.0);
     let gpus_left = lumen::available_resources()["GPU"];
     println!("   two num_gpus = 0.5 actors got GPUs {gpus1:?} and {gpus2:?}; {gpus_left} GPU left");
     assert_eq!((gpus1.len(), gpus2.len()), (1, 1));
@@ -274,6 +279,7 @@ fn main() -> lumen::Result<()> {
     let idle: Vec<_> = (0..8).map(|_| Idle::remote()).collect();
     let refs: Vec<_> = idle.iter().map(|a| a.ping().remote()).collect();
     assert!(lumen::get_all(&refs)?.into_iter().all(|ok| ok));
+    wait_until_available("CPU", 4.0);
     let cpus = lumen::available_resources()["CPU"];
     println!("   8 default actors alive on 4 CPUs; CPUs available: {cpus}\n");
     assert_eq!(cpus, 4.0);
