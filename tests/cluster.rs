@@ -7,93 +7,31 @@
 //! binary re-executed in worker mode), so every test crosses the real network path.
 //!
 //! lumen has one driver runtime per process, so the tests of this file run one at a time: each
-//! takes [`LOCK`] first, starts its own cluster, connects as the driver, and shuts both down at
-//! the end (on failure too, through [`Session`]'s `Drop`).
+//! starts its own cluster and connects as the driver in a [`Session`], which takes a lock first
+//! and shuts both down at the end (on failure too).
 //!
 //! **Modes.** Cluster only, by nature: every test here is about more than one node.
 
 // `new()` without arguments is the actor constructor; a `Default` impl would add nothing.
 #![allow(clippy::new_without_default)]
 
-use lumen::testing::TestCluster;
+mod common;
+
+use common::session::Session;
+use common::wait_until;
 use lumen::{ActorHandle, Error, NodeId, ObjectRef, SchedulingStrategy};
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
 // Setup and helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Serializes the tests of this binary: one driver runtime per process.
-static LOCK: Mutex<()> = Mutex::new(());
-
 /// A generous bound for anything that should finish: a bug shows as an error, not a hang.
 const LONG: Duration = Duration::from_secs(60);
 
 /// How long a killed node may take to be reported dead.
 const NODE_DEATH: Duration = Duration::from_secs(15);
-
-/// One test's cluster and driver. Dropping it shuts the driver down, then stops the nodes, then
-/// lets the next test in.
-struct Session {
-    cluster: Option<TestCluster>,
-    _lock: MutexGuard<'static, ()>,
-}
-
-impl Session {
-    /// Takes the lock, starts one node per config (the first the head) and connects as driver.
-    fn start(configs: Vec<lumen::Config>) -> Session {
-        let lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        // A previous test that failed half-way may have left a driver behind.
-        lumen::shutdown();
-        let cluster = TestCluster::start(configs).expect("TestCluster::start");
-        let session = Session {
-            cluster: Some(cluster),
-            _lock: lock,
-        };
-        lumen::init_with(session.cluster().driver_config()).expect("lumen::init_with");
-        session
-    }
-
-    /// `n` nodes with `cpus` CPUs each and a custom resource `nodeK` = 2 on node K.
-    fn labelled(n: usize, cpus: f64) -> Session {
-        Session::start(
-            (0..n)
-                .map(|k| {
-                    lumen::Config::default()
-                        .num_cpus(cpus)
-                        .num_gpus(0.0)
-                        .resource(format!("node{k}"), 2.0)
-                })
-                .collect(),
-        )
-    }
-
-    fn cluster(&self) -> &TestCluster {
-        self.cluster.as_ref().expect("cluster")
-    }
-
-    fn cluster_mut(&mut self) -> &mut TestCluster {
-        self.cluster.as_mut().expect("cluster")
-    }
-
-    /// The id of node `k` (while it lives).
-    fn node(&self, k: usize) -> NodeId {
-        self.cluster().node_id(k).expect("node is alive")
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        lumen::shutdown();
-        drop(self.cluster.take());
-    }
-}
 
 /// `get` that cannot hang the test suite.
 fn get<T: serde::de::DeserializeOwned + 'static>(r: &ObjectRef<T>) -> lumen::Result<T> {
@@ -106,20 +44,6 @@ fn failure<T: std::fmt::Debug>(r: lumen::Result<T>) -> Error {
         Err(Error::GetTimeout { .. }) => panic!("expected a failure, but the call hung"),
         Err(e) => e,
         Ok(v) => panic!("expected a failure, got Ok({v:?})"),
-    }
-}
-
-/// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -13,6 +13,8 @@
 
 #![allow(dead_code)]
 
+pub mod session;
+
 use std::path::PathBuf;
 use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
