@@ -217,9 +217,23 @@ impl ResourceSet {
 
     /// Adds `other` into `self`.
     pub(crate) fn add(&mut self, other: &ResourceSet) {
+        self.add_times(other, 1);
+    }
+
+    /// Adds `other` into `self` `n` times.
+    pub(crate) fn add_times(&mut self, other: &ResourceSet, n: usize) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
         for (r, a) in other.iter() {
             let cur = self.get(r);
-            self.set(r.clone(), cur.plus(a));
+            self.set(r.clone(), cur.plus(Amount(a.0.saturating_mul(n))));
+        }
+    }
+
+    /// Subtracts `other` from `self` where it can, leaving nothing below zero.
+    pub(crate) fn saturating_sub(&mut self, other: &ResourceSet) {
+        for (r, a) in other.iter() {
+            let cur = self.get(r);
+            self.set(r.clone(), Amount((cur.0 - a.0).max(0)));
         }
     }
 

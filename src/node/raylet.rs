@@ -224,6 +224,7 @@ impl Raylet {
             node_id: self.node_id(),
             available: self.core.available().clone(),
             total: self.core.total().clone(),
+            backlog: self.core.backlog(),
         });
     }
 }

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::ids::{ActorId, IdMap, JobId, NodeId, ObjectId, PlacementGroupId, TaskId};
 use crate::node::dispatch::DispatchQueue;
 use crate::placement::group::committed_resources;
-use crate::placement::policy::{pick_node, NodeView, Placement};
+use crate::placement::policy::{claim, pick_node, NodeView, Placement};
 use crate::placement::SchedulingStrategy;
 use crate::protocol::raylet::{ResourceSnapshot, ViewEntry};
 use crate::protocol::refs::{RawRef, Stored};
@@ -136,6 +136,8 @@ pub(crate) struct Scheduler {
     resources: NodeResources,
     queue: DispatchQueue<Ready>,
     waiting_for_args: usize,
+    /// The resources the tasks waiting for their arguments will ask for.
+    resolving: ResourceSet,
     running: IdMap<TaskId, Running>,
     unblock: VecDeque<TaskId>,
     actors: HashMap<ActorId, HostedActor>,
@@ -158,6 +160,7 @@ impl Scheduler {
             resources: NodeResources::new(total),
             queue: DispatchQueue::default(),
             waiting_for_args: 0,
+            resolving: ResourceSet::new(),
             running: IdMap::default(),
             unblock: VecDeque::new(),
             actors: HashMap::new(),
@@ -193,12 +196,24 @@ impl Scheduler {
         }
     }
 
+    /// What waits here for resources: the queued tasks' requests and those of the tasks whose
+    /// arguments are being fetched (what the heartbeat reports, and what the policy counts as
+    /// this node's backlog).
+    pub(crate) fn backlog(&self) -> ResourceSet {
+        let mut sum = self.resolving.clone();
+        for (class, n) in self.queue.demands() {
+            sum.add_times(&class, n);
+        }
+        sum
+    }
+
     fn own_view(&self) -> NodeView {
         NodeView {
             id: self.node_id,
             alive: true,
             total: self.resources.total().clone(),
             available: self.resources.available().clone(),
+            backlog: self.backlog(),
         }
     }
 
@@ -214,6 +229,7 @@ impl Scheduler {
                     alive: e.alive,
                     total: e.total.clone(),
                     available: e.available.clone(),
+                    backlog: e.backlog.clone(),
                 }),
         );
         v.sort_by_key(|n| n.id);
@@ -266,7 +282,7 @@ impl Scheduler {
             return Err(spec);
         };
         // Count it against that node until its next report, so a burst spreads.
-        let _ = entry.available.checked_sub(&spec.resources);
+        claim(&mut entry.available, &mut entry.backlog, &spec.resources);
         let address = entry.address;
         // The owner hears where it went, so the task is retried if that node dies before the
         // node itself reports it.
@@ -331,6 +347,7 @@ impl Scheduler {
         } else {
             // Its top-level ref arguments are fetched first, without blocking the raylet.
             self.waiting_for_args += 1;
+            self.resolving.add(&spec.resources);
             out.push(Action::Resolve(spec, deps));
         }
         out
@@ -340,6 +357,7 @@ impl Scheduler {
     pub(crate) fn resolved(&mut self, ready: Ready) -> Vec<Action> {
         let mut out = Vec::new();
         self.waiting_for_args = self.waiting_for_args.saturating_sub(1);
+        self.resolving.saturating_sub(&ready.spec.resources);
         self.enqueue(ready, &mut out);
         out
     }
@@ -933,6 +951,7 @@ mod tests {
             alive: true,
             total: cpus(8),
             available: cpus(8),
+            backlog: ResourceSet::new(),
         }]);
         assert!(
             matches!(&out[..], [Action::Forward { address, spec, hops: 1 }]
@@ -973,6 +992,7 @@ mod tests {
             alive: true,
             total: cpus(1),
             available: cpus(1),
+            backlog: ResourceSet::new(),
         }]);
         let moved: Vec<_> = out
             .iter()
@@ -1055,6 +1075,7 @@ mod tests {
                     alive: Some(k) != dead,
                     total: s.total().clone(),
                     available: s.available().clone(),
+                    backlog: s.backlog(),
                 })
                 .collect()
         };

@@ -19,6 +19,17 @@ pub(crate) struct NodeView {
     pub(crate) alive: bool,
     pub(crate) total: ResourceSet,
     pub(crate) available: ResourceSet,
+    /// What waits there for resources (the sum of the queued requests).
+    pub(crate) backlog: ResourceSet,
+}
+
+/// Counts a decision to send `req` to a node against what is known of it, until its next
+/// report: taken from its `available` resources when they fit it, else added to its `backlog`.
+/// A burst of decisions made between two reports thus spreads instead of landing on one node.
+pub(crate) fn claim(available: &mut ResourceSet, backlog: &mut ResourceSet, req: &ResourceSet) {
+    if available.checked_sub(req).is_none() {
+        backlog.add(req);
+    }
 }
 
 impl NodeView {
@@ -30,12 +41,16 @@ impl NodeView {
         self.alive && req.is_subset_of(&self.available)
     }
 
-    /// Utilisation of the node's most used resource, in [0, 1].
-    fn utilisation(&self) -> f64 {
+    /// Load of the node's most loaded resource: the share in use plus the share its backlog
+    /// asks for (0: idle; above 1: work waits there).
+    fn load(&self) -> f64 {
         self.total
             .iter()
             .filter(|(r, t)| t.as_f64() > 0.0 && !matches!(r, Resource::ObjectStoreMemory))
-            .map(|(r, t)| 1.0 - self.available.get(r).as_f64() / t.as_f64())
+            .map(|(r, t)| {
+                let used = t.as_f64() - self.available.get(r).as_f64();
+                (used + self.backlog.get(r).as_f64()) / t.as_f64()
+            })
             .fold(0.0, f64::max)
     }
 }
@@ -91,7 +106,7 @@ fn hybrid(nodes: &[NodeView], local: NodeId, req: &ResourceSet, random: u64) -> 
         return Placement::Infeasible;
     }
     let score = |n: &NodeView| {
-        let u = n.utilisation();
+        let u = n.load();
         if u < SPREAD_THRESHOLD {
             0.0
         } else {
@@ -104,13 +119,16 @@ fn hybrid(nodes: &[NodeView], local: NodeId, req: &ResourceSet, random: u64) -> 
         .filter(|n| n.available_for(req))
         .collect();
     if available.is_empty() {
-        // Queue where it fits eventually: the local node if it can, else the least loaded.
-        if let Some(n) = feasible.iter().find(|n| n.id == local) {
-            return Placement::Node(n.id);
-        }
+        // Every node that fits it is busy: queue it where the least work waits, counting what
+        // is queued there, so a backed-up node spills to the others (the local node among
+        // equals).
         let best = feasible
             .iter()
-            .min_by(|a, b| score(a).total_cmp(&score(b)))
+            .min_by(|a, b| {
+                a.load()
+                    .total_cmp(&b.load())
+                    .then_with(|| (b.id == local).cmp(&(a.id == local)))
+            })
             .map(|n| n.id);
         return best.map_or(Placement::Infeasible, Placement::Node);
     }
@@ -169,13 +187,14 @@ pub(crate) mod tests {
         s
     }
 
-    /// A live node with `total` CPUs, `avail` of them free.
+    /// A live node with `total` CPUs, `avail` of them free, nothing queued.
     pub(crate) fn node(i: u128, total: u64, avail: u64) -> NodeView {
         NodeView {
             id: NodeId(i),
             alive: true,
             total: cpus(total),
             available: cpus(avail),
+            backlog: ResourceSet::new(),
         }
     }
 
@@ -200,6 +219,62 @@ pub(crate) mod tests {
             &cpus(1),
             &SchedulingStrategy::Default,
             7,
+            &mut c,
+        );
+        assert_eq!(p, Placement::Node(NodeId(2)));
+    }
+
+    /// Places `n` one-CPU requests one after another, each counted against its node with
+    /// [`claim`] as the schedulers do; returns how many went to each node.
+    fn place_burst(nodes: &mut [NodeView], local: u128, n: usize) -> Vec<usize> {
+        let mut counts = vec![0; nodes.len()];
+        let mut c = 0;
+        for i in 0..n {
+            let p = pick_node(
+                nodes,
+                NodeId(local),
+                &cpus(1),
+                &SchedulingStrategy::Default,
+                i as u64,
+                &mut c,
+            );
+            let Placement::Node(id) = p else {
+                panic!("request {i}: {p:?}");
+            };
+            let k = nodes.iter().position(|v| v.id == id).expect("a known node");
+            let v = &mut nodes[k];
+            claim(&mut v.available, &mut v.backlog, &cpus(1));
+            counts[k] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn a_backed_up_node_spills_to_the_others() {
+        // Three idle one-CPU nodes: the first request packs the local node, the next two take
+        // the idle ones, then the queued work is dealt out evenly instead of queuing locally.
+        let mut nodes = vec![node(1, 1, 1), node(2, 1, 1), node(3, 1, 1)];
+        assert_eq!(place_burst(&mut nodes, 1, 99), vec![33, 33, 33]);
+        // A node whose queue is already long gets nothing until the others catch up.
+        let mut nodes = vec![node(1, 2, 0), node(2, 2, 0)];
+        nodes[0].backlog = cpus(6);
+        assert_eq!(place_burst(&mut nodes, 1, 6), vec![0, 6]);
+        assert_eq!(place_burst(&mut nodes, 1, 4), vec![2, 2]);
+    }
+
+    #[test]
+    fn hybrid_counts_the_backlog_before_packing_locally() {
+        // Free CPUs but a queue of bigger requests: the local node is over the threshold.
+        let mut local = node(1, 4, 3);
+        local.backlog = cpus(4);
+        let nodes = vec![local, node(2, 4, 4)];
+        let mut c = 0;
+        let p = pick_node(
+            &nodes,
+            NodeId(1),
+            &cpus(1),
+            &SchedulingStrategy::Default,
+            0,
             &mut c,
         );
         assert_eq!(p, Placement::Node(NodeId(2)));

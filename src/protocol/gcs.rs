@@ -42,6 +42,8 @@ pub(crate) struct Heartbeat {
     pub(crate) available: ResourceSet,
     /// Totals change as placement-group bundles are committed and returned.
     pub(crate) total: ResourceSet,
+    /// What waits there for resources (the sum of the queued requests).
+    pub(crate) backlog: ResourceSet,
 }
 
 /// Lists the nodes.

@@ -79,6 +79,8 @@ pub(crate) struct ViewEntry {
     pub(crate) alive: bool,
     pub(crate) total: ResourceSet,
     pub(crate) available: ResourceSet,
+    /// What waits there for resources, as it last reported.
+    pub(crate) backlog: ResourceSet,
 }
 
 /// The GCS's view of every node, broadcast to each raylet.

@@ -8,7 +8,7 @@ use crate::ids::{ActorId, JobId, NodeId, PlacementGroupId};
 use crate::invoke;
 use crate::placement::bundles::{place as place_bundles, PlacementStrategy};
 use crate::placement::group::{committed_resources, PlacementGroupState};
-use crate::placement::policy::{pick_node, Placement};
+use crate::placement::policy::{claim, pick_node, Placement};
 use crate::protocol::gcs::*;
 use crate::protocol::owner::{ActorDead, GroupReady, GroupState, NodeDied};
 use crate::protocol::raylet::{
@@ -242,7 +242,7 @@ impl Gcs {
                 if let Some(n) = self.nodes.get_mut(&node) {
                     // Count it against the node until the next report, so a burst of creations
                     // does not all land on the same node.
-                    let _ = n.available.checked_sub(&spec.resources);
+                    claim(&mut n.available, &mut n.backlog, &spec.resources);
                     let address = n.address;
                     self.actors.placed(actor_id, node);
                     self.raylet(address).do_send(SubmitTask { spec, hops: 1 });
@@ -655,8 +655,13 @@ impl Handler<Heartbeat> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: Heartbeat, _: &mut Context<Self>) {
         let _h = supervise::handling::<Heartbeat>();
-        self.nodes
-            .heartbeat(msg.node_id, msg.available, msg.total, Instant::now());
+        self.nodes.heartbeat(
+            msg.node_id,
+            msg.available,
+            msg.total,
+            msg.backlog,
+            Instant::now(),
+        );
     }
 }
 

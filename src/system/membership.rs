@@ -24,6 +24,8 @@ pub(crate) struct NodeRecord {
     /// Last reported available resources (the total until the first report), adjusted by the
     /// GCS's own decisions until the next report.
     pub(crate) available: ResourceSet,
+    /// What waits there for resources, as last reported, adjusted the same way.
+    pub(crate) backlog: ResourceSet,
     last_seen: Instant,
 }
 
@@ -58,6 +60,7 @@ impl Membership {
                 address,
                 alive: true,
                 available: total.clone(),
+                backlog: ResourceSet::new(),
                 total,
                 last_seen: now,
             },
@@ -71,12 +74,14 @@ impl Membership {
         node_id: NodeId,
         available: ResourceSet,
         total: ResourceSet,
+        backlog: ResourceSet,
         now: Instant,
     ) {
         if let Some(n) = self.nodes.get_mut(&node_id).filter(|n| n.alive) {
             n.last_seen = now;
             n.available = available;
             n.total = total;
+            n.backlog = backlog;
         }
     }
 
@@ -143,6 +148,7 @@ impl Membership {
                 alive: n.alive,
                 total: n.total.clone(),
                 available: n.available.clone(),
+                backlog: n.backlog.clone(),
             })
             .collect()
     }
@@ -157,6 +163,7 @@ impl Membership {
                 alive: n.alive,
                 total: n.total.clone(),
                 available: n.available.clone(),
+                backlog: n.backlog.clone(),
             })
             .collect()
     }
@@ -192,7 +199,7 @@ mod tests {
         m.register(a, addr(1), cpus(4), t0);
         m.register(b, addr(2), cpus(4), t0);
         let t3 = t0 + Duration::from_secs(3);
-        m.heartbeat(a, cpus(2), cpus(4), t3);
+        m.heartbeat(a, cpus(2), cpus(4), ResourceSet::new(), t3);
         assert!(m.tick(t3).is_empty());
         let t6 = t0 + Duration::from_secs(6);
         let dead = m.tick(t6);
@@ -208,7 +215,7 @@ mod tests {
             .iter()
             .all(|(n, _)| *n == a));
         // A late heartbeat does not bring a dead node back.
-        m.heartbeat(b, cpus(4), cpus(4), t6);
+        m.heartbeat(b, cpus(4), cpus(4), ResourceSet::new(), t6);
         assert!(!m.get(&b).unwrap().alive);
         assert_eq!(m.alive().count(), 0);
     }
@@ -219,7 +226,7 @@ mod tests {
         let mut m = Membership::new(Duration::from_secs(5));
         let a = NodeId(1 << 16);
         m.register(a, addr(7), cpus(4), t0);
-        m.heartbeat(a, cpus(1), cpus(4), t0);
+        m.heartbeat(a, cpus(1), cpus(4), ResourceSet::new(), t0);
         assert_eq!(m.views()[0].available, cpus(1));
         assert_eq!(m.at(addr(7)), Some(a));
         assert!(m.mark_dead(a));

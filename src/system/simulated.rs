@@ -11,6 +11,7 @@ use crate::placement::policy::tests::cpus;
 use crate::placement::policy::{pick_node, Placement};
 use crate::placement::SchedulingStrategy;
 use crate::protocol::gcs::ActorUpdate;
+use crate::resources::ResourceSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -102,7 +103,8 @@ impl Gcs {
     /// Time passes: live nodes `beating` report, the rest stay silent.
     fn advance(&mut self, now: Instant, beating: &[u16]) {
         for i in beating {
-            self.nodes.heartbeat(node(*i), cpus(4), cpus(4), now);
+            self.nodes
+                .heartbeat(node(*i), cpus(4), cpus(4), ResourceSet::new(), now);
         }
         for (dead, reason) in self.nodes.tick(now) {
             self.node_dead(dead, &reason);
@@ -159,7 +161,8 @@ fn simulated_node_deaths_restart_actors_within_their_budget_and_never_onto_dead_
         "its name is free"
     );
     // A late heartbeat does not revive node 2.
-    gcs.nodes.heartbeat(node(2), cpus(4), cpus(4), at(7));
+    gcs.nodes
+        .heartbeat(node(2), cpus(4), cpus(4), ResourceSet::new(), at(7));
     assert!(gcs.nodes.alive().all(|n| n.node_id != node(2)));
 
     // Node 1's connection is lost: `once` restarts on a live node, using its one restart.

@@ -1,0 +1,257 @@
+//! Where the default policy and SPREAD put work on a cluster, after Ray's own scheduling tests:
+//! `test_scheduling.py::test_load_balancing`, `test_load_balancing_with_dependencies` and
+//! `test_hybrid_policy_threshold`, `test_actor_advanced.py::test_actor_load_balancing`, and SPREAD
+//! sent right after a burst of tasks and right after a node joins.
+//!
+//! Each test starts its own in-process cluster ([`Session`]): nodes with their own QUIC endpoints
+//! on 127.0.0.1 and their own worker processes (this binary re-executed in worker mode).
+//!
+//! **Modes.** Cluster only, by nature: every test here is about how work spreads over nodes.
+
+// `new()` without arguments is the actor constructor; a `Default` impl would add nothing.
+#![allow(clippy::new_without_default)]
+
+mod common;
+
+use common::session::Session;
+use common::{gate_is_open, open_gate, wait_until, Gauge};
+use lumen::{NodeId, ObjectRef, SchedulingStrategy};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A generous bound for anything that should finish: a bug shows as an error, not a hang.
+const LONG: Duration = Duration::from_secs(60);
+
+fn here() -> NodeId {
+    lumen::runtime_context().node_id()
+}
+
+/// Sleeps `ms` milliseconds, then returns the node that ran it.
+#[lumen::remote]
+fn node_after(ms: u64) -> NodeId {
+    std::thread::sleep(Duration::from_millis(ms));
+    here()
+}
+
+/// Reads its argument, sleeps `ms` milliseconds, then returns the node that ran it.
+#[lumen::remote]
+fn node_after_reading(x: Vec<f64>, ms: u64) -> NodeId {
+    assert_eq!(x.len(), 1_000_000);
+    std::thread::sleep(Duration::from_millis(ms));
+    here()
+}
+
+/// The batches of `test_hybrid_policy_threshold`: who is running, and the gate each waits at.
+static BATCHES: [(Gauge, &str); 2] = [
+    (Gauge::new("hybrid-pack"), "hybrid-pack"),
+    (Gauge::new("hybrid-spill"), "hybrid-spill"),
+];
+
+/// Stays in batch `b`'s gauge until its gate opens; returns the node that ran it.
+#[lumen::remote]
+fn node_at_gate(b: usize) -> NodeId {
+    let (gauge, gate) = &BATCHES[b];
+    let _inside = gauge.enter();
+    while !gate_is_open(gate) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    here()
+}
+
+/// An actor that says where it lives.
+pub struct Located;
+
+#[lumen::remote]
+impl Located {
+    pub fn new() -> Self {
+        Located
+    }
+
+    pub fn node(&self) -> NodeId {
+        here()
+    }
+}
+
+/// How many of `nodes` each id names (nodes that ran nothing count 0).
+fn per_node(nodes: &[NodeId], ran: &[NodeId]) -> Vec<usize> {
+    let mut counts: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for n in ran {
+        *counts.entry(*n).or_default() += 1;
+    }
+    assert!(
+        counts.keys().all(|n| nodes.contains(n)),
+        "work ran on a node not in the cluster: {counts:?}"
+    );
+    nodes
+        .iter()
+        .map(|n| counts.get(n).copied().unwrap_or(0))
+        .collect()
+}
+
+fn get_all(refs: &[ObjectRef<NodeId>]) -> Vec<NodeId> {
+    refs.iter()
+        .map(|r| lumen::get_timeout(r, LONG).expect("a task that reports its node"))
+        .collect()
+}
+
+/// Ray's `attempt_to_load_balance`: up to `attempts` times, runs `total` tasks made by `submit`
+/// at once; passes as soon as every node ran at least `minimum` of them in one attempt.
+fn attempt_to_load_balance(
+    nodes: &[NodeId],
+    total: usize,
+    minimum: usize,
+    attempts: usize,
+    submit: impl Fn() -> ObjectRef<NodeId>,
+) {
+    let mut seen = Vec::new();
+    for _ in 0..attempts {
+        let refs: Vec<_> = (0..total).map(|_| submit()).collect();
+        let counts = per_node(nodes, &get_all(&refs));
+        eprintln!("{total} tasks per node: {counts:?}");
+        if counts.iter().all(|&c| c >= minimum) {
+            return;
+        }
+        seen.push(counts);
+    }
+    panic!("in {attempts} attempts of {total} tasks, some node never ran {minimum}: {seen:?}");
+}
+
+fn ids(s: &Session, n: usize) -> Vec<NodeId> {
+    (0..n).map(|k| s.node(k)).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The default (hybrid) policy
+// ---------------------------------------------------------------------------------------------
+
+/// `test_load_balancing`: short tasks sent at once reach every node of three, roughly evenly.
+#[test]
+fn test_load_balancing() {
+    let s = Session::nodes(3, 7.0);
+    let nodes = ids(&s, 3);
+    attempt_to_load_balance(&nodes, 100, 10, 20, || node_after::remote(10));
+    attempt_to_load_balance(&nodes, 1000, 100, 20, || node_after::remote(10));
+}
+
+/// `test_load_balancing_with_dependencies`: an argument held by the driver does not keep the
+/// tasks that read it on one node.
+#[test]
+fn test_load_balancing_with_dependencies() {
+    let s = Session::nodes(3, 1.0);
+    let nodes = ids(&s, 3);
+    let x = lumen::put(vec![0.0f64; 1_000_000]);
+    attempt_to_load_balance(&nodes, 100, 20, 20, || node_after_reading::remote(&x, 100));
+}
+
+/// `test_hybrid_policy_threshold`: the local node is packed up to half its CPUs, then the
+/// remote one is.
+#[test]
+fn test_hybrid_policy_threshold() {
+    const CPUS: usize = 4;
+    const THRESHOLD: usize = CPUS / 2;
+    let s = Session::nodes(2, CPUS as f64);
+    let nodes = ids(&s, 2);
+
+    // Each batch runs at once (all inside the gauge), so nothing frees a CPU in between.
+    let batch = |b: usize, n: usize| -> Vec<usize> {
+        let (gauge, gate) = &BATCHES[b];
+        let refs: Vec<_> = (0..n).map(|_| node_at_gate::remote(b)).collect();
+        assert!(
+            wait_until(LONG, || gauge.current() == n),
+            "{n} tasks were never running at once: {} were",
+            gauge.current()
+        );
+        open_gate(gate);
+        per_node(&nodes, &get_all(&refs))
+    };
+
+    // Up to the threshold, everything stays on one node.
+    let counts = batch(0, THRESHOLD);
+    assert_eq!(
+        counts.iter().filter(|&&c| c > 0).count(),
+        1,
+        "{THRESHOLD} tasks on an idle cluster were not packed on one node: {counts:?}"
+    );
+
+    // Twice the threshold: half on each node.
+    let counts = batch(1, 2 * THRESHOLD);
+    assert_eq!(
+        counts,
+        vec![THRESHOLD; 2],
+        "the local node was not packed to half, then the other"
+    );
+}
+
+/// `test_actor_load_balancing`: default actors (one CPU to place, none held while they live)
+/// spread over the nodes.
+#[test]
+fn test_actor_load_balancing() {
+    let s = Session::nodes(3, 1.0);
+    let nodes = ids(&s, 3);
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let actors: Vec<_> = (0..30).map(|_| Located::remote()).collect();
+        let refs: Vec<_> = actors.iter().map(|a| a.node().remote()).collect();
+        let counts = per_node(&nodes, &get_all(&refs));
+        eprintln!("30 actors per node: {counts:?}");
+        if counts.iter().all(|&c| c >= 5) {
+            return;
+        }
+        seen.push(counts);
+    }
+    panic!("30 default actors never spread with at least 5 on each of 3 nodes: {seen:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// SPREAD
+// ---------------------------------------------------------------------------------------------
+
+/// 20 SPREAD tasks, run at once; each of `nodes` must run at least a quarter of them.
+fn spread_twenty(nodes: &[NodeId], when: &str) {
+    let refs: Vec<_> = (0..20)
+        .map(|_| {
+            node_after::options()
+                .scheduling_strategy(SchedulingStrategy::Spread)
+                .remote(20)
+        })
+        .collect();
+    let counts = per_node(nodes, &get_all(&refs));
+    eprintln!("SPREAD {when}: {counts:?}");
+    assert!(
+        counts.iter().all(|&c| c >= 5),
+        "20 SPREAD tasks {when} did not reach every node: {counts:?}"
+    );
+}
+
+/// SPREAD sent right after a burst of default tasks (which the local node packed, and whose
+/// slots its owner may still hold) still alternates between the nodes.
+#[test]
+fn spread_right_after_a_burst_reaches_both_nodes() {
+    let s = Session::nodes(2, 2.0);
+    let nodes = ids(&s, 2);
+    let burst: Vec<_> = (0..50).map(|_| node_after::remote(1)).collect();
+    get_all(&burst);
+    spread_twenty(&nodes, "right after a burst");
+}
+
+/// SPREAD sent right after a node joins uses it.
+#[test]
+fn spread_right_after_a_node_joins_reaches_it() {
+    let mut s = Session::nodes(1, 2.0);
+    let first = s.node(0);
+    let warm: Vec<_> = (0..20).map(|_| node_after::remote(1)).collect();
+    assert!(get_all(&warm).iter().all(|n| *n == first));
+    let k = s
+        .cluster_mut()
+        .add_node(lumen::Config::default().num_cpus(2.0).num_gpus(0.0))
+        .expect("add a node");
+    let second = s.node(k);
+    assert!(
+        wait_until(LONG, || lumen::nodes()
+            .iter()
+            .any(|n| n.node_id == second && n.alive)),
+        "the new node never showed up: {:?}",
+        lumen::nodes()
+    );
+    spread_twenty(&[first, second], "right after a node joined");
+}
