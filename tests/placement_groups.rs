@@ -428,6 +428,21 @@ fn parent_of_special(patience_ms: u64) -> lumen::Result<Option<NodeId>> {
     }
 }
 
+/// Submits a child asking for `cpus` CPUs with an explicit `SchedulingStrategy::Default`; returns
+/// the child's node, or `None` if it did not run within `patience_ms`.
+#[lumen::remote]
+fn parent_of_default_child(cpus: f64, patience_ms: u64) -> lumen::Result<Option<NodeId>> {
+    let child = where_am_i::options()
+        .num_cpus(cpus)
+        .scheduling_strategy(SchedulingStrategy::Default)
+        .remote();
+    match lumen::get_timeout(&child, Duration::from_millis(patience_ms)) {
+        Ok(node) => Ok(Some(node)),
+        Err(Error::GetTimeout { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A serial counter.
 pub struct Counter {
     value: i64,
@@ -1620,6 +1635,25 @@ fn blocked_parent_lends_its_group_cpu_to_a_captured_child() {
         get(&r).expect("parent with capture"),
         Some(node),
         "the captured child did not run while its parent (holding the group's CPU) waited"
+    );
+}
+
+/// Ray's `test_capture_child_tasks[placement_group=None]`: a child that names the default
+/// strategy opts out of the group its parent captures. The child asks for 2 CPUs, which the
+/// group's 1-CPU bundle can never give: it runs only if it was scheduled outside the group.
+#[test]
+fn an_explicit_default_strategy_opts_a_child_out_of_the_captured_group() {
+    let _s = Session::embedded(Config::default().num_cpus(3.0).num_gpus(0.0));
+    let node = here();
+    let pg = create_ready(vec![Bundle::new().cpu(1.0)], PlacementStrategy::Pack);
+    let r = parent_of_default_child::options()
+        .num_cpus(0.0)
+        .scheduling_strategy(in_group(&pg).capture_child_tasks(true))
+        .remote(2.0, 30_000);
+    assert_eq!(
+        get(&r).expect("parent with capture"),
+        Some(node),
+        "a child with an explicit default strategy did not run outside the captured group"
     );
 }
 

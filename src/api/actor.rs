@@ -155,7 +155,8 @@ impl<'de, T: RemoteActor> Deserialize<'de> for ActorHandle<T> {
 #[derive(Clone, Debug, Default)]
 pub struct ActorOptionsData {
     pub(crate) resources: ResourceRequest,
-    pub(crate) strategy: SchedulingStrategy,
+    /// `None`: not given, so a captured placement group applies.
+    pub(crate) strategy: Option<SchedulingStrategy>,
     pub(crate) name: Option<String>,
     pub(crate) namespace: Option<String>,
     pub(crate) detached: bool,
@@ -234,9 +235,10 @@ impl<T: RemoteActor> ActorOptions<T> {
         self
     }
 
-    /// Where to place the actor.
+    /// Where to place the actor. Given explicitly, it wins over a placement group the creating
+    /// task captures: `SchedulingStrategy::Default` places the actor outside the group.
     pub fn scheduling_strategy(mut self, strategy: SchedulingStrategy) -> Self {
-        self.o().strategy = strategy;
+        self.o().strategy = Some(strategy);
         self
     }
 
@@ -393,7 +395,7 @@ fn prepare_creation<T: RemoteActor>(
         ResourceSet::one_cpu()
     };
     // In a placement group, both draw on the group's reservation.
-    let strategy = crate::api::task::effective_strategy(&options.strategy);
+    let strategy = crate::api::task::effective_strategy(options.strategy.as_ref());
     let placement = crate::api::task::in_group(placement, &strategy);
     let lifetime = if explicit {
         crate::api::task::in_group(lifetime, &strategy)

@@ -33,7 +33,8 @@ pub struct TaskOptionsData {
     pub(crate) resources: ResourceRequest,
     pub(crate) max_retries: Option<i32>,
     pub(crate) retry_exceptions: bool,
-    pub(crate) strategy: SchedulingStrategy,
+    /// `None`: not given, so a captured placement group applies.
+    pub(crate) strategy: Option<SchedulingStrategy>,
 }
 
 /// Implemented by the caller type `#[remote]` generates for each function.
@@ -112,9 +113,11 @@ impl<C: TaskCaller> TaskOptions<C> {
         self
     }
 
-    /// Where to run the task.
+    /// Where to run the task. Given explicitly, it wins over a placement group the parent
+    /// task captures: `SchedulingStrategy::Default` runs the child outside the group (Ray's
+    /// `placement_group=None`).
     pub fn scheduling_strategy(mut self, strategy: SchedulingStrategy) -> Self {
-        self.caller.options_mut().strategy = strategy;
+        self.caller.options_mut().strategy = Some(strategy);
         self
     }
 }
@@ -126,14 +129,12 @@ impl<C: TaskCaller> Deref for TaskOptions<C> {
     }
 }
 
-/// The strategy a submission uses: its own, else the placement group its parent captures
-/// children into.
-pub(crate) fn effective_strategy(given: &SchedulingStrategy) -> SchedulingStrategy {
+/// The strategy a submission uses: its own if it gave one, else the placement group its parent
+/// captures (`capture_child_tasks`), else the default.
+pub(crate) fn effective_strategy(given: Option<&SchedulingStrategy>) -> SchedulingStrategy {
     match given {
-        SchedulingStrategy::Default => {
-            context::exec(|e| e.captured.clone()).unwrap_or(SchedulingStrategy::Default)
-        }
-        other => other.clone(),
+        Some(own) => own.clone(),
+        None => context::exec(|e| e.captured.clone()).unwrap_or_default(),
     }
 }
 
@@ -186,7 +187,7 @@ pub fn submit_task<R>(
         Ok(r) => r,
         Err(e) => return failed_ref(&rt, e),
     };
-    let strategy = effective_strategy(&options.strategy);
+    let strategy = effective_strategy(options.strategy.as_ref());
     let resources = in_group(resources, &strategy);
     let (args, pinned) = match args::collect(args) {
         Ok(a) => a,
