@@ -123,11 +123,7 @@ impl Config {
     /// ```
     pub fn validate(&self) -> Result<()> {
         if let Some(ns) = &self.namespace {
-            if ns.is_empty() {
-                return Err(Error::invalid(
-                    "a namespace must not be empty (leave it unset for a fresh anonymous one)",
-                ));
-            }
+            check_namespace(ns)?;
         }
         if self.local_cluster == Some(0) {
             return Err(Error::invalid("a local cluster needs at least one node"));
@@ -180,6 +176,16 @@ fn available_memory() -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(4 << 30, |kb| kb * 1024)
+}
+
+/// Refuses an empty namespace (Ray: `"" is not a valid namespace`), wherever one is given.
+pub(crate) fn check_namespace(namespace: &str) -> Result<()> {
+    if namespace.is_empty() {
+        return Err(Error::invalid(
+            "a namespace must not be empty (leave it unset for the driver's own)",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1983,3 +1983,45 @@ fn many_short_lived_actors() {
         assert_eq!(vals, (1..=10).map(|i| i + round).collect::<Vec<i64>>());
     }
 }
+
+/// Options Ray refuses when an actor is created fail the actor at once, each with a message that
+/// says what was wrong: restarts or task retries below -1, `get_if_exists` without a name, an
+/// empty namespace (also when looking an actor up).
+#[test]
+fn options_ray_refuses_fail_the_actor_at_once() {
+    init();
+    let cases: Vec<(ActorHandle<Counter>, &[&str])> = vec![
+        (
+            Counter::options().max_restarts(-2).remote(0),
+            &["max_restarts", "-2"],
+        ),
+        (
+            Counter::options().max_task_retries(-3).remote(0),
+            &["max_task_retries", "-3"],
+        ),
+        (
+            Counter::options().get_if_exists(true).remote(0),
+            &["get_if_exists", "name"],
+        ),
+        (
+            Counter::options()
+                .name(unique("empty-namespace"))
+                .namespace("")
+                .remote(0),
+            &["namespace", "empty"],
+        ),
+    ];
+    for (handle, words) in cases {
+        common::expect_invalid(handle.get_value().remote(), words);
+    }
+    match lumen::get_actor_in::<Counter>("anything", "") {
+        Err(Error::InvalidArgument { message }) => assert!(message.contains("namespace")),
+        other => panic!("expected InvalidArgument for an empty namespace, got {other:?}"),
+    }
+    // The limits themselves are fine.
+    let ok = Counter::options()
+        .max_restarts(-1)
+        .max_task_retries(-1)
+        .remote(5);
+    assert_eq!(get(&ok.get_value().remote()).unwrap(), 5);
+}

@@ -20,6 +20,8 @@
 //! embedded node or a multi-node [`lumen::testing::TestCluster`], because what a group means
 //! (bundles packed or spread over nodes, a node dying under a bundle) depends on the nodes.
 
+mod common;
+
 use lumen::testing::TestCluster;
 use lumen::{
     Bundle, Config, Error, NodeId, ObjectRef, PlacementGroup, PlacementGroupInfo,
@@ -678,19 +680,16 @@ fn work_in_a_group_uses_only_its_reservation() {
         amount(a, &group_cpu) == 1.0
     });
 
-    // A default actor needs a CPU to be placed (none in a group of `accel` only), and keeps none
-    // once placed.
+    // A default actor needs a CPU to be placed: in a group of `accel` only it never could be,
+    // and is refused at once, as Ray refuses it. Once placed it keeps none.
     let accel = create_ready(
         vec![Bundle::new().resource("accel", 1.0)],
         PlacementStrategy::Pack,
     );
-    let stuck = Counter::options()
+    let refused = Counter::options()
         .scheduling_strategy(in_group(&accel))
         .remote(0);
-    assert_still_pending(
-        "a default actor in a group without CPU",
-        &stuck.inc().remote(),
-    );
+    common::expect_invalid(refused.inc().remote(), &["CPU", "accel"]);
     let placed_actor = Counter::options()
         .scheduling_strategy(in_group(&pg))
         .remote(0);
@@ -707,17 +706,16 @@ fn work_in_a_group_uses_only_its_reservation() {
         .remote();
     assert_eq!(get(&r).expect("a task in the {CPU 1} group"), node);
 
-    // A task asking for more than the group reserved never runs in it.
+    // A task asking for more than any bundle reserved is refused at once.
     let too_big = where_am_i::options()
         .num_cpus(2.0)
         .scheduling_strategy(in_group(&pg))
         .remote();
-    assert_still_pending("a 2-CPU task in a {CPU 1} group", &too_big);
+    common::expect_invalid(too_big, &["fits none"]);
     let r = where_am_i::options()
         .scheduling_strategy(in_bundle(&pg, 0))
         .remote();
     assert_eq!(get(&r).expect("a task in bundle 0 beside it"), node);
-    assert_still_pending("a 2-CPU task in a {CPU 1} group", &too_big);
 }
 
 /// STRICT_SPREAD over 3 nodes: work pinned to bundle `i` runs on bundle `i`'s node.
@@ -1226,8 +1224,8 @@ fn expect_unschedulable_actor(e: Error) {
     }
 }
 
-/// A default actor needs a CPU to be placed: in a group without CPU it waits. Removing the group
-/// fails it as unschedulable, not as cancelled and not by leaving it pending.
+/// An actor waiting for a bundle another actor holds stays pending. Removing the group fails it
+/// as unschedulable, not as cancelled and not by leaving it pending.
 #[test]
 fn pending_actor_of_a_removed_group_is_unschedulable() {
     let _s = Session::embedded(
@@ -1237,14 +1235,24 @@ fn pending_actor_of_a_removed_group_is_unschedulable() {
             .resource("accel", 1.0),
     );
     let pg = create_ready(
-        vec![Bundle::new().resource("accel", 1.0)],
+        vec![Bundle::new().cpu(1.0).resource("accel", 1.0)],
         PlacementStrategy::Pack,
     );
-    let stuck = Counter::options()
-        .scheduling_strategy(in_group(&pg))
-        .remote(0);
+    let in_the_bundle = || {
+        Counter::options()
+            .num_cpus(1.0)
+            .resource("accel", 1.0)
+            .scheduling_strategy(in_group(&pg))
+            .remote(0)
+    };
+    let holder = in_the_bundle();
+    assert_eq!(
+        get(&holder.inc().remote()).expect("the actor holding the bundle"),
+        1
+    );
+    let stuck = in_the_bundle();
     assert_still_pending(
-        "a default actor in a group without CPU",
+        "an actor waiting for the bundle another holds",
         &stuck.inc().remote(),
     );
     lumen::remove_placement_group(&pg).expect("remove");
@@ -1254,9 +1262,9 @@ fn pending_actor_of_a_removed_group_is_unschedulable() {
     ));
 }
 
-/// On a cluster, work waiting for a group is queued where it was submitted, not necessarily on
-/// a node holding the group's bundles. Removing the group must still fail it, not leave it
-/// pending forever.
+/// On a cluster, work waiting for a group that is not placed yet is queued where it was
+/// submitted, on a node that holds none of the group's bundles. Removing the group must still
+/// fail it, not leave it pending forever.
 #[test]
 fn removal_fails_pending_users_queued_off_the_groups_nodes() {
     let s = Session::start_cluster(vec![
@@ -1266,19 +1274,17 @@ fn removal_fails_pending_users_queued_off_the_groups_nodes() {
             .num_gpus(0.0)
             .resource("accel", 1.0),
     ]);
-    let pg = create_ready(
-        vec![Bundle::new().resource("accel", 1.0)],
-        PlacementStrategy::Pack,
-    );
-    assert_eq!(table(&pg).bundle_nodes, vec![Some(s.node(1))]);
-    // A default actor needs a CPU in the group: it can never be placed.
+    // No node has two `accel`: the group stays pending.
+    let pg = PlacementGroup::builder([Bundle::new().resource("accel", 2.0)])
+        .create()
+        .expect("create");
+    assert_eq!(table(&pg).state, PlacementGroupState::Pending);
     let stuck = Counter::options()
+        .num_cpus(0.0)
+        .resource("accel", 1.0)
         .scheduling_strategy(in_group(&pg))
         .remote(0);
-    assert_still_pending(
-        "a default actor in a group without CPU",
-        &stuck.inc().remote(),
-    );
+    assert_still_pending("an actor in a group never placed", &stuck.inc().remote());
     lumen::remove_placement_group(&pg).expect("remove");
     match lumen::get_timeout(&stuck.inc().remote(), SOON) {
         Err(Error::GetTimeout { .. }) => {
@@ -1287,8 +1293,9 @@ fn removal_fails_pending_users_queued_off_the_groups_nodes() {
                 .map(|n| (n.node_id, n.pending))
                 .collect();
             panic!(
-                "a call on a pending actor of a removed group hung; the group's only bundle \
-                 was on node 1 ({}); demands queued per node: {queued:?}",
+                "a call on a pending actor of a removed group hung (nodes {} and {}); demands \
+                 queued per node: {queued:?}",
+                s.node(0),
                 s.node(1)
             )
         }
@@ -1636,6 +1643,58 @@ fn blocked_parent_lends_its_group_cpu_to_a_captured_child() {
         Some(node),
         "the captured child did not run while its parent (holding the group's CPU) waited"
     );
+}
+
+/// Work that can never run in its group is refused when it is submitted, as Ray refuses it
+/// (`check_placement_group_index`, `_validate_resource_shape`), instead of waiting forever; so is
+/// a bundle that names the reserved resource `bundle`.
+#[test]
+fn work_that_can_never_run_in_its_group_is_refused_at_once() {
+    let _s = Session::embedded(Config::default().num_cpus(4.0).num_gpus(0.0));
+    match PlacementGroup::builder([Bundle::new().cpu(1.0).resource("bundle", 1.0)]).create() {
+        Err(Error::InvalidArgument { message }) => {
+            assert!(
+                message.contains("\"bundle\"") && message.contains("reserved"),
+                "{message}"
+            )
+        }
+        other => panic!("a bundle asking for `bundle` was not refused: {other:?}"),
+    }
+    let pg = create_ready(
+        vec![Bundle::new().cpu(1.0), Bundle::new().cpu(2.0)],
+        PlacementStrategy::Pack,
+    );
+    common::expect_invalid(
+        where_am_i::options()
+            .scheduling_strategy(in_group(&pg).bundle_index(3))
+            .remote(),
+        &["bundle index 3", "2 bundle"],
+    );
+    common::expect_invalid(
+        where_am_i::options()
+            .num_cpus(3.0)
+            .scheduling_strategy(in_group(&pg))
+            .remote(),
+        &["where_am_i", "fits none"],
+    );
+    common::expect_invalid(
+        where_am_i::options()
+            .num_cpus(2.0)
+            .scheduling_strategy(in_group(&pg).bundle_index(0))
+            .remote(),
+        &["bundle 0", "does not fit"],
+    );
+    let actor = Counter::options()
+        .num_cpus(3.0)
+        .scheduling_strategy(in_group(&pg))
+        .remote(0);
+    common::expect_invalid(actor.inc().remote(), &["actor", "fits none"]);
+    // What fits a bundle runs there.
+    let r = where_am_i::options()
+        .num_cpus(2.0)
+        .scheduling_strategy(in_group(&pg).bundle_index(1))
+        .remote();
+    assert_eq!(get(&r).expect("a task that fits bundle 1"), here());
 }
 
 /// Ray's `test_capture_child_tasks[placement_group=None]`: a child that names the default

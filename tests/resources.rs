@@ -193,24 +193,6 @@ fn wait_idle() {
     );
 }
 
-fn expect_invalid<T: std::fmt::Debug + serde::de::DeserializeOwned + 'static>(
-    r: ObjectRef<T>,
-    fragments: &[&str],
-) {
-    // Refused at submission: no waiting for a timeout.
-    match lumen::get_timeout(&r, PATIENCE) {
-        Err(Error::InvalidArgument { message }) => {
-            for f in fragments {
-                assert!(
-                    message.contains(f),
-                    "message {message:?} should mention {f:?}"
-                );
-            }
-        }
-        other => panic!("expected Error::InvalidArgument mentioning {fragments:?}, got {other:?}"),
-    }
-}
-
 fn expect_pending<T: std::fmt::Debug + serde::de::DeserializeOwned + 'static>(r: &ObjectRef<T>) {
     match lumen::get_timeout(r, Duration::from_millis(500)) {
         Err(Error::GetTimeout { object, .. }) => assert_eq!(object, r.id().to_string()),
@@ -638,60 +620,60 @@ fn invalid_amounts_are_refused_with_a_reason() {
     init();
     let _g = shared();
     let before = common::tally_count("runs");
-    expect_invalid(
+    common::expect_invalid(
         counted::options().num_cpus(-1.0).remote(),
         &["num_cpus", "negative"],
     );
-    expect_invalid(
+    common::expect_invalid(
         counted::options().num_cpus(f64::NAN).remote(),
         &["num_cpus", "finite"],
     );
-    expect_invalid(
+    common::expect_invalid(
         counted::options().num_cpus(f64::INFINITY).remote(),
         &["num_cpus"],
     );
-    expect_invalid(
+    common::expect_invalid(
         counted::options().num_cpus(0.00001).remote(),
         &["num_cpus", "0.0001"],
     );
-    expect_invalid(
+    common::expect_invalid(
         counted::options().num_gpus(1.5).remote(),
         &["num_gpus", "whole"],
     );
-    expect_invalid(
+    common::expect_invalid(
         counted::options().num_gpus(2.5).remote(),
         &["num_gpus", "whole"],
     );
-    expect_invalid(
+    common::expect_invalid(
         counted::options().num_gpus(-0.5).remote(),
         &["num_gpus", "negative"],
     );
-    expect_invalid(
+    common::expect_invalid(
         counted::options().num_gpus(0.00005).remote(),
         &["num_gpus", "0.0001"],
     );
-    expect_invalid(
+    common::expect_invalid(
         counted::options().memory(-5.0).remote(),
         &["memory", "negative"],
     );
-    expect_invalid(
+    common::expect_invalid(
         counted::options().resource("CPU", 1.0).remote(),
         &["CPU", "num_cpus"],
     );
-    expect_invalid(
+    common::expect_invalid(
         counted::options().resource("GPU", 1.0).remote(),
         &["GPU", "num_gpus"],
     );
-    expect_invalid(
+    common::expect_invalid(
         counted::options().resource("memory", 1.0).remote(),
         &["memory"],
     );
-    expect_invalid(counted::options().resource("", 1.0).remote(), &["empty"]);
-    expect_invalid(
+    common::expect_invalid(counted::options().resource("", 1.0).remote(), &["empty"]);
+    common::expect_invalid(
         counted::options().resource("node0", -1.0).remote(),
         &["node0", "negative"],
     );
-    expect_invalid(
+    common::expect_invalid(
         counted::options().resource("node0", 0.00001).remote(),
         &["node0", "0.0001"],
     );

@@ -1139,3 +1139,15 @@ fn actors_declared_in_function_bodies_work() {
     let a = Local::remote(21);
     assert_eq!(lumen::get(&a.double().remote()).unwrap(), 42);
 }
+
+/// Ray refuses `max_retries` below -1 when the task is submitted; -1 (forever) is fine.
+#[test]
+fn max_retries_below_minus_one_is_refused() {
+    init();
+    common::expect_invalid(
+        square::options().max_retries(-5).remote(3),
+        &["max_retries", "-5"],
+    );
+    let forever = square::options().max_retries(-1).remote(3);
+    assert_eq!(common::get(&forever).unwrap(), 9);
+}

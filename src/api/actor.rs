@@ -369,6 +369,32 @@ struct Naming<T: RemoteActor> {
     _t: PhantomData<fn() -> T>,
 }
 
+/// Refuses options Ray refuses, before anything is sent.
+fn check_options(o: &ActorOptionsData) -> Result<()> {
+    if o.max_concurrency == Some(0) {
+        return Err(Error::invalid("max_concurrency must be at least 1"));
+    }
+    for (what, n) in [
+        ("max_restarts", o.max_restarts),
+        ("max_task_retries", o.max_task_retries),
+    ] {
+        if n < -1 {
+            return Err(Error::invalid(format!(
+                "{what} = {n}: it must be -1 (forever), 0 or more"
+            )));
+        }
+    }
+    if o.get_if_exists && o.name.is_none() {
+        return Err(Error::invalid(
+            "get_if_exists(true) needs a name: give the actor one with .name(..)",
+        ));
+    }
+    if let Some(ns) = &o.namespace {
+        crate::config::check_namespace(ns)?;
+    }
+    Ok(())
+}
+
 /// Checks the options, prepares the arguments and the creation task, and sends an unnamed
 /// creation; returns at once, without blocking.
 fn prepare_creation<T: RemoteActor>(
@@ -386,8 +412,8 @@ fn prepare_creation<T: RemoteActor>(
         Ok(_) => ResourceSet::new(),
         Err(e) => return dead(Some(e)),
     };
-    if options.max_concurrency == Some(0) {
-        return dead(Some(Error::invalid("max_concurrency must be at least 1")));
+    if let Err(e) = check_options(options) {
+        return dead(Some(e));
     }
     let placement = if explicit {
         lifetime.clone()
@@ -396,6 +422,17 @@ fn prepare_creation<T: RemoteActor>(
     };
     // In a placement group, both draw on the group's reservation.
     let strategy = crate::api::task::effective_strategy(options.strategy.as_ref());
+    let what = format!("actor {}", T::PATH);
+    if let Err(e) = crate::placement::group::check_request(&strategy, &placement, &what) {
+        let e = match e {
+            Error::InvalidArgument { message } if !explicit => Error::invalid(format!(
+                "{message} (an actor given no resources asks for 1 CPU to be created: give the \
+                 group's bundles a CPU, or give the actor resources that fit a bundle)"
+            )),
+            other => other,
+        };
+        return dead(Some(e));
+    }
     let placement = crate::api::task::in_group(placement, &strategy);
     let lifetime = if explicit {
         crate::api::task::in_group(lifetime, &strategy)
@@ -674,6 +711,7 @@ pub fn get_actor<T: RemoteActor>(name: &str) -> Result<ActorHandle<T>> {
 /// ```
 pub fn get_actor_in<T: RemoteActor>(name: &str, namespace: &str) -> Result<ActorHandle<T>> {
     let rt = runtime::current()?;
+    crate::config::check_namespace(namespace)?;
     context::refuse_blocking(
         "lumen::get_actor_in",
         "lumen::get_actor_in_async(name, namespace).await",
@@ -730,7 +768,9 @@ pub fn get_actor_in_async<T: RemoteActor>(
     name: &str,
     namespace: &str,
 ) -> impl std::future::Future<Output = Result<ActorHandle<T>>> + Send + 'static {
-    let asked = runtime::current().map(|rt| rt.ask(&rt.gcs, lookup(name, namespace)));
+    let asked = crate::config::check_namespace(namespace)
+        .and_then(|()| runtime::current())
+        .map(|rt| rt.ask(&rt.gcs, lookup(name, namespace)));
     let name = name.to_string();
     async move { found(&name, asked?.await?) }
 }

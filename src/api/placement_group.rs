@@ -231,11 +231,14 @@ impl PlacementGroupBuilder {
                 return Err(Error::invalid("a placement group name must not be empty"));
             }
         }
+        if let Some(ns) = &self.namespace {
+            crate::config::check_namespace(ns)?;
+        }
         let id = PlacementGroupId::fresh();
         let namespace = self.namespace.unwrap_or_else(|| rt.namespace.clone());
         let group = PlacementGroup {
             id,
-            bundles: self.bundles.len(),
+            bundles: bundles.clone().into(),
         };
         let msg = CreatePlacementGroup {
             id,
@@ -402,6 +405,7 @@ pub fn remove_placement_group(pg: &PlacementGroup) -> Result<()> {
         "lumen::remove_placement_group_async(&pg).await",
     )?;
     rt.groups.forget(pg.id);
+    crate::placement::group::forget(pg.id);
     rt.request(&rt.gcs, RemovePlacementGroup { id: pg.id })?
 }
 
@@ -426,6 +430,7 @@ pub fn remove_placement_group_async(
 ) -> impl Future<Output = Result<()>> + Send + 'static {
     let asked = runtime::current().map(|rt| {
         rt.groups.forget(pg.id);
+        crate::placement::group::forget(pg.id);
         rt.ask(&rt.gcs, RemovePlacementGroup { id: pg.id })
     });
     async move { asked?.await? }
@@ -486,6 +491,6 @@ fn named_group(rt: &Arc<Runtime>, name: &str) -> GetPlacementGroup {
 fn group_of(s: &PgSummary) -> PlacementGroup {
     PlacementGroup {
         id: s.id,
-        bundles: s.bundles.len(),
+        bundles: s.bundles.clone().into(),
     }
 }

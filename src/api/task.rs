@@ -187,7 +187,19 @@ pub fn submit_task<R>(
         Ok(r) => r,
         Err(e) => return failed_ref(&rt, e),
     };
+    if let Some(n) = options.max_retries.filter(|n| *n < -1) {
+        return failed_ref(
+            &rt,
+            crate::error::Error::invalid(format!(
+                "max_retries = {n}: it must be -1 (retry forever), 0 or more"
+            )),
+        );
+    }
     let strategy = effective_strategy(options.strategy.as_ref());
+    let what = format!("task {}", meta.path);
+    if let Err(e) = crate::placement::group::check_request(&strategy, &resources, &what) {
+        return failed_ref(&rt, e);
+    }
     let resources = in_group(resources, &strategy);
     let (args, pinned) = match args::collect(args) {
         Ok(a) => a,

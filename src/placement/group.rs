@@ -10,10 +10,12 @@
 use crate::error::{Error, Result};
 use crate::ids::{NodeId, PlacementGroupId};
 use crate::placement::bundles::PlacementStrategy;
+use crate::placement::SchedulingStrategy;
 use crate::resources::{Amount, Resource, ResourceRequest, ResourceSet};
+use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// Resources reserved together on one node: one bundle of a placement group.
 ///
@@ -60,6 +62,11 @@ impl Bundle {
     }
 
     pub(crate) fn to_set(&self) -> Result<ResourceSet> {
+        if let Some((name, _)) = self.request.custom.iter().find(|(n, _)| n == "bundle") {
+            return Err(Error::invalid(format!(
+                "{name:?} is a system reserved resource name and cannot be used in a bundle"
+            )));
+        }
         let set = self.request.to_set(0.0)?;
         if set.is_empty() {
             return Err(Error::invalid(
@@ -134,7 +141,8 @@ pub struct PlacementGroupInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlacementGroup {
     pub(crate) id: PlacementGroupId,
-    pub(crate) bundles: usize,
+    /// Each bundle's resources (a group's bundles never change).
+    pub(crate) bundles: Arc<[ResourceSet]>,
 }
 
 /// Options of a placement group being created: `PlacementGroup::builder(bundles)`.
@@ -167,7 +175,73 @@ impl PlacementGroup {
 
     /// How many bundles it has.
     pub fn bundle_count(&self) -> usize {
-        self.bundles
+        self.bundles.len()
+    }
+}
+
+/// The bundles of every group whose handle this process turned into a scheduling strategy, so
+/// that work sent into a group is checked against its bundles before it is sent: a group's
+/// bundles never change, so an entry is never stale. Entries go when this process removes the
+/// group.
+static KNOWN: LazyLock<DashMap<PlacementGroupId, Arc<[ResourceSet]>>> = LazyLock::new(DashMap::new);
+
+/// Remembers `pg`'s bundles (see [`KNOWN`]).
+pub(crate) fn remember(pg: &PlacementGroup) {
+    if !KNOWN.contains_key(&pg.id) {
+        KNOWN.insert(pg.id, pg.bundles.clone());
+    }
+}
+
+/// Forgets the bundles of a group this process removed.
+pub(crate) fn forget(id: PlacementGroupId) {
+    KNOWN.remove(&id);
+}
+
+/// Refuses a request scheduled into a group when it can never run there, as Ray does when a task
+/// or actor is submitted: a bundle index out of range, or a request no bundle (or not the chosen
+/// bundle) can hold. `req` is the request before it is renamed for the group; `what` names the
+/// task or actor. Groups whose handle this process never saw pass unchecked.
+pub(crate) fn check_request(
+    strategy: &SchedulingStrategy,
+    req: &ResourceSet,
+    what: &str,
+) -> Result<()> {
+    let SchedulingStrategy::PlacementGroup {
+        group,
+        bundle_index,
+        ..
+    } = strategy
+    else {
+        return Ok(());
+    };
+    let Some(bundles) = KNOWN.get(group).map(|b| b.clone()) else {
+        return Ok(());
+    };
+    let shapes = || {
+        bundles
+            .iter()
+            .map(|b| format!("{b:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match bundle_index {
+        Some(i) if *i as usize >= bundles.len() => Err(Error::invalid(format!(
+            "bundle index {i} is out of range for placement group {group}, which has {} \
+             bundle(s): valid indexes are 0 to {}",
+            bundles.len(),
+            bundles.len() - 1
+        ))),
+        Some(i) if !req.is_subset_of(&bundles[*i as usize]) => Err(Error::invalid(format!(
+            "cannot schedule {what} into bundle {i} of placement group {group}: it asks for \
+             {req:?}, which does not fit the bundle's {:?}",
+            bundles[*i as usize]
+        ))),
+        None if !bundles.iter().any(|b| req.is_subset_of(b)) => Err(Error::invalid(format!(
+            "cannot schedule {what} into placement group {group}: it asks for {req:?}, which \
+             fits none of its bundles [{}]",
+            shapes()
+        ))),
+        _ => Ok(()),
     }
 }
 

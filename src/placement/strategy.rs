@@ -76,6 +76,7 @@ impl SchedulingStrategy {
     /// # Ok::<(), lumen::Error>(())
     /// ```
     pub fn placement_group(pg: &PlacementGroup) -> Self {
+        crate::placement::group::remember(pg);
         SchedulingStrategy::PlacementGroup {
             group: pg.id(),
             bundle_index: None,

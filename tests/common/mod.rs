@@ -342,3 +342,23 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 pub fn get<T: serde::de::DeserializeOwned + 'static>(r: &lumen::ObjectRef<T>) -> lumen::Result<T> {
     lumen::get_timeout(r, PATIENCE)
 }
+
+/// Asserts that `r` failed with `Error::InvalidArgument` whose message mentions each of
+/// `fragments` (what was refused and why).
+pub fn expect_invalid<T: std::fmt::Debug + serde::de::DeserializeOwned + 'static>(
+    r: lumen::ObjectRef<T>,
+    fragments: &[&str],
+) {
+    // Refused at submission: no waiting for a timeout.
+    match lumen::get_timeout(&r, PATIENCE) {
+        Err(lumen::Error::InvalidArgument { message }) => {
+            for f in fragments {
+                assert!(
+                    message.contains(f),
+                    "message {message:?} should mention {f:?}"
+                );
+            }
+        }
+        other => panic!("expected Error::InvalidArgument mentioning {fragments:?}, got {other:?}"),
+    }
+}
