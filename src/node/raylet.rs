@@ -12,10 +12,11 @@ use crate::node::processes::{JobWorkers, Sent, WorkerEvent, WorkerSettings};
 use crate::node::scheduler::{Action, Ready, Scheduler};
 use crate::objects::read;
 use crate::protocol::gcs::{ActorFailed, ActorLost, Heartbeat, RegisterNode};
-use crate::protocol::owner::{NodeDied, TaskQueued, TasksPlaced};
+use crate::protocol::owner::{Infeasible, NodeDied, TaskQueued, TasksPlaced};
 use crate::protocol::raylet::*;
 use crate::protocol::refs::Stored;
 use crate::protocol::svc;
+use crate::protocol::task::TaskKind;
 use crate::protocol::worker::Launch;
 use crate::resources::ResourceSet;
 use crate::supervise;
@@ -153,6 +154,19 @@ impl Raylet {
                             task_id: spec.task_id,
                             attempt: spec.attempt,
                             raylet: self.net.addr(),
+                        })
+                }
+                Action::Infeasible(spec) => {
+                    let what = match &spec.kind {
+                        TaskKind::ActorCreation(_) => format!("actor {}", spec.function.path),
+                        TaskKind::Normal { .. } => format!("task {}", spec.function.path),
+                    };
+                    self.net
+                        .target::<svc::Owner>(spec.owner.addr)
+                        .do_send(Infeasible {
+                            task_id: spec.task_id,
+                            what,
+                            resources: spec.resources.clone(),
                         })
                 }
                 Action::ActorFailed(actor_id, error) => {
@@ -387,6 +401,10 @@ impl Handler<JobEnded> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: JobEnded, _: &mut Context<Self>) {
         let _h = supervise::handling::<JobEnded>();
+        let dropped = self.core.job_ended(msg.job_id, Instant::now());
+        if dropped > 0 {
+            tracing::info!(job = %msg.job_id, dropped, "dropped the queued work of an ended job");
+        }
         if !self.core.keeps_detached(msg.job_id) {
             self.workers.kill(msg.job_id);
         }

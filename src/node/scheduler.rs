@@ -57,6 +57,8 @@ pub(crate) enum Action {
     /// Tell the owner of a leasable task that it waits here for resources (it may take the
     /// task back for a slot of its own that frees first: [`Scheduler::take_back`]).
     Queued(Arc<TaskSpec>),
+    /// Tell the task's owner that no node of the cluster fits it as it is now.
+    Infeasible(Arc<TaskSpec>),
     /// Tell the GCS the actor died for good.
     ActorFailed(ActorId, Error),
     /// Tell the GCS the actor's process died (it may be restarted).
@@ -143,6 +145,9 @@ pub(crate) struct Scheduler {
     actors: HashMap<ActorId, HostedActor>,
     /// Kills of actors not created here (yet), with when they came.
     killed: HashMap<ActorId, Instant>,
+    /// Jobs that ended, with when: their work still arriving (forwarded, or done fetching its
+    /// arguments) is dropped instead of queued.
+    ended: HashMap<JobId, Instant>,
     spread_cursor: usize,
     /// The other nodes, as the GCS last reported them.
     view: Vec<ViewEntry>,
@@ -165,6 +170,7 @@ impl Scheduler {
             unblock: VecDeque::new(),
             actors: HashMap::new(),
             killed: HashMap::new(),
+            ended: HashMap::new(),
             spread_cursor: 0,
             view: Vec::new(),
             placed: HashMap::new(),
@@ -298,6 +304,9 @@ impl Scheduler {
     /// A task (or actor creation) arrives, forwarded `hops` times so far; `random` breaks ties.
     pub(crate) fn submit(&mut self, spec: Arc<TaskSpec>, hops: u8, random: u64) -> Vec<Action> {
         let mut out = Vec::new();
+        if self.orphaned(&spec) {
+            return out;
+        }
         let locally_feasible = spec.resources.is_subset_of(self.resources.total());
         let pinned_elsewhere = matches!(&spec.strategy,
             SchedulingStrategy::NodeAffinity { node_id, .. } if *node_id != self.node_id);
@@ -331,6 +340,10 @@ impl Scheduler {
                 tracing::warn!(task = %spec.task_id, function = %spec.function.path,
                     resources = ?spec.resources,
                     "no node can ever fit this request; it stays queued as a demand");
+                // Work waiting for its placement group's reservation is not news.
+                if group_of(&spec).is_none() {
+                    out.push(Action::Infeasible(spec.clone()));
+                }
                 spec
             }
         };
@@ -358,6 +371,9 @@ impl Scheduler {
         let mut out = Vec::new();
         self.waiting_for_args = self.waiting_for_args.saturating_sub(1);
         self.resolving.saturating_sub(&ready.spec.resources);
+        if self.orphaned(&ready.spec) {
+            return out;
+        }
         self.enqueue(ready, &mut out);
         out
     }
@@ -570,6 +586,28 @@ impl Scheduler {
     pub(crate) fn tick(&mut self, now: Instant) {
         self.killed
             .retain(|_, at| now.saturating_duration_since(*at) < KILLED_TTL);
+        self.ended
+            .retain(|_, at| now.saturating_duration_since(*at) < KILLED_TTL);
+    }
+
+    /// Whether `spec` belongs to an ended job and is not a detached actor's creation (which
+    /// outlives its job).
+    fn orphaned(&self, spec: &TaskSpec) -> bool {
+        self.ended.contains_key(&spec.job_id)
+            && !matches!(&spec.kind, TaskKind::ActorCreation(c) if c.detached)
+    }
+
+    /// The job ended: its queued tasks and actor creations (detached ones excepted) are dropped,
+    /// so that its demands leave with it; its work still on the way is dropped as it comes.
+    /// Returns how many were dropped.
+    pub(crate) fn job_ended(&mut self, job: JobId, now: Instant) -> usize {
+        self.ended.insert(job, now);
+        self.queue
+            .remove_where(|r| {
+                r.spec.job_id == job
+                    && !matches!(&r.spec.kind, TaskKind::ActorCreation(c) if c.detached)
+            })
+            .len()
     }
 
     /// Kills remembered for actors not created here.
@@ -855,6 +893,16 @@ mod tests {
         Arc::new(TaskSpec::for_test(cpus(cpu), strategy, owner))
     }
 
+    /// The job of the (one) task running on `s`.
+    fn running_job(s: &Scheduler) -> JobId {
+        s.running
+            .values()
+            .next()
+            .expect("a running task")
+            .spec
+            .job_id
+    }
+
     fn launched(actions: &[Action]) -> Vec<TaskId> {
         actions
             .iter()
@@ -937,13 +985,76 @@ mod tests {
     }
 
     #[test]
+    fn work_waiting_for_its_group_is_not_reported_infeasible() {
+        let mut s = Scheduler::new(n(1), addr(1), cpus(2));
+        let group = crate::ids::PlacementGroupId::fresh();
+        let spec = TaskSpec::for_test(
+            crate::placement::group::request_in_group(&cpus(1), group, Some(0)),
+            SchedulingStrategy::PlacementGroup {
+                group,
+                bundle_index: Some(0),
+                capture_child_tasks: false,
+            },
+            addr(9),
+        );
+        let out = s.submit(Arc::new(spec), 0, 0);
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Infeasible(_))),
+            "{out:?}"
+        );
+        assert_eq!(s.queued(), 1);
+    }
+
+    #[test]
+    fn an_ended_jobs_queued_work_and_demands_go_with_it() {
+        let mut s = Scheduler::new(n(1), addr(1), cpus(1));
+        let now = Instant::now();
+        let running = task(1, SchedulingStrategy::Default, addr(9));
+        assert_eq!(launched(&s.submit(running, 0, 0)).len(), 1);
+        let job = running_job(&s);
+        for _ in 0..3 {
+            s.submit(task(1, SchedulingStrategy::Default, addr(9)), 0, 0);
+        }
+        s.submit(task(8, SchedulingStrategy::Default, addr(9)), 0, 0);
+        // Another job's task, and a detached actor's creation of the ending job, stay.
+        let mut other = TaskSpec::for_test(cpus(1), SchedulingStrategy::Default, addr(8));
+        other.job_id = JobId(job.0 + (1 << 16));
+        s.submit(Arc::new(other), 0, 0);
+        let mut detached = TaskSpec::for_test(cpus(1), SchedulingStrategy::Default, addr(9));
+        detached.kind = TaskKind::ActorCreation(Box::new(crate::protocol::task::ActorCreation {
+            actor_id: ActorId::fresh(),
+            lifetime_resources: ResourceSet::new(),
+            max_restarts: 0,
+            max_task_retries: 0,
+            max_concurrency: None,
+            name: None,
+            namespace: "ns".into(),
+            detached: true,
+        }));
+        s.submit(Arc::new(detached), 0, 0);
+        assert_eq!(s.queued(), 6);
+        assert_eq!(s.job_ended(job, now), 4);
+        assert_eq!(s.queued(), 2, "{:?}", s.snapshot().demands);
+        assert!(!s.snapshot().demands.iter().any(|(r, _)| *r == cpus(8)));
+        // Its work still on the way is dropped as it comes, until the memory of the job fades.
+        assert!(s
+            .submit(task(1, SchedulingStrategy::Default, addr(9)), 1, 0)
+            .is_empty());
+        assert_eq!(s.queued(), 2);
+        s.tick(now + KILLED_TTL);
+        s.submit(task(1, SchedulingStrategy::Default, addr(9)), 1, 0);
+        assert_eq!(s.queued(), 3);
+    }
+
+    #[test]
     fn an_infeasible_task_spills_to_a_node_that_fits_when_one_appears() {
         let mut s = Scheduler::new(n(1), addr(1), cpus(2));
         let big = task(4, SchedulingStrategy::Default, addr(9));
         let out = s.submit(big.clone(), 0, 0);
         assert!(
-            matches!(&out[..], [Action::Queued(spec)] if spec.task_id == big.task_id),
-            "waits as a demand, and its owner hears: {out:?}"
+            matches!(&out[..], [Action::Infeasible(a), Action::Queued(b)]
+                if a.task_id == big.task_id && b.task_id == big.task_id),
+            "waits as a demand, and its owner hears that no node fits it: {out:?}"
         );
         let out = s.view(vec![ViewEntry {
             node_id: n(2),

@@ -6,6 +6,7 @@ use crate::ids::{ActorId, NodeId, ObjectId, PlacementGroupId, TaskId};
 use crate::placement::group::PlacementGroupState;
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::svc;
+use crate::resources::ResourceSet;
 use actix::prelude::*;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -146,6 +147,18 @@ pub(crate) struct TaskQueued {
     pub(crate) raylet: SocketAddr,
 }
 
+/// A task or actor of this owner fits no node of the cluster as it is now (not even an idle
+/// one): it waits as a demand until a node that fits it joins. The owner warns its user.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct Infeasible {
+    pub(crate) task_id: TaskId,
+    /// What waits: `task <path>` or `actor <path>`.
+    pub(crate) what: String,
+    /// What it asks for.
+    pub(crate) resources: ResourceSet,
+}
+
 super::wire!(TAGS, svc::Owner:
     TaskResult = 60,
     GetObject = 61,
@@ -158,4 +171,5 @@ super::wire!(TAGS, svc::Owner:
     TaskStarted = 68,
     Unstarted = 69,
     TaskQueued = 70,
+    Infeasible = 71,
 );

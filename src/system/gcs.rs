@@ -355,6 +355,10 @@ impl Gcs {
                 "its driver exited (the actor is not detached)".into(),
             );
         }
+        // Its creations waiting for a node to join go too (detached actors outlive it).
+        self.unplaced.retain(|spec| {
+            spec.job_id != job_id || matches!(&spec.kind, TaskKind::ActorCreation(c) if c.detached)
+        });
         for id in self.groups.of_job(job_id) {
             // Its creator is gone: nothing is sent to it.
             self.groups.unwatch(id);

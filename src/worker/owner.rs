@@ -68,6 +68,7 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
             .collect();
         rt.with_leases(|l, now| l.unstarted(m.lease, specs, now))
     })?;
+    direct::<Infeasible>(net, rt, |rt, m| rt.warn_infeasible(m))?;
     direct::<GroupReady>(net, rt, |rt, m| {
         rt.refs
             .complete(m.object, ready_value(m.outcome), Vec::new());

@@ -10,17 +10,19 @@ use crate::actors::client::ActorClients;
 use crate::error::{Error, Result};
 use crate::ids::{IdDashMap, JobId, NodeId, ObjectId, WorkerId};
 use crate::objects::ownership::{self, RefTable};
+use crate::protocol::owner::Infeasible;
 use crate::protocol::raylet::{SubmitTask, TakeBack};
 use crate::protocol::refs::OwnerAddress;
 use crate::protocol::svc;
 use crate::protocol::task::TaskSpec;
 use crate::protocol::worker::{PushTask, ReturnLease};
+use crate::resources::ResourceSet;
 use crate::transport::net::{Net, Target, Wire};
 use crate::worker::leases::{Leases, Step, LINGER};
 use crate::worker::placement::CreatedGroups;
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -85,6 +87,8 @@ pub(crate) struct Runtime {
     sweeping: AtomicBool,
     /// Nodes this process heard died, with why (a placement report may come after the notice).
     pub(crate) dead_nodes: Mutex<HashMap<NodeId, String>>,
+    /// The resource shapes this process warned that no node fits (once each, as Ray does).
+    infeasible_warned: Mutex<HashSet<ResourceSet>>,
     /// The event loop of async tasks and async actors.
     pub(crate) executor: tokio::runtime::Handle,
     /// What stops what the runtime runs on, in order.
@@ -111,6 +115,7 @@ impl Runtime {
             leases: Mutex::new(Leases::default()),
             sweeping: AtomicBool::new(false),
             dead_nodes: Mutex::new(HashMap::new()),
+            infeasible_warned: Mutex::new(HashSet::new()),
             executor: core.executor,
             teardown: Mutex::new(Vec::new()),
         })
@@ -164,6 +169,22 @@ impl Runtime {
     }
 
     /// Carries out the lease policy's steps.
+    /// A raylet found that no node fits a task or actor of this process: tells the user on
+    /// stderr, once per resource shape (as Ray's driver does), since `get` would only block.
+    pub(crate) fn warn_infeasible(&self, m: Infeasible) {
+        if !self.infeasible_warned.lock().insert(m.resources.clone()) {
+            return;
+        }
+        tracing::warn!(task = %m.task_id, what = %m.what, resources = ?m.resources,
+            "no node fits this request");
+        eprintln!(
+            "lumen: warning: {} (task {}) cannot be scheduled right now: it requires {:?} and no \
+             node of the cluster has that much. It waits as a demand until a node that has it \
+             joins: add a node that has it, or ask for less.",
+            m.what, m.task_id, m.resources
+        );
+    }
+
     pub(crate) fn carry_out(self: &Arc<Self>, steps: Vec<Step>) {
         for step in steps {
             match step {
