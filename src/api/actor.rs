@@ -422,8 +422,8 @@ fn prepare_creation<T: RemoteActor>(
     };
     // In a placement group, both draw on the group's reservation.
     let strategy = crate::api::task::effective_strategy(options.strategy.as_ref());
-    let what = format!("actor {}", T::PATH);
-    if let Err(e) = crate::placement::group::check_request(&strategy, &placement, &what) {
+    let what = || format!("actor {}", T::PATH);
+    if let Err(e) = crate::placement::group::check_request(&strategy, &placement, what) {
         let e = match e {
             Error::InvalidArgument { message } if !explicit => Error::invalid(format!(
                 "{message} (an actor given no resources asks for 1 CPU to be created: give the \

@@ -196,8 +196,8 @@ pub fn submit_task<R>(
         );
     }
     let strategy = effective_strategy(options.strategy.as_ref());
-    let what = format!("task {}", meta.path);
-    if let Err(e) = crate::placement::group::check_request(&strategy, &resources, &what) {
+    let what = || format!("task {}", meta.path);
+    if let Err(e) = crate::placement::group::check_request(&strategy, &resources, what) {
         return failed_ref(&rt, e);
     }
     let resources = in_group(resources, &strategy);

@@ -77,6 +77,15 @@ impl<T> DispatchQueue<T> {
         out
     }
 
+    /// The sum of every queued request (each class's request times its queued tasks).
+    pub(crate) fn backlog(&self) -> ResourceSet {
+        let mut sum = ResourceSet::new();
+        for (class, q) in &self.classes {
+            sum.add_times(class, q.len());
+        }
+        sum
+    }
+
     /// What waits, per class: the demands reported by `status`.
     pub(crate) fn demands(&self) -> Vec<(ResourceSet, usize)> {
         self.classes
@@ -117,6 +126,8 @@ mod tests {
         assert_eq!(got, vec!["a", "b"]);
         assert_eq!(q.len(), 2);
         assert_eq!(q.demands().len(), 2);
+        // What still waits: 3 CPUs and 1 CPU.
+        assert_eq!(q.backlog(), cpus(40));
     }
 
     proptest! {

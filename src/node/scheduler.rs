@@ -206,10 +206,8 @@ impl Scheduler {
     /// arguments are being fetched (what the heartbeat reports, and what the policy counts as
     /// this node's backlog).
     pub(crate) fn backlog(&self) -> ResourceSet {
-        let mut sum = self.resolving.clone();
-        for (class, n) in self.queue.demands() {
-            sum.add_times(&class, n);
-        }
+        let mut sum = self.queue.backlog();
+        sum.add(&self.resolving);
         sum
     }
 

@@ -200,11 +200,11 @@ pub(crate) fn forget(id: PlacementGroupId) {
 /// Refuses a request scheduled into a group when it can never run there, as Ray does when a task
 /// or actor is submitted: a bundle index out of range, or a request no bundle (or not the chosen
 /// bundle) can hold. `req` is the request before it is renamed for the group; `what` names the
-/// task or actor. Groups whose handle this process never saw pass unchecked.
+/// task or actor (made only for the message). Groups whose handle this process never saw pass unchecked.
 pub(crate) fn check_request(
     strategy: &SchedulingStrategy,
     req: &ResourceSet,
-    what: &str,
+    what: impl FnOnce() -> String,
 ) -> Result<()> {
     let SchedulingStrategy::PlacementGroup {
         group,
@@ -217,6 +217,7 @@ pub(crate) fn check_request(
     let Some(bundles) = KNOWN.get(group).map(|b| b.clone()) else {
         return Ok(());
     };
+    let what = what();
     let shapes = || {
         bundles
             .iter()
