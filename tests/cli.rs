@@ -13,6 +13,11 @@
 //! **Modes.** Cluster only, by nature: it is about `lumen start` daemons and their worker
 //! processes.
 
+// `new()` without arguments is the actor constructor; a `Default` impl would add nothing.
+#![allow(clippy::new_without_default)]
+
+mod common;
+
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -252,7 +257,7 @@ struct NodeJson<Id = String> {
     alive: bool,
     total: BTreeMap<String, f64>,
     available: BTreeMap<String, f64>,
-    #[allow(dead_code)]
+    /// Each shape waiting there, with how many wait.
     demands: serde_json::Value,
 }
 
@@ -318,13 +323,18 @@ impl Session {
     /// A command with this session's environment (and none of the caller's cluster settings).
     fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
+        self.isolate(&mut cmd);
+        cmd
+    }
+
+    /// Gives `cmd` this session's environment, and none of the caller's cluster settings.
+    fn isolate(&self, cmd: &mut Command) {
         cmd.env("LUMEN_SESSION_DIR", &self.dir)
             .env_remove("LUMEN_ADDRESS")
             .env_remove("LUMEN_TOKEN")
             .env_remove("LUMEN_CACHE_DIR")
             .env_remove("LUMEN_NODE_TIMEOUT_MS")
             .env_remove("LUMEN_WORKER");
-        cmd
     }
 
     /// Runs `lumen <args>` in this session.
@@ -539,6 +549,20 @@ fn where_am_i(i: u64) -> (u64, String, u32) {
         lumen::runtime_context().node_id().to_string(),
         std::process::id(),
     )
+}
+
+/// An actor that says where it lives.
+pub struct Located;
+
+#[lumen::remote]
+impl Located {
+    pub fn new() -> Self {
+        Located
+    }
+
+    pub fn node(&self) -> String {
+        lumen::runtime_context().node_id().to_string()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1109,5 +1133,59 @@ fn status_json_gives_node_ids_as_hex_text() {
         value[0]["node_id"].as_str(),
         Some(head.node_id.as_str()),
         "{out}"
+    );
+}
+
+/// Ray's scheduling on `lumen start` nodes with worker processes: default actors spread over
+/// three one-CPU nodes (`test_actor_load_balancing`: at least 5 of 30 on each, in one of 20
+/// attempts), and work no node fits is reported at its driver and leaves `lumen status` with
+/// its job (`common::infeasible`; the driver is a child process).
+#[test]
+fn started_nodes_spread_default_actors_and_report_infeasible_work() {
+    if common::infeasible::child_driver() {
+        return;
+    }
+    let session = Session::new("sched");
+    let head = session.start_head(&["--num-cpus", "1"]);
+    session.join(&head.gcs, &["--num-cpus", "1"]);
+    session.join(&head.gcs, &["--num-cpus", "1"]);
+    {
+        let _driver = Driver::connect(&session, &head.gcs, &head.token);
+        let mut seen = Vec::new();
+        let spread = (0..20).any(|_| {
+            let actors: Vec<_> = (0..30).map(|_| Located::remote()).collect();
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            for a in &actors {
+                let node = lumen::get_timeout(&a.node().remote(), TASK_LIMIT)
+                    .unwrap_or_else(|e| panic!("actor: {e}\n{}", session.logs()));
+                *counts.entry(node).or_default() += 1;
+            }
+            let ok = counts.len() == 3 && counts.values().all(|&c| c >= 5);
+            seen.push(counts.into_values().collect::<Vec<_>>());
+            ok
+        });
+        assert!(
+            spread,
+            "30 default actors never spread 5+ per node: {seen:?}"
+        );
+    }
+    let demands = || -> Vec<common::infeasible::Shape> {
+        session
+            .status()
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                serde_json::from_value::<Vec<(common::infeasible::Shape, usize)>>(n.demands.clone())
+                    .unwrap_or_else(|e| panic!("demands {}: {e}", n.demands))
+            })
+            .map(|(shape, _)| shape)
+            .collect()
+    };
+    common::infeasible::check_reported_and_cleared(
+        "started_nodes_spread_default_actors_and_report_infeasible_work",
+        &head.gcs,
+        &head.token,
+        |cmd| session.isolate(cmd),
+        demands,
     );
 }

@@ -13,6 +13,7 @@
 
 mod common;
 
+use common::infeasible;
 use common::session::Session;
 use common::{gate_is_open, open_gate, wait_until, Gauge};
 use lumen::{NodeId, ObjectRef, SchedulingStrategy};
@@ -260,103 +261,17 @@ fn spread_right_after_a_node_joins_reaches_it() {
 // Infeasible work
 // ---------------------------------------------------------------------------------------------
 
-/// Set in the child driver of the test below: the cluster's address and token.
-const INFEASIBLE_DRIVER: &str = "LUMEN_TEST_INFEASIBLE_DRIVER";
-
-/// What the child driver prints once its work is submitted.
-const SUBMITTED: &str = "infeasible work submitted";
-
-/// The child driver: submits work no node fits (three tasks of one shape, an actor of another),
-/// says so, and ends its job when its stdin closes.
-fn infeasible_driver(cluster: &str) {
-    use std::io::Read;
-    let (address, token) = cluster.split_once(' ').expect("address and token");
-    lumen::init_with(lumen::Config::default().address(address).token(token))
-        .expect("the child driver connects");
-    let tasks: Vec<_> = (0..3)
-        .map(|_| node_after::options().num_cpus(64.0).remote(1))
-        .collect();
-    let actor = Located::options().resource("tpu", 1.0).remote();
-    eprintln!("{SUBMITTED}");
-    let mut rest = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut rest);
-    drop((tasks, actor));
-    lumen::shutdown();
-}
-
 /// Ray warns at the driver when a task or actor fits no node; its demand shows in the cluster's
-/// status while it waits, and leaves with its job. The driver here is a child process (this
-/// binary, running only this test), so that its stderr can be read and its job can end.
+/// status while it waits, and leaves with its job. The driver is a child process (see
+/// `common::infeasible`), so that its stderr can be read and its job can end.
 #[test]
 fn infeasible_work_is_reported_at_the_driver_and_leaves_with_its_job() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    if let Ok(cluster) = std::env::var(INFEASIBLE_DRIVER) {
-        return infeasible_driver(&cluster);
+    if infeasible::child_driver() {
+        return;
     }
     let s = Session::nodes(2, 2.0);
     let (address, token) = (s.cluster().address(), s.cluster().token());
-    let mut child = Command::new(std::env::current_exe().expect("this test binary"))
-        .args([
-            "--exact",
-            "infeasible_work_is_reported_at_the_driver_and_leaves_with_its_job",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(INFEASIBLE_DRIVER, format!("{address} {token}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the child driver");
-    let stderr = child.stderr.take().expect("the child's stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let next = |within: Duration| rx.recv_timeout(within).ok();
-    let mut before = Vec::new();
-    while let Some(line) = next(LONG) {
-        let done = line.contains(SUBMITTED);
-        before.push(line);
-        if done {
-            break;
-        }
-    }
-    assert!(
-        before.iter().any(|l| l.contains(SUBMITTED)),
-        "the child driver never submitted its work: {before:?}"
-    );
-
-    // Within 10 s of the submission: one warning per shape, saying what it requires.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut warnings: Vec<String> = Vec::new();
-    let wanted = |w: &[String]| {
-        w.iter().any(|l| l.contains("CPU: 64")) && w.iter().any(|l| l.contains("tpu: 1"))
-    };
-    while !wanted(&warnings) {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match next(left) {
-            Some(line) if line.contains("cannot be scheduled right now") => warnings.push(line),
-            Some(_) => {}
-            None => break,
-        }
-    }
-    assert!(
-        wanted(&warnings),
-        "no warning for each shape within 10 s of the submission: {warnings:?}"
-    );
-    assert!(
-        warnings[0].contains("node_after") || warnings[0].contains("Located"),
-        "the warning names what waits: {warnings:?}"
-    );
-
-    // The demands show in the status while the job lives.
-    let demands = || -> Vec<std::collections::BTreeMap<String, f64>> {
+    let demands = || -> Vec<infeasible::Shape> {
         lumen::cluster::cluster_status(Some(&address), Some(&token))
             .map(|st| {
                 st.nodes
@@ -366,34 +281,11 @@ fn infeasible_work_is_reported_at_the_driver_and_leaves_with_its_job() {
             })
             .unwrap_or_default()
     };
-    let infeasible = |d: &[std::collections::BTreeMap<String, f64>]| {
-        d.iter()
-            .filter(|shape| shape.get("CPU") == Some(&64.0) || shape.contains_key("tpu"))
-            .count()
-    };
-    assert!(
-        wait_until(LONG, || infeasible(&demands()) == 2),
-        "the status does not show both demands: {:?}",
-        demands()
-    );
-
-    // The job ends: its demands go with it, and the warnings were not repeated.
-    drop(child.stdin.take());
-    let status = child.wait().expect("the child driver exits");
-    assert!(status.success(), "the child driver failed: {status}");
-    assert!(
-        wait_until(LONG, || infeasible(&demands()) == 0),
-        "the ended job's demands stay: {:?}",
-        demands()
-    );
-    // The child has exited: its stderr ends, and so do the lines.
-    let repeated: Vec<String> = rx
-        .iter()
-        .filter(|l| l.contains("cannot be scheduled right now"))
-        .collect();
-    assert_eq!(
-        warnings.len() + repeated.len(),
-        2,
-        "one warning per shape: {warnings:?} {repeated:?}"
+    infeasible::check_reported_and_cleared(
+        "infeasible_work_is_reported_at_the_driver_and_leaves_with_its_job",
+        &address,
+        &token,
+        |_| {},
+        demands,
     );
 }

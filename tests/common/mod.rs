@@ -13,6 +13,7 @@
 
 #![allow(dead_code)]
 
+pub mod infeasible;
 pub mod session;
 
 use std::path::PathBuf;
