@@ -289,3 +289,72 @@ fn infeasible_work_is_reported_at_the_driver_and_leaves_with_its_job() {
         demands,
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Detached actors after their job
+// ---------------------------------------------------------------------------------------------
+
+/// Set in the child driver of the test below: the cluster's address and token.
+const DETACHED_DRIVER: &str = "LUMEN_TEST_DETACHED_DRIVER";
+
+/// An actor that runs a task of its own when asked.
+pub struct Spawner;
+
+#[lumen::remote]
+impl Spawner {
+    pub fn new() -> Self {
+        Spawner
+    }
+
+    pub fn ping(&self) -> u8 {
+        1
+    }
+
+    /// Runs a task and returns the node it ran on.
+    pub fn run_task(&self) -> lumen::Result<NodeId> {
+        lumen::get_timeout(&node_after::remote(1), LONG)
+    }
+}
+
+/// A detached actor outlives its job, and work it submits after the job ended (work of that
+/// job) still runs: ending a job drops its queued work only when none of its detached actors
+/// live on. The job is a child process's (this binary, running only this test).
+#[test]
+fn a_detached_actor_still_runs_tasks_after_its_job_ended() {
+    const NAME: &str = "spawner";
+    const NAMESPACE: &str = "scheduling-detached";
+    if let Ok(cluster) = std::env::var(DETACHED_DRIVER) {
+        let (address, token) = cluster.split_once(' ').expect("address and token");
+        lumen::init_with(
+            lumen::Config::default()
+                .address(address)
+                .token(token)
+                .namespace(NAMESPACE),
+        )
+        .expect("the child driver connects");
+        let h = Spawner::options().name(NAME).detached().remote();
+        assert_eq!(lumen::get_timeout(&h.ping().remote(), LONG), Ok(1));
+        lumen::shutdown();
+        return;
+    }
+    let s = Session::nodes(2, 2.0);
+    let status = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--exact",
+            "a_detached_actor_still_runs_tasks_after_its_job_ended",
+            "--test-threads=1",
+        ])
+        .env(
+            DETACHED_DRIVER,
+            format!("{} {}", s.cluster().address(), s.cluster().token()),
+        )
+        .status()
+        .expect("run the child driver");
+    assert!(status.success(), "the child driver failed: {status}");
+    let spawner: lumen::ActorHandle<Spawner> =
+        lumen::get_actor_in(NAME, NAMESPACE).expect("the detached actor outlived its job");
+    let ran = lumen::get_timeout(&spawner.run_task().remote(), LONG);
+    lumen::kill(&spawner);
+    let node = ran.expect("a task the detached actor submitted after its job ended");
+    assert!((0..2).any(|k| s.node(k) == node), "ran on {node}");
+}

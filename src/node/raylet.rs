@@ -401,9 +401,12 @@ impl Handler<JobEnded> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: JobEnded, _: &mut Context<Self>) {
         let _h = supervise::handling::<JobEnded>();
-        let dropped = self.core.job_ended(msg.job_id, Instant::now());
-        if dropped > 0 {
-            tracing::info!(job = %msg.job_id, dropped, "dropped the queued work of an ended job");
+        // Detached actors of the job may still submit work of it: keep that.
+        if !msg.detached_alive {
+            let dropped = self.core.job_ended(msg.job_id, Instant::now());
+            if dropped > 0 {
+                tracing::info!(job = %msg.job_id, dropped, "dropped the queued work of an ended job");
+            }
         }
         if !self.core.keeps_detached(msg.job_id) {
             self.workers.kill(msg.job_id);

@@ -100,11 +100,14 @@ pub(crate) struct RegisterWorker {
     pub(crate) pid: u32,
 }
 
-/// A job's driver is gone: stop its worker process here.
+/// A job's driver is gone: stop its worker process here, and drop its queued work unless
+/// detached actors of the job live on (they may still submit work of the job).
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub(crate) struct JobEnded {
     pub(crate) job_id: JobId,
+    /// Detached actors of the job live on somewhere in the cluster.
+    pub(crate) detached_alive: bool,
 }
 
 /// A node died: the raylet passes it on to the workers here (they own tasks too).

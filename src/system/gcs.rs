@@ -364,8 +364,15 @@ impl Gcs {
             self.groups.unwatch(id);
             let _ = self.remove_group(id);
         }
+        let detached_alive = self
+            .actor_specs
+            .iter()
+            .any(|(a, spec)| spec.job_id == job_id && self.actors.is_detached(*a));
         for n in self.nodes.alive() {
-            self.raylet(n.address).do_send(JobEnded { job_id });
+            self.raylet(n.address).do_send(JobEnded {
+                job_id,
+                detached_alive,
+            });
         }
     }
 
