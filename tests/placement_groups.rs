@@ -445,6 +445,21 @@ fn parent_of_default_child(cpus: f64, patience_ms: u64) -> lumen::Result<Option<
     }
 }
 
+/// Creates an actor holding `cpus` CPUs with an explicit `SchedulingStrategy::Default`; returns
+/// the actor's node, or `None` if it did not answer within `patience_ms`.
+#[lumen::remote]
+fn parent_of_default_actor(cpus: f64, patience_ms: u64) -> lumen::Result<Option<NodeId>> {
+    let actor = Counter::options()
+        .num_cpus(cpus)
+        .scheduling_strategy(SchedulingStrategy::Default)
+        .remote(0);
+    match lumen::get_timeout(&actor.node().remote(), Duration::from_millis(patience_ms)) {
+        Ok(node) => Ok(Some(node)),
+        Err(Error::GetTimeout { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A serial counter.
 pub struct Counter {
     value: i64,
@@ -1713,6 +1728,16 @@ fn an_explicit_default_strategy_opts_a_child_out_of_the_captured_group() {
         get(&r).expect("parent with capture"),
         Some(node),
         "a child with an explicit default strategy did not run outside the captured group"
+    );
+    // The same for an actor the parent creates.
+    let r = parent_of_default_actor::options()
+        .num_cpus(0.0)
+        .scheduling_strategy(in_group(&pg).capture_child_tasks(true))
+        .remote(2.0, 30_000);
+    assert_eq!(
+        get(&r).expect("parent with capture"),
+        Some(node),
+        "an actor with an explicit default strategy was not placed outside the captured group"
     );
 }
 
