@@ -1715,29 +1715,47 @@ fn work_that_can_never_run_in_its_group_is_refused_at_once() {
 /// Ray's `test_capture_child_tasks[placement_group=None]`: a child that names the default
 /// strategy opts out of the group its parent captures. The child asks for 2 CPUs, which the
 /// group's 1-CPU bundle can never give: it runs only if it was scheduled outside the group.
+/// Returns the nodes the child task and the child actor ran on.
+fn children_opting_out_of_the_captured_group() -> (NodeId, NodeId) {
+    let pg = create_ready(vec![Bundle::new().cpu(1.0)], PlacementStrategy::Pack);
+    let task = parent_of_default_child::options()
+        .num_cpus(0.0)
+        .scheduling_strategy(in_group(&pg).capture_child_tasks(true))
+        .remote(2.0, 30_000);
+    let task = get(&task).expect("parent with capture").unwrap_or_else(|| {
+        panic!("a child with an explicit default strategy did not run outside the captured group")
+    });
+    // The same for an actor the parent creates.
+    let actor = parent_of_default_actor::options()
+        .num_cpus(0.0)
+        .scheduling_strategy(in_group(&pg).capture_child_tasks(true))
+        .remote(2.0, 30_000);
+    let actor = get(&actor)
+        .expect("parent with capture")
+        .unwrap_or_else(|| {
+            panic!("an actor with an explicit default strategy was not placed outside the group")
+        });
+    (task, actor)
+}
+
 #[test]
 fn an_explicit_default_strategy_opts_a_child_out_of_the_captured_group() {
     let _s = Session::embedded(Config::default().num_cpus(3.0).num_gpus(0.0));
-    let node = here();
-    let pg = create_ready(vec![Bundle::new().cpu(1.0)], PlacementStrategy::Pack);
-    let r = parent_of_default_child::options()
-        .num_cpus(0.0)
-        .scheduling_strategy(in_group(&pg).capture_child_tasks(true))
-        .remote(2.0, 30_000);
     assert_eq!(
-        get(&r).expect("parent with capture"),
-        Some(node),
-        "a child with an explicit default strategy did not run outside the captured group"
+        children_opting_out_of_the_captured_group(),
+        (here(), here())
     );
-    // The same for an actor the parent creates.
-    let r = parent_of_default_actor::options()
-        .num_cpus(0.0)
-        .scheduling_strategy(in_group(&pg).capture_child_tasks(true))
-        .remote(2.0, 30_000);
-    assert_eq!(
-        get(&r).expect("parent with capture"),
-        Some(node),
-        "an actor with an explicit default strategy was not placed outside the captured group"
+}
+
+/// The same on two nodes of 3 CPUs, where the children run in worker processes.
+#[test]
+fn an_explicit_default_strategy_opts_a_child_out_of_the_captured_group_on_a_cluster() {
+    let s = Session::uniform(2, 3.0);
+    let (task, actor) = children_opting_out_of_the_captured_group();
+    let nodes = [s.node(0), s.node(1)];
+    assert!(
+        nodes.contains(&task) && nodes.contains(&actor),
+        "{task} {actor}"
     );
 }
 
