@@ -491,12 +491,7 @@ struct Driver {
 
 impl Driver {
     fn connect(session: &Session, address: &str, token: &str) -> Driver {
-        let lock = DRIVER.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        lumen::shutdown(); // a previous test that failed half-way may have left one
+        let lock = common::one_driver_at_a_time(&DRIVER);
         std::env::set_var("LUMEN_SESSION_DIR", &session.dir);
         let driver = Driver { _lock: lock };
         lumen::init_with(lumen::Config::default().address(address).token(token))

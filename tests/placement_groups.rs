@@ -66,13 +66,7 @@ struct Session {
 impl Session {
     /// Takes the lock and clears what a test that failed half-way may have left running.
     fn lock() -> MutexGuard<'static, ()> {
-        let lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        lumen::shutdown();
-        lock
+        common::one_driver_at_a_time(&LOCK)
     }
 
     /// The embedded node of `config`.
@@ -423,8 +417,16 @@ fn max_at_once(refs: Vec<ObjectRef<(usize, usize)>>, what: &str) -> usize {
 #[lumen::remote]
 fn parent_of_special(patience_ms: u64) -> lumen::Result<Option<NodeId>> {
     let child = where_am_i::options().resource("special", 1.0).remote();
-    match lumen::get_timeout(&child, Duration::from_millis(patience_ms)) {
-        Ok(node) => Ok(Some(node)),
+    within(&child, patience_ms)
+}
+
+/// The value of `r` if it is there within `patience_ms`, `None` if not yet.
+fn within<T: serde::de::DeserializeOwned + 'static>(
+    r: &ObjectRef<T>,
+    patience_ms: u64,
+) -> lumen::Result<Option<T>> {
+    match lumen::get_timeout(r, Duration::from_millis(patience_ms)) {
+        Ok(v) => Ok(Some(v)),
         Err(Error::GetTimeout { .. }) => Ok(None),
         Err(e) => Err(e),
     }
@@ -438,11 +440,7 @@ fn parent_of_default_child(cpus: f64, patience_ms: u64) -> lumen::Result<Option<
         .num_cpus(cpus)
         .scheduling_strategy(SchedulingStrategy::Default)
         .remote();
-    match lumen::get_timeout(&child, Duration::from_millis(patience_ms)) {
-        Ok(node) => Ok(Some(node)),
-        Err(Error::GetTimeout { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
+    within(&child, patience_ms)
 }
 
 /// Creates an actor holding `cpus` CPUs with an explicit `SchedulingStrategy::Default`; returns
@@ -453,11 +451,7 @@ fn parent_of_default_actor(cpus: f64, patience_ms: u64) -> lumen::Result<Option<
         .num_cpus(cpus)
         .scheduling_strategy(SchedulingStrategy::Default)
         .remote(0);
-    match lumen::get_timeout(&actor.node().remote(), Duration::from_millis(patience_ms)) {
-        Ok(node) => Ok(Some(node)),
-        Err(Error::GetTimeout { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
+    within(&actor.node().remote(), patience_ms)
 }
 
 /// A serial counter.

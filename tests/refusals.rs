@@ -12,6 +12,8 @@
 //! **Modes.** Cluster only, by nature: the bad peers come over the network, which an embedded
 //! runtime does not listen on.
 
+mod common;
+
 use lumen::testing::TestCluster;
 use lumen::Error;
 use std::net::SocketAddr;
@@ -44,12 +46,7 @@ struct Isolated {
 
 impl Isolated {
     fn new(tag: &str) -> Isolated {
-        let lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        lumen::shutdown(); // a previous test that failed half-way may have left a driver
+        let lock = common::one_driver_at_a_time(&LOCK);
         let dir = std::env::temp_dir().join(format!(
             "lumen-refusals-{tag}-{}-{}",
             std::process::id(),

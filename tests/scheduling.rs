@@ -338,7 +338,7 @@ fn a_detached_actor_still_runs_tasks_after_its_job_ended() {
         return;
     }
     let s = Session::nodes(2, 2.0);
-    let status = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+    let child = std::process::Command::new(std::env::current_exe().expect("this test binary"))
         .args([
             "--exact",
             "a_detached_actor_still_runs_tasks_after_its_job_ended",
@@ -348,9 +348,15 @@ fn a_detached_actor_still_runs_tasks_after_its_job_ended() {
             DETACHED_DRIVER,
             format!("{} {}", s.cluster().address(), s.cluster().token()),
         )
-        .status()
+        .output()
         .expect("run the child driver");
-    assert!(status.success(), "the child driver failed: {status}");
+    assert!(
+        child.status.success(),
+        "the child driver failed: {}\n{}{}",
+        child.status,
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
     let spawner: lumen::ActorHandle<Spawner> =
         lumen::get_actor_in(NAME, NAMESPACE).expect("the detached actor outlived its job");
     let ran = lumen::get_timeout(&spawner.run_task().remote(), LONG);

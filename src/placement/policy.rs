@@ -198,46 +198,33 @@ pub(crate) mod tests {
         }
     }
 
+    /// Where the default policy puts one CPU, deciding on node 1.
+    fn pick_default(nodes: &[NodeView], random: u64) -> Placement {
+        pick_node(
+            nodes,
+            NodeId(1),
+            &cpus(1),
+            &SchedulingStrategy::Default,
+            random,
+            &mut 0,
+        )
+    }
+
     #[test]
     fn hybrid_packs_local_until_half_then_spreads() {
         let nodes = vec![node(1, 4, 4), node(2, 4, 4)];
-        let mut c = 0;
-        let p = pick_node(
-            &nodes,
-            NodeId(1),
-            &cpus(1),
-            &SchedulingStrategy::Default,
-            7,
-            &mut c,
-        );
-        assert_eq!(p, Placement::Node(NodeId(1)));
+        assert_eq!(pick_default(&nodes, 7), Placement::Node(NodeId(1)));
         // Local at 75%: the other, idle node wins.
         let nodes = vec![node(1, 4, 1), node(2, 4, 4)];
-        let p = pick_node(
-            &nodes,
-            NodeId(1),
-            &cpus(1),
-            &SchedulingStrategy::Default,
-            7,
-            &mut c,
-        );
-        assert_eq!(p, Placement::Node(NodeId(2)));
+        assert_eq!(pick_default(&nodes, 7), Placement::Node(NodeId(2)));
     }
 
-    /// Places `n` one-CPU requests one after another, each counted against its node with
-    /// [`claim`] as the schedulers do; returns how many went to each node.
-    fn place_burst(nodes: &mut [NodeView], local: u128, n: usize) -> Vec<usize> {
+    /// Places `n` one-CPU requests one after another, deciding on node 1, each counted against
+    /// its node with [`claim`] as the schedulers do; returns how many went to each node.
+    fn place_burst(nodes: &mut [NodeView], n: usize) -> Vec<usize> {
         let mut counts = vec![0; nodes.len()];
-        let mut c = 0;
         for i in 0..n {
-            let p = pick_node(
-                nodes,
-                NodeId(local),
-                &cpus(1),
-                &SchedulingStrategy::Default,
-                i as u64,
-                &mut c,
-            );
+            let p = pick_default(nodes, i as u64);
             let Placement::Node(id) = p else {
                 panic!("request {i}: {p:?}");
             };
@@ -254,12 +241,12 @@ pub(crate) mod tests {
         // Three idle one-CPU nodes: the first request packs the local node, the next two take
         // the idle ones, then the queued work is dealt out evenly instead of queuing locally.
         let mut nodes = vec![node(1, 1, 1), node(2, 1, 1), node(3, 1, 1)];
-        assert_eq!(place_burst(&mut nodes, 1, 99), vec![33, 33, 33]);
+        assert_eq!(place_burst(&mut nodes, 99), vec![33, 33, 33]);
         // A node whose queue is already long gets nothing until the others catch up.
         let mut nodes = vec![node(1, 2, 0), node(2, 2, 0)];
         nodes[0].backlog = cpus(6);
-        assert_eq!(place_burst(&mut nodes, 1, 6), vec![0, 6]);
-        assert_eq!(place_burst(&mut nodes, 1, 4), vec![2, 2]);
+        assert_eq!(place_burst(&mut nodes, 6), vec![0, 6]);
+        assert_eq!(place_burst(&mut nodes, 4), vec![2, 2]);
     }
 
     #[test]
@@ -268,16 +255,7 @@ pub(crate) mod tests {
         let mut local = node(1, 4, 3);
         local.backlog = cpus(4);
         let nodes = vec![local, node(2, 4, 4)];
-        let mut c = 0;
-        let p = pick_node(
-            &nodes,
-            NodeId(1),
-            &cpus(1),
-            &SchedulingStrategy::Default,
-            0,
-            &mut c,
-        );
-        assert_eq!(p, Placement::Node(NodeId(2)));
+        assert_eq!(pick_default(&nodes, 0), Placement::Node(NodeId(2)));
     }
 
     #[test]

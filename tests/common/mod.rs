@@ -363,3 +363,19 @@ pub fn expect_invalid<T: std::fmt::Debug + serde::de::DeserializeOwned + 'static
         other => panic!("expected Error::InvalidArgument mentioning {fragments:?}, got {other:?}"),
     }
 }
+
+/// How every test that starts its own runtime begins: takes `lock` (its binary's
+/// one-driver-at-a-time lock, even if a failed test poisoned it), sends lumen's logs to the
+/// test's output (filtered by `RUST_LOG`), and shuts down any driver a test that failed half-way
+/// left behind.
+pub fn one_driver_at_a_time(
+    lock: &'static std::sync::Mutex<()>,
+) -> std::sync::MutexGuard<'static, ()> {
+    let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    lumen::shutdown();
+    guard
+}

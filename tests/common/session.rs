@@ -22,13 +22,7 @@ pub struct Session {
 impl Session {
     /// Takes the lock, starts one node per config (the first the head) and connects as driver.
     pub fn start(configs: Vec<lumen::Config>) -> Session {
-        let lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        // A previous test that failed half-way may have left a driver behind.
-        lumen::shutdown();
+        let lock = super::one_driver_at_a_time(&LOCK);
         let cluster = TestCluster::start(configs).expect("TestCluster::start");
         let session = Session {
             cluster: Some(cluster),
