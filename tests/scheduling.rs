@@ -1,7 +1,10 @@
 //! Where the default policy and SPREAD put work on a cluster, after Ray's own scheduling tests:
 //! `test_scheduling.py::test_load_balancing`, `test_load_balancing_with_dependencies` and
 //! `test_hybrid_policy_threshold`, `test_actor_advanced.py::test_actor_load_balancing`, and SPREAD
-//! sent right after a burst of tasks and right after a node joins.
+//! sent right after a burst of tasks and right after a node joins; and what happens to work no
+//! node fits (a warning at its driver, a demand that leaves with its job) and to work a detached
+//! actor submits after its job ended (it runs). The last two run a second driver in a child
+//! process (this binary, running only that test).
 //!
 //! Each test starts its own in-process cluster ([`Session`]): nodes with their own QUIC endpoints
 //! on 127.0.0.1 and their own worker processes (this binary re-executed in worker mode).
