@@ -31,20 +31,24 @@ pub(crate) struct ExecContext {
     pub(crate) captured: Option<crate::placement::SchedulingStrategy>,
 }
 
-/// The group a task or actor created with `strategy` hands to its children, if it captures them.
+/// The group the task or actor `spec` hands to its children, if it captures them; the bundles it
+/// carries are remembered here, so that those children are checked against them.
 pub(crate) fn captured_by(
-    strategy: &crate::placement::SchedulingStrategy,
+    spec: &crate::protocol::task::TaskSpec,
 ) -> Option<crate::placement::SchedulingStrategy> {
-    match strategy {
+    match &spec.strategy {
         crate::placement::SchedulingStrategy::PlacementGroup {
             group,
             capture_child_tasks: true,
             ..
-        } => Some(crate::placement::SchedulingStrategy::PlacementGroup {
-            group: *group,
-            bundle_index: None,
-            capture_child_tasks: true,
-        }),
+        } => {
+            crate::placement::group::learn(&spec.strategy, spec.group_bundles.as_ref());
+            Some(crate::placement::SchedulingStrategy::PlacementGroup {
+                group: *group,
+                bundle_index: None,
+                capture_child_tasks: true,
+            })
+        }
         _ => None,
     }
 }

@@ -202,6 +202,7 @@ pub fn forge_work(gcs: SocketAddr, token: &str) -> Result<ForgedReplies> {
             owner,
             kind,
             pinned: Vec::new(),
+            group_bundles: None,
         })
     };
     let negative = Amount::forged(-10_000);

@@ -443,6 +443,13 @@ fn parent_of_default_child(cpus: f64, patience_ms: u64) -> lumen::Result<Option<
     within(&child, patience_ms)
 }
 
+/// Submits a child asking for `cpus` CPUs with no strategy of its own (so a capturing parent's
+/// group applies); returns its node, or `None` if it did not run within `patience_ms`.
+#[lumen::remote]
+fn parent_of_captured_child(cpus: f64, patience_ms: u64) -> lumen::Result<Option<NodeId>> {
+    within(&where_am_i::options().num_cpus(cpus).remote(), patience_ms)
+}
+
 /// Creates an actor holding `cpus` CPUs with an explicit `SchedulingStrategy::Default`; returns
 /// the actor's node, or `None` if it did not answer within `patience_ms`.
 #[lumen::remote]
@@ -1741,7 +1748,9 @@ fn an_explicit_default_strategy_opts_a_child_out_of_the_captured_group() {
     );
 }
 
-/// The same on two nodes of 3 CPUs, where the children run in worker processes.
+/// The same on two nodes of 3 CPUs, where the children run in worker processes. There, a
+/// captured child that fits no bundle of the group is refused too: the parent's process never
+/// saw a handle of the group, and learns its bundles from the parent's task.
 #[test]
 fn an_explicit_default_strategy_opts_a_child_out_of_the_captured_group_on_a_cluster() {
     let s = Session::uniform(2, 3.0);
@@ -1751,6 +1760,15 @@ fn an_explicit_default_strategy_opts_a_child_out_of_the_captured_group_on_a_clus
         nodes.contains(&task) && nodes.contains(&actor),
         "{task} {actor}"
     );
+    let pg = create_ready(vec![Bundle::new().cpu(1.0)], PlacementStrategy::Pack);
+    let r = parent_of_captured_child::options()
+        .num_cpus(0.0)
+        .scheduling_strategy(in_group(&pg).capture_child_tasks(true))
+        .remote(2.0, 30_000);
+    match get(&r) {
+        Err(e) => assert!(e.to_string().contains("fits none"), "{e}"),
+        Ok(v) => panic!("a captured child that fits no bundle was not refused: {v:?}"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

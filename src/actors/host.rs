@@ -178,7 +178,7 @@ impl ActorHost {
             lends_cpu: false,
             holder: None,
             in_async,
-            captured: crate::context::captured_by(&self.spec.strategy),
+            captured: crate::context::captured_by(&self.spec),
         }
     }
 

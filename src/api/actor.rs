@@ -454,6 +454,7 @@ fn prepare_creation<T: RemoteActor>(
         .namespace
         .clone()
         .unwrap_or_else(|| rt.namespace.clone());
+    let group_bundles = crate::placement::group::captured_bundles(&strategy);
     let spec = Arc::new(TaskSpec {
         task_id,
         job_id: rt.job_id,
@@ -481,6 +482,7 @@ fn prepare_creation<T: RemoteActor>(
             detached: options.detached,
         })),
         pinned,
+        group_bundles,
     });
     // The arguments' pins were taken when they were prepared; the spec now owns them.
     let pinned = spec.pinned.clone();

@@ -205,6 +205,7 @@ pub fn submit_task<R>(
         Ok(a) => a,
         Err(e) => return failed_ref(&rt, e),
     };
+    let group_bundles = crate::placement::group::captured_bundles(&strategy);
     let task_id = TaskId::fresh();
     let return_id = ObjectId::for_return(task_id, 0);
     let spec = Arc::new(TaskSpec {
@@ -227,6 +228,7 @@ pub fn submit_task<R>(
             is_async: meta.is_async,
         },
         pinned,
+        group_bundles,
     });
     // The arguments' pins were taken when they were prepared; the spec now owns them.
     rt.refs.add_pending(return_id, Some(spec.clone()));

@@ -192,6 +192,29 @@ pub(crate) fn remember(pg: &PlacementGroup) {
     }
 }
 
+/// The bundles of the group `strategy` captures children into, if it does and they are known
+/// here: what a task or actor carries so that the process running it can check its children.
+pub(crate) fn captured_bundles(strategy: &SchedulingStrategy) -> Option<Arc<[ResourceSet]>> {
+    match strategy {
+        SchedulingStrategy::PlacementGroup {
+            group,
+            capture_child_tasks: true,
+            ..
+        } => KNOWN.get(group).map(|b| b.clone()),
+        _ => None,
+    }
+}
+
+/// Remembers the bundles a task or actor scheduled into a group carried (see
+/// [`captured_bundles`]).
+pub(crate) fn learn(strategy: &SchedulingStrategy, bundles: Option<&Arc<[ResourceSet]>>) {
+    if let (SchedulingStrategy::PlacementGroup { group, .. }, Some(b)) = (strategy, bundles) {
+        if !KNOWN.contains_key(group) {
+            KNOWN.insert(*group, b.clone());
+        }
+    }
+}
+
 /// Forgets the bundles of a group this process removed.
 pub(crate) fn forget(id: PlacementGroupId) {
     KNOWN.remove(&id);
@@ -200,7 +223,8 @@ pub(crate) fn forget(id: PlacementGroupId) {
 /// Refuses a request scheduled into a group when it can never run there, as Ray does when a task
 /// or actor is submitted: a bundle index out of range, or a request no bundle (or not the chosen
 /// bundle) can hold. `req` is the request before it is renamed for the group; `what` names the
-/// task or actor (made only for the message). Groups whose handle this process never saw pass unchecked.
+/// task or actor (made only for the message). Groups whose bundles this process never learned
+/// pass unchecked.
 pub(crate) fn check_request(
     strategy: &SchedulingStrategy,
     req: &ResourceSet,

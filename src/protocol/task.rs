@@ -13,6 +13,7 @@ use crate::resources::ResourceSet;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// One argument of a task or actor call.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -74,6 +75,9 @@ pub(crate) struct TaskSpec {
     pub(crate) kind: TaskKind,
     /// Objects this task's arguments mention (top level and nested), pinned until it finishes.
     pub(crate) pinned: Vec<ObjectId>,
+    /// The bundles of the placement group it captures its children into, when it does and its
+    /// submitter knew them: the process that runs it checks those children against them.
+    pub(crate) group_bundles: Option<Arc<[ResourceSet]>>,
 }
 
 impl TaskSpec {
@@ -145,6 +149,7 @@ impl TaskSpec {
             },
             kind: TaskKind::Normal { is_async: false },
             pinned: Vec::new(),
+            group_bundles: None,
         }
     }
 }

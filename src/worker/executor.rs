@@ -138,7 +138,7 @@ pub(crate) fn spawn_async<W>(site: &AsyncSite<W>, launch: Launch) {
         lends_cpu: false,
         holder: None,
         in_async: true,
-        captured: crate::context::captured_by(&spec.strategy),
+        captured: crate::context::captured_by(&spec),
     };
     let (net, raylet, node) = (site.net.clone(), site.raylet.clone(), site.node);
     site.executor.spawn(async move {

@@ -215,7 +215,7 @@ impl Worker {
             lends_cpu: !grant.cpu_part().is_empty(),
             holder: under,
             in_async: false,
-            captured: crate::context::captured_by(&spec.strategy),
+            captured: crate::context::captured_by(&spec),
         };
         executor::started(&self.net, &spec, under);
         let queue = under.and_then(|lease| {
