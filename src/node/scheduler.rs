@@ -113,6 +113,11 @@ fn movable(strategy: &SchedulingStrategy) -> bool {
     )
 }
 
+/// Whether `spec` is a detached actor's creation, which outlives the job that made it.
+fn outlives_its_job(spec: &TaskSpec) -> bool {
+    matches!(&spec.kind, TaskKind::ActorCreation(c) if c.detached)
+}
+
 /// The error of a task no node may run.
 fn unschedulable(spec: &TaskSpec, reason: String) -> Error {
     let path = spec.function.path.to_string();
@@ -591,8 +596,7 @@ impl Scheduler {
     /// Whether `spec` belongs to an ended job and is not a detached actor's creation (which
     /// outlives its job).
     fn orphaned(&self, spec: &TaskSpec) -> bool {
-        self.ended.contains_key(&spec.job_id)
-            && !matches!(&spec.kind, TaskKind::ActorCreation(c) if c.detached)
+        self.ended.contains_key(&spec.job_id) && !outlives_its_job(spec)
     }
 
     /// The job ended: its queued tasks and actor creations (detached ones excepted) are dropped,
@@ -601,10 +605,7 @@ impl Scheduler {
     pub(crate) fn job_ended(&mut self, job: JobId, now: Instant) -> usize {
         self.ended.insert(job, now);
         self.queue
-            .remove_where(|r| {
-                r.spec.job_id == job
-                    && !matches!(&r.spec.kind, TaskKind::ActorCreation(c) if c.detached)
-            })
+            .remove_where(|r| r.spec.job_id == job && !outlives_its_job(&r.spec))
             .len()
     }
 

@@ -187,9 +187,7 @@ static KNOWN: LazyLock<DashMap<PlacementGroupId, Arc<[ResourceSet]>>> = LazyLock
 
 /// Remembers `pg`'s bundles (see [`KNOWN`]).
 pub(crate) fn remember(pg: &PlacementGroup) {
-    if !KNOWN.contains_key(&pg.id) {
-        KNOWN.insert(pg.id, pg.bundles.clone());
-    }
+    KNOWN.entry(pg.id).or_insert_with(|| pg.bundles.clone());
 }
 
 /// The bundles of the group `strategy` captures children into, if it does and they are known
@@ -209,9 +207,7 @@ pub(crate) fn captured_bundles(strategy: &SchedulingStrategy) -> Option<Arc<[Res
 /// [`captured_bundles`]).
 pub(crate) fn learn(strategy: &SchedulingStrategy, bundles: Option<&Arc<[ResourceSet]>>) {
     if let (SchedulingStrategy::PlacementGroup { group, .. }, Some(b)) = (strategy, bundles) {
-        if !KNOWN.contains_key(group) {
-            KNOWN.insert(*group, b.clone());
-        }
+        KNOWN.entry(*group).or_insert_with(|| b.clone());
     }
 }
 
