@@ -22,7 +22,10 @@
 //! cost (200,000 puts and 20,000 tasks, measured before the other rows, and only when the
 //! filter names them: `--filter 'lumen: resident'`, since the grown heap slows the rows after
 //! it), actor creation rate (1000 actors, one call each), and with `--drain N`, N no-op tasks
-//! queued at once then drained (total seconds and the process's peak resident memory). `--smoke` shrinks the
+//! queued at once then drained (total seconds and the process's peak resident memory), and the
+//! round trip of lumen's transport alone between this process and a copy of it (one request
+//! and its reply over QUIC, nothing else: the floor under every row whose calls cross
+//! processes). `--smoke` shrinks the
 //! large payloads 1000× (for tests that only check every metric runs; its figures mean nothing).
 //!
 //! Where it runs:
@@ -265,6 +268,49 @@ fn pid_status_mib(pid: u32, key: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Another process running this program as an echo (`--echo-peer TOKEN`): it prints its
+/// address, echoes until its standard input closes, then exits.
+struct EchoPeer {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl EchoPeer {
+    fn start(token_hex: &str) -> EchoPeer {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().expect("this program's path");
+        let mut child = std::process::Command::new(exe)
+            .args(["--echo-peer", token_hex])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the echo peer");
+        let stdout = child.stdout.take().expect("the echo peer's output");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the echo peer's address");
+        let addr = line.trim().parse().expect("an address from the echo peer");
+        EchoPeer { child, addr }
+    }
+}
+
+impl Drop for EchoPeer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The far end of the transport row: echoes until standard input closes.
+fn serve_echo(token_hex: &str) -> lumen::Result<()> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let echo = lumen::__echo::Echo::start(Some(token_hex), threads)?;
+    println!("{}", echo.addr());
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new()).ok();
+    Ok(())
+}
+
 fn main() -> lumen::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut bench = Bench {
@@ -285,6 +331,7 @@ fn main() -> lumen::Result<()> {
             "--smoke" => bench.smoke = true,
             "--address" => bench.address = args.next(),
             "--two-nodes" => bench.two_nodes = true,
+            "--echo-peer" => return serve_echo(&args.next().unwrap_or_default()),
             other => {
                 eprintln!(
                     "unknown argument {other:?}; use --filter SUBSTRING, --rounds N, \
@@ -518,6 +565,20 @@ fn main() -> lumen::Result<()> {
         lumen::get_all(&refs)?;
         let rate = n as f64 / t0.elapsed().as_secs_f64();
         println!("lumen: actor creation with one call per second {rate:.2} +- 0.00");
+    }
+    if b.wants("lumen: transport round trip") {
+        // The floor under every row whose calls cross processes: one request and its reply
+        // between this process and another, over lumen's transport and nothing else.
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        let near = lumen::__echo::Echo::start(None, threads)?;
+        let far = EchoPeer::start(&near.token_hex());
+        b.run(
+            "lumen: transport round trip between two processes",
+            1.0,
+            || {
+                near.round_trip(far.addr, b"ok").expect("echo");
+            },
+        );
     }
     if b.wants("lumen: idle") {
         println!("lumen: idle resident memory after init and one task {idle_rss:.1} MiB");

@@ -105,6 +105,8 @@ pub(crate) mod transport;
 mod worker;
 
 #[doc(hidden)]
+pub use transport::echo as __echo;
+#[doc(hidden)]
 pub use transport::probe as __probe;
 
 pub use api::actor::{

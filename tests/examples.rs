@@ -123,7 +123,7 @@ fn microbenchmark_runs_over_two_nodes() {
             "--seconds",
             "0.1",
             "--filter",
-            "tasks",
+            "tasks|transport",
             "--smoke",
         ],
     );

@@ -46,6 +46,7 @@
 //! locks are taken only by a caller that has to wait and by the writer when the count falls
 //! back below the soft limit.
 
+pub mod echo;
 pub(crate) mod frame;
 pub(crate) mod handshake;
 pub(crate) mod net;
