@@ -260,3 +260,30 @@ async fn answered<T>(request: impl std::future::Future<Output = Result<T>>) -> R
         .await
         .map_err(|_| Error::connection("the head", "no answer within 10 s"))?
 }
+
+/// The unhandled errors this process printed (the last 1,000, oldest first, as their error
+/// texts): failed objects whose last reference went before anyone read them, each printed on
+/// stderr as a `lumen: Unhandled error …` line; none are printed, nor listed, while
+/// `LUMEN_IGNORE_UNHANDLED_ERRORS` is set. What Ray's tests observe by replacing
+/// `ray._private.worker._unhandled_error_handler`.
+///
+/// ```no_run
+/// #[lumen::remote]
+/// fn fail(why: String) -> Result<i64, String> {
+///     Err(why)
+/// }
+///
+/// lumen::init()?;
+/// let seen = fail::remote("seen".to_string());
+/// assert!(lumen::get(&seen).is_err());
+/// drop(seen); // its error was read: not reported
+/// drop(fail::remote("dropped".to_string())); // reported once it has failed
+/// while !lumen::testing::unhandled_errors().iter().any(|e| e.ends_with(": dropped")) {
+///     std::thread::yield_now();
+/// }
+/// assert!(!lumen::testing::unhandled_errors().iter().any(|e| e.ends_with(": seen")));
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn unhandled_errors() -> Vec<String> {
+    crate::objects::ownership::unhandled_printed()
+}

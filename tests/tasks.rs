@@ -875,6 +875,163 @@ fn blocking_get_inside_a_sync_task_on_a_tokio_thread_is_allowed() {
     );
 }
 
+// Unhandled errors (Ray's `test_failure.py::test_unhandled_errors`): a failed object whose
+// last ref goes before anyone read it is printed at its owner, once.
+
+#[lumen::remote]
+fn fails_with(why: String) -> Result<i64, String> {
+    Err(why)
+}
+
+/// An actor whose method fails with the reason it is given.
+#[derive(Default)]
+pub struct FailsWith;
+
+#[lumen::remote]
+impl FailsWith {
+    pub fn new() -> Self {
+        FailsWith
+    }
+
+    pub fn fail(&self, why: String) -> Result<i64, String> {
+        Err(why)
+    }
+}
+
+/// Whether this process printed an unhandled error whose message is `why`.
+fn printed_unhandled(why: &str) -> bool {
+    lumen::testing::unhandled_errors()
+        .iter()
+        .any(|e| e.ends_with(&format!(": {why}")))
+}
+
+#[test]
+fn test_unhandled_errors() {
+    init();
+    let actor = FailsWith::remote();
+    // Dropped unread (before or after they failed): reported, a task's and an actor call's.
+    drop(fails_with::remote("unread task".to_string()));
+    drop(actor.fail("unread call".to_string()).remote());
+    assert!(
+        common::wait_until(PATIENCE, || printed_unhandled("unread task")
+            && printed_unhandled("unread call")),
+        "not reported: {:?}",
+        lumen::testing::unhandled_errors()
+    );
+
+    // Read, then dropped: not reported. Read by `get`, by `get_all`, or by a task that took it
+    // as its argument (and failed with the same error, which is read).
+    let got = fails_with::remote("read by get".to_string());
+    let call = actor.fail("read by get_all".to_string()).remote();
+    assert!(common::get(&got).is_err());
+    assert!(lumen::get_all(std::slice::from_ref(&call)).is_err());
+    let taken = fails_with::remote("read as an argument".to_string());
+    assert!(common::get(&plus_one_counted::remote(&taken)).is_err());
+    drop((got, call, taken));
+    // Their reads were over before the drops, so a report would have come with the drop; one
+    // more unread object, dropped last, shows that reports are still made.
+    let last = fails_with::remote("unread, last".to_string());
+    drop(last);
+    assert!(common::wait_until(PATIENCE, || printed_unhandled(
+        "unread, last"
+    )));
+    for read in ["read by get", "read by get_all", "read as an argument"] {
+        assert!(
+            !printed_unhandled(read),
+            "{read:?} was read, yet reported: {:?}",
+            lumen::testing::unhandled_errors()
+        );
+    }
+    // Each is reported once.
+    let times = |why: &str| {
+        lumen::testing::unhandled_errors()
+            .iter()
+            .filter(|e| e.ends_with(&format!(": {why}")))
+            .count()
+    };
+    assert_eq!(times("unread task"), 1);
+    assert_eq!(times("unread call"), 1);
+}
+
+/// Set in the child driver of [`unhandled_errors_print_at_the_driver_unless_ignored`]: where it
+/// runs (`embedded`, or `cluster` for a two-node local cluster with worker processes).
+const UNHANDLED_CHILD: &str = "LUMEN_TEST_UNHANDLED_CHILD";
+
+/// What an unhandled error's line on stderr starts with.
+const UNHANDLED_LINE: &str =
+    "lumen: Unhandled error (suppress with LUMEN_IGNORE_UNHANDLED_ERRORS=1)";
+
+/// A driver in a child process whose task fails on a worker node and whose failed ref it drops
+/// after a `wait` (which only looks): its stderr has the unhandled-error line, with the task's
+/// error, once; with `LUMEN_IGNORE_UNHANDLED_ERRORS=1` it has none. Embedded and on a two-node
+/// cluster with worker processes.
+#[test]
+fn unhandled_errors_print_at_the_driver_unless_ignored() {
+    if let Ok(mode) = std::env::var(UNHANDLED_CHILD) {
+        let config = lumen::Config::default().num_cpus(1.0);
+        let config = match mode.as_str() {
+            "cluster" => config.local_cluster(2),
+            _ => config,
+        };
+        lumen::init_with(config).expect("the child's cluster starts");
+        let failed = fails_with::remote("dropped by the child".to_string());
+        let (ready, _) = lumen::wait(&[failed], 1, Some(PATIENCE));
+        assert_eq!(ready.len(), 1, "the failing task did not finish");
+        // The report is made here, where the last ref goes.
+        drop(ready);
+        eprintln!("the child dropped its failed ref");
+        lumen::shutdown();
+        return;
+    }
+    if common::on_cluster() {
+        // The parent part runs once, from the embedded run; its children cover both modes.
+        return;
+    }
+    for mode in ["embedded", "cluster"] {
+        for ignored in [false, true] {
+            let mut child =
+                std::process::Command::new(std::env::current_exe().expect("test binary"));
+            child
+                .args([
+                    "--exact",
+                    "unhandled_errors_print_at_the_driver_unless_ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(UNHANDLED_CHILD, mode)
+                .env_remove("LUMEN_TEST_LOCAL_CLUSTER")
+                .env_remove("LUMEN_ADDRESS");
+            if ignored {
+                child.env("LUMEN_IGNORE_UNHANDLED_ERRORS", "1");
+            } else {
+                child.env_remove("LUMEN_IGNORE_UNHANDLED_ERRORS");
+            }
+            let out = child.output().expect("run the child driver");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && stderr.contains("the child dropped its failed ref"),
+                "{mode} child driver failed ({}):\n{stderr}",
+                out.status
+            );
+            let lines: Vec<&str> = stderr
+                .lines()
+                .filter(|l| l.starts_with(UNHANDLED_LINE))
+                .collect();
+            if ignored {
+                assert!(lines.is_empty(), "{mode}, ignored, yet printed: {lines:?}");
+            } else {
+                assert_eq!(lines.len(), 1, "{mode}: {stderr}");
+                assert!(
+                    lines[0].contains("fails_with failed on node")
+                        && lines[0].contains(": dropped by the child"),
+                    "{mode}: {}",
+                    lines[0]
+                );
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Nested tasks.
 

@@ -131,7 +131,7 @@ impl Fetch {
         // One pass: a ref this process does not know fails the read (channels it registered
         // for the others close with `tx`, and the table forgets them).
         for (i, r) in refs.iter().enumerate() {
-            match rt.refs.lookup_or_wait(r.id, i as u32, &tx) {
+            match rt.refs.lookup_or_wait(r.id, i as u32, &tx, !settle) {
                 Lookup::Ready(v) => {
                     slots[i] = Some(v);
                     got += 1;
@@ -988,7 +988,7 @@ async fn fetch_ready_now_async(rt: &Arc<Runtime>, ids: &[ObjectId]) -> Vec<Optio
 
 /// The small objects among `ids` in the owner's table, and the slots of the others.
 fn inline_now(rt: &Runtime, ids: &[ObjectId]) -> (Vec<Option<Stored>>, Vec<usize>) {
-    let slots: Vec<Option<Stored>> = ids.iter().map(|id| rt.refs.inline(*id)).collect();
+    let slots: Vec<Option<Stored>> = ids.iter().map(|id| rt.refs.inline_unread(*id)).collect();
     let at = (0..ids.len()).filter(|i| slots[*i].is_none()).collect();
     (slots, at)
 }

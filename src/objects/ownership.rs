@@ -14,6 +14,7 @@
 //! someone still holds a reference, and the check and the keeping happen under the entry's lock,
 //! so a result can never be stored after its object was freed.
 
+use crate::error::Error;
 use crate::ids::{ActorId, IdDashMap, IdHasher, ObjectId};
 use crate::objects::store::{FetchReply, StoreClient};
 use crate::protocol::gcs::ActorOutOfScope;
@@ -37,6 +38,9 @@ struct RefEntry {
     stored: bool,
     /// The value went to the store (so freeing must drop it there).
     in_store: bool,
+    /// A reader has been handed the value (or error): a failed object freed unread is reported
+    /// as an unhandled error.
+    read: bool,
     /// The task that makes this object, kept by its owner for re-execution.
     #[allow(dead_code)]
     lineage: Option<Arc<TaskSpec>>,
@@ -125,6 +129,21 @@ pub(crate) enum Effect {
     },
     /// Every handle to the actor is gone.
     OutOfScope(ActorId),
+    /// A failed object went unread: nobody was handed its error before its last reference
+    /// went (or before it failed, if its references went first). `error` is the error's text.
+    Unhandled { id: ObjectId, error: String },
+}
+
+/// Whether dropping this error unread is worth telling the user: not a cancellation they asked
+/// for, nor a shutdown in progress.
+fn unhandled(id: ObjectId, value: &Stored) -> Option<Effect> {
+    match value {
+        Stored::Error(Error::Cancelled { .. } | Error::Shutdown { .. }) | Stored::Value(_) => None,
+        Stored::Error(e) => Some(Effect::Unhandled {
+            id,
+            error: e.to_string(),
+        }),
+    }
 }
 
 /// What [`RefCounts::complete`] did, and what must follow: the value to put in the store, then
@@ -368,6 +387,7 @@ impl RefCounts {
         value: Stored,
         contains: Vec<ObjectId>,
     ) -> Completed {
+        let mut dropped = false;
         let kept = match self.map.get_mut(&id) {
             Some(mut e) if !e.stored => {
                 e.stored = true;
@@ -380,7 +400,12 @@ impl RefCounts {
                 e.in_store = to_store.is_some();
                 Some((to_store, waiters))
             }
-            _ => None,
+            // Completed already (a duplicate of the same result).
+            Some(_) => None,
+            None => {
+                dropped = true;
+                None
+            }
         };
         match kept {
             Some((to_store, waiters)) => Completed {
@@ -395,12 +420,16 @@ impl RefCounts {
                     .collect(),
                 effects: Vec::new(),
             },
-            None => Completed {
-                kept: false,
-                to_store: None,
-                waiters: Vec::new(),
-                effects: self.unpin(&contains),
-            },
+            None => {
+                let mut effects = self.unpin(&contains);
+                effects.extend(unhandled(id, &value).filter(|_| dropped));
+                Completed {
+                    kept: false,
+                    to_store: None,
+                    waiters: Vec::new(),
+                    effects,
+                }
+            }
         }
     }
 
@@ -416,6 +445,7 @@ impl RefCounts {
                 Some(v) => {
                     self.inline_objects.fetch_sub(1, Ordering::Relaxed);
                     self.inline_bytes.fetch_sub(v.size(), Ordering::Relaxed);
+                    out.extend(unhandled(id, v).filter(|_| !e.read));
                 }
                 None if e.in_store => out.push(Effect::Free(id)),
                 None => {}
@@ -449,11 +479,20 @@ impl RefCounts {
 
     /// For a reader: the inline value; or, for an object still pending in this process, register
     /// `tx` to receive it (as `slot`) when it completes; or else, look elsewhere (or nowhere: an
-    /// object this process holds no reference to).
-    pub(crate) fn lookup_or_wait(&self, id: ObjectId, slot: u32, tx: &FetchReply) -> Lookup {
+    /// object this process holds no reference to). `reading`: the caller will hand the value to
+    /// code (a `get`, a task's argument), so an error it gets counts as handled; a `wait` only
+    /// looks.
+    pub(crate) fn lookup_or_wait(
+        &self,
+        id: ObjectId,
+        slot: u32,
+        tx: &FetchReply,
+        reading: bool,
+    ) -> Lookup {
         let Some(mut e) = self.map.get_mut(&id) else {
             return Lookup::Unknown;
         };
+        e.read |= reading;
         if let Some(v) = &e.inline {
             return Lookup::Ready(v.clone());
         }
@@ -487,8 +526,22 @@ impl RefCounts {
         }
     }
 
-    /// The value of a small object, if it is ready and kept inline.
+    /// The value of a small object, if it is ready and kept inline, for a reader that hands it
+    /// to code (an error it gets counts as handled).
     pub(crate) fn inline(&self, id: ObjectId) -> Option<Stored> {
+        let v = self.inline_unread(id)?;
+        if matches!(v, Stored::Error(_)) {
+            // Only an error's reading matters; a value's is not recorded (no write lock).
+            if let Some(mut e) = self.map.get_mut(&id) {
+                e.read = true;
+            }
+        }
+        Some(v)
+    }
+
+    /// The value of a small object, if it is ready and kept inline, for a `wait` (which only
+    /// looks: an error it sees is not handled yet).
+    pub(crate) fn inline_unread(&self, id: ObjectId) -> Option<Stored> {
         self.map.get(&id).and_then(|e| e.inline.clone())
     }
 
@@ -568,6 +621,7 @@ impl RefTable {
                 Effect::Free(id) => self.store.free(id),
                 Effect::Notify { owner, id, add } => self.notify(owner, id, add),
                 Effect::OutOfScope(actor_id) => self.gcs.do_send(ActorOutOfScope { actor_id }),
+                Effect::Unhandled { id, error } => report_unhandled(id, &error),
             }
         }
     }
@@ -683,6 +737,43 @@ impl RefTable {
 static CURRENT: ArcSwapOption<RefTable> = ArcSwapOption::const_empty();
 
 /// Makes `table` this process's reference table (refs made and dropped count there).
+/// How many printed unhandled errors [`unhandled_printed`] remembers.
+const UNHANDLED_KEPT: usize = 1000;
+
+/// The unhandled errors this process printed last, oldest first (for tests).
+static UNHANDLED_PRINTED: parking_lot::Mutex<std::collections::VecDeque<String>> =
+    parking_lot::Mutex::new(std::collections::VecDeque::new());
+
+/// The texts of the last unhandled errors this process printed (see [`Effect::Unhandled`]),
+/// oldest first, at most [`UNHANDLED_KEPT`].
+pub(crate) fn unhandled_printed() -> Vec<String> {
+    UNHANDLED_PRINTED.lock().iter().cloned().collect()
+}
+
+/// Whether the value of `LUMEN_IGNORE_UNHANDLED_ERRORS` asks for silence: set, to anything but
+/// nothing or `0`.
+fn ignore_unhandled(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Tells the user, on stderr, that a failed object was dropped without anyone reading its
+/// error (as Ray's driver does), unless `LUMEN_IGNORE_UNHANDLED_ERRORS` asks for silence.
+fn report_unhandled(id: ObjectId, error: &str) {
+    tracing::warn!(object = %id, %error, "a failed object was dropped unread");
+    if ignore_unhandled(std::env::var_os("LUMEN_IGNORE_UNHANDLED_ERRORS").as_deref()) {
+        return;
+    }
+    eprintln!(
+        "lumen: Unhandled error (suppress with LUMEN_IGNORE_UNHANDLED_ERRORS=1): {error} \
+         (object {id} was dropped without being read)"
+    );
+    let mut printed = UNHANDLED_PRINTED.lock();
+    if printed.len() == UNHANDLED_KEPT {
+        printed.pop_front();
+    }
+    printed.push_back(error.to_string());
+}
+
 pub(crate) fn install(table: Arc<RefTable>) {
     CURRENT.store(Some(table));
 }
@@ -733,11 +824,14 @@ mod tests {
         // A thousand `wait`s that took other objects and went.
         for slot in 0..1000 {
             let (tx, rx) = crate::objects::reply::channel();
-            assert!(matches!(t.lookup_or_wait(id, slot, &tx), Lookup::Waiting));
+            assert!(matches!(
+                t.lookup_or_wait(id, slot, &tx, true),
+                Lookup::Waiting
+            ));
             drop(rx);
         }
         let (live, _rx) = crate::objects::reply::channel();
-        t.lookup_or_wait(id, 7777, &live);
+        t.lookup_or_wait(id, 7777, &live, true);
         let kept = t.map.get(&id).map_or(0, |e| e.waiters.len());
         assert!(kept <= 4, "{kept} readers kept for one live one");
         let done = t.complete(id, small(), Vec::new());
@@ -777,6 +871,109 @@ mod tests {
         t.remove_local(inner);
         assert!(!t.complete(id, small(), vec![inner]).kept);
         assert!(!t.contains(inner), "the discarded value's pin was released");
+    }
+
+    fn failed(why: &str) -> Stored {
+        Stored::Error(Error::Task {
+            function: "f".into(),
+            message: why.into(),
+            node: "n".into(),
+        })
+    }
+
+    fn unhandled_of(effects: &[Effect]) -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Unhandled { error, .. } => Some(error.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_object_freed_unread_is_reported_once_and_a_read_one_never() {
+        let t = RefCounts::new(addr(1));
+        let made = |why: &str| {
+            let id = ObjectId::for_put();
+            t.add_pending(id, None);
+            assert!(t.complete(id, failed(why), Vec::new()).kept);
+            id
+        };
+        // Unread: reported when its last ref goes (not while a pin keeps it).
+        let unread = made("unread");
+        t.pin(&[unread]);
+        assert!(unhandled_of(&t.remove_local(unread)).is_empty());
+        let freed = t.unpin(&[unread]);
+        assert_eq!(unhandled_of(&freed).len(), 1);
+        assert!(unhandled_of(&freed)[0].ends_with(": unread"), "{freed:?}");
+        // Only looked at (a `wait`): still unhandled.
+        let looked = made("looked at");
+        let (tx, _rx) = crate::objects::reply::channel();
+        assert!(t.inline_unread(looked).is_some());
+        assert!(matches!(
+            t.lookup_or_wait(looked, 0, &tx, false),
+            Lookup::Ready(_)
+        ));
+        assert_eq!(unhandled_of(&t.remove_local(looked)).len(), 1);
+        // Read by `get` (inline), or by a reader that registered while it was pending: handled.
+        let got = made("got");
+        assert!(t.inline(got).is_some());
+        assert!(unhandled_of(&t.remove_local(got)).is_empty());
+        let waited = ObjectId::for_put();
+        t.add_pending(waited, None);
+        assert!(matches!(
+            t.lookup_or_wait(waited, 0, &tx, true),
+            Lookup::Waiting
+        ));
+        assert_eq!(
+            t.complete(waited, failed("waited"), Vec::new())
+                .waiters
+                .len(),
+            1
+        );
+        assert!(unhandled_of(&t.remove_local(waited)).is_empty());
+        // A value is never reported, nor a cancellation the user asked for.
+        let fine = ObjectId::for_put();
+        t.add_pending(fine, None);
+        t.complete(fine, small(), Vec::new());
+        assert!(unhandled_of(&t.remove_local(fine)).is_empty());
+        let cancelled = ObjectId::for_put();
+        t.add_pending(cancelled, None);
+        let why = Stored::Error(Error::Cancelled {
+            task: "t".into(),
+            reason: "asked".into(),
+        });
+        t.complete(cancelled, why, Vec::new());
+        assert!(unhandled_of(&t.remove_local(cancelled)).is_empty());
+    }
+
+    #[test]
+    fn a_failure_arriving_after_every_ref_went_is_reported_and_a_duplicate_is_not() {
+        let t = RefCounts::new(addr(1));
+        let id = ObjectId::for_put();
+        t.add_pending(id, None);
+        assert!(t.remove_local(id).is_empty());
+        let late = t.complete(id, failed("late"), Vec::new());
+        assert!(!late.kept);
+        assert_eq!(unhandled_of(&late.effects).len(), 1);
+        // The same result twice (a retried task's): the second is not news.
+        let twice = ObjectId::for_put();
+        t.add_pending(twice, None);
+        assert!(t.complete(twice, failed("twice"), Vec::new()).kept);
+        let again = t.complete(twice, failed("twice"), Vec::new());
+        assert!(!again.kept && unhandled_of(&again.effects).is_empty());
+        assert_eq!(unhandled_of(&t.remove_local(twice)).len(), 1);
+    }
+
+    #[test]
+    fn the_ignore_variable_silences_unless_empty_or_zero() {
+        use std::ffi::OsStr;
+        assert!(!ignore_unhandled(None));
+        assert!(!ignore_unhandled(Some(OsStr::new(""))));
+        assert!(!ignore_unhandled(Some(OsStr::new("0"))));
+        assert!(ignore_unhandled(Some(OsStr::new("1"))));
+        assert!(ignore_unhandled(Some(OsStr::new("yes"))));
     }
 
     #[test]
@@ -850,7 +1047,7 @@ mod tests {
                     freed.extend(deliver(procs, owner, more));
                 }
                 Effect::Free(id) => freed.push(id),
-                Effect::OutOfScope(_) => {}
+                Effect::OutOfScope(_) | Effect::Unhandled { .. } => {}
             }
         }
         freed

@@ -69,7 +69,7 @@ pub(crate) fn fetch_into(table: &RefTable, wants: Vec<(usize, RawRef)>, tx: &Fet
     let mut via_store = Vec::new();
     let mut remote = Vec::new();
     for (slot, raw) in wants {
-        match table.lookup_or_wait(raw.id, slot as u32, tx) {
+        match table.lookup_or_wait(raw.id, slot as u32, tx, true) {
             Lookup::Ready(v) => {
                 let _ = tx.send((slot as u32, v));
             }
@@ -111,7 +111,7 @@ pub(crate) async fn read_owned(table: Arc<RefTable>, id: ObjectId) -> Stored {
         });
     }
     let (tx, rx) = reply::channel();
-    match table.lookup_or_wait(id, 0, &tx) {
+    match table.lookup_or_wait(id, 0, &tx, true) {
         Lookup::Ready(v) => return v,
         Lookup::Waiting => {}
         Lookup::Elsewhere | Lookup::Unknown => table.store().fetch_into([(0, id)], tx),

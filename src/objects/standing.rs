@@ -36,7 +36,7 @@ impl Standing {
         let (tx, arrivals) = reply::readiness_for_this_thread();
         let mut ready = vec![false; refs.len()];
         for (slot, r) in refs.iter().enumerate() {
-            match table.lookup_or_wait(r.id(), slot as u32, &tx) {
+            match table.lookup_or_wait(r.id(), slot as u32, &tx, false) {
                 Lookup::Ready(_) => ready[slot] = true,
                 Lookup::Waiting => {}
                 Lookup::Elsewhere | Lookup::Unknown => return None,
