@@ -26,6 +26,7 @@ pub struct Config {
     pub(crate) namespace: Option<String>,
     pub(crate) local_cluster: Option<usize>,
     pub(crate) spin: Option<bool>,
+    pub(crate) log_to_driver: Option<bool>,
 }
 
 impl Config {
@@ -111,6 +112,23 @@ impl Config {
     /// The namespace for named actors (default: a fresh anonymous one per driver, as in Ray).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Whether what this driver's tasks and actors print on other processes' stdout and stderr
+    /// (worker processes, on any node) comes back to this driver's stdout and stderr, each line
+    /// prefixed with where it ran: `(square pid=4123 ip=10.0.0.5:6380) text`, an actor's with its
+    /// type's name (default: on, as Ray's `log_to_driver`). Off, it stays where the node keeps
+    /// its own output (a `lumen start` node's log). Work that runs in the driver's own process
+    /// (the embedded cluster) prints straight to its terminal either way.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// lumen::init_with(lumen::Config::default().address("127.0.0.1:6380").log_to_driver(false))?;
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn log_to_driver(mut self, on: bool) -> Self {
+        self.log_to_driver = Some(on);
         self
     }
 

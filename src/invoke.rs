@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
 use crate::objects::ownership;
 use crate::objects::read;
+use crate::protocol::output;
 use crate::protocol::owner::TaskResult;
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::svc;
@@ -148,10 +149,38 @@ pub(crate) async fn resolve_async(
     build_args(args, resolved)
 }
 
+/// Whether this process writes name lines for the node reading its output (see
+/// `protocol::output`), read once.
+fn announcing() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os(output::ANNOUNCE_ENV).is_some())
+}
+
+/// The name this process announced last.
+static ANNOUNCED: parking_lot::Mutex<&'static str> = parking_lot::Mutex::new("");
+
+/// Tells the node reading this process's output that the function (or, for a `method`, the
+/// actor type) at `path` runs from now on, on both streams, if that is news.
+fn announce(path: &'static str, method: bool) {
+    if !announcing() {
+        return;
+    }
+    let name = output::short_name(path, method);
+    let mut last = ANNOUNCED.lock();
+    if *last == name {
+        return;
+    }
+    *last = name;
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{}{name}", output::NAME_MARK);
+    let _ = writeln!(std::io::stderr().lock(), "{}{name}", output::NAME_MARK);
+}
+
 /// Runs a sync task to completion on this thread.
 pub(crate) fn run_sync(spec: &TaskSpec, resolved: Vec<Option<Stored>>, node: NodeId) -> Outcome {
     let path = &spec.function.path;
     let f = registry::function(spec.function.id, path)?;
+    announce(f.path, false);
     let args = resolve_blocking(&spec.args, resolved)?;
     let Invoke::Sync(invoke) = f.invoke else {
         return Err(Error::invalid(format!(
@@ -175,6 +204,7 @@ pub(crate) async fn run_async(
     let args = resolve_async(&spec.args, resolved).await;
     let started = registry::function(spec.function.id, &path).and_then(|f| {
         let args = args?;
+        announce(f.path, false);
         match f.invoke {
             Invoke::Async(invoke) => Ok(invoke(Args::new(args, f.path))),
             Invoke::Sync(_) => Err(Error::invalid(format!("{path} is not async"))),
@@ -197,8 +227,14 @@ pub(crate) fn call_sync(
     path: &'static str,
     node: NodeId,
 ) -> Outcome {
+    announce(path, true);
     std::panic::catch_unwind(AssertUnwindSafe(|| f(state, Args::new(args, path))))
         .unwrap_or_else(|p| Err(panic_error(path, p, node)))
+}
+
+/// Announces an async actor method about to run (see [`announce`]).
+pub(crate) fn announce_method(path: &'static str) {
+    announce(path, true);
 }
 
 /// Sends the outcome of a task or actor call (`actor` names the actor of a call) to its owner

@@ -19,7 +19,9 @@ use crate::actors::pooled::{self, PooledContext, ThreadPool};
 use crate::context::{with_exec, ExecContext, WithExec};
 use crate::error::Error;
 use crate::ids::NodeId;
-use crate::invoke::{call_sync, locate, panic_error, resolve_async, resolve_blocking};
+use crate::invoke::{
+    announce_method, call_sync, locate, panic_error, resolve_async, resolve_blocking,
+};
 use crate::registry::{ActorMethod, ActorState, Args, MethodInvoke};
 use actix::prelude::*;
 use futures::FutureExt;
@@ -111,6 +113,7 @@ async fn run_async(call: RunCall) {
         Err(e) => Err(e),
         Ok(args) => match method.invoke {
             MethodInvoke::Async(f) => {
+                announce_method(method.path);
                 let fut = f(state, Args::new(args, method.path));
                 let exec = ExecContext {
                     in_async: true,

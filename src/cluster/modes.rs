@@ -100,6 +100,7 @@ fn start_embedded(config: Config) -> Result<()> {
                 namespace,
                 driver: net.addr(),
                 exe: None,
+                log_to_driver: false,
             },
         )??;
         // This process is its node's worker for its job: the raylet runs the job's work here.
@@ -162,6 +163,7 @@ fn start_driver(config: Config, address: &str, nodes: Vec<Node>) -> Result<()> {
     let token = find_token(config.token.as_deref(), address)?;
     let job_id = JobId::fresh();
     let namespace = namespace(&config, job_id);
+    let log_to_driver = config.log_to_driver.unwrap_or(true);
     let exe = binaries::current_exe()?;
     let mut b = Builder::towards("lumen", cores().max(2), gcs_addr, token);
     b.store = true;
@@ -189,6 +191,7 @@ fn start_driver(config: Config, address: &str, nodes: Vec<Node>) -> Result<()> {
                     hash: exe.1.clone(),
                     name: exe.2.clone(),
                 }),
+                log_to_driver,
             })
             .await??;
         if need {

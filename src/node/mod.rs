@@ -6,9 +6,11 @@
 //!   and placement-group bundles, as events in and actions out.
 //! - [`dispatch`]: the ready queue: FIFO per scheduling class, admission never over-commits.
 //! - [`processes`]: the node's workers by job, and starting worker processes.
+//! - [`output`]: reading a worker process's stdout and stderr and sending it to the driver.
 //! - [`raylet`]: the `Raylet` actix actor around the scheduler.
 
 pub(crate) mod dispatch;
+pub(crate) mod output;
 pub(crate) mod processes;
 pub(crate) mod raylet;
 pub(crate) mod scheduler;

@@ -10,6 +10,7 @@
 
 use crate::error::Error;
 use crate::ids::{ActorId, JobId, NodeId};
+use crate::node::output::{self, Destination};
 use crate::protocol::gcs::{GetBinary, GetJob};
 use crate::protocol::owner::NodeDied;
 use crate::protocol::svc;
@@ -21,7 +22,7 @@ use actix::prelude::*;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// Environment variables that put a process into worker mode.
@@ -104,6 +105,9 @@ pub(crate) struct JobWorkers {
     /// How to start worker processes; `None`: jobs bring their own worker.
     spawn: Option<WorkerSettings>,
     jobs: HashMap<JobId, JobWorker>,
+    /// For each job whose worker process this node started and whose output goes to its
+    /// driver: set when the job ends (its lines then stay here).
+    driver_gone: HashMap<JobId, Arc<AtomicBool>>,
 }
 
 fn kill_pid(pid: u32) {
@@ -121,6 +125,7 @@ impl JobWorkers {
             net,
             spawn,
             jobs: HashMap::new(),
+            driver_gone: HashMap::new(),
         }
     }
 
@@ -161,12 +166,28 @@ impl JobWorkers {
                         pid: pid.clone(),
                     },
                 );
-                let (gcs, node) = (gcs.clone(), self.net.addr());
+                let (gcs, node, net) = (gcs.clone(), self.net.addr(), self.net.clone());
+                let gone = self.driver_gone.entry(job).or_default().clone();
                 self.net.runtime().spawn(async move {
                     match spawn_worker(&settings, node, job, &gcs).await {
-                        Ok(mut child) => {
+                        Ok((mut child, driver)) => {
                             let id = child.id().unwrap_or(0);
                             pid.store(id, Ordering::Release);
+                            if let Some(driver) = driver {
+                                let to = Destination {
+                                    net,
+                                    driver,
+                                    node,
+                                    pid: id,
+                                    driver_gone: gone,
+                                };
+                                if let Some(out) = child.stdout.take() {
+                                    tokio::spawn(output::forward(out, false, to.clone()));
+                                }
+                                if let Some(err) = child.stderr.take() {
+                                    tokio::spawn(output::forward(err, true, to));
+                                }
+                            }
                             let status = match child.wait().await {
                                 Ok(s) => s.to_string(),
                                 Err(e) => format!("could not be waited for: {e}"),
@@ -224,6 +245,7 @@ impl JobWorkers {
         match self.jobs.get(&job) {
             Some(w) if w.child_pid().is_none_or(|p| p == pid) => {
                 self.jobs.remove(&job);
+                self.driver_gone.remove(&job);
                 true
             }
             _ => false,
@@ -243,6 +265,13 @@ impl JobWorkers {
             if let JobWorker::Ready { addr, .. } = w {
                 self.net.target::<svc::Owner>(*addr).do_send(msg.clone());
             }
+        }
+    }
+
+    /// The job ended: what its worker process prints from now on stays on this node.
+    pub(crate) fn driver_gone(&mut self, job: JobId) {
+        if let Some(gone) = self.driver_gone.remove(&job) {
+            gone.store(true, Ordering::Release);
         }
     }
 
@@ -299,12 +328,14 @@ pub(crate) enum WorkerEvent {
 }
 
 /// Finds the job's executable (cached, else fetched from the GCS) and starts it in worker mode.
+/// Starts the job's worker process; with it, the job's driver when the process's output goes
+/// there (its stdout and stderr are then piped, for [`output::forward`]).
 async fn spawn_worker(
     settings: &WorkerSettings,
     node: SocketAddr,
     job: JobId,
     gcs: &Target<svc::Gcs>,
-) -> Result<tokio::process::Child, Error> {
+) -> Result<(tokio::process::Child, Option<SocketAddr>), Error> {
     let info = gcs.send(GetJob { job_id: job }).await??;
     let exe = info.exe.ok_or_else(|| {
         Error::invalid(format!(
@@ -335,6 +366,11 @@ async fn spawn_worker(
         .env(env::TOKEN, settings.token.to_hex())
         .env_remove("LUMEN_ADDRESS")
         .stdin(std::process::Stdio::null());
+    if info.log_to_driver {
+        cmd.env(crate::protocol::output::ANNOUNCE_ENV, "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+    }
     #[cfg(target_os = "linux")]
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
@@ -344,11 +380,12 @@ async fn spawn_worker(
         });
     }
     tracing::info!(job = %job, exe = %path.display(), "starting a worker process");
-    cmd.spawn().map_err(|e| {
+    let child = cmd.spawn().map_err(|e| {
         Error::invalid(format!(
             "cannot start the worker process {}: {}",
             path.display(),
             crate::error::describe_io(&e)
         ))
-    })
+    })?;
+    Ok((child, info.log_to_driver.then_some(info.driver)))
 }

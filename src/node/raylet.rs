@@ -408,6 +408,7 @@ impl Handler<JobEnded> for Raylet {
                 tracing::info!(job = %msg.job_id, dropped, "dropped the queued work of an ended job");
             }
         }
+        self.workers.driver_gone(msg.job_id);
         if !self.core.keeps_detached(msg.job_id) {
             self.workers.kill(msg.job_id);
         }

@@ -69,6 +69,8 @@ pub(crate) struct RegisterJob {
     /// The driver's executable, which nodes run as the job's workers (none when the driver's
     /// own process runs them).
     pub(crate) exe: Option<ExeInfo>,
+    /// Whether the job's worker processes send what they print to the driver.
+    pub(crate) log_to_driver: bool,
 }
 
 /// A job, as [`GetJob`] reports it.
@@ -76,6 +78,10 @@ pub(crate) struct RegisterJob {
 pub(crate) struct JobInfo {
     pub(crate) namespace: String,
     pub(crate) exe: Option<ExeInfo>,
+    /// The driver's process.
+    pub(crate) driver: SocketAddr,
+    /// Whether the job's worker processes send what they print to the driver.
+    pub(crate) log_to_driver: bool,
 }
 
 /// Looks up a job (a raylet about to start the job's worker process).

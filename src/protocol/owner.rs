@@ -159,6 +159,22 @@ pub(crate) struct Infeasible {
     pub(crate) resources: ResourceSet,
 }
 
+/// Lines a job's worker process printed, from the node that started it to the job's driver
+/// (when the job asked for them: `Config::log_to_driver`), in the order printed per stream.
+#[derive(Message, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[rtype(result = "()")]
+pub(crate) struct WorkerOutput {
+    /// The node the worker process runs on: where it listens.
+    pub(crate) node: SocketAddr,
+    /// The worker process.
+    pub(crate) pid: u32,
+    /// From its stderr (else its stdout).
+    pub(crate) stderr: bool,
+    /// Each line (without its end) and what ran in the process when it was printed: a
+    /// function's or an actor type's name, empty before anything ran.
+    pub(crate) lines: Vec<(String, String)>,
+}
+
 super::wire!(TAGS, svc::Owner:
     TaskResult = 60,
     GetObject = 61,
@@ -172,4 +188,5 @@ super::wire!(TAGS, svc::Owner:
     Unstarted = 69,
     TaskQueued = 70,
     Infeasible = 71,
+    WorkerOutput = 72,
 );

@@ -63,6 +63,7 @@ struct JobRecord {
     namespace: String,
     driver: SocketAddr,
     exe: Option<ExeInfo>,
+    log_to_driver: bool,
 }
 
 /// A placement group's reservation answer, routed back into the actor.
@@ -701,6 +702,7 @@ impl Handler<RegisterJob> for Gcs {
                 namespace: msg.namespace,
                 driver: msg.driver,
                 exe: msg.exe,
+                log_to_driver: msg.log_to_driver,
             },
         );
         Ok(need)
@@ -716,6 +718,8 @@ impl Handler<GetJob> for Gcs {
             .map(|j| JobInfo {
                 namespace: j.namespace.clone(),
                 exe: j.exe.clone(),
+                driver: j.driver,
+                log_to_driver: j.log_to_driver,
             })
             .ok_or_else(|| {
                 Error::invalid(format!(

@@ -69,6 +69,7 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
         rt.with_leases(|l, now| l.unstarted(m.lease, specs, now))
     })?;
     direct::<Infeasible>(net, rt, |rt, m| rt.warn_infeasible(m))?;
+    direct::<WorkerOutput>(net, rt, |_, m| print_worker_output(&m))?;
     direct::<GroupReady>(net, rt, |rt, m| {
         rt.refs
             .complete(m.object, ready_value(m.outcome), Vec::new());
@@ -263,4 +264,10 @@ fn fail_lost(rt: &Arc<Runtime>, node: NodeId, reason: &str) {
             owner_finish(rt, &spec, Err(error), &[], None);
         }
     }
+}
+
+/// Prints what a worker process of this driver's job printed, each line prefixed with where it
+/// ran, on this process's stdout or stderr as it was printed there.
+fn print_worker_output(m: &WorkerOutput) {
+    crate::protocol::output::print(m.stderr, m.pid, m.node, &m.lines);
 }
