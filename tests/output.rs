@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 const CHILD: &str = "LUMEN_TEST_OUTPUT_CHILD";
 
 /// Lines each task prints on each stream.
-const LINES: u32 = 300;
+const LINES: u32 = 2000;
 
 /// What the child prints on stderr once its work is done.
 const DONE: &str = "child: done";

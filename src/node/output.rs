@@ -35,20 +35,29 @@ pub(crate) struct Destination {
 }
 
 impl Destination {
-    fn send(&self, stderr: bool, lines: Vec<(String, String)>) {
-        if lines.is_empty() {
-            return;
-        }
+    /// Sends a batch to the driver and waits until it took it (so one batch per stream is in
+    /// flight, and a driver that prints slowly slows the worker's pipe, not this node); once
+    /// the driver is gone, or when it cannot be reached, prints it here instead.
+    async fn send(&self, stderr: bool, lines: Vec<(String, String)>) {
         if !self.driver_gone.load(Ordering::Acquire) {
-            self.net
+            let sent = self
+                .net
                 .target::<svc::Owner>(self.driver)
-                .do_send(WorkerOutput {
+                .send(WorkerOutput {
                     node: self.node,
                     pid: self.pid,
                     stderr,
-                    lines,
-                });
-            return;
+                    lines: lines.clone(),
+                })
+                .await;
+            match sent {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::info!(driver = %self.driver, pid = self.pid,
+                        "worker output stays on this node: the driver cannot take it: {e}");
+                    self.driver_gone.store(true, Ordering::Release);
+                }
+            }
         }
         output::print(stderr, self.pid, self.node, &lines);
     }
@@ -106,16 +115,16 @@ async fn next_line<R: AsyncBufRead + Unpin>(
 }
 
 /// Reads `stream` (the worker's stderr when `stderr`) to its end, sending its lines to `to`:
-/// each batch is the lines there were to read when the first of them arrived.
+/// each batch is the lines there were to read when the first of them arrived, sent before the
+/// next is read.
 pub(crate) async fn forward(stream: impl AsyncRead + Unpin, stderr: bool, to: Destination) {
-    let lines = read_batches(stream, |batch| to.send(stderr, batch));
-    lines.await;
+    read_batches(stream, |batch| to.send(stderr, batch)).await;
 }
 
-/// [`forward`]'s reading: calls `batch` with each batch of labelled lines.
-async fn read_batches(
+/// [`forward`]'s reading: hands each batch of labelled lines to `batch` and waits for it.
+async fn read_batches<F: std::future::Future<Output = ()>>(
     stream: impl AsyncRead + Unpin,
-    mut batch: impl FnMut(Vec<(String, String)>),
+    mut batch: impl FnMut(Vec<(String, String)>) -> F,
 ) {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut labels = Labels::default();
@@ -138,7 +147,7 @@ async fn read_batches(
             }
         };
         if !lines.is_empty() {
-            batch(lines);
+            batch(lines).await;
         }
         if ended {
             return;
@@ -155,7 +164,10 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        rt.block_on(read_batches(input, |b| out.push(b)));
+        rt.block_on(read_batches(input, |b| {
+            out.push(b);
+            std::future::ready(())
+        }));
         out
     }
 

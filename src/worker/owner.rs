@@ -69,7 +69,21 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
         rt.with_leases(|l, now| l.unstarted(m.lease, specs, now))
     })?;
     direct::<Infeasible>(net, rt, |rt, m| rt.warn_infeasible(m))?;
-    direct::<WorkerOutput>(net, rt, |_, m| print_worker_output(&m))?;
+    net.serve::<WorkerOutput>(
+        |m| {
+            // Nodes ask (below); a one-way message is printed if there is room, else dropped.
+            let _ = printer().try_send(m);
+        },
+        |m| -> Reply<WorkerOutput> {
+            // Answered once the printer has room: a node sends its next batch only then, so a
+            // slow terminal slows the printing worker, not this process's messages.
+            let printer = printer();
+            Box::pin(async move {
+                let _ = printer.send_async(m).await;
+                Ok(())
+            })
+        },
+    )?;
     direct::<GroupReady>(net, rt, |rt, m| {
         rt.refs
             .complete(m.object, ready_value(m.outcome), Vec::new());
@@ -266,8 +280,27 @@ fn fail_lost(rt: &Arc<Runtime>, node: NodeId, reason: &str) {
     }
 }
 
-/// Prints what a worker process of this driver's job printed, each line prefixed with where it
-/// ran, on this process's stdout or stderr as it was printed there.
-fn print_worker_output(m: &WorkerOutput) {
-    crate::protocol::output::print(m.stderr, m.pid, m.node, &m.lines);
+/// Batches of output from this job's worker processes waiting to be printed.
+const PRINT_QUEUE: usize = 64;
+
+/// Where this process's worker output goes to be printed: a thread of its own (started on first
+/// use), so that a blocked stdout never stops the handling of messages.
+fn printer() -> flume::Sender<WorkerOutput> {
+    static PRINTER: std::sync::OnceLock<flume::Sender<WorkerOutput>> = std::sync::OnceLock::new();
+    PRINTER
+        .get_or_init(|| {
+            let (tx, rx) = flume::bounded::<WorkerOutput>(PRINT_QUEUE);
+            let started = std::thread::Builder::new()
+                .name("lumen-output".into())
+                .spawn(move || {
+                    for m in rx.iter() {
+                        crate::protocol::output::print(m.stderr, m.pid, m.node, &m.lines);
+                    }
+                });
+            if let Err(e) = started {
+                tracing::warn!("cannot start the thread that prints worker output: {e}");
+            }
+            tx
+        })
+        .clone()
 }
