@@ -231,7 +231,10 @@ impl JobWorkers {
     /// The job's worker could not start: returns what waited for it.
     pub(crate) fn failed(&mut self, job: JobId) -> Vec<Launch> {
         match self.jobs.remove(&job) {
-            Some(JobWorker::Starting { queue, .. }) => queue,
+            Some(JobWorker::Starting { queue, .. }) => {
+                self.driver_gone.remove(&job);
+                queue
+            }
             Some(other) => {
                 self.jobs.insert(job, other);
                 Vec::new()
@@ -327,9 +330,9 @@ pub(crate) enum WorkerEvent {
     StartFailed(WorkerStartFailed),
 }
 
-/// Finds the job's executable (cached, else fetched from the GCS) and starts it in worker mode.
-/// Starts the job's worker process; with it, the job's driver when the process's output goes
-/// there (its stdout and stderr are then piped, for [`output::forward`]).
+/// Finds the job's executable (cached, else fetched from the GCS) and starts it in worker mode;
+/// returns it with the job's driver when the process's output goes there (its stdout and stderr
+/// are then piped, for [`output::forward`]).
 async fn spawn_worker(
     settings: &WorkerSettings,
     node: SocketAddr,

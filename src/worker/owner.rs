@@ -72,14 +72,17 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
     net.serve::<WorkerOutput>(
         |m| {
             // Nodes ask (below); a one-way message is printed if there is room, else dropped.
-            let _ = printer().try_send(m);
+            let _ = printer().try_send((m, None));
         },
         |m| -> Reply<WorkerOutput> {
-            // Answered once the printer has room: a node sends its next batch only then, so a
+            // Answered once the batch is printed: a node sends its next batch only then, so a
             // slow terminal slows the printing worker, not this process's messages.
             let printer = printer();
             Box::pin(async move {
-                let _ = printer.send_async(m).await;
+                let (done, printed) = tokio::sync::oneshot::channel();
+                if printer.send_async((m, Some(done))).await.is_ok() {
+                    let _ = printed.await;
+                }
                 Ok(())
             })
         },
@@ -283,18 +286,24 @@ fn fail_lost(rt: &Arc<Runtime>, node: NodeId, reason: &str) {
 /// Batches of output from this job's worker processes waiting to be printed.
 const PRINT_QUEUE: usize = 64;
 
+/// A batch to print, and whom to tell once it is printed.
+type ToPrint = (WorkerOutput, Option<tokio::sync::oneshot::Sender<()>>);
+
 /// Where this process's worker output goes to be printed: a thread of its own (started on first
 /// use), so that a blocked stdout never stops the handling of messages.
-fn printer() -> flume::Sender<WorkerOutput> {
-    static PRINTER: std::sync::OnceLock<flume::Sender<WorkerOutput>> = std::sync::OnceLock::new();
+fn printer() -> flume::Sender<ToPrint> {
+    static PRINTER: std::sync::OnceLock<flume::Sender<ToPrint>> = std::sync::OnceLock::new();
     PRINTER
         .get_or_init(|| {
-            let (tx, rx) = flume::bounded::<WorkerOutput>(PRINT_QUEUE);
+            let (tx, rx) = flume::bounded::<ToPrint>(PRINT_QUEUE);
             let started = std::thread::Builder::new()
                 .name("lumen-output".into())
                 .spawn(move || {
-                    for m in rx.iter() {
+                    for (m, done) in rx.iter() {
                         crate::protocol::output::print(m.stderr, m.pid, m.node, &m.lines);
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
                     }
                 });
             if let Err(e) = started {
