@@ -116,7 +116,8 @@ pub use api::actor::{
 pub use api::args::IntoArg;
 pub use api::cluster::{
     available_resources, available_resources_async, cluster_resources, cluster_resources_async,
-    list_actors, list_actors_async, nodes, nodes_async, ActorInfo, NodeInfo,
+    list_actors, list_actors_async, list_jobs, list_jobs_async, nodes, nodes_async, ActorInfo,
+    JobInfo, NodeInfo,
 };
 pub use api::context::{runtime_context, try_runtime_context, RuntimeContext};
 pub use api::objects::{

@@ -1183,4 +1183,29 @@ fn started_nodes_spread_default_actors_and_report_infeasible_work() {
         |cmd| session.isolate(cmd),
         demands,
     );
+    // Both drivers have gone (this one, and the child): `lumen list jobs` shows both jobs
+    // finished, with the program the nodes ran for them.
+    let out = session
+        .lumen(&["list", "jobs", "--format", "json"])
+        .expect_ok("lumen list jobs --format json");
+    let jobs: Vec<serde_json::Value> = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("lumen list jobs --format json: {e}: {}", out.stdout));
+    assert!(jobs.len() >= 2, "{}", out.stdout);
+    for j in &jobs {
+        assert_eq!(j["status"], "FINISHED", "{}", out.stdout);
+        assert!(j["entrypoint"].is_string(), "{}", out.stdout);
+        assert!(
+            j["end_time_ms"].as_u64() >= j["start_time_ms"].as_u64(),
+            "{}",
+            out.stdout
+        );
+    }
+    let table = session
+        .lumen(&["list", "jobs"])
+        .expect_ok("lumen list jobs");
+    assert!(
+        table.stdout.starts_with("JOB_ID") && table.stdout.matches("FINISHED").count() >= 2,
+        "{}",
+        table.stdout
+    );
 }

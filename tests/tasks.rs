@@ -953,6 +953,35 @@ fn test_unhandled_errors() {
     assert_eq!(times("unread call"), 1);
 }
 
+/// Ray's `list_jobs` (the state API): this driver's job is listed, running, with when it
+/// started; on a cluster, with the program the nodes run for it.
+#[test]
+fn list_jobs_shows_this_driver_running() {
+    init();
+    let me = lumen::runtime_context().job_id();
+    let jobs = lumen::list_jobs().expect("list_jobs");
+    let mine = jobs
+        .iter()
+        .find(|j| j.job_id == me)
+        .unwrap_or_else(|| panic!("this job is not listed: {jobs:?}"));
+    assert_eq!(mine.status, "RUNNING");
+    assert_eq!(mine.end_time_ms, None);
+    assert!(mine.start_time_ms > 0);
+    assert_eq!(mine.entrypoint.is_some(), common::on_cluster(), "{mine:?}");
+    let again = futures::executor::block_on(lumen::list_jobs_async()).expect("list_jobs_async");
+    assert!(again.iter().any(|j| j.job_id == me));
+    // In async code the blocking form refuses, naming its twin.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    match runtime.block_on(async { lumen::list_jobs() }) {
+        Err(Error::InvalidArgument { message }) => {
+            assert!(message.contains("list_jobs_async"), "{message}")
+        }
+        other => panic!("list_jobs in async code: {other:?}"),
+    }
+}
+
 /// Set in the child driver of [`unhandled_errors_print_at_the_driver_unless_ignored`]: where it
 /// runs (`embedded`, or `cluster` for a two-node local cluster with worker processes).
 const UNHANDLED_CHILD: &str = "LUMEN_TEST_UNHANDLED_CHILD";

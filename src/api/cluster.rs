@@ -7,8 +7,8 @@
 use crate::context::refuse_blocking_logged;
 use crate::error::Result;
 use crate::ids::ActorId;
-use crate::ids::NodeId;
-use crate::protocol::gcs::{GetNodes, ListActors};
+use crate::ids::{JobId, NodeId};
+use crate::protocol::gcs::{GetNodes, ListActors, ListJobs};
 use crate::protocol::raylet::GetResources;
 use crate::protocol::svc;
 use crate::transport::net::IN_PROCESS;
@@ -295,6 +295,83 @@ pub fn list_actors_async() -> impl Future<Output = Vec<ActorInfo>> + Send + 'sta
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// A job, as `lumen::list_jobs()` reports it: a driver's run on the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobInfo {
+    /// The job's id (a driver's `runtime_context().job_id()`).
+    pub job_id: JobId,
+    /// `RUNNING`, or `FINISHED` once its driver has shut down or gone away.
+    pub status: String,
+    /// The namespace of its named actors.
+    pub namespace: String,
+    /// The name of the driver's executable (`None` for the embedded cluster's driver, which runs
+    /// its own work).
+    pub entrypoint: Option<String>,
+    /// The driver's process: where it listens.
+    pub driver_address: String,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub start_time_ms: u64,
+    /// When it ended, if it has.
+    pub end_time_ms: Option<u64>,
+}
+
+/// The cluster's jobs: the running ones, then the last 1,000 that ended, oldest first (Ray's
+/// `list_jobs`).
+///
+/// In async code it returns `Error::InvalidArgument` without blocking: use [`list_jobs_async`]
+/// there.
+///
+/// # Examples
+/// ```no_run
+/// lumen::init()?;
+/// let me = lumen::runtime_context().job_id();
+/// let jobs = lumen::list_jobs()?;
+/// assert!(jobs.iter().any(|j| j.job_id == me && j.status == "RUNNING"));
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn list_jobs() -> Result<Vec<JobInfo>> {
+    let rt = runtime::current()?;
+    crate::context::refuse_blocking("lumen::list_jobs", "lumen::list_jobs_async().await")?;
+    Ok(to_job_infos(rt.request(&rt.gcs, ListJobs)?))
+}
+
+/// The cluster's jobs without blocking a thread: the async twin of [`list_jobs`]. Works on any
+/// executor.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() -> lumen::Result<()> {
+/// assert!(!lumen::list_jobs_async().await?.is_empty());
+/// # Ok(()) }
+/// lumen::init()?;
+/// futures::executor::block_on(run())?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn list_jobs_async() -> impl Future<Output = Result<Vec<JobInfo>>> + Send + 'static {
+    let ask = runtime::current().map(|rt| rt.ask(&rt.gcs, ListJobs));
+    async move { Ok(to_job_infos(ask?.await?)) }
+}
+
+fn to_job_infos(rows: Vec<crate::protocol::gcs::JobSummary>) -> Vec<JobInfo> {
+    rows.into_iter()
+        .map(|j| JobInfo {
+            job_id: j.job_id,
+            status: if j.end_ms.is_some() {
+                "FINISHED"
+            } else {
+                "RUNNING"
+            }
+            .to_string(),
+            namespace: j.namespace,
+            entrypoint: j.entrypoint,
+            driver_address: j.driver.to_string(),
+            start_time_ms: j.start_ms,
+            end_time_ms: j.end_ms,
+        })
+        .collect()
 }
 
 fn to_actor_infos(rows: Vec<crate::protocol::gcs::ActorSummary>) -> Vec<ActorInfo> {

@@ -78,6 +78,7 @@ enum ListWhat {
     Nodes,
     Actors,
     PlacementGroups,
+    Jobs,
 }
 
 #[derive(Subcommand)]
@@ -102,7 +103,7 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// List the cluster's nodes or actors.
+    /// List the cluster's nodes, actors, placement groups or jobs.
     List {
         #[arg(value_enum)]
         what: ListWhat,
@@ -510,6 +511,25 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 (ListWhat::PlacementGroups, Format::Json) => {
                     println!("{}", serde_json::to_string_pretty(&s.placement_groups)?)
+                }
+                (ListWhat::Jobs, Format::Json) => {
+                    println!("{}", serde_json::to_string_pretty(&s.jobs)?)
+                }
+                (ListWhat::Jobs, Format::Table) => {
+                    println!(
+                        "{:<34} {:<9} {:<22} {:<24} NAMESPACE",
+                        "JOB_ID", "STATUS", "DRIVER", "ENTRYPOINT"
+                    );
+                    for j in &s.jobs {
+                        println!(
+                            "{:<34} {:<9} {:<22} {:<24} {}",
+                            j.job_id,
+                            j.status,
+                            j.driver_address,
+                            j.entrypoint.as_deref().unwrap_or("-"),
+                            j.namespace
+                        );
+                    }
                 }
                 (ListWhat::PlacementGroups, Format::Table) => {
                     println!(

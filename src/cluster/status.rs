@@ -5,7 +5,7 @@ use crate::cluster::builder::Builder;
 use crate::cluster::contact::{find_token, resolve_address};
 use crate::cluster::session;
 use crate::error::{Error, Result};
-use crate::protocol::gcs::{GetNodes, ListActors, ListPlacementGroups};
+use crate::protocol::gcs::{GetNodes, ListActors, ListJobs, ListPlacementGroups};
 use crate::protocol::raylet::GetResources;
 use crate::protocol::svc;
 use serde::Serialize;
@@ -66,6 +66,25 @@ pub struct PlacementGroupRow {
     pub detached: bool,
 }
 
+/// One job, as `lumen list jobs` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    /// The job's id.
+    pub job_id: String,
+    /// `RUNNING` or `FINISHED`.
+    pub status: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// The driver's executable, if the cluster runs it.
+    pub entrypoint: Option<String>,
+    /// The driver's process.
+    pub driver_address: String,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub start_time_ms: u64,
+    /// When it ended, if it has.
+    pub end_time_ms: Option<u64>,
+}
+
 /// A snapshot of a cluster.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterStatus {
@@ -77,6 +96,8 @@ pub struct ClusterStatus {
     pub actors: Vec<ActorRow>,
     /// Every placement group the GCS knows.
     pub placement_groups: Vec<PlacementGroupRow>,
+    /// The running jobs, then the last ones that ended.
+    pub jobs: Vec<JobRow>,
 }
 
 /// Connects to the cluster at `address` (`None`: `LUMEN_ADDRESS`, else the head on this
@@ -167,11 +188,31 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
                 detached: g.detached,
             })
             .collect();
+        let jobs = gcs
+            .send(ListJobs)
+            .await?
+            .into_iter()
+            .map(|j| JobRow {
+                job_id: j.job_id.to_string(),
+                status: if j.end_ms.is_some() {
+                    "FINISHED"
+                } else {
+                    "RUNNING"
+                }
+                .to_string(),
+                namespace: j.namespace,
+                entrypoint: j.entrypoint,
+                driver_address: j.driver.to_string(),
+                start_time_ms: j.start_ms,
+                end_time_ms: j.end_ms,
+            })
+            .collect();
         Ok::<_, Error>(ClusterStatus {
             address: gcs_addr.to_string(),
             nodes: rows,
             actors,
             placement_groups,
+            jobs,
         })
     })?
 }

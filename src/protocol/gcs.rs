@@ -213,6 +213,26 @@ pub(crate) struct ActorSummary {
 #[rtype(result = "Vec<ActorSummary>")]
 pub(crate) struct ListActors;
 
+/// A job as the GCS lists it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct JobSummary {
+    pub(crate) job_id: JobId,
+    pub(crate) namespace: String,
+    /// The driver's process.
+    pub(crate) driver: SocketAddr,
+    /// The name of the driver's executable (none for a driver that is its own node's worker).
+    pub(crate) entrypoint: Option<String>,
+    /// When it registered, in milliseconds since the Unix epoch.
+    pub(crate) start_ms: u64,
+    /// When it ended (its driver finished or went away), if it has.
+    pub(crate) end_ms: Option<u64>,
+}
+
+/// Lists the running jobs, then the last ones that ended (oldest first).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Vec<JobSummary>")]
+pub(crate) struct ListJobs;
+
 /// A placement group as the GCS reports it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct PgSummary {
@@ -301,4 +321,5 @@ super::wire!(TAGS, svc::Gcs:
     RemovePlacementGroup = 20,
     GetPlacementGroup = 21,
     ListPlacementGroups = 22,
+    ListJobs = 23,
 );

@@ -64,6 +64,31 @@ struct JobRecord {
     driver: SocketAddr,
     exe: Option<ExeInfo>,
     log_to_driver: bool,
+    /// When it registered, in milliseconds since the Unix epoch.
+    start_ms: u64,
+}
+
+impl JobRecord {
+    fn summary(&self, job_id: JobId, end_ms: Option<u64>) -> JobSummary {
+        JobSummary {
+            job_id,
+            namespace: self.namespace.clone(),
+            driver: self.driver,
+            entrypoint: self.exe.as_ref().map(|e| e.name.clone()),
+            start_ms: self.start_ms,
+            end_ms,
+        }
+    }
+}
+
+/// Ended jobs the GCS remembers for `list_jobs` (the oldest go first).
+const ENDED_JOBS_KEPT: usize = 1000;
+
+/// Now, in milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A placement group's reservation answer, routed back into the actor.
@@ -82,6 +107,8 @@ pub(crate) struct Gcs {
     nodes: Membership,
     settings: Settings,
     jobs: HashMap<JobId, JobRecord>,
+    /// The last jobs that ended, oldest first, at most [`ENDED_JOBS_KEPT`].
+    ended_jobs: std::collections::VecDeque<JobSummary>,
     actors: ActorDirectory<SocketAddr>,
     /// Processes calling each actor, told when it dies so their calls fail at once.
     subscribers: HashMap<ActorId, Vec<SocketAddr>>,
@@ -110,6 +137,7 @@ impl Gcs {
             nodes: Membership::new(settings.node_timeout),
             settings,
             jobs: HashMap::new(),
+            ended_jobs: std::collections::VecDeque::new(),
             actors: ActorDirectory::default(),
             subscribers: HashMap::new(),
             actor_specs: HashMap::new(),
@@ -156,7 +184,8 @@ impl Gcs {
             WaitPlacementGroup,
             RemovePlacementGroup,
             GetPlacementGroup,
-            ListPlacementGroups
+            ListPlacementGroups,
+            ListJobs
         );
         let lost = addr.clone();
         net.on_lost(Arc::new(move |peer, _| {
@@ -340,9 +369,14 @@ impl Gcs {
 
     /// A job ended: its non-detached actors die and every raylet stops its workers.
     fn finish_job(&mut self, job_id: JobId) {
-        if self.jobs.remove(&job_id).is_none() {
+        let Some(record) = self.jobs.remove(&job_id) else {
             return;
+        };
+        if self.ended_jobs.len() == ENDED_JOBS_KEPT {
+            self.ended_jobs.pop_front();
         }
+        self.ended_jobs
+            .push_back(record.summary(job_id, Some(now_ms())));
         tracing::info!(job = %job_id, "job finished");
         let doomed: Vec<ActorId> = self
             .actor_specs
@@ -703,6 +737,7 @@ impl Handler<RegisterJob> for Gcs {
                 driver: msg.driver,
                 exe: msg.exe,
                 log_to_driver: msg.log_to_driver,
+                start_ms: now_ms(),
             },
         );
         Ok(need)
@@ -904,6 +939,21 @@ impl Handler<ListActors> for Gcs {
     fn handle(&mut self, _: ListActors, _: &mut Context<Self>) -> Self::Result {
         let _h = supervise::handling::<ListActors>();
         MessageResult(self.actors.list())
+    }
+}
+
+impl Handler<ListJobs> for Gcs {
+    type Result = MessageResult<ListJobs>;
+    fn handle(&mut self, _: ListJobs, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<ListJobs>();
+        let mut running: Vec<JobSummary> = self
+            .jobs
+            .iter()
+            .map(|(id, j)| j.summary(*id, None))
+            .collect();
+        running.sort_by_key(|j| (j.start_ms, j.job_id));
+        running.extend(self.ended_jobs.iter().cloned());
+        MessageResult(running)
     }
 }
 
