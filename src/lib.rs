@@ -116,8 +116,8 @@ pub use api::actor::{
 pub use api::args::IntoArg;
 pub use api::cluster::{
     available_resources, available_resources_async, cluster_resources, cluster_resources_async,
-    list_actors, list_actors_async, list_jobs, list_jobs_async, nodes, nodes_async, ActorInfo,
-    JobInfo, NodeInfo,
+    list_actors, list_actors_async, list_jobs, list_jobs_async, list_workers, list_workers_async,
+    nodes, nodes_async, ActorInfo, JobInfo, NodeInfo, WorkerInfo,
 };
 pub use api::context::{runtime_context, try_runtime_context, RuntimeContext};
 pub use api::objects::{

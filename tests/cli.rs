@@ -1163,6 +1163,24 @@ fn started_nodes_spread_default_actors_and_report_infeasible_work() {
             spread,
             "30 default actors never spread 5+ per node: {seen:?}"
         );
+        // The actors run in this job's worker process on each node: `lumen list workers`
+        // shows them, and this driver.
+        let out = session
+            .lumen(&["list", "workers", "--format", "json"])
+            .expect_ok("lumen list workers --format json");
+        let workers: Vec<serde_json::Value> = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("lumen list workers --format json: {e}: {}", out.stdout));
+        let of = |kind: &'static str| workers.iter().filter(move |w| w["worker_type"] == kind);
+        assert!(
+            of("DRIVER").any(|w| w["pid"] == std::process::id()),
+            "{}",
+            out.stdout
+        );
+        let nodes: std::collections::BTreeSet<String> = of("WORKER")
+            .filter(|w| w["alive"] == true && w["pid"].is_u64())
+            .filter_map(|w| w["node_id"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(nodes.len(), 3, "{}", out.stdout);
     }
     let demands = || -> Vec<common::infeasible::Shape> {
         session

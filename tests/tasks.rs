@@ -982,6 +982,46 @@ fn list_jobs_shows_this_driver_running() {
     }
 }
 
+#[lumen::remote]
+fn process_id() -> u32 {
+    std::process::id()
+}
+
+/// Ray's `list_workers`: this driver is listed once, as the driver, with its pid; on a cluster,
+/// the process a task ran in is listed as this job's worker on its node.
+#[test]
+fn list_workers_shows_this_driver_and_its_worker_processes() {
+    init();
+    let me = lumen::runtime_context().job_id();
+    let here = std::process::id();
+    // On a cluster, a task first, so that this job has a worker process somewhere.
+    let worker_pid = common::on_cluster().then(|| common::get(&process_id::remote()).unwrap());
+    let workers = lumen::list_workers().expect("list_workers");
+    let mine: Vec<_> = workers.iter().filter(|w| w.job_id == me).collect();
+    let drivers: Vec<_> = mine.iter().filter(|w| w.worker_type == "DRIVER").collect();
+    assert_eq!(drivers.len(), 1, "{mine:?}");
+    assert_eq!(drivers[0].pid, Some(here));
+    assert!(
+        !mine
+            .iter()
+            .any(|w| w.worker_type == "WORKER" && w.pid == Some(here)),
+        "this process is listed twice: {mine:?}"
+    );
+    if let Some(pid) = worker_pid {
+        assert!(
+            mine.iter().any(|w| w.worker_type == "WORKER"
+                && w.pid == Some(pid)
+                && w.alive
+                && w.node_id.is_some_and(|n| common::is_node(&n.to_string()))),
+            "the task's process {pid} is not listed: {mine:?}"
+        );
+    }
+    assert!(futures::executor::block_on(lumen::list_workers_async())
+        .expect("list_workers_async")
+        .iter()
+        .any(|w| w.job_id == me));
+}
+
 /// Set in the child driver of [`unhandled_errors_print_at_the_driver_unless_ignored`]: where it
 /// runs (`embedded`, or `cluster` for a two-node local cluster with worker processes).
 const UNHANDLED_CHILD: &str = "LUMEN_TEST_UNHANDLED_CHILD";

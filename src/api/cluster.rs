@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::ids::ActorId;
 use crate::ids::{JobId, NodeId};
 use crate::protocol::gcs::{GetNodes, ListActors, ListJobs};
-use crate::protocol::raylet::GetResources;
+use crate::protocol::raylet::{GetResources, GetWorkers};
 use crate::protocol::svc;
 use crate::transport::net::IN_PROCESS;
 use crate::worker::runtime::{self, Runtime};
@@ -312,6 +312,8 @@ pub struct JobInfo {
     pub entrypoint: Option<String>,
     /// The driver's process: where it listens.
     pub driver_address: String,
+    /// The driver's process id.
+    pub driver_pid: u32,
     /// When it started, in milliseconds since the Unix epoch.
     pub start_time_ms: u64,
     /// When it ended, if it has.
@@ -355,6 +357,84 @@ pub fn list_jobs_async() -> impl Future<Output = Result<Vec<JobInfo>>> + Send + 
     async move { Ok(to_job_infos(ask?.await?)) }
 }
 
+/// A driver or worker process, as `lumen::list_workers()` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerInfo {
+    /// `DRIVER` (a job's driver) or `WORKER` (a process a node runs a job's work in).
+    pub worker_type: String,
+    /// The job it serves.
+    pub job_id: JobId,
+    /// The node it runs on (`None` for a driver).
+    pub node_id: Option<NodeId>,
+    /// Where it listens (`None` for a worker process still starting).
+    pub address: Option<String>,
+    /// Its process id (`None` for a worker process its node did not start).
+    pub pid: Option<u32>,
+    /// Whether it is up (a worker process still starting is not).
+    pub alive: bool,
+}
+
+/// The cluster's drivers and worker processes (Ray's `list_workers`): each running job's
+/// driver, then each live node's worker process of each job that ran work there. A driver that
+/// runs its own work (the embedded cluster's) is listed once, as the driver.
+///
+/// In async code it returns `Error::InvalidArgument` without blocking: use
+/// [`list_workers_async`] there.
+///
+/// # Examples
+/// ```no_run
+/// lumen::init()?;
+/// let workers = lumen::list_workers()?;
+/// assert!(workers
+///     .iter()
+///     .any(|w| w.worker_type == "DRIVER" && w.pid == Some(std::process::id())));
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn list_workers() -> Result<Vec<WorkerInfo>> {
+    runtime::current()?;
+    crate::context::refuse_blocking("lumen::list_workers", "lumen::list_workers_async().await")?;
+    futures::executor::block_on(list_workers_async())
+}
+
+/// The cluster's drivers and worker processes without blocking a thread: the async twin of
+/// [`list_workers`]. Works on any executor.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() -> lumen::Result<()> {
+/// assert!(!lumen::list_workers_async().await?.is_empty());
+/// # Ok(()) }
+/// lumen::init()?;
+/// futures::executor::block_on(run())?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn list_workers_async() -> impl Future<Output = Result<Vec<WorkerInfo>>> + Send + 'static {
+    let rt = runtime::current();
+    async move {
+        let rt = rt?;
+        let jobs = rt.ask(&rt.gcs, ListJobs).await?;
+        let nodes = rt.ask(&rt.gcs, GetNodes).await?;
+        let asks = nodes.iter().filter(|n| n.alive).map(|n| {
+            let raylet = rt.net.target::<svc::Raylet>(n.address);
+            let node = n.node_id;
+            async move { (node, raylet.send(GetWorkers).await.unwrap_or_default()) }
+        });
+        let per_node = futures::future::join_all(asks).await;
+        Ok(crate::cluster::status::worker_entries(&jobs, per_node)
+            .into_iter()
+            .map(|w| WorkerInfo {
+                worker_type: if w.driver { "DRIVER" } else { "WORKER" }.to_string(),
+                job_id: w.job_id,
+                node_id: w.node_id,
+                address: w.address.map(|a| a.to_string()),
+                pid: w.pid,
+                alive: w.alive,
+            })
+            .collect())
+    }
+}
+
 fn to_job_infos(rows: Vec<crate::protocol::gcs::JobSummary>) -> Vec<JobInfo> {
     rows.into_iter()
         .map(|j| JobInfo {
@@ -368,6 +448,7 @@ fn to_job_infos(rows: Vec<crate::protocol::gcs::JobSummary>) -> Vec<JobInfo> {
             namespace: j.namespace,
             entrypoint: j.entrypoint,
             driver_address: j.driver.to_string(),
+            driver_pid: j.driver_pid,
             start_time_ms: j.start_ms,
             end_time_ms: j.end_ms,
         })

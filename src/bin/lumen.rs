@@ -79,6 +79,7 @@ enum ListWhat {
     Actors,
     PlacementGroups,
     Jobs,
+    Workers,
 }
 
 #[derive(Subcommand)]
@@ -103,7 +104,7 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// List the cluster's nodes, actors, placement groups or jobs.
+    /// List the cluster's nodes, actors, placement groups, jobs or workers.
     List {
         #[arg(value_enum)]
         what: ListWhat,
@@ -511,6 +512,26 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 (ListWhat::PlacementGroups, Format::Json) => {
                     println!("{}", serde_json::to_string_pretty(&s.placement_groups)?)
+                }
+                (ListWhat::Workers, Format::Json) => {
+                    println!("{}", serde_json::to_string_pretty(&s.workers)?)
+                }
+                (ListWhat::Workers, Format::Table) => {
+                    println!(
+                        "{:<7} {:<34} {:<8} {:<22} {:<6} NODE_ID",
+                        "TYPE", "JOB_ID", "PID", "ADDRESS", "ALIVE"
+                    );
+                    for w in &s.workers {
+                        println!(
+                            "{:<7} {:<34} {:<8} {:<22} {:<6} {}",
+                            w.worker_type,
+                            w.job_id,
+                            w.pid.map_or("-".to_string(), |p| p.to_string()),
+                            w.address.as_deref().unwrap_or("-"),
+                            w.alive,
+                            w.node_id.as_deref().unwrap_or("-")
+                        );
+                    }
                 }
                 (ListWhat::Jobs, Format::Json) => {
                     println!("{}", serde_json::to_string_pretty(&s.jobs)?)

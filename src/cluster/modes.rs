@@ -101,6 +101,7 @@ fn start_embedded(config: Config) -> Result<()> {
                 driver: net.addr(),
                 exe: None,
                 log_to_driver: false,
+                pid: std::process::id(),
             },
         )??;
         // This process is its node's worker for its job: the raylet runs the job's work here.
@@ -192,6 +193,7 @@ fn start_driver(config: Config, address: &str, nodes: Vec<Node>) -> Result<()> {
                     name: exe.2.clone(),
                 }),
                 log_to_driver,
+                pid: std::process::id(),
             })
             .await??;
         if need {

@@ -5,12 +5,14 @@ use crate::cluster::builder::Builder;
 use crate::cluster::contact::{find_token, resolve_address};
 use crate::cluster::session;
 use crate::error::{Error, Result};
-use crate::protocol::gcs::{GetNodes, ListActors, ListJobs, ListPlacementGroups};
-use crate::protocol::raylet::GetResources;
+use crate::ids::{JobId, NodeId};
+use crate::protocol::gcs::{GetNodes, JobSummary, ListActors, ListJobs, ListPlacementGroups};
+use crate::protocol::raylet::{GetResources, GetWorkers, WorkerSummary};
 use crate::protocol::svc;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// One node, as `lumen status` shows it.
@@ -85,6 +87,69 @@ pub struct JobRow {
     pub end_time_ms: Option<u64>,
 }
 
+/// One driver or worker process, as `lumen list workers` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerRow {
+    /// `DRIVER` (a job's driver) or `WORKER` (a process a node runs a job's work in).
+    pub worker_type: String,
+    /// The job it serves.
+    pub job_id: String,
+    /// The node it runs on (none for a driver).
+    pub node_id: Option<String>,
+    /// Where it listens (none for a worker still starting).
+    pub address: Option<String>,
+    /// Its process id (none for a worker process the node did not start).
+    pub pid: Option<u32>,
+    /// Whether it is up (a worker process still starting is not).
+    pub alive: bool,
+}
+
+/// A driver or a worker, before it is shown.
+pub(crate) struct WorkerEntry {
+    pub(crate) driver: bool,
+    pub(crate) job_id: JobId,
+    pub(crate) node_id: Option<NodeId>,
+    pub(crate) address: Option<SocketAddr>,
+    pub(crate) pid: Option<u32>,
+    pub(crate) alive: bool,
+}
+
+/// What `list workers` lists: each running job's driver, then each node's job workers, less
+/// those that are a driver's own process (a driver that runs its own work, as the embedded
+/// cluster's does).
+pub(crate) fn worker_entries(
+    jobs: &[JobSummary],
+    nodes: Vec<(NodeId, Vec<WorkerSummary>)>,
+) -> Vec<WorkerEntry> {
+    let running = || jobs.iter().filter(|j| j.end_ms.is_none());
+    let mut out: Vec<WorkerEntry> = running()
+        .map(|j| WorkerEntry {
+            driver: true,
+            job_id: j.job_id,
+            node_id: None,
+            address: Some(j.driver),
+            pid: Some(j.driver_pid),
+            alive: true,
+        })
+        .collect();
+    for (node, workers) in nodes {
+        for w in workers {
+            if w.address.is_some_and(|a| running().any(|j| j.driver == a)) {
+                continue;
+            }
+            out.push(WorkerEntry {
+                driver: false,
+                job_id: w.job_id,
+                node_id: Some(node),
+                address: w.address,
+                pid: w.pid,
+                alive: w.alive,
+            });
+        }
+    }
+    out
+}
+
 /// A snapshot of a cluster.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterStatus {
@@ -98,6 +163,8 @@ pub struct ClusterStatus {
     pub placement_groups: Vec<PlacementGroupRow>,
     /// The running jobs, then the last ones that ended.
     pub jobs: Vec<JobRow>,
+    /// Each running job's driver and each node's job workers.
+    pub workers: Vec<WorkerRow>,
 }
 
 /// Connects to the cluster at `address` (`None`: `LUMEN_ADDRESS`, else the head on this
@@ -138,13 +205,27 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
             let target = n.alive.then(|| net.target::<svc::Raylet>(n.address));
             async move {
                 let r = target?;
-                tokio::time::timeout(Duration::from_secs(2), r.send(GetResources))
+                let ask = async {
+                    let resources = r.send(GetResources).await.ok()?;
+                    let workers = r.send(GetWorkers).await.unwrap_or_default();
+                    Some((resources, workers))
+                };
+                tokio::time::timeout(Duration::from_secs(2), ask)
                     .await
                     .ok()
-                    .and_then(|r| r.ok())
+                    .flatten()
             }
         }))
         .await;
+        let (snaps, workers): (Vec<_>, Vec<_>) = snaps
+            .into_iter()
+            .map(|s| match s {
+                Some((r, w)) => (Some(r), w),
+                None => (None, Vec::new()),
+            })
+            .unzip();
+        let workers: Vec<(NodeId, Vec<WorkerSummary>)> =
+            nodes.iter().map(|n| n.node_id).zip(workers).collect();
         let mut rows = Vec::new();
         for (n, snap) in nodes.into_iter().zip(snaps) {
             rows.push(NodeStatus {
@@ -188,9 +269,19 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
                 detached: g.detached,
             })
             .collect();
-        let jobs = gcs
-            .send(ListJobs)
-            .await?
+        let job_list = gcs.send(ListJobs).await?;
+        let workers = worker_entries(&job_list, workers)
+            .into_iter()
+            .map(|w| WorkerRow {
+                worker_type: if w.driver { "DRIVER" } else { "WORKER" }.to_string(),
+                job_id: w.job_id.to_string(),
+                node_id: w.node_id.map(|n| n.to_string()),
+                address: w.address.map(|a| a.to_string()),
+                pid: w.pid,
+                alive: w.alive,
+            })
+            .collect();
+        let jobs = job_list
             .into_iter()
             .map(|j| JobRow {
                 job_id: j.job_id.to_string(),
@@ -213,6 +304,7 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
             actors,
             placement_groups,
             jobs,
+            workers,
         })
     })?
 }

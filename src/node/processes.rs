@@ -13,6 +13,7 @@ use crate::ids::{ActorId, JobId, NodeId};
 use crate::node::output::{self, Destination};
 use crate::protocol::gcs::{GetBinary, GetJob};
 use crate::protocol::owner::NodeDied;
+use crate::protocol::raylet::WorkerSummary;
 use crate::protocol::svc;
 use crate::protocol::worker::{Launch, StopActor};
 use crate::system::binaries::BinaryCache;
@@ -253,6 +254,30 @@ impl JobWorkers {
             }
             _ => false,
         }
+    }
+
+    /// Each job's worker here: where it listens, its process, whether it registered.
+    pub(crate) fn summaries(&self) -> Vec<WorkerSummary> {
+        let mut rows: Vec<WorkerSummary> = self
+            .jobs
+            .iter()
+            .map(|(job, w)| match w {
+                JobWorker::Starting { .. } => WorkerSummary {
+                    job_id: *job,
+                    address: None,
+                    pid: w.child_pid(),
+                    alive: false,
+                },
+                JobWorker::Ready { addr, pid } => WorkerSummary {
+                    job_id: *job,
+                    address: Some(*addr),
+                    pid: *pid,
+                    alive: true,
+                },
+            })
+            .collect();
+        rows.sort_by_key(|r| r.job_id);
+        rows
     }
 
     /// Stops an actor in the job's worker.

@@ -106,7 +106,8 @@ impl Raylet {
             PrepareBundles,
             CommitBundles,
             CancelBundles,
-            TakeBack
+            TakeBack,
+            GetWorkers
         );
         let lost = addr.clone();
         net.on_lost(Arc::new(move |peer, _| {
@@ -351,6 +352,14 @@ impl Handler<GetResources> for Raylet {
     fn handle(&mut self, _: GetResources, _: &mut Context<Self>) -> ResourceSnapshot {
         let _h = supervise::handling::<GetResources>();
         self.core.snapshot()
+    }
+}
+
+impl Handler<GetWorkers> for Raylet {
+    type Result = MessageResult<GetWorkers>;
+    fn handle(&mut self, _: GetWorkers, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<GetWorkers>();
+        MessageResult(self.workers.summaries())
     }
 }
 

@@ -71,6 +71,8 @@ pub(crate) struct RegisterJob {
     pub(crate) exe: Option<ExeInfo>,
     /// Whether the job's worker processes send what they print to the driver.
     pub(crate) log_to_driver: bool,
+    /// The driver's process id.
+    pub(crate) pid: u32,
 }
 
 /// A job, as [`GetJob`] reports it.
@@ -218,8 +220,9 @@ pub(crate) struct ListActors;
 pub(crate) struct JobSummary {
     pub(crate) job_id: JobId,
     pub(crate) namespace: String,
-    /// The driver's process.
+    /// The driver's process: where it listens, and its id.
     pub(crate) driver: SocketAddr,
+    pub(crate) driver_pid: u32,
     /// The name of the driver's executable (none for a driver that is its own node's worker).
     pub(crate) entrypoint: Option<String>,
     /// When it registered, in milliseconds since the Unix epoch.

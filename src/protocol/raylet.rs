@@ -71,6 +71,23 @@ pub(crate) struct ResourceSnapshot {
     pub(crate) waiting_for_args: usize,
 }
 
+/// The job workers of the node: one per job whose work ran here.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Vec<WorkerSummary>")]
+pub(crate) struct GetWorkers;
+
+/// A job's worker on a node, as [`GetWorkers`] answers it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WorkerSummary {
+    pub(crate) job_id: JobId,
+    /// Where the worker listens, once it registered.
+    pub(crate) address: Option<SocketAddr>,
+    /// Its process, when this node started it.
+    pub(crate) pid: Option<u32>,
+    /// Whether it registered (else it is starting).
+    pub(crate) alive: bool,
+}
+
 /// One node in the GCS's resource view.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct ViewEntry {
@@ -171,4 +188,5 @@ super::wire!(TAGS, svc::Raylet:
     CommitBundles = 42,
     CancelBundles = 43,
     TakeBack = 44,
+    GetWorkers = 45,
 );

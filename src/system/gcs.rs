@@ -66,6 +66,8 @@ struct JobRecord {
     log_to_driver: bool,
     /// When it registered, in milliseconds since the Unix epoch.
     start_ms: u64,
+    /// The driver's process id.
+    pid: u32,
 }
 
 impl JobRecord {
@@ -74,6 +76,7 @@ impl JobRecord {
             job_id,
             namespace: self.namespace.clone(),
             driver: self.driver,
+            driver_pid: self.pid,
             entrypoint: self.exe.as_ref().map(|e| e.name.clone()),
             start_ms: self.start_ms,
             end_ms,
@@ -738,6 +741,7 @@ impl Handler<RegisterJob> for Gcs {
                 exe: msg.exe,
                 log_to_driver: msg.log_to_driver,
                 start_ms: now_ms(),
+                pid: msg.pid,
             },
         );
         Ok(need)
