@@ -416,3 +416,62 @@ impl fmt::Display for ClusterStatus {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(n: u128, driver: u16, ended: bool) -> JobSummary {
+        JobSummary {
+            job_id: JobId(n << 16),
+            namespace: "ns".into(),
+            driver: SocketAddr::from(([127, 0, 0, 1], driver)),
+            driver_pid: 100 + driver as u32,
+            entrypoint: None,
+            start_ms: 1,
+            end_ms: ended.then_some(2),
+        }
+    }
+
+    fn worker(j: &JobSummary, port: Option<u16>, pid: Option<u32>) -> WorkerSummary {
+        WorkerSummary {
+            job_id: j.job_id,
+            address: port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+            pid,
+            alive: port.is_some(),
+        }
+    }
+
+    #[test]
+    fn drivers_come_first_once_and_ended_jobs_have_none() {
+        let (embedded, remote, ended) = (job(1, 10, false), job(2, 20, false), job(3, 30, true));
+        let (n1, n2) = (NodeId(1 << 16), NodeId(2 << 16));
+        let rows = worker_entries(
+            &[embedded.clone(), remote.clone(), ended],
+            vec![
+                // The embedded driver is its node's worker: listed once, as the driver.
+                (
+                    n1,
+                    vec![
+                        worker(&embedded, Some(10), None),
+                        worker(&remote, Some(11), Some(7)),
+                    ],
+                ),
+                (n2, vec![worker(&remote, None, Some(8))]),
+            ],
+        );
+        let shown: Vec<(bool, Option<u32>, Option<NodeId>, bool)> = rows
+            .iter()
+            .map(|w| (w.driver, w.pid, w.node_id, w.alive))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                (true, Some(110), None, true),
+                (true, Some(120), None, true),
+                (false, Some(7), Some(n1), true),
+                (false, Some(8), Some(n2), false),
+            ]
+        );
+    }
+}
