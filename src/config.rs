@@ -27,6 +27,7 @@ pub struct Config {
     pub(crate) local_cluster: Option<usize>,
     pub(crate) spin: Option<bool>,
     pub(crate) log_to_driver: Option<bool>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Config {
@@ -132,6 +133,23 @@ impl Config {
         self
     }
 
+    /// An environment variable for this job's tasks and actors, set in every worker process a
+    /// node starts for the job (Ray's `runtime_env={"env_vars": ..}`). The embedded cluster runs
+    /// tasks in this process, whose environment lumen does not change (changing it while other
+    /// threads may read it is unsound): there `init_with` accepts a variable only if this process
+    /// already has it, with that value, and says so otherwise. Names starting with `LUMEN_` are
+    /// lumen's own and refused.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// lumen::init_with(lumen::Config::default().address("127.0.0.1:6380").env("MY_SETTING", "1"))?;
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
     /// Checks the node resources this config describes (amounts, GPU counts, names).
     ///
     /// # Examples
@@ -145,6 +163,9 @@ impl Config {
         }
         if self.local_cluster == Some(0) {
             return Err(Error::invalid("a local cluster needs at least one node"));
+        }
+        for (name, value) in &self.env {
+            check_env(name, value)?;
         }
         self.node_resources().map(|_| ())
     }
@@ -206,9 +227,51 @@ pub(crate) fn check_namespace(namespace: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an environment variable no process can be given, or one of lumen's own.
+fn check_env(name: &str, value: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        Some("its name is empty")
+    } else if name.contains('=') || name.contains('\0') {
+        Some("its name contains '=' or a NUL byte")
+    } else if value.contains('\0') {
+        Some("its value contains a NUL byte")
+    } else if name.starts_with("LUMEN_") {
+        Some("names starting with LUMEN_ are lumen's own (they put a process in worker mode)")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::invalid(format!(
+            "Config::env({name:?}, ..) is refused: {why}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_variables_no_process_can_have_or_lumens_own_are_refused() {
+        assert!(Config::default().env("MY_SETTING", "1").validate().is_ok());
+        assert!(Config::default()
+            .env("EMPTY_IS_FINE", "")
+            .validate()
+            .is_ok());
+        for (name, value, why) in [
+            ("", "1", "empty"),
+            ("A=B", "1", "'='"),
+            ("A", "x\0y", "NUL"),
+            ("LUMEN_WORKER", "1", "lumen's own"),
+        ] {
+            let e = Config::default().env(name, value).validate().unwrap_err();
+            assert!(
+                matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains(why),
+                "{name:?}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn node_resources_validate() {

@@ -1131,6 +1131,25 @@ fn status_json_gives_node_ids_as_hex_text() {
     );
 }
 
+/// Ray's `runtime_env` on `lumen start` nodes, whose worker processes a daemon starts (its own
+/// working directory and environment are not the driver's): `Config::env` reaches a task on
+/// each node, and a relative path there reads the driver's working directory
+/// (`common::runtime_env`; the driver is a child process).
+#[test]
+fn started_nodes_give_tasks_the_drivers_env_and_working_directory() {
+    if common::runtime_env::child_driver() {
+        return;
+    }
+    let session = Session::new("env");
+    let head = session.start_head(&["--num-cpus", "1"]);
+    session.join(&head.gcs, &["--num-cpus", "1"]);
+    common::runtime_env::check(
+        "started_nodes_give_tasks_the_drivers_env_and_working_directory",
+        &format!("{} {}", head.gcs, head.token),
+        |cmd| session.isolate(cmd),
+    );
+}
+
 /// Ray's scheduling on `lumen start` nodes with worker processes: default actors spread over
 /// three one-CPU nodes (`test_actor_load_balancing`: at least 5 of 30 on each, in one of 20
 /// attempts), and work no node fits is reported at its driver and leaves `lumen status` with

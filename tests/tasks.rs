@@ -1022,6 +1022,24 @@ fn list_workers_shows_this_driver_and_its_worker_processes() {
         .any(|w| w.job_id == me));
 }
 
+/// Ray's `runtime_env` (`env_vars`, `working_dir`): `Config::env` reaches the tasks on every
+/// node of a two-node local cluster with worker processes, and a relative path reads the
+/// driver's working directory there; embedded, the variable must be the process's own
+/// (`common::runtime_env`; the drivers are child processes).
+#[test]
+fn runtime_env_reaches_every_worker() {
+    if common::runtime_env::child_driver() {
+        return;
+    }
+    if common::on_cluster() {
+        // The parent part runs once, from the embedded run; its children cover both modes.
+        return;
+    }
+    for target in ["local", "embedded", "embedded-without"] {
+        common::runtime_env::check("runtime_env_reaches_every_worker", target, |_| {});
+    }
+}
+
 /// Set in the child driver of [`unhandled_errors_print_at_the_driver_unless_ignored`]: where it
 /// runs (`embedded`, or `cluster` for a two-node local cluster with worker processes).
 const UNHANDLED_CHILD: &str = "LUMEN_TEST_UNHANDLED_CHILD";

@@ -74,6 +74,18 @@ fn namespace(config: &Config, job_id: JobId) -> String {
 }
 
 fn start_embedded(config: Config) -> Result<()> {
+    // Tasks run in this process: its environment is theirs, and lumen does not change it.
+    for (name, value) in &config.env {
+        if std::env::var_os(name).as_deref() != Some(std::ffi::OsStr::new(value)) {
+            return Err(Error::invalid(format!(
+                "Config::env({name:?}, {value:?}): the embedded cluster runs tasks in this \
+                 process, whose environment lumen does not change (changing it while other \
+                 threads may read it is unsound); start this program with {name}={value}, or \
+                 run on a cluster (Config::local_cluster, Config::address), whose worker \
+                 processes get it"
+            )));
+        }
+    }
     let total = config.node_resources()?;
     let cpus = total.get(&Resource::Cpu).whole_units() as usize;
     let job_id = JobId::fresh();
@@ -102,6 +114,8 @@ fn start_embedded(config: Config) -> Result<()> {
                 exe: None,
                 log_to_driver: false,
                 pid: std::process::id(),
+                env: Vec::new(),
+                working_dir: None,
             },
         )??;
         // This process is its node's worker for its job: the raylet runs the job's work here.
@@ -165,6 +179,7 @@ fn start_driver(config: Config, address: &str, nodes: Vec<Node>) -> Result<()> {
     let job_id = JobId::fresh();
     let namespace = namespace(&config, job_id);
     let log_to_driver = config.log_to_driver.unwrap_or(true);
+    let env = config.env.clone();
     let exe = binaries::current_exe()?;
     let mut b = Builder::towards("lumen", cores().max(2), gcs_addr, token);
     b.store = true;
@@ -194,6 +209,8 @@ fn start_driver(config: Config, address: &str, nodes: Vec<Node>) -> Result<()> {
                 }),
                 log_to_driver,
                 pid: std::process::id(),
+                env: env.clone(),
+                working_dir: std::env::current_dir().ok(),
             })
             .await??;
         if need {

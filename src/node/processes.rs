@@ -393,7 +393,16 @@ async fn spawn_worker(
         .env(env::CPUS, settings.cpus.to_string())
         .env(env::TOKEN, settings.token.to_hex())
         .env_remove("LUMEN_ADDRESS")
+        .envs(info.env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null());
+    match &info.working_dir {
+        Some(dir) if dir.is_dir() => {
+            cmd.current_dir(dir);
+        }
+        Some(dir) => tracing::info!(job = %job, dir = %dir.display(),
+            "the driver's working directory is not on this node: the worker starts in the node's"),
+        None => {}
+    }
     if info.log_to_driver {
         cmd.env(crate::protocol::output::ANNOUNCE_ENV, "1")
             .stdout(std::process::Stdio::piped())

@@ -73,6 +73,11 @@ pub(crate) struct RegisterJob {
     pub(crate) log_to_driver: bool,
     /// The driver's process id.
     pub(crate) pid: u32,
+    /// Environment variables for the job's worker processes (`Config::env`).
+    pub(crate) env: Vec<(String, String)>,
+    /// The driver's working directory: a worker process starts there when the path exists on
+    /// its node.
+    pub(crate) working_dir: Option<std::path::PathBuf>,
 }
 
 /// A job, as [`GetJob`] reports it.
@@ -84,6 +89,10 @@ pub(crate) struct JobInfo {
     pub(crate) driver: SocketAddr,
     /// Whether the job's worker processes send what they print to the driver.
     pub(crate) log_to_driver: bool,
+    /// Environment variables for its worker processes.
+    pub(crate) env: Vec<(String, String)>,
+    /// Where its worker processes start, when the path exists on their node.
+    pub(crate) working_dir: Option<std::path::PathBuf>,
 }
 
 /// Looks up a job (a raylet about to start the job's worker process).

@@ -68,6 +68,8 @@ struct JobRecord {
     start_ms: u64,
     /// The driver's process id.
     pid: u32,
+    env: Vec<(String, String)>,
+    working_dir: Option<std::path::PathBuf>,
 }
 
 impl JobRecord {
@@ -742,6 +744,8 @@ impl Handler<RegisterJob> for Gcs {
                 log_to_driver: msg.log_to_driver,
                 start_ms: now_ms(),
                 pid: msg.pid,
+                env: msg.env,
+                working_dir: msg.working_dir,
             },
         );
         Ok(need)
@@ -759,6 +763,8 @@ impl Handler<GetJob> for Gcs {
                 exe: j.exe.clone(),
                 driver: j.driver,
                 log_to_driver: j.log_to_driver,
+                env: j.env.clone(),
+                working_dir: j.working_dir.clone(),
             })
             .ok_or_else(|| {
                 Error::invalid(format!(

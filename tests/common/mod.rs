@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod infeasible;
+pub mod runtime_env;
 pub mod session;
 
 use std::path::PathBuf;
