@@ -560,6 +560,20 @@ impl Located {
     }
 }
 
+/// An actor that prints what it is told.
+pub struct Talker;
+
+#[lumen::remote]
+impl Talker {
+    pub fn new() -> Self {
+        Talker
+    }
+
+    pub fn say(&self, what: String) {
+        println!("{what}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------------
@@ -1129,6 +1143,75 @@ fn status_json_gives_node_ids_as_hex_text() {
         Some(head.node_id.as_str()),
         "{out}"
     );
+}
+
+/// Set in the child driver of [`a_detached_actors_output_stays_on_its_node_after_its_job`]:
+/// the cluster's address and token.
+const TALKER_DRIVER: &str = "LUMEN_TEST_TALKER_DRIVER";
+
+/// On `lumen start` nodes: once the job of a detached actor has ended (its driver, a child
+/// process, exited), what the actor prints stays on its node, prefixed, in the node's output
+/// (`logs/node-*.out`), even when a later driver calls it.
+#[test]
+fn a_detached_actors_output_stays_on_its_node_after_its_job() {
+    if let Ok(cluster) = std::env::var(TALKER_DRIVER) {
+        let (address, token) = cluster.split_once(' ').expect("address and token");
+        lumen::init_with(
+            lumen::Config::default()
+                .address(address)
+                .token(token)
+                .namespace("talk"),
+        )
+        .expect("the child driver connects");
+        let talker = Talker::options().name("talker").detached().remote();
+        lumen::get_timeout(
+            &talker.say("while my driver lives".to_string()).remote(),
+            TASK_LIMIT,
+        )
+        .expect("the call");
+        lumen::shutdown();
+        return;
+    }
+    let session = Session::new("talk");
+    let head = session.start_head(&["--num-cpus", "1"]);
+    let mut cmd = Command::new(std::env::current_exe().expect("this test binary"));
+    cmd.args([
+        "--exact",
+        "a_detached_actors_output_stays_on_its_node_after_its_job",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    session.isolate(&mut cmd);
+    cmd.env(TALKER_DRIVER, format!("{} {}", head.gcs, head.token));
+    run_bounded(cmd, COMMAND_LIMIT).expect_ok("the child driver");
+    {
+        let _driver = Driver::connect(&session, &head.gcs, &head.token);
+        let talker = lumen::get_actor_in::<Talker>("talker", "talk").expect("the detached actor");
+        lumen::get_timeout(
+            &talker.say("after its job ended".to_string()).remote(),
+            TASK_LIMIT,
+        )
+        .expect("the call");
+        let on_node = |session: &Session| {
+            std::fs::read_dir(session.dir.join("logs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "out"))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .any(|text| {
+                    text.lines().any(|l| {
+                        l.starts_with("(Talker pid=") && l.ends_with(") after its job ended")
+                    })
+                })
+        };
+        assert!(
+            wait_until(TASK_LIMIT, || on_node(&session)),
+            "the line is not in the node's output:\n{}",
+            session.logs()
+        );
+        lumen::kill(&talker);
+    }
 }
 
 /// Ray's `runtime_env` on `lumen start` nodes, whose worker processes a daemon starts (its own
