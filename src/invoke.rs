@@ -28,12 +28,16 @@ use std::sync::Arc;
 
 /// The text of a panic payload.
 pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    // Where it happened, as the panic hook saw it on this thread (the thread that caught it).
+    let at = crate::supervise::take_panic_location()
+        .map(|at| format!(" at {at}"))
+        .unwrap_or_default();
     if let Some(s) = payload.downcast_ref::<&str>() {
-        format!("panicked: {s}")
+        format!("panicked{at}: {s}")
     } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("panicked: {s}")
+        format!("panicked{at}: {s}")
     } else {
-        "panicked".to_string()
+        format!("panicked{at}")
     }
 }
 

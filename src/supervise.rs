@@ -9,7 +9,7 @@
 //! user code (tasks, actor methods) are caught where that code runs and become task errors; they
 //! never reach this hook.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Once;
 
 /// The exit status of a process whose system component panicked (`EX_SOFTWARE`).
@@ -18,15 +18,28 @@ pub const EXIT_CODE: i32 = 70;
 thread_local! {
     static COMPONENT: Cell<Option<&'static str>> = const { Cell::new(None) };
     static MESSAGE: Cell<Option<&'static str>> = const { Cell::new(None) };
+    /// Where the last panic on this thread happened, until taken.
+    static PANICKED_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Where the last panic on this thread happened (`file:line:column`), if the hook saw one since
+/// the last call: for a task's panic, caught on the thread it happened on.
+pub(crate) fn take_panic_location() -> Option<String> {
+    PANICKED_AT.with(|p| p.borrow_mut().take())
 }
 
 static HOOK: Once = Once::new();
 
-/// Installs the panic hook (once per process), chained in front of the one already there.
-fn install() {
+/// Installs the panic hook (once per process), chained in front of the one already there. It
+/// also notes where each panic happened, for task errors ([`take_panic_location`]).
+pub(crate) fn install() {
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            if let Some(l) = info.location() {
+                let at = format!("{}:{}:{}", l.file(), l.line(), l.column());
+                PANICKED_AT.with(|p| *p.borrow_mut() = Some(at));
+            }
             let component = COMPONENT.with(Cell::get);
             let message = MESSAGE.with(Cell::get);
             match (component, message) {

@@ -681,6 +681,11 @@ fn panic_becomes_task_error_with_message() {
         }) => {
             assert!(function.contains("panics"), "function = {function:?}");
             assert!(message.contains("boom: xyzzy"), "message = {message:?}");
+            // Where it panicked, as Rust's own panic message says it.
+            assert!(
+                message.starts_with("panicked at tests/tasks.rs:"),
+                "message = {message:?}"
+            );
         }
         other => panic!("expected Error::Task, got {other:?}"),
     }

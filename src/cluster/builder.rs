@@ -115,6 +115,8 @@ impl Builder {
     /// Starts every component; returns once each has started (a raylet has registered its
     /// node, a pool can take work).
     pub(crate) fn build(self) -> Result<Assembly> {
+        // Before any task can run: task panics carry where they happened.
+        crate::supervise::install();
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.threads.max(1))
             .thread_name(format!("{}-async", self.name))
