@@ -560,6 +560,13 @@ impl Located {
     }
 }
 
+/// Prints `text`; returns the process it ran in.
+#[lumen::remote]
+fn print_and_pid(text: String) -> u32 {
+    println!("{text}");
+    std::process::id()
+}
+
 /// An actor that prints what it is told.
 pub struct Talker;
 
@@ -1212,6 +1219,88 @@ fn a_detached_actors_output_stays_on_its_node_after_its_job() {
         );
         lumen::kill(&talker);
     }
+}
+
+/// `lumen logs`: a `lumen start` node keeps what its worker processes print
+/// (`worker-<pid>.out`, prefixed as at the driver) next to its own logs; `lumen logs` lists
+/// them, prints one (`--tail N`), follows one as it grows, and refuses a name it does not list.
+#[test]
+fn lumen_logs_lists_and_prints_worker_output_kept_by_the_node() {
+    let session = Session::new("logs");
+    let head = session.start_head(&["--num-cpus", "1"]);
+    let _driver = Driver::connect(&session, &head.gcs, &head.token);
+    let pid = lumen::get_timeout(&print_and_pid::remote("first line".to_string()), TASK_LIMIT)
+        .expect("the task");
+    let file = format!("worker-{pid}.out");
+    let kept = |text: &str| {
+        std::fs::read_to_string(session.dir.join("logs").join(&file)).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.ends_with(text) && l.contains(&format!("pid={pid} ")))
+        })
+    };
+    assert!(
+        wait_until(TASK_LIMIT, || kept(") first line")),
+        "{}",
+        session.logs()
+    );
+    let listed = session.lumen(&["logs"]).expect_ok("lumen logs");
+    assert!(
+        listed.stdout.lines().any(|l| l.starts_with(&file))
+            && listed.stdout.lines().any(|l| l.starts_with("node-")),
+        "{listed}"
+    );
+    let last = session
+        .lumen(&["logs", &file, "--tail", "1"])
+        .expect_ok("lumen logs --tail 1");
+    assert!(
+        last.stdout.lines().count() == 1 && last.stdout.trim_end().ends_with(") first line"),
+        "{last}"
+    );
+    // Following: what the worker prints next arrives.
+    let mut follow = session.command(LUMEN);
+    let mut follow = follow
+        .args(["logs", &file, "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("lumen logs --follow");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().expect("its output");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lumen::get_timeout(
+        &print_and_pid::remote("second line".to_string()),
+        TASK_LIMIT,
+    )
+    .expect("the second task");
+    let deadline = Instant::now() + TASK_LIMIT;
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.ends_with(") second line")) {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        seen.first().is_some_and(|l| l.ends_with(") first line"))
+            && seen.iter().any(|l| l.ends_with(") second line")),
+        "lumen logs --follow printed {seen:?}"
+    );
+    let unknown = session.lumen(&["logs", "../secrets"]);
+    assert!(
+        !unknown.ok() && unknown.stderr.contains("no log named"),
+        "{unknown}"
+    );
 }
 
 /// Ray's `runtime_env` on `lumen start` nodes, whose worker processes a daemon starts (its own

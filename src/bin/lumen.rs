@@ -120,6 +120,18 @@ enum Cmd {
         #[arg(long)]
         detail: bool,
     },
+    /// List the logs of this machine's lumen nodes and of their worker processes, or print one.
+    Logs {
+        /// A log as listed: `worker-<pid>.out` / `.err` (what a worker process printed),
+        /// `node-<pid>.<date>.log` (a node's log), `node-<time>.out` (what a node printed).
+        name: Option<String>,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Then print what is added to it, until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
     /// (internal) run a node in this process; `lumen start` runs this in the background.
     #[command(name = "__node", hide = true)]
     Node(StartArgs),
@@ -186,6 +198,7 @@ fn node_options(args: &StartArgs) -> Result<NodeOptions> {
     options.token = args.token.clone();
     options.resources = config;
     options.node_timeout = Duration::from_secs_f64(args.node_timeout);
+    options.log_dir = Some(log_dir()?);
     // Validate now, so a bad flag fails before anything starts.
     options.resources.validate()?;
     Ok(options)
@@ -292,6 +305,73 @@ fn run_node(args: &StartArgs) -> Result<()> {
     session::remove_node(record.pid);
     node.stop();
     Ok(())
+}
+
+/// `lumen logs`: lists this machine's session logs, or prints one (`--tail`, `--follow`).
+fn logs(name: Option<&str>, tail: Option<usize>, follow: bool) -> Result<()> {
+    let dir = log_dir()?;
+    let Some(name) = name else {
+        let mut files: Vec<(String, u64)> = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .flatten()
+            .filter_map(|e| {
+                let size = e.metadata().ok().filter(|m| m.is_file())?.len();
+                Some((e.file_name().to_string_lossy().into_owned(), size))
+            })
+            .collect();
+        files.sort();
+        println!("{:<48} {:>12}", "LOG", "BYTES");
+        for (file, size) in files {
+            println!("{file:<48} {size:>12}");
+        }
+        return Ok(());
+    };
+    // A name as listed, nothing else: no path leaves the log folder.
+    let path = dir.join(name);
+    if name.contains('/') || name.starts_with('.') || !path.is_file() {
+        bail!(
+            "no log named {name:?} in {}: `lumen logs` lists them",
+            dir.display()
+        );
+    }
+    let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let shown = &text[tail.map_or(0, |n| tail_start(&text, n))..];
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(shown)?;
+    out.flush()?;
+    let mut offset = text.len() as u64;
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let len = std::fs::metadata(&path).map_or(offset, |m| m.len());
+        if len > offset {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = std::fs::File::open(&path)?;
+            f.seek(SeekFrom::Start(offset))?;
+            let mut added = Vec::new();
+            f.take(len - offset).read_to_end(&mut added)?;
+            out.write_all(&added)?;
+            out.flush()?;
+            offset = len;
+        }
+    }
+}
+
+/// Where the last `n` lines of `text` start (a last line without its end counts as a line).
+fn tail_start(text: &[u8], n: usize) -> usize {
+    if n == 0 {
+        return text.len();
+    }
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    body.iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(n - 1)
+        .map_or(0, |(i, _)| i + 1)
 }
 
 /// `lumen start`: runs the node as a background daemon and waits until it is up.
@@ -483,6 +563,7 @@ fn run(cli: Cli) -> Result<()> {
             run_node(&args)
         }
         Cmd::Stop { grace } => stop(grace),
+        Cmd::Logs { name, tail, follow } => logs(name.as_deref(), tail, follow),
         Cmd::Status {
             address,
             token,
@@ -633,6 +714,18 @@ fn run(cli: Cli) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tail_starts_at_the_last_lines() {
+        let text = b"a\nb\nc\n";
+        assert_eq!(&text[tail_start(text, 1)..], b"c\n");
+        assert_eq!(&text[tail_start(text, 2)..], b"b\nc\n");
+        assert_eq!(&text[tail_start(text, 9)..], b"a\nb\nc\n");
+        assert_eq!(&text[tail_start(text, 0)..], b"");
+        let open = b"a\nb";
+        assert_eq!(&open[tail_start(open, 1)..], b"b");
+        assert_eq!(tail_start(b"", 3), 0);
+    }
 
     #[test]
     fn the_token_is_taken_out_of_the_node_arguments() {

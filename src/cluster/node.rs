@@ -47,6 +47,9 @@ pub struct NodeOptions {
     pub node_timeout: Duration,
     /// How often the raylet reports to the GCS.
     pub heartbeat: Duration,
+    /// Where the node keeps what its worker processes print (`worker-<pid>.out` and `.err`),
+    /// besides sending it to the drivers; none: nowhere (a node in a program's own process).
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 impl NodeOptions {
@@ -60,6 +63,7 @@ impl NodeOptions {
             resources: Config::default(),
             node_timeout: node_timeout_default(),
             heartbeat: Duration::from_millis(200),
+            log_dir: None,
         }
     }
 
@@ -153,6 +157,7 @@ impl Node {
                 node_id,
                 cpus: cpus.max(1),
                 binaries,
+                log_dir: options.log_dir.clone(),
             }),
         });
         // A wrong token or an unreachable head fails the first request below, with the reason.

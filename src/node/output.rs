@@ -11,6 +11,7 @@ use crate::protocol::owner::WorkerOutput;
 use crate::protocol::svc;
 use crate::transport::net::Net;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
@@ -32,6 +33,9 @@ pub(crate) struct Destination {
     pub(crate) pid: u32,
     /// Set when the job ended: its driver no longer listens.
     pub(crate) driver_gone: Arc<AtomicBool>,
+    /// Where the lines are also kept, as `worker-<pid>.out` / `.err` (a `lumen start` node's
+    /// log folder), if anywhere.
+    pub(crate) log_dir: Option<PathBuf>,
 }
 
 impl Destination {
@@ -39,6 +43,7 @@ impl Destination {
     /// flight, and a driver that prints slowly slows the worker's pipe, not this node); once
     /// the driver is gone, or when it cannot be reached, prints it here instead.
     async fn send(&self, stderr: bool, lines: Vec<(String, String)>) {
+        self.keep(stderr, &lines);
         if !self.driver_gone.load(Ordering::Acquire) {
             let sent = self
                 .net
@@ -61,6 +66,36 @@ impl Destination {
         }
         output::print(stderr, self.pid, self.node, &lines);
     }
+}
+
+impl Destination {
+    /// Appends the lines to the worker's file in the node's log folder, if it has one.
+    fn keep(&self, stderr: bool, lines: &[(String, String)]) {
+        let Some(dir) = &self.log_dir else {
+            return;
+        };
+        let path = dir.join(log_file_name(self.pid, stderr));
+        let mut text = String::new();
+        for (name, line) in lines {
+            text.push_str(&output::prefix(name, self.pid, self.node));
+            text.push(' ');
+            text.push_str(line);
+            text.push('\n');
+        }
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), "cannot keep a worker's output: {e}");
+        }
+    }
+}
+
+/// The name of the file a node keeps a worker process's stdout (or `stderr`) in.
+pub(crate) fn log_file_name(pid: u32, stderr: bool) -> String {
+    format!("worker-{pid}.{}", if stderr { "err" } else { "out" })
 }
 
 /// Labels a stream's lines with the last name line before them.

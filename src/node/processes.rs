@@ -70,6 +70,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) node_id: NodeId,
     pub(crate) cpus: usize,
     pub(crate) binaries: BinaryCache,
+    /// Where to keep what worker processes print (see `node::output`).
+    pub(crate) log_dir: Option<PathBuf>,
 }
 
 enum JobWorker {
@@ -181,6 +183,7 @@ impl JobWorkers {
                                     node,
                                     pid: id,
                                     driver_gone: gone,
+                                    log_dir: settings.log_dir.clone(),
                                 };
                                 if let Some(out) = child.stdout.take() {
                                     tokio::spawn(output::forward(out, false, to.clone()));
