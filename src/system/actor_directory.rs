@@ -9,10 +9,20 @@ use crate::error::Error;
 use crate::ids::{ActorId, NodeId};
 pub(crate) use crate::protocol::gcs::{ActorSummary, ActorUpdate, Registered};
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// How many dead actors the directory remembers (the oldest are forgotten first): a call on a
 /// handle to a forgotten actor fails as "no such actor".
 pub(crate) const DEAD_KEPT: usize = 10_000;
+
+/// How long a watch on an actor the directory does not know waits for it to be registered: a
+/// handle can reach another process (as a task's argument) before its creator's registration
+/// reaches the GCS, over another connection. After that the actor is taken not to exist.
+pub(crate) const UNKNOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Most actors watched before they are known; watches beyond are answered "no such actor" at
+/// once.
+const UNKNOWN_KEPT: usize = 10_000;
 
 #[derive(Clone, Debug)]
 enum Lifecycle<A> {
@@ -38,7 +48,7 @@ struct Record<A> {
     detached: bool,
     node: Option<NodeId>,
     state: Lifecycle<A>,
-    watchers: Vec<(Option<u32>, flume::Sender<ActorUpdate<A>>)>,
+    watchers: Watchers<A>,
 }
 
 /// The table of actors.
@@ -47,7 +57,12 @@ pub(crate) struct ActorDirectory<A> {
     names: HashMap<(String, String), ActorId>,
     /// Dead actors, oldest first (bounded by [`DEAD_KEPT`]).
     dead: VecDeque<ActorId>,
+    /// Watches of actors not registered (yet): since when, and the watchers.
+    unknown: HashMap<ActorId, (Instant, Watchers<A>)>,
 }
+
+/// Who waits for an actor, each with the incarnation it already knows.
+type Watchers<A> = Vec<(Option<u32>, flume::Sender<ActorUpdate<A>>)>;
 
 impl<A> Default for ActorDirectory<A> {
     fn default() -> Self {
@@ -55,8 +70,18 @@ impl<A> Default for ActorDirectory<A> {
             actors: HashMap::new(),
             names: HashMap::new(),
             dead: VecDeque::new(),
+            unknown: HashMap::new(),
         }
     }
+}
+
+/// The answer to a watch on an actor that does not exist.
+fn no_such_actor<A>(actor_id: ActorId) -> ActorUpdate<A> {
+    ActorUpdate::Dead(Error::ActorDied {
+        actor: actor_id.to_string(),
+        class: "unknown".into(),
+        reason: "no such actor in this cluster".into(),
+    })
 }
 
 /// Notifications to deliver: each sender with its update.
@@ -130,7 +155,12 @@ impl<A: Clone> ActorDirectory<A> {
                 detached,
                 node: None,
                 state: Lifecycle::Pending,
-                watchers: Vec::new(),
+                // Those who watched it before it was known wait on.
+                watchers: self
+                    .unknown
+                    .remove(&actor_id)
+                    .map(|(_, w)| w)
+                    .unwrap_or_default(),
             },
         );
         Ok(Registered::New)
@@ -211,19 +241,26 @@ impl<A: Clone> ActorDirectory<A> {
     }
 
     /// Asks to be told when the actor is alive with an incarnation newer than `after` (or dead).
-    /// Returns the update at once if it is already known.
+    /// Returns the update at once if it is already known. A watch on an actor not registered
+    /// waits (from `now`) up to [`UNKNOWN_GRACE`] for its registration
+    /// ([`expire_unknown`](Self::expire_unknown) ends it).
     pub(crate) fn watch(
         &mut self,
         actor_id: ActorId,
         after: Option<u32>,
         tx: flume::Sender<ActorUpdate<A>>,
+        now: Instant,
     ) -> Option<ActorUpdate<A>> {
         let Some(rec) = self.actors.get_mut(&actor_id) else {
-            return Some(ActorUpdate::Dead(Error::ActorDied {
-                actor: actor_id.to_string(),
-                class: "unknown".into(),
-                reason: "no such actor in this cluster".into(),
-            }));
+            if self.unknown.len() >= UNKNOWN_KEPT && !self.unknown.contains_key(&actor_id) {
+                return Some(no_such_actor(actor_id));
+            }
+            let (_, watchers) = self
+                .unknown
+                .entry(actor_id)
+                .or_insert_with(|| (now, Vec::new()));
+            watchers.push((after, tx));
+            return None;
         };
         match &rec.state {
             Lifecycle::Dead(e) => Some(ActorUpdate::Dead(e.clone())),
@@ -241,6 +278,24 @@ impl<A: Clone> ActorDirectory<A> {
     }
 
     /// Finds a live (or pending) actor by name.
+    /// Ends the watches on actors still unknown [`UNKNOWN_GRACE`] after the first: they do not
+    /// exist (or were forgotten long after they died).
+    pub(crate) fn expire_unknown(&mut self, now: Instant) -> Notices<A> {
+        let over: Vec<ActorId> = self
+            .unknown
+            .iter()
+            .filter(|(_, (since, _))| now.saturating_duration_since(*since) >= UNKNOWN_GRACE)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut notices = Vec::new();
+        for id in over {
+            if let Some((_, watchers)) = self.unknown.remove(&id) {
+                notices.extend(watchers.into_iter().map(|(_, tx)| (tx, no_such_actor(id))));
+            }
+        }
+        notices
+    }
+
     pub(crate) fn lookup(&self, namespace: &str, name: &str) -> Result<(ActorId, String), Error> {
         self.names
             .get(&(namespace.to_string(), name.to_string()))
@@ -366,7 +421,7 @@ mod tests {
         let a = ActorId::fresh();
         d.register(a, new(None, false, false)).unwrap();
         let (tx, rx) = flume::unbounded();
-        assert!(d.watch(a, None, tx.clone()).is_none());
+        assert!(d.watch(a, None, tx.clone(), Instant::now()).is_none());
         let notes = d.alive(a, 7, NodeId::fresh());
         assert_eq!(notes.len(), 1);
         for (tx, u) in notes {
@@ -381,21 +436,50 @@ mod tests {
         ));
         // Already alive: answered at once; watching for a newer incarnation waits.
         assert!(matches!(
-            d.watch(a, None, tx.clone()),
+            d.watch(a, None, tx.clone(), Instant::now()),
             Some(ActorUpdate::Alive { .. })
         ));
-        assert!(d.watch(a, Some(0), tx.clone()).is_none());
+        assert!(d.watch(a, Some(0), tx.clone(), Instant::now()).is_none());
         let notes = d.dead(a, Error::invalid("killed"));
         assert_eq!(notes.len(), 1);
         assert!(d.dead(a, Error::invalid("again")).is_empty());
         assert!(matches!(
-            d.watch(a, Some(5), tx),
+            d.watch(a, Some(5), tx, Instant::now()),
             Some(ActorUpdate::Dead(_))
         ));
+    }
+
+    #[test]
+    fn a_watch_on_an_actor_not_yet_registered_waits_for_it_then_ends() {
+        let mut d: ActorDirectory<u8> = ActorDirectory::default();
+        let t0 = Instant::now();
+        // Its handle reached a watcher before its creator's registration reached the directory.
+        let early = ActorId::fresh();
+        let (tx, rx) = flume::unbounded();
+        assert!(d.watch(early, None, tx, t0).is_none());
+        d.register(early, new(None, false, false)).unwrap();
+        for (tx, u) in d.alive(early, 7, NodeId::fresh()) {
+            tx.send(u).unwrap();
+        }
         assert!(matches!(
-            d.watch(ActorId::fresh(), None, flume::unbounded().0),
-            Some(ActorUpdate::Dead(_))
+            rx.try_recv(),
+            Ok(ActorUpdate::Alive { addr: 7, .. })
         ));
+        // One that never comes: "no such actor" once the grace is over, not before.
+        let never = ActorId::fresh();
+        let (tx, rx) = flume::unbounded();
+        assert!(d.watch(never, None, tx, t0).is_none());
+        assert!(d.expire_unknown(t0 + UNKNOWN_GRACE / 2).is_empty());
+        let ended = d.expire_unknown(t0 + UNKNOWN_GRACE);
+        assert_eq!(ended.len(), 1);
+        for (tx, u) in ended {
+            tx.send(u).unwrap();
+        }
+        match rx.try_recv() {
+            Ok(ActorUpdate::Dead(e)) => assert!(e.to_string().contains("no such actor"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(d.unknown.is_empty());
     }
 
     #[test]
@@ -441,7 +525,10 @@ mod tests {
             "keeps its name while restarting"
         );
         let (tx, rx) = flume::unbounded();
-        assert!(d.watch(a, Some(0), tx).is_none(), "waits for incarnation 1");
+        assert!(
+            d.watch(a, Some(0), tx, Instant::now()).is_none(),
+            "waits for incarnation 1"
+        );
         for (tx, u) in d.alive(a, 2, NodeId::fresh()) {
             tx.send(u).unwrap();
         }
@@ -467,13 +554,23 @@ mod tests {
         }
         assert_eq!(d.actors.len(), DEAD_KEPT);
         assert_eq!(d.dead.len(), DEAD_KEPT);
-        // The oldest are forgotten: a call on them fails as "no such actor".
-        match d.watch(ids[0], None, flume::unbounded().0) {
-            Some(ActorUpdate::Dead(e)) => assert!(e.to_string().contains("no such actor"), "{e}"),
-            other => panic!("{other:?}"),
+        // The oldest are forgotten: a call on them fails as "no such actor", after the grace
+        // an unknown actor gets.
+        let t0 = Instant::now();
+        assert!(d.watch(ids[0], None, flume::unbounded().0, t0).is_none());
+        match d.expire_unknown(t0 + UNKNOWN_GRACE).pop() {
+            Some((_, ActorUpdate::Dead(e))) => {
+                assert!(e.to_string().contains("no such actor"), "{e}")
+            }
+            other => panic!("{:?}", other.map(|(_, u)| u)),
         }
         // The newest are remembered with why they died.
-        match d.watch(ids[DEAD_KEPT + 2], None, flume::unbounded().0) {
+        match d.watch(
+            ids[DEAD_KEPT + 2],
+            None,
+            flume::unbounded().0,
+            Instant::now(),
+        ) {
             Some(ActorUpdate::Dead(e)) => assert!(e.to_string().contains("killed"), "{e}"),
             other => panic!("{other:?}"),
         }

@@ -368,6 +368,7 @@ impl Gcs {
         for (node, reason) in self.nodes.tick(Instant::now()) {
             self.node_dead(node, &reason);
         }
+        Self::deliver(self.actors.expire_unknown(Instant::now()));
         self.broadcast_view();
         self.schedule_groups(ctx);
     }
@@ -904,7 +905,8 @@ impl Handler<WatchActor> for Gcs {
             subs.push(msg.subscriber);
         }
         let (tx, rx) = flume::bounded(1);
-        if let Some(update) = self.actors.watch(msg.actor_id, msg.after, tx.clone()) {
+        let now = Instant::now();
+        if let Some(update) = self.actors.watch(msg.actor_id, msg.after, tx.clone(), now) {
             let _ = tx.send(update);
         }
         Box::pin(async move {

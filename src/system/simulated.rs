@@ -142,7 +142,7 @@ fn simulated_node_deaths_restart_actors_within_their_budget_and_never_onto_dead_
     assert_eq!(gcs.start(never), node(2));
     assert_eq!(gcs.start(always), node(3));
     let (tx, rx) = flume::unbounded();
-    assert!(gcs.actors.watch(never, Some(0), tx).is_none());
+    assert!(gcs.actors.watch(never, Some(0), tx, t0).is_none());
 
     // Nodes 1, 3 and 4 report every second; node 2 falls silent after t=1.
     for s in 1..=5 {
