@@ -528,19 +528,32 @@ impl RefCounts {
 
     /// The value of a small object, if it is ready and kept inline, for a reader that hands it
     /// to code (an error it gets counts as handled).
+    #[inline]
     pub(crate) fn inline(&self, id: ObjectId) -> Option<Stored> {
-        let v = self.inline_unread(id)?;
-        if matches!(v, Stored::Error(_)) {
-            // Only an error's reading matters; a value's is not recorded (no write lock).
-            if let Some(mut e) = self.map.get_mut(&id) {
-                e.read = true;
+        let entry = self.map.get(&id)?;
+        match entry.inline.as_ref()? {
+            // Only an error's reading matters; a value's is not recorded (no write lock, and
+            // the value is cloned straight out of the entry).
+            Stored::Error(_) => {
+                drop(entry);
+                self.mark_read(id);
+                self.inline_unread(id)
             }
+            value => Some(value.clone()),
         }
-        Some(v)
+    }
+
+    /// Records that a reader was handed the object (off the path of values).
+    #[cold]
+    fn mark_read(&self, id: ObjectId) {
+        if let Some(mut e) = self.map.get_mut(&id) {
+            e.read = true;
+        }
     }
 
     /// The value of a small object, if it is ready and kept inline, for a `wait` (which only
     /// looks: an error it sees is not handled yet).
+    #[inline]
     pub(crate) fn inline_unread(&self, id: ObjectId) -> Option<Stored> {
         self.map.get(&id).and_then(|e| e.inline.clone())
     }
