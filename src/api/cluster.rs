@@ -424,7 +424,7 @@ pub fn list_workers_async() -> impl Future<Output = Result<Vec<WorkerInfo>>> + S
         Ok(crate::cluster::status::worker_entries(&jobs, per_node)
             .into_iter()
             .map(|w| WorkerInfo {
-                worker_type: if w.driver { "DRIVER" } else { "WORKER" }.to_string(),
+                worker_type: w.kind().to_string(),
                 job_id: w.job_id,
                 node_id: w.node_id,
                 address: w.address.map(|a| a.to_string()),
@@ -439,12 +439,7 @@ fn to_job_infos(rows: Vec<crate::protocol::gcs::JobSummary>) -> Vec<JobInfo> {
     rows.into_iter()
         .map(|j| JobInfo {
             job_id: j.job_id,
-            status: if j.end_ms.is_some() {
-                "FINISHED"
-            } else {
-                "RUNNING"
-            }
-            .to_string(),
+            status: j.status().to_string(),
             namespace: j.namespace,
             entrypoint: j.entrypoint,
             driver_address: j.driver.to_string(),

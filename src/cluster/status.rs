@@ -114,6 +114,17 @@ pub(crate) struct WorkerEntry {
     pub(crate) alive: bool,
 }
 
+impl WorkerEntry {
+    /// `DRIVER` or `WORKER`, as `list_workers` and `lumen list workers` say it.
+    pub(crate) fn kind(&self) -> &'static str {
+        if self.driver {
+            "DRIVER"
+        } else {
+            "WORKER"
+        }
+    }
+}
+
 /// What `list workers` lists: each running job's driver, then each node's job workers, less
 /// those that are a driver's own process (a driver that runs its own work, as the embedded
 /// cluster's does).
@@ -273,7 +284,7 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
         let workers = worker_entries(&job_list, workers)
             .into_iter()
             .map(|w| WorkerRow {
-                worker_type: if w.driver { "DRIVER" } else { "WORKER" }.to_string(),
+                worker_type: w.kind().to_string(),
                 job_id: w.job_id.to_string(),
                 node_id: w.node_id.map(|n| n.to_string()),
                 address: w.address.map(|a| a.to_string()),
@@ -285,12 +296,7 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
             .into_iter()
             .map(|j| JobRow {
                 job_id: j.job_id.to_string(),
-                status: if j.end_ms.is_some() {
-                    "FINISHED"
-                } else {
-                    "RUNNING"
-                }
-                .to_string(),
+                status: j.status().to_string(),
                 namespace: j.namespace,
                 entrypoint: j.entrypoint,
                 driver_address: j.driver.to_string(),

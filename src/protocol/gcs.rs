@@ -240,6 +240,17 @@ pub(crate) struct JobSummary {
     pub(crate) end_ms: Option<u64>,
 }
 
+impl JobSummary {
+    /// `RUNNING`, or `FINISHED` once it ended (as `list_jobs` and `lumen list jobs` say it).
+    pub(crate) fn status(&self) -> &'static str {
+        if self.end_ms.is_some() {
+            "FINISHED"
+        } else {
+            "RUNNING"
+        }
+    }
+}
+
 /// Lists the running jobs, then the last ones that ended (oldest first).
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "Vec<JobSummary>")]
