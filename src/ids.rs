@@ -132,6 +132,11 @@ impl ObjectId {
         ObjectId(task.0 | (index as u128 + 1))
     }
 
+    /// The task that returns this object (`None` for an object made by `put`).
+    pub(crate) fn task(&self) -> Option<TaskId> {
+        (self.0 & 0xFFFF != 0).then_some(TaskId(self.0 & !0xFFFF))
+    }
+
     /// A fresh id for an object made by `put`.
     pub(crate) fn for_put() -> Self {
         ObjectId(fresh_u128())

@@ -9,9 +9,11 @@
 
 use crate::context::{ExecContext, WithExec};
 use crate::error::Error;
+use crate::events;
 use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
 use crate::objects::ownership;
 use crate::objects::read;
+use crate::protocol::events::{TaskState, TaskType};
 use crate::protocol::output;
 use crate::protocol::owner::TaskResult;
 use crate::protocol::refs::{RawRef, Stored};
@@ -22,6 +24,7 @@ use crate::transport::net::Net;
 use bytes::Bytes;
 use futures::FutureExt;
 use std::any::Any;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -182,10 +185,35 @@ fn announce(path: &'static str, method: bool) {
 
 /// Runs a sync task to completion on this thread.
 pub(crate) fn run_sync(spec: &TaskSpec, resolved: Vec<Option<Stored>>, node: NodeId) -> Outcome {
+    let outcome = run_sync_inner(spec, resolved, node);
+    events::ended(spec.task_id, spec.attempt, outcome.as_ref().err());
+    outcome
+}
+
+fn run_sync_inner(spec: &TaskSpec, resolved: Vec<Option<Stored>>, node: NodeId) -> Outcome {
     let path = &spec.function.path;
     let f = registry::function(spec.function.id, path)?;
     announce(f.path, false);
+    let waits = waits_for_args(spec, &resolved);
+    if waits {
+        events::started(
+            spec.task_id,
+            spec.attempt,
+            node,
+            Cow::Borrowed(f.path),
+            TaskType::Normal,
+            TaskState::PendingArgsAvail,
+        );
+    }
     let args = resolve_blocking(&spec.args, resolved)?;
+    events::started(
+        spec.task_id,
+        spec.attempt,
+        node,
+        Cow::Borrowed(f.path),
+        TaskType::Normal,
+        TaskState::Running,
+    );
     let Invoke::Sync(invoke) = f.invoke else {
         return Err(Error::invalid(format!(
             "{path} is async and cannot run on a worker thread"
@@ -197,6 +225,14 @@ pub(crate) fn run_sync(spec: &TaskSpec, resolved: Vec<Option<Stored>>, node: Nod
     }
 }
 
+/// Whether some ref argument of `spec` is not in hand yet (`resolved` holds those that are).
+fn waits_for_args(spec: &TaskSpec, resolved: &[Option<Stored>]) -> bool {
+    spec.args
+        .iter()
+        .enumerate()
+        .any(|(i, a)| matches!(a, TaskArg::Ref(_)) && resolved.get(i).is_none_or(Option::is_none))
+}
+
 /// Runs an async task inside `ctx`.
 pub(crate) async fn run_async(
     spec: Arc<TaskSpec>,
@@ -205,22 +241,44 @@ pub(crate) async fn run_async(
     ctx: ExecContext,
 ) -> Outcome {
     let path = spec.function.path.to_string();
+    if waits_for_args(&spec, &resolved) {
+        if let Ok(f) = registry::function(spec.function.id, &path) {
+            events::started(
+                spec.task_id,
+                spec.attempt,
+                node,
+                Cow::Borrowed(f.path),
+                TaskType::Normal,
+                TaskState::PendingArgsAvail,
+            );
+        }
+    }
     let args = resolve_async(&spec.args, resolved).await;
     let started = registry::function(spec.function.id, &path).and_then(|f| {
         let args = args?;
         announce(f.path, false);
+        events::started(
+            spec.task_id,
+            spec.attempt,
+            node,
+            Cow::Borrowed(f.path),
+            TaskType::Normal,
+            TaskState::Running,
+        );
         match f.invoke {
             Invoke::Async(invoke) => Ok(invoke(Args::new(args, f.path))),
             Invoke::Sync(_) => Err(Error::invalid(format!("{path} is not async"))),
         }
     });
-    match started {
+    let outcome = match started {
         Ok(fut) => match WithExec::new(ctx, AssertUnwindSafe(fut).catch_unwind()).await {
             Ok(outcome) => outcome.map_err(|e| locate(e, &path, node)),
             Err(p) => Err(panic_error(&path, p, node)),
         },
         Err(e) => Err(e),
-    }
+    };
+    events::ended(spec.task_id, spec.attempt, outcome.as_ref().err());
+    outcome
 }
 
 /// Runs a sync actor method with its decoded arguments, panics caught.

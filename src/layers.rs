@@ -14,6 +14,7 @@ pub(crate) const ORDER: &[&str] = &[
     "config",
     "placement",
     "protocol",
+    "events",
     "context",
     "objects",
     "registry",

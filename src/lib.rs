@@ -64,7 +64,8 @@
 //!  system | node | actors  the services: the GCS, the raylet, actor hosts and callers
 //!  invoke, registry      running registered functions; the registry of them
 //!  objects               refs, ownership (reference counting), stores, reading objects
-//!  context, protocol     the thread's execution context; every message between components
+//!  context, events       the thread's execution context; the task events this process saw
+//!  protocol              every message between components
 //!  placement             scheduling policy and placement-group bundle placement (pure)
 //!  config, transport     `Config`; the switchboard, QUIC endpoint, frames and handshake
 //!  error, ids, resources, spin, supervise
@@ -85,6 +86,7 @@ pub mod cluster;
 mod config;
 mod context;
 mod error;
+mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;
@@ -116,8 +118,9 @@ pub use api::actor::{
 pub use api::args::IntoArg;
 pub use api::cluster::{
     available_resources, available_resources_async, cluster_resources, cluster_resources_async,
-    list_actors, list_actors_async, list_jobs, list_jobs_async, list_workers, list_workers_async,
-    nodes, nodes_async, ActorInfo, JobInfo, NodeInfo, WorkerInfo,
+    list_actors, list_actors_async, list_jobs, list_jobs_async, list_tasks, list_tasks_async,
+    list_tasks_filtered, list_workers, list_workers_async, nodes, nodes_async, ActorInfo, JobInfo,
+    NodeInfo, WorkerInfo,
 };
 pub use api::context::{runtime_context, try_runtime_context, RuntimeContext};
 pub use api::objects::{
@@ -131,6 +134,7 @@ pub use api::placement_group::{
 };
 pub use api::task::TaskOptions;
 pub use api::{init, init_with, is_initialized, shutdown};
+pub use cluster::{Filter, TaskInfo};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use ids::{ActorId, JobId, NodeId, ObjectId, PlacementGroupId, TaskId};

@@ -693,6 +693,75 @@ fn two_node_cluster_runs_tasks_and_the_example_then_stops_clean() {
                 .unwrap_or_else(|| panic!("node {id} missing: {list}"));
             assert!(line.contains("ALIVE"), "{list}");
         }
+        // The task events: `lumen list tasks` shows the six attempts finished, on both nodes,
+        // in the worker processes (each process reports within about a second).
+        let my_tasks = || -> Vec<serde_json::Value> {
+            let out = session
+                .lumen(&[
+                    "list",
+                    "tasks",
+                    "--format",
+                    "json",
+                    "--filter",
+                    "state=FINISHED",
+                ])
+                .expect_ok("lumen list tasks --format json");
+            let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout)
+                .unwrap_or_else(|e| panic!("lumen list tasks --format json: {e}: {}", out.stdout));
+            rows.into_iter()
+                .filter(|t| {
+                    t["name"]
+                        .as_str()
+                        .is_some_and(|n| n.ends_with("::where_am_i"))
+                })
+                .filter(|t| t["state"] == "FINISHED")
+                .collect()
+        };
+        let mut rows = Vec::new();
+        let reported = wait_until(TASK_LIMIT, || {
+            rows = my_tasks();
+            rows.len() == 6 && rows.iter().all(|t| t["node_id"].is_string())
+        });
+        assert!(reported, "six finished where_am_i attempts: {rows:#?}");
+        let task_nodes: BTreeSet<&str> =
+            rows.iter().filter_map(|t| t["node_id"].as_str()).collect();
+        assert_eq!(task_nodes.len(), 2, "{rows:#?}");
+        for t in &rows {
+            let pid = t["pid"].as_u64().map(|p| p as u32);
+            assert!(pid.is_some_and(|p| worker_pids.contains(&p)), "{t}");
+        }
+        let summary = session
+            .lumen(&["summary", "tasks"])
+            .expect_ok("lumen summary tasks");
+        let line = summary
+            .stdout
+            .lines()
+            .find(|l| l.contains("::where_am_i"))
+            .unwrap_or_else(|| panic!("where_am_i missing: {summary}"));
+        assert!(line.contains("FINISHED: 6"), "{summary}");
+        // `lumen timeline`: a Chrome trace with one complete event per attempt.
+        let trace_path = session.dir.join("timeline.json");
+        let trace_arg = trace_path.to_string_lossy().into_owned();
+        session
+            .lumen(&["timeline", "-o", &trace_arg])
+            .expect_ok("lumen timeline");
+        let text = std::fs::read_to_string(&trace_path).expect("the trace was written");
+        let trace: serde_json::Value = serde_json::from_str(&text).expect("the trace is JSON");
+        let spans = trace["traceEvents"]
+            .as_array()
+            .expect("traceEvents")
+            .iter()
+            .filter(|e| {
+                e["ph"] == "X"
+                    && e["name"]
+                        .as_str()
+                        .is_some_and(|n| n.ends_with("::where_am_i"))
+            })
+            .count();
+        assert_eq!(spans, 6, "{text}");
+        let bad = session.lumen(&["list", "tasks", "--filter", "colour=red"]);
+        assert!(!bad.ok() && bad.stderr.contains("no field"), "{bad}");
+
         // The workers are recognised as this session's processes (what the checks after
         // `lumen stop` look for).
         let procs = session_processes(&session.dir);

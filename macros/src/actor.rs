@@ -170,6 +170,7 @@ pub(crate) fn expand(opts: RemoteOptions, mut imp: ItemImpl, errors: &mut Errors
                 ::lumen::ActorCall::__new(
                     &self.__raw,
                     #idx,
+                    ::core::concat!(::core::module_path!(), "::", #ty_name, "::", ::core::stringify!(#ident)),
                     ::std::vec![#(::lumen::IntoArg::<#tys>::into_arg(#names)),*],
                 )
             }

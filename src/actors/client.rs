@@ -81,6 +81,9 @@ impl ActorClients {
 
     fn fail_all(&self, failed: Vec<Failed>) {
         for (id, e, pins) in failed {
+            if let Some(call) = id.task() {
+                crate::events::ended(call, 0, Some(&e));
+            }
             self.refs.complete(id, Stored::Error(e), Vec::new());
             self.refs.unpin(&pins);
         }

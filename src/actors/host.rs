@@ -13,9 +13,11 @@ use crate::actors::groups::{Group, RunCall};
 use crate::actors::pooled::{self, PooledContext};
 use crate::context::{with_exec, ExecContext};
 use crate::error::Error;
+use crate::events;
 use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
 use crate::invoke::{self, locate, panic_error};
 use crate::objects::codec;
+use crate::protocol::events::{TaskState, TaskType};
 use crate::protocol::gcs::{ActorFailed, ActorStarted};
 use crate::protocol::raylet::ActorReady;
 use crate::protocol::refs::Stored;
@@ -55,6 +57,11 @@ pub(crate) struct CallGuard {
 }
 
 impl CallGuard {
+    /// The call.
+    pub(crate) fn task_id(&self) -> TaskId {
+        self.task_id
+    }
+
     /// Sends the call's outcome to its owner.
     pub(crate) fn finish(mut self, outcome: Outcome) {
         self.done = true;
@@ -62,6 +69,7 @@ impl CallGuard {
     }
 
     fn send(&self, outcome: Outcome) {
+        events::ended(self.task_id, 0, outcome.as_ref().err());
         invoke::send_result(
             &self.net,
             self.owner,
@@ -118,6 +126,7 @@ impl LocalHost {
 
     /// Posts a call; gives it back if the host is gone.
     pub(crate) fn post(&self, call: ActorCall) -> Option<ActorCall> {
+        events::queued(call.task_id);
         match self.addr.try_send(call) {
             Ok(()) => None,
             Err(SendError::Full(call)) | Err(SendError::Closed(call)) => Some(call),
@@ -196,14 +205,24 @@ impl ActorHost {
         let node = self.site.node;
         let run = || -> Result<ActorState, Error> {
             let args = invoke::resolve_blocking(&spec.args, resolved)?;
+            events::started(
+                spec.task_id,
+                spec.attempt,
+                node,
+                Cow::Borrowed(class.path),
+                TaskType::ActorCreation,
+                TaskState::Running,
+            );
             (class.construct)(Args::new(args, class.path))
         };
-        match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let made = match std::panic::catch_unwind(AssertUnwindSafe(|| {
             with_exec(self.exec(spec.task_id, false), run)
         })) {
             Ok(r) => r.map(|s| (class, s)).map_err(|e| locate(e, path, node)),
             Err(p) => Err(panic_error(&format!("{path}::new"), p, node)),
-        }
+        };
+        events::ended(spec.task_id, spec.attempt, made.as_ref().err());
+        made
     }
 
     /// Runs one call in its concurrency group.

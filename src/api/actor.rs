@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::ids::{ActorId, ObjectId, TaskId};
 use crate::objects::object_ref::ObjectRef;
 use crate::placement::SchedulingStrategy;
+use crate::protocol::events::TaskType;
 use crate::protocol::gcs::{CreateActor, KillActor, LookupActor, Registered};
 use crate::protocol::refs::RawRef;
 use crate::protocol::task::{ActorCreation, FunctionRef, TaskKind, TaskSpec};
@@ -489,6 +490,15 @@ fn prepare_creation<T: RemoteActor>(
     rt.refs.add_pending_actor(return_id, spec.clone(), actor_id);
     // The creation's outcome arrives as a result, like any task's.
     rt.inflight.insert(return_id, (spec.clone(), None));
+    crate::events::submitted(
+        spec.task_id,
+        0,
+        rt.job_id,
+        spec.function.path.clone(),
+        TaskType::ActorCreation,
+        Some(actor_id),
+        spec.parent,
+    );
     let anchor = ObjectRef::adopt(RawRef {
         id: return_id,
         owner: rt.owner(),
@@ -595,6 +605,8 @@ impl<T: RemoteActor> Naming<T> {
 pub struct ActorCall<R> {
     raw: RawActorHandle,
     method: u32,
+    /// The method's path (`module::Type::method`), for the task events.
+    path: &'static str,
     args: Vec<Result<PreparedArg>>,
     group: Option<String>,
     _r: PhantomData<fn() -> R>,
@@ -608,10 +620,16 @@ impl<R> fmt::Debug for ActorCall<R> {
 
 impl<R> ActorCall<R> {
     #[doc(hidden)]
-    pub fn __new(raw: &RawActorHandle, method: u32, args: Vec<Result<PreparedArg>>) -> Self {
+    pub fn __new(
+        raw: &RawActorHandle,
+        method: u32,
+        path: &'static str,
+        args: Vec<Result<PreparedArg>>,
+    ) -> Self {
         ActorCall {
             raw: raw.clone(),
             method,
+            path,
             args,
             group: None,
             _r: PhantomData,
@@ -663,6 +681,8 @@ impl<R> ActorCall<R> {
             seq: 0,
             skip_to: 0,
         };
+        let parent = context::exec(|e| e.task_id);
+        crate::events::call_submitted(task_id, rt.job_id, actor_id, self.path, parent);
         rt.actors.submit(actor_id, call, pinned);
         r
     }

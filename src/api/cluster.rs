@@ -1,14 +1,16 @@
-//! The cluster's state: nodes, resources and actors, each with its async twin.
+//! The cluster's state: nodes, resources, actors, jobs, workers and tasks, each with its async
+//! twin.
 //!
 //! These calls cannot fail, so in async code (where they must not block: see
 //! `crate::context::async_context`) the blocking ones log the refusal once and answer as before
 //! `lumen::init()`: nothing; their `_async` twins await the answers instead.
 
+use crate::cluster::state::{filter_rows, listing, Filter, TaskInfo};
 use crate::context::refuse_blocking_logged;
 use crate::error::Result;
 use crate::ids::ActorId;
 use crate::ids::{JobId, NodeId};
-use crate::protocol::gcs::{GetNodes, ListActors, ListJobs};
+use crate::protocol::gcs::{GetNodes, ListActors, ListJobs, ListTasks};
 use crate::protocol::raylet::{GetResources, GetWorkers};
 use crate::protocol::svc;
 use crate::transport::net::IN_PROCESS;
@@ -433,6 +435,68 @@ pub fn list_workers_async() -> impl Future<Output = Result<Vec<WorkerInfo>>> + S
             })
             .collect())
     }
+}
+
+/// Every task, actor creation and actor call the cluster recorded (Ray's `list_tasks`), one row
+/// per attempt, oldest first: its function, state, node, process and error. The GCS keeps the
+/// last 100,000 attempts; processes report every second, so what another process ran shows up
+/// within about a second (this process's own work at once).
+///
+/// In async code it returns `Error::InvalidArgument` without blocking: use [`list_tasks_async`]
+/// there.
+///
+/// # Examples
+/// ```no_run
+/// #[lumen::remote]
+/// fn fails() -> Result<u8, String> { Err("no".into()) }
+///
+/// lumen::init()?;
+/// let _ = lumen::get(&fails::remote());
+/// let failed = lumen::list_tasks_filtered(&["state=FAILED".parse()?])?;
+/// assert!(failed.iter().any(|t| t.error.as_deref().is_some_and(|e| e.contains("no"))));
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn list_tasks() -> Result<Vec<TaskInfo>> {
+    list_tasks_filtered(&[])
+}
+
+/// The attempts [`list_tasks`] lists that pass every filter (`state=RUNNING`,
+/// `name!=my::f`, … on the fields of [`TaskInfo`]).
+///
+/// # Examples
+/// ```no_run
+/// lumen::init()?;
+/// let running = lumen::list_tasks_filtered(&[lumen::Filter::eq("state", "RUNNING")])?;
+/// println!("{} running", running.len());
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn list_tasks_filtered(filters: &[Filter]) -> Result<Vec<TaskInfo>> {
+    runtime::current()?;
+    crate::context::refuse_blocking("lumen::list_tasks", "lumen::list_tasks_async().await")?;
+    filter_rows(futures::executor::block_on(list_tasks_async())?, filters)
+}
+
+/// The attempts the cluster recorded, without blocking a thread: the async twin of
+/// [`list_tasks`]. Works on any executor.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() -> lumen::Result<()> {
+/// let tasks = lumen::list_tasks_async().await?;
+/// println!("{} attempts", tasks.len());
+/// # Ok(()) }
+/// lumen::init()?;
+/// futures::executor::block_on(run())?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn list_tasks_async() -> impl Future<Output = Result<Vec<TaskInfo>>> + Send + 'static {
+    let ask = runtime::current().map(|rt| {
+        // This process's own events first: same sender, same path, so the GCS has them before
+        // it answers.
+        rt.report_events();
+        rt.ask(&rt.gcs, ListTasks { job: None })
+    });
+    async move { Ok(listing(ask?.await?).tasks) }
 }
 
 fn to_job_infos(rows: Vec<crate::protocol::gcs::JobSummary>) -> Vec<JobInfo> {

@@ -7,6 +7,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use lumen::cluster::filter_rows;
 use lumen::cluster::session::{self, NodeRecordFile};
 use lumen::cluster::{Node, NodeOptions};
 use std::collections::BTreeMap;
@@ -80,6 +81,13 @@ enum ListWhat {
     PlacementGroups,
     Jobs,
     Workers,
+    Tasks,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SummaryWhat {
+    Tasks,
+    Actors,
 }
 
 #[derive(Subcommand)]
@@ -104,10 +112,14 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// List the cluster's nodes, actors, placement groups, jobs or workers.
+    /// List the cluster's nodes, actors, placement groups, jobs, workers or tasks.
     List {
         #[arg(value_enum)]
         what: ListWhat,
+        /// Only rows whose field is (`key=value`) or is not (`key!=value`) a value; repeat for
+        /// several. Fields are named as `--format json` names them.
+        #[arg(long = "filter", value_name = "KEY=VALUE")]
+        filters: Vec<lumen::Filter>,
         /// The cluster (default: LUMEN_ADDRESS, else the head on this machine).
         #[arg(long)]
         address: Option<String>,
@@ -119,6 +131,35 @@ enum Cmd {
         /// Show every field.
         #[arg(long)]
         detail: bool,
+    },
+    /// Count the cluster's tasks (per function and state) or actors (per type and state).
+    Summary {
+        #[arg(value_enum)]
+        what: SummaryWhat,
+        /// The cluster (default: LUMEN_ADDRESS, else the head on this machine).
+        #[arg(long)]
+        address: Option<String>,
+        /// The cluster token (default: LUMEN_TOKEN, else found locally). Prefer LUMEN_TOKEN.
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Write the cluster's task events as a Chrome trace (open it in chrome://tracing or
+    /// https://ui.perfetto.dev): one bar per task attempt, a row per node and worker process.
+    Timeline {
+        /// Only this job's tasks (its id, or a prefix of it).
+        #[arg(long)]
+        job: Option<String>,
+        /// Where to write it (`-`: standard output); default `lumen-timeline-<time>.json`.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// The cluster (default: LUMEN_ADDRESS, else the head on this machine).
+        #[arg(long)]
+        address: Option<String>,
+        /// The cluster token (default: LUMEN_TOKEN, else found locally). Prefer LUMEN_TOKEN.
+        #[arg(long)]
+        token: Option<String>,
     },
     /// List the logs of this machine's lumen nodes and of their worker processes, or print one.
     Logs {
@@ -578,137 +619,321 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::List {
             what,
+            filters,
             address,
             token,
             format,
             detail,
-        } => {
-            let s = lumen::cluster::cluster_status(address.as_deref(), token.as_deref())?;
-            match (what, format) {
-                (ListWhat::Nodes, Format::Json) => {
-                    println!("{}", serde_json::to_string_pretty(&s.nodes)?)
-                }
-                (ListWhat::Actors, Format::Json) => {
-                    println!("{}", serde_json::to_string_pretty(&s.actors)?)
-                }
-                (ListWhat::PlacementGroups, Format::Json) => {
-                    println!("{}", serde_json::to_string_pretty(&s.placement_groups)?)
-                }
-                (ListWhat::Workers, Format::Json) => {
-                    println!("{}", serde_json::to_string_pretty(&s.workers)?)
-                }
-                (ListWhat::Workers, Format::Table) => {
-                    println!(
-                        "{:<7} {:<34} {:<8} {:<22} {:<6} NODE_ID",
-                        "TYPE", "JOB_ID", "PID", "ADDRESS", "ALIVE"
-                    );
-                    for w in &s.workers {
-                        println!(
-                            "{:<7} {:<34} {:<8} {:<22} {:<6} {}",
-                            w.worker_type,
-                            w.job_id,
-                            w.pid.map_or("-".to_string(), |p| p.to_string()),
-                            w.address.as_deref().unwrap_or("-"),
-                            w.alive,
-                            w.node_id.as_deref().unwrap_or("-")
-                        );
-                    }
-                }
-                (ListWhat::Jobs, Format::Json) => {
-                    println!("{}", serde_json::to_string_pretty(&s.jobs)?)
-                }
-                (ListWhat::Jobs, Format::Table) => {
-                    println!(
-                        "{:<34} {:<9} {:<22} {:<24} NAMESPACE",
-                        "JOB_ID", "STATUS", "DRIVER", "ENTRYPOINT"
-                    );
-                    for j in &s.jobs {
-                        println!(
-                            "{:<34} {:<9} {:<22} {:<24} {}",
-                            j.job_id,
-                            j.status,
-                            j.driver_address,
-                            j.entrypoint.as_deref().unwrap_or("-"),
-                            j.namespace
-                        );
-                    }
-                }
-                (ListWhat::PlacementGroups, Format::Table) => {
-                    println!(
-                        "{:<34} {:<16} {:<13} {:<14} BUNDLES",
-                        "PLACEMENT_GROUP_ID", "NAME", "STATE", "STRATEGY"
-                    );
-                    for g in &s.placement_groups {
-                        let bundles: Vec<String> = g
-                            .bundles
-                            .iter()
-                            .zip(&g.bundle_nodes)
-                            .map(|(b, n)| {
-                                let res: Vec<String> =
-                                    b.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                                match (detail, n) {
-                                    (true, Some(n)) => format!("{{{}}}@{n}", res.join(" ")),
-                                    _ => format!("{{{}}}", res.join(" ")),
-                                }
-                            })
-                            .collect();
-                        println!(
-                            "{:<34} {:<16} {:<13} {:<14} {}{}",
-                            g.id,
-                            g.name.as_deref().unwrap_or("-"),
-                            g.state,
-                            g.strategy,
-                            bundles.join(" "),
-                            if detail && g.detached {
-                                " (detached)"
-                            } else {
-                                ""
-                            }
-                        );
-                    }
-                }
-                (ListWhat::Nodes, Format::Table) => {
-                    println!(
-                        "{:<34} {:<22} {:<6} {:<5} RESOURCES",
-                        "NODE_ID", "ADDRESS", "STATE", "HEAD"
-                    );
-                    for n in &s.nodes {
-                        let res: Vec<String> = n
-                            .total
-                            .iter()
-                            .filter(|(k, _)| detail || !k.contains("memory"))
-                            .map(|(k, v)| format!("{k}={v}"))
-                            .collect();
-                        println!(
-                            "{:<34} {:<22} {:<6} {:<5} {}",
-                            n.node_id.to_string(),
-                            n.address,
-                            if n.alive { "ALIVE" } else { "DEAD" },
-                            n.head,
-                            res.join(" ")
-                        );
-                    }
-                }
-                (ListWhat::Actors, Format::Table) => {
-                    println!(
-                        "{:<34} {:<30} {:<18} {:<16} NODE_ID",
-                        "ACTOR_ID", "CLASS", "STATE", "NAME"
-                    );
-                    for a in &s.actors {
-                        println!(
-                            "{:<34} {:<30} {:<18} {:<16} {}",
-                            a.actor_id,
-                            a.class,
-                            a.state,
-                            a.name.as_deref().unwrap_or("-"),
-                            a.node_id.as_deref().unwrap_or("-")
-                        );
-                    }
-                }
+        } => list(
+            what,
+            &filters,
+            address.as_deref(),
+            token.as_deref(),
+            format,
+            detail,
+        ),
+        Cmd::Summary {
+            what,
+            address,
+            token,
+            format,
+        } => summary(what, address.as_deref(), token.as_deref(), format),
+        Cmd::Timeline {
+            job,
+            output,
+            address,
+            token,
+        } => timeline(job.as_deref(), output, address.as_deref(), token.as_deref()),
+    }
+}
+
+fn list(
+    what: ListWhat,
+    filters: &[lumen::Filter],
+    address: Option<&str>,
+    token: Option<&str>,
+    format: Format,
+    detail: bool,
+) -> Result<()> {
+    if let ListWhat::Tasks = what {
+        return list_tasks(filters, address, token, format, detail);
+    }
+    let mut s = lumen::cluster::cluster_status(address, token)?;
+    match what {
+        ListWhat::Nodes => s.nodes = filter_rows(s.nodes, filters)?,
+        ListWhat::Actors => s.actors = filter_rows(s.actors, filters)?,
+        ListWhat::PlacementGroups => s.placement_groups = filter_rows(s.placement_groups, filters)?,
+        ListWhat::Jobs => s.jobs = filter_rows(s.jobs, filters)?,
+        ListWhat::Workers => s.workers = filter_rows(s.workers, filters)?,
+        ListWhat::Tasks => {}
+    }
+    match (what, format) {
+        (ListWhat::Nodes, Format::Json) => {
+            println!("{}", serde_json::to_string_pretty(&s.nodes)?)
+        }
+        (ListWhat::Actors, Format::Json) => {
+            println!("{}", serde_json::to_string_pretty(&s.actors)?)
+        }
+        (ListWhat::PlacementGroups, Format::Json) => {
+            println!("{}", serde_json::to_string_pretty(&s.placement_groups)?)
+        }
+        (ListWhat::Workers, Format::Json) => {
+            println!("{}", serde_json::to_string_pretty(&s.workers)?)
+        }
+        (ListWhat::Workers, Format::Table) => {
+            println!(
+                "{:<7} {:<34} {:<8} {:<22} {:<6} NODE_ID",
+                "TYPE", "JOB_ID", "PID", "ADDRESS", "ALIVE"
+            );
+            for w in &s.workers {
+                println!(
+                    "{:<7} {:<34} {:<8} {:<22} {:<6} {}",
+                    w.worker_type,
+                    w.job_id,
+                    w.pid.map_or("-".to_string(), |p| p.to_string()),
+                    w.address.as_deref().unwrap_or("-"),
+                    w.alive,
+                    w.node_id.as_deref().unwrap_or("-")
+                );
             }
-            Ok(())
+        }
+        (ListWhat::Jobs, Format::Json) => {
+            println!("{}", serde_json::to_string_pretty(&s.jobs)?)
+        }
+        (ListWhat::Jobs, Format::Table) => {
+            println!(
+                "{:<34} {:<9} {:<22} {:<24} NAMESPACE",
+                "JOB_ID", "STATUS", "DRIVER", "ENTRYPOINT"
+            );
+            for j in &s.jobs {
+                println!(
+                    "{:<34} {:<9} {:<22} {:<24} {}",
+                    j.job_id,
+                    j.status,
+                    j.driver_address,
+                    j.entrypoint.as_deref().unwrap_or("-"),
+                    j.namespace
+                );
+            }
+        }
+        (ListWhat::PlacementGroups, Format::Table) => {
+            println!(
+                "{:<34} {:<16} {:<13} {:<14} BUNDLES",
+                "PLACEMENT_GROUP_ID", "NAME", "STATE", "STRATEGY"
+            );
+            for g in &s.placement_groups {
+                let bundles: Vec<String> = g
+                    .bundles
+                    .iter()
+                    .zip(&g.bundle_nodes)
+                    .map(|(b, n)| {
+                        let res: Vec<String> = b.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        match (detail, n) {
+                            (true, Some(n)) => format!("{{{}}}@{n}", res.join(" ")),
+                            _ => format!("{{{}}}", res.join(" ")),
+                        }
+                    })
+                    .collect();
+                println!(
+                    "{:<34} {:<16} {:<13} {:<14} {}{}",
+                    g.id,
+                    g.name.as_deref().unwrap_or("-"),
+                    g.state,
+                    g.strategy,
+                    bundles.join(" "),
+                    if detail && g.detached {
+                        " (detached)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        (ListWhat::Nodes, Format::Table) => {
+            println!(
+                "{:<34} {:<22} {:<6} {:<5} RESOURCES",
+                "NODE_ID", "ADDRESS", "STATE", "HEAD"
+            );
+            for n in &s.nodes {
+                let res: Vec<String> = n
+                    .total
+                    .iter()
+                    .filter(|(k, _)| detail || !k.contains("memory"))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                println!(
+                    "{:<34} {:<22} {:<6} {:<5} {}",
+                    n.node_id.to_string(),
+                    n.address,
+                    if n.alive { "ALIVE" } else { "DEAD" },
+                    n.head,
+                    res.join(" ")
+                );
+            }
+        }
+        (ListWhat::Actors, Format::Table) => {
+            println!(
+                "{:<34} {:<30} {:<18} {:<16} NODE_ID",
+                "ACTOR_ID", "CLASS", "STATE", "NAME"
+            );
+            for a in &s.actors {
+                println!(
+                    "{:<34} {:<30} {:<18} {:<16} {}",
+                    a.actor_id,
+                    a.class,
+                    a.state,
+                    a.name.as_deref().unwrap_or("-"),
+                    a.node_id.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        (ListWhat::Tasks, _) => {}
+    }
+    Ok(())
+}
+
+fn list_tasks(
+    filters: &[lumen::Filter],
+    address: Option<&str>,
+    token: Option<&str>,
+    format: Format,
+    detail: bool,
+) -> Result<()> {
+    let listing = lumen::cluster::tasks_at(address, token)?;
+    let tasks = filter_rows(listing.tasks, filters)?;
+    if let Format::Json = format {
+        println!("{}", serde_json::to_string_pretty(&tasks)?);
+        return Ok(());
+    }
+    println!(
+        "{:<34} {:<3} {:<40} {:<24} {:<34} {:<8} TYPE",
+        "TASK_ID", "TRY", "NAME", "STATE", "NODE_ID", "PID"
+    );
+    for t in &tasks {
+        println!(
+            "{:<34} {:<3} {:<40} {:<24} {:<34} {:<8} {}",
+            t.task_id,
+            t.attempt,
+            t.name,
+            t.state,
+            t.node_id.map_or("-".to_string(), |n| n.to_string()),
+            t.pid.map_or("-".to_string(), |p| p.to_string()),
+            t.task_type
+        );
+        if detail {
+            let ms = |a: Option<u64>, b: Option<u64>| match (a, b) {
+                (Some(a), Some(b)) => format!("{:.3} ms", b.saturating_sub(a) as f64 / 1000.0),
+                _ => "-".to_string(),
+            };
+            println!(
+                "    job {}  queued {}  ran {}{}",
+                t.job_id.map_or("-".to_string(), |j| j.to_string()),
+                ms(t.submitted_time_us, t.start_time_us),
+                ms(t.start_time_us, t.end_time_us),
+                t.error
+                    .as_deref()
+                    .map(|e| format!("\n    error: {e}"))
+                    .unwrap_or_default()
+            );
         }
     }
+    if listing.dropped > 0 {
+        println!(
+            "({} older or unreported attempts are not listed: the cluster keeps the last 100,000)",
+            listing.dropped
+        );
+    }
+    Ok(())
+}
+
+fn summary(
+    what: SummaryWhat,
+    address: Option<&str>,
+    token: Option<&str>,
+    format: Format,
+) -> Result<()> {
+    // (name, type, counts per state) per row.
+    let rows: Vec<(String, String, BTreeMap<String, usize>)> = match what {
+        SummaryWhat::Tasks => {
+            let listing = lumen::cluster::tasks_at(address, token)?;
+            lumen::cluster::summarize_tasks(&listing.tasks)
+                .into_iter()
+                .map(|r| (r.name, r.task_type, r.state_counts))
+                .collect()
+        }
+        SummaryWhat::Actors => {
+            let s = lumen::cluster::cluster_status(address, token)?;
+            let mut by: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+            for a in s.actors {
+                *by.entry(a.class).or_default().entry(a.state).or_default() += 1;
+            }
+            by.into_iter()
+                .map(|(class, counts)| (class, "ACTOR".to_string(), counts))
+                .collect()
+        }
+    };
+    if let Format::Json = format {
+        let json: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(name, kind, counts)| {
+                serde_json::json!({ "name": name, "type": kind, "state_counts": counts })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    let (noun, what) = match what {
+        SummaryWhat::Tasks => ("FUNC_OR_METHOD", "tasks"),
+        SummaryWhat::Actors => ("CLASS", "actors"),
+    };
+    println!("======== {what} summary ========");
+    println!("{noun:<50} {:<20} STATE_COUNTS", "TYPE");
+    for (name, kind, counts) in &rows {
+        let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        println!("{name:<50} {kind:<20} {}", counts.join(", "));
+    }
+    let total: usize = rows.iter().flat_map(|r| r.2.values()).sum();
+    println!("total: {total} {what}");
+    Ok(())
+}
+
+fn timeline(
+    job: Option<&str>,
+    output: Option<PathBuf>,
+    address: Option<&str>,
+    token: Option<&str>,
+) -> Result<()> {
+    let listing = lumen::cluster::tasks_at(address, token)?;
+    let tasks: Vec<lumen::TaskInfo> = match job {
+        None => listing.tasks,
+        Some(j) => {
+            let j = j.to_ascii_lowercase();
+            listing
+                .tasks
+                .into_iter()
+                .filter(|t| t.job_id.is_some_and(|id| id.to_string().starts_with(&j)))
+                .collect()
+        }
+    };
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let trace = lumen::cluster::chrome_trace(&tasks, now_us);
+    let text = serde_json::to_string(&trace)?;
+    let path = output
+        .unwrap_or_else(|| PathBuf::from(format!("lumen-timeline-{}.json", now_us / 1_000_000)));
+    if path.as_os_str() == "-" {
+        println!("{text}");
+        return Ok(());
+    }
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "wrote {} task attempts to {}: open it in chrome://tracing or https://ui.perfetto.dev",
+        tasks.iter().filter(|t| t.start_time_us.is_some()).count(),
+        path.display()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

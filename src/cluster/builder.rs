@@ -168,6 +168,10 @@ impl Builder {
                 "a process that runs tasks needs a raylet: its own, or its node's",
             ));
         }
+        if self.raylet.is_some() {
+            // What the raylet and the work in this process saw of tasks goes to the GCS.
+            crate::events::spawn_reporter(tokio.handle(), net.target(gcs));
+        }
         let executor = tokio.handle().clone();
         let n = net.clone();
         let (gcs_part, raylet_part, pool) = (self.gcs, self.raylet, self.pool);
@@ -318,6 +322,10 @@ impl Assembly {
             executor: self.handle(),
         });
         owner::serve(net, &rt)?;
+        if self.node.is_none_or(|(_, raylet)| raylet != net.addr()) {
+            // A process with its own raylet reports already (see `build`).
+            crate::events::spawn_reporter(&self.handle(), net.target(self.gcs));
+        }
         Ok(rt)
     }
 

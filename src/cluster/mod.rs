@@ -8,6 +8,7 @@
 //! - [`node`]: [`Node`], a cluster node in this process (what `lumen start` runs).
 //! - [`session`]: the per-user folder where `lumen start` records its nodes.
 //! - [`status`]: what `lumen status` and `lumen list` read from a cluster.
+//! - [`state`]: task rows, filters, summaries and the timeline of `lumen list/summary/timeline`.
 
 pub(crate) mod builder;
 pub(crate) mod contact;
@@ -15,7 +16,12 @@ pub(crate) mod modes;
 pub(crate) mod node;
 #[doc(hidden)]
 pub mod session;
+pub(crate) mod state;
 pub(crate) mod status;
 
 pub use node::{Node, NodeOptions};
+pub use state::{
+    chrome_trace, filter_rows, summarize_tasks, tasks_at, Filter, TaskInfo, TaskListing,
+    TaskSummaryRow,
+};
 pub use status::{cluster_status, ActorRow, ClusterStatus, NodeStatus, PlacementGroupRow};

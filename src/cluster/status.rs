@@ -1,7 +1,7 @@
 //! What `lumen status` and `lumen list` show: a short-lived client connects to a cluster's GCS
 //! (and each node's raylet) with the cluster token, without starting a job.
 
-use crate::cluster::builder::Builder;
+use crate::cluster::builder::{Assembly, Builder};
 use crate::cluster::contact::{find_token, resolve_address};
 use crate::cluster::session;
 use crate::error::{Error, Result};
@@ -178,16 +178,13 @@ pub struct ClusterStatus {
     pub workers: Vec<WorkerRow>,
 }
 
-/// Connects to the cluster at `address` (`None`: `LUMEN_ADDRESS`, else the head on this
-/// machine) and reads its state.
-///
-/// # Examples
-/// ```no_run
-/// let status = lumen::cluster::cluster_status(Some("127.0.0.1:6379"), None)?;
-/// print!("{status}");
-/// # Ok::<(), lumen::Error>(())
-/// ```
-pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<ClusterStatus> {
+/// A short-lived client of the cluster at `address` (`None`: `LUMEN_ADDRESS`, else the head on
+/// this machine), with the cluster token (`None`: found as `lumen start` left it), and the
+/// GCS's address.
+pub(crate) fn connect(
+    address: Option<&str>,
+    token: Option<&str>,
+) -> Result<(Assembly, SocketAddr)> {
     let address = match address {
         Some(a) => a.to_string(),
         None => std::env::var("LUMEN_ADDRESS")
@@ -205,6 +202,20 @@ pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<Clus
     let gcs_addr = resolve_address(&address)?;
     let token = find_token(token, &address)?;
     let client = Builder::towards("lumen-status", 1, gcs_addr, token).build()?;
+    Ok((client, gcs_addr))
+}
+
+/// Connects to the cluster at `address` (`None`: `LUMEN_ADDRESS`, else the head on this
+/// machine) and reads its state.
+///
+/// # Examples
+/// ```no_run
+/// let status = lumen::cluster::cluster_status(Some("127.0.0.1:6379"), None)?;
+/// print!("{status}");
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<ClusterStatus> {
+    let (client, gcs_addr) = connect(address, token)?;
     let net = client.net.clone();
     client.block_on(async move {
         let gcs = net.target::<svc::Gcs>(gcs_addr);

@@ -11,6 +11,7 @@ use crate::invoke;
 use crate::node::processes::{JobWorkers, Sent, WorkerEvent, WorkerSettings};
 use crate::node::scheduler::{Action, Ready, Scheduler};
 use crate::objects::read;
+use crate::protocol::events::{TaskState, TaskType};
 use crate::protocol::gcs::{ActorFailed, ActorLost, Heartbeat, RegisterNode};
 use crate::protocol::owner::{Infeasible, NodeDied, TaskQueued, TasksPlaced};
 use crate::protocol::raylet::*;
@@ -200,6 +201,14 @@ impl Raylet {
         deps: Vec<(usize, crate::protocol::refs::RawRef)>,
         ctx: &mut Context<Self>,
     ) {
+        crate::events::started(
+            spec.task_id,
+            spec.attempt,
+            self.node_id(),
+            spec.function.path.clone(),
+            TaskType::Normal,
+            TaskState::PendingArgsAvail,
+        );
         let nargs = spec.args.len();
         let n = deps.len();
         let (tx, rx) = flume::unbounded();

@@ -5,6 +5,7 @@ use crate::error::Error;
 use crate::ids::{ActorId, JobId, NodeId, ObjectId, PlacementGroupId};
 use crate::placement::bundles::PlacementStrategy;
 use crate::placement::group::PlacementGroupState;
+use crate::protocol::events::TaskRecord;
 use crate::protocol::svc;
 use crate::protocol::task::TaskSpec;
 use crate::resources::ResourceSet;
@@ -321,6 +322,35 @@ pub(crate) struct ListPlacementGroups {
     pub(crate) id: Option<PlacementGroupId>,
 }
 
+/// The task events a process recorded since its last report (one-way).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct AddTaskEvents {
+    /// One record per attempt, with what this process saw of it.
+    pub(crate) records: Vec<TaskRecord>,
+    /// Records the process dropped since its last report (its buffer was full).
+    pub(crate) dropped: u64,
+}
+
+/// Lists the attempts the GCS keeps: of one job, or of every job.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "TaskList")]
+pub(crate) struct ListTasks {
+    pub(crate) job: Option<JobId>,
+}
+
+/// The attempts [`ListTasks`] asked for, oldest first.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct TaskList {
+    pub(crate) tasks: Vec<TaskRecord>,
+    /// Attempts no longer listed: dropped by the GCS to stay within its bound, or by the
+    /// processes that recorded them.
+    pub(crate) dropped: u64,
+    /// Attempts ever finished and ever failed, in every job (dropped ones included).
+    pub(crate) finished: u64,
+    pub(crate) failed: u64,
+}
+
 super::wire!(TAGS, svc::Gcs:
     RegisterNode = 1,
     Heartbeat = 2,
@@ -345,4 +375,6 @@ super::wire!(TAGS, svc::Gcs:
     GetPlacementGroup = 21,
     ListPlacementGroups = 22,
     ListJobs = 23,
+    AddTaskEvents = 24,
+    ListTasks = 25,
 );

@@ -9,11 +9,13 @@
 //! - [`task`]: the task specification (a task's arguments, resources, owner and lineage).
 //! - [`refs`]: untyped object refs, owners' addresses, and objects' stored content.
 //! - [`gcs`], [`raylet`], [`worker`], [`owner`]: the messages each kind of component takes.
+//! - [`events`]: task events, what each task and actor call went through.
 //! - [`output`]: how what a worker process prints is labelled on its way to the driver.
 //!
 //! Every message has a tag unique among all messages ([`TAGS`] lists them; a unit test checks
 //! they are distinct).
 
+pub(crate) mod events;
 pub(crate) mod gcs;
 pub(crate) mod output;
 pub(crate) mod owner;

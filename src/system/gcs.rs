@@ -24,6 +24,7 @@ use crate::system::binaries::BinaryCache;
 use crate::system::membership::Membership;
 use crate::system::placement_groups::PgTable;
 use crate::system::reservation::{Action as RoundAction, Round};
+use crate::system::task_events::TaskEvents;
 use crate::transport::net::{Net, Target};
 use actix::prelude::*;
 use bytes::Bytes;
@@ -128,6 +129,8 @@ pub(crate) struct Gcs {
     rounds: HashMap<PlacementGroupId, (Round, Vec<(usize, NodeId)>)>,
     /// A view broadcast is due at the end of the current coalescing window.
     view_due: bool,
+    /// What every task and actor call went through, as processes report it.
+    tasks: TaskEvents,
 }
 
 /// How long placement-group changes are gathered into one view broadcast.
@@ -152,6 +155,7 @@ impl Gcs {
             groups: PgTable::default(),
             rounds: HashMap::new(),
             view_due: false,
+            tasks: TaskEvents::default(),
         }
     }
 
@@ -190,7 +194,9 @@ impl Gcs {
             RemovePlacementGroup,
             GetPlacementGroup,
             ListPlacementGroups,
-            ListJobs
+            ListJobs,
+            AddTaskEvents,
+            ListTasks
         );
         let lost = addr.clone();
         net.on_lost(Arc::new(move |peer, _| {
@@ -966,6 +972,29 @@ impl Handler<ListJobs> for Gcs {
         running.sort_by_key(|j| (j.start_ms, j.job_id));
         running.extend(self.ended_jobs.iter().cloned());
         MessageResult(running)
+    }
+}
+
+impl Handler<AddTaskEvents> for Gcs {
+    type Result = ();
+    fn handle(&mut self, msg: AddTaskEvents, _: &mut Context<Self>) {
+        let _h = supervise::handling::<AddTaskEvents>();
+        self.tasks.add(msg.records, msg.dropped);
+    }
+}
+
+impl Handler<ListTasks> for Gcs {
+    type Result = MessageResult<ListTasks>;
+    fn handle(&mut self, msg: ListTasks, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<ListTasks>();
+        let (tasks, dropped) = self.tasks.list(msg.job);
+        let (finished, failed) = self.tasks.ended();
+        MessageResult(TaskList {
+            tasks,
+            dropped,
+            finished,
+            failed,
+        })
     }
 }
 

@@ -10,6 +10,8 @@
 //!   by hand.
 //! - [`reservation`]: the two-phase reservation of a group's bundles, a pure state machine with
 //!   rollback.
+//! - [`task_events`]: what each task and actor call went through, merged from the processes'
+//!   reports and bounded.
 //! - [`binaries`]: job executables, content-addressed, cached on disk.
 //! - [`gcs`]: the `Gcs` actix actor around those tables: it answers their messages, places
 //!   actors and groups, and broadcasts the resource view to the raylets.
@@ -25,3 +27,4 @@ pub(crate) mod placement_groups;
 pub(crate) mod reservation;
 #[cfg(test)]
 mod simulated;
+pub(crate) mod task_events;

@@ -200,6 +200,10 @@ pub(crate) fn owner_finish(
     if spec.leasable() {
         rt.with_leases(|l, now| l.finished(spec.task_id, lease, now));
     }
+    if let Err(e) = &outcome {
+        // The process that ran it may not have (its worker or node died, or it never started).
+        crate::events::ended(spec.task_id, spec.attempt, Some(e));
+    }
     let retry = match &outcome {
         Err(Error::Task { .. }) => spec.retry_exceptions && spec.may_retry(),
         Err(Error::WorkerDied { .. }) => spec.may_retry() && spec.is_normal(),

@@ -10,6 +10,7 @@ use crate::actors::client::ActorClients;
 use crate::error::{Error, Result};
 use crate::ids::{IdDashMap, JobId, NodeId, ObjectId, WorkerId};
 use crate::objects::ownership::{self, RefTable};
+use crate::protocol::events::TaskType;
 use crate::protocol::owner::Infeasible;
 use crate::protocol::raylet::{SubmitTask, TakeBack};
 use crate::protocol::refs::OwnerAddress;
@@ -139,6 +140,15 @@ impl Runtime {
     /// with none free, to its raylet, whose slot then comes back leased), any other to this
     /// process's raylet, which places it.
     pub(crate) fn submit(self: &Arc<Self>, spec: Arc<TaskSpec>) {
+        crate::events::submitted(
+            spec.task_id,
+            spec.attempt,
+            spec.job_id,
+            spec.function.path.clone(),
+            TaskType::Normal,
+            None,
+            spec.parent,
+        );
         if spec.leasable() {
             self.with_leases(|l, now| l.submit(spec, now));
         } else {
@@ -323,8 +333,14 @@ impl Runtime {
         crate::spin::wait_here(target.send(msg))
     }
 
+    /// Sends the GCS the task events this process recorded since it last did.
+    pub(crate) fn report_events(&self) {
+        crate::events::report(&self.gcs);
+    }
+
     /// Stops the runtime: blocked reads end with `Error::Shutdown`, then what it runs on stops.
     fn stop(&self) {
+        self.report_events();
         self.refs.drop_waiters();
         ownership::uninstall();
         let parts = std::mem::take(&mut *self.teardown.lock());

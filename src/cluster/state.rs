@@ -1,0 +1,456 @@
+//! The state API's task rows and what is made of them: [`TaskInfo`] (one attempt of a task or
+//! actor call, as `lumen::list_tasks()` and `lumen list tasks` show it), [`Filter`]s over any
+//! listed rows (`--filter state=FAILED`), per-function summaries (`lumen summary tasks`), and the
+//! Chrome trace of `lumen timeline`.
+
+use crate::cluster::status::connect;
+use crate::error::{Error, Result};
+use crate::ids::{ActorId, JobId, NodeId, TaskId};
+use crate::protocol::events::TaskRecord;
+use crate::protocol::gcs::{ListTasks, TaskList};
+use crate::protocol::svc;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One attempt of a task, an actor's creation or an actor call, as `lumen::list_tasks()`
+/// reports it (Ray's `TaskState`).
+///
+/// # Examples
+/// ```no_run
+/// #[lumen::remote]
+/// fn one() -> u8 { 1 }
+///
+/// lumen::init()?;
+/// lumen::get(&one::remote())?;
+/// let tasks = lumen::list_tasks()?;
+/// assert!(tasks.iter().any(|t| t.name.ends_with("one") && t.state == "FINISHED"));
+/// # Ok::<(), lumen::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TaskInfo {
+    /// The task's id (an actor call's id; an actor creation's).
+    #[serde(serialize_with = "hex")]
+    pub task_id: TaskId,
+    /// 0 for the first run; each retry is another attempt, listed on its own.
+    pub attempt: u32,
+    /// The job that submitted it (`None` if its submitter never reported).
+    #[serde(serialize_with = "hex_opt")]
+    pub job_id: Option<JobId>,
+    /// The function's path, or the actor type's (creation) or method's (`Type::method`); empty
+    /// while no process that knows it has reported.
+    pub name: String,
+    /// `NORMAL_TASK`, `ACTOR_CREATION_TASK` or `ACTOR_TASK`.
+    pub task_type: String,
+    /// `PENDING_NODE_ASSIGNMENT`, `PENDING_ARGS_AVAIL`, `RUNNING`, `FINISHED` or `FAILED`.
+    pub state: String,
+    /// The actor it creates or calls.
+    #[serde(serialize_with = "hex_opt")]
+    pub actor_id: Option<ActorId>,
+    /// The task that submitted it, if a task did.
+    #[serde(serialize_with = "hex_opt")]
+    pub parent_task_id: Option<TaskId>,
+    /// The node it ran on.
+    #[serde(serialize_with = "hex_opt")]
+    pub node_id: Option<NodeId>,
+    /// The process it ran in.
+    pub pid: Option<u32>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it was submitted, in microseconds since the Unix epoch.
+    pub submitted_time_us: Option<u64>,
+    /// When it started running.
+    pub start_time_us: Option<u64>,
+    /// When it finished or failed.
+    pub end_time_us: Option<u64>,
+}
+
+/// Ids as JSON shows them: 32 hex digits (as `lumen list` prints them), not 128-bit numbers.
+fn hex<S: serde::Serializer, T: std::fmt::Display>(
+    id: &T,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+fn hex_opt<S: serde::Serializer, T: std::fmt::Display>(
+    id: &Option<T>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
+    }
+}
+
+impl TaskInfo {
+    pub(crate) fn from_record(r: TaskRecord) -> Self {
+        TaskInfo {
+            task_id: r.task_id,
+            attempt: r.attempt,
+            job_id: r.job_id,
+            name: r.name.map(|n| n.into_owned()).unwrap_or_default(),
+            task_type: r
+                .kind
+                .map(|k| k.name())
+                .unwrap_or("NORMAL_TASK")
+                .to_string(),
+            state: r.state.name().to_string(),
+            actor_id: r.actor_id,
+            parent_task_id: r.parent,
+            node_id: r.node,
+            pid: r.pid,
+            error: r.error,
+            submitted_time_us: r.submitted_us,
+            start_time_us: r.start_us,
+            end_time_us: r.end_us,
+        }
+    }
+}
+
+/// A condition on listed rows: `key=value` or `key!=value` (Ray's `--filter`), where `key` is a
+/// field of the row as `--format json` names it and `value` is compared with its text.
+///
+/// # Examples
+/// ```
+/// let f: lumen::Filter = "state=FAILED".parse()?;
+/// assert_eq!(f.to_string(), "state=FAILED");
+/// assert!("state".parse::<lumen::Filter>().is_err());
+/// # Ok::<(), lumen::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    key: String,
+    value: String,
+    equal: bool,
+}
+
+impl Filter {
+    /// Rows whose `key` is `value`.
+    pub fn eq(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Filter {
+            key: key.into(),
+            value: value.into(),
+            equal: true,
+        }
+    }
+
+    /// Rows whose `key` is not `value`.
+    pub fn ne(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Filter {
+            equal: false,
+            ..Filter::eq(key, value)
+        }
+    }
+
+    /// Whether `row` (a JSON object) passes; an error names the fields when it has no `key`.
+    fn accepts(&self, row: &serde_json::Value) -> Result<bool> {
+        let Some(field) = row.get(&self.key) else {
+            let fields: Vec<&str> = row
+                .as_object()
+                .map(|o| o.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            return Err(Error::invalid(format!(
+                "filter {self}: the rows have no field {:?}; their fields: {}",
+                self.key,
+                fields.join(", ")
+            )));
+        };
+        let text = match field {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            // As Ray's: `alive=1` and `alive=True` mean `alive=true`.
+            serde_json::Value::Bool(b) => {
+                let wanted = matches!(self.value.to_ascii_lowercase().as_str(), "true" | "1");
+                return Ok((*b == wanted) == self.equal);
+            }
+            other => other.to_string(),
+        };
+        // Ids are compared case-insensitively, states as Ray writes them (upper case) or not.
+        Ok(text.eq_ignore_ascii_case(&self.value) == self.equal)
+    }
+}
+
+impl std::str::FromStr for Filter {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::invalid(format!(
+                "filter {s:?}: write it as key=value or key!=value (for example state=FAILED)"
+            ))
+        };
+        let (key, value, equal) = match s.split_once("!=") {
+            Some((k, v)) => (k, v, false),
+            None => s
+                .split_once('=')
+                .map(|(k, v)| (k, v, true))
+                .ok_or_else(bad)?,
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(bad());
+        }
+        Ok(Filter {
+            key: key.to_string(),
+            value: value.trim().to_string(),
+            equal,
+        })
+    }
+}
+
+impl std::fmt::Display for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = if self.equal { "=" } else { "!=" };
+        write!(f, "{}{op}{}", self.key, self.value)
+    }
+}
+
+/// The rows that pass every filter, in their order; an error names a filter's unknown field.
+///
+/// # Examples
+/// ```
+/// #[derive(serde::Serialize)]
+/// struct Row { state: &'static str }
+/// let rows = vec![Row { state: "RUNNING" }, Row { state: "FAILED" }];
+/// let failed = lumen::cluster::filter_rows(rows, &["state=FAILED".parse()?])?;
+/// assert_eq!(failed.len(), 1);
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn filter_rows<T: Serialize>(rows: Vec<T>, filters: &[Filter]) -> Result<Vec<T>> {
+    if filters.is_empty() {
+        return Ok(rows);
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let json = serde_json::to_value(&row)
+            .map_err(|e| Error::invalid(format!("a row could not be written as JSON: {e}")))?;
+        let mut pass = true;
+        for f in filters {
+            pass &= f.accepts(&json)?;
+        }
+        if pass {
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
+/// The attempts of one function (or actor method), by state: a line of `lumen summary tasks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskSummaryRow {
+    /// The function's or method's path.
+    pub name: String,
+    /// `NORMAL_TASK`, `ACTOR_CREATION_TASK` or `ACTOR_TASK`.
+    pub task_type: String,
+    /// How many attempts are in each state.
+    pub state_counts: BTreeMap<String, usize>,
+}
+
+/// Attempts per function and state, busiest function first (Ray's `summarize_tasks`), as
+/// `lumen summary tasks` prints them.
+///
+/// # Examples
+/// ```no_run
+/// lumen::init()?;
+/// for row in lumen::cluster::summarize_tasks(&lumen::list_tasks()?) {
+///     println!("{} {:?}", row.name, row.state_counts);
+/// }
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn summarize_tasks(tasks: &[TaskInfo]) -> Vec<TaskSummaryRow> {
+    let mut by: BTreeMap<(&str, &str), BTreeMap<String, usize>> = BTreeMap::new();
+    for t in tasks {
+        *by.entry((t.name.as_str(), t.task_type.as_str()))
+            .or_default()
+            .entry(t.state.clone())
+            .or_default() += 1;
+    }
+    let mut rows: Vec<TaskSummaryRow> = by
+        .into_iter()
+        .map(|((name, kind), state_counts)| TaskSummaryRow {
+            name: name.to_string(),
+            task_type: kind.to_string(),
+            state_counts,
+        })
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.state_counts.values().sum::<usize>()));
+    rows
+}
+
+/// The attempts that ran as a Chrome trace (the JSON object format `chrome://tracing` and
+/// Perfetto read): one complete event (`"ph": "X"`) per attempt that started, on a process row
+/// per node and a thread row per worker process; an attempt still running ends at `now_us`
+/// (microseconds since the Unix epoch). `lumen timeline` writes it.
+///
+/// # Examples
+/// ```no_run
+/// lumen::init()?;
+/// let trace = lumen::cluster::chrome_trace(&lumen::list_tasks()?, 0);
+/// std::fs::write("timeline.json", trace.to_string())?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn chrome_trace(tasks: &[TaskInfo], now_us: u64) -> serde_json::Value {
+    let mut nodes: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for t in tasks {
+        if let Some(n) = t.node_id {
+            let next = nodes.len() + 1;
+            nodes.entry(n).or_insert(next);
+        }
+    }
+    let mut events: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|(node, pid)| {
+            serde_json::json!({
+                "name": "process_name", "ph": "M", "pid": pid,
+                "args": { "name": format!("node {node}") },
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (Some(start), Some(node)) = (t.start_time_us, t.node_id) else {
+            continue;
+        };
+        let end = t.end_time_us.unwrap_or(now_us).max(start);
+        events.push(serde_json::json!({
+            "name": if t.name.is_empty() { t.task_id.to_string() } else { t.name.clone() },
+            "cat": t.task_type,
+            "ph": "X",
+            "ts": start,
+            "dur": end - start,
+            "pid": nodes.get(&node).copied().unwrap_or(0),
+            "tid": t.pid.unwrap_or(0),
+            "args": {
+                "task_id": t.task_id.to_string(),
+                "attempt": t.attempt,
+                "state": t.state,
+                "job_id": t.job_id.map(|j| j.to_string()),
+                "actor_id": t.actor_id.map(|a| a.to_string()),
+                "error": t.error,
+            },
+        }));
+    }
+    serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ms" })
+}
+
+/// The attempts a cluster keeps, as [`tasks_at`] reads them.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct TaskListing {
+    /// Every attempt kept, oldest first.
+    pub tasks: Vec<TaskInfo>,
+    /// Attempts no longer kept (the GCS keeps the last 100,000) or never reported (a process's
+    /// buffer was full).
+    pub dropped: u64,
+    /// Attempts that ever finished, in every job (those no longer kept included).
+    pub finished_total: u64,
+    /// Attempts that ever failed, in every job.
+    pub failed_total: u64,
+}
+
+/// Reads the attempts the cluster at `address` keeps, of every job (`None`: `LUMEN_ADDRESS`,
+/// else the head on this machine), as `lumen list tasks` does.
+///
+/// # Examples
+/// ```no_run
+/// let listing = lumen::cluster::tasks_at(Some("127.0.0.1:6379"), None)?;
+/// println!("{} attempts, {} dropped", listing.tasks.len(), listing.dropped);
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn tasks_at(address: Option<&str>, token: Option<&str>) -> Result<TaskListing> {
+    let (client, gcs_addr) = connect(address, token)?;
+    let gcs = client.net.target::<svc::Gcs>(gcs_addr);
+    let list = client
+        .block_on(async move {
+            tokio::time::timeout(Duration::from_secs(10), gcs.send(ListTasks { job: None })).await
+        })?
+        .map_err(|_| Error::connection(gcs_addr, "no answer within 10 s"))??;
+    Ok(listing(list))
+}
+
+/// The rows of a GCS's answer.
+pub(crate) fn listing(list: TaskList) -> TaskListing {
+    TaskListing {
+        tasks: list.tasks.into_iter().map(TaskInfo::from_record).collect(),
+        dropped: list.dropped,
+        finished_total: list.finished,
+        failed_total: list.failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::events::{TaskState, TaskType};
+    use std::borrow::Cow;
+
+    fn task(n: u128, name: &'static str, state: TaskState, times: Option<(u64, u64)>) -> TaskInfo {
+        TaskInfo::from_record(TaskRecord {
+            name: Some(Cow::Borrowed(name)),
+            kind: Some(TaskType::Normal),
+            state,
+            node: times.map(|_| NodeId(1 << 16)),
+            pid: times.map(|_| 7),
+            start_us: times.map(|t| t.0),
+            end_us: times.and_then(|t| (t.1 > 0).then_some(t.1)),
+            ..TaskRecord::new(TaskId(n << 16), 0)
+        })
+    }
+
+    #[test]
+    fn filters_parse_match_and_name_unknown_fields() {
+        let rows = vec![
+            task(1, "m::a", TaskState::Finished, None),
+            task(2, "m::b", TaskState::Failed, None),
+        ];
+        let failed = filter_rows(rows.clone(), &["state=failed".parse().unwrap()]).unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].name, "m::b");
+        let others = filter_rows(rows.clone(), &["name!=m::b".parse().unwrap()]).unwrap();
+        #[derive(Serialize)]
+        struct Flag {
+            alive: bool,
+        }
+        let flags = vec![Flag { alive: true }, Flag { alive: false }];
+        for yes in ["alive=true", "alive=1", "alive=True", "alive!=false"] {
+            let kept = filter_rows(flags.iter().collect(), &[yes.parse().unwrap()]).unwrap();
+            assert!(kept.len() == 1 && kept[0].alive, "{yes}");
+        }
+        assert_eq!(others[0].name, "m::a");
+        let err = filter_rows(rows, &[Filter::eq("colour", "red")]).unwrap_err();
+        assert!(err.to_string().contains("task_id"), "{err}");
+        assert!("=x".parse::<Filter>().is_err());
+    }
+
+    #[test]
+    fn a_summary_counts_states_per_function() {
+        let rows = vec![
+            task(1, "m::a", TaskState::Finished, None),
+            task(2, "m::a", TaskState::Failed, None),
+            task(3, "m::a", TaskState::Finished, None),
+            task(4, "m::b", TaskState::Running, None),
+        ];
+        let s = summarize_tasks(&rows);
+        assert_eq!(s[0].name, "m::a");
+        assert_eq!(s[0].state_counts.get("FINISHED"), Some(&2));
+        assert_eq!(s[0].state_counts.get("FAILED"), Some(&1));
+        assert_eq!(s[1].state_counts.get("RUNNING"), Some(&1));
+    }
+
+    #[test]
+    fn the_trace_has_one_complete_event_per_started_attempt() {
+        let rows = vec![
+            task(1, "m::a", TaskState::Finished, Some((10, 30))),
+            task(2, "m::a", TaskState::Running, Some((20, 0))),
+            task(3, "m::b", TaskState::PendingNodeAssignment, None),
+        ];
+        let trace = chrome_trace(&rows, 100);
+        let events = trace["traceEvents"].as_array().unwrap();
+        let spans: Vec<(u64, u64)> = events
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .map(|e| (e["ts"].as_u64().unwrap(), e["dur"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(spans, vec![(10, 20), (20, 80)]);
+    }
+}
