@@ -8,6 +8,7 @@
 //! - [`node`]: [`Node`], a cluster node in this process (what `lumen start` runs).
 //! - [`session`]: the per-user folder where `lumen start` records its nodes.
 //! - [`status`]: what `lumen status` and `lumen list` read from a cluster.
+//! - [`web`]: the head's dashboard and each node's Prometheus endpoint, behind the token.
 
 pub(crate) mod builder;
 pub(crate) mod contact;
@@ -16,6 +17,7 @@ pub(crate) mod node;
 #[doc(hidden)]
 pub mod session;
 pub(crate) mod status;
+pub(crate) mod web;
 
 pub use node::{Node, NodeOptions};
 pub use status::{cluster_status, ActorRow, ClusterStatus, NodeStatus, PlacementGroupRow};
