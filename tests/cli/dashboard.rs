@@ -282,6 +282,15 @@ fn the_dashboard_shows_the_cluster_to_holders_of_the_token_only() {
     let bad = get(&dashboard, &format!("/?token={wrong}"), &[]);
     assert_eq!(bad.status, 401, "{bad:?}");
 
+    let status = session.lumen(&["status"]);
+    assert!(
+        status.ok()
+            && status
+                .stdout
+                .contains(&format!("Dashboard: http://{dashboard}/")),
+        "lumen status says where the dashboard is: {status}"
+    );
+
     // A real browser.
     let Some(browser) = chromium() else {
         lumen::kill(&keeper);
@@ -406,9 +415,16 @@ fn metrics_follow_resources_and_actors_for_holders_of_the_token_only() {
     );
 
     // A task holds one of the node's CPUs until its gate opens.
+    // The actor, placed with a CPU, runs holding none (only its `node1`): all are free again.
     let available = |text: &str| sample(text, &cpu("available"));
-    let before = available(&scrape(&node_metrics)).expect("available CPUs");
-    assert!(before >= 1.0, "a CPU is free for the task");
+    let before = 2.0;
+    assert!(
+        wait_until(TASK_LIMIT, || {
+            text = scrape(&node_metrics);
+            available(&text) == Some(before)
+        }),
+        "the node's CPUs are not all free: {text}"
+    );
     let gate = session.dir.join("metrics-gate");
     let held = hold_cpu::options()
         .resource("node1", 1.0)

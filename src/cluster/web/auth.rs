@@ -151,7 +151,8 @@ pub(crate) fn decide(keys: &Keys, path: &str, p: Presented<'_>) -> Access {
             if !is_token(keys, given) {
                 return Access::Refused(Refusal::WrongToken);
             }
-            let mut location = path.to_string();
+            // One leading slash: `//host/…` would send the browser to another site.
+            let mut location = format!("/{}", path.trim_start_matches('/'));
             if !kept.is_empty() {
                 location.push('?');
                 location.push_str(&kept.join("&"));
@@ -334,6 +335,21 @@ mod tests {
             Access::SignIn {
                 location: "/api/logs?a=1&b=2".into()
             }
+        );
+        let q = format!("token={token}");
+        assert_eq!(
+            decide(
+                &k,
+                "//elsewhere.example/x",
+                Presented {
+                    query: Some(&q),
+                    ..Presented::default()
+                }
+            ),
+            Access::SignIn {
+                location: "/elsewhere.example/x".into()
+            },
+            "the redirect stays on this server"
         );
         assert_eq!(
             ask(&k, &[], &[], Some("token=abc")),
