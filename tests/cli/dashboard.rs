@@ -215,6 +215,27 @@ fn the_dashboard_shows_the_cluster_to_holders_of_the_token_only() {
         }),
         "{json:#}"
     );
+    // One endpoint per table of the page, each a JSON list.
+    for table in [
+        "nodes",
+        "actors",
+        "placement_groups",
+        "jobs",
+        "workers",
+        "logs",
+    ] {
+        let answer = get(
+            &dashboard,
+            &format!("/api/{table}"),
+            &[("Authorization", &bearer(&head.token))],
+        );
+        let list: serde_json::Value = serde_json::from_str(&answer.body)
+            .unwrap_or_else(|e| panic!("/api/{table}: {e}: {answer:?}"));
+        assert!(
+            answer.status == 200 && list.is_array(),
+            "/api/{table}: {answer:?}"
+        );
+    }
     let actors = get(
         &dashboard,
         "/api/actors",
