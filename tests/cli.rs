@@ -17,6 +17,9 @@
 #![allow(clippy::new_without_default)]
 
 mod common;
+// The dashboard and metrics endpoints of `lumen start` nodes (tests/cli/dashboard.rs).
+#[path = "cli/dashboard.rs"]
+mod dashboard;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;

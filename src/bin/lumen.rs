@@ -66,6 +66,20 @@ struct StartArgs {
     /// Run in the foreground instead of as a background daemon.
     #[arg(long)]
     block: bool,
+    /// Serve Prometheus metrics at http://HOST:P/metrics, HOST being the node's listen address
+    /// (0: any free port). Token required: `Authorization: Bearer <token>`.
+    #[arg(long)]
+    metrics_port: Option<u16>,
+    /// IP address the head's dashboard listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    dashboard_host: IpAddr,
+    /// Port of the head's dashboard (0: any free port). Token required: open
+    /// http://HOST:PORT/?token=<token> once in a browser.
+    #[arg(long, default_value_t = 8265)]
+    dashboard_port: u16,
+    /// Serve no dashboard on the head.
+    #[arg(long, conflicts_with_all = ["dashboard_host", "dashboard_port"])]
+    no_dashboard: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -240,6 +254,9 @@ fn node_options(args: &StartArgs) -> Result<NodeOptions> {
     options.resources = config;
     options.node_timeout = Duration::from_secs_f64(args.node_timeout);
     options.log_dir = Some(log_dir()?);
+    options.metrics_port = args.metrics_port;
+    options.dashboard = (args.head && !args.no_dashboard)
+        .then(|| SocketAddr::new(args.dashboard_host, args.dashboard_port));
     // Validate now, so a bad flag fails before anything starts.
     options.resources.validate()?;
     Ok(options)
@@ -331,6 +348,8 @@ fn run_node(args: &StartArgs) -> Result<()> {
         token: node.token(),
         node_id: node.node_id().to_string(),
         fingerprint: node.fingerprint(),
+        dashboard: node.dashboard_address().map(|a| a.to_string()),
+        metrics: node.metrics_address().map(|a| a.to_string()),
     };
     session::write_node(&record)?;
     println!(
@@ -518,12 +537,30 @@ fn start(args: StartArgs) -> Result<()> {
         );
         println!("(elsewhere also set LUMEN_TOKEN={})", record.token);
         println!();
+        match (&record.dashboard, args.no_dashboard) {
+            (Some(at), _) => {
+                println!("Dashboard (the token is required; this link signs a browser in):");
+                println!("    http://{at}/?token={}", record.token);
+            }
+            (None, false) => {
+                println!(
+                    "Dashboard: not served: {}:{} could not be listened on (its log says why); \
+                     choose another with --dashboard-port",
+                    args.dashboard_host, args.dashboard_port
+                );
+            }
+            (None, true) => {}
+        }
+        println!();
         println!("To see it: lumen status. To stop every node on this machine: lumen stop.");
     } else {
         println!(
             "Started lumen node {} at {}, joined the cluster at {}.",
             record.node_id, record.address, record.gcs
         );
+    }
+    if let Some(at) = &record.metrics {
+        println!("Metrics: http://{at}/metrics (send `Authorization: Bearer <token>`)");
     }
     println!(
         "Log: {} (what it printed: {})",
@@ -533,6 +570,32 @@ fn start(args: StartArgs) -> Result<()> {
         log_path.display()
     );
     Ok(())
+}
+
+/// Where this machine's nodes of the cluster at `gcs` serve their dashboard and metrics, as
+/// `lumen status` shows it.
+fn web_addresses(gcs: &str) {
+    let nodes: Vec<_> = session::nodes()
+        .into_iter()
+        .filter(|n| n.gcs == gcs)
+        .collect();
+    if nodes
+        .iter()
+        .all(|n| n.dashboard.is_none() && n.metrics.is_none())
+    {
+        return;
+    }
+    println!("\nOn this machine (token required)\n{}", "-".repeat(63));
+    for n in &nodes {
+        if let Some(at) = &n.dashboard {
+            println!(" Dashboard: http://{at}/ (sign in with /?token=<token>)");
+        }
+    }
+    for n in &nodes {
+        if let Some(at) = &n.metrics {
+            println!(" Metrics of node_{}: http://{at}/metrics", n.node_id);
+        }
+    }
 }
 
 fn stop(grace: u64) -> Result<()> {
@@ -612,7 +675,10 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let s = lumen::cluster::cluster_status(address.as_deref(), token.as_deref())?;
             match format {
-                Format::Table => print!("{s}"),
+                Format::Table => {
+                    print!("{s}");
+                    web_addresses(&s.address);
+                }
                 Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
             }
             Ok(())

@@ -9,6 +9,7 @@
 //! - [`session`]: the per-user folder where `lumen start` records its nodes.
 //! - [`status`]: what `lumen status` and `lumen list` read from a cluster.
 //! - [`state`]: task rows, filters, summaries and the timeline of `lumen list/summary/timeline`.
+//! - [`web`]: the head's dashboard and each node's Prometheus endpoint, behind the token.
 
 pub(crate) mod builder;
 pub(crate) mod contact;
@@ -18,6 +19,7 @@ pub(crate) mod node;
 pub mod session;
 pub(crate) mod state;
 pub(crate) mod status;
+pub(crate) mod web;
 
 pub use node::{Node, NodeOptions};
 pub use state::{

@@ -7,6 +7,7 @@
 use crate::cluster::builder::{cores, Assembly, Builder, RayletPart};
 use crate::cluster::contact::{find_token, resolve_address};
 use crate::cluster::session;
+use crate::cluster::web::{WebServers, WebSettings};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ids::NodeId;
@@ -50,6 +51,13 @@ pub struct NodeOptions {
     /// Where the node keeps what its worker processes print (`worker-<pid>.out` and `.err`),
     /// besides sending it to the drivers; none: nowhere (a node in a program's own process).
     pub log_dir: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at `/metrics` on this port of the listen address's host (0: any
+    /// free port; [`Node::metrics_address`] says which), to holders of the token only; none:
+    /// not served.
+    pub metrics_port: Option<u16>,
+    /// Where the head serves its dashboard (port 0: any free port; [`Node::dashboard_address`]
+    /// says which), to holders of the token only; none: not served. Ignored on other nodes.
+    pub dashboard: Option<SocketAddr>,
 }
 
 impl NodeOptions {
@@ -64,6 +72,8 @@ impl NodeOptions {
             node_timeout: node_timeout_default(),
             heartbeat: Duration::from_millis(200),
             log_dir: None,
+            metrics_port: None,
+            dashboard: None,
         }
     }
 
@@ -90,6 +100,7 @@ pub struct Node {
     node_id: NodeId,
     token: Token,
     assembly: Assembly,
+    web: WebServers,
 }
 
 impl std::fmt::Debug for Node {
@@ -162,12 +173,27 @@ impl Node {
         });
         // A wrong token or an unreachable head fails the first request below, with the reason.
         let assembly = b.build()?;
-        let node = Node {
+        let mut node = Node {
             node_id,
             token,
             assembly,
+            web: WebServers::default(),
         };
         node.wait_registered()?;
+        node.web = WebServers::start(
+            &node.assembly.handle(),
+            WebSettings {
+                node_id,
+                net: node.assembly.net.clone(),
+                gcs: node.assembly.gcs,
+                token: node.token.clone(),
+                metrics: options
+                    .metrics_port
+                    .map(|p| SocketAddr::new(options.listen.ip(), p)),
+                dashboard: options.dashboard.filter(|_| options.head),
+                log_dir: options.log_dir.clone(),
+            },
+        )?;
         tracing::info!(node = %node_id, address = %node.address(), head = options.head, "node started");
         Ok(node)
     }
@@ -224,6 +250,39 @@ impl Node {
         self.assembly.net.address_checks()
     }
 
+    /// Where the node serves Prometheus metrics (`http://<address>/metrics`), if it does.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use lumen::cluster::{Node, NodeOptions};
+    /// let mut options = NodeOptions::head("127.0.0.1:0".parse().unwrap());
+    /// options.metrics_port = Some(0);
+    /// let head = Node::start(options)?;
+    /// let at = head.metrics_address().expect("asked for");
+    /// println!("curl -H 'Authorization: Bearer {}' http://{at}/metrics", head.token());
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.web.metrics_address()
+    }
+
+    /// Where the head serves its dashboard (`http://<address>/`), if it does.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use lumen::cluster::{Node, NodeOptions};
+    /// let mut options = NodeOptions::head("127.0.0.1:0".parse().unwrap());
+    /// options.dashboard = Some("127.0.0.1:8265".parse().unwrap());
+    /// let head = Node::start(options)?;
+    /// if let Some(at) = head.dashboard_address() {
+    ///     println!("open http://{at}/?token={}", head.token());
+    /// }
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn dashboard_address(&self) -> Option<SocketAddr> {
+        self.web.dashboard_address()
+    }
+
     /// The cluster token, as 64 hex digits.
     pub fn token(&self) -> String {
         self.token.to_hex()
@@ -240,6 +299,7 @@ impl Node {
     /// Stops the node: its connections close (the cluster sees it leave), its worker processes
     /// are killed, and its components stop.
     pub fn stop(mut self) {
+        self.web.stop();
         self.assembly.stop();
     }
 }

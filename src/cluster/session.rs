@@ -120,6 +120,12 @@ pub struct NodeRecordFile {
     /// BLAKE3 fingerprint of the node's TLS certificate (hex): local peers pin it.
     #[serde(default)]
     pub fingerprint: String,
+    /// Where the head serves its dashboard (`HOST:PORT`), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<String>,
+    /// Where the node serves Prometheus metrics (`HOST:PORT`), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 /// Makes `dir` (its parents as usual) with mode 0700 from the start: there is no moment when
@@ -345,6 +351,8 @@ mod tests {
             token: "ab".repeat(32),
             node_id: "cd".repeat(16),
             fingerprint: "ef".repeat(32),
+            dashboard: None,
+            metrics: None,
         };
         std::fs::write(dir.join(".7.json.partial"), "{").expect("partial");
         let writer = {

@@ -9,10 +9,12 @@ use crate::ids::{JobId, NodeId};
 use crate::protocol::gcs::{GetNodes, JobSummary, ListActors, ListJobs, ListPlacementGroups};
 use crate::protocol::raylet::{GetResources, GetWorkers, WorkerSummary};
 use crate::protocol::svc;
+use crate::transport::net::Net;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One node, as `lumen status` shows it.
@@ -217,113 +219,118 @@ pub(crate) fn connect(
 pub fn cluster_status(address: Option<&str>, token: Option<&str>) -> Result<ClusterStatus> {
     let (client, gcs_addr) = connect(address, token)?;
     let net = client.net.clone();
-    client.block_on(async move {
-        let gcs = net.target::<svc::Gcs>(gcs_addr);
-        let nodes = tokio::time::timeout(Duration::from_secs(10), gcs.send(GetNodes))
-            .await
-            .map_err(|_| Error::connection(gcs_addr, "no answer within 10 s"))??;
-        // Ask every live node at once: one that died unnoticed costs one timeout, not one each.
-        let snaps = futures::future::join_all(nodes.iter().map(|n| {
-            let target = n.alive.then(|| net.target::<svc::Raylet>(n.address));
-            async move {
-                let r = target?;
-                let ask = async {
-                    let resources = r.send(GetResources).await.ok()?;
-                    let workers = r.send(GetWorkers).await.unwrap_or_default();
-                    Some((resources, workers))
-                };
-                tokio::time::timeout(Duration::from_secs(2), ask)
-                    .await
-                    .ok()
-                    .flatten()
-            }
-        }))
-        .await;
-        let (snaps, workers): (Vec<_>, Vec<_>) = snaps
-            .into_iter()
-            .map(|s| match s {
-                Some((r, w)) => (Some(r), w),
-                None => (None, Vec::new()),
-            })
-            .unzip();
-        let workers: Vec<(NodeId, Vec<WorkerSummary>)> =
-            nodes.iter().map(|n| n.node_id).zip(workers).collect();
-        let mut rows = Vec::new();
-        for (n, snap) in nodes.into_iter().zip(snaps) {
-            rows.push(NodeStatus {
-                node_id: n.node_id.to_string(),
-                head: n.address == gcs_addr,
-                address: n.address.to_string(),
-                alive: n.alive,
-                total: n.total.to_map(),
-                available: snap
-                    .as_ref()
-                    .map(|s| s.available.to_map())
-                    .unwrap_or_default(),
-                demands: snap
-                    .map(|s| s.demands.iter().map(|(r, k)| (r.to_map(), *k)).collect())
-                    .unwrap_or_default(),
-            });
+    client.block_on(read_cluster(net, gcs_addr))?
+}
+
+/// Reads the state of the cluster whose GCS is at `gcs_addr` over `net`: the nodes (and each
+/// live raylet's resources, demands and workers), actors, placement groups, jobs and workers.
+/// What [`cluster_status`] shows, and what the head's dashboard serves.
+pub(crate) async fn read_cluster(net: Arc<Net>, gcs_addr: SocketAddr) -> Result<ClusterStatus> {
+    let gcs = net.target::<svc::Gcs>(gcs_addr);
+    let nodes = tokio::time::timeout(Duration::from_secs(10), gcs.send(GetNodes))
+        .await
+        .map_err(|_| Error::connection(gcs_addr, "no answer within 10 s"))??;
+    // Ask every live node at once: one that died unnoticed costs one timeout, not one each.
+    let snaps = futures::future::join_all(nodes.iter().map(|n| {
+        let target = n.alive.then(|| net.target::<svc::Raylet>(n.address));
+        async move {
+            let r = target?;
+            let ask = async {
+                let resources = r.send(GetResources).await.ok()?;
+                let workers = r.send(GetWorkers).await.unwrap_or_default();
+                Some((resources, workers))
+            };
+            tokio::time::timeout(Duration::from_secs(2), ask)
+                .await
+                .ok()
+                .flatten()
         }
-        let actors = gcs
-            .send(ListActors)
-            .await?
-            .into_iter()
-            .map(|a| ActorRow {
-                actor_id: a.actor_id.to_string(),
-                class: a.class,
-                name: a.name,
-                state: a.state,
-                node_id: a.node.map(|n| n.to_string()),
-            })
-            .collect();
-        let placement_groups = gcs
-            .send(ListPlacementGroups { id: None })
-            .await?
-            .into_iter()
-            .map(|g| PlacementGroupRow {
-                id: g.id.to_string(),
-                name: g.name.map(|(_, n)| n),
-                state: g.state.name().to_string(),
-                strategy: g.strategy.name().to_string(),
-                bundles: g.bundles.iter().map(|b| b.to_map()).collect(),
-                bundle_nodes: g.nodes.iter().map(|n| n.map(|n| n.to_string())).collect(),
-                detached: g.detached,
-            })
-            .collect();
-        let job_list = gcs.send(ListJobs).await?;
-        let workers = worker_entries(&job_list, workers)
-            .into_iter()
-            .map(|w| WorkerRow {
-                worker_type: w.kind().to_string(),
-                job_id: w.job_id.to_string(),
-                node_id: w.node_id.map(|n| n.to_string()),
-                address: w.address.map(|a| a.to_string()),
-                pid: w.pid,
-                alive: w.alive,
-            })
-            .collect();
-        let jobs = job_list
-            .into_iter()
-            .map(|j| JobRow {
-                job_id: j.job_id.to_string(),
-                status: j.status().to_string(),
-                namespace: j.namespace,
-                entrypoint: j.entrypoint,
-                driver_address: j.driver.to_string(),
-                start_time_ms: j.start_ms,
-                end_time_ms: j.end_ms,
-            })
-            .collect();
-        Ok::<_, Error>(ClusterStatus {
-            address: gcs_addr.to_string(),
-            nodes: rows,
-            actors,
-            placement_groups,
-            jobs,
-            workers,
+    }))
+    .await;
+    let (snaps, workers): (Vec<_>, Vec<_>) = snaps
+        .into_iter()
+        .map(|s| match s {
+            Some((r, w)) => (Some(r), w),
+            None => (None, Vec::new()),
         })
-    })?
+        .unzip();
+    let workers: Vec<(NodeId, Vec<WorkerSummary>)> =
+        nodes.iter().map(|n| n.node_id).zip(workers).collect();
+    let mut rows = Vec::new();
+    for (n, snap) in nodes.into_iter().zip(snaps) {
+        rows.push(NodeStatus {
+            node_id: n.node_id.to_string(),
+            head: n.address == gcs_addr,
+            address: n.address.to_string(),
+            alive: n.alive,
+            total: n.total.to_map(),
+            available: snap
+                .as_ref()
+                .map(|s| s.available.to_map())
+                .unwrap_or_default(),
+            demands: snap
+                .map(|s| s.demands.iter().map(|(r, k)| (r.to_map(), *k)).collect())
+                .unwrap_or_default(),
+        });
+    }
+    let actors = gcs
+        .send(ListActors)
+        .await?
+        .into_iter()
+        .map(|a| ActorRow {
+            actor_id: a.actor_id.to_string(),
+            class: a.class,
+            name: a.name,
+            state: a.state,
+            node_id: a.node.map(|n| n.to_string()),
+        })
+        .collect();
+    let placement_groups = gcs
+        .send(ListPlacementGroups { id: None })
+        .await?
+        .into_iter()
+        .map(|g| PlacementGroupRow {
+            id: g.id.to_string(),
+            name: g.name.map(|(_, n)| n),
+            state: g.state.name().to_string(),
+            strategy: g.strategy.name().to_string(),
+            bundles: g.bundles.iter().map(|b| b.to_map()).collect(),
+            bundle_nodes: g.nodes.iter().map(|n| n.map(|n| n.to_string())).collect(),
+            detached: g.detached,
+        })
+        .collect();
+    let job_list = gcs.send(ListJobs).await?;
+    let workers = worker_entries(&job_list, workers)
+        .into_iter()
+        .map(|w| WorkerRow {
+            worker_type: w.kind().to_string(),
+            job_id: w.job_id.to_string(),
+            node_id: w.node_id.map(|n| n.to_string()),
+            address: w.address.map(|a| a.to_string()),
+            pid: w.pid,
+            alive: w.alive,
+        })
+        .collect();
+    let jobs = job_list
+        .into_iter()
+        .map(|j| JobRow {
+            job_id: j.job_id.to_string(),
+            status: j.status().to_string(),
+            namespace: j.namespace,
+            entrypoint: j.entrypoint,
+            driver_address: j.driver.to_string(),
+            start_time_ms: j.start_ms,
+            end_time_ms: j.end_ms,
+        })
+        .collect();
+    Ok(ClusterStatus {
+        address: gcs_addr.to_string(),
+        nodes: rows,
+        actors,
+        placement_groups,
+        jobs,
+        workers,
+    })
 }
 
 /// `CPU` for a group's wildcard resource `CPU_group_<32 hex digits>`.

@@ -1,0 +1,331 @@
+//! The head's dashboard: one HTML page (`page.html`, in the binary) and the JSON it polls.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/` | the page: cluster overview, nodes, actors, placement groups, jobs, workers, logs |
+//! | `/api/status` | everything below at once (what `lumen status --format json` prints) |
+//! | `/api/nodes` | each node: address, head, alive, resources total and available, demands |
+//! | `/api/actors` | each actor: id, class, name, state, node |
+//! | `/api/placement_groups` | each placement group: state, strategy, bundles and their nodes |
+//! | `/api/jobs` | the running jobs, then the last ones that ended |
+//! | `/api/workers` | each running job's driver and each node's job worker processes |
+//! | `/api/logs` | the log files of the head's machine's session folder: name, bytes, modified |
+//! | `/api/logs/{name}?lines=N` | the last N lines (default 200) of one of them, as text |
+//!
+//! The page renders each table from one endpoint, so a new table (tasks, objects) is a new
+//! endpoint here and one render function there. Cluster state is read over the head's own
+//! switchboard with the code of `lumen status` ([`read_cluster`]); one read serves every
+//! endpoint asked within [`FRESH`] of it, so a page polling six endpoints costs one read.
+
+use crate::cluster::status::{read_cluster, ClusterStatus};
+use crate::error::{Error, Result};
+use crate::transport::net::Net;
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+/// The page, in the binary.
+const PAGE: &str = include_str!("page.html");
+
+/// How long one read of the cluster serves the endpoints.
+const FRESH: Duration = Duration::from_millis(500);
+
+/// How long one read of the cluster may take.
+const READ_LIMIT: Duration = Duration::from_secs(10);
+
+/// Lines of a log shown when the request does not say, and at most.
+const DEFAULT_LINES: usize = 200;
+const MAX_LINES: usize = 5000;
+
+/// Bytes read from the end of a log, at most, to find its last lines.
+const MAX_TAIL_BYTES: u64 = 1 << 20;
+
+/// What the dashboard's handlers share.
+pub(crate) struct Dashboard {
+    net: Arc<Net>,
+    gcs: SocketAddr,
+    /// The session folder's logs on this machine, if the node keeps them.
+    log_dir: Option<PathBuf>,
+    /// The last read of the cluster, and when it was made.
+    last: tokio::sync::Mutex<Option<(Instant, Arc<ClusterStatus>)>>,
+}
+
+impl std::fmt::Debug for Dashboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dashboard(GCS {})", self.gcs)
+    }
+}
+
+impl Dashboard {
+    /// The dashboard of the cluster whose GCS is at `gcs`, read over `net`, showing the logs in
+    /// `log_dir`.
+    pub(crate) fn new(net: Arc<Net>, gcs: SocketAddr, log_dir: Option<PathBuf>) -> Dashboard {
+        Dashboard {
+            net,
+            gcs,
+            log_dir,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The cluster's state, read at most [`FRESH`] ago.
+    async fn status(&self) -> Result<Arc<ClusterStatus>> {
+        // Held across the read: requests arriving meanwhile wait for it instead of reading too.
+        let mut last = self.last.lock().await;
+        if let Some((at, s)) = last.as_ref() {
+            if at.elapsed() < FRESH {
+                return Ok(s.clone());
+            }
+        }
+        let read = tokio::time::timeout(READ_LIMIT, read_cluster(self.net.clone(), self.gcs))
+            .await
+            .map_err(|_| Error::connection(self.gcs, "the cluster did not answer within 10 s"))??;
+        let read = Arc::new(read);
+        *last = Some((Instant::now(), read.clone()));
+        Ok(read)
+    }
+}
+
+/// An error as the API answers it: a status and `{"error": "..."}`.
+struct ApiError(StatusCode, String);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(StatusCode::BAD_GATEWAY, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+        }
+        (self.0, Json(Body { error: self.1 })).into_response()
+    }
+}
+
+/// The dashboard's routes (the token guard is added by the server).
+pub(crate) fn router(dashboard: Arc<Dashboard>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/status", get(all))
+        .route("/api/nodes", get(nodes))
+        .route("/api/actors", get(actors))
+        .route("/api/placement_groups", get(placement_groups))
+        .route("/api/jobs", get(jobs))
+        .route("/api/workers", get(workers))
+        .route("/api/logs", get(logs))
+        .route("/api/logs/{name}", get(log_tail))
+        .with_state(dashboard)
+}
+
+async fn page() -> Response {
+    let mut response = Html(PAGE).into_response();
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+type Shared = State<Arc<Dashboard>>;
+
+async fn all(State(d): Shared) -> Result<Json<ClusterStatus>, ApiError> {
+    Ok(Json(d.status().await?.as_ref().clone()))
+}
+
+/// One field of the cluster's state, as JSON.
+async fn part<T: Serialize>(
+    d: &Dashboard,
+    pick: impl FnOnce(&ClusterStatus) -> &T,
+) -> Result<Response, ApiError> {
+    let s = d.status().await?;
+    Ok(Json(pick(&s)).into_response())
+}
+
+async fn nodes(State(d): Shared) -> Result<Response, ApiError> {
+    part(&d, |s| &s.nodes).await
+}
+
+async fn actors(State(d): Shared) -> Result<Response, ApiError> {
+    part(&d, |s| &s.actors).await
+}
+
+async fn placement_groups(State(d): Shared) -> Result<Response, ApiError> {
+    part(&d, |s| &s.placement_groups).await
+}
+
+async fn jobs(State(d): Shared) -> Result<Response, ApiError> {
+    part(&d, |s| &s.jobs).await
+}
+
+async fn workers(State(d): Shared) -> Result<Response, ApiError> {
+    part(&d, |s| &s.workers).await
+}
+
+/// One log file, as `/api/logs` lists it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub(crate) struct LogFile {
+    /// Its name in the log folder (`worker-<pid>.out`, `node-<pid>.<date>.log`, ...).
+    pub(crate) name: String,
+    /// Its size.
+    pub(crate) bytes: u64,
+    /// When it last changed, in milliseconds since the Unix epoch.
+    pub(crate) modified_ms: u64,
+}
+
+/// The plain files of `dir`, by name.
+fn list_logs(dir: &FsPath) -> Vec<LogFile> {
+    let mut files: Vec<LogFile> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let meta = e.metadata().ok().filter(|m| m.is_file())?;
+            let name = e.file_name().into_string().ok()?;
+            (!name.starts_with('.')).then_some(())?;
+            let modified_ms = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as u64);
+            Some(LogFile {
+                name,
+                bytes: meta.len(),
+                modified_ms,
+            })
+        })
+        .collect();
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    files
+}
+
+async fn logs(State(d): Shared) -> Result<Json<Vec<LogFile>>, ApiError> {
+    let Some(dir) = d.log_dir.clone() else {
+        return Ok(Json(Vec::new()));
+    };
+    let files = tokio::task::spawn_blocking(move || list_logs(&dir))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(files))
+}
+
+/// `?lines=N` of a log request.
+#[derive(Debug, Deserialize)]
+struct TailQuery {
+    lines: Option<usize>,
+}
+
+/// The path of log `name` in `dir`, if it is one `/api/logs` lists: a plain file right in the
+/// folder (no path, no hidden file, no link).
+fn log_path(dir: &FsPath, name: &str) -> Option<PathBuf> {
+    if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.') {
+        return None;
+    }
+    let path = dir.join(name);
+    std::fs::symlink_metadata(&path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|_| path)
+}
+
+/// The last `lines` lines of the file at `path` (read from at most its last
+/// [`MAX_TAIL_BYTES`]).
+fn tail(path: &FsPath, lines: usize) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let from = len.saturating_sub(MAX_TAIL_BYTES);
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.take(len - from).read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    // A read that started mid-file starts mid-line: that line is left out.
+    let first = usize::from(from > 0 && all.len() > 1);
+    let start = all.len().saturating_sub(lines).max(first);
+    let mut out = all[start..].join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+async fn log_tail(
+    State(d): Shared,
+    Path(name): Path<String>,
+    Query(q): Query<TailQuery>,
+) -> Result<Response, ApiError> {
+    let not_found = || {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no log named {name:?}: /api/logs lists them"),
+        )
+    };
+    let dir = d.log_dir.clone().ok_or_else(not_found)?;
+    let path = log_path(&dir, &name).ok_or_else(not_found)?;
+    let lines = q.lines.unwrap_or(DEFAULT_LINES).min(MAX_LINES);
+    let text = tokio::task::spawn_blocking(move || tail(&path, lines))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read {name}: {}", crate::error::describe_io(&e)),
+            )
+        })?;
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("lumen-dashboard-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create");
+        dir
+    }
+
+    #[test]
+    fn only_plain_files_right_in_the_folder_are_logs() {
+        let dir = folder("names");
+        std::fs::write(dir.join("worker-1.out"), "a\n").expect("write");
+        std::fs::write(dir.join(".hidden"), "x").expect("write");
+        std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("link.out")).expect("link");
+        let names: Vec<String> = list_logs(&dir).into_iter().map(|f| f.name).collect();
+        assert_eq!(names, ["worker-1.out"]);
+        assert!(log_path(&dir, "worker-1.out").is_some());
+        for bad in ["", ".hidden", "../worker-1.out", "sub", "link.out", "nope"] {
+            assert!(log_path(&dir, bad).is_none(), "{bad}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_tail_is_the_last_lines() {
+        let dir = folder("tail");
+        let path = dir.join("worker-2.out");
+        std::fs::write(&path, "one\ntwo\nthree\n").expect("write");
+        assert_eq!(tail(&path, 2).expect("tail"), "two\nthree\n");
+        assert_eq!(tail(&path, 10).expect("tail"), "one\ntwo\nthree\n");
+        assert_eq!(tail(&path, 0).expect("tail"), "");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
