@@ -494,7 +494,13 @@ pub fn list_tasks_async() -> impl Future<Output = Result<Vec<TaskInfo>>> + Send 
         // This process's own events first: same sender, same path, so the GCS has them before
         // it answers.
         rt.report_events();
-        rt.ask(&rt.gcs, ListTasks { job: None })
+        rt.ask(
+            &rt.gcs,
+            ListTasks {
+                job: None,
+                newest: None,
+            },
+        )
     });
     async move { Ok(listing(ask?.await?).tasks) }
 }

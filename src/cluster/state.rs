@@ -362,7 +362,14 @@ pub fn tasks_at(address: Option<&str>, token: Option<&str>) -> Result<TaskListin
     let gcs = client.net.target::<svc::Gcs>(gcs_addr);
     let list = client
         .block_on(async move {
-            tokio::time::timeout(Duration::from_secs(10), gcs.send(ListTasks { job: None })).await
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                gcs.send(ListTasks {
+                    job: None,
+                    newest: None,
+                }),
+            )
+            .await
         })?
         .map_err(|_| Error::connection(gcs_addr, "no answer within 10 s"))??;
     Ok(listing(list))

@@ -30,7 +30,6 @@ pub(crate) enum TaskState {
 
 impl TaskState {
     /// Every state, in order.
-    #[cfg(test)]
     pub(crate) const ALL: [TaskState; 6] = [
         TaskState::PendingNodeAssignment,
         TaskState::SubmittedToWorker,

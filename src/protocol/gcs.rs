@@ -337,6 +337,8 @@ pub(crate) struct AddTaskEvents {
 #[rtype(result = "TaskList")]
 pub(crate) struct ListTasks {
     pub(crate) job: Option<JobId>,
+    /// Only the newest this many (`None`: all).
+    pub(crate) newest: Option<u32>,
 }
 
 /// The attempts [`ListTasks`] asked for, oldest first.
@@ -347,6 +349,21 @@ pub(crate) struct TaskList {
     /// processes that recorded them.
     pub(crate) dropped: u64,
     /// Attempts ever finished and ever failed, in every job (dropped ones included).
+    pub(crate) finished: u64,
+    pub(crate) failed: u64,
+}
+
+/// Counts the attempts the GCS keeps, by state (for metrics: cheaper than listing them).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "TaskCounts")]
+pub(crate) struct CountTasks;
+
+/// What [`CountTasks`] answers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct TaskCounts {
+    /// Attempts kept, by state name.
+    pub(crate) by_state: Vec<(String, u64)>,
+    /// Attempts ever finished and ever failed.
     pub(crate) finished: u64,
     pub(crate) failed: u64,
 }
@@ -377,4 +394,5 @@ super::wire!(TAGS, svc::Gcs:
     ListJobs = 23,
     AddTaskEvents = 24,
     ListTasks = 25,
+    CountTasks = 26,
 );

@@ -196,7 +196,8 @@ impl Gcs {
             ListPlacementGroups,
             ListJobs,
             AddTaskEvents,
-            ListTasks
+            ListTasks,
+            CountTasks
         );
         let lost = addr.clone();
         net.on_lost(Arc::new(move |peer, _| {
@@ -987,11 +988,29 @@ impl Handler<ListTasks> for Gcs {
     type Result = MessageResult<ListTasks>;
     fn handle(&mut self, msg: ListTasks, _: &mut Context<Self>) -> Self::Result {
         let _h = supervise::handling::<ListTasks>();
-        let (tasks, dropped) = self.tasks.list(msg.job);
+        let (tasks, dropped) = self.tasks.list(msg.job, msg.newest.map(|n| n as usize));
         let (finished, failed) = self.tasks.ended();
         MessageResult(TaskList {
             tasks,
             dropped,
+            finished,
+            failed,
+        })
+    }
+}
+
+impl Handler<CountTasks> for Gcs {
+    type Result = MessageResult<CountTasks>;
+    fn handle(&mut self, _: CountTasks, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<CountTasks>();
+        let (finished, failed) = self.tasks.ended();
+        MessageResult(TaskCounts {
+            by_state: self
+                .tasks
+                .by_state()
+                .into_iter()
+                .map(|(s, n)| (s.name().to_string(), n))
+                .collect(),
             finished,
             failed,
         })

@@ -79,16 +79,31 @@ impl TaskEvents {
         }
     }
 
-    /// The attempts of `job` (or of every job), oldest first, with how many were dropped.
-    pub(crate) fn list(&self, job: Option<JobId>) -> (Vec<TaskRecord>, u64) {
-        let tasks = self
+    /// The attempts of `job` (or of every job), oldest first (only the `newest` n, if given),
+    /// with how many were dropped.
+    pub(crate) fn list(&self, job: Option<JobId>, newest: Option<usize>) -> (Vec<TaskRecord>, u64) {
+        let mut tasks: Vec<TaskRecord> = self
             .order
             .iter()
+            .rev()
             .filter_map(|k| self.records.get(k))
             .filter(|r| job.is_none() || r.job_id == job)
+            .take(newest.unwrap_or(usize::MAX))
             .cloned()
             .collect();
+        tasks.reverse();
         (tasks, self.dropped)
+    }
+
+    /// The attempts kept, by state (every state, zero or not).
+    pub(crate) fn by_state(&self) -> Vec<(TaskState, u64)> {
+        let mut counts: Vec<(TaskState, u64)> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
+        for r in self.records.values() {
+            if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == r.state) {
+                slot.1 += 1;
+            }
+        }
+        counts
     }
 
     /// Attempts ever finished and ever failed.
@@ -123,7 +138,7 @@ mod tests {
         t.add(vec![rec(1, TaskState::Finished, 1)], 0);
         // The owner's own report of the end arrives too: counted once.
         t.add(vec![rec(1, TaskState::Finished, 1)], 0);
-        let (tasks, dropped) = t.list(None);
+        let (tasks, dropped) = t.list(None, None);
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].state, TaskState::Finished);
         assert_eq!((t.ended(), dropped), ((1, 0), 0));
@@ -140,13 +155,20 @@ mod tests {
             ],
             5,
         );
-        let (tasks, dropped) = t.list(None);
+        let (tasks, dropped) = t.list(None, None);
         let ids: Vec<TaskId> = tasks.iter().map(|r| r.task_id).collect();
         assert_eq!(ids, vec![TaskId(2 << 16), TaskId(3 << 16)]);
         assert_eq!(dropped, 6);
         // The dropped attempt's end still counts.
         assert_eq!(t.ended(), (0, 1));
-        let (mine, _) = t.list(Some(JobId(1 << 16)));
+        let (mine, _) = t.list(Some(JobId(1 << 16)), None);
+        let (newest, _) = t.list(None, Some(1));
+        assert_eq!(newest[0].task_id, TaskId(3 << 16));
         assert_eq!(mine.len(), 1);
+        let running = t
+            .by_state()
+            .into_iter()
+            .find(|(s, _)| *s == TaskState::Running);
+        assert_eq!(running, Some((TaskState::Running, 2)));
     }
 }

@@ -236,6 +236,29 @@ fn the_dashboard_shows_the_cluster_to_holders_of_the_token_only() {
             "/api/{table}: {answer:?}"
         );
     }
+    // The tasks: the printing task, finished, among the newest attempts.
+    let mut tasks = String::new();
+    assert!(
+        wait_until(TASK_LIMIT, || {
+            let answer = get(
+                &dashboard,
+                "/api/tasks",
+                &[("Authorization", &bearer(&head.token))],
+            );
+            tasks = answer.body;
+            serde_json::from_str::<serde_json::Value>(&tasks).is_ok_and(|t| {
+                t["recent"].as_array().is_some_and(|rows| {
+                    rows.iter().any(|r| {
+                        r["name"]
+                            .as_str()
+                            .is_some_and(|n| n.ends_with("::print_and_pid"))
+                            && r["state"] == "FINISHED"
+                    })
+                })
+            })
+        }),
+        "/api/tasks: {tasks}"
+    );
     let actors = get(
         &dashboard,
         "/api/actors",
@@ -324,6 +347,8 @@ fn the_dashboard_shows_the_cluster_to_holders_of_the_token_only() {
         "dashboard-keeper",
         "ALIVE",
         line.as_str(),
+        "print_and_pid",
+        "FINISHED",
     ];
     let mut dom = String::new();
     let shown = wait_until(TASK_LIMIT, || {
@@ -468,8 +493,24 @@ fn metrics_follow_resources_and_actors_for_holders_of_the_token_only() {
         .is_some_and(|n| n >= 1.0),
         "{text}"
     );
+    // The task series (on the head, from the task events): the held task runs.
+    let finished_before = sample(&scrape(&head_metrics), "lumen_tasks_finished_total");
+    assert!(
+        wait_until(TASK_LIMIT, || {
+            text = scrape(&head_metrics);
+            sample(&text, "lumen_tasks{state=\"RUNNING\"}").is_some_and(|n| n >= 1.0)
+        }),
+        "the running task does not show: {text}"
+    );
     std::fs::write(&gate, b"").expect("open the gate");
     lumen::get_timeout(&held, TASK_LIMIT).expect("the task ends");
+    assert!(
+        wait_until(TASK_LIMIT, || {
+            text = scrape(&head_metrics);
+            sample(&text, "lumen_tasks_finished_total") > finished_before
+        }),
+        "the finished task is not counted (before: {finished_before:?}): {text}"
+    );
     assert!(
         wait_until(TASK_LIMIT, || {
             text = scrape(&node_metrics);

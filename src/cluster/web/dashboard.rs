@@ -9,6 +9,7 @@
 //! | `/api/placement_groups` | each placement group: state, strategy, bundles and their nodes |
 //! | `/api/jobs` | the running jobs, then the last ones that ended |
 //! | `/api/workers` | each running job's driver and each node's job worker processes |
+//! | `/api/tasks` | task attempts: counts by state, and the newest 200 (function, state, node, pid, error) |
 //! | `/api/logs` | the log files of the head's machine's session folder: name, bytes, modified |
 //! | `/api/logs/{name}?lines=N` | the last N lines (default 200) of one of them, as text |
 //!
@@ -17,8 +18,11 @@
 //! switchboard with the code of `lumen status` ([`read_cluster`]); one read serves every
 //! endpoint asked within [`FRESH`] of it, so a page polling six endpoints costs one read.
 
+use crate::cluster::state::{listing, TaskInfo};
 use crate::cluster::status::{read_cluster, ClusterStatus};
 use crate::error::{Error, Result};
+use crate::protocol::gcs::{CountTasks, ListTasks};
+use crate::protocol::svc;
 use crate::transport::net::Net;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -123,6 +127,7 @@ pub(crate) fn router(dashboard: Arc<Dashboard>) -> Router {
         .route("/api/placement_groups", get(placement_groups))
         .route("/api/jobs", get(jobs))
         .route("/api/workers", get(workers))
+        .route("/api/tasks", get(tasks))
         .route("/api/logs", get(logs))
         .route("/api/logs/{name}", get(log_tail))
         .with_state(dashboard)
@@ -169,6 +174,45 @@ async fn jobs(State(d): Shared) -> Result<Response, ApiError> {
 
 async fn workers(State(d): Shared) -> Result<Response, ApiError> {
     part(&d, |s| &s.workers).await
+}
+
+/// How many attempts `/api/tasks` shows.
+const RECENT_TASKS: u32 = 200;
+
+/// The cluster's task attempts, as `/api/tasks` answers: counts by state of those the GCS keeps,
+/// and the newest ones, newest first.
+#[derive(Serialize)]
+struct Tasks {
+    states: Vec<(String, u64)>,
+    finished_total: u64,
+    failed_total: u64,
+    recent: Vec<TaskInfo>,
+}
+
+async fn tasks(State(d): Shared) -> Result<Response, ApiError> {
+    let gcs = d.net.target::<svc::Gcs>(d.gcs);
+    let ask = async {
+        let counts = gcs.send(CountTasks).await?;
+        let list = gcs
+            .send(ListTasks {
+                job: None,
+                newest: Some(RECENT_TASKS),
+            })
+            .await?;
+        Ok::<_, Error>((counts, list))
+    };
+    let (counts, list) = tokio::time::timeout(READ_LIMIT, ask)
+        .await
+        .map_err(|_| Error::connection(d.gcs, "the cluster did not answer within 10 s"))??;
+    let mut recent = listing(list).tasks;
+    recent.reverse();
+    Ok(Json(Tasks {
+        states: counts.by_state,
+        finished_total: counts.finished,
+        failed_total: counts.failed,
+        recent,
+    })
+    .into_response())
 }
 
 /// One log file, as `/api/logs` lists it.

@@ -13,7 +13,8 @@
 //! | `lumen_node_workers` | `node`, `state` (`alive`, `starting`) | every node: its job worker processes |
 //! | `lumen_nodes` | `state` (`alive`, `dead`) | the head |
 //! | `lumen_actors` | `state` (`ALIVE`, `PENDING_CREATION`, `DEAD`, …) | the head |
-//! | `lumen_tasks` | `state` | the head, once task states are in the snapshot |
+//! | `lumen_tasks` | `state` | the head: the task attempts the GCS keeps, by state |
+//! | `lumen_tasks_finished_total`, `lumen_tasks_failed_total` (counters) | | the head: attempts ever ended |
 //!
 //! Cluster-wide series come from the head only, so that summing a series over the nodes never
 //! counts an actor twice. To add a series: a field in [`MetricsSnapshot`], filled in
@@ -21,11 +22,12 @@
 
 use crate::error::{Error, Result};
 use crate::ids::NodeId;
-use crate::protocol::gcs::{GetNodes, ListActors};
+use crate::protocol::gcs::{CountTasks, GetNodes, ListActors};
 use crate::protocol::raylet::{GetResources, GetWorkers};
 use crate::protocol::svc;
 use crate::transport::net::Net;
 use prometheus_client::encoding::text::encode as encode_text;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -66,9 +68,11 @@ pub(crate) struct ClusterCounts {
     pub(crate) nodes_dead: u64,
     /// Actors by state (`ALIVE`, `PENDING_CREATION`, `DEAD`, ...).
     pub(crate) actors: BTreeMap<String, u64>,
-    /// Tasks by state, from the GCS's task events; empty until the GCS lists them (the series
-    /// then appears as is, with no other change here).
+    /// The task attempts the GCS keeps, by state.
     pub(crate) tasks: BTreeMap<String, u64>,
+    /// Attempts ever finished and ever failed.
+    pub(crate) tasks_finished: u64,
+    pub(crate) tasks_failed: u64,
 }
 
 /// A family of gauges labelled by name-value pairs.
@@ -156,13 +160,29 @@ pub(crate) fn encode(s: &MetricsSnapshot) -> Result<String> {
             let tasks = gauges(
                 &mut registry,
                 "lumen_tasks",
-                "The cluster's tasks, by state",
+                "The cluster's task attempts the GCS keeps (the last 100,000), by state",
             );
             for (state, n) in &c.tasks {
                 tasks
                     .get_or_create(&labels(&[("state", state)]))
                     .set(*n as f64);
             }
+        }
+        for (name, help, n) in [
+            (
+                "lumen_tasks_finished",
+                "Task attempts that finished, ever",
+                c.tasks_finished,
+            ),
+            (
+                "lumen_tasks_failed",
+                "Task attempts that failed, ever",
+                c.tasks_failed,
+            ),
+        ] {
+            let counter: Counter<u64, AtomicU64> = Counter::default();
+            counter.inc_by(n);
+            registry.register(name, help, counter);
         }
     }
     let mut text = String::new();
@@ -222,11 +242,14 @@ pub(crate) async fn snapshot(source: &Source) -> Result<MetricsSnapshot> {
             for a in gcs.send(ListActors).await? {
                 *actors.entry(a.state).or_insert(0) += 1;
             }
+            let counts = gcs.send(CountTasks).await?;
             snap.cluster = Some(ClusterCounts {
                 nodes_alive: nodes.iter().filter(|n| n.alive).count() as u64,
                 nodes_dead: nodes.iter().filter(|n| !n.alive).count() as u64,
                 actors,
-                tasks: BTreeMap::new(),
+                tasks: counts.by_state.into_iter().collect(),
+                tasks_finished: counts.finished,
+                tasks_failed: counts.failed,
             });
         }
         Ok::<_, Error>(snap)
@@ -277,6 +300,8 @@ mod tests {
             nodes_dead: 0,
             actors: [("ALIVE".to_string(), 3), ("DEAD".to_string(), 1)].into(),
             tasks: BTreeMap::new(),
+            tasks_finished: 0,
+            tasks_failed: 0,
         };
         let text = encode(&snap(Some(counts.clone()))).expect("encode");
         assert!(text.contains("lumen_actors{state=\"ALIVE\"} 3.0"), "{text}");
