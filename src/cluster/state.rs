@@ -418,7 +418,7 @@ mod tests {
         struct Flag {
             alive: bool,
         }
-        let flags = vec![Flag { alive: true }, Flag { alive: false }];
+        let flags = [Flag { alive: true }, Flag { alive: false }];
         for yes in ["alive=true", "alive=1", "alive=True", "alive!=false"] {
             let kept = filter_rows(flags.iter().collect(), &[yes.parse().unwrap()]).unwrap();
             assert!(kept.len() == 1 && kept[0].alive, "{yes}");

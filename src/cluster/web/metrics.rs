@@ -306,12 +306,14 @@ mod tests {
         let text = encode(&snap(Some(counts.clone()))).expect("encode");
         assert!(text.contains("lumen_actors{state=\"ALIVE\"} 3.0"), "{text}");
         assert!(text.contains("lumen_nodes{state=\"alive\"} 2.0"), "{text}");
-        assert!(!text.contains("lumen_tasks"), "{text}");
+        assert!(!text.contains("lumen_tasks{"), "{text}");
         counts.tasks.insert("RUNNING".into(), 5);
+        counts.tasks_finished = 7;
         let text = encode(&snap(Some(counts))).expect("encode");
         assert!(
             text.contains("lumen_tasks{state=\"RUNNING\"} 5.0"),
             "{text}"
         );
+        assert!(text.contains("lumen_tasks_finished_total 7"), "{text}");
     }
 }
