@@ -118,9 +118,9 @@ pub use api::actor::{
 pub use api::args::IntoArg;
 pub use api::cluster::{
     available_resources, available_resources_async, cluster_resources, cluster_resources_async,
-    list_actors, list_actors_async, list_jobs, list_jobs_async, list_tasks, list_tasks_async,
-    list_tasks_filtered, list_workers, list_workers_async, nodes, nodes_async, ActorInfo, JobInfo,
-    NodeInfo, WorkerInfo,
+    list_actors, list_actors_async, list_jobs, list_jobs_async, list_objects, list_objects_async,
+    list_objects_filtered, list_tasks, list_tasks_async, list_tasks_filtered, list_workers,
+    list_workers_async, nodes, nodes_async, ActorInfo, JobInfo, NodeInfo, WorkerInfo,
 };
 pub use api::context::{runtime_context, try_runtime_context, RuntimeContext};
 pub use api::objects::{
@@ -134,7 +134,7 @@ pub use api::placement_group::{
 };
 pub use api::task::TaskOptions;
 pub use api::{init, init_with, is_initialized, shutdown};
-pub use cluster::{Filter, TaskInfo};
+pub use cluster::{Filter, ObjectInfo, TaskInfo};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use ids::{ActorId, JobId, NodeId, ObjectId, PlacementGroupId, TaskId};

@@ -762,6 +762,28 @@ fn two_node_cluster_runs_tasks_and_the_example_then_stops_clean() {
             })
             .count();
         assert_eq!(spans, 6, "{text}");
+        // `lumen list objects`: this driver owns the six results it still holds.
+        let out = session
+            .lumen(&[
+                "list",
+                "objects",
+                "--format",
+                "json",
+                "--filter",
+                "owned=true",
+            ])
+            .expect_ok("lumen list objects --format json");
+        let objects: Vec<serde_json::Value> = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("lumen list objects --format json: {e}: {}", out.stdout));
+        let held_here = objects
+            .iter()
+            .filter(|o| o["pid"] == std::process::id() && o["state"] == "READY")
+            .count();
+        assert!(held_here >= 6, "{}", out.stdout);
+        let summary = session
+            .lumen(&["summary", "objects"])
+            .expect_ok("lumen summary objects");
+        assert!(summary.stdout.contains("LOCAL_REFERENCE"), "{summary}");
         let bad = session.lumen(&["list", "tasks", "--filter", "colour=red"]);
         assert!(!bad.ok() && bad.stderr.contains("no field"), "{bad}");
 

@@ -40,6 +40,12 @@ fn held(gate: String) -> u32 {
 }
 
 #[lumen::remote]
+fn gated(gate: String) -> u32 {
+    wait_for_gate(&gate);
+    std::process::id()
+}
+
+#[lumen::remote]
 fn after(dep: u32, gate: String) -> u32 {
     wait_for_gate(&gate);
     dep
@@ -86,6 +92,31 @@ impl Waiter {
         wait_for_gate(&gate);
         1
     }
+}
+
+/// An actor that keeps an object it made.
+pub struct Keeper {
+    kept: Option<lumen::ObjectRef<Vec<u8>>>,
+}
+
+#[lumen::remote]
+impl Keeper {
+    pub fn new() -> Self {
+        Keeper { kept: None }
+    }
+
+    /// Puts an object and keeps its ref; says which and where.
+    pub fn keep(&mut self) -> (String, u32) {
+        let r = lumen::put(vec![7u8; 1000]);
+        let id = r.id().to_string();
+        self.kept = Some(r);
+        (id, std::process::id())
+    }
+}
+
+#[lumen::remote]
+fn total(v: Vec<u8>) -> usize {
+    v.len()
 }
 
 /// This job's attempts of the function (or method) whose path ends with `name`.
@@ -363,4 +394,80 @@ fn test_summary_and_timeline() {
             "{e}"
         );
     }
+}
+
+#[test]
+fn test_list_get_objects() {
+    init();
+    let _shared = common::shared();
+    let data = lumen::put(vec![1u8; 5 << 20]);
+    assert_eq!(common::get(&total::remote(&data)).expect("total"), 5 << 20);
+    let id = data.id().to_string();
+    let rows = lumen::list_objects_filtered(&[Filter::eq("object_id", &id)]).expect("list");
+    let mine: Vec<&lumen::ObjectInfo> = rows
+        .iter()
+        .filter(|o| o.pid == std::process::id())
+        .collect();
+    assert_eq!(mine.len(), 1, "{rows:#?}");
+    let o = mine[0];
+    assert!(
+        o.owned && o.state == "READY" && o.reference_type == "LOCAL_REFERENCE",
+        "{o:?}"
+    );
+    assert!(o.size.is_some_and(|s| s >= 5 << 20), "{o:?}");
+    assert_eq!(o.task_id, None, "a put has no task: {o:?}");
+    assert_eq!(o.locations.len(), 1, "{o:?}");
+    assert!(common::is_node(&o.locations[0].to_string()), "{o:?}");
+    assert_eq!(o.job_id, lumen::runtime_context().job_id());
+    // The JSON the CLI prints: ids as hex text.
+    let json = serde_json::to_value(o).expect("a row is JSON");
+    assert_eq!(json["object_id"], id.as_str());
+
+    // A task's result before it returns: pending, made by that task.
+    let gate = format!("state-objects-{}", std::process::id());
+    let pending = gated::remote(gate.clone());
+    let rows = lumen::list_objects_filtered(&[Filter::eq("object_id", pending.id().to_string())])
+        .expect("list");
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0].state, "PENDING", "{rows:#?}");
+    assert!(
+        rows[0].task_id.is_some() && rows[0].size.is_none(),
+        "{rows:#?}"
+    );
+    common::open_gate(&gate);
+    common::get(&pending).expect("gated returns");
+    let rows = lumen::list_objects_filtered(&[Filter::eq("object_id", pending.id().to_string())])
+        .expect("list");
+    assert_eq!(rows[0].state, "READY", "{rows:#?}");
+}
+
+#[test]
+fn test_filter() {
+    init();
+    let _shared = common::shared();
+    // As Ray's: an object an actor made and keeps is found by the actor's pid and its
+    // reference type.
+    let keeper = Keeper::remote();
+    let (id, pid) = common::get(&keeper.keep().remote()).expect("keep");
+    let rows = lumen::list_objects_filtered(&[
+        Filter::eq("pid", pid.to_string()),
+        Filter::eq("reference_type", "LOCAL_REFERENCE"),
+        Filter::eq("object_id", &id),
+    ])
+    .expect("list");
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert!(rows[0].owned, "{rows:#?}");
+    let others = lumen::list_objects_filtered(&[
+        Filter::ne("pid", pid.to_string()),
+        Filter::eq("object_id", &id),
+    ])
+    .expect("list");
+    assert!(others.is_empty(), "{others:#?}");
+    let summary = lumen::cluster::summarize_objects(&lumen::list_objects().expect("list"));
+    assert!(
+        summary
+            .iter()
+            .any(|r| r.reference_type == "LOCAL_REFERENCE" && r.count >= 1),
+        "{summary:?}"
+    );
 }

@@ -1,11 +1,11 @@
-//! The cluster's state: nodes, resources, actors, jobs, workers and tasks, each with its async
-//! twin.
+//! The cluster's state: nodes, resources, actors, jobs, workers, tasks and objects, each with
+//! its async twin.
 //!
 //! These calls cannot fail, so in async code (where they must not block: see
 //! `crate::context::async_context`) the blocking ones log the refusal once and answer as before
 //! `lumen::init()`: nothing; their `_async` twins await the answers instead.
 
-use crate::cluster::state::{filter_rows, listing, Filter, TaskInfo};
+use crate::cluster::state::{filter_rows, listing, read_objects, Filter, ObjectInfo, TaskInfo};
 use crate::context::refuse_blocking_logged;
 use crate::error::Result;
 use crate::ids::ActorId;
@@ -503,6 +503,67 @@ pub fn list_tasks_async() -> impl Future<Output = Result<Vec<TaskInfo>>> + Send 
         )
     });
     async move { Ok(listing(ask?.await?).tasks) }
+}
+
+/// The objects every driver and worker process of the cluster holds references to (Ray's
+/// `list_objects`): a row per object and process, with its size, state, owner and where its
+/// value is. Each process lists at most 10,000; one that does not answer within 5 s is left out.
+///
+/// In async code it returns `Error::InvalidArgument` without blocking: use
+/// [`list_objects_async`] there.
+///
+/// # Examples
+/// ```no_run
+/// lumen::init()?;
+/// let r = lumen::put(String::from("kept"));
+/// let mine = lumen::list_objects_filtered(&[lumen::Filter::eq("object_id", r.id().to_string())])?;
+/// assert_eq!(mine[0].reference_type, "LOCAL_REFERENCE");
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn list_objects() -> Result<Vec<ObjectInfo>> {
+    list_objects_filtered(&[])
+}
+
+/// The rows [`list_objects`] lists that pass every filter (`reference_type=LOCAL_REFERENCE`,
+/// `state!=READY`, … on the fields of [`ObjectInfo`]).
+///
+/// # Examples
+/// ```no_run
+/// lumen::init()?;
+/// let pending = lumen::list_objects_filtered(&["state=PENDING".parse()?])?;
+/// println!("{} objects wait for their task", pending.len());
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn list_objects_filtered(filters: &[Filter]) -> Result<Vec<ObjectInfo>> {
+    runtime::current()?;
+    crate::context::refuse_blocking("lumen::list_objects", "lumen::list_objects_async().await")?;
+    filter_rows(futures::executor::block_on(list_objects_async())?, filters)
+}
+
+/// The objects the cluster's processes hold, without blocking a thread: the async twin of
+/// [`list_objects`]. Works on any executor.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() -> lumen::Result<()> {
+/// let objects = lumen::list_objects_async().await?;
+/// println!("{} rows", objects.len());
+/// # Ok(()) }
+/// lumen::init()?;
+/// futures::executor::block_on(run())?;
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn list_objects_async() -> impl Future<Output = Result<Vec<ObjectInfo>>> + Send + 'static {
+    // On the runtime's event loop (its timers), awaited from any executor.
+    let asked = runtime::current().map(|rt| {
+        rt.executor
+            .spawn(read_objects(rt.net.clone(), rt.gcs.process()))
+    });
+    async move {
+        asked?
+            .await
+            .map_err(|e| crate::error::Error::shutdown(format!("listing objects: {e}")))?
+    }
 }
 
 fn to_job_infos(rows: Vec<crate::protocol::gcs::JobSummary>) -> Vec<JobInfo> {

@@ -96,12 +96,14 @@ enum ListWhat {
     Jobs,
     Workers,
     Tasks,
+    Objects,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum SummaryWhat {
     Tasks,
     Actors,
+    Objects,
 }
 
 #[derive(Subcommand)]
@@ -126,7 +128,7 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// List the cluster's nodes, actors, placement groups, jobs, workers or tasks.
+    /// List the cluster's nodes, actors, placement groups, jobs, workers, tasks or objects.
     List {
         #[arg(value_enum)]
         what: ListWhat,
@@ -146,7 +148,8 @@ enum Cmd {
         #[arg(long)]
         detail: bool,
     },
-    /// Count the cluster's tasks (per function and state) or actors (per type and state).
+    /// Count the cluster's tasks (per function and state), actors (per type and state) or
+    /// objects (per reference type and state, with their bytes).
     Summary {
         #[arg(value_enum)]
         what: SummaryWhat,
@@ -721,8 +724,10 @@ fn list(
     format: Format,
     detail: bool,
 ) -> Result<()> {
-    if let ListWhat::Tasks = what {
-        return list_tasks(filters, address, token, format, detail);
+    match what {
+        ListWhat::Tasks => return list_tasks(filters, address, token, format, detail),
+        ListWhat::Objects => return list_objects(filters, address, token, format),
+        _ => {}
     }
     let mut s = lumen::cluster::cluster_status(address, token)?;
     match what {
@@ -731,7 +736,7 @@ fn list(
         ListWhat::PlacementGroups => s.placement_groups = filter_rows(s.placement_groups, filters)?,
         ListWhat::Jobs => s.jobs = filter_rows(s.jobs, filters)?,
         ListWhat::Workers => s.workers = filter_rows(s.workers, filters)?,
-        ListWhat::Tasks => {}
+        ListWhat::Tasks | ListWhat::Objects => {}
     }
     match (what, format) {
         (ListWhat::Nodes, Format::Json) => {
@@ -853,7 +858,37 @@ fn list(
                 );
             }
         }
-        (ListWhat::Tasks, _) => {}
+        (ListWhat::Tasks | ListWhat::Objects, _) => {}
+    }
+    Ok(())
+}
+
+fn list_objects(
+    filters: &[lumen::Filter],
+    address: Option<&str>,
+    token: Option<&str>,
+    format: Format,
+) -> Result<()> {
+    let objects = filter_rows(lumen::cluster::objects_at(address, token)?, filters)?;
+    if let Format::Json = format {
+        println!("{}", serde_json::to_string_pretty(&objects)?);
+        return Ok(());
+    }
+    println!(
+        "{:<34} {:>12} {:<8} {:<22} {:<8} {:<6} OWNER",
+        "OBJECT_ID", "SIZE", "STATE", "REFERENCE_TYPE", "PID", "OWNED"
+    );
+    for o in &objects {
+        println!(
+            "{:<34} {:>12} {:<8} {:<22} {:<8} {:<6} {}",
+            o.object_id,
+            o.size.map_or("-".to_string(), |b| b.to_string()),
+            o.state,
+            o.reference_type,
+            o.pid,
+            o.owned,
+            o.owner_address
+        );
     }
     Ok(())
 }
@@ -927,6 +962,30 @@ fn summary(
                 .map(|r| (r.name, r.task_type, r.state_counts))
                 .collect()
         }
+        SummaryWhat::Objects => {
+            let objects = lumen::cluster::objects_at(address, token)?;
+            let rows = lumen::cluster::summarize_objects(&objects);
+            if let Format::Json = format {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            println!("======== objects summary ========");
+            println!(
+                "{:<22} {:<8} {:>8} {:>14}",
+                "REFERENCE_TYPE", "STATE", "COUNT", "BYTES"
+            );
+            for r in &rows {
+                println!(
+                    "{:<22} {:<8} {:>8} {:>14}",
+                    r.reference_type, r.state, r.count, r.bytes
+                );
+            }
+            let (count, bytes) = rows
+                .iter()
+                .fold((0, 0), |(c, b), r| (c + r.count, b + r.bytes));
+            println!("total: {count} objects, {bytes} bytes");
+            return Ok(());
+        }
         SummaryWhat::Actors => {
             let s = lumen::cluster::cluster_status(address, token)?;
             let mut by: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
@@ -950,7 +1009,7 @@ fn summary(
     }
     let (noun, what) = match what {
         SummaryWhat::Tasks => ("FUNC_OR_METHOD", "tasks"),
-        SummaryWhat::Actors => ("CLASS", "actors"),
+        SummaryWhat::Actors | SummaryWhat::Objects => ("CLASS", "actors"),
     };
     println!("======== {what} summary ========");
     println!("{noun:<50} {:<20} STATE_COUNTS", "TYPE");

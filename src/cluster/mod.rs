@@ -23,7 +23,7 @@ pub(crate) mod web;
 
 pub use node::{Node, NodeOptions};
 pub use state::{
-    chrome_trace, filter_rows, summarize_tasks, tasks_at, Filter, TaskInfo, TaskListing,
-    TaskSummaryRow,
+    chrome_trace, filter_rows, objects_at, summarize_objects, summarize_tasks, tasks_at, Filter,
+    ObjectInfo, ObjectSummaryRow, TaskInfo, TaskListing, TaskSummaryRow,
 };
 pub use status::{cluster_status, ActorRow, ClusterStatus, NodeStatus, PlacementGroupRow};

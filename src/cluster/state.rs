@@ -1,16 +1,22 @@
-//! The state API's task rows and what is made of them: [`TaskInfo`] (one attempt of a task or
-//! actor call, as `lumen::list_tasks()` and `lumen list tasks` show it), [`Filter`]s over any
-//! listed rows (`--filter state=FAILED`), per-function summaries (`lumen summary tasks`), and the
-//! Chrome trace of `lumen timeline`.
+//! The state API's task and object rows and what is made of them: [`TaskInfo`] (one attempt of a
+//! task or actor call, as `lumen::list_tasks()` and `lumen list tasks` show it), [`ObjectInfo`]
+//! (an object a process holds a reference to, asked of each driver and worker process),
+//! [`Filter`]s over any listed rows (`--filter state=FAILED`), summaries (`lumen summary
+//! tasks|objects`), and the Chrome trace of `lumen timeline`.
 
-use crate::cluster::status::connect;
+use crate::cluster::status::{connect, worker_entries};
 use crate::error::{Error, Result};
-use crate::ids::{ActorId, JobId, NodeId, TaskId};
+use crate::ids::{ActorId, JobId, NodeId, ObjectId, TaskId};
 use crate::protocol::events::TaskRecord;
-use crate::protocol::gcs::{ListTasks, TaskList};
+use crate::protocol::gcs::{GetNodes, ListJobs, ListTasks, TaskList};
+use crate::protocol::owner::{ListObjects, ObjectState, ObjectsHeld};
+use crate::protocol::raylet::GetWorkers;
 use crate::protocol::svc;
+use crate::transport::net::Net;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One attempt of a task, an actor's creation or an actor call, as `lumen::list_tasks()`
@@ -383,6 +389,199 @@ pub(crate) fn listing(list: TaskList) -> TaskListing {
         finished_total: list.finished,
         failed_total: list.failed,
     }
+}
+
+/// One object a process holds a reference to, as `lumen::list_objects()` reports it (Ray's
+/// `ObjectState`): a row per object and process, so an object shared by three processes is three
+/// rows, one of them its owner's.
+///
+/// # Examples
+/// ```no_run
+/// lumen::init()?;
+/// let r = lumen::put(vec![0u8; 1 << 20]);
+/// let objects = lumen::list_objects()?;
+/// assert!(objects.iter().any(|o| o.object_id == r.id() && o.size == Some(1 << 20)));
+/// # Ok::<(), lumen::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ObjectInfo {
+    /// The object's id.
+    #[serde(serialize_with = "hex")]
+    pub object_id: ObjectId,
+    /// Its value's bytes, once known to this process.
+    pub size: Option<u64>,
+    /// `PENDING` (its task has not returned), `READY` or `FAILED`.
+    pub state: String,
+    /// Why this process holds it: `LOCAL_REFERENCE` (its code holds a ref), `USED_BY_PENDING_TASK`
+    /// (a task that takes it has not finished), `BORROWED` (other processes hold refs to this
+    /// owned object), `ACTOR_HANDLE` (it anchors an actor's handles), or `CAPTURED_IN_OBJECT`.
+    pub reference_type: String,
+    /// Where its owner listens.
+    pub owner_address: String,
+    /// Whether this process owns it.
+    pub owned: bool,
+    /// The nodes its value is on, as far as this process knows (an owner's own objects are on
+    /// its node; a borrower asks the owner).
+    #[serde(serialize_with = "hex_list")]
+    pub locations: Vec<NodeId>,
+    /// The node of the process that holds this reference.
+    #[serde(serialize_with = "hex")]
+    pub node_id: NodeId,
+    /// The process that holds this reference.
+    pub pid: u32,
+    /// Its job.
+    #[serde(serialize_with = "hex")]
+    pub job_id: JobId,
+    /// The task that returns it (`None` for a `put`).
+    #[serde(serialize_with = "hex_opt")]
+    pub task_id: Option<TaskId>,
+}
+
+fn hex_list<S: serde::Serializer>(ids: &[NodeId], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(ids.iter().map(|id| id.to_string()))
+}
+
+/// The objects a listing asks each process for, at most.
+const OBJECTS_PER_PROCESS: u32 = 10_000;
+
+/// The rows of one process's answer.
+fn object_rows(held: ObjectsHeld, here: SocketAddr) -> Vec<ObjectInfo> {
+    held.objects
+        .into_iter()
+        .map(|o| {
+            let reference_type = if o.actor_handle {
+                "ACTOR_HANDLE"
+            } else if o.local > 0 {
+                "LOCAL_REFERENCE"
+            } else if o.pinned > 0 {
+                "USED_BY_PENDING_TASK"
+            } else if o.borrowers > 0 {
+                "BORROWED"
+            } else {
+                "CAPTURED_IN_OBJECT"
+            };
+            let owned = o.owner.is_none();
+            ObjectInfo {
+                object_id: o.id,
+                size: o.size,
+                state: o.state.name().to_string(),
+                reference_type: reference_type.to_string(),
+                owner_address: o.owner.unwrap_or(here).to_string(),
+                owned,
+                locations: if owned && o.state != ObjectState::Pending {
+                    vec![held.node]
+                } else {
+                    Vec::new()
+                },
+                node_id: held.node,
+                pid: held.pid,
+                job_id: held.job,
+                task_id: o.id.task(),
+            }
+        })
+        .collect()
+}
+
+/// Asks every driver and worker process of the cluster whose GCS is at `gcs_addr` which objects
+/// it holds references to (each at most [`OBJECTS_PER_PROCESS`]); a process that does not
+/// answer within 5 s is left out.
+pub(crate) async fn read_objects(net: Arc<Net>, gcs_addr: SocketAddr) -> Result<Vec<ObjectInfo>> {
+    let gcs = net.target::<svc::Gcs>(gcs_addr);
+    let limit = Duration::from_secs(5);
+    let jobs = tokio::time::timeout(limit, gcs.send(ListJobs))
+        .await
+        .map_err(|_| Error::connection(gcs_addr, "no answer within 5 s"))??;
+    let nodes = gcs.send(GetNodes).await?;
+    let per_node = futures::future::join_all(nodes.iter().filter(|n| n.alive).map(|n| {
+        let raylet = net.target::<svc::Raylet>(n.address);
+        let node = n.node_id;
+        async move {
+            let workers = tokio::time::timeout(limit, raylet.send(GetWorkers)).await;
+            (node, workers.ok().and_then(|w| w.ok()).unwrap_or_default())
+        }
+    }))
+    .await;
+    let processes: Vec<SocketAddr> = worker_entries(&jobs, per_node)
+        .into_iter()
+        .filter(|w| w.alive)
+        .filter_map(|w| w.address)
+        .collect();
+    let answers = futures::future::join_all(processes.into_iter().map(|addr| {
+        let owner = net.target::<svc::Owner>(addr);
+        async move {
+            let ask = owner.send(ListObjects {
+                limit: OBJECTS_PER_PROCESS,
+            });
+            match tokio::time::timeout(limit, ask).await {
+                Ok(Ok(held)) => object_rows(held, addr),
+                _ => Vec::new(),
+            }
+        }
+    }))
+    .await;
+    Ok(answers.into_iter().flatten().collect())
+}
+
+/// Reads the objects the processes of the cluster at `address` hold references to, as
+/// `lumen list objects` does (`None`: `LUMEN_ADDRESS`, else the head on this machine).
+///
+/// # Examples
+/// ```no_run
+/// for o in lumen::cluster::objects_at(Some("127.0.0.1:6379"), None)? {
+///     println!("{} {:?} {}", o.object_id, o.size, o.reference_type);
+/// }
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn objects_at(address: Option<&str>, token: Option<&str>) -> Result<Vec<ObjectInfo>> {
+    let (client, gcs_addr) = connect(address, token)?;
+    let net = client.net.clone();
+    client.block_on(read_objects(net, gcs_addr))?
+}
+
+/// Objects per reference type and state, with their bytes: a line of `lumen summary objects`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectSummaryRow {
+    /// Why they are held (see [`ObjectInfo::reference_type`]).
+    pub reference_type: String,
+    /// `PENDING`, `READY` or `FAILED`.
+    pub state: String,
+    /// How many rows.
+    pub count: usize,
+    /// Their known bytes.
+    pub bytes: u64,
+}
+
+/// Object rows per reference type and state, largest first (Ray's `summarize_objects`).
+///
+/// # Examples
+/// ```no_run
+/// lumen::init()?;
+/// for row in lumen::cluster::summarize_objects(&lumen::list_objects()?) {
+///     println!("{} {} {} {}", row.reference_type, row.state, row.count, row.bytes);
+/// }
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn summarize_objects(objects: &[ObjectInfo]) -> Vec<ObjectSummaryRow> {
+    let mut by: BTreeMap<(&str, &str), (usize, u64)> = BTreeMap::new();
+    for o in objects {
+        let slot = by
+            .entry((o.reference_type.as_str(), o.state.as_str()))
+            .or_default();
+        slot.0 += 1;
+        slot.1 += o.size.unwrap_or(0);
+    }
+    let mut rows: Vec<ObjectSummaryRow> = by
+        .into_iter()
+        .map(|((kind, state), (count, bytes))| ObjectSummaryRow {
+            reference_type: kind.to_string(),
+            state: state.to_string(),
+            count,
+            bytes,
+        })
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.bytes));
+    rows
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use crate::ids::{ActorId, IdDashMap, IdHasher, ObjectId};
 use crate::objects::store::{FetchReply, StoreClient};
 use crate::protocol::gcs::ActorOutOfScope;
 use crate::protocol::owner::Borrow;
+use crate::protocol::owner::{ObjectEntry, ObjectState};
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::svc;
 use crate::protocol::task::TaskSpec;
@@ -195,6 +196,33 @@ impl RefCounts {
         } else {
             (None, Some(value))
         }
+    }
+
+    /// Up to `limit` of the objects this process holds a reference to, as `list_objects`
+    /// shows them (the size of a value in the store is left for the caller to ask it).
+    pub(crate) fn snapshot(&self, limit: usize) -> Vec<ObjectEntry> {
+        self.map
+            .iter()
+            .take(limit)
+            .map(|e| {
+                let r = e.value();
+                ObjectEntry {
+                    id: *e.key(),
+                    owner: r.borrowed_from(),
+                    local: r.local,
+                    pinned: r.pinned,
+                    borrowers: r.borrowers().len() as u32,
+                    actor_handle: r.rare.as_ref().is_some_and(|x| x.actor.is_some()),
+                    state: match (&r.inline, r.stored) {
+                        (Some(Stored::Error(_)), _) => ObjectState::Failed,
+                        (_, true) => ObjectState::Ready,
+                        _ => ObjectState::Pending,
+                    },
+                    size: r.inline.as_ref().map(|v| v.size() as u64),
+                    in_store: r.in_store,
+                }
+            })
+            .collect()
     }
 
     /// Objects kept inline here and their bytes.
@@ -617,6 +645,34 @@ impl std::ops::Deref for RefTable {
 }
 
 impl RefTable {
+    /// Up to `limit` of the objects this process holds references to, with the size of each
+    /// value found in the store.
+    pub(crate) async fn held(&self, limit: usize) -> Vec<ObjectEntry> {
+        let mut objects = self.snapshot(limit);
+        let stored: Vec<ObjectId> = objects
+            .iter()
+            .filter(|o| o.in_store && o.size.is_none())
+            .map(|o| o.id)
+            .collect();
+        if stored.is_empty() {
+            return objects;
+        }
+        let (rx, mut markers) = self.store.fetch_marked(&stored);
+        while markers > 0 {
+            match rx.recv_async().await {
+                Ok((crate::objects::store::PRESENT_SENT, _)) => markers -= 1,
+                Ok((slot, value)) => {
+                    let id = stored.get(slot as usize).copied();
+                    if let Some(o) = objects.iter_mut().find(|o| Some(o.id) == id) {
+                        o.size = Some(value.size() as u64);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        objects
+    }
+
     pub(crate) fn new(store: StoreClient, net: Arc<Net>, gcs: Target<svc::Gcs>) -> Self {
         RefTable {
             counts: RefCounts::new(net.addr()),

@@ -2,7 +2,7 @@
 //! its objects, borrowers coming and going, and news of nodes and actors that died.
 
 use crate::error::Error;
-use crate::ids::{ActorId, NodeId, ObjectId, PlacementGroupId, TaskId};
+use crate::ids::{ActorId, JobId, NodeId, ObjectId, PlacementGroupId, TaskId};
 use crate::placement::group::PlacementGroupState;
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::svc;
@@ -175,6 +175,65 @@ pub(crate) struct WorkerOutput {
     pub(crate) lines: Vec<(String, String)>,
 }
 
+/// Where an object is in its life, as the process holding a reference sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ObjectState {
+    /// Its task has not returned yet (or, for a borrowed ref, it was not read here yet).
+    Pending,
+    /// Its value is here (inline, or in this node's store).
+    Ready,
+    /// Its task failed: reading it gives the error.
+    Failed,
+}
+
+impl ObjectState {
+    /// The state's name, as `list_objects` writes it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ObjectState::Pending => "PENDING",
+            ObjectState::Ready => "READY",
+            ObjectState::Failed => "FAILED",
+        }
+    }
+}
+
+/// One object a process holds a reference to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ObjectEntry {
+    pub(crate) id: ObjectId,
+    /// Its owner, for a borrowed ref (`None`: this process owns it).
+    pub(crate) owner: Option<SocketAddr>,
+    /// Refs held by this process's code.
+    pub(crate) local: u32,
+    /// Pins by tasks that take it as an argument and have not finished.
+    pub(crate) pinned: u32,
+    /// Other processes that borrowed it (for an owned object).
+    pub(crate) borrowers: u32,
+    /// It anchors an actor's handles.
+    pub(crate) actor_handle: bool,
+    pub(crate) state: ObjectState,
+    /// Its value's bytes, when known.
+    pub(crate) size: Option<u64>,
+    /// Its value is in this process's store.
+    pub(crate) in_store: bool,
+}
+
+/// Lists (up to `limit` of) the objects a process holds references to.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "ObjectsHeld")]
+pub(crate) struct ListObjects {
+    pub(crate) limit: u32,
+}
+
+/// What [`ListObjects`] answers: the process, and its objects.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ObjectsHeld {
+    pub(crate) node: NodeId,
+    pub(crate) job: JobId,
+    pub(crate) pid: u32,
+    pub(crate) objects: Vec<ObjectEntry>,
+}
+
 super::wire!(TAGS, svc::Owner:
     TaskResult = 60,
     GetObject = 61,
@@ -189,4 +248,5 @@ super::wire!(TAGS, svc::Owner:
     TaskQueued = 70,
     Infeasible = 71,
     WorkerOutput = 72,
+    ListObjects = 73,
 );

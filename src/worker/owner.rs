@@ -96,6 +96,25 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
         rt.actors.actor_died(m.actor_id, m.error, m.restarting)
     })?;
     let weak: Weak<Runtime> = Arc::downgrade(rt);
+    net.serve::<ListObjects>(
+        |_| tracing::warn!("a listing of objects sent as a one-way message was ignored"),
+        move |m| -> Reply<ListObjects> {
+            let rt = weak.upgrade();
+            Box::pin(async move {
+                let rt = rt.ok_or_else(|| Error::shutdown("listing objects"))?;
+                let (node, job) = (rt.node_id, rt.job_id);
+                let table = rt.refs.clone();
+                drop(rt);
+                Ok(ObjectsHeld {
+                    node,
+                    job,
+                    pid: std::process::id(),
+                    objects: table.held(m.limit as usize).await,
+                })
+            })
+        },
+    )?;
+    let weak: Weak<Runtime> = Arc::downgrade(rt);
     net.serve::<GetObject>(
         |_| tracing::warn!("a read of an object sent as a one-way message was ignored"),
         move |m| -> Reply<GetObject> {
