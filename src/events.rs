@@ -1,40 +1,63 @@
 //! The task events this process records: what it saw of each task and actor call it submitted
-//! or ran, merged per attempt in a process-wide buffer until the runtime reports them to the
-//! GCS (every second from each node and core worker, when asked to list tasks, and when a
-//! runtime stops).
+//! or ran, as [`TaskPart`]s appended to a process-wide buffer until they are reported to the GCS
+//! (every second from each node and core worker, when asked to list tasks, and when a runtime
+//! stops).
 //!
-//! Recording is a lock and a hash-map update (no allocation for names: they are the static
-//! paths the registry and the macros give). The buffer is bounded: past [`MAX_PENDING`]
-//! attempts, new ones are counted as dropped instead, and the count reaches the GCS with the
-//! next report, as Ray's task event buffer does.
+//! Recording is an uncontended lock (each thread has its shard of the buffer), a clock read and a
+//! push of a small part, with no allocation (names are the static paths the registry and the
+//! macros give), on the task's path; merging parts into records waits until someone lists them.
+//! Each shard is bounded: past [`MAX_PENDING`] parts, new ones are counted as dropped instead,
+//! and the count reaches the GCS with the next report, as Ray's task event buffer does.
 
 use crate::error::Error;
 use crate::ids::{ActorId, JobId, NodeId, TaskId};
-use crate::protocol::events::{TaskRecord, TaskState, TaskType};
+use crate::protocol::events::{PartInfo, TaskPart, TaskType};
 use crate::protocol::gcs::AddTaskEvents;
 use crate::protocol::svc;
 use crate::transport::net::Target;
 use parking_lot::Mutex;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The most attempts held between two reports.
+/// The most parts held between two reports, per shard (see [`SHARDS`]).
 pub(crate) const MAX_PENDING: usize = 100_000;
 
 /// How often a process reports (Ray's default too).
 pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(1);
 
-type Key = (TaskId, u32);
-
 #[derive(Default)]
 struct Buffer {
-    pending: HashMap<Key, TaskRecord, foldhash::fast::RandomState>,
+    parts: Vec<TaskPart>,
     dropped: u64,
 }
 
-static BUFFER: LazyLock<Mutex<Buffer>> = LazyLock::new(Mutex::default);
+/// Buffers, one per group of threads: a thread pushes to its own, so the threads that submit
+/// and run tasks never write to one cache line in turn (a shared buffer cost a cross-core
+/// transfer per part).
+const SHARDS: usize = 16;
+
+/// One shard, on cache lines of its own.
+#[repr(align(128))]
+struct Shard(Mutex<Buffer>);
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: Shard = Shard(parking_lot::const_mutex(Buffer {
+    parts: Vec::new(),
+    dropped: 0,
+}));
+
+static BUFFERS: [Shard; SHARDS] = [EMPTY; SHARDS];
+
+/// This thread's shard.
+fn shard() -> &'static Mutex<Buffer> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    &BUFFERS[MINE.with(|m| *m)].0
+}
 
 /// Microseconds since the Unix epoch.
 pub(crate) fn now_us() -> u64 {
@@ -50,118 +73,32 @@ fn pid() -> u32 {
 }
 
 impl Buffer {
-    /// Updates this process's record of an attempt.
-    fn record(&mut self, task: TaskId, attempt: u32, f: impl FnOnce(&mut TaskRecord)) {
-        let len = self.pending.len();
-        match self.pending.entry((task, attempt)) {
-            std::collections::hash_map::Entry::Occupied(mut e) => f(e.get_mut()),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                if len >= MAX_PENDING {
-                    self.dropped += 1;
-                    return;
-                }
-                f(e.insert(TaskRecord::new(task, attempt)));
-            }
+    /// Keeps a part, unless the buffer is full (then counts it).
+    fn push(&mut self, task_id: TaskId, attempt: u32, what: PartInfo) {
+        if self.parts.len() >= MAX_PENDING {
+            self.dropped += 1;
+            return;
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn submitted(
-        &mut self,
-        task: TaskId,
-        attempt: u32,
-        job: JobId,
-        name: Cow<'static, str>,
-        kind: TaskType,
-        actor: Option<ActorId>,
-        parent: Option<TaskId>,
-    ) {
-        let now = now_us();
-        self.record(task, attempt, |r| {
-            r.job_id = Some(job);
-            if r.name.is_none() {
-                r.name = Some(name);
-            }
-            r.kind = Some(kind);
-            r.actor_id = actor.or(r.actor_id);
-            r.parent = parent.or(r.parent);
-            r.submitted_us.get_or_insert(now);
+        self.parts.push(TaskPart {
+            task_id,
+            attempt,
+            time_us: now_us(),
+            what,
         });
     }
 
-    fn call_submitted(
-        &mut self,
-        task: TaskId,
-        job: JobId,
-        actor: ActorId,
-        method: &'static str,
-        parent: Option<TaskId>,
-    ) {
-        let now = now_us();
-        self.record(task, 0, |r| {
-            r.job_id = Some(job);
-            r.name = Some(Cow::Borrowed(method));
-            r.kind = Some(TaskType::ActorTask);
-            r.actor_id = Some(actor);
-            r.parent = parent.or(r.parent);
-            r.submitted_us.get_or_insert(now);
-        });
-    }
-
-    fn started(
-        &mut self,
-        task: TaskId,
-        attempt: u32,
-        node: NodeId,
-        name: Cow<'static, str>,
-        kind: TaskType,
-        state: TaskState,
-    ) {
-        let now = now_us();
-        self.record(task, attempt, |r| {
-            if r.name.is_none() {
-                r.name = Some(name);
-            }
-            r.kind.get_or_insert(kind);
-            r.node = Some(node);
-            r.advance(state);
-            if state == TaskState::Running {
-                r.pid = Some(pid());
-                r.start_us.get_or_insert(now);
-            }
-        });
-    }
-
-    fn queued(&mut self, task: TaskId) {
-        self.record(task, 0, |r| r.advance(TaskState::SubmittedToWorker));
-    }
-
-    fn ended(&mut self, task: TaskId, attempt: u32, error: Option<&Error>) {
-        let now = now_us();
-        self.record(task, attempt, |r| {
-            r.end_us.get_or_insert(now);
-            match error {
-                None => r.advance(TaskState::Finished),
-                Some(e) => {
-                    r.advance(TaskState::Failed);
-                    if r.error.is_none() {
-                        r.error = Some(e.to_string());
-                    }
-                }
-            }
-        });
-    }
-
-    fn drain(&mut self) -> (Vec<TaskRecord>, u64) {
-        if self.pending.is_empty() && self.dropped == 0 {
-            return (Vec::new(), 0);
-        }
-        let pending = std::mem::take(&mut self.pending);
+    fn drain(&mut self) -> (Vec<TaskPart>, u64) {
+        // Room for as many as last time: the next second's parts are not copied as it grows.
+        let room = Vec::with_capacity(self.parts.len());
         (
-            pending.into_values().collect(),
+            std::mem::replace(&mut self.parts, room),
             std::mem::take(&mut self.dropped),
         )
     }
+}
+
+fn push(task_id: TaskId, attempt: u32, what: PartInfo) {
+    shard().lock().push(task_id, attempt, what);
 }
 
 /// The owner submitted an attempt of a task, or an actor's creation.
@@ -174,9 +111,17 @@ pub(crate) fn submitted(
     actor: Option<ActorId>,
     parent: Option<TaskId>,
 ) {
-    BUFFER
-        .lock()
-        .submitted(task, attempt, job, name, kind, actor, parent);
+    push(
+        task,
+        attempt,
+        PartInfo::Submitted {
+            job,
+            name,
+            kind,
+            actor: actor.map_or(0, |a| a.0),
+            parent: parent.map_or(0, |p| p.0),
+        },
+    );
 }
 
 /// A caller submitted a call of `actor`'s `method` (its path).
@@ -187,46 +132,77 @@ pub(crate) fn call_submitted(
     method: &'static str,
     parent: Option<TaskId>,
 ) {
-    BUFFER
-        .lock()
-        .call_submitted(task, job, actor, method, parent);
+    submitted(
+        task,
+        0,
+        job,
+        Cow::Borrowed(method),
+        TaskType::ActorTask,
+        Some(actor),
+        parent,
+    );
 }
 
-/// An attempt reached `node` and is now in `state`: waiting for its arguments (at the raylet or
-/// the worker), or running in this process.
-pub(crate) fn started(
+/// A raylet of `node` fetches the attempt's arguments before it runs.
+pub(crate) fn waiting_for_args(task: TaskId, attempt: u32, node: NodeId) {
+    push(task, attempt, PartInfo::WaitingForArgs { node });
+}
+
+/// An attempt starts running in this process, on `node`.
+pub(crate) fn running(
     task: TaskId,
     attempt: u32,
     node: NodeId,
     name: Cow<'static, str>,
     kind: TaskType,
-    state: TaskState,
 ) {
-    BUFFER
-        .lock()
-        .started(task, attempt, node, name, kind, state);
+    push(
+        task,
+        attempt,
+        PartInfo::Running {
+            node,
+            pid: pid(),
+            name,
+            kind,
+        },
+    );
 }
 
 /// An actor call reached its actor's process and waits in its queue.
 pub(crate) fn queued(task: TaskId) {
-    BUFFER.lock().queued(task);
+    push(task, 0, PartInfo::Queued);
 }
 
 /// An attempt ended: with its value, or with `error`.
 pub(crate) fn ended(task: TaskId, attempt: u32, error: Option<&Error>) {
-    BUFFER.lock().ended(task, attempt, error);
+    let what = match error {
+        None => PartInfo::Finished,
+        Some(e) => PartInfo::Failed {
+            error: e.to_string(),
+        },
+    };
+    push(task, attempt, what);
 }
 
-/// Takes what was recorded since the last call: the records, and how many were dropped.
-fn drain() -> (Vec<TaskRecord>, u64) {
-    BUFFER.lock().drain()
+/// Takes what was recorded since the last call: each shard's parts, and how many were dropped.
+fn drain() -> (Vec<Vec<TaskPart>>, u64) {
+    let mut batches = Vec::new();
+    let mut dropped = 0;
+    for shard in &BUFFERS {
+        let (parts, d) = shard.0.lock().drain();
+        if !parts.is_empty() {
+            batches.push(parts);
+        }
+        dropped += d;
+    }
+    (batches, dropped)
 }
 
 /// Sends `gcs` what this process recorded since it last reported.
 pub(crate) fn report(gcs: &Target<svc::Gcs>) {
-    let (records, dropped) = drain();
-    if !records.is_empty() || dropped > 0 {
-        gcs.do_send(AddTaskEvents { records, dropped });
+    let (batches, dropped) = drain();
+    if !batches.is_empty() || dropped > 0 {
+        gcs.do_send(AddTaskEvents { batches, dropped });
     }
 }
 
@@ -245,31 +221,52 @@ pub(crate) fn spawn_reporter(runtime: &tokio::runtime::Handle, gcs: Target<svc::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::events::{TaskRecord, TaskState};
 
     #[test]
-    fn an_attempt_is_one_record_however_many_events() {
+    fn an_attempt_s_parts_merge_into_its_record() {
         let mut b = Buffer::default();
         let task = TaskId::fresh();
-        let job = JobId(77 << 16);
-        let name: Cow<'static, str> = Cow::Borrowed("m::f");
-        b.submitted(task, 0, job, name.clone(), TaskType::Normal, None, None);
-        let node = NodeId(1 << 16);
-        b.started(
+        let (job, node) = (JobId(77 << 16), NodeId(1 << 16));
+        let what = |name: &'static str| Cow::Borrowed(name);
+        b.push(
             task,
             0,
-            node,
-            name.clone(),
-            TaskType::Normal,
-            TaskState::PendingArgsAvail,
+            PartInfo::Submitted {
+                job,
+                name: what("m::f"),
+                kind: TaskType::Normal,
+                actor: 0,
+                parent: 0,
+            },
         );
-        b.started(task, 0, node, name, TaskType::Normal, TaskState::Running);
-        b.ended(task, 0, Some(&Error::invalid("bad")));
-        let (records, dropped) = b.drain();
-        assert_eq!((records.len(), dropped), (1, 0));
-        let r = &records[0];
+        b.push(task, 0, PartInfo::WaitingForArgs { node });
+        b.push(
+            task,
+            0,
+            PartInfo::Running {
+                node,
+                pid: pid(),
+                name: what("m::f"),
+                kind: TaskType::Normal,
+            },
+        );
+        b.push(
+            task,
+            0,
+            PartInfo::Failed {
+                error: "bad".into(),
+            },
+        );
+        let (parts, dropped) = b.drain();
+        assert_eq!((parts.len(), dropped), (4, 0));
+        let mut r = TaskRecord::new(task, 0);
+        for p in parts {
+            r.apply(p);
+        }
         assert_eq!(r.state, TaskState::Failed);
         assert_eq!((r.job_id, r.pid), (Some(job), Some(std::process::id())));
-        assert!(r.error.as_deref().is_some_and(|e| e.contains("bad")));
+        assert_eq!(r.error.as_deref(), Some("bad"));
         assert!(r.submitted_us <= r.start_us && r.start_us <= r.end_us);
         assert_eq!(b.drain(), (Vec::new(), 0));
     }
@@ -278,9 +275,9 @@ mod tests {
     fn a_full_buffer_counts_what_it_drops() {
         let mut b = Buffer::default();
         for _ in 0..MAX_PENDING + 3 {
-            b.ended(TaskId::fresh(), 0, None);
+            b.push(TaskId::fresh(), 0, PartInfo::Finished);
         }
-        let (records, dropped) = b.drain();
-        assert_eq!((records.len(), dropped), (MAX_PENDING, 3));
+        let (parts, dropped) = b.drain();
+        assert_eq!((parts.len(), dropped), (MAX_PENDING, 3));
     }
 }

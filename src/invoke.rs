@@ -13,7 +13,7 @@ use crate::events;
 use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
 use crate::objects::ownership;
 use crate::objects::read;
-use crate::protocol::events::{TaskState, TaskType};
+use crate::protocol::events::TaskType;
 use crate::protocol::output;
 use crate::protocol::owner::TaskResult;
 use crate::protocol::refs::{RawRef, Stored};
@@ -28,6 +28,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// The text of a panic payload.
 pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
@@ -185,6 +186,8 @@ fn announce(path: &'static str, method: bool) {
 
 /// Runs a sync task to completion on this thread.
 pub(crate) fn run_sync(spec: &TaskSpec, resolved: Vec<Option<Stored>>, node: NodeId) -> Outcome {
+    let span = task_span(spec, node);
+    let _entered = span.enter();
     let outcome = run_sync_inner(spec, resolved, node);
     events::ended(spec.task_id, spec.attempt, outcome.as_ref().err());
     outcome
@@ -196,23 +199,15 @@ fn run_sync_inner(spec: &TaskSpec, resolved: Vec<Option<Stored>>, node: NodeId) 
     announce(f.path, false);
     let waits = waits_for_args(spec, &resolved);
     if waits {
-        events::started(
-            spec.task_id,
-            spec.attempt,
-            node,
-            Cow::Borrowed(f.path),
-            TaskType::Normal,
-            TaskState::PendingArgsAvail,
-        );
+        events::waiting_for_args(spec.task_id, spec.attempt, node);
     }
     let args = resolve_blocking(&spec.args, resolved)?;
-    events::started(
+    events::running(
         spec.task_id,
         spec.attempt,
         node,
         Cow::Borrowed(f.path),
         TaskType::Normal,
-        TaskState::Running,
     );
     let Invoke::Sync(invoke) = f.invoke else {
         return Err(Error::invalid(format!(
@@ -223,6 +218,13 @@ fn run_sync_inner(spec: &TaskSpec, resolved: Vec<Option<Stored>>, node: NodeId) 
         Ok(outcome) => outcome.map_err(|e| locate(e, path, node)),
         Err(p) => Err(panic_error(path, p, node)),
     }
+}
+
+/// The span a task runs in: its id, attempt, job and node (debug level: free unless enabled,
+/// for example with `RUST_LOG=lumen=debug` on a node).
+fn task_span(spec: &TaskSpec, node: NodeId) -> tracing::Span {
+    tracing::debug_span!("task", task = %spec.task_id, attempt = spec.attempt,
+        job = %spec.job_id, node = %node, function = %spec.function.path)
 }
 
 /// Whether some ref argument of `spec` is not in hand yet (`resolved` holds those that are).
@@ -240,30 +242,32 @@ pub(crate) async fn run_async(
     node: NodeId,
     ctx: ExecContext,
 ) -> Outcome {
+    let span = task_span(&spec, node);
+    run_async_inner(spec, resolved, node, ctx)
+        .instrument(span)
+        .await
+}
+
+async fn run_async_inner(
+    spec: Arc<TaskSpec>,
+    resolved: Vec<Option<Stored>>,
+    node: NodeId,
+    ctx: ExecContext,
+) -> Outcome {
     let path = spec.function.path.to_string();
     if waits_for_args(&spec, &resolved) {
-        if let Ok(f) = registry::function(spec.function.id, &path) {
-            events::started(
-                spec.task_id,
-                spec.attempt,
-                node,
-                Cow::Borrowed(f.path),
-                TaskType::Normal,
-                TaskState::PendingArgsAvail,
-            );
-        }
+        events::waiting_for_args(spec.task_id, spec.attempt, node);
     }
     let args = resolve_async(&spec.args, resolved).await;
     let started = registry::function(spec.function.id, &path).and_then(|f| {
         let args = args?;
         announce(f.path, false);
-        events::started(
+        events::running(
             spec.task_id,
             spec.attempt,
             node,
             Cow::Borrowed(f.path),
             TaskType::Normal,
-            TaskState::Running,
         );
         match f.invoke {
             Invoke::Async(invoke) => Ok(invoke(Args::new(args, f.path))),

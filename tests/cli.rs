@@ -1395,6 +1395,37 @@ fn lumen_logs_lists_and_prints_worker_output_kept_by_the_node() {
         !unknown.ok() && unknown.stderr.contains("no log named"),
         "{unknown}"
     );
+    // By process, by actor (the process hosting it, from the task events), by node.
+    let pid_arg = pid.to_string();
+    let by_pid = session
+        .lumen(&["logs", "--pid", &pid_arg, "--tail", "1"])
+        .expect_ok("lumen logs --pid");
+    assert!(
+        by_pid.stdout.trim_end().ends_with(") second line"),
+        "{by_pid}"
+    );
+    let actor = Located::remote();
+    lumen::get_timeout(&actor.node().remote(), TASK_LIMIT).expect("the actor runs");
+    let actor_id = actor.id().to_string();
+    let mut by_actor = None;
+    assert!(
+        wait_until(TASK_LIMIT, || {
+            let run = session.lumen(&["logs", "--actor", &actor_id[..12]]);
+            let ok = run.ok() && run.stdout.contains(") first line");
+            by_actor = Some(run);
+            ok
+        }),
+        "lumen logs --actor: {by_actor:?}"
+    );
+    let by_node = session
+        .lumen(&["logs", "--node", &head.node_id[..12]])
+        .expect_ok("lumen logs --node");
+    assert!(by_node.stdout.contains("node started"), "{by_node}");
+    let nobody = session.lumen(&["logs", "--actor", "ffffffffffff"]);
+    assert!(
+        !nobody.ok() && nobody.stderr.contains("no actor"),
+        "{nobody}"
+    );
 }
 
 /// Ray's `runtime_env` on `lumen start` nodes, whose worker processes a daemon starts (its own

@@ -463,6 +463,38 @@ fn test_filter() {
     ])
     .expect("list");
     assert!(others.is_empty(), "{others:#?}");
+    // The other listings filter the same way.
+    let me = lumen::runtime_context().job_id().to_string();
+    let jobs = lumen::cluster::filter_rows(
+        lumen::list_jobs().expect("jobs"),
+        &[
+            Filter::eq("job_id", &me),
+            "status=RUNNING".parse().expect("a filter"),
+        ],
+    )
+    .expect("filter");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let drivers = lumen::cluster::filter_rows(
+        lumen::list_workers().expect("workers"),
+        &[
+            Filter::eq("worker_type", "DRIVER"),
+            Filter::eq("job_id", &me),
+        ],
+    )
+    .expect("filter");
+    assert!(
+        drivers.iter().any(|w| w.pid == Some(std::process::id())),
+        "{drivers:?}"
+    );
+    let alive = lumen::cluster::filter_rows(
+        lumen::list_actors(),
+        &[
+            Filter::eq("actor_id", keeper.id().to_string()),
+            Filter::eq("state", "ALIVE"),
+        ],
+    )
+    .expect("filter");
+    assert_eq!(alive.len(), 1, "{alive:?}");
     let summary = lumen::cluster::summarize_objects(&lumen::list_objects().expect("list"));
     assert!(
         summary

@@ -23,7 +23,7 @@ use crate::ids::NodeId;
 use crate::invoke::{
     announce_method, call_sync, locate, panic_error, resolve_async, resolve_blocking,
 };
-use crate::protocol::events::{TaskState, TaskType};
+use crate::protocol::events::TaskType;
 use crate::registry::{ActorMethod, ActorState, Args, MethodInvoke};
 use actix::prelude::*;
 use futures::FutureExt;
@@ -92,13 +92,12 @@ pub(crate) fn run_sync(call: RunCall) {
     let outcome = with_exec(exec, || {
         let args = resolve_blocking(&task.args, Vec::new())?;
         let call = task.guard.task_id();
-        events::started(
+        events::running(
             call,
             0,
             node,
             Cow::Borrowed(method.path),
             TaskType::ActorTask,
-            TaskState::Running,
         );
         match method.invoke {
             MethodInvoke::Sync(f) => call_sync(f, &state, args, method.path, node),
@@ -126,13 +125,12 @@ async fn run_async(call: RunCall) {
         Ok(args) => match method.invoke {
             MethodInvoke::Async(f) => {
                 announce_method(method.path);
-                events::started(
+                events::running(
                     task.guard.task_id(),
                     0,
                     node,
                     Cow::Borrowed(method.path),
                     TaskType::ActorTask,
-                    TaskState::Running,
                 );
                 let fut = f(state, Args::new(args, method.path));
                 let exec = ExecContext {
@@ -145,13 +143,12 @@ async fn run_async(call: RunCall) {
             }
             MethodInvoke::Sync(f) => tokio::task::block_in_place(|| {
                 let call = task.guard.task_id();
-                events::started(
+                events::running(
                     call,
                     0,
                     node,
                     Cow::Borrowed(method.path),
                     TaskType::ActorTask,
-                    TaskState::Running,
                 );
                 with_exec(exec, || call_sync(f, &state, args, method.path, node))
             }),

@@ -17,7 +17,7 @@ use crate::events;
 use crate::ids::{ActorId, NodeId, ObjectId, TaskId};
 use crate::invoke::{self, locate, panic_error};
 use crate::objects::codec;
-use crate::protocol::events::{TaskState, TaskType};
+use crate::protocol::events::TaskType;
 use crate::protocol::gcs::{ActorFailed, ActorStarted};
 use crate::protocol::raylet::ActorReady;
 use crate::protocol::refs::Stored;
@@ -205,13 +205,12 @@ impl ActorHost {
         let node = self.site.node;
         let run = || -> Result<ActorState, Error> {
             let args = invoke::resolve_blocking(&spec.args, resolved)?;
-            events::started(
+            events::running(
                 spec.task_id,
                 spec.attempt,
                 node,
                 Cow::Borrowed(class.path),
                 TaskType::ActorCreation,
-                TaskState::Running,
             );
             (class.construct)(Args::new(args, class.path))
         };
@@ -249,7 +248,8 @@ impl ActorHost {
                 class.path, call.method
             ))));
         };
-        let span = tracing::debug_span!("actor_call", actor = %self.actor_id, method = method.path);
+        let span = tracing::debug_span!("actor_call", call = %call.task_id, actor = %self.actor_id,
+            method = method.path, node = %self.site.node);
         let _enter = span.enter();
         let group = match call.group.as_deref().or(method.group) {
             None => &self.default_group,
@@ -291,7 +291,9 @@ impl Actor for ActorHost {
 impl Handler<Construct> for ActorHost {
     type Result = ();
     fn handle(&mut self, msg: Construct, ctx: &mut PooledContext<Self>) {
-        let span = tracing::debug_span!("actor_create", actor = %self.actor_id, class = %self.spec.function.path);
+        let span = tracing::debug_span!("actor_create", task = %self.spec.task_id,
+            job = %self.spec.job_id, actor = %self.actor_id, class = %self.spec.function.path,
+            node = %self.site.node);
         let _enter = span.enter();
         let spec = self.spec.clone();
         match self.construct(msg.resolved) {

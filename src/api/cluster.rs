@@ -5,7 +5,9 @@
 //! `crate::context::async_context`) the blocking ones log the refusal once and answer as before
 //! `lumen::init()`: nothing; their `_async` twins await the answers instead.
 
-use crate::cluster::state::{filter_rows, listing, read_objects, Filter, ObjectInfo, TaskInfo};
+use crate::cluster::state::{
+    filter_rows, hex, hex_opt, listing, read_objects, Filter, ObjectInfo, TaskInfo,
+};
 use crate::context::refuse_blocking_logged;
 use crate::error::Result;
 use crate::ids::ActorId;
@@ -15,6 +17,7 @@ use crate::protocol::raylet::{GetResources, GetWorkers};
 use crate::protocol::svc;
 use crate::transport::net::IN_PROCESS;
 use crate::worker::runtime::{self, Runtime};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -228,11 +231,13 @@ pub fn available_resources_async() -> impl Future<Output = BTreeMap<String, f64>
     async move { sum(&nodes.await, |n| &n.available) }
 }
 
-/// An actor, as `lumen::list_actors()` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An actor, as `lumen::list_actors()` reports it (serialized as `lumen list actors --format
+/// json` writes ids: hex text, so [`filter_rows`](crate::cluster::filter_rows) takes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct ActorInfo {
     /// The actor's id.
+    #[serde(serialize_with = "hex")]
     pub actor_id: ActorId,
     /// Its type, `crate::module::Type`.
     pub class: String,
@@ -243,6 +248,7 @@ pub struct ActorInfo {
     /// `PENDING_CREATION`, `ALIVE` or `DEAD` (Ray's state names).
     pub state: String,
     /// The node hosting it, once created.
+    #[serde(serialize_with = "hex_opt")]
     pub node_id: Option<NodeId>,
 }
 
@@ -299,11 +305,13 @@ pub fn list_actors_async() -> impl Future<Output = Vec<ActorInfo>> + Send + 'sta
     }
 }
 
-/// A job, as `lumen::list_jobs()` reports it: a driver's run on the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A job, as `lumen::list_jobs()` reports it: a driver's run on the cluster (serializable, for
+/// [`filter_rows`](crate::cluster::filter_rows)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct JobInfo {
     /// The job's id (a driver's `runtime_context().job_id()`).
+    #[serde(serialize_with = "hex")]
     pub job_id: JobId,
     /// `RUNNING`, or `FINISHED` once its driver has shut down or gone away.
     pub status: String,
@@ -359,15 +367,18 @@ pub fn list_jobs_async() -> impl Future<Output = Result<Vec<JobInfo>>> + Send + 
     async move { Ok(to_job_infos(ask?.await?)) }
 }
 
-/// A driver or worker process, as `lumen::list_workers()` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A driver or worker process, as `lumen::list_workers()` reports it (serializable, for
+/// [`filter_rows`](crate::cluster::filter_rows)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct WorkerInfo {
     /// `DRIVER` (a job's driver) or `WORKER` (a process a node runs a job's work in).
     pub worker_type: String,
     /// The job it serves.
+    #[serde(serialize_with = "hex")]
     pub job_id: JobId,
     /// The node it runs on (`None` for a driver).
+    #[serde(serialize_with = "hex_opt")]
     pub node_id: Option<NodeId>,
     /// Where it listens (`None` for a worker process still starting).
     pub address: Option<String>,
@@ -439,8 +450,8 @@ pub fn list_workers_async() -> impl Future<Output = Result<Vec<WorkerInfo>>> + S
 
 /// Every task, actor creation and actor call the cluster recorded (Ray's `list_tasks`), one row
 /// per attempt, oldest first: its function, state, node, process and error. The GCS keeps the
-/// last 100,000 attempts; processes report every second, so what another process ran shows up
-/// within about a second (this process's own work at once).
+/// last 300,000 task events (about 100,000 attempts); processes report every second, so what
+/// another process ran shows up within about a second (this process's own work at once).
 ///
 /// In async code it returns `Error::InvalidArgument` without blocking: use [`list_tasks_async`]
 /// there.

@@ -189,6 +189,18 @@ enum Cmd {
         /// Then print what is added to it, until interrupted.
         #[arg(long)]
         follow: bool,
+        /// What the worker process with this pid printed (`worker-<pid>.out`).
+        #[arg(long, conflicts_with_all = ["name", "actor", "node"])]
+        pid: Option<u32>,
+        /// What the worker process hosting this actor (its id, or a prefix) printed.
+        #[arg(long, conflicts_with_all = ["name", "node"])]
+        actor: Option<String>,
+        /// This machine's node with this id (or a prefix): its own log.
+        #[arg(long, conflicts_with = "name")]
+        node: Option<String>,
+        /// With --pid or --actor: the process's stderr (`.err`) instead of its stdout.
+        #[arg(long)]
+        err: bool,
     },
     /// (internal) run a node in this process; `lumen start` runs this in the background.
     #[command(name = "__node", hide = true)]
@@ -299,7 +311,7 @@ fn log_prefix(pid: u32) -> String {
 
 /// Sends this process's `tracing` events to `logs/node-<pid>.<date>.log` (a new file each day,
 /// [`LOG_DAYS`] kept), or to stderr for a node in the foreground; the level comes from
-/// `LUMEN_LOG` (default `info`). Every file this process makes is its user's only (umask 077):
+/// `LUMEN_LOG`, else `RUST_LOG` (default `info`). Every file this process makes is its user's only (umask 077):
 /// logs name peers and refusals. The guard flushes the log when dropped.
 fn install_log(foreground: bool) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
     // SAFETY: umask only changes this process's file-creation mask.
@@ -307,6 +319,7 @@ fn install_log(foreground: bool) -> Result<Option<tracing_appender::non_blocking
         libc::umask(0o077);
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("LUMEN_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -421,6 +434,63 @@ fn logs(name: Option<&str>, tail: Option<usize>, follow: bool) -> Result<()> {
             offset = len;
         }
     }
+}
+
+/// The log of a worker process's stdout (or stderr) on this machine.
+fn worker_log(pid: u32, err: bool) -> String {
+    format!("worker-{pid}.{}", if err { "err" } else { "out" })
+}
+
+/// The pid of the worker process that hosts the actor `id` (or a prefix of its id), from the
+/// task events of its creation.
+fn actor_pid(id: &str) -> Result<u32> {
+    let id = id.to_ascii_lowercase();
+    let listing = lumen::cluster::tasks_at(None, None)?;
+    let created = listing.tasks.iter().rev().find(|t| {
+        t.task_type == "ACTOR_CREATION_TASK"
+            && t.actor_id.is_some_and(|a| a.to_string().starts_with(&id))
+    });
+    let Some(t) = created else {
+        bail!("no actor {id}… in the cluster's task events (`lumen list actors` lists them)");
+    };
+    let Some(pid) = t.pid else {
+        bail!("actor {id}… has not started in a process yet ({})", t.state);
+    };
+    let local = session::nodes()
+        .iter()
+        .any(|n| t.node_id.is_some_and(|id| id.to_string() == n.node_id));
+    if !local {
+        bail!(
+            "actor {id}… runs in process {pid} on node {}, which is not on this machine: run \
+             `lumen logs --pid {pid}` there",
+            t.node_id.map_or("?".to_string(), |n| n.to_string())
+        );
+    }
+    Ok(pid)
+}
+
+/// The newest log of this machine's node `id` (or a prefix of its id).
+fn node_log(id: &str) -> Result<String> {
+    let id = id.to_ascii_lowercase();
+    let nodes = session::nodes();
+    let Some(node) = nodes.iter().find(|n| n.node_id.starts_with(&id)) else {
+        bail!("no node {id}… runs on this machine (`lumen status` lists the cluster's nodes)");
+    };
+    let prefix = format!("{}.", log_prefix(node.pid));
+    let dir = log_dir()?;
+    let mut logs: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let modified = e.metadata().ok()?.modified().ok()?;
+            name.starts_with(&prefix).then_some((modified, name))
+        })
+        .collect();
+    logs.sort();
+    logs.pop()
+        .map(|(_, name)| name)
+        .ok_or_else(|| anyhow!("node {} has no log in {}", node.node_id, dir.display()))
 }
 
 /// Where the last `n` lines of `text` start (a last line without its end counts as a line).
@@ -670,7 +740,24 @@ fn run(cli: Cli) -> Result<()> {
             run_node(&args)
         }
         Cmd::Stop { grace } => stop(grace),
-        Cmd::Logs { name, tail, follow } => logs(name.as_deref(), tail, follow),
+        Cmd::Logs {
+            name,
+            tail,
+            follow,
+            pid,
+            actor,
+            node,
+            err,
+        } => {
+            let name = match (name, pid, actor, node) {
+                (Some(name), ..) => Some(name),
+                (_, Some(pid), ..) => Some(worker_log(pid, err)),
+                (_, _, Some(actor), _) => Some(worker_log(actor_pid(&actor)?, err)),
+                (_, _, _, Some(node)) => Some(node_log(&node)?),
+                _ => None,
+            };
+            logs(name.as_deref(), tail, follow)
+        }
         Cmd::Status {
             address,
             token,
@@ -940,7 +1027,8 @@ fn list_tasks(
     }
     if listing.dropped > 0 {
         println!(
-            "({} older or unreported attempts are not listed: the cluster keeps the last 100,000)",
+            "({} older or unreported task events are gone: the cluster keeps the last 300,000, \
+             about 100,000 attempts)",
             listing.dropped
         );
     }

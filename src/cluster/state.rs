@@ -73,14 +73,14 @@ pub struct TaskInfo {
 }
 
 /// Ids as JSON shows them: 32 hex digits (as `lumen list` prints them), not 128-bit numbers.
-fn hex<S: serde::Serializer, T: std::fmt::Display>(
+pub(crate) fn hex<S: serde::Serializer, T: std::fmt::Display>(
     id: &T,
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
     s.collect_str(id)
 }
 
-fn hex_opt<S: serde::Serializer, T: std::fmt::Display>(
+pub(crate) fn hex_opt<S: serde::Serializer, T: std::fmt::Display>(
     id: &Option<T>,
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
@@ -345,8 +345,8 @@ pub fn chrome_trace(tasks: &[TaskInfo], now_us: u64) -> serde_json::Value {
 pub struct TaskListing {
     /// Every attempt kept, oldest first.
     pub tasks: Vec<TaskInfo>,
-    /// Attempts no longer kept (the GCS keeps the last 100,000) or never reported (a process's
-    /// buffer was full).
+    /// Task events no longer kept (the GCS keeps the last 300,000, about 100,000 attempts) or
+    /// never reported (a process's buffer was full).
     pub dropped: u64,
     /// Attempts that ever finished, in every job (those no longer kept included).
     pub finished_total: u64,

@@ -11,7 +11,6 @@ use crate::invoke;
 use crate::node::processes::{JobWorkers, Sent, WorkerEvent, WorkerSettings};
 use crate::node::scheduler::{Action, Ready, Scheduler};
 use crate::objects::read;
-use crate::protocol::events::{TaskState, TaskType};
 use crate::protocol::gcs::{ActorFailed, ActorLost, Heartbeat, RegisterNode};
 use crate::protocol::owner::{Infeasible, NodeDied, TaskQueued, TasksPlaced};
 use crate::protocol::raylet::*;
@@ -201,14 +200,7 @@ impl Raylet {
         deps: Vec<(usize, crate::protocol::refs::RawRef)>,
         ctx: &mut Context<Self>,
     ) {
-        crate::events::started(
-            spec.task_id,
-            spec.attempt,
-            self.node_id(),
-            spec.function.path.clone(),
-            TaskType::Normal,
-            TaskState::PendingArgsAvail,
-        );
+        crate::events::waiting_for_args(spec.task_id, spec.attempt, self.node_id());
         let nargs = spec.args.len();
         let n = deps.len();
         let (tx, rx) = flume::unbounded();

@@ -50,11 +50,6 @@ impl TaskState {
             TaskState::Failed => "FAILED",
         }
     }
-
-    /// Whether the attempt is over.
-    pub(crate) fn is_done(self) -> bool {
-        matches!(self, TaskState::Finished | TaskState::Failed)
-    }
 }
 
 /// What kind of work an attempt is.
@@ -172,6 +167,111 @@ impl TaskRecord {
     }
 }
 
+/// One thing one process saw of an attempt, at `time_us` (microseconds since the Unix epoch):
+/// the unit processes record and the GCS keeps, merged into [`TaskRecord`]s only when someone
+/// asks (recording must cost the task almost nothing). Small on purpose: ids that may be absent
+/// are raw numbers, 0 for none (no id is 0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TaskPart {
+    pub(crate) task_id: TaskId,
+    pub(crate) attempt: u32,
+    pub(crate) time_us: u64,
+    pub(crate) what: PartInfo,
+}
+
+/// What a [`TaskPart`] says.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum PartInfo {
+    /// The owner submitted it (`actor`: the actor it creates or calls; `parent`: the task
+    /// that submitted it; 0 for none).
+    Submitted {
+        job: JobId,
+        name: Cow<'static, str>,
+        kind: TaskType,
+        actor: u128,
+        parent: u128,
+    },
+    /// A raylet of `node` fetches its arguments before it runs.
+    WaitingForArgs { node: NodeId },
+    /// It waits in its actor's queue.
+    Queued,
+    /// It runs in process `pid` of `node`.
+    Running {
+        node: NodeId,
+        pid: u32,
+        name: Cow<'static, str>,
+        kind: TaskType,
+    },
+    /// It returned a value.
+    Finished,
+    /// It failed, with this error.
+    Failed { error: String },
+}
+
+impl TaskPart {
+    /// The state this part puts its attempt in.
+    pub(crate) fn state(&self) -> TaskState {
+        match self.what {
+            PartInfo::Submitted { .. } => TaskState::PendingNodeAssignment,
+            PartInfo::WaitingForArgs { .. } => TaskState::PendingArgsAvail,
+            PartInfo::Queued => TaskState::SubmittedToWorker,
+            PartInfo::Running { .. } => TaskState::Running,
+            PartInfo::Finished => TaskState::Finished,
+            PartInfo::Failed { .. } => TaskState::Failed,
+        }
+    }
+}
+
+fn id_or_none(raw: u128) -> Option<u128> {
+    (raw != 0).then_some(raw)
+}
+
+impl TaskRecord {
+    /// Merges one part in (see [`absorb`](Self::absorb)).
+    pub(crate) fn apply(&mut self, part: TaskPart) {
+        let t = Some(part.time_us);
+        let state = part.state();
+        let mut r = TaskRecord::new(part.task_id, part.attempt);
+        r.state = state;
+        match part.what {
+            PartInfo::Submitted {
+                job,
+                name,
+                kind,
+                actor,
+                parent,
+            } => {
+                r.job_id = Some(job);
+                r.name = Some(name);
+                r.kind = Some(kind);
+                r.actor_id = id_or_none(actor).map(ActorId);
+                r.parent = id_or_none(parent).map(TaskId);
+                r.submitted_us = t;
+            }
+            PartInfo::WaitingForArgs { node } => r.node = Some(node),
+            PartInfo::Queued => {}
+            PartInfo::Running {
+                node,
+                pid,
+                name,
+                kind,
+            } => {
+                r.node = Some(node);
+                r.pid = Some(pid);
+                r.name = Some(name);
+                r.kind = Some(kind);
+                r.start_us = t;
+            }
+            PartInfo::Finished => r.end_us = t,
+            PartInfo::Failed { error } => {
+                r.error = Some(error);
+                r.end_us = t;
+            }
+        }
+        self.absorb(r);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +334,76 @@ mod tests {
             };
             prop_assert_eq!(merge(&order), merge(&[0, 1, 2]));
         }
+    }
+
+    fn story(task: TaskId) -> Vec<TaskPart> {
+        let part = |time_us, what| TaskPart {
+            task_id: task,
+            attempt: 0,
+            time_us,
+            what,
+        };
+        let node = NodeId(3 << 16);
+        vec![
+            part(
+                1,
+                PartInfo::Submitted {
+                    job: JobId(7 << 16),
+                    name: Cow::Borrowed("m::f"),
+                    kind: TaskType::Normal,
+                    actor: 0,
+                    parent: 9 << 16,
+                },
+            ),
+            part(2, PartInfo::WaitingForArgs { node }),
+            part(
+                3,
+                PartInfo::Running {
+                    node,
+                    pid: 42,
+                    name: Cow::Borrowed("m::f"),
+                    kind: TaskType::Normal,
+                },
+            ),
+            part(
+                4,
+                PartInfo::Failed {
+                    error: "boom".into(),
+                },
+            ),
+        ]
+    }
+
+    proptest! {
+        /// However a story's parts arrive, they merge to the same record.
+        #[test]
+        fn parts_apply_in_any_order(order in Just([0usize, 1, 2, 3]).prop_shuffle()) {
+            let task = TaskId(5 << 16);
+            let parts = story(task);
+            let merge = |order: &[usize]| {
+                let mut r = TaskRecord::new(task, 0);
+                for &i in order {
+                    r.apply(parts[i].clone());
+                }
+                r
+            };
+            let r = merge(&order);
+            prop_assert_eq!(&r, &merge(&[0, 1, 2, 3]));
+            prop_assert_eq!(r.state, TaskState::Failed);
+            prop_assert_eq!((r.submitted_us, r.start_us, r.end_us), (Some(1), Some(3), Some(4)));
+            prop_assert_eq!(r.parent, Some(TaskId(9 << 16)));
+            prop_assert_eq!(r.actor_id, None);
+        }
+    }
+
+    #[test]
+    fn a_part_is_small() {
+        // The GCS keeps up to 300,000 of them.
+        assert!(
+            std::mem::size_of::<TaskPart>() <= 128,
+            "{}",
+            std::mem::size_of::<TaskPart>()
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::error::Error;
 use crate::ids::{ActorId, JobId, NodeId, ObjectId, PlacementGroupId};
 use crate::placement::bundles::PlacementStrategy;
 use crate::placement::group::PlacementGroupState;
-use crate::protocol::events::TaskRecord;
+use crate::protocol::events::{TaskPart, TaskRecord};
 use crate::protocol::svc;
 use crate::protocol::task::TaskSpec;
 use crate::resources::ResourceSet;
@@ -326,9 +326,9 @@ pub(crate) struct ListPlacementGroups {
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub(crate) struct AddTaskEvents {
-    /// One record per attempt, with what this process saw of it.
-    pub(crate) records: Vec<TaskRecord>,
-    /// Records the process dropped since its last report (its buffer was full).
+    /// What this process saw, in batches (each in the order it was seen).
+    pub(crate) batches: Vec<Vec<TaskPart>>,
+    /// Parts the process dropped since its last report (its buffer was full).
     pub(crate) dropped: u64,
 }
 
@@ -345,7 +345,7 @@ pub(crate) struct ListTasks {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct TaskList {
     pub(crate) tasks: Vec<TaskRecord>,
-    /// Attempts no longer listed: dropped by the GCS to stay within its bound, or by the
+    /// Task events no longer kept: dropped by the GCS to stay within its bound, or by the
     /// processes that recorded them.
     pub(crate) dropped: u64,
     /// Attempts ever finished and ever failed, in every job (dropped ones included).
@@ -366,6 +366,11 @@ pub(crate) struct TaskCounts {
     /// Attempts ever finished and ever failed.
     pub(crate) finished: u64,
     pub(crate) failed: u64,
+    /// Time from submission to start of every attempt that started: per bucket (upper bound in
+    /// seconds, the last `f64::MAX`; counts not cumulative), their sum in seconds, their count.
+    pub(crate) queue_buckets: Vec<(f64, u64)>,
+    pub(crate) queue_sum: f64,
+    pub(crate) queue_count: u64,
 }
 
 super::wire!(TAGS, svc::Gcs:

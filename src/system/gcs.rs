@@ -24,7 +24,7 @@ use crate::system::binaries::BinaryCache;
 use crate::system::membership::Membership;
 use crate::system::placement_groups::PgTable;
 use crate::system::reservation::{Action as RoundAction, Round};
-use crate::system::task_events::TaskEvents;
+use crate::system::task_events::{by_state, QueueTimes, TaskEvents};
 use crate::transport::net::{Net, Target};
 use actix::prelude::*;
 use bytes::Bytes;
@@ -980,7 +980,7 @@ impl Handler<AddTaskEvents> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: AddTaskEvents, _: &mut Context<Self>) {
         let _h = supervise::handling::<AddTaskEvents>();
-        self.tasks.add(msg.records, msg.dropped);
+        self.tasks.add(msg.batches, msg.dropped);
     }
 }
 
@@ -988,11 +988,11 @@ impl Handler<ListTasks> for Gcs {
     type Result = MessageResult<ListTasks>;
     fn handle(&mut self, msg: ListTasks, _: &mut Context<Self>) -> Self::Result {
         let _h = supervise::handling::<ListTasks>();
-        let (tasks, dropped) = self.tasks.list(msg.job, msg.newest.map(|n| n as usize));
+        let merged = self.tasks.merged();
         let (finished, failed) = self.tasks.ended();
         MessageResult(TaskList {
-            tasks,
-            dropped,
+            tasks: TaskEvents::pick(merged, msg.job, msg.newest.map(|n| n as usize)),
+            dropped: self.tasks.dropped(),
             finished,
             failed,
         })
@@ -1003,16 +1003,19 @@ impl Handler<CountTasks> for Gcs {
     type Result = MessageResult<CountTasks>;
     fn handle(&mut self, _: CountTasks, _: &mut Context<Self>) -> Self::Result {
         let _h = supervise::handling::<CountTasks>();
+        let merged = self.tasks.merged();
         let (finished, failed) = self.tasks.ended();
+        let queue = QueueTimes::of(&merged);
         MessageResult(TaskCounts {
-            by_state: self
-                .tasks
-                .by_state()
+            by_state: by_state(&merged)
                 .into_iter()
                 .map(|(s, n)| (s.name().to_string(), n))
                 .collect(),
             finished,
             failed,
+            queue_buckets: queue.buckets(),
+            queue_sum: queue.sum,
+            queue_count: queue.count,
         })
     }
 }

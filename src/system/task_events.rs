@@ -1,23 +1,31 @@
-//! The GCS's record of task events: one [`TaskRecord`] per attempt, merged from what each
-//! process reports, bounded (the oldest attempt is dropped first and counted), and cumulative
-//! counts of attempts by the state they ended in (for metrics, which must not go down when old
-//! records are dropped).
+//! The GCS's record of task events: the [`TaskPart`]s processes report, kept in arrival order
+//! and bounded (the oldest batch dropped first, and its parts counted), merged into one [`TaskRecord`] per
+//! attempt only when someone lists or counts them, so that the cost of task events while nobody
+//! looks is an append per part. Cumulative counts of attempts that finished and failed (for
+//! metrics, which must not go down when old parts are dropped) are kept as parts arrive.
 
 use crate::ids::{JobId, TaskId};
-use crate::protocol::events::{TaskRecord, TaskState};
+use crate::protocol::events::{PartInfo, TaskPart, TaskRecord, TaskState};
 use std::collections::{HashMap, VecDeque};
 
-/// How many attempts the GCS keeps by default (Ray keeps 100,000).
-pub(crate) const MAX_TASKS: usize = 100_000;
+/// How many parts the GCS keeps by default: about the last 100,000 attempts (Ray keeps
+/// 100,000), at three parts an attempt.
+pub(crate) const MAX_PARTS: usize = 300_000;
 
-/// The attempts of every job, oldest first.
+/// Upper bounds, in seconds, of the buckets of the time from submission to start.
+pub(crate) const QUEUE_BUCKETS: [f64; 12] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0,
+];
+
+/// The parts of every job, oldest first, in the batches they came in (kept whole: a batch is
+/// not copied part by part, and the oldest batch goes whole when the bound is passed).
 #[derive(Debug)]
 pub(crate) struct TaskEvents {
-    records: HashMap<(TaskId, u32), TaskRecord>,
-    /// Arrival order, for dropping the oldest.
-    order: VecDeque<(TaskId, u32)>,
+    batches: VecDeque<Vec<TaskPart>>,
+    /// Parts in `batches`.
+    len: usize,
     cap: usize,
-    /// Attempts dropped here, and records processes dropped before reporting them.
+    /// Parts dropped here, and parts processes dropped before reporting them.
     dropped: u64,
     /// Attempts that finished and that failed, ever (dropped ones included).
     finished: u64,
@@ -25,11 +33,11 @@ pub(crate) struct TaskEvents {
 }
 
 impl TaskEvents {
-    /// A record keeping at most `cap` attempts.
+    /// A record keeping at most `cap` parts.
     pub(crate) fn new(cap: usize) -> Self {
         TaskEvents {
-            records: HashMap::new(),
-            order: VecDeque::new(),
+            batches: VecDeque::new(),
+            len: 0,
             cap: cap.max(1),
             dropped: 0,
             finished: 0,
@@ -37,73 +45,64 @@ impl TaskEvents {
         }
     }
 
-    /// Merges a process's report in; `dropped` counts what it could not report.
-    pub(crate) fn add(&mut self, records: Vec<TaskRecord>, dropped: u64) {
+    /// Keeps a process's report; `dropped` counts what it could not report.
+    pub(crate) fn add(&mut self, batches: Vec<Vec<TaskPart>>, dropped: u64) {
         self.dropped += dropped;
-        for r in records {
-            let key = (r.task_id, r.attempt);
-            match self.records.get_mut(&key) {
-                Some(old) => {
-                    let was_done = old.state.is_done();
-                    old.absorb(r);
-                    if !was_done {
-                        Self::count_end(&mut self.finished, &mut self.failed, old.state);
-                    }
+        for batch in batches {
+            for p in &batch {
+                // Only the process that ran an attempt says it finished; a failure is said
+                // once too (by that process, or by the owner when that process is gone).
+                match p.what {
+                    PartInfo::Finished => self.finished += 1,
+                    PartInfo::Failed { .. } => self.failed += 1,
+                    _ => {}
                 }
-                None => {
-                    if self.records.len() >= self.cap {
-                        self.drop_oldest();
-                    }
-                    Self::count_end(&mut self.finished, &mut self.failed, r.state);
-                    self.order.push_back(key);
-                    self.records.insert(key, r);
+            }
+            self.len += batch.len();
+            self.batches.push_back(batch);
+            while self.len > self.cap && self.batches.len() > 1 {
+                if let Some(old) = self.batches.pop_front() {
+                    self.len -= old.len();
+                    self.dropped += old.len() as u64;
                 }
             }
         }
     }
 
-    fn count_end(finished: &mut u64, failed: &mut u64, state: TaskState) {
-        match state {
-            TaskState::Finished => *finished += 1,
-            TaskState::Failed => *failed += 1,
-            _ => {}
+    /// One record per attempt, in the order of each attempt's first part.
+    pub(crate) fn merged(&self) -> Vec<TaskRecord> {
+        let mut at: HashMap<(TaskId, u32), usize, foldhash::fast::RandomState> = HashMap::default();
+        let mut records: Vec<TaskRecord> = Vec::new();
+        for p in self.batches.iter().flatten() {
+            let key = (p.task_id, p.attempt);
+            let i = *at.entry(key).or_insert_with(|| {
+                records.push(TaskRecord::new(key.0, key.1));
+                records.len() - 1
+            });
+            records[i].apply(p.clone());
         }
+        records
     }
 
-    fn drop_oldest(&mut self) {
-        while let Some(key) = self.order.pop_front() {
-            if self.records.remove(&key).is_some() {
-                self.dropped += 1;
-                return;
-            }
-        }
-    }
-
-    /// The attempts of `job` (or of every job), oldest first (only the `newest` n, if given),
-    /// with how many were dropped.
-    pub(crate) fn list(&self, job: Option<JobId>, newest: Option<usize>) -> (Vec<TaskRecord>, u64) {
-        let mut tasks: Vec<TaskRecord> = self
-            .order
-            .iter()
+    /// The records of `job` (or of every job), oldest first; only the `newest` n, if given.
+    pub(crate) fn pick(
+        records: Vec<TaskRecord>,
+        job: Option<JobId>,
+        newest: Option<usize>,
+    ) -> Vec<TaskRecord> {
+        let mut picked: Vec<TaskRecord> = records
+            .into_iter()
             .rev()
-            .filter_map(|k| self.records.get(k))
             .filter(|r| job.is_none() || r.job_id == job)
             .take(newest.unwrap_or(usize::MAX))
-            .cloned()
             .collect();
-        tasks.reverse();
-        (tasks, self.dropped)
+        picked.reverse();
+        picked
     }
 
-    /// The attempts kept, by state (every state, zero or not).
-    pub(crate) fn by_state(&self) -> Vec<(TaskState, u64)> {
-        let mut counts: Vec<(TaskState, u64)> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
-        for r in self.records.values() {
-            if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == r.state) {
-                slot.1 += 1;
-            }
-        }
-        counts
+    /// Parts no longer kept.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Attempts ever finished and ever failed.
@@ -114,61 +113,150 @@ impl TaskEvents {
 
 impl Default for TaskEvents {
     fn default() -> Self {
-        TaskEvents::new(MAX_TASKS)
+        TaskEvents::new(MAX_PARTS)
+    }
+}
+
+/// How many of `records` are in each state (every state, zero or not).
+pub(crate) fn by_state(records: &[TaskRecord]) -> Vec<(TaskState, u64)> {
+    let mut counts: Vec<(TaskState, u64)> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
+    for r in records {
+        if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == r.state) {
+            slot.1 += 1;
+        }
+    }
+    counts
+}
+
+/// A histogram of the time from submission to start of attempts that started.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct QueueTimes {
+    /// Per bucket of [`QUEUE_BUCKETS`], then one for longer.
+    pub(crate) counts: [u64; QUEUE_BUCKETS.len() + 1],
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
+}
+
+impl QueueTimes {
+    /// The times of the `records` whose submission and start are both known.
+    pub(crate) fn of(records: &[TaskRecord]) -> Self {
+        let mut q = QueueTimes::default();
+        for r in records {
+            if let (Some(submitted), Some(start)) = (r.submitted_us, r.start_us) {
+                q.observe(start.saturating_sub(submitted) as f64 / 1e6);
+            }
+        }
+        q
+    }
+
+    fn observe(&mut self, seconds: f64) {
+        let i = QUEUE_BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(QUEUE_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    /// The buckets as (upper bound, count), the last bound `f64::MAX`.
+    pub(crate) fn buckets(&self) -> Vec<(f64, u64)> {
+        QUEUE_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::MAX])
+            .zip(self.counts)
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::NodeId;
+    use crate::protocol::events::TaskType;
+    use std::borrow::Cow;
 
-    fn rec(task: u128, state: TaskState, job: u128) -> TaskRecord {
-        TaskRecord {
-            state,
-            job_id: Some(JobId(job << 16)),
-            ..TaskRecord::new(TaskId(task << 16), 0)
+    fn part(task: u128, time_us: u64, what: PartInfo) -> TaskPart {
+        TaskPart {
+            task_id: TaskId(task << 16),
+            attempt: 0,
+            time_us,
+            what,
         }
     }
 
-    #[test]
-    fn reports_of_one_attempt_merge_and_end_counts_once() {
-        let mut t = TaskEvents::new(10);
-        t.add(vec![rec(1, TaskState::PendingNodeAssignment, 1)], 0);
-        t.add(vec![rec(1, TaskState::Running, 1)], 0);
-        t.add(vec![rec(1, TaskState::Finished, 1)], 0);
-        // The owner's own report of the end arrives too: counted once.
-        t.add(vec![rec(1, TaskState::Finished, 1)], 0);
-        let (tasks, dropped) = t.list(None, None);
-        assert_eq!(tasks.len(), 1);
-        assert_eq!(tasks[0].state, TaskState::Finished);
-        assert_eq!((t.ended(), dropped), ((1, 0), 0));
+    fn submitted(task: u128, job: u128, at: u64) -> TaskPart {
+        part(
+            task,
+            at,
+            PartInfo::Submitted {
+                job: JobId(job << 16),
+                name: Cow::Borrowed("m::f"),
+                kind: TaskType::Normal,
+                actor: 0,
+                parent: 0,
+            },
+        )
+    }
+
+    fn running(task: u128, at: u64) -> TaskPart {
+        part(
+            task,
+            at,
+            PartInfo::Running {
+                node: NodeId(1 << 16),
+                pid: 7,
+                name: Cow::Borrowed("m::f"),
+                kind: TaskType::Normal,
+            },
+        )
     }
 
     #[test]
-    fn the_oldest_attempt_goes_first_and_is_counted() {
-        let mut t = TaskEvents::new(2);
+    fn an_attempt_s_parts_merge_and_its_end_counts_once() {
+        let mut t = TaskEvents::new(10);
+        t.add(vec![vec![running(1, 3_000), submitted(1, 1, 1_000)]], 0);
+        t.add(vec![vec![part(1, 4_000, PartInfo::Finished)]], 0);
+        let records = t.merged();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].state, TaskState::Finished);
+        assert_eq!(t.ended(), (1, 0));
+        let q = QueueTimes::of(&records);
+        assert_eq!((q.count, q.sum), (1, 0.002));
+        assert_eq!(q.buckets()[3], (0.005, 1));
+        assert_eq!(q.buckets().last(), Some(&(f64::MAX, 0)));
+    }
+
+    #[test]
+    fn the_oldest_batch_goes_first_and_is_counted() {
+        let mut t = TaskEvents::new(3);
         t.add(
             vec![
-                rec(1, TaskState::Failed, 1),
-                rec(2, TaskState::Running, 2),
-                rec(3, TaskState::Running, 1),
+                vec![
+                    submitted(1, 1, 1),
+                    part(1, 2, PartInfo::Failed { error: "x".into() }),
+                ],
+                vec![submitted(2, 2, 3)],
+                vec![submitted(3, 1, 4), submitted(4, 1, 5)],
             ],
             5,
         );
-        let (tasks, dropped) = t.list(None, None);
-        let ids: Vec<TaskId> = tasks.iter().map(|r| r.task_id).collect();
-        assert_eq!(ids, vec![TaskId(2 << 16), TaskId(3 << 16)]);
-        assert_eq!(dropped, 6);
+        let records = t.merged();
+        let ids: Vec<TaskId> = records.iter().map(|r| r.task_id).collect();
+        assert_eq!(ids, vec![TaskId(2 << 16), TaskId(3 << 16), TaskId(4 << 16)]);
+        assert_eq!(t.dropped(), 7);
         // The dropped attempt's end still counts.
         assert_eq!(t.ended(), (0, 1));
-        let (mine, _) = t.list(Some(JobId(1 << 16)), None);
-        let (newest, _) = t.list(None, Some(1));
-        assert_eq!(newest[0].task_id, TaskId(3 << 16));
-        assert_eq!(mine.len(), 1);
-        let running = t
-            .by_state()
-            .into_iter()
-            .find(|(s, _)| *s == TaskState::Running);
-        assert_eq!(running, Some((TaskState::Running, 2)));
+        let mine = TaskEvents::pick(records.clone(), Some(JobId(1 << 16)), None);
+        assert_eq!(mine.len(), 2);
+        let newest = TaskEvents::pick(records.clone(), None, Some(1));
+        assert_eq!(newest[0].task_id, TaskId(4 << 16));
+        let states = by_state(&records);
+        assert!(states.contains(&(TaskState::PendingNodeAssignment, 3)));
+        // A batch larger than the bound is kept whole while it is the only one.
+        let mut big = TaskEvents::new(1);
+        big.add(vec![vec![submitted(5, 1, 1), submitted(6, 1, 2)]], 0);
+        assert_eq!(big.merged().len(), 2);
     }
 }

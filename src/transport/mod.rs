@@ -689,6 +689,18 @@ struct Shared {
     address_checks: AtomicU64,
     /// Where refused connections are logged.
     refusals: RefusalLog,
+    /// UDP bytes sent and received by connections that are closed now.
+    closed_sent: AtomicU64,
+    closed_received: AtomicU64,
+}
+
+/// What a transport moved: its live connections, and the UDP bytes it sent and received over
+/// its life (QUIC headers, acknowledgements and retransmissions included).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Traffic {
+    pub(crate) connections: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) bytes_received: u64,
 }
 
 /// The QUIC transport of this process: see the module docs.
@@ -825,6 +837,8 @@ impl Transport {
             unauthenticated: AtomicUsize::new(0),
             address_checks: AtomicU64::new(0),
             refusals: RefusalLog::new(),
+            closed_sent: AtomicU64::new(0),
+            closed_received: AtomicU64::new(0),
         });
         let fingerprint = tls::fingerprint_hex(&shared.fingerprint);
         info!(addr = %local_addr, %fingerprint, "lumen transport listening");
@@ -841,6 +855,25 @@ impl Transport {
     /// connections were waiting to authenticate.
     pub(crate) fn address_checks(&self) -> u64 {
         self.shared.address_checks.load(Ordering::Relaxed)
+    }
+
+    /// The live connections and the bytes moved so far.
+    pub(crate) fn traffic(&self) -> Traffic {
+        let shared = &self.shared;
+        let mut t = Traffic {
+            connections: 0,
+            bytes_sent: shared.closed_sent.load(Ordering::Relaxed),
+            bytes_received: shared.closed_received.load(Ordering::Relaxed),
+        };
+        for link in shared.links.iter() {
+            if let Some(conn) = link.conn.get() {
+                let stats = conn.stats();
+                t.connections += 1;
+                t.bytes_sent += stats.udp_tx.bytes;
+                t.bytes_received += stats.udp_rx.bytes;
+            }
+        }
+        t
     }
 
     /// blake3 of this endpoint's certificate DER.
@@ -1113,8 +1146,15 @@ impl Shared {
     ) -> Option<Vec<ReplySender>> {
         let pending = link.mark_closed(reason);
         self.forget(link);
-        self.links.remove(&link.id);
+        let live = self.links.remove(&link.id).is_some();
         if let Some(conn) = link.conn.get() {
+            if live {
+                let stats = conn.stats();
+                self.closed_sent
+                    .fetch_add(stats.udp_tx.bytes, Ordering::Relaxed);
+                self.closed_received
+                    .fetch_add(stats.udp_rx.bytes, Ordering::Relaxed);
+            }
             conn.close(close.0, close.1.as_bytes());
         }
         link.wake_all();

@@ -330,6 +330,13 @@ impl Net {
         self.endpoint.as_ref().map_or(0, |e| e.address_checks())
     }
 
+    /// The endpoint's live connections and the bytes it moved (zero without an endpoint).
+    pub(crate) fn traffic(&self) -> crate::transport::Traffic {
+        self.endpoint
+            .as_ref()
+            .map_or_else(Default::default, |e| e.traffic())
+    }
+
     /// Closes the endpoint, if any: every peer learns this process left.
     pub(crate) fn close(&self) {
         if let Some(e) = &self.endpoint {

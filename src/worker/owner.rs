@@ -201,6 +201,8 @@ fn fail_running(rt: &Arc<Runtime>, returns: Vec<ObjectId>, reason: &str) {
                 function: spec.function.path.to_string(),
                 reason: reason.to_string(),
             };
+            // Its process cannot say so: the owner does.
+            crate::events::ended(spec.task_id, spec.attempt, Some(&error));
             owner_finish(rt, &spec, Err(error), &[], None);
         }
     }
@@ -218,10 +220,6 @@ pub(crate) fn owner_finish(
 ) {
     if spec.leasable() {
         rt.with_leases(|l, now| l.finished(spec.task_id, lease, now));
-    }
-    if let Err(e) = &outcome {
-        // The process that ran it may not have (its worker or node died, or it never started).
-        crate::events::ended(spec.task_id, spec.attempt, Some(e));
     }
     let retry = match &outcome {
         Err(Error::Task { .. }) => spec.retry_exceptions && spec.may_retry(),
@@ -301,6 +299,7 @@ fn fail_lost(rt: &Arc<Runtime>, node: NodeId, reason: &str) {
                 function: spec.function.path.to_string(),
                 reason: format!("its node {node} died: {reason}"),
             };
+            crate::events::ended(spec.task_id, spec.attempt, Some(&error));
             owner_finish(rt, &spec, Err(error), &[], None);
         }
     }

@@ -493,6 +493,16 @@ fn metrics_follow_resources_and_actors_for_holders_of_the_token_only() {
         .is_some_and(|n| n >= 1.0),
         "{text}"
     );
+    // The node's own QUIC traffic: connections to the head and the driver, bytes both ways.
+    let traffic = |text: &str, series: &str| {
+        sample(text, &format!("{series}{{node=\"{}\"}}", node.node_id)).unwrap_or(0.0)
+    };
+    assert!(
+        traffic(&text, "lumen_node_transport_connections") >= 1.0
+            && traffic(&text, "lumen_node_transport_sent_bytes_total") > 0.0
+            && traffic(&text, "lumen_node_transport_received_bytes_total") > 0.0,
+        "{text}"
+    );
     // The task series (on the head, from the task events): the held task runs.
     let finished_before = sample(&scrape(&head_metrics), "lumen_tasks_finished_total");
     assert!(
@@ -510,6 +520,10 @@ fn metrics_follow_resources_and_actors_for_holders_of_the_token_only() {
             sample(&text, "lumen_tasks_finished_total") > finished_before
         }),
         "the finished task is not counted (before: {finished_before:?}): {text}"
+    );
+    assert!(
+        sample(&text, "lumen_task_queue_seconds_count").is_some_and(|n| n >= 1.0),
+        "{text}"
     );
     assert!(
         wait_until(TASK_LIMIT, || {

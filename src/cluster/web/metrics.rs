@@ -11,6 +11,9 @@
 //! | `lumen_node_resource_available` | `node`, `resource` | every node |
 //! | `lumen_node_demands` | `node` | every node: requests queued there that fit nowhere now |
 //! | `lumen_node_workers` | `node`, `state` (`alive`, `starting`) | every node: its job worker processes |
+//! | `lumen_node_transport_connections` | `node` | every node: its process's live QUIC connections |
+//! | `lumen_node_transport_{sent,received}_bytes_total` (counters) | `node` | every node: UDP bytes |
+//! | `lumen_task_queue_seconds` (histogram) | | the head: time from submission to start |
 //! | `lumen_nodes` | `state` (`alive`, `dead`) | the head |
 //! | `lumen_actors` | `state` (`ALIVE`, `PENDING_CREATION`, `DEAD`, …) | the head |
 //! | `lumen_tasks` | `state` | the head: the task attempts the GCS keeps, by state |
@@ -26,11 +29,15 @@ use crate::protocol::gcs::{CountTasks, GetNodes, ListActors};
 use crate::protocol::raylet::{GetResources, GetWorkers};
 use crate::protocol::svc;
 use crate::transport::net::Net;
+use crate::transport::Traffic;
 use prometheus_client::encoding::text::encode as encode_text;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use prometheus_client::registry::Unit;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -55,6 +62,8 @@ pub(crate) struct MetricsSnapshot {
     pub(crate) workers_alive: u64,
     /// The node's job worker processes still starting.
     pub(crate) workers_starting: u64,
+    /// The node process's QUIC endpoint: live connections, bytes sent and received.
+    pub(crate) transport: Traffic,
     /// What only the head serves: the cluster's nodes, actors and tasks.
     pub(crate) cluster: Option<ClusterCounts>,
 }
@@ -73,6 +82,27 @@ pub(crate) struct ClusterCounts {
     /// Attempts ever finished and ever failed.
     pub(crate) tasks_finished: u64,
     pub(crate) tasks_failed: u64,
+    /// Time from submission to start of the attempts that started.
+    pub(crate) queue: FixedHistogram,
+}
+
+/// A histogram read whole from the GCS: per-bucket counts (upper bound in seconds, the last
+/// `f64::MAX`), their sum and count, encoded as they are.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct FixedHistogram {
+    pub(crate) buckets: Vec<(f64, u64)>,
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
+}
+
+impl EncodeMetric for FixedHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> std::result::Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// A family of gauges labelled by name-value pairs.
@@ -134,6 +164,29 @@ pub(crate) fn encode(s: &MetricsSnapshot) -> Result<String> {
     workers
         .get_or_create(&labels(&[("node", node), ("state", "starting")]))
         .set(s.workers_starting as f64);
+    gauges(
+        &mut registry,
+        "lumen_node_transport_connections",
+        "The node process's live QUIC connections",
+    )
+    .get_or_create(&labels(&[("node", node)]))
+    .set(s.transport.connections as f64);
+    for (name, help, n) in [
+        (
+            "lumen_node_transport_sent_bytes",
+            "UDP bytes the node process's QUIC endpoint sent",
+            s.transport.bytes_sent,
+        ),
+        (
+            "lumen_node_transport_received_bytes",
+            "UDP bytes the node process's QUIC endpoint received",
+            s.transport.bytes_received,
+        ),
+    ] {
+        let family = Family::<Vec<(String, String)>, Counter<u64, AtomicU64>>::default();
+        registry.register(name, help, family.clone());
+        family.get_or_create(&labels(&[("node", node)])).inc_by(n);
+    }
     if let Some(c) = &s.cluster {
         let nodes = gauges(
             &mut registry,
@@ -160,13 +213,22 @@ pub(crate) fn encode(s: &MetricsSnapshot) -> Result<String> {
             let tasks = gauges(
                 &mut registry,
                 "lumen_tasks",
-                "The cluster's task attempts the GCS keeps (the last 100,000), by state",
+                "The task attempts the GCS keeps (about the last 100,000), by state",
             );
             for (state, n) in &c.tasks {
                 tasks
                     .get_or_create(&labels(&[("state", state)]))
                     .set(*n as f64);
             }
+        }
+        if !c.queue.buckets.is_empty() {
+            registry.register_with_unit(
+                "lumen_task_queue",
+                "Time from a task's submission to its start: placement, argument fetching, \
+                 waiting for a slot",
+                Unit::Seconds,
+                c.queue.clone(),
+            );
         }
         for (name, help, n) in [
             (
@@ -231,6 +293,7 @@ pub(crate) async fn snapshot(source: &Source) -> Result<MetricsSnapshot> {
             demands: resources.demands.iter().map(|(_, k)| *k as u64).sum(),
             workers_alive: workers.iter().filter(|w| w.alive).count() as u64,
             workers_starting: workers.iter().filter(|w| !w.alive).count() as u64,
+            transport: source.net.traffic(),
             cluster: None,
         };
         if head {
@@ -250,6 +313,11 @@ pub(crate) async fn snapshot(source: &Source) -> Result<MetricsSnapshot> {
                 tasks: counts.by_state.into_iter().collect(),
                 tasks_finished: counts.finished,
                 tasks_failed: counts.failed,
+                queue: FixedHistogram {
+                    buckets: counts.queue_buckets,
+                    sum: counts.queue_sum,
+                    count: counts.queue_count,
+                },
             });
         }
         Ok::<_, Error>(snap)
@@ -271,6 +339,11 @@ mod tests {
             demands: 3,
             workers_alive: 1,
             workers_starting: 2,
+            transport: Traffic {
+                connections: 2,
+                bytes_sent: 100,
+                bytes_received: 50,
+            },
             cluster,
         }
     }
@@ -285,6 +358,8 @@ mod tests {
             format!("lumen_node_resource_available{{node=\"{node}\",resource=\"node1\"}} 2.0"),
             format!("lumen_node_demands{{node=\"{node}\"}} 3.0"),
             format!("lumen_node_workers{{node=\"{node}\",state=\"starting\"}} 2.0"),
+            format!("lumen_node_transport_connections{{node=\"{node}\"}} 2.0"),
+            format!("lumen_node_transport_sent_bytes_total{{node=\"{node}\"}} 100"),
             "# TYPE lumen_node_resource_total gauge".to_string(),
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
@@ -302,6 +377,7 @@ mod tests {
             tasks: BTreeMap::new(),
             tasks_finished: 0,
             tasks_failed: 0,
+            queue: FixedHistogram::default(),
         };
         let text = encode(&snap(Some(counts.clone()))).expect("encode");
         assert!(text.contains("lumen_actors{state=\"ALIVE\"} 3.0"), "{text}");
@@ -309,11 +385,24 @@ mod tests {
         assert!(!text.contains("lumen_tasks{"), "{text}");
         counts.tasks.insert("RUNNING".into(), 5);
         counts.tasks_finished = 7;
-        let text = encode(&snap(Some(counts))).expect("encode");
+        let text = encode(&snap(Some(counts.clone()))).expect("encode");
         assert!(
             text.contains("lumen_tasks{state=\"RUNNING\"} 5.0"),
             "{text}"
         );
         assert!(text.contains("lumen_tasks_finished_total 7"), "{text}");
+        counts.queue = FixedHistogram {
+            buckets: vec![(0.001, 2), (f64::MAX, 1)],
+            sum: 2.5,
+            count: 3,
+        };
+        let text = encode(&snap(Some(counts))).expect("encode");
+        for line in [
+            "lumen_task_queue_seconds_count 3",
+            "lumen_task_queue_seconds_bucket{le=\"0.001\"} 2",
+            "lumen_task_queue_seconds_bucket{le=\"+Inf\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+        }
     }
 }
