@@ -24,7 +24,7 @@ use crate::system::binaries::BinaryCache;
 use crate::system::membership::Membership;
 use crate::system::placement_groups::PgTable;
 use crate::system::reservation::{Action as RoundAction, Round};
-use crate::system::task_events::{by_state, QueueTimes, TaskEvents};
+use crate::system::task_events::{by_state, fail_abandoned, QueueTimes, TaskEvents};
 use crate::transport::net::{Net, Target};
 use actix::prelude::*;
 use bytes::Bytes;
@@ -378,6 +378,19 @@ impl Gcs {
         Self::deliver(self.actors.expire_unknown(Instant::now()));
         self.broadcast_view();
         self.schedule_groups(ctx);
+    }
+
+    /// One record per attempt the GCS keeps, those of jobs that ended without them finishing
+    /// marked failed.
+    fn task_records(&self) -> Vec<crate::protocol::events::TaskRecord> {
+        let mut records = self.tasks.merged();
+        let ended: HashMap<JobId, u64> = self
+            .ended_jobs
+            .iter()
+            .filter_map(|j| Some((j.job_id, j.end_ms?)))
+            .collect();
+        fail_abandoned(&mut records, &ended, now_ms());
+        records
     }
 
     /// A job ended: its non-detached actors die and every raylet stops its workers.
@@ -988,7 +1001,7 @@ impl Handler<ListTasks> for Gcs {
     type Result = MessageResult<ListTasks>;
     fn handle(&mut self, msg: ListTasks, _: &mut Context<Self>) -> Self::Result {
         let _h = supervise::handling::<ListTasks>();
-        let merged = self.tasks.merged();
+        let merged = self.task_records();
         let (finished, failed) = self.tasks.ended();
         MessageResult(TaskList {
             tasks: TaskEvents::pick(merged, msg.job, msg.newest.map(|n| n as usize)),
@@ -1003,7 +1016,7 @@ impl Handler<CountTasks> for Gcs {
     type Result = MessageResult<CountTasks>;
     fn handle(&mut self, _: CountTasks, _: &mut Context<Self>) -> Self::Result {
         let _h = supervise::handling::<CountTasks>();
-        let merged = self.tasks.merged();
+        let merged = self.task_records();
         let (finished, failed) = self.tasks.ended();
         let queue = QueueTimes::of(&merged);
         MessageResult(TaskCounts {

@@ -117,6 +117,28 @@ impl Default for TaskEvents {
     }
 }
 
+/// How long after its job ended an attempt that never ended is listed as failed: the job's
+/// processes report what they saw within about a second.
+pub(crate) const JOB_END_GRACE_MS: u64 = 3_000;
+
+/// Marks the attempts of jobs that ended (each with its end time, in Unix milliseconds) more
+/// than [`JOB_END_GRACE_MS`] before `now_ms` that never finished or failed as failed: nothing
+/// will run them any more (Ray marks them so too).
+pub(crate) fn fail_abandoned(records: &mut [TaskRecord], ended: &HashMap<JobId, u64>, now_ms: u64) {
+    for r in records.iter_mut() {
+        let Some(end_ms) = r.job_id.and_then(|j| ended.get(&j)) else {
+            continue;
+        };
+        if r.state < TaskState::Finished && now_ms.saturating_sub(*end_ms) > JOB_END_GRACE_MS {
+            r.error = Some(format!(
+                "its job ended before it finished (it was {})",
+                r.state.name()
+            ));
+            r.state = TaskState::Failed;
+        }
+    }
+}
+
 /// How many of `records` are in each state (every state, zero or not).
 pub(crate) fn by_state(records: &[TaskRecord]) -> Vec<(TaskState, u64)> {
     let mut counts: Vec<(TaskState, u64)> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
@@ -226,6 +248,28 @@ mod tests {
         assert_eq!((q.count, q.sum), (1, 0.002));
         assert_eq!(q.buckets()[3], (0.005, 1));
         assert_eq!(q.buckets().last(), Some(&(f64::MAX, 0)));
+    }
+
+    #[test]
+    fn attempts_of_an_ended_job_fail_after_the_grace() {
+        let mut t = TaskEvents::new(10);
+        t.add(
+            vec![vec![submitted(1, 1, 1), submitted(2, 2, 2), running(1, 3)]],
+            0,
+        );
+        let ended: HashMap<JobId, u64> = [(JobId(1 << 16), 10_000)].into();
+        let mut records = t.merged();
+        fail_abandoned(&mut records, &ended, 10_000 + JOB_END_GRACE_MS);
+        assert_eq!(records[0].state, TaskState::Running, "within the grace");
+        fail_abandoned(&mut records, &ended, 10_001 + JOB_END_GRACE_MS);
+        assert_eq!(records[0].state, TaskState::Failed);
+        let e = records[0].error.as_deref().unwrap_or_default();
+        assert!(e.contains("job ended") && e.contains("RUNNING"), "{e}");
+        assert_eq!(
+            records[1].state,
+            TaskState::PendingNodeAssignment,
+            "another job"
+        );
     }
 
     #[test]
