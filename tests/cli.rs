@@ -1426,6 +1426,58 @@ fn lumen_logs_lists_and_prints_worker_output_kept_by_the_node() {
         !nobody.ok() && nobody.stderr.contains("no actor"),
         "{nobody}"
     );
+    // A node on "another machine" (a session folder of its own): its logs are read through it.
+    let far = Session::new("logs-far");
+    let far_node = far.join(
+        &head.gcs,
+        &["--num-cpus", "1", "--resources", r#"{"far": 2}"#, "--token", &head.token],
+    );
+    let far_pid = lumen::get_timeout(
+        &print_and_pid::options()
+            .resource("far", 1.0)
+            .remote("far line".to_string()),
+        TASK_LIMIT,
+    )
+    .expect("the task on the far node");
+    let far_file = format!("worker-{far_pid}.out");
+    let far_id = &far_node.node_id[..12];
+    let mut listed = None;
+    assert!(
+        wait_until(TASK_LIMIT, || {
+            let run = session.lumen(&["logs", "--node", far_id]);
+            let ok = run.ok() && run.stdout.lines().any(|l| l.starts_with(&far_file));
+            listed = Some(run);
+            ok
+        }),
+        "lumen logs --node (another machine's): {listed:?}"
+    );
+    let mut read = None;
+    assert!(
+        wait_until(TASK_LIMIT, || {
+            let run = session.lumen(&["logs", "--node", far_id, &far_file, "--tail", "1"]);
+            let ok = run.ok() && run.stdout.trim_end().ends_with(") far line");
+            read = Some(run);
+            ok
+        }),
+        "lumen logs --node ID NAME: {read:?}"
+    );
+    let far_actor = Located::options().resource("far", 1.0).remote();
+    lumen::get_timeout(&far_actor.node().remote(), TASK_LIMIT).expect("the far actor runs");
+    let far_actor_id = far_actor.id().to_string();
+    let mut by_far_actor = None;
+    assert!(
+        wait_until(TASK_LIMIT, || {
+            let run = session.lumen(&["logs", "--actor", &far_actor_id[..12]]);
+            let ok = run.ok() && run.stdout.contains(") far line");
+            by_far_actor = Some(run);
+            ok
+        }),
+        "lumen logs --actor (on another machine's node): {by_far_actor:?}"
+    );
+    let bad = session.lumen(&["logs", "--node", far_id, "../secrets"]);
+    assert!(!bad.ok() && bad.stderr.contains("no log named"), "{bad}");
+    let follow = session.lumen(&["logs", "--node", far_id, &far_file, "--follow"]);
+    assert!(!follow.ok() && follow.stderr.contains("this machine"), "{follow}");
 }
 
 /// Ray's `runtime_env` on `lumen start` nodes, whose worker processes a daemon starts (its own

@@ -189,14 +189,16 @@ enum Cmd {
         /// Then print what is added to it, until interrupted.
         #[arg(long)]
         follow: bool,
-        /// What the worker process with this pid printed (`worker-<pid>.out`).
+        /// What the worker process with this pid on this machine printed (`worker-<pid>.out`).
         #[arg(long, conflicts_with_all = ["name", "actor", "node"])]
         pid: Option<u32>,
-        /// What the worker process hosting this actor (its id, or a prefix) printed.
+        /// What the worker process hosting this actor (its id, or a prefix) printed, on any
+        /// node.
         #[arg(long, conflicts_with_all = ["name", "node"])]
         actor: Option<String>,
-        /// This machine's node with this id (or a prefix): its own log.
-        #[arg(long, conflicts_with = "name")]
+        /// The node with this id (or a prefix): its log NAME, or its own newest log (a node on
+        /// another machine: the list of its logs), read through the node when it is elsewhere.
+        #[arg(long)]
         node: Option<String>,
         /// With --pid or --actor: the process's stderr (`.err`) instead of its stdout.
         #[arg(long)]
@@ -441,9 +443,21 @@ fn worker_log(pid: u32, err: bool) -> String {
     format!("worker-{pid}.{}", if err { "err" } else { "out" })
 }
 
-/// The pid of the worker process that hosts the actor `id` (or a prefix of its id), from the
+/// Which log `lumen logs` prints: one in this machine's log folder (or, with none, the list),
+/// or one of another machine's node (or, with none, the list of its logs).
+enum Log {
+    Here(Option<String>),
+    On { node: String, name: Option<String> },
+}
+
+/// Whether node `id` (its full id) runs on this machine.
+fn is_local_node(id: &str) -> bool {
+    session::nodes().iter().any(|n| n.node_id == id)
+}
+
+/// The log of the worker process hosting the actor `id` (or a prefix of its id), found from the
 /// task events of its creation.
-fn actor_pid(id: &str) -> Result<u32> {
+fn actor_log(id: &str, err: bool) -> Result<Log> {
     let id = id.to_ascii_lowercase();
     let listing = lumen::cluster::tasks_at(None, None)?;
     let created = listing.tasks.iter().rev().find(|t| {
@@ -453,32 +467,48 @@ fn actor_pid(id: &str) -> Result<u32> {
     let Some(t) = created else {
         bail!("no actor {id}… in the cluster's task events (`lumen list actors` lists them)");
     };
-    let Some(pid) = t.pid else {
+    let (Some(pid), Some(node)) = (t.pid, t.node_id) else {
         bail!("actor {id}… has not started in a process yet ({})", t.state);
     };
-    let local = session::nodes()
-        .iter()
-        .any(|n| t.node_id.is_some_and(|id| id.to_string() == n.node_id));
-    if !local {
-        bail!(
-            "actor {id}… runs in process {pid} on node {}, which is not on this machine: run \
-             `lumen logs --pid {pid}` there",
-            t.node_id.map_or("?".to_string(), |n| n.to_string())
-        );
-    }
-    Ok(pid)
+    let (node, name) = (node.to_string(), Some(worker_log(pid, err)));
+    Ok(if is_local_node(&node) {
+        Log::Here(name)
+    } else {
+        Log::On { node, name }
+    })
 }
 
-/// The newest log of this machine's node `id` (or a prefix of its id).
-fn node_log(id: &str) -> Result<String> {
+/// Log `name` of node `id` (or a prefix of its id), or, without a name, a node on this machine's
+/// newest own log or another machine's node's list of logs.
+fn node_log(id: &str, name: Option<String>) -> Result<Log> {
     let id = id.to_ascii_lowercase();
     let nodes = session::nodes();
     let Some(node) = nodes.iter().find(|n| n.node_id.starts_with(&id)) else {
-        bail!("no node {id}… runs on this machine (`lumen status` lists the cluster's nodes)");
+        // Not on this machine: the cluster knows it, and its raylet reads its logs.
+        let s = lumen::cluster::cluster_status(None, None)?;
+        let found: Vec<&String> = s
+            .nodes
+            .iter()
+            .map(|n| &n.node_id)
+            .filter(|n| n.starts_with(&id))
+            .collect();
+        let [node] = found[..] else {
+            bail!(
+                "{} node of the cluster has an id starting with {id} (`lumen status` lists them)",
+                if found.is_empty() { "no" } else { "more than one" }
+            );
+        };
+        return Ok(Log::On {
+            node: node.clone(),
+            name,
+        });
     };
+    if name.is_some() {
+        return Ok(Log::Here(name));
+    }
     let prefix = format!("{}.", log_prefix(node.pid));
     let dir = log_dir()?;
-    let mut logs: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(&dir)
+    let mut own: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(&dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .flatten()
         .filter_map(|e| {
@@ -487,10 +517,29 @@ fn node_log(id: &str) -> Result<String> {
             name.starts_with(&prefix).then_some((modified, name))
         })
         .collect();
-    logs.sort();
-    logs.pop()
+    own.sort();
+    let newest = own
+        .pop()
         .map(|(_, name)| name)
-        .ok_or_else(|| anyhow!("node {} has no log in {}", node.node_id, dir.display()))
+        .ok_or_else(|| anyhow!("node {} has no log in {}", node.node_id, dir.display()))?;
+    Ok(Log::Here(Some(newest)))
+}
+
+/// Prints a log of another machine's node (its last `tail` lines, default 1,000), or the list
+/// of its logs, read through its raylet.
+fn remote_log(node: &str, name: Option<&str>, tail: Option<usize>) -> Result<()> {
+    let lines = tail.unwrap_or(1000).min(u32::MAX as usize) as u32;
+    let read = lumen::cluster::node_log_at(None, None, node, name, lines)?;
+    match read.text {
+        Some(text) => print!("{text}"),
+        None => {
+            println!("{:<48} {:>12}   (on node {node})", "LOG", "BYTES");
+            for (file, size) in read.files {
+                println!("{file:<48} {size:>12}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where the last `n` lines of `text` start (a last line without its end counts as a line).
@@ -749,14 +798,20 @@ fn run(cli: Cli) -> Result<()> {
             node,
             err,
         } => {
-            let name = match (name, pid, actor, node) {
-                (Some(name), ..) => Some(name),
-                (_, Some(pid), ..) => Some(worker_log(pid, err)),
-                (_, _, Some(actor), _) => Some(worker_log(actor_pid(&actor)?, err)),
-                (_, _, _, Some(node)) => Some(node_log(&node)?),
-                _ => None,
+            let log = match (name, pid, actor, node) {
+                (name, None, None, Some(node)) => node_log(&node, name)?,
+                (Some(name), ..) => Log::Here(Some(name)),
+                (_, Some(pid), ..) => Log::Here(Some(worker_log(pid, err))),
+                (_, _, Some(actor), _) => actor_log(&actor, err)?,
+                _ => Log::Here(None),
             };
-            logs(name.as_deref(), tail, follow)
+            match log {
+                Log::Here(name) => logs(name.as_deref(), tail, follow),
+                Log::On { .. } if follow => {
+                    bail!("--follow reads this machine's logs only; run it on the node's machine")
+                }
+                Log::On { node, name } => remote_log(&node, name.as_deref(), tail),
+            }
         }
         Cmd::Status {
             address,

@@ -10,7 +10,7 @@ use crate::ids::{ActorId, JobId, NodeId, ObjectId, TaskId};
 use crate::protocol::events::TaskRecord;
 use crate::protocol::gcs::{GetNodes, ListJobs, ListTasks, TaskList};
 use crate::protocol::owner::{ListObjects, ObjectState, ObjectsHeld};
-use crate::protocol::raylet::GetWorkers;
+use crate::protocol::raylet::{GetWorkers, ReadLog};
 use crate::protocol::svc;
 use crate::transport::net::Net;
 use serde::Serialize;
@@ -537,6 +537,72 @@ pub fn objects_at(address: Option<&str>, token: Option<&str>) -> Result<Vec<Obje
     let (client, gcs_addr) = connect(address, token)?;
     let net = client.net.clone();
     client.block_on(read_objects(net, gcs_addr))?
+}
+
+/// A node's log folder, or the last lines of one of its logs, as [`node_log_at`] reads them.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct NodeLog {
+    /// The node read.
+    #[serde(serialize_with = "hex")]
+    pub node_id: NodeId,
+    /// Its logs, by name, with their sizes (when the folder was listed).
+    pub files: Vec<(String, u64)>,
+    /// The last lines of the log asked for.
+    pub text: Option<String>,
+}
+
+/// Reads node `node`'s (its id, or a prefix) log `name`, its last `lines` lines, or without a
+/// name lists its logs, through the node itself: any node of the cluster at `address`, on any
+/// machine, as `lumen logs --node` does.
+///
+/// # Examples
+/// ```no_run
+/// let listed = lumen::cluster::node_log_at(Some("127.0.0.1:6379"), None, "3f2a", None, 0)?;
+/// for (name, bytes) in listed.files {
+///     println!("{name} {bytes}");
+/// }
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn node_log_at(
+    address: Option<&str>,
+    token: Option<&str>,
+    node: &str,
+    name: Option<&str>,
+    lines: u32,
+) -> Result<NodeLog> {
+    let (client, gcs_addr) = connect(address, token)?;
+    let net = client.net.clone();
+    let prefix = node.to_ascii_lowercase();
+    let name = name.map(str::to_string);
+    client.block_on(async move {
+        let limit = Duration::from_secs(10);
+        let nodes = tokio::time::timeout(limit, net.target::<svc::Gcs>(gcs_addr).send(GetNodes))
+            .await
+            .map_err(|_| Error::connection(gcs_addr, "no answer within 10 s"))??;
+        let found: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.node_id.to_string().starts_with(&prefix))
+            .collect();
+        let [n] = found[..] else {
+            return Err(Error::invalid(format!(
+                "{} node of the cluster has an id starting with {prefix}",
+                if found.is_empty() { "no" } else { "more than one" }
+            )));
+        };
+        if !n.alive {
+            return Err(Error::invalid(format!("node {} is dead", n.node_id)));
+        }
+        let raylet = net.target::<svc::Raylet>(n.address);
+        let read = tokio::time::timeout(limit, raylet.send(ReadLog { name, lines }))
+            .await
+            .map_err(|_| Error::connection(n.address, "no answer within 10 s"))???;
+        Ok(NodeLog {
+            node_id: n.node_id,
+            files: read.files.into_iter().map(|f| (f.name, f.bytes)).collect(),
+            text: read.text,
+        })
+    })?
 }
 
 /// Objects per reference type and state, with their bytes: a line of `lumen summary objects`.

@@ -7,9 +7,11 @@
 //! - [`dispatch`]: the ready queue: FIFO per scheduling class, admission never over-commits.
 //! - [`processes`]: the node's workers by job, and starting worker processes.
 //! - [`output`]: reading a worker process's stdout and stderr and sending it to the driver.
+//! - [`logs`]: the node's log folder, listed and read for `lumen logs` and the dashboard.
 //! - [`raylet`]: the `Raylet` actix actor around the scheduler.
 
 pub(crate) mod dispatch;
+pub(crate) mod logs;
 pub(crate) mod output;
 pub(crate) mod processes;
 pub(crate) mod raylet;

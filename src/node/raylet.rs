@@ -8,6 +8,7 @@
 use crate::error::Error;
 use crate::ids::{NodeId, TaskId};
 use crate::invoke;
+use crate::node::logs;
 use crate::node::processes::{JobWorkers, Sent, WorkerEvent, WorkerSettings};
 use crate::node::scheduler::{Action, Ready, Scheduler};
 use crate::objects::read;
@@ -69,6 +70,8 @@ pub(crate) struct Raylet {
     unblocking: HashMap<TaskId, Vec<flume::Sender<()>>>,
     /// A report of placed tasks is scheduled.
     placed_pending: bool,
+    /// Where the node keeps its worker processes' output and its own log, if it does.
+    log_dir: Option<std::path::PathBuf>,
 }
 
 impl Raylet {
@@ -79,7 +82,9 @@ impl Raylet {
         arbiter: &ArbiterHandle,
     ) -> Result<Addr<Raylet>, Error> {
         let n = net.clone();
+        let log_dir = settings.spawn.as_ref().and_then(|s| s.log_dir.clone());
         let addr = Raylet::start_in_arbiter(arbiter, move |_| Raylet {
+            log_dir,
             core: Scheduler::new(settings.node_id, n.addr(), settings.total),
             gcs: n.target(settings.gcs),
             workers: JobWorkers::new(n.clone(), settings.spawn),
@@ -107,7 +112,8 @@ impl Raylet {
             CommitBundles,
             CancelBundles,
             TakeBack,
-            GetWorkers
+            GetWorkers,
+            ReadLog
         );
         let lost = addr.clone();
         net.on_lost(Arc::new(move |peer, _| {
@@ -361,6 +367,49 @@ impl Handler<GetWorkers> for Raylet {
     fn handle(&mut self, _: GetWorkers, _: &mut Context<Self>) -> Self::Result {
         let _h = supervise::handling::<GetWorkers>();
         MessageResult(self.workers.summaries())
+    }
+}
+
+impl Handler<ReadLog> for Raylet {
+    type Result = ResponseFuture<Result<LogRead, Error>>;
+    fn handle(&mut self, msg: ReadLog, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<ReadLog>();
+        let dir = self.log_dir.clone();
+        let node = self.node_id();
+        // File reads (bounded: a listing, or at most the last MiB of one log) off the raylet.
+        Box::pin(async move {
+            let dir = dir.ok_or_else(|| {
+                Error::invalid(format!(
+                    "node {node} keeps no logs (a node in a program's own process prints to it)"
+                ))
+            })?;
+            let read = tokio::task::spawn_blocking(move || -> Result<LogRead, Error> {
+                let Some(name) = msg.name else {
+                    return Ok(LogRead {
+                        files: logs::list_logs(&dir),
+                        text: None,
+                    });
+                };
+                let path = logs::log_path(&dir, &name).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "node {node} has no log named {name:?}: `lumen logs --node {node}` \
+                         lists them"
+                    ))
+                })?;
+                let text = logs::tail(&path, msg.lines as usize).map_err(|e| {
+                    Error::invalid(format!(
+                        "cannot read {name} on node {node}: {}",
+                        crate::error::describe_io(&e)
+                    ))
+                })?;
+                Ok(LogRead {
+                    files: Vec::new(),
+                    text: Some(text),
+                })
+            });
+            read.await
+                .map_err(|e| Error::invalid(format!("reading a log failed: {e}")))?
+        })
     }
 }
 

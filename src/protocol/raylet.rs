@@ -172,6 +172,34 @@ pub(crate) struct TakeBack {
     pub(crate) task_id: TaskId,
 }
 
+/// One log file of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LogFile {
+    /// Its name in the log folder (`worker-<pid>.out`, `node-<pid>.<date>.log`, ...).
+    pub(crate) name: String,
+    /// Its size.
+    pub(crate) bytes: u64,
+    /// When it last changed, in milliseconds since the Unix epoch.
+    pub(crate) modified_ms: u64,
+}
+
+/// Reads the node's log folder: lists it (`name` none), or the last `lines` lines of log `name`.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<LogRead, Error>")]
+pub(crate) struct ReadLog {
+    pub(crate) name: Option<String>,
+    pub(crate) lines: u32,
+}
+
+/// What [`ReadLog`] answers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct LogRead {
+    /// The folder's logs, when listed.
+    pub(crate) files: Vec<LogFile>,
+    /// The last lines of the log asked for.
+    pub(crate) text: Option<String>,
+}
+
 super::wire!(TAGS, svc::Raylet:
     SubmitTask = 30,
     TaskDone = 31,
@@ -189,4 +217,5 @@ super::wire!(TAGS, svc::Raylet:
     CancelBundles = 43,
     TakeBack = 44,
     GetWorkers = 45,
+    ReadLog = 46,
 );
