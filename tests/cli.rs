@@ -1430,7 +1430,14 @@ fn lumen_logs_lists_and_prints_worker_output_kept_by_the_node() {
     let far = Session::new("logs-far");
     let far_node = far.join(
         &head.gcs,
-        &["--num-cpus", "1", "--resources", r#"{"far": 2}"#, "--token", &head.token],
+        &[
+            "--num-cpus",
+            "1",
+            "--resources",
+            r#"{"far": 2}"#,
+            "--token",
+            &head.token,
+        ],
     );
     let far_pid = lumen::get_timeout(
         &print_and_pid::options()
@@ -1477,7 +1484,10 @@ fn lumen_logs_lists_and_prints_worker_output_kept_by_the_node() {
     let bad = session.lumen(&["logs", "--node", far_id, "../secrets"]);
     assert!(!bad.ok() && bad.stderr.contains("no log named"), "{bad}");
     let follow = session.lumen(&["logs", "--node", far_id, &far_file, "--follow"]);
-    assert!(!follow.ok() && follow.stderr.contains("this machine"), "{follow}");
+    assert!(
+        !follow.ok() && follow.stderr.contains("this machine"),
+        "{follow}"
+    );
 }
 
 /// Ray's `runtime_env` on `lumen start` nodes, whose worker processes a daemon starts (its own

@@ -495,7 +495,11 @@ fn node_log(id: &str, name: Option<String>) -> Result<Log> {
         let [node] = found[..] else {
             bail!(
                 "{} node of the cluster has an id starting with {id} (`lumen status` lists them)",
-                if found.is_empty() { "no" } else { "more than one" }
+                if found.is_empty() {
+                    "no"
+                } else {
+                    "more than one"
+                }
             );
         };
         return Ok(Log::On {

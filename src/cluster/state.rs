@@ -587,7 +587,11 @@ pub fn node_log_at(
         let [n] = found[..] else {
             return Err(Error::invalid(format!(
                 "{} node of the cluster has an id starting with {prefix}",
-                if found.is_empty() { "no" } else { "more than one" }
+                if found.is_empty() {
+                    "no"
+                } else {
+                    "more than one"
+                }
             )));
         };
         if !n.alive {

@@ -19,9 +19,9 @@
 //! endpoint asked within [`FRESH`] of it, so a page polling six endpoints costs one read.
 
 use crate::cluster::state::{listing, TaskInfo};
-use crate::node::logs::{list_logs, log_path, tail, LogFile};
 use crate::cluster::status::{read_cluster, ClusterStatus};
 use crate::error::{Error, Result};
+use crate::node::logs::{list_logs, log_path, tail, LogFile};
 use crate::protocol::gcs::{CountTasks, ListTasks};
 use crate::protocol::svc;
 use crate::transport::net::Net;
@@ -33,9 +33,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The page, in the binary.
 const PAGE: &str = include_str!("page.html");
@@ -49,7 +49,6 @@ const READ_LIMIT: Duration = Duration::from_secs(10);
 /// Lines of a log shown when the request does not say, and at most.
 const DEFAULT_LINES: usize = 200;
 const MAX_LINES: usize = 5000;
-
 
 /// What the dashboard's handlers share.
 pub(crate) struct Dashboard {
