@@ -287,6 +287,37 @@ fn the_dashboard_shows_the_cluster_to_holders_of_the_token_only() {
         &[("Authorization", &bearer(&head.token))],
     );
     assert_eq!(outside.status, 404, "{outside:?}");
+    // Another node's logs, read through that node (here on the same machine, so the same files).
+    let other = &node.node_id[..12];
+    let theirs = get(
+        &dashboard,
+        &format!("/api/logs?node={other}"),
+        &[("Authorization", &bearer(&head.token))],
+    );
+    assert!(
+        theirs.status == 200 && theirs.body.contains(&file),
+        "{theirs:?}"
+    );
+    let their_tail = get(
+        &dashboard,
+        &format!("/api/logs/{file}?node={other}&lines=5"),
+        &[("Authorization", &bearer(&head.token))],
+    );
+    assert!(
+        their_tail.status == 200 && their_tail.body.contains(&line),
+        "{their_tail:?}"
+    );
+    for (path, status) in [
+        (format!("/api/logs/..%2Fnodes?node={other}"), 404),
+        ("/api/logs?node=ffffffffffff".to_string(), 404),
+    ] {
+        let refused = get(
+            &dashboard,
+            &path,
+            &[("Authorization", &bearer(&head.token))],
+        );
+        assert_eq!(refused.status, status, "{path}: {refused:?}");
+    }
     let wrong = super::wrong_token(&head.token);
     for headers in [
         vec![("Authorization", bearer(&wrong))],

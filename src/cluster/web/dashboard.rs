@@ -10,8 +10,8 @@
 //! | `/api/jobs` | the running jobs, then the last ones that ended |
 //! | `/api/workers` | each running job's driver and each node's job worker processes |
 //! | `/api/tasks` | task attempts: counts by state, and the newest 200 (function, state, node, pid, error) |
-//! | `/api/logs` | the log files of the head's machine's session folder: name, bytes, modified |
-//! | `/api/logs/{name}?lines=N` | the last N lines (default 200) of one of them, as text |
+//! | `/api/logs?node=ID` | a node's log files (default: the head's): name, bytes, modified |
+//! | `/api/logs/{name}?node=ID&lines=N` | the last N lines (default 200) of one of them, as text |
 //!
 //! The page renders each table from one endpoint, so a new table (tasks, objects) is a new
 //! endpoint here and one render function there. Cluster state is read over the head's own
@@ -23,6 +23,7 @@ use crate::cluster::status::{read_cluster, ClusterStatus};
 use crate::error::{Error, Result};
 use crate::node::logs::{list_logs, log_path, tail, LogFile};
 use crate::protocol::gcs::{CountTasks, ListTasks};
+use crate::protocol::raylet::{LogRead, ReadLog};
 use crate::protocol::svc;
 use crate::transport::net::Net;
 use axum::extract::{Path, Query, State};
@@ -213,7 +214,70 @@ async fn tasks(State(d): Shared) -> Result<Response, ApiError> {
     .into_response())
 }
 
-async fn logs(State(d): Shared) -> Result<Json<Vec<LogFile>>, ApiError> {
+/// `?node=ID&lines=N` of a log request: the node (its id or a prefix; none: the head) and how
+/// many last lines.
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    node: Option<String>,
+    lines: Option<usize>,
+}
+
+/// Where node `prefix`'s raylet listens, unless it is the head (whose logs are read here).
+async fn other_node(d: &Dashboard, prefix: Option<&str>) -> Result<Option<SocketAddr>, ApiError> {
+    let Some(prefix) = prefix.map(str::to_ascii_lowercase) else {
+        return Ok(None);
+    };
+    let s = d.status().await?;
+    let found: Vec<_> = s
+        .nodes
+        .iter()
+        .filter(|n| n.node_id.starts_with(&prefix))
+        .collect();
+    match found[..] {
+        [n] if n.head => Ok(None),
+        [n] => n.address.parse().map(Some).map_err(|_| {
+            ApiError(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "node {} has an address that is not one: {}",
+                    n.node_id, n.address
+                ),
+            )
+        }),
+        [] => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no node of the cluster has an id starting with {prefix}"),
+        )),
+        _ => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("more than one node has an id starting with {prefix}"),
+        )),
+    }
+}
+
+/// Asks another node's raylet for its log folder or one of its logs.
+async fn read_remote(d: &Dashboard, at: SocketAddr, msg: ReadLog) -> Result<LogRead, ApiError> {
+    let raylet = d.net.target::<svc::Raylet>(at);
+    tokio::time::timeout(READ_LIMIT, raylet.send(msg))
+        .await
+        .map_err(|_| Error::connection(at, "the node did not answer within 10 s"))?
+        .map_err(ApiError::from)?
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))
+}
+
+async fn logs(State(d): Shared, Query(q): Query<LogQuery>) -> Result<Json<Vec<LogFile>>, ApiError> {
+    if let Some(at) = other_node(&d, q.node.as_deref()).await? {
+        let read = read_remote(
+            &d,
+            at,
+            ReadLog {
+                name: None,
+                lines: 0,
+            },
+        )
+        .await?;
+        return Ok(Json(read.files));
+    }
     let Some(dir) = d.log_dir.clone() else {
         return Ok(Json(Vec::new()));
     };
@@ -223,35 +287,40 @@ async fn logs(State(d): Shared) -> Result<Json<Vec<LogFile>>, ApiError> {
     Ok(Json(files))
 }
 
-/// `?lines=N` of a log request.
-#[derive(Debug, Deserialize)]
-struct TailQuery {
-    lines: Option<usize>,
-}
-
 async fn log_tail(
     State(d): Shared,
     Path(name): Path<String>,
-    Query(q): Query<TailQuery>,
+    Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
-    let not_found = || {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no log named {name:?}: /api/logs lists them"),
-        )
-    };
-    let dir = d.log_dir.clone().ok_or_else(not_found)?;
-    let path = log_path(&dir, &name).ok_or_else(not_found)?;
     let lines = q.lines.unwrap_or(DEFAULT_LINES).min(MAX_LINES);
-    let text = tokio::task::spawn_blocking(move || tail(&path, lines))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read {name}: {}", crate::error::describe_io(&e)),
-            )
-        })?;
+    let text = match other_node(&d, q.node.as_deref()).await? {
+        Some(at) => {
+            let msg = ReadLog {
+                name: Some(name),
+                lines: lines as u32,
+            };
+            read_remote(&d, at, msg).await?.text.unwrap_or_default()
+        }
+        None => {
+            let not_found = || {
+                ApiError(
+                    StatusCode::NOT_FOUND,
+                    format!("no log named {name:?}: /api/logs lists them"),
+                )
+            };
+            let dir = d.log_dir.clone().ok_or_else(not_found)?;
+            let path = log_path(&dir, &name).ok_or_else(not_found)?;
+            tokio::task::spawn_blocking(move || tail(&path, lines))
+                .await
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .map_err(|e| {
+                    ApiError(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("cannot read {name}: {}", crate::error::describe_io(&e)),
+                    )
+                })?
+        }
+    };
     let mut response = text.into_response();
     response.headers_mut().insert(
         CONTENT_TYPE,
