@@ -202,13 +202,7 @@ fn run_sync_inner(spec: &TaskSpec, resolved: Vec<Option<Stored>>, node: NodeId) 
         events::waiting_for_args(spec.task_id, spec.attempt, node);
     }
     let args = resolve_blocking(&spec.args, resolved)?;
-    events::running(
-        spec.task_id,
-        spec.attempt,
-        node,
-        Cow::Borrowed(f.path),
-        TaskType::Normal,
-    );
+    running(spec, node, f.path);
     let Invoke::Sync(invoke) = f.invoke else {
         return Err(Error::invalid(format!(
             "{path} is async and cannot run on a worker thread"
@@ -225,6 +219,17 @@ fn run_sync_inner(spec: &TaskSpec, resolved: Vec<Option<Stored>>, node: NodeId) 
 fn task_span(spec: &TaskSpec, node: NodeId) -> tracing::Span {
     tracing::debug_span!("task", task = %spec.task_id, attempt = spec.attempt,
         job = %spec.job_id, node = %node, function = %spec.function.path)
+}
+
+/// Records that the task `spec` (the function at `path`) starts running on `node`.
+fn running(spec: &TaskSpec, node: NodeId, path: &'static str) {
+    events::running(
+        spec.task_id,
+        spec.attempt,
+        node,
+        Cow::Borrowed(path),
+        TaskType::Normal,
+    );
 }
 
 /// Whether some ref argument of `spec` is not in hand yet (`resolved` holds those that are).
@@ -262,13 +267,7 @@ async fn run_async_inner(
     let started = registry::function(spec.function.id, &path).and_then(|f| {
         let args = args?;
         announce(f.path, false);
-        events::running(
-            spec.task_id,
-            spec.attempt,
-            node,
-            Cow::Borrowed(f.path),
-            TaskType::Normal,
-        );
+        running(&spec, node, f.path);
         match f.invoke {
             Invoke::Async(invoke) => Ok(invoke(Args::new(args, f.path))),
             Invoke::Sync(_) => Err(Error::invalid(format!("{path} is not async"))),

@@ -18,17 +18,14 @@ use crate::actors::host::ActorTask;
 use crate::actors::pooled::{self, PooledContext, ThreadPool};
 use crate::context::{with_exec, ExecContext, WithExec};
 use crate::error::Error;
-use crate::events;
 use crate::ids::NodeId;
 use crate::invoke::{
     announce_method, call_sync, locate, panic_error, resolve_async, resolve_blocking,
 };
-use crate::protocol::events::TaskType;
 use crate::registry::{ActorMethod, ActorState, Args, MethodInvoke};
 use actix::prelude::*;
 use futures::FutureExt;
 use parking_lot::Mutex;
-use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -91,14 +88,7 @@ pub(crate) fn run_sync(call: RunCall) {
     } = call;
     let outcome = with_exec(exec, || {
         let args = resolve_blocking(&task.args, Vec::new())?;
-        let call = task.guard.task_id();
-        events::running(
-            call,
-            0,
-            node,
-            Cow::Borrowed(method.path),
-            TaskType::ActorTask,
-        );
+        task.guard.running(node, method.path);
         match method.invoke {
             MethodInvoke::Sync(f) => call_sync(f, &state, args, method.path, node),
             MethodInvoke::Async(_) => Err(Error::invalid(format!(
@@ -125,13 +115,7 @@ async fn run_async(call: RunCall) {
         Ok(args) => match method.invoke {
             MethodInvoke::Async(f) => {
                 announce_method(method.path);
-                events::running(
-                    task.guard.task_id(),
-                    0,
-                    node,
-                    Cow::Borrowed(method.path),
-                    TaskType::ActorTask,
-                );
+                task.guard.running(node, method.path);
                 let fut = f(state, Args::new(args, method.path));
                 let exec = ExecContext {
                     in_async: true,
@@ -142,14 +126,7 @@ async fn run_async(call: RunCall) {
                     .unwrap_or_else(|p| Err(panic_error(method.path, p, node)))
             }
             MethodInvoke::Sync(f) => tokio::task::block_in_place(|| {
-                let call = task.guard.task_id();
-                events::running(
-                    call,
-                    0,
-                    node,
-                    Cow::Borrowed(method.path),
-                    TaskType::ActorTask,
-                );
+                task.guard.running(node, method.path);
                 with_exec(exec, || call_sync(f, &state, args, method.path, node))
             }),
         },

@@ -57,9 +57,15 @@ pub(crate) struct CallGuard {
 }
 
 impl CallGuard {
-    /// The call.
-    pub(crate) fn task_id(&self) -> TaskId {
-        self.task_id
+    /// Records that the call (of the method at `path`) starts running on `node`.
+    pub(crate) fn running(&self, node: NodeId, path: &'static str) {
+        events::running(
+            self.task_id,
+            0,
+            node,
+            Cow::Borrowed(path),
+            TaskType::ActorTask,
+        );
     }
 
     /// Sends the call's outcome to its owner.
