@@ -28,6 +28,7 @@ pub struct Config {
     pub(crate) spin: Option<bool>,
     pub(crate) log_to_driver: Option<bool>,
     pub(crate) env: Vec<(String, String)>,
+    pub(crate) spill_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -49,10 +50,34 @@ impl Config {
         self
     }
 
-    /// Bytes of object-store capacity reported as `object_store_memory` (default: 30% of
-    /// available memory).
+    /// Bytes of object-store memory (default: 30% of available memory): reported as the
+    /// `object_store_memory` resource, and the cap on what this process's store keeps in
+    /// memory. Beyond it, the least recently used objects spill to disk ([`spill_dir`]); a
+    /// value that cannot fit even then is refused with `Error::ObjectStoreFull`.
+    ///
+    /// [`spill_dir`]: Config::spill_dir
+    ///
+    /// # Examples
+    /// ```no_run
+    /// let config = lumen::Config::default().object_store_memory(256.0 * 1024.0 * 1024.0);
+    /// lumen::init_with(config)?;
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
     pub fn object_store_memory(mut self, bytes: f64) -> Self {
         self.object_store_memory = Some(bytes);
+        self
+    }
+
+    /// Where objects spill when the store is full (default: the system's temporary folder, or
+    /// `LUMEN_SPILL_DIR`). Each store spills into its own subfolder, removed when it stops.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// lumen::init_with(lumen::Config::default().spill_dir("/mnt/fast-disk/lumen"))?;
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
         self
     }
 
@@ -170,6 +195,28 @@ impl Config {
         self.node_resources().map(|_| ())
     }
 
+    /// The limits of this process's object store: the configured `object_store_memory` (or 30% of
+    /// available memory) and spill folder.
+    pub(crate) fn store_limits(&self) -> Result<crate::objects::spill::StoreLimits> {
+        let capacity = match self.object_store_memory {
+            Some(b) if b.is_finite() && b > 0.0 => b as u64,
+            Some(b) => {
+                return Err(Error::invalid(format!(
+                    "object_store_memory = {b}: it must be a positive number of bytes"
+                )))
+            }
+            None => (available_memory() as f64 * 0.3) as u64,
+        };
+        let spill_dir = self
+            .spill_dir
+            .clone()
+            .or_else(|| std::env::var_os(SPILL_DIR_ENV).map(Into::into));
+        Ok(crate::objects::spill::StoreLimits {
+            capacity,
+            spill_dir,
+        })
+    }
+
     /// The embedded node's total resources, validated.
     pub(crate) fn node_resources(&self) -> Result<ResourceSet> {
         let cpus = self
@@ -205,6 +252,9 @@ pub(crate) fn detect_gpus() -> usize {
     }
     std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count())
 }
+
+/// The spill folder when `Config::spill_dir` is not given.
+pub(crate) const SPILL_DIR_ENV: &str = "LUMEN_SPILL_DIR";
 
 fn available_memory() -> u64 {
     let Ok(s) = std::fs::read_to_string("/proc/meminfo") else {

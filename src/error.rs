@@ -90,6 +90,33 @@ pub enum Error {
         /// Why it cannot be recovered.
         reason: String,
     },
+    /// The process that owned the object (the driver or worker that submitted its task or
+    /// `put` it) is gone: the object's state, locations and lineage went with it (Ray's
+    /// `OwnerDiedError`).
+    #[error("object {object} is lost: its owner at {owner} died: {reason}")]
+    OwnerDied {
+        /// The object.
+        object: String,
+        /// The owner's address.
+        owner: String,
+        /// How its death was seen.
+        reason: String,
+    },
+    /// The object store could not take a value even after spilling what it could: the put or
+    /// task result is refused rather than the node running out of memory.
+    #[error("object store full: {asked} bytes were asked for {what}, {free} of {capacity} bytes are free: {reason}")]
+    ObjectStoreFull {
+        /// The object being stored.
+        what: String,
+        /// Bytes asked for.
+        asked: u64,
+        /// Bytes free in the store.
+        free: u64,
+        /// The store's capacity (`object_store_memory`).
+        capacity: u64,
+        /// Why nothing more could be spilled or evicted.
+        reason: String,
+    },
     /// The task was cancelled before it produced a value.
     #[error("task {task} was cancelled: {reason}")]
     Cancelled {

@@ -138,6 +138,7 @@ pub use cluster::{Filter, ObjectInfo, TaskInfo};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use ids::{ActorId, JobId, NodeId, ObjectId, PlacementGroupId, TaskId};
+pub use objects::buffer::{Buffer, Element};
 pub use objects::object_ref::ObjectRef;
 pub use placement::{
     Bundle, PlacementGroup, PlacementGroupBuilder, PlacementGroupInfo, PlacementGroupState,

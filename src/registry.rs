@@ -54,7 +54,10 @@ impl Args {
                 self.function
             )));
         };
-        crate::objects::codec::decode(&format_args!("argument {i} of {}", self.function), &bytes)
+        crate::objects::codec::decode_shared(
+            &format_args!("argument {i} of {}", self.function),
+            &bytes,
+        )
     }
 
     /// Checks that every argument was consumed.

@@ -54,7 +54,9 @@ pub fn put<T: Serialize + 'static>(value: T) -> ObjectRef<T> {
         Ok(enc) => {
             let id = ObjectId::for_put();
             let (bytes, contains) = enc.into_parts();
-            rt.refs.put(id, Stored::Value(bytes), &contains);
+            // A value the store cannot take even after spilling makes the object hold
+            // `ObjectStoreFull`: a `get` of it says so.
+            let _ = rt.refs.put(id, Stored::Value(bytes), &contains);
             ObjectRef::adopt(RawRef {
                 id,
                 owner: rt.owner(),
@@ -1021,6 +1023,15 @@ pub struct MemorySummary {
     pub stored_objects: usize,
     /// Bytes of those objects.
     pub stored_bytes: usize,
+    /// The local store's capacity: `object_store_memory`.
+    pub store_capacity: u64,
+    /// Bytes of the local store's objects in memory now (the rest are spilled).
+    pub store_memory_bytes: u64,
+    /// Objects of the local store spilled to disk, and their bytes (a spilled object read
+    /// since may also be in memory again).
+    pub spilled_objects: usize,
+    /// Bytes of the spilled objects.
+    pub spilled_bytes: u64,
 }
 
 /// What this process references and the local object store holds; for finding leaks.
@@ -1070,9 +1081,14 @@ async fn summarize(rt: Arc<Runtime>) -> MemorySummary {
     let store = rt.refs.store().clone();
     let stats = store.stats().await;
     let (inline_objects, inline_bytes) = rt.refs.inline_stats();
+    let memory = store.memory();
     MemorySummary {
         referenced_objects: rt.refs.len(),
         stored_objects: stats.objects + inline_objects,
         stored_bytes: stats.bytes + inline_bytes,
+        store_capacity: memory.capacity,
+        store_memory_bytes: memory.used,
+        spilled_objects: memory.spilled_objects,
+        spilled_bytes: memory.spilled_bytes,
     }
 }

@@ -60,6 +60,13 @@ struct StartArgs {
     /// Custom resources as JSON, e.g. '{"node0": 2}'.
     #[arg(long)]
     resources: Option<String>,
+    /// Bytes of object-store memory of each process's store on this node (default: 30% of
+    /// available memory); beyond it, objects spill to --spill-dir.
+    #[arg(long)]
+    object_store_memory: Option<f64>,
+    /// Where objects spill when a store is full (default: the session folder's `spill`).
+    #[arg(long)]
+    spill_dir: Option<PathBuf>,
     /// Seconds of silence after which the head marks a node dead.
     #[arg(long, default_value_t = 5.0)]
     node_timeout: f64,
@@ -234,6 +241,13 @@ fn node_options(args: &StartArgs) -> Result<NodeOptions> {
     if let Some(n) = args.memory {
         config = config.memory(n);
     }
+    if let Some(n) = args.object_store_memory {
+        config = config.object_store_memory(n);
+    }
+    config = config.spill_dir(match &args.spill_dir {
+        Some(dir) => dir.clone(),
+        None => session::session_subdir("spill")?,
+    });
     if let Some(r) = &args.resources {
         for (k, v) in parse_resources(r)? {
             config = config.resource(k, v);

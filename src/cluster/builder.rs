@@ -23,7 +23,8 @@ use crate::ids::{JobId, NodeId, WorkerId};
 use crate::node::processes::WorkerSettings;
 use crate::node::raylet::{Raylet, RayletSettings};
 use crate::objects::ownership::RefTable;
-use crate::objects::store::{StoreClient, StoreShard};
+use crate::objects::spill::StoreLimits;
+use crate::objects::store::StoreClient;
 use crate::protocol::gcs::GetNodes;
 use crate::protocol::raylet::GetResources;
 use crate::protocol::svc;
@@ -70,8 +71,9 @@ pub(crate) struct Builder {
     pub(crate) node: Option<(NodeId, SocketAddr)>,
     /// Run tasks and actors here, with this many CPUs to size the thread pool.
     pub(crate) pool: Option<usize>,
-    /// Keep objects here (a process that owns objects: it will run a core worker).
-    pub(crate) store: bool,
+    /// Keep objects here, within these limits (a process that owns objects: it will run a core
+    /// worker).
+    pub(crate) store: Option<StoreLimits>,
 }
 
 /// An assembled process: what runs, and how to stop it.
@@ -108,7 +110,7 @@ impl Builder {
             raylet: None,
             node: None,
             pool: None,
-            store: false,
+            store: None,
         }
     }
 
@@ -161,7 +163,7 @@ impl Builder {
             (Some(r), _) => Some((r.node_id, net.addr())),
             (None, node) => node,
         };
-        let store_shards = if self.store { cores().clamp(1, 8) } else { 0 };
+        let store = self.store.map(|limits| (cores().clamp(1, 8), limits));
         if self.pool.is_some() && node.is_none() {
             stop_early(&net, tokio);
             return Err(Error::invalid(
@@ -188,7 +190,7 @@ impl Builder {
                         raylet_part,
                         node,
                         pool,
-                        store_shards,
+                        store,
                         executor,
                     )
                     .await;
@@ -223,7 +225,7 @@ impl Builder {
             }),
         };
         match started {
-            Ok(store) => assembly.store = Some(store).filter(|_| self.store),
+            Ok(store) => assembly.store = store,
             Err(e) => {
                 assembly.stop();
                 return Err(e);
@@ -242,9 +244,9 @@ async fn start_components(
     raylet_part: Option<RayletPart>,
     node: Option<(NodeId, SocketAddr)>,
     pool: Option<usize>,
-    store_shards: usize,
+    store: Option<(usize, StoreLimits)>,
     executor: tokio::runtime::Handle,
-) -> Result<StoreClient> {
+) -> Result<Option<StoreClient>> {
     let gcs_addr = match gcs_part {
         Some((settings, binaries)) => Some(Gcs::start(
             net,
@@ -289,10 +291,7 @@ async fn start_components(
         let arbiter = raylet_arbiter.unwrap_or_else(|| Arbiter::new().handle());
         WorkerPool::start(net, site, cpus, &arbiter)?;
     }
-    let shards = (0..store_shards)
-        .map(|_| StoreShard::start_in_arbiter(&Arbiter::new().handle(), |_| StoreShard::default()))
-        .collect();
-    Ok(StoreClient::new(shards))
+    Ok(store.map(|(shards, limits)| StoreClient::start(shards, limits)))
 }
 
 impl Assembly {

@@ -99,7 +99,7 @@ fn start_embedded(config: Config) -> Result<()> {
         spawn: None,
     });
     b.pool = Some(cpus);
-    b.store = true;
+    b.store = Some(config.store_limits()?);
     let assembly = b.build()?;
     let rt = assembly.start_core(job_id, namespace.clone())?;
     let net = assembly.net.clone();
@@ -182,7 +182,7 @@ fn start_driver(config: Config, address: &str, nodes: Vec<Node>) -> Result<()> {
     let env = config.env.clone();
     let exe = binaries::current_exe()?;
     let mut b = Builder::towards("lumen", cores().max(2), gcs_addr, token);
-    b.store = true;
+    b.store = Some(config.store_limits()?);
     let mut assembly = b.build()?;
     let gcs = assembly.net.target::<svc::Gcs>(gcs_addr);
     let driver = assembly.net.addr();
@@ -249,6 +249,22 @@ fn env_var(name: &str) -> Result<String> {
     })
 }
 
+/// A worker process's store limits: its node's (`lumen start --object-store-memory`,
+/// `--spill-dir`), passed in its environment.
+fn worker_store_limits() -> Result<crate::objects::spill::StoreLimits> {
+    let mut config = Config::default();
+    if let Ok(v) = std::env::var(env::STORE_MEMORY) {
+        let bytes: f64 = v
+            .parse()
+            .map_err(|e| Error::invalid(format!("{}={v:?}: {e}", env::STORE_MEMORY)))?;
+        config = config.object_store_memory(bytes);
+    }
+    if let Some(dir) = std::env::var_os(env::SPILL_DIR) {
+        config = config.spill_dir(dir);
+    }
+    config.store_limits()
+}
+
 /// Starts this process as a job's worker: its node starts it with the worker environment.
 fn start_worker() -> Result<()> {
     let node_addr: SocketAddr = env_var(env::NODE)?
@@ -271,6 +287,8 @@ fn start_worker() -> Result<()> {
         env::NAMESPACE,
         env::TOKEN,
         env::CPUS,
+        env::STORE_MEMORY,
+        env::SPILL_DIR,
     ] {
         // Programs this worker starts are not workers.
         std::env::remove_var(v);
@@ -283,7 +301,7 @@ fn start_worker() -> Result<()> {
     b.gcs_at = Some(gcs_addr);
     b.node = Some((node_id, node_addr));
     b.pool = Some(cpus);
-    b.store = true;
+    b.store = Some(worker_store_limits()?);
     let assembly = b.build()?;
     let net = assembly.net.clone();
     // The worker lives as long as its node: losing it ends the process.

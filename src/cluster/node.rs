@@ -169,6 +169,7 @@ impl Node {
                 cpus: cpus.max(1),
                 binaries,
                 log_dir: options.log_dir.clone(),
+                store: options.resources.store_limits()?,
             }),
         });
         // A wrong token or an unreachable head fails the first request below, with the reason.

@@ -44,6 +44,10 @@ pub(crate) mod env {
     pub(crate) const CPUS: &str = "LUMEN_WORKER_CPUS";
     /// The cluster token.
     pub(crate) const TOKEN: &str = "LUMEN_TOKEN";
+    /// The node's object-store memory: the cap of the worker's store.
+    pub(crate) const STORE_MEMORY: &str = "LUMEN_WORKER_STORE_MEMORY";
+    /// The node's spill folder.
+    pub(crate) const SPILL_DIR: &str = "LUMEN_WORKER_SPILL_DIR";
 }
 
 /// A job's worker process exited.
@@ -72,6 +76,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) binaries: BinaryCache,
     /// Where to keep what worker processes print (see `node::output`).
     pub(crate) log_dir: Option<PathBuf>,
+    /// The limits of each worker process's object store.
+    pub(crate) store: crate::objects::spill::StoreLimits,
 }
 
 enum JobWorker {
@@ -395,9 +401,13 @@ async fn spawn_worker(
         .env(env::NAMESPACE, &info.namespace)
         .env(env::CPUS, settings.cpus.to_string())
         .env(env::TOKEN, settings.token.to_hex())
+        .env(env::STORE_MEMORY, settings.store.capacity.to_string())
         .env_remove("LUMEN_ADDRESS")
         .envs(info.env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null());
+    if let Some(dir) = &settings.store.spill_dir {
+        cmd.env(env::SPILL_DIR, dir);
+    }
     match &info.working_dir {
         Some(dir) if dir.is_dir() => {
             cmd.current_dir(dir);

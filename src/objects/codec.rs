@@ -4,13 +4,15 @@
 //! `Vec<i64>`, `Vec<u32>`, `Vec<u64>`, `Vec<f32>`, `Vec<f64>`): those are their raw
 //! little-endian bytes, one copy rather than a per-element walk, and none at all when the vector
 //! is moved in ([`encode_owned`]: `put`, arguments and return values), where the store then owns
-//! the vector's own buffer (an 800 MB array is stored in microseconds). Encoding and decoding both pick the format from the static type, and
+//! the vector's own buffer (an 800 MB array is stored in microseconds). A [`Buffer`] is stored
+//! as the same bytes, shared both ways: [`decode_shared`] hands the stored bytes to the buffer. Encoding and decoding both pick the format from the static type, and
 //! refs are typed, so the two sides always agree. While a value is being encoded, every `ObjectRef`
 //! serialized inside it is recorded ([`note_contained`]), so the caller learns which objects the
 //! encoded bytes refer to: a task keeps the objects in its arguments alive until it finishes, and
 //! a stored object keeps the objects inside it alive until it is freed.
 
 use crate::error::{Error, Result};
+use crate::objects::buffer::Buffer;
 use crate::objects::ownership;
 use crate::protocol::refs::RawRef;
 use bytemuck::Pod;
@@ -179,6 +181,9 @@ fn encode_numeric<T: 'static>(value: &T) -> Option<Bytes> {
             if let Some(v) = any.downcast_ref::<Vec<$t>>() {
                 return Some(le_bytes::<$t>(v));
             }
+            if let Some(b) = any.downcast_ref::<Buffer<$t>>() {
+                return Some(b.to_stored());
+            }
         };
     }
     numeric_vectors!(try_type);
@@ -201,6 +206,10 @@ fn encode_numeric_owned<T: 'static>(value: T) -> std::result::Result<Bytes, T> {
                 Ok(v) => return Ok(Bytes::from_owner(LeVec(*v))),
                 Err(other) => other,
             };
+            boxed = match boxed.downcast::<Buffer<$t>>() {
+                Ok(b) => return Ok(b.to_stored()),
+                Err(other) => other,
+            };
         };
     }
     numeric_vectors!(try_type);
@@ -208,6 +217,33 @@ fn encode_numeric_owned<T: 'static>(value: T) -> std::result::Result<Bytes, T> {
         Ok(v) => Err(*v),
         Err(_) => unreachable!("the box holds a T"),
     }
+}
+
+/// A [`Buffer`] of `bytes`, if `T` is a buffer type: sharing them when they are aligned.
+fn decode_buffer<T: 'static>(what: &dyn std::fmt::Display, bytes: &Bytes) -> Option<Result<T>> {
+    macro_rules! try_type {
+        ($t:ty, $n:literal) => {
+            if TypeId::of::<T>() == TypeId::of::<Buffer<$t>>() {
+                let b =
+                    Buffer::<$t>::from_stored(bytes.clone()).ok_or_else(|| Error::Serialization {
+                        what: what.to_string(),
+                        reason: format!(
+                            "{} bytes is not a whole number of {}-byte {}",
+                            bytes.len(),
+                            $n,
+                            stringify!($t)
+                        ),
+                    });
+                return Some(b.map(|b| {
+                    *(Box::new(b) as Box<dyn Any>)
+                        .downcast::<T>()
+                        .unwrap_or_else(|_| unreachable!("TypeId checked"))
+                }));
+            }
+        };
+    }
+    numeric_vectors!(try_type);
+    None
 }
 
 /// Decodes a vector of plain numbers, if `T` is one.
@@ -275,13 +311,26 @@ pub(crate) fn encode<T: Serialize + 'static>(what: &str, value: &T) -> Result<En
     })
 }
 
-/// Decodes a value of type `T`.
+/// Decodes a value from shared bytes: a [`Buffer`] shares them instead of copying.
+pub(crate) fn decode_shared<T: DeserializeOwned + 'static>(
+    what: &dyn std::fmt::Display,
+    bytes: &Bytes,
+) -> Result<T> {
+    match decode_buffer::<T>(what, bytes) {
+        Some(v) => v,
+        None => decode(what, bytes),
+    }
+}
+
 /// Decodes a value; `what` names it in an error (formatted only then).
 pub(crate) fn decode<T: DeserializeOwned + 'static>(
     what: &dyn std::fmt::Display,
     bytes: &[u8],
 ) -> Result<T> {
     if let Some(v) = decode_numeric::<T>(what, bytes) {
+        return v;
+    }
+    if let Some(v) = decode_buffer::<T>(what, &Bytes::copy_from_slice(bytes)) {
         return v;
     }
     decoding(|| rmp_serde::from_slice(bytes)).map_err(|e| Error::Serialization {

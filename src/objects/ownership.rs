@@ -723,10 +723,17 @@ impl RefTable {
         send_borrows(&self.net, &self.outbox);
     }
 
-    /// See [`RefCounts::add_put`]; a large value goes to the store.
-    pub(crate) fn put(&self, id: ObjectId, value: Stored, contains: &[RawRef]) {
-        if let Some(v) = self.counts.add_put(id, value, contains) {
-            self.store.put(id, v);
+    /// See [`RefCounts::add_put`]; a large value goes to the store (which may refuse it: the
+    /// object then holds `ObjectStoreFull`, returned here too).
+    pub(crate) fn put(
+        &self,
+        id: ObjectId,
+        value: Stored,
+        contains: &[RawRef],
+    ) -> Result<(), Error> {
+        match self.counts.add_put(id, value, contains) {
+            Some(v) => self.store.put(id, v),
+            None => Ok(()),
         }
     }
 
@@ -781,11 +788,14 @@ impl RefTable {
     /// Stores a result (see [`RefCounts::complete`]); whether it was kept.
     pub(crate) fn complete(&self, id: ObjectId, value: Stored, contains: Vec<ObjectId>) -> bool {
         let done = self.counts.complete(id, value, contains);
-        // Stored before any reader hears of it, so whoever reads it next finds it in the store.
-        if let Some(v) = done.to_store {
-            self.store.put(id, v);
-        }
+        // Stored before any reader hears of it, so whoever reads it next finds it in the store;
+        // a value the store refused is that error for every reader, waiting or not.
+        let refused = done.to_store.and_then(|v| self.store.put(id, v).err());
         for (slot, tx, v) in done.waiters {
+            let v = match &refused {
+                Some(e) => Stored::Error(e.clone()),
+                None => v,
+            };
             let _ = tx.send((slot, v));
         }
         self.apply(done.effects);

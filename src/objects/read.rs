@@ -22,7 +22,7 @@ use std::sync::Arc;
 /// Decodes an object's content as a `T` (or returns the error it holds).
 pub(crate) fn decode<T: DeserializeOwned + 'static>(id: ObjectId, stored: Stored) -> Result<T> {
     match stored {
-        Stored::Value(b) => codec::decode(&format_args!("object {id}"), &b),
+        Stored::Value(b) => codec::decode_shared(&format_args!("object {id}"), &b),
         Stored::Error(e) => Err(e),
     }
 }
@@ -38,9 +38,10 @@ pub(crate) async fn ask_owner(net: Arc<Net>, raw: RawRef, inline_max: u64) -> Op
     match reply.await {
         Ok(Fetched::Here(v)) => Some(v),
         Ok(Fetched::TooLarge(_)) => None,
-        Err(e) => Some(Stored::Error(Error::ObjectLost {
+        Err(e) => Some(Stored::Error(Error::OwnerDied {
             object: raw.id.to_string(),
-            reason: format!("its owner at {owner} could not be reached: {e}"),
+            owner: owner.to_string(),
+            reason: format!("it could not be reached: {e}"),
         })),
     }
 }

@@ -3,10 +3,15 @@
 //! A node's store is split into shards by object id so that puts and gets for different objects
 //! proceed in parallel; each shard is a single-threaded actor owning its map, so there is no
 //! locking. Values are `Bytes`: handing one to a reader is a reference-count bump, never a copy.
-//! A waiter is a channel: readers (blocking `get`, async `.await`, the raylet's dependency
+//! What the shards hold counts against the store's capacity, and makes room by spilling
+//! ([`spill`](crate::objects::spill)): a value is admitted by the thread that stores it, before
+//! it reaches its shard, so a put that cannot fit becomes an object holding
+//! `Error::ObjectStoreFull`. A waiter is a channel: readers (blocking `get`, async `.await`, the raylet's dependency
 //! resolution) send [`Fetch`] and receive each object as soon as it is present.
 
+use crate::error::Error;
 use crate::ids::{IdMap, ObjectId};
+use crate::objects::spill::{MemoryStats, Slot, StoreLimits, StoreMemory};
 pub(crate) use crate::protocol::refs::Stored;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -18,12 +23,28 @@ pub(crate) use crate::objects::reply::FetchReply;
 /// reader then knows it has seen everything that was present when the shard answered.
 pub(crate) const PRESENT_SENT: u32 = u32::MAX;
 
+/// What a shard holds for an object: its bytes (admitted to the store's memory) or the error
+/// it holds.
+pub(crate) enum Entry {
+    Bytes(Arc<Slot>),
+    Error(Error),
+}
+
+impl Entry {
+    fn size(&self) -> usize {
+        match self {
+            Entry::Bytes(slot) => slot.size() as usize,
+            Entry::Error(_) => 0,
+        }
+    }
+}
+
 /// Stores a value (objects are immutable: a second put of the same id is ignored).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Put {
     pub(crate) id: ObjectId,
-    pub(crate) value: Stored,
+    pub(crate) entry: Entry,
 }
 
 /// Asks for objects; each is sent on `reply` when present.
@@ -57,11 +78,33 @@ pub(crate) struct ShardStats {
 pub(crate) struct Stats;
 
 /// One shard of a node's object store.
-#[derive(Default)]
 pub(crate) struct StoreShard {
-    objects: IdMap<ObjectId, Stored>,
+    objects: IdMap<ObjectId, Entry>,
     waiters: IdMap<ObjectId, Vec<(u32, FetchReply)>>,
     bytes: usize,
+    memory: Arc<StoreMemory>,
+}
+
+impl StoreShard {
+    pub(crate) fn new(memory: Arc<StoreMemory>) -> Self {
+        StoreShard {
+            objects: IdMap::default(),
+            waiters: IdMap::default(),
+            bytes: 0,
+            memory,
+        }
+    }
+
+    /// An object's content for a reader: shared from memory, or read back from disk.
+    fn read(&self, entry: &Entry) -> Stored {
+        match entry {
+            Entry::Error(e) => Stored::Error(e.clone()),
+            Entry::Bytes(slot) => match self.memory.read(slot) {
+                Ok(b) => Stored::Value(b),
+                Err(e) => Stored::Error(e),
+            },
+        }
+    }
 }
 
 impl Actor for StoreShard {
@@ -75,12 +118,13 @@ impl Handler<Put> for StoreShard {
             return;
         }
         if let Some(waiters) = self.waiters.remove(&msg.id) {
+            let value = self.read(&msg.entry);
             for (slot, tx) in waiters {
-                let _ = tx.send((slot, msg.value.clone()));
+                let _ = tx.send((slot, value.clone()));
             }
         }
-        self.bytes += msg.value.size();
-        self.objects.insert(msg.id, msg.value);
+        self.bytes += msg.entry.size();
+        self.objects.insert(msg.id, msg.entry);
     }
 }
 
@@ -89,8 +133,8 @@ impl Handler<Fetch> for StoreShard {
     fn handle(&mut self, msg: Fetch, _: &mut Context<Self>) {
         for (slot, id) in msg.wants {
             match self.objects.get(&id) {
-                Some(v) => {
-                    let _ = msg.reply.send((slot, v.clone()));
+                Some(entry) => {
+                    let _ = msg.reply.send((slot, self.read(entry)));
                 }
                 None => {
                     let list = self.waiters.entry(id).or_default();
@@ -112,8 +156,11 @@ impl Handler<Free> for StoreShard {
     type Result = ();
     fn handle(&mut self, msg: Free, _: &mut Context<Self>) {
         for id in msg.ids {
-            if let Some(v) = self.objects.remove(&id) {
-                self.bytes -= v.size();
+            if let Some(entry) = self.objects.remove(&id) {
+                self.bytes -= entry.size();
+                if let Entry::Bytes(_) = entry {
+                    self.memory.forget(id);
+                }
             }
             // Nobody holds a reference any more: nobody may wait for it either.
             self.waiters.remove(&id);
@@ -132,16 +179,26 @@ impl Handler<Stats> for StoreShard {
     }
 }
 
-/// The addresses of a node's shards, and the routing of ids to shards.
+/// The addresses of a node's shards, the routing of ids to shards, and the store's memory.
 #[derive(Clone)]
 pub(crate) struct StoreClient {
     shards: Arc<[Addr<StoreShard>]>,
+    memory: Arc<StoreMemory>,
 }
 
 impl StoreClient {
-    pub(crate) fn new(shards: Vec<Addr<StoreShard>>) -> Self {
+    /// Starts `n` shards, each on its own arbiter, sharing one memory held to `limits`.
+    pub(crate) fn start(n: usize, limits: StoreLimits) -> Self {
+        let memory = Arc::new(StoreMemory::new(limits));
+        let shards = (0..n.max(1))
+            .map(|_| {
+                let memory = memory.clone();
+                StoreShard::start_in_arbiter(&Arbiter::new().handle(), |_| StoreShard::new(memory))
+            })
+            .collect::<Vec<_>>();
         StoreClient {
             shards: shards.into(),
+            memory,
         }
     }
 
@@ -149,8 +206,26 @@ impl StoreClient {
         &self.shards[id.shard(self.shards.len())]
     }
 
-    pub(crate) fn put(&self, id: ObjectId, value: Stored) {
-        self.shard(id).do_send(Put { id, value });
+    /// Stores `value` as `id`. A value that cannot fit even after spilling is stored as the
+    /// `ObjectStoreFull` error instead, which is also returned.
+    pub(crate) fn put(&self, id: ObjectId, value: Stored) -> Result<(), Error> {
+        let (entry, refused) = match value {
+            Stored::Error(e) => (Entry::Error(e), None),
+            Stored::Value(bytes) => match self.memory.admit(id, bytes) {
+                Ok(slot) => (Entry::Bytes(slot), None),
+                Err(e) => {
+                    tracing::warn!(object = %id, error = %e, "an object did not fit in the store");
+                    (Entry::Error(e.clone()), Some(e))
+                }
+            },
+        };
+        self.shard(id).do_send(Put { id, entry });
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// The store's memory: capacity, bytes in memory and spilled.
+    pub(crate) fn memory(&self) -> MemoryStats {
+        self.memory.stats()
     }
 
     pub(crate) fn free(&self, id: ObjectId) {
@@ -239,17 +314,20 @@ mod tests {
 
     #[actix_rt::test]
     async fn fetch_waits_for_put_and_free_drops() {
-        let shard = StoreShard::default().start();
-        let client = StoreClient::new(vec![shard.clone()]);
+        let client = StoreClient::start(1, StoreLimits::unlimited());
         let id = ObjectId::for_put();
         let rx = client.fetch(&[id]);
         assert!(rx.try_recv().is_err());
-        client.put(id, Stored::Value(Bytes::from_static(b"ok")));
+        client
+            .put(id, Stored::Value(Bytes::from_static(b"ok")))
+            .unwrap();
         let (slot, v) = rx.recv_async().await.unwrap();
         assert_eq!(slot, 0);
         assert!(matches!(v, Stored::Value(b) if &b[..] == b"ok"));
         // A second put of the same id is ignored: objects are immutable.
-        client.put(id, Stored::Value(Bytes::from_static(b"changed")));
+        client
+            .put(id, Stored::Value(Bytes::from_static(b"changed")))
+            .unwrap();
         let (_, v) = client.fetch(&[id]).recv_async().await.unwrap();
         assert!(matches!(v, Stored::Value(b) if &b[..] == b"ok"));
         client.free(id);
@@ -259,8 +337,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn abandoned_waiters_are_pruned() {
-        let shard = StoreShard::default().start();
-        let client = StoreClient::new(vec![shard]);
+        let client = StoreClient::start(1, StoreLimits::unlimited());
         let id = ObjectId::for_put();
         for _ in 0..10 {
             drop(client.fetch(&[id]));

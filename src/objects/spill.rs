@@ -1,0 +1,470 @@
+//! The store's memory: every stored object's bytes, in memory, spilled to a file, or both, held
+//! to the store's capacity (`object_store_memory`).
+//!
+//! A value is admitted before it is stored ([`StoreMemory::admit`]): when it does not fit, the
+//! objects used least recently ([`Budget`]) make room, as Ray's store does: a copy that is also
+//! on disk is dropped from memory (free), any other is written to the spill folder first. An
+//! object being read at that moment (a reader holds its bytes) stays. A value that cannot fit
+//! even then is refused with [`Error::ObjectStoreFull`] saying how much was asked and what is
+//! free, and the store goes on. Reading a spilled object reads its file and keeps the copy in
+//! memory while there is room for it.
+//!
+//! The shards (actors, [`store`](crate::objects::store)) keep a [`Slot`] per object and do the
+//! waiting; this part is shared by them and by the threads that put, behind one lock held for the
+//! accounting and for the spills it decides.
+
+use crate::error::Error;
+use crate::ids::{IdMap, ObjectId};
+use crate::objects::budget::Budget;
+use bytes::Bytes;
+use parking_lot::Mutex;
+#[cfg(test)]
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+/// How much a store may hold in memory, and where it spills.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreLimits {
+    /// Bytes of objects kept in memory.
+    pub(crate) capacity: u64,
+    /// The folder spill files go in (each store uses its own subfolder, removed when it stops);
+    /// `None`: the system's temporary folder.
+    pub(crate) spill_dir: Option<PathBuf>,
+}
+
+impl StoreLimits {
+    /// No cap (tests of other parts).
+    #[cfg(test)]
+    pub(crate) fn unlimited() -> Self {
+        StoreLimits {
+            capacity: u64::MAX,
+            spill_dir: None,
+        }
+    }
+}
+
+/// One stored object's bytes.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    id: ObjectId,
+    size: u64,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    /// In memory. Readers get `Bytes` that hold a clone of this `Arc`, so a count above one
+    /// means someone is reading it.
+    memory: Option<Arc<Bytes>>,
+    /// On disk.
+    file: Option<PathBuf>,
+}
+
+impl Slot {
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// Bytes that keep a stored copy alive (and visibly in use) for as long as a reader has them.
+struct Shared(Arc<Bytes>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+fn share(memory: &Arc<Bytes>) -> Bytes {
+    Bytes::from_owner(Shared(memory.clone()))
+}
+
+/// What a store holds, in memory and on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct MemoryStats {
+    pub(crate) capacity: u64,
+    /// Bytes of objects in memory, and how many.
+    pub(crate) used: u64,
+    pub(crate) resident: usize,
+    /// Objects with a spill file, and their bytes (some may also be in memory again).
+    pub(crate) spilled_objects: usize,
+    pub(crate) spilled_bytes: u64,
+}
+
+struct Inner {
+    budget: Budget,
+    slots: IdMap<ObjectId, Arc<Slot>>,
+    spilled_objects: usize,
+    spilled_bytes: u64,
+}
+
+/// A store's memory: its slots, their budget and its spill folder.
+pub(crate) struct StoreMemory {
+    inner: Mutex<Inner>,
+    /// This store's own spill folder, created at the first spill (or why it could not be).
+    dir: PathBuf,
+    created: OnceLock<Result<(), String>>,
+}
+
+impl std::fmt::Debug for StoreMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreMemory")
+            .field("dir", &self.dir)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl StoreMemory {
+    pub(crate) fn new(limits: StoreLimits) -> Self {
+        let parent = limits.spill_dir.unwrap_or_else(std::env::temp_dir);
+        let unique = format!(
+            "lumen-spill-{}-{:08x}",
+            std::process::id(),
+            crate::ids::ObjectId::for_put().shard(u32::MAX as usize)
+        );
+        StoreMemory {
+            inner: Mutex::new(Inner {
+                budget: Budget::new(limits.capacity),
+                slots: IdMap::default(),
+                spilled_objects: 0,
+                spilled_bytes: 0,
+            }),
+            dir: parent.join(unique),
+            created: OnceLock::new(),
+        }
+    }
+
+    /// Takes `bytes` as object `id`, making room if needed; refuses it with
+    /// [`Error::ObjectStoreFull`] if room cannot be made. A second admit of the same id keeps
+    /// the first (objects are immutable).
+    pub(crate) fn admit(&self, id: ObjectId, bytes: Bytes) -> Result<Arc<Slot>, Error> {
+        let size = bytes.len() as u64;
+        let mut inner = self.inner.lock();
+        if let Some(slot) = inner.slots.get(&id) {
+            return Ok(slot.clone());
+        }
+        if !inner.budget.fits(size) {
+            if let Err(reason) = self.make_room(&mut inner, size) {
+                return Err(Error::ObjectStoreFull {
+                    what: format!("object {id}"),
+                    asked: size,
+                    free: inner.budget.free(),
+                    capacity: inner.budget.capacity(),
+                    reason,
+                });
+            }
+        }
+        let slot = Arc::new(Slot {
+            id,
+            size,
+            state: Mutex::new(SlotState {
+                memory: Some(Arc::new(bytes)),
+                file: None,
+            }),
+        });
+        inner.budget.insert(id, size);
+        inner.slots.insert(id, slot.clone());
+        Ok(slot)
+    }
+
+    /// Spills or evicts the least recently used objects until `size` bytes fit; says why not
+    /// when they cannot.
+    fn make_room(&self, inner: &mut Inner, size: u64) -> Result<(), String> {
+        if size > inner.budget.capacity() {
+            return Err(format!(
+                "the object is larger than the whole store (object_store_memory = {} bytes)",
+                inner.budget.capacity()
+            ));
+        }
+        let coldest: Vec<ObjectId> = inner.budget.coldest().map(|(id, _)| id).collect();
+        let mut in_use = 0u64;
+        for id in coldest {
+            if inner.budget.fits(size) {
+                break;
+            }
+            let Some(slot) = inner.slots.get(&id).cloned() else {
+                inner.budget.release(id);
+                continue;
+            };
+            match self.spill(&slot) {
+                Ok(Spill::Written) => {
+                    inner.spilled_objects += 1;
+                    inner.spilled_bytes += slot.size;
+                    inner.budget.release(id);
+                }
+                Ok(Spill::Evicted) => {
+                    inner.budget.release(id);
+                }
+                Ok(Spill::InUse) => in_use += slot.size,
+                Err(reason) => return Err(reason),
+            }
+        }
+        if inner.budget.fits(size) {
+            return Ok(());
+        }
+        Err(format!(
+            "{in_use} bytes in memory are being read and cannot be spilled; free objects (drop \
+             their refs) or raise object_store_memory"
+        ))
+    }
+
+    /// Takes `slot` out of memory: writes it to its spill file first unless it has one.
+    fn spill(&self, slot: &Slot) -> Result<Spill, String> {
+        let mut st = slot.state.lock();
+        let Some(memory) = &st.memory else {
+            return Ok(Spill::Evicted);
+        };
+        if Arc::strong_count(memory) > 1 {
+            return Ok(Spill::InUse);
+        }
+        if st.file.is_some() {
+            st.memory = None;
+            return Ok(Spill::Evicted);
+        }
+        let path = self.spill_path(slot.id)?;
+        std::fs::write(&path, &memory[..]).map_err(|e| {
+            let _ = std::fs::remove_file(&path);
+            format!(
+                "spilling to {} failed: {}",
+                path.display(),
+                crate::error::describe_io(&e)
+            )
+        })?;
+        tracing::debug!(object = %slot.id, bytes = slot.size, file = %path.display(), "spilled");
+        st.file = Some(path);
+        st.memory = None;
+        Ok(Spill::Written)
+    }
+
+    /// The spill file of `id`, creating this store's folder on first use.
+    fn spill_path(&self, id: ObjectId) -> Result<PathBuf, String> {
+        let created = self.created.get_or_init(|| {
+            std::fs::create_dir_all(&self.dir).map_err(|e| {
+                format!(
+                    "cannot create the spill folder {}: {}",
+                    self.dir.display(),
+                    crate::error::describe_io(&e)
+                )
+            })
+        });
+        created.clone()?;
+        Ok(self.dir.join(id.to_string()))
+    }
+
+    /// The bytes of `slot`: shared from memory, or read back from its spill file (and kept in
+    /// memory again when there is room).
+    pub(crate) fn read(&self, slot: &Slot) -> Result<Bytes, Error> {
+        let file = {
+            let st = slot.state.lock();
+            if let Some(memory) = &st.memory {
+                let bytes = share(memory);
+                drop(st);
+                self.inner.lock().budget.touch(slot.id);
+                return Ok(bytes);
+            }
+            st.file.clone()
+        };
+        let lost = |reason: String| Error::ObjectLost {
+            object: slot.id.to_string(),
+            reason,
+        };
+        let Some(path) = file else {
+            return Err(lost("it was freed while being read".into()));
+        };
+        let data = std::fs::read(&path).map_err(|e| {
+            lost(format!(
+                "its spill file {} could not be read: {}",
+                path.display(),
+                crate::error::describe_io(&e)
+            ))
+        })?;
+        let memory = Arc::new(Bytes::from(data));
+        let mut inner = self.inner.lock();
+        if inner.slots.contains_key(&slot.id) && inner.budget.fits(slot.size) {
+            let mut st = slot.state.lock();
+            if st.memory.is_none() {
+                st.memory = Some(memory.clone());
+                inner.budget.insert(slot.id, slot.size);
+            }
+        }
+        Ok(share(&memory))
+    }
+
+    /// Drops object `id`: its memory and its spill file.
+    pub(crate) fn forget(&self, id: ObjectId) {
+        let mut inner = self.inner.lock();
+        let Some(slot) = inner.slots.remove(&id) else {
+            return;
+        };
+        inner.budget.release(id);
+        let mut st = slot.state.lock();
+        st.memory = None;
+        if let Some(path) = st.file.take() {
+            inner.spilled_objects -= 1;
+            inner.spilled_bytes -= slot.size;
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove a spill file");
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> MemoryStats {
+        let inner = self.inner.lock();
+        MemoryStats {
+            capacity: inner.budget.capacity(),
+            used: inner.budget.used(),
+            resident: inner.budget.resident(),
+            spilled_objects: inner.spilled_objects,
+            spilled_bytes: inner.spilled_bytes,
+        }
+    }
+
+    /// This store's spill folder (it exists once something spilled).
+    #[cfg(test)]
+    pub(crate) fn spill_dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for StoreMemory {
+    fn drop(&mut self) {
+        if let Some(Ok(())) = self.created.get() {
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove the spill folder");
+            }
+        }
+    }
+}
+
+/// What taking an object out of memory did.
+enum Spill {
+    /// Written to its spill file, then dropped from memory.
+    Written,
+    /// Dropped from memory (it was on disk already, or not in memory).
+    Evicted,
+    /// Left alone: a reader holds its bytes.
+    InUse,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    fn store(capacity: usize, dir: &Path) -> StoreMemory {
+        StoreMemory::new(StoreLimits {
+            capacity: capacity as u64,
+            spill_dir: Some(dir.to_path_buf()),
+        })
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("lumen-spill-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn blob(n: u8, size: usize) -> Bytes {
+        Bytes::from(vec![n; size])
+    }
+
+    #[test]
+    fn a_full_store_spills_the_coldest_and_reads_every_object_back() {
+        let dir = scratch("cold");
+        let mem = store(3 * MIB, &dir);
+        let slots: Vec<Arc<Slot>> = (0..8u8)
+            .map(|n| mem.admit(ObjectId::for_put(), blob(n, MIB)).unwrap())
+            .collect();
+        let st = mem.stats();
+        assert!(st.used <= 3 * MIB as u64, "{st:?}");
+        assert_eq!(st.spilled_objects, 5, "{st:?}");
+        assert_eq!(std::fs::read_dir(mem.spill_dir()).unwrap().count(), 5);
+        for (n, slot) in slots.iter().enumerate() {
+            let b = mem.read(slot).unwrap();
+            assert_eq!(b.len(), MIB);
+            assert!(b.iter().all(|x| *x == n as u8), "object {n} reads back");
+        }
+        assert!(mem.stats().used <= 3 * MIB as u64);
+        let folder = mem.spill_dir().to_path_buf();
+        for slot in &slots {
+            mem.forget(slot.id);
+        }
+        let st = mem.stats();
+        assert_eq!((st.used, st.spilled_objects, st.spilled_bytes), (0, 0, 0));
+        drop(mem);
+        assert!(!folder.exists(), "the store's spill folder goes with it");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn objects_being_read_stay_and_a_put_that_cannot_fit_is_refused() {
+        let dir = scratch("busy");
+        let mem = store(2 * MIB, &dir);
+        let a = mem.admit(ObjectId::for_put(), blob(1, MIB)).unwrap();
+        let b = mem.admit(ObjectId::for_put(), blob(2, MIB)).unwrap();
+        let (ra, rb) = (mem.read(&a).unwrap(), mem.read(&b).unwrap());
+        let e = mem.admit(ObjectId::for_put(), blob(3, MIB)).unwrap_err();
+        match &e {
+            Error::ObjectStoreFull {
+                asked,
+                free,
+                capacity,
+                reason,
+                ..
+            } => {
+                assert_eq!((*asked, *free, *capacity), (MIB as u64, 0, 2 * MIB as u64));
+                assert!(reason.contains("being read"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Once the readers let go, the same put spills one of them.
+        drop((ra, rb));
+        assert!(mem.admit(ObjectId::for_put(), blob(3, MIB)).is_ok());
+        let too_big = mem
+            .admit(ObjectId::for_put(), blob(4, 3 * MIB))
+            .unwrap_err();
+        assert!(
+            too_big.to_string().contains("larger than the whole store"),
+            "{too_big}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn nowhere_to_spill_is_object_store_full_with_the_reason() {
+        // A file where the spill folder's parent should be: no folder can be made there.
+        let file =
+            std::env::temp_dir().join(format!("lumen-spill-test-file-{}", std::process::id()));
+        std::fs::write(&file, b"not a folder").unwrap();
+        let mem = store(MIB, &file);
+        mem.admit(ObjectId::for_put(), blob(1, MIB)).unwrap();
+        let e = mem.admit(ObjectId::for_put(), blob(2, MIB)).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, Error::ObjectStoreFull { .. }), "{e:?}");
+        assert!(text.contains("cannot create the spill folder"), "{text}");
+        let _ = std::fs::remove_file(&file);
+    }
+
+    #[test]
+    fn a_restored_copy_is_evicted_without_writing_again() {
+        let dir = scratch("restore");
+        let mem = store(2 * MIB, &dir);
+        let a = mem.admit(ObjectId::for_put(), blob(1, MIB)).unwrap();
+        let _b = mem.admit(ObjectId::for_put(), blob(2, MIB)).unwrap();
+        let _c = mem.admit(ObjectId::for_put(), blob(3, MIB)).unwrap(); // spills a
+        assert_eq!(mem.stats().spilled_objects, 1);
+        mem.forget(_b.id); // room for a again
+        assert_eq!(mem.read(&a).unwrap()[0], 1);
+        assert_eq!(mem.stats().used, 2 * MIB as u64, "a is back in memory");
+        assert_eq!(mem.read(&_c).unwrap()[0], 3); // c used after a: a is the coldest
+        let _d = mem.admit(ObjectId::for_put(), blob(4, MIB)).unwrap(); // evicts a: on disk already
+        let st = mem.stats();
+        assert_eq!((st.spilled_objects, st.used), (1, 2 * MIB as u64), "{st:?}");
+        assert_eq!(mem.read(&a).unwrap()[MIB - 1], 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

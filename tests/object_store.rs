@@ -1,0 +1,287 @@
+//! The object store's memory: a capped store spills to disk and reads everything back, objects
+//! being read are not spilled, a value that cannot fit is refused with `ObjectStoreFull`, and a
+//! ref whose owner died says `OwnerDied`. Also `Buffer<T>` objects, shared instead of copied.
+//!
+//! The store here is capped at 256 MiB (`object_store_memory`); the tests that fill it take
+//! [`common::exclusive`], and this binary has no other tests, so what the process holds in memory
+//! is theirs to measure.
+
+mod common;
+
+use common::{exclusive, shared, PATIENCE};
+use lumen::{Buffer, Error, ObjectRef};
+
+const MIB: usize = 1 << 20;
+const CAP: usize = 256 * MIB;
+
+fn init() {
+    common::init(
+        lumen::Config::default()
+            .num_cpus(2.0)
+            .num_gpus(0.0)
+            .object_store_memory(CAP as f64)
+            .spill_dir(common::scratch().join("spill")),
+    );
+}
+
+/// Every test of this file again, on a two-node local cluster with worker processes.
+#[test]
+fn suite_on_a_local_cluster() {
+    common::rerun_on_a_local_cluster("suite_on_a_local_cluster");
+}
+
+/// `len` bytes of `n`, made by a task.
+#[lumen::remote]
+fn filled(n: u8, len: usize) -> Buffer<u8> {
+    Buffer::from(vec![n; len])
+}
+
+/// Where this process is, and how many of `b`'s elements are `n`.
+#[lumen::remote]
+fn count(b: Buffer<u8>, n: u8) -> (u32, usize) {
+    (std::process::id(), b.iter().filter(|x| **x == n).count())
+}
+
+/// The address of the buffer's elements and its sum, as the task sees them.
+#[lumen::remote]
+fn address_and_sum(b: Buffer<f64>) -> (u64, f64) {
+    (b.as_ptr() as u64, b.iter().sum())
+}
+
+#[lumen::remote]
+fn ramp(n: usize) -> Buffer<f64> {
+    (0..n).map(|i| i as f64).collect()
+}
+
+/// Puts a 1 MiB object in the process this runs in, returning a ref to it (owned here) and the
+/// process id.
+#[lumen::remote]
+fn own_one() -> (u32, Vec<ObjectRef<Buffer<u8>>>) {
+    (std::process::id(), vec![lumen::put(Buffer::from(vec![9u8; MIB]))])
+}
+
+/// This process's resident memory, in bytes.
+fn resident() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb: usize = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+fn summary() -> lumen::MemorySummary {
+    lumen::memory_summary().expect("memory_summary")
+}
+
+/// Ray's `test_spill_objects_automatically` (test_object_spilling.py): with a 256 MiB store,
+/// 1 GiB of live objects (puts and task results) all stay readable, spilled to disk as needed,
+/// and the process's resident memory stays under the cap plus 200 MiB throughout.
+#[test]
+fn test_spill_objects_automatically() {
+    init();
+    let _g = exclusive();
+    let limit = CAP + 200 * MIB;
+    let mut refs: Vec<(u8, ObjectRef<Buffer<u8>>)> = Vec::new();
+    for n in 0..10u8 {
+        let r = if n % 2 == 0 {
+            lumen::put(Buffer::from(vec![n; 100 * MIB]))
+        } else {
+            filled::remote(n, 100 * MIB)
+        };
+        // Wait until it is stored before the next one is made.
+        let (ready, _) = lumen::wait(std::slice::from_ref(&r), 1, Some(PATIENCE));
+        assert_eq!(ready.len(), 1, "object {n} was not made");
+        refs.push((n, r));
+        let rss = resident();
+        assert!(rss < limit, "after {} objects: resident {} MiB", n + 1, rss / MIB);
+    }
+    let s = summary();
+    assert!(s.spilled_objects >= 7, "{s:?}");
+    assert!(s.store_memory_bytes <= CAP as u64, "{s:?}");
+    assert_eq!(s.store_capacity, CAP as u64);
+    for (n, r) in &refs {
+        let b = lumen::get(r).expect("a spilled object reads back");
+        assert_eq!(b.len(), 100 * MIB);
+        assert!(b.iter().all(|x| x == n), "object {n} has its content");
+        drop(b);
+        let rss = resident();
+        assert!(rss < limit, "reading object {n}: resident {} MiB", rss / MIB);
+    }
+    // A task reads a spilled object as its argument.
+    let (_, matching) = lumen::get(&count::remote(&refs[0].1, 0)).unwrap();
+    assert_eq!(matching, 100 * MIB);
+    drop(refs);
+    assert!(
+        common::wait_until(PATIENCE, || summary().spilled_objects == 0),
+        "spill files are removed with their objects: {:?}",
+        summary()
+    );
+}
+
+/// Ray's `test_spilling_not_done_for_pinned_object`: an object being read (a `Buffer` view of
+/// it is alive) is not spilled, so a put that needs its room is refused with `ObjectStoreFull`
+/// saying how much was asked and what is free; once the view is dropped, the same put fits.
+#[test]
+fn test_spilling_not_done_for_pinned_object() {
+    init();
+    let _g = exclusive();
+    let big = lumen::put(Buffer::from(vec![1u8; 200 * MIB]));
+    let view = lumen::get(&big).unwrap();
+    let refused = lumen::put(Buffer::from(vec![2u8; 100 * MIB]));
+    match lumen::get(&refused) {
+        Err(Error::ObjectStoreFull {
+            asked,
+            capacity,
+            reason,
+            ..
+        }) => {
+            assert_eq!(asked, 100 * MIB as u64);
+            assert_eq!(capacity, CAP as u64);
+            assert!(reason.contains("being read"), "{reason}");
+        }
+        other => panic!("expected ObjectStoreFull, got {other:?}"),
+    }
+    drop(view);
+    let fits = lumen::put(Buffer::from(vec![3u8; 100 * MIB]));
+    assert_eq!(lumen::get(&fits).unwrap()[0], 3);
+    assert_eq!(lumen::get(&big).unwrap()[200 * MIB - 1], 1, "the spilled one reads back");
+    // Larger than the whole store: refused, and the store goes on.
+    let huge = lumen::put(Buffer::from(vec![4u8; CAP + MIB]));
+    let e = lumen::get(&huge).unwrap_err();
+    assert!(e.to_string().contains("larger than the whole store"), "{e}");
+    assert_eq!(lumen::get(&fits).unwrap().len(), 100 * MIB);
+}
+
+const NOWHERE_CHILD: &str = "LUMEN_TEST_NOWHERE_TO_SPILL";
+
+/// Ray's `test_fill_object_store_exception`, with nowhere to spill: the spill folder cannot be
+/// made (a file stands where it should be), so a put and a task result beyond the cap fail with
+/// `ObjectStoreFull` naming the folder, and what fits is still stored. Runs in child drivers
+/// (embedded, and a local cluster with worker processes) whose stores spill nowhere.
+#[test]
+fn test_fill_object_store_exception() {
+    if let Ok(mode) = std::env::var(NOWHERE_CHILD) {
+        let blocker = std::env::temp_dir().join(format!("lumen-no-spill-{}", std::process::id()));
+        std::fs::write(&blocker, b"a file, not a folder").unwrap();
+        let config = lumen::Config::default()
+            .num_cpus(1.0)
+            .num_gpus(0.0)
+            .object_store_memory(64.0 * MIB as f64)
+            .spill_dir(&blocker);
+        let config = match mode.as_str() {
+            "cluster" => config.local_cluster(1),
+            _ => config,
+        };
+        lumen::init_with(config).expect("the child's cluster starts");
+        let first = lumen::put(Buffer::from(vec![1u8; 40 * MIB]));
+        assert_eq!(lumen::get(&first).unwrap().len(), 40 * MIB);
+        let second = lumen::put(Buffer::from(vec![2u8; 40 * MIB]));
+        let result = filled::remote(3, 40 * MIB);
+        for r in [&second, &result] {
+            match lumen::get(r) {
+                Err(Error::ObjectStoreFull { asked, reason, .. }) => {
+                    assert_eq!(asked, 40 * MIB as u64);
+                    assert!(reason.contains("cannot create the spill folder"), "{reason}");
+                }
+                other => panic!("expected ObjectStoreFull, got {other:?}"),
+            }
+        }
+        drop(first);
+        assert!(
+            common::wait_until(PATIENCE, || {
+                let again = lumen::put(Buffer::from(vec![5u8; 40 * MIB]));
+                lumen::get(&again).is_ok()
+            }),
+            "room comes back once the first object is freed"
+        );
+        lumen::shutdown();
+        let _ = std::fs::remove_file(&blocker);
+        eprintln!("the child saw ObjectStoreFull");
+        return;
+    }
+    if common::on_cluster() {
+        // The parent part runs once, from the embedded run; its children cover both modes.
+        return;
+    }
+    for mode in ["embedded", "cluster"] {
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "test_fill_object_store_exception",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(NOWHERE_CHILD, mode)
+            .env_remove("LUMEN_TEST_LOCAL_CLUSTER")
+            .env_remove("LUMEN_ADDRESS")
+            .output()
+            .expect("run the child driver");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.contains("the child saw ObjectStoreFull"),
+            "{mode} child driver failed ({}):\n{stderr}",
+            out.status
+        );
+    }
+}
+
+/// `Buffer<T>` objects: a put and its reads share one copy of the bytes in the owner's process,
+/// a task's argument passed by ref shares the store's bytes (embedded, where the task runs in
+/// this process), and buffers returned by tasks and nested in other values read back.
+#[test]
+fn buffers_are_shared_not_copied() {
+    init();
+    let _g = shared();
+    let data: Vec<f64> = (0..MIB).map(|i| i as f64 * 0.25).collect();
+    let sum: f64 = data.iter().sum();
+    let at = data.as_ptr() as u64;
+    let r = lumen::put(Buffer::from(data));
+    let (a, b) = (lumen::get(&r).unwrap(), lumen::get(&r).unwrap());
+    assert_eq!(a.as_ptr() as u64, at, "the put's own memory");
+    assert_eq!(b.as_ptr() as u64, at);
+    let (seen_at, seen_sum) = lumen::get(&address_and_sum::remote(&r)).unwrap();
+    assert_eq!(seen_sum, sum);
+    if !common::on_cluster() {
+        assert_eq!(seen_at, at, "the task read the stored bytes in place");
+    }
+    let made = lumen::get(&ramp::remote(1000)).unwrap();
+    assert_eq!(made.len(), 1000);
+    assert_eq!(made[999], 999.0);
+    let nested = lumen::put((String::from("label"), Buffer::from(vec![7i32, -7])));
+    let (label, xs) = lumen::get(&nested).unwrap();
+    assert_eq!((label.as_str(), xs.as_slice()), ("label", &[7, -7][..]));
+}
+
+/// Ray's `test_return_object_ref` with the owner failing (test_reference_counting_2.py): a ref
+/// whose owner (the worker process that put the object) was killed reads as `OwnerDied`. On the
+/// embedded cluster every object's owner is this process, so there is no owner to kill.
+#[test]
+fn test_owner_died() {
+    init();
+    if !common::on_cluster() {
+        return;
+    }
+    let _g = exclusive();
+    let (pid, refs) = lumen::get(&own_one::remote()).unwrap();
+    assert_ne!(pid, std::process::id(), "the task ran in a worker process");
+    assert_eq!(lumen::get(&refs[0]).unwrap().len(), MIB, "readable while its owner lives");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    // A borrower keeps no copy: this read asks the dead owner (the connection to it fails
+    // within the transport's idle timeout).
+    match lumen::get_timeout(&refs[0], PATIENCE).map(|b| b.len()) {
+        Err(Error::OwnerDied { object, owner, .. }) => {
+            assert_eq!(object, refs[0].id().to_string());
+            assert!(!owner.is_empty());
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    // The cluster goes on: the node starts a new worker process for the job.
+    assert_eq!(lumen::get(&count::remote(Buffer::from(vec![1u8; 10]), 1)).unwrap().1, 10);
+}
