@@ -16,7 +16,8 @@
 //! order.
 //!
 //! After Ray's rows come lumen's own figures, prefixed `lumen: `: a 100 MiB object read by a task
-//! (GB/s), time from `lumen::init()` to the first task's result, the process's resident memory
+//! (GB/s), as a `Vec<u8>` and as a `Buffer<u8>`; put and get of 100 MiB (GB/s) and 1 MiB (per
+//! second) buffers and vectors (Ray's counterparts: `bench/ray_objects.py`), time from `lumen::init()` to the first task's result, the process's resident memory
 //! right after that (with `--address`, also each `lumen start` node of this machine, read
 //! before the driver connects), the resident memory a held small object and a held task result
 //! cost (200,000 puts and 20,000 tasks, measured before the other rows, and only when the
@@ -46,6 +47,12 @@ use std::time::{Duration, Instant};
 /// The length of a byte array (its argument crosses to wherever the task runs).
 #[lumen::remote]
 fn byte_len(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+/// The length of a buffer (passed by ref, it is read where it is stored, not copied).
+#[lumen::remote]
+fn buffer_len(v: lumen::Buffer<u8>) -> usize {
     v.len()
 }
 
@@ -537,6 +544,49 @@ fn main() -> lumen::Result<()> {
         },
     );
     drop(big);
+    // The same with a `Buffer`, which the task reads in place where it is stored (Ray's numpy
+    // argument, read zero-copy from its store); then put and get of buffers and vectors, large
+    // and small (`bench/ray_objects.py` measures Ray's counterparts).
+    let mib100 = b.len(100 * 1024 * 1024);
+    let big = lumen::put(lumen::Buffer::from(vec![1u8; mib100]));
+    b.run(
+        "lumen: 100 MiB Buffer to a task gigabytes",
+        0.1048576,
+        || {
+            lumen::get(&buffer_len::remote(&big)).expect("task");
+        },
+    );
+    b.run("lumen: get 100 MiB Buffer gigabytes", 0.1048576, || {
+        std::hint::black_box(lumen::get(&big).expect("get").len());
+    });
+    drop(big);
+    let arr = std::hint::black_box(vec![1u8; mib100]);
+    b.run("lumen: put 100 MiB Buffer gigabytes", 0.1048576, || {
+        drop(lumen::put(lumen::Buffer::from(arr.clone())));
+    });
+    let vec_ref = lumen::put(arr.clone());
+    b.run("lumen: get 100 MiB Vec<u8> gigabytes", 0.1048576, || {
+        std::hint::black_box(lumen::get(&vec_ref).expect("get").len());
+    });
+    drop((arr, vec_ref));
+    let small = std::hint::black_box(vec![1u8; b.len(1024 * 1024)]);
+    b.run("lumen: put 1 MiB Buffer", 1.0, || {
+        drop(lumen::put(lumen::Buffer::from(small.clone())));
+    });
+    b.run("lumen: put 1 MiB Vec<u8>", 1.0, || {
+        drop(lumen::put(small.clone()));
+    });
+    let (buf_ref, vec_ref) = (
+        lumen::put(lumen::Buffer::from(small.clone())),
+        lumen::put(small.clone()),
+    );
+    b.run("lumen: get 1 MiB Buffer", 1.0, || {
+        std::hint::black_box(lumen::get(&buf_ref).expect("get").len());
+    });
+    b.run("lumen: get 1 MiB Vec<u8>", 1.0, || {
+        std::hint::black_box(lumen::get(&vec_ref).expect("get").len());
+    });
+    drop((small, buf_ref, vec_ref));
     // Ray's row: 100 one-bundle groups of {custom: 0.001} created, waited for, removed.
     if lumen::cluster_resources().contains_key("custom") {
         b.run("placement group create/removal", 100.0, || {

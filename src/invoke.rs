@@ -15,7 +15,7 @@ use crate::objects::ownership;
 use crate::objects::read;
 use crate::protocol::events::TaskType;
 use crate::protocol::output;
-use crate::protocol::owner::TaskResult;
+use crate::protocol::owner::{HeldCopy, TaskResult};
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::svc;
 use crate::protocol::task::{TaskArg, TaskSpec};
@@ -315,12 +315,15 @@ pub(crate) fn send_result(
     lease: Option<crate::protocol::owner::LeaseGrant>,
 ) {
     let target = net.target::<svc::Owner>(owner);
-    let (outcome, pins) = match outcome {
+    let (outcome, pins, held) = match outcome {
         Ok(enc) => {
             let (bytes, pins) = enc.into_parts();
-            (Ok(bytes), pins)
+            match keep_here(net, owner, return_id, actor, &bytes) {
+                Some(copy) => (Ok(Bytes::new()), pins, Some(copy)),
+                None => (Ok(bytes), pins, None),
+            }
         }
-        Err(e) => (Err(e), Vec::new()),
+        Err(e) => (Err(e), Vec::new(), None),
     };
     let msg = TaskResult {
         task_id,
@@ -329,6 +332,7 @@ pub(crate) fn send_result(
         outcome,
         contains: pins.clone(),
         lease,
+        held,
     };
     if pins.is_empty() {
         return target.do_send(msg);
@@ -339,6 +343,33 @@ pub(crate) fn send_result(
         let _ = stored.await;
         ownership::with_current(|t| t.unpin_refs(&pins));
     });
+}
+
+/// Task results larger than this stay in the process that made them (Ray's
+/// `max_direct_call_object_size`); smaller ones go to their owner with the result.
+pub(crate) const KEEP_MIN: usize = 100 * 1024;
+
+/// Keeps a large task result in this process's store, on the node that made it, when its owner
+/// is another process: the owner learns where it is, and readers pull it from here (a task
+/// on this node reads it in place). `None`: send the value to the owner instead (small, owned
+/// here, an actor call's, or no room here).
+fn keep_here(
+    net: &Arc<Net>,
+    owner: SocketAddr,
+    id: ObjectId,
+    actor: Option<ActorId>,
+    bytes: &Bytes,
+) -> Option<HeldCopy> {
+    if bytes.len() <= KEEP_MIN || actor.is_some() || net.is_here(owner) {
+        return None;
+    }
+    let rt = crate::worker::runtime::current().ok()?;
+    let size = rt.refs.keep_copy(owner, id, bytes.clone())?;
+    Some(HeldCopy {
+        holder: net.addr(),
+        node: rt.node_id,
+        size,
+    })
 }
 
 /// Sends a failure (no value, no refs) to the owner of `spec`'s result.

@@ -57,7 +57,10 @@ fn ramp(n: usize) -> Buffer<f64> {
 /// process id.
 #[lumen::remote]
 fn own_one() -> (u32, Vec<ObjectRef<Buffer<u8>>>) {
-    (std::process::id(), vec![lumen::put(Buffer::from(vec![9u8; MIB]))])
+    (
+        std::process::id(),
+        vec![lumen::put(Buffer::from(vec![9u8; MIB]))],
+    )
 }
 
 /// This process's resident memory, in bytes.
@@ -86,29 +89,40 @@ fn test_spill_objects_automatically() {
     let limit = CAP + 200 * MIB;
     let mut refs: Vec<(u8, ObjectRef<Buffer<u8>>)> = Vec::new();
     for n in 0..10u8 {
-        let r = if n % 2 == 0 {
-            lumen::put(Buffer::from(vec![n; 100 * MIB]))
-        } else {
-            filled::remote(n, 100 * MIB)
-        };
-        // Wait until it is stored before the next one is made.
-        let (ready, _) = lumen::wait(std::slice::from_ref(&r), 1, Some(PATIENCE));
-        assert_eq!(ready.len(), 1, "object {n} was not made");
-        refs.push((n, r));
+        refs.push((n, lumen::put(Buffer::from(vec![n; 100 * MIB]))));
         let rss = resident();
-        assert!(rss < limit, "after {} objects: resident {} MiB", n + 1, rss / MIB);
+        assert!(
+            rss < limit,
+            "after {} puts: resident {} MiB",
+            n + 1,
+            rss / MIB
+        );
     }
     let s = summary();
     assert!(s.spilled_objects >= 7, "{s:?}");
     assert!(s.store_memory_bytes <= CAP as u64, "{s:?}");
     assert_eq!(s.store_capacity, CAP as u64);
+    // Task results too: embedded they join this store; on a cluster they stay in the worker
+    // processes that made them, whose stores have the same cap and spill in turn.
+    for n in 10..16u8 {
+        let r = filled::remote(n, 100 * MIB);
+        let (ready, _) = lumen::wait(std::slice::from_ref(&r), 1, Some(PATIENCE));
+        assert_eq!(ready.len(), 1, "object {n} was not made");
+        refs.push((n, r));
+        let rss = resident();
+        assert!(rss < limit, "after result {n}: resident {} MiB", rss / MIB);
+    }
     for (n, r) in &refs {
         let b = lumen::get(r).expect("a spilled object reads back");
         assert_eq!(b.len(), 100 * MIB);
         assert!(b.iter().all(|x| x == n), "object {n} has its content");
         drop(b);
         let rss = resident();
-        assert!(rss < limit, "reading object {n}: resident {} MiB", rss / MIB);
+        assert!(
+            rss < limit,
+            "reading object {n}: resident {} MiB",
+            rss / MIB
+        );
     }
     // A task reads a spilled object as its argument.
     let (_, matching) = lumen::get(&count::remote(&refs[0].1, 0)).unwrap();
@@ -119,6 +133,34 @@ fn test_spill_objects_automatically() {
         "spill files are removed with their objects: {:?}",
         summary()
     );
+}
+
+/// Results stay where they are made: 20 results of 100 MiB, each read by a task, never pass
+/// through the driver (on a cluster they stay in the worker process that made them, and the
+/// reading task pulls them from there, or reads them in place on the same node), so the
+/// driver's resident memory grows by less than 20 MiB. The driver's own reads still work.
+#[test]
+fn results_stay_where_they_are_made() {
+    init();
+    let _g = exclusive();
+    let before = resident();
+    for n in 0..20u8 {
+        let made = filled::remote(n, 100 * MIB);
+        let (_, matching) = lumen::get(&count::remote(&made, n)).expect("the reading task");
+        assert_eq!(matching, 100 * MIB, "object {n}");
+    }
+    // Embedded, the results were in this process's store: freed once their refs went.
+    assert!(common::wait_until(PATIENCE, || summary()
+        .store_memory_bytes
+        < MIB as u64));
+    let grown = resident().saturating_sub(before);
+    assert!(grown < 20 * MIB, "the driver grew by {} MiB", grown / MIB);
+    // The driver reads one itself: pulled from where it is kept, and read again.
+    let made = filled::remote(7, 2 * MIB);
+    for _ in 0..2 {
+        let b = lumen::get(&made).unwrap();
+        assert!(b.len() == 2 * MIB && b.iter().all(|x| *x == 7));
+    }
 }
 
 /// Ray's `test_spilling_not_done_for_pinned_object`: an object being read (a `Buffer` view of
@@ -147,7 +189,11 @@ fn test_spilling_not_done_for_pinned_object() {
     drop(view);
     let fits = lumen::put(Buffer::from(vec![3u8; 100 * MIB]));
     assert_eq!(lumen::get(&fits).unwrap()[0], 3);
-    assert_eq!(lumen::get(&big).unwrap()[200 * MIB - 1], 1, "the spilled one reads back");
+    assert_eq!(
+        lumen::get(&big).unwrap()[200 * MIB - 1],
+        1,
+        "the spilled one reads back"
+    );
     // Larger than the whole store: refused, and the store goes on.
     let huge = lumen::put(Buffer::from(vec![4u8; CAP + MIB]));
     let e = lumen::get(&huge).unwrap_err();
@@ -179,16 +225,28 @@ fn test_fill_object_store_exception() {
         let first = lumen::put(Buffer::from(vec![1u8; 40 * MIB]));
         assert_eq!(lumen::get(&first).unwrap().len(), 40 * MIB);
         let second = lumen::put(Buffer::from(vec![2u8; 40 * MIB]));
-        let result = filled::remote(3, 40 * MIB);
-        for r in [&second, &result] {
-            match lumen::get(r) {
-                Err(Error::ObjectStoreFull { asked, reason, .. }) => {
-                    assert_eq!(asked, 40 * MIB as u64);
-                    assert!(reason.contains("cannot create the spill folder"), "{reason}");
-                }
-                other => panic!("expected ObjectStoreFull, got {other:?}"),
+        let full = |r: &ObjectRef<Buffer<u8>>| match lumen::get(r) {
+            Err(Error::ObjectStoreFull { asked, reason, .. }) => {
+                assert_eq!(asked, 40 * MIB as u64);
+                assert!(
+                    reason.contains("cannot create the spill folder"),
+                    "{reason}"
+                );
+                true
             }
-        }
+            Ok(b) => {
+                assert_eq!(b.len(), 40 * MIB);
+                false
+            }
+            Err(other) => panic!("expected ObjectStoreFull, got {other:?}"),
+        };
+        assert!(full(&second), "the put beyond the cap is refused");
+        // Embedded, results join the full store here and are refused. On a cluster the first
+        // result stays in the worker process that made it; the second no longer fits there,
+        // goes to its owner (this store, full) and is refused.
+        let results = [filled::remote(3, 40 * MIB), filled::remote(4, 40 * MIB)];
+        let refused = results.iter().filter(|r| full(r)).count();
+        assert_eq!(refused, if mode == "cluster" { 1 } else { 2 });
         drop(first);
         assert!(
             common::wait_until(PATIENCE, || {
@@ -267,7 +325,11 @@ fn test_owner_died() {
     let _g = exclusive();
     let (pid, refs) = lumen::get(&own_one::remote()).unwrap();
     assert_ne!(pid, std::process::id(), "the task ran in a worker process");
-    assert_eq!(lumen::get(&refs[0]).unwrap().len(), MIB, "readable while its owner lives");
+    assert_eq!(
+        lumen::get(&refs[0]).unwrap().len(),
+        MIB,
+        "readable while its owner lives"
+    );
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
@@ -283,5 +345,10 @@ fn test_owner_died() {
         other => panic!("expected OwnerDied, got {other:?}"),
     }
     // The cluster goes on: the node starts a new worker process for the job.
-    assert_eq!(lumen::get(&count::remote(Buffer::from(vec![1u8; 10]), 1)).unwrap().1, 10);
+    assert_eq!(
+        lumen::get(&count::remote(Buffer::from(vec![1u8; 10]), 1))
+            .unwrap()
+            .1,
+        10
+    );
 }

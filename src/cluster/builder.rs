@@ -291,7 +291,7 @@ async fn start_components(
         let arbiter = raylet_arbiter.unwrap_or_else(|| Arbiter::new().handle());
         WorkerPool::start(net, site, cpus, &arbiter)?;
     }
-    Ok(store.map(|(shards, limits)| StoreClient::start(shards, limits)))
+    Ok(store.map(|(shards, limits)| StoreClient::start(shards, limits, Arc::downgrade(net))))
 }
 
 impl Assembly {

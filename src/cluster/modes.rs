@@ -278,6 +278,7 @@ fn start_worker() -> Result<()> {
     let namespace = env_var(env::NAMESPACE)?;
     let token = Token::parse(&env_var(env::TOKEN)?)?;
     let cpus: usize = env_var(env::CPUS)?.parse().unwrap_or(1);
+    let store = worker_store_limits()?;
     for v in [
         env::WORKER,
         env::NODE,
@@ -301,7 +302,7 @@ fn start_worker() -> Result<()> {
     b.gcs_at = Some(gcs_addr);
     b.node = Some((node_id, node_addr));
     b.pool = Some(cpus);
-    b.store = Some(worker_store_limits()?);
+    b.store = Some(store);
     let assembly = b.build()?;
     let net = assembly.net.clone();
     // The worker lives as long as its node: losing it ends the process.

@@ -212,7 +212,7 @@ impl Raylet {
         let (tx, rx) = flume::unbounded();
         // Values above the limit are left for the executing worker to fetch from their owners,
         // so they cross the network once.
-        read::ask_owners(&self.net, deps, RAYLET_INLINE_MAX, tx);
+        read::ask_owners(&self.net, deps, RAYLET_INLINE_MAX, None, tx);
         let me = ctx.address();
         self.net.runtime().spawn(async move {
             let mut resolved: Vec<Option<Stored>> = vec![None; nargs];

@@ -18,13 +18,15 @@ use crate::error::Error;
 use crate::ids::{ActorId, IdDashMap, IdHasher, ObjectId};
 use crate::objects::store::{FetchReply, StoreClient};
 use crate::protocol::gcs::ActorOutOfScope;
-use crate::protocol::owner::Borrow;
+use crate::protocol::owner::{Borrow, FreeCopies, HeldCopy};
 use crate::protocol::owner::{ObjectEntry, ObjectState};
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::svc;
 use crate::protocol::task::TaskSpec;
 use crate::transport::net::{Net, Target};
 use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -415,6 +417,17 @@ impl RefCounts {
         value: Stored,
         contains: Vec<ObjectId>,
     ) -> Completed {
+        self.settle(id, Some(value), contains)
+    }
+
+    /// Records that a task's result is ready and kept by the process that made it (in this
+    /// store only as its place): like [`complete`](Self::complete), and the waiting readers get
+    /// an empty arrival, to be replaced by a read of the store for those that want the value.
+    pub(crate) fn complete_elsewhere(&self, id: ObjectId, contains: Vec<ObjectId>) -> Completed {
+        self.settle(id, None, contains)
+    }
+
+    fn settle(&self, id: ObjectId, value: Option<Stored>, contains: Vec<ObjectId>) -> Completed {
         let mut dropped = false;
         let kept = match self.map.get_mut(&id) {
             Some(mut e) if !e.stored => {
@@ -423,9 +436,12 @@ impl RefCounts {
                     e.rare().contains = contains.clone();
                 }
                 let waiters = std::mem::take(&mut e.waiters);
-                let (inline, to_store) = self.keep(value.clone());
+                let (inline, to_store) = match &value {
+                    Some(v) => self.keep(v.clone()),
+                    None => (None, None),
+                };
                 e.inline = inline;
-                e.in_store = to_store.is_some();
+                e.in_store = to_store.is_some() || value.is_none();
                 Some((to_store, waiters))
             }
             // Completed already (a duplicate of the same result).
@@ -435,6 +451,7 @@ impl RefCounts {
                 None
             }
         };
+        let empty = Stored::Value(Bytes::new());
         match kept {
             Some((to_store, waiters)) => Completed {
                 kept: true,
@@ -442,7 +459,7 @@ impl RefCounts {
                 waiters: waiters
                     .into_iter()
                     .map(|(s, tx)| {
-                        let v = tx.arrival(&value);
+                        let v = tx.arrival(value.as_ref().unwrap_or(&empty));
                         (s, tx, v)
                     })
                     .collect(),
@@ -450,7 +467,9 @@ impl RefCounts {
             },
             None => {
                 let mut effects = self.unpin(&contains);
-                effects.extend(unhandled(id, &value).filter(|_| dropped));
+                if let Some(value) = &value {
+                    effects.extend(unhandled(id, value).filter(|_| dropped));
+                }
                 Completed {
                     kept: false,
                     to_store: None,
@@ -635,6 +654,10 @@ pub(crate) struct RefTable {
     gcs: Target<svc::Gcs>,
     /// Borrow notices not sent yet, in order (see [`notify`](Self::notify)).
     outbox: Arc<parking_lot::Mutex<Vec<(SocketAddr, ObjectId, bool)>>>,
+    /// Results this process made and keeps for their owners, by owner.
+    copies: parking_lot::Mutex<HashMap<SocketAddr, Vec<ObjectId>>>,
+    /// Where the objects this process owns that other processes keep are.
+    kept: IdDashMap<ObjectId, HeldCopy>,
 }
 
 impl std::ops::Deref for RefTable {
@@ -680,6 +703,8 @@ impl RefTable {
             net,
             gcs,
             outbox: Arc::default(),
+            copies: Default::default(),
+            kept: IdDashMap::default(),
         }
     }
 
@@ -687,7 +712,10 @@ impl RefTable {
     pub(crate) fn apply(&self, effects: impl IntoIterator<Item = Effect>) {
         for e in effects {
             match e {
-                Effect::Free(id) => self.store.free(id),
+                Effect::Free(id) => {
+                    self.kept.remove(&id);
+                    self.store.free(id);
+                }
                 Effect::Notify { owner, id, add } => self.notify(owner, id, add),
                 Effect::OutOfScope(actor_id) => self.gcs.do_send(ActorOutOfScope { actor_id }),
                 Effect::Unhandled { id, error } => report_unhandled(id, &error),
@@ -800,6 +828,73 @@ impl RefTable {
         }
         self.apply(done.effects);
         done.kept
+    }
+
+    /// Records a result kept by the process that made it (see
+    /// [`RefCounts::complete_elsewhere`]); whether it was kept (if not, its copy is freed).
+    pub(crate) fn complete_held(
+        &self,
+        id: ObjectId,
+        copy: HeldCopy,
+        contains: Vec<ObjectId>,
+    ) -> bool {
+        let done = self.counts.complete_elsewhere(id, contains);
+        if done.kept {
+            // Known to the store before any reader hears of it.
+            self.kept.insert(id, copy);
+            self.store.put_remote(id, copy);
+        } else {
+            self.net
+                .target::<svc::Owner>(copy.holder)
+                .do_send(FreeCopies { ids: vec![id] });
+        }
+        for (slot, tx, v) in done.waiters {
+            if tx.wants_values() {
+                self.store.fetch_into([(slot as usize, id)], tx);
+            } else {
+                let _ = tx.send((slot, v));
+            }
+        }
+        self.apply(done.effects);
+        done.kept
+    }
+
+    /// Where another process keeps object `id` (owned here), if it does.
+    pub(crate) fn kept_at(&self, id: ObjectId) -> Option<HeldCopy> {
+        self.kept.get(&id).map(|c| *c)
+    }
+
+    /// Keeps `bytes`, the result `id` this process made for the owner at `owner`, in this
+    /// process's store; `None` (send the value instead) if the store cannot take it.
+    pub(crate) fn keep_copy(&self, owner: SocketAddr, id: ObjectId, bytes: Bytes) -> Option<u64> {
+        let size = bytes.len() as u64;
+        self.store.put(id, Stored::Value(bytes)).ok()?;
+        self.copies.lock().entry(owner).or_default().push(id);
+        Some(size)
+    }
+
+    /// The owner let go of copies this process keeps for it.
+    pub(crate) fn free_copies(&self, ids: &[ObjectId]) {
+        let mut copies = self.copies.lock();
+        for list in copies.values_mut() {
+            list.retain(|id| !ids.contains(id));
+        }
+        copies.retain(|_, list| !list.is_empty());
+        drop(copies);
+        for id in ids {
+            self.store.free(*id);
+        }
+    }
+
+    /// The process at `owner` is gone: nobody can read the copies kept for it any more.
+    pub(crate) fn owner_gone(&self, owner: SocketAddr) {
+        let ids = self.copies.lock().remove(&owner).unwrap_or_default();
+        if !ids.is_empty() {
+            tracing::debug!(owner = %owner, objects = ids.len(), "freeing copies kept for an owner that is gone");
+        }
+        for id in ids {
+            self.store.free(id);
+        }
     }
 
     /// The store this table's large objects live in.

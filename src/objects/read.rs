@@ -12,7 +12,8 @@ use crate::objects::codec;
 use crate::objects::ownership::{self, Lookup, RefTable};
 use crate::objects::reply;
 use crate::objects::store::FetchReply;
-use crate::protocol::owner::{Fetched, GetObject};
+use crate::objects::store::StoreClient;
+use crate::protocol::owner::{Fetched, GetObject, HeldCopy, ReadCopy};
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::svc;
 use crate::transport::net::Net;
@@ -27,9 +28,15 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(id: ObjectId, stored: Stored
     }
 }
 
-/// Asks the owner of `raw` for it: `Some` with its content once ready (or `ObjectLost` saying
-/// why the owner could not be asked), `None` when it is larger than `inline_max` bytes.
-pub(crate) async fn ask_owner(net: Arc<Net>, raw: RawRef, inline_max: u64) -> Option<Stored> {
+/// Asks the owner of `raw` for it: `Some` with its content once ready (or `OwnerDied` if the
+/// owner could not be asked), `None` when it is larger than `inline_max` bytes. An object kept
+/// by the process that made it is read there: from `store` when that is this process.
+pub(crate) async fn ask_owner(
+    net: Arc<Net>,
+    raw: RawRef,
+    inline_max: u64,
+    store: Option<StoreClient>,
+) -> Option<Stored> {
     let owner = raw.owner.addr;
     let reply = net.target::<svc::Owner>(owner).send(GetObject {
         id: raw.id,
@@ -38,6 +45,8 @@ pub(crate) async fn ask_owner(net: Arc<Net>, raw: RawRef, inline_max: u64) -> Op
     match reply.await {
         Ok(Fetched::Here(v)) => Some(v),
         Ok(Fetched::TooLarge(_)) => None,
+        Ok(Fetched::Kept(copy)) if copy.size > inline_max => None,
+        Ok(Fetched::Kept(copy)) => Some(read_kept(&net, store.as_ref(), raw.id, copy).await),
         Err(e) => Some(Stored::Error(Error::OwnerDied {
             object: raw.id.to_string(),
             owner: owner.to_string(),
@@ -46,18 +55,50 @@ pub(crate) async fn ask_owner(net: Arc<Net>, raw: RawRef, inline_max: u64) -> Op
     }
 }
 
+/// Reads object `id` where `copy` says it is kept: in this process's `store`, or from the
+/// process keeping it.
+pub(crate) async fn read_kept(
+    net: &Arc<Net>,
+    store: Option<&StoreClient>,
+    id: ObjectId,
+    copy: HeldCopy,
+) -> Stored {
+    if let Some(store) = store.filter(|_| net.is_here(copy.holder)) {
+        return read_copy(store, id).await;
+    }
+    match net
+        .target::<svc::Owner>(copy.holder)
+        .send(ReadCopy { id })
+        .await
+    {
+        Ok(Fetched::Here(v)) => v,
+        Ok(_) => Stored::Error(Error::ObjectLost {
+            object: id.to_string(),
+            reason: "the process keeping it answered with no value".into(),
+        }),
+        Err(e) => Stored::Error(Error::ObjectLost {
+            object: id.to_string(),
+            reason: format!(
+                "the process keeping it on node {} ({}) could not be reached: {e}",
+                copy.node, copy.holder
+            ),
+        }),
+    }
+}
+
 /// Asks each ref's owner for it, in parallel; each answer goes to `tx` with its slot (`None`:
-/// larger than `inline_max`).
+/// larger than `inline_max`). `store`: this process's, where objects it keeps are read.
 pub(crate) fn ask_owners(
     net: &Arc<Net>,
     wants: Vec<(usize, RawRef)>,
     inline_max: u64,
+    store: Option<&StoreClient>,
     tx: flume::Sender<(u32, Option<Stored>)>,
 ) {
     for (slot, raw) in wants {
-        let (net2, tx) = (net.clone(), tx.clone());
+        let (net2, tx, store) = (net.clone(), tx.clone(), store.cloned());
         net.runtime().spawn(async move {
-            let v = ask_owner(net2, raw, inline_max).await;
+            let v = ask_owner(net2, raw, inline_max, store).await;
             let _ = tx.send((slot as u32, v));
         });
     }
@@ -87,7 +128,7 @@ pub(crate) fn fetch_into(table: &RefTable, wants: Vec<(usize, RawRef)>, tx: &Fet
     if !remote.is_empty() {
         let (otx, orx) = flume::unbounded();
         let n = remote.len();
-        ask_owners(table.net(), remote, u64::MAX, otx);
+        ask_owners(table.net(), remote, u64::MAX, Some(table.store()), otx);
         let tx = tx.clone();
         table.net().runtime().spawn(async move {
             for _ in 0..n {
@@ -103,25 +144,79 @@ pub(crate) fn fetch_into(table: &RefTable, wants: Vec<(usize, RawRef)>, tx: &Fet
     }
 }
 
-/// The owner's side of a read: the object's content once it is ready.
-pub(crate) async fn read_owned(table: Arc<RefTable>, id: ObjectId) -> Stored {
+/// What the owner answers a reader: the object's content, or where it is kept.
+pub(crate) enum OwnedRead {
+    Value(Stored),
+    Kept(HeldCopy),
+}
+
+/// The owner's side of a read: once the object is ready, its content, or where the process that
+/// made it keeps it (the reader goes there: the value does not pass through the owner).
+pub(crate) async fn read_owned(table: Arc<RefTable>, id: ObjectId) -> OwnedRead {
     if !table.contains(id) {
-        return Stored::Error(Error::ObjectLost {
+        return OwnedRead::Value(Stored::Error(Error::ObjectLost {
             object: id.to_string(),
             reason: "its owner no longer holds it: every reference to it was dropped".into(),
-        });
+        }));
+    }
+    let (tx, rx) = reply::readiness_channel();
+    match table.lookup_or_wait(id, 0, &tx, true) {
+        Lookup::Ready(v) => return OwnedRead::Value(v),
+        Lookup::Waiting => {
+            drop(tx);
+            let weak = Arc::downgrade(&table);
+            drop(table);
+            if rx.recv_async().await.is_err() {
+                return OwnedRead::Value(Stored::Error(Error::shutdown(
+                    "reading an object from its owner",
+                )));
+            }
+            let Some(t) = weak.upgrade() else {
+                return OwnedRead::Value(Stored::Error(Error::shutdown(
+                    "reading an object from its owner",
+                )));
+            };
+            return read_ready(t, id).await;
+        }
+        Lookup::Elsewhere | Lookup::Unknown => {}
+    }
+    read_ready(table, id).await
+}
+
+/// [`read_owned`] of an object known to be ready.
+async fn read_ready(table: Arc<RefTable>, id: ObjectId) -> OwnedRead {
+    if let Some(copy) = table.kept_at(id) {
+        return OwnedRead::Kept(copy);
+    }
+    if let Some(v) = table.inline(id) {
+        return OwnedRead::Value(v);
     }
     let (tx, rx) = reply::channel();
-    match table.lookup_or_wait(id, 0, &tx, true) {
-        Lookup::Ready(v) => return v,
-        Lookup::Waiting => {}
-        Lookup::Elsewhere | Lookup::Unknown => table.store().fetch_into([(0, id)], tx),
-    }
+    table.store().fetch_into([(0, id)], tx);
     drop(table);
     match rx.recv_async().await {
-        Ok((_, v)) => v,
-        Err(_) => Stored::Error(Error::shutdown("reading an object from its owner")),
+        Ok((_, v)) => OwnedRead::Value(v),
+        Err(_) => OwnedRead::Value(Stored::Error(Error::shutdown(
+            "reading an object from its owner",
+        ))),
     }
+}
+
+/// A copy this process keeps for another owner (a result it made), for a reader elsewhere; an
+/// error if it keeps none.
+pub(crate) async fn read_copy(store: &StoreClient, id: ObjectId) -> Stored {
+    let (rx, mut markers) = store.fetch_marked(&[id]);
+    while markers > 0 {
+        match rx.recv_async().await {
+            Ok((crate::objects::store::PRESENT_SENT, _)) => markers -= 1,
+            Ok((_, v)) => return v,
+            Err(_) => break,
+        }
+    }
+    Stored::Error(Error::ObjectLost {
+        object: id.to_string(),
+        reason: "the process that made it no longer keeps it".into(),
+    })
 }
 
 /// Refuses objects this process holds no reference to: they can never arrive (a ref made before

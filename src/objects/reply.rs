@@ -104,6 +104,11 @@ impl FetchReply {
         }
     }
 
+    /// Whether the reader wants values (else only readiness).
+    pub(crate) fn wants_values(&self) -> bool {
+        self.0.values
+    }
+
     /// Whether the reader has gone (its waits can be forgotten).
     pub(crate) fn is_disconnected(&self) -> bool {
         self.0.tx.is_disconnected()
@@ -120,6 +125,13 @@ pub(crate) struct Arrivals {
 /// A channel for a reader that awaits (or takes what is there without sleeping).
 pub(crate) fn channel() -> (FetchReply, flume::Receiver<Arrival>) {
     let (tx, arrivals) = for_awaiting();
+    (tx, arrivals.rx)
+}
+
+/// A channel for a reader that awaits only to hear that objects are ready (each arrival
+/// carries an empty value).
+pub(crate) fn readiness_channel() -> (FetchReply, flume::Receiver<Arrival>) {
+    let (tx, arrivals) = make(None, false);
     (tx, arrivals.rx)
 }
 

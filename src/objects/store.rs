@@ -12,9 +12,13 @@
 use crate::error::Error;
 use crate::ids::{IdMap, ObjectId};
 use crate::objects::spill::{MemoryStats, Slot, StoreLimits, StoreMemory};
+use crate::protocol::owner::{Fetched, FreeCopies, HeldCopy, ReadCopy};
 pub(crate) use crate::protocol::refs::Stored;
+use crate::protocol::svc;
+use crate::transport::net::Net;
 use actix::prelude::*;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
 
 /// A reply channel: each fetched object is sent with the caller's slot number.
 pub(crate) use crate::objects::reply::FetchReply;
@@ -23,20 +27,49 @@ pub(crate) use crate::objects::reply::FetchReply;
 /// reader then knows it has seen everything that was present when the shard answered.
 pub(crate) const PRESENT_SENT: u32 = u32::MAX;
 
-/// What a shard holds for an object: its bytes (admitted to the store's memory) or the error
-/// it holds.
+/// What a shard holds for an object: its bytes (admitted to the store's memory), the error it
+/// holds, or where its bytes are kept (a result that stayed in the process that made it).
 pub(crate) enum Entry {
     Bytes(Arc<Slot>),
     Error(Error),
+    Remote(Box<Remote>),
+}
+
+/// An object kept by another process: pulled from there when read, and the pulled copy kept
+/// here (within the store's memory) for the next reader.
+pub(crate) struct Remote {
+    copy: HeldCopy,
+    local: Option<Arc<Slot>>,
+    /// Readers waiting for the pull in flight (one pull per object at a time).
+    pulling: Vec<(u32, FetchReply)>,
 }
 
 impl Entry {
+    /// Bytes this store keeps of it.
     fn size(&self) -> usize {
         match self {
             Entry::Bytes(slot) => slot.size() as usize,
             Entry::Error(_) => 0,
+            Entry::Remote(r) => r.local.as_ref().map_or(0, |s| s.size() as usize),
         }
     }
+
+    /// A kept copy of the object elsewhere.
+    pub(crate) fn remote(copy: HeldCopy) -> Self {
+        Entry::Remote(Box::new(Remote {
+            copy,
+            local: None,
+            pulling: Vec::new(),
+        }))
+    }
+}
+
+/// A pull finished: the value (or why it could not be read) for the readers waiting on it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Pulled {
+    id: ObjectId,
+    value: Stored,
 }
 
 /// Stores a value (objects are immutable: a second put of the same id is ignored).
@@ -83,26 +116,113 @@ pub(crate) struct StoreShard {
     waiters: IdMap<ObjectId, Vec<(u32, FetchReply)>>,
     bytes: usize,
     memory: Arc<StoreMemory>,
+    /// The process's switchboard, to pull objects kept elsewhere and free their copies.
+    net: Weak<Net>,
 }
 
 impl StoreShard {
-    pub(crate) fn new(memory: Arc<StoreMemory>) -> Self {
+    pub(crate) fn new(memory: Arc<StoreMemory>, net: Weak<Net>) -> Self {
         StoreShard {
             objects: IdMap::default(),
             waiters: IdMap::default(),
             bytes: 0,
             memory,
+            net,
         }
     }
 
-    /// An object's content for a reader: shared from memory, or read back from disk.
-    fn read(&self, entry: &Entry) -> Stored {
-        match entry {
-            Entry::Error(e) => Stored::Error(e.clone()),
-            Entry::Bytes(slot) => match self.memory.read(slot) {
-                Ok(b) => Stored::Value(b),
-                Err(e) => Stored::Error(e),
+    fn read_slot(&self, slot: &Slot) -> Stored {
+        match self.memory.read(slot) {
+            Ok(b) => Stored::Value(b),
+            Err(e) => Stored::Error(e),
+        }
+    }
+
+    /// Sends object `id` to a reader: what this shard holds at once; an object kept elsewhere
+    /// once pulled (or, for a reader that only asks what is ready now, `mark`, as ready).
+    fn deliver(
+        &mut self,
+        id: ObjectId,
+        slot: u32,
+        reply: &FetchReply,
+        mark: bool,
+        ctx: &mut Context<Self>,
+    ) -> bool {
+        let value = match self.objects.get_mut(&id) {
+            None => return false,
+            Some(Entry::Error(e)) => Stored::Error(e.clone()),
+            Some(Entry::Bytes(s)) => {
+                let s = s.clone();
+                self.read_slot(&s)
+            }
+            Some(Entry::Remote(r)) => match &r.local {
+                Some(s) => {
+                    let s = s.clone();
+                    self.read_slot(&s)
+                }
+                // Ready, but not here: a reader that only looks is told so at once.
+                None if mark => Stored::Value(bytes::Bytes::new()),
+                None => {
+                    r.pulling.push((slot, reply.clone()));
+                    if r.pulling.len() == 1 {
+                        let copy = r.copy;
+                        self.pull(id, copy, ctx);
+                    }
+                    return true;
+                }
             },
+        };
+        let _ = reply.send((slot, value));
+        true
+    }
+
+    /// Reads object `id` from the process that keeps it; the answer comes back as [`Pulled`].
+    fn pull(&self, id: ObjectId, copy: HeldCopy, ctx: &mut Context<Self>) {
+        let me = ctx.address();
+        let Some(net) = self.net.upgrade() else {
+            me.do_send(Pulled {
+                id,
+                value: Stored::Error(Error::shutdown("pulling an object")),
+            });
+            return;
+        };
+        let reply = net.target::<svc::Owner>(copy.holder).send(ReadCopy { id });
+        net.runtime().spawn(async move {
+            let value = match reply.await {
+                Ok(Fetched::Here(v)) => v,
+                Ok(Fetched::TooLarge(_) | Fetched::Kept(_)) => Stored::Error(Error::ObjectLost {
+                    object: id.to_string(),
+                    reason: "the process keeping it answered with no value".into(),
+                }),
+                Err(e) => Stored::Error(Error::ObjectLost {
+                    object: id.to_string(),
+                    reason: format!(
+                        "the process keeping it on node {} ({}) could not be reached: {e}",
+                        copy.node, copy.holder
+                    ),
+                }),
+            };
+            me.do_send(Pulled { id, value });
+        });
+    }
+}
+
+impl Handler<Pulled> for StoreShard {
+    type Result = ();
+    fn handle(&mut self, msg: Pulled, _: &mut Context<Self>) {
+        let Some(Entry::Remote(r)) = self.objects.get_mut(&msg.id) else {
+            return;
+        };
+        let waiting = std::mem::take(&mut r.pulling);
+        if let (Stored::Value(b), None) = (&msg.value, &r.local) {
+            // Kept for the next reader when it fits; a pulled copy is never worth refusing for.
+            if let Ok(slot) = self.memory.admit(msg.id, b.clone()) {
+                self.bytes += slot.size() as usize;
+                r.local = Some(slot);
+            }
+        }
+        for (slot, tx) in waiting {
+            let _ = tx.send((slot, msg.value.clone()));
         }
     }
 }
@@ -113,30 +233,27 @@ impl Actor for StoreShard {
 
 impl Handler<Put> for StoreShard {
     type Result = ();
-    fn handle(&mut self, msg: Put, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Put, ctx: &mut Context<Self>) {
         if self.objects.contains_key(&msg.id) {
             return;
         }
-        if let Some(waiters) = self.waiters.remove(&msg.id) {
-            let value = self.read(&msg.entry);
-            for (slot, tx) in waiters {
-                let _ = tx.send((slot, value.clone()));
-            }
-        }
         self.bytes += msg.entry.size();
         self.objects.insert(msg.id, msg.entry);
+        if let Some(waiters) = self.waiters.remove(&msg.id) {
+            for (slot, tx) in waiters {
+                self.deliver(msg.id, slot, &tx, false, ctx);
+            }
+        }
     }
 }
 
 impl Handler<Fetch> for StoreShard {
     type Result = ();
-    fn handle(&mut self, msg: Fetch, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Fetch, ctx: &mut Context<Self>) {
         for (slot, id) in msg.wants {
-            match self.objects.get(&id) {
-                Some(entry) => {
-                    let _ = msg.reply.send((slot, self.read(entry)));
-                }
-                None => {
+            match self.deliver(id, slot, &msg.reply, msg.mark, ctx) {
+                true => {}
+                false => {
                     let list = self.waiters.entry(id).or_default();
                     // Readers that gave up (wait with a timeout) leave closed channels behind.
                     list.retain(|(_, tx)| !tx.is_disconnected());
@@ -155,15 +272,28 @@ impl Handler<Fetch> for StoreShard {
 impl Handler<Free> for StoreShard {
     type Result = ();
     fn handle(&mut self, msg: Free, _: &mut Context<Self>) {
+        let mut elsewhere: IdMap<SocketAddr, Vec<ObjectId>> = IdMap::default();
         for id in msg.ids {
             if let Some(entry) = self.objects.remove(&id) {
                 self.bytes -= entry.size();
-                if let Entry::Bytes(_) = entry {
-                    self.memory.forget(id);
+                match entry {
+                    Entry::Bytes(_) => self.memory.forget(id),
+                    Entry::Remote(r) => {
+                        if r.local.is_some() {
+                            self.memory.forget(id);
+                        }
+                        elsewhere.entry(r.copy.holder).or_default().push(id);
+                    }
+                    Entry::Error(_) => {}
                 }
             }
             // Nobody holds a reference any more: nobody may wait for it either.
             self.waiters.remove(&id);
+        }
+        if let Some(net) = self.net.upgrade() {
+            for (holder, ids) in elsewhere {
+                net.target::<svc::Owner>(holder).do_send(FreeCopies { ids });
+            }
         }
     }
 }
@@ -187,13 +317,16 @@ pub(crate) struct StoreClient {
 }
 
 impl StoreClient {
-    /// Starts `n` shards, each on its own arbiter, sharing one memory held to `limits`.
-    pub(crate) fn start(n: usize, limits: StoreLimits) -> Self {
+    /// Starts `n` shards, each on its own arbiter, sharing one memory held to `limits`; `net`
+    /// reaches the processes that keep objects this store only knows the place of.
+    pub(crate) fn start(n: usize, limits: StoreLimits, net: Weak<Net>) -> Self {
         let memory = Arc::new(StoreMemory::new(limits));
         let shards = (0..n.max(1))
             .map(|_| {
-                let memory = memory.clone();
-                StoreShard::start_in_arbiter(&Arbiter::new().handle(), |_| StoreShard::new(memory))
+                let (memory, net) = (memory.clone(), net.clone());
+                StoreShard::start_in_arbiter(&Arbiter::new().handle(), |_| {
+                    StoreShard::new(memory, net)
+                })
             })
             .collect::<Vec<_>>();
         StoreClient {
@@ -221,6 +354,14 @@ impl StoreClient {
         };
         self.shard(id).do_send(Put { id, entry });
         refused.map_or(Ok(()), Err)
+    }
+
+    /// Records that object `id` is kept by another process (`copy`): readers here pull it.
+    pub(crate) fn put_remote(&self, id: ObjectId, copy: HeldCopy) {
+        self.shard(id).do_send(Put {
+            id,
+            entry: Entry::remote(copy),
+        });
     }
 
     /// The store's memory: capacity, bytes in memory and spilled.
@@ -314,7 +455,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn fetch_waits_for_put_and_free_drops() {
-        let client = StoreClient::start(1, StoreLimits::unlimited());
+        let client = StoreClient::start(1, StoreLimits::unlimited(), Weak::new());
         let id = ObjectId::for_put();
         let rx = client.fetch(&[id]);
         assert!(rx.try_recv().is_err());
@@ -337,7 +478,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn abandoned_waiters_are_pruned() {
-        let client = StoreClient::start(1, StoreLimits::unlimited());
+        let client = StoreClient::start(1, StoreLimits::unlimited(), Weak::new());
         let id = ObjectId::for_put();
         for _ in 0..10 {
             drop(client.fetch(&[id]));

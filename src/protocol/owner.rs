@@ -30,6 +30,35 @@ pub(crate) struct TaskResult {
     /// [`ReturnLease`]: crate::protocol::worker::ReturnLease
     #[serde(default)]
     pub(crate) lease: Option<LeaseGrant>,
+    /// The value stayed in the process that made it (a large result): `outcome` is empty, and
+    /// readers pull it from there ([`ReadCopy`]).
+    #[serde(default)]
+    pub(crate) held: Option<HeldCopy>,
+}
+
+/// Where a task's result is kept when it stays in the process (and on the node) that made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HeldCopy {
+    /// The process keeping it (it answers [`ReadCopy`]).
+    pub(crate) holder: SocketAddr,
+    pub(crate) node: NodeId,
+    /// The value's bytes.
+    pub(crate) size: u64,
+}
+
+/// Reads the copy of an object that this process keeps for its owner (a result it made):
+/// answered with the value, or an error if it keeps no such copy.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Fetched")]
+pub(crate) struct ReadCopy {
+    pub(crate) id: ObjectId,
+}
+
+/// The owner let go of objects whose copies this process keeps for it.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct FreeCopies {
+    pub(crate) ids: Vec<ObjectId>,
 }
 
 /// A task sent to a raylet with its owner's leasable tasks started: the owner's request for a
@@ -80,6 +109,8 @@ pub(crate) enum Fetched {
     Here(Stored),
     /// Ready, but larger than asked for: the reader that needs it fetches it itself.
     TooLarge(u64),
+    /// Ready, and kept by the process that made it: read it there ([`ReadCopy`]).
+    Kept(HeldCopy),
 }
 
 /// The process `from` starts (`true`) or stops holding refs to objects this owner owns, in order.
@@ -249,4 +280,6 @@ super::wire!(TAGS, svc::Owner:
     Infeasible = 71,
     WorkerOutput = 72,
     ListObjects = 73,
+    ReadCopy = 74,
+    FreeCopies = 75,
 );

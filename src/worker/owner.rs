@@ -124,20 +124,36 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
                 let table = rt.refs.clone();
                 drop(rt);
                 Ok(match read::read_owned(table, m.id).await {
-                    Stored::Value(b) if b.len() as u64 > m.inline_max => {
+                    read::OwnedRead::Kept(copy) => Fetched::Kept(copy),
+                    read::OwnedRead::Value(Stored::Value(b)) if b.len() as u64 > m.inline_max => {
                         Fetched::TooLarge(b.len() as u64)
                     }
-                    v => Fetched::Here(v),
+                    read::OwnedRead::Value(v) => Fetched::Here(v),
                 })
             })
         },
     )?;
+    let weak: Weak<Runtime> = Arc::downgrade(rt);
+    net.serve::<ReadCopy>(
+        |_| tracing::warn!("a read of a kept copy sent as a one-way message was ignored"),
+        move |m| -> Reply<ReadCopy> {
+            let rt = weak.upgrade();
+            Box::pin(async move {
+                let rt = rt.ok_or_else(|| Error::shutdown("reading a kept copy"))?;
+                let store = rt.refs.store().clone();
+                drop(rt);
+                Ok(Fetched::Here(read::read_copy(&store, m.id).await))
+            })
+        },
+    )?;
+    direct::<FreeCopies>(net, rt, |rt, m| rt.refs.free_copies(&m.ids))?;
     let weak: Weak<Runtime> = Arc::downgrade(rt);
     net.on_lost(Arc::new(move |peer, reason| {
         if let Some(rt) = weak.upgrade() {
             let _h = supervise::handling_in::<PeerGone>(OWNER);
             rt.actors.peer_lost(peer, reason);
             rt.refs.drop_borrower(peer);
+            rt.refs.owner_gone(peer);
             let (running, steps) = rt
                 .leases
                 .lock()
@@ -174,7 +190,7 @@ fn on_task_result(rt: &Arc<Runtime>, msg: TaskResult) {
         return;
     }
     if let Some((_, (spec, _))) = rt.inflight.remove(&msg.return_id) {
-        owner_finish(rt, &spec, msg.outcome, &msg.contains, msg.lease);
+        owner_finish(rt, &spec, msg.outcome, &msg.contains, msg.lease, msg.held);
         return;
     }
     if let Some(lease) = msg.lease {
@@ -203,20 +219,21 @@ fn fail_running(rt: &Arc<Runtime>, returns: Vec<ObjectId>, reason: &str) {
             };
             // Its process cannot say so: the owner does.
             crate::events::ended(spec.task_id, spec.attempt, Some(&error));
-            owner_finish(rt, &spec, Err(error), &[], None);
+            owner_finish(rt, &spec, Err(error), &[], None, None);
         }
     }
 }
 
 /// The owner's side of a finished attempt: its slot (`lease`, when it is leased to this owner
-/// now) takes the next task, then the attempt is retried, or its outcome stored and its
-/// arguments unpinned.
+/// now) takes the next task, then the attempt is retried, or its outcome stored (or, `held`,
+/// where the process that made it keeps it) and its arguments unpinned.
 pub(crate) fn owner_finish(
     rt: &Arc<Runtime>,
     spec: &Arc<TaskSpec>,
     outcome: Result<Bytes, Error>,
     contains: &[RawRef],
     lease: Option<LeaseGrant>,
+    held: Option<HeldCopy>,
 ) {
     if spec.leasable() {
         rt.with_leases(|l, now| l.finished(spec.task_id, lease, now));
@@ -235,6 +252,15 @@ pub(crate) fn owner_finish(
     }
     // The sender keeps its own references to what the value contains until this returns.
     rt.refs.adopt(contains);
+    if let (Ok(_), Some(copy)) = (&outcome, held) {
+        rt.refs.complete_held(
+            spec.return_id,
+            copy,
+            contains.iter().map(|r| r.id).collect(),
+        );
+        rt.refs.unpin(&spec.pinned);
+        return;
+    }
     let value = match outcome {
         Ok(b) => Stored::Value(b),
         Err(e) => Stored::Error(e),
@@ -300,7 +326,7 @@ fn fail_lost(rt: &Arc<Runtime>, node: NodeId, reason: &str) {
                 reason: format!("its node {node} died: {reason}"),
             };
             crate::events::ended(spec.task_id, spec.attempt, Some(&error));
-            owner_finish(rt, &spec, Err(error), &[], None);
+            owner_finish(rt, &spec, Err(error), &[], None, None);
         }
     }
 }
