@@ -24,7 +24,7 @@ use crate::system::binaries::BinaryCache;
 use crate::system::membership::Membership;
 use crate::system::placement_groups::PgTable;
 use crate::system::reservation::{Action as RoundAction, Round};
-use crate::system::task_events::{by_state, fail_abandoned, QueueTimes, TaskEvents};
+use crate::system::task_events::{by_state, fail_abandoned, TaskEvents};
 use crate::transport::net::{Net, Target};
 use actix::prelude::*;
 use bytes::Bytes;
@@ -1018,7 +1018,7 @@ impl Handler<CountTasks> for Gcs {
         let _h = supervise::handling::<CountTasks>();
         let merged = self.task_records();
         let (finished, failed) = self.tasks.ended();
-        let queue = QueueTimes::of(&merged);
+        let queue = self.tasks.queue_times();
         MessageResult(TaskCounts {
             by_state: by_state(&merged)
                 .into_iter()
