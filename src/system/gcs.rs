@@ -71,6 +71,7 @@ struct JobRecord {
     pid: u32,
     env: Vec<(String, String)>,
     working_dir: Option<std::path::PathBuf>,
+    working_dir_package: Option<String>,
 }
 
 impl JobRecord {
@@ -179,6 +180,7 @@ impl Gcs {
             GetJob,
             PutBinary,
             GetBinary,
+            HasBinary,
             FinishJob,
             CreateActor,
             ActorStarted,
@@ -767,6 +769,7 @@ impl Handler<RegisterJob> for Gcs {
                 pid: msg.pid,
                 env: msg.env,
                 working_dir: msg.working_dir,
+                working_dir_package: msg.working_dir_package,
             },
         );
         Ok(need)
@@ -786,6 +789,7 @@ impl Handler<GetJob> for Gcs {
                 log_to_driver: j.log_to_driver,
                 env: j.env.clone(),
                 working_dir: j.working_dir.clone(),
+                working_dir_package: j.working_dir_package.clone(),
             })
             .ok_or_else(|| {
                 Error::invalid(format!(
@@ -817,6 +821,18 @@ impl Handler<GetBinary> for Gcs {
             .as_ref()
             .ok_or_else(|| Error::invalid("this GCS keeps no executables"))?;
         cache.read(&msg.hash)
+    }
+}
+
+impl Handler<HasBinary> for Gcs {
+    type Result = Result<bool, Error>;
+    fn handle(&mut self, msg: HasBinary, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::handling::<HasBinary>();
+        match &self.binaries {
+            // Verified, not just present: a changed file is deleted and uploaded again.
+            Some(cache) => cache.verified(&msg.hash),
+            None => Ok(false),
+        }
     }
 }
 
