@@ -1495,10 +1495,57 @@ fn lumen_logs_lists_and_prints_worker_output_kept_by_the_node() {
     );
     let bad = session.lumen(&["logs", "--node", far_id, "../secrets"]);
     assert!(!bad.ok() && bad.stderr.contains("no log named"), "{bad}");
-    let follow = session.lumen(&["logs", "--node", far_id, &far_file, "--follow"]);
+    // Following it through the node: its last line, then what the worker prints next.
+    let mut follow = session.command(LUMEN);
+    let mut follow = follow
+        .args([
+            "logs", "--node", far_id, &far_file, "--tail", "1", "--follow",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("lumen logs --node ID NAME --follow");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().expect("its output");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + TASK_LIMIT;
+    let mut seen: Vec<String> = Vec::new();
+    let wait_for = |text: &str, seen: &mut Vec<String>| {
+        while !seen.iter().any(|l| l.ends_with(text)) {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => seen.push(line),
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    let started = wait_for(") far line", &mut seen);
+    let again = lumen::get_timeout(
+        &print_and_pid::options()
+            .resource("far", 1.0)
+            .remote("far follow line".to_string()),
+        TASK_LIMIT,
+    )
+    .expect("the second task on the far node");
+    let arrived = started && wait_for(") far follow line", &mut seen);
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(
+        again, far_pid,
+        "the same worker process prints to the same log"
+    );
     assert!(
-        !follow.ok() && follow.stderr.contains("this machine"),
-        "{follow}"
+        started && arrived,
+        "lumen logs --node ID NAME --follow printed {seen:?}"
     );
 }
 

@@ -387,7 +387,7 @@ impl Handler<ReadLog> for Raylet {
                 let Some(name) = msg.name else {
                     return Ok(LogRead {
                         files: logs::list_logs(&dir),
-                        text: None,
+                        ..LogRead::default()
                     });
                 };
                 let path = logs::log_path(&dir, &name).ok_or_else(|| {
@@ -396,15 +396,32 @@ impl Handler<ReadLog> for Raylet {
                          lists them"
                     ))
                 })?;
-                let text = logs::tail(&path, msg.lines as usize).map_err(|e| {
+                let unreadable = |e: std::io::Error| {
                     Error::invalid(format!(
                         "cannot read {name} on node {node}: {}",
                         crate::error::describe_io(&e)
                     ))
-                })?;
-                Ok(LogRead {
-                    files: Vec::new(),
-                    text: Some(text),
+                };
+                Ok(match msg.from {
+                    Some(from) => {
+                        let added = logs::read_from(&path, from).map_err(unreadable)?;
+                        LogRead {
+                            files: Vec::new(),
+                            text: Some(added.text),
+                            end: Some(added.end),
+                            restarted: added.restarted,
+                        }
+                    }
+                    None => {
+                        let (text, end) =
+                            logs::tail_and_end(&path, msg.lines as usize).map_err(unreadable)?;
+                        LogRead {
+                            files: Vec::new(),
+                            text: Some(text),
+                            end: Some(end),
+                            restarted: false,
+                        }
+                    }
                 })
             });
             read.await
