@@ -8,6 +8,10 @@
 //! component panicked, on which message and why, and exits with status [`EXIT_CODE`]. Panics in
 //! user code (tasks, actor methods) are caught where that code runs and become task errors; they
 //! never reach this hook.
+//!
+//! [`message_span!`] does that marking and also enters a `debug` span for the message (its kind
+//! and the node, job, task or actor ids it carries), a root span per handled message: cheap when
+//! the level is off (see the macro).
 
 use std::cell::{Cell, RefCell};
 use std::sync::Once;
@@ -100,6 +104,30 @@ fn short_name<M>() -> &'static str {
     full.rfind(':').map_or(full, |i| &full[i + 1..])
 }
 
+/// Marks this thread as handling message type `$m` ([`handling`]) and enters a root `debug`
+/// span named `$component` whose `msg` field is the message's kind, with the given fields (ids
+/// the message carries, in `tracing`'s field syntax). Returns a guard for both: bind it for the
+/// rest of the handler. With the `debug` level off under the process's subscriber (a node always
+/// installs one), this costs a thread-local write and a cached level check: the fields are not
+/// evaluated, nothing is allocated or formatted. (In a process that never installed one,
+/// `tracing`'s `log` feature, which a dependency turns on, evaluates them to offer them to the
+/// `log` crate, which formats nothing either without a logger.)
+macro_rules! message_span {
+    ($component:literal, $m:ty $(, $($fields:tt)+)?) => {
+        (
+            $crate::supervise::handling::<$m>(),
+            ::tracing::debug_span!(
+                parent: None,
+                $component,
+                msg = stringify!($m)
+                $(, $($fields)+)?
+            )
+            .entered(),
+        )
+    };
+}
+pub(crate) use message_span;
+
 /// Marks this thread as handling `M` in the component named on it.
 pub(crate) fn handling<M>() -> Handling {
     let previous = (
@@ -147,6 +175,43 @@ mod tests {
                 }
                 assert_eq!(current(), Some(("raylet", "Ping")));
             }
+            assert_eq!(current(), None);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_message_span_evaluates_its_fields_only_when_wanted() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static EVALUATED: AtomicUsize = AtomicUsize::new(0);
+        let field = || EVALUATED.fetch_add(1, Ordering::Relaxed);
+        std::thread::spawn(move || {
+            component("raylet");
+            // The subscriber (a node's, at its default level) wants no debug spans: the field
+            // is never computed.
+            let info = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_test_writer()
+                .finish();
+            tracing::subscriber::with_default(info, || {
+                let _h = message_span!("raylet", Ping, task = field());
+                assert_eq!(current(), Some(("raylet", "Ping")));
+                assert!(tracing::Span::current().is_none());
+            });
+            assert_eq!(EVALUATED.load(Ordering::Relaxed), 0);
+            // One that does: the span is entered, with its fields.
+            let debug = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_test_writer()
+                .finish();
+            tracing::subscriber::with_default(debug, || {
+                let _h = message_span!("raylet", Ping, task = field());
+                let span = tracing::Span::current();
+                assert_eq!(span.metadata().map(|m| m.name()), Some("raylet"));
+                assert!(span.field("msg").is_some() && span.field("task").is_some());
+            });
+            assert_eq!(EVALUATED.load(Ordering::Relaxed), 1);
             assert_eq!(current(), None);
         })
         .join()
