@@ -19,6 +19,9 @@ pub(crate) const QUEUE_BUCKETS: [f64; 12] = [
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0,
 ];
 
+/// An attempt: its task and attempt number.
+type Attempt = (TaskId, u32);
+
 /// The parts of every job, oldest first, in the batches they came in (kept whole: a batch is
 /// not copied part by part, and the oldest batch goes whole when the bound is passed).
 #[derive(Debug)]
@@ -36,9 +39,9 @@ pub(crate) struct TaskEvents {
     queue: QueueTimes,
     /// Attempts of which one of submission and start arrived so far: (submitted, started), in
     /// microseconds. Bounded by `cap` (the oldest forgotten first, never counted).
-    half_known: HashMap<(TaskId, u32), (Option<u64>, Option<u64>), foldhash::fast::RandomState>,
+    half_known: HashMap<Attempt, (Option<u64>, Option<u64>), foldhash::fast::RandomState>,
     /// The keys of `half_known` in arrival order (some perhaps already counted and gone).
-    half_order: VecDeque<(TaskId, u32)>,
+    half_order: VecDeque<Attempt>,
 }
 
 impl TaskEvents {
