@@ -216,7 +216,7 @@ impl Config {
             check_env(name, value)?;
         }
         if let Some(dir) = &self.working_dir {
-            crate::system::packages::check_dir(dir)?;
+            check_working_dir(dir)?;
         }
         self.node_resources().map(|_| ())
     }
@@ -276,6 +276,24 @@ pub(crate) fn check_namespace(namespace: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Checks that `Config::working_dir`'s `dir` exists and is a directory (a symbolic link to one
+/// counts, as for `cd`; inside it, links are never followed).
+pub(crate) fn check_working_dir(dir: &std::path::Path) -> Result<(), Error> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::invalid(format!(
+            "Config::working_dir({}): not a directory (give the folder holding the files tasks \
+             read by relative paths)",
+            dir.display()
+        ))),
+        Err(e) => Err(Error::invalid(format!(
+            "Config::working_dir({}): {}",
+            dir.display(),
+            crate::error::describe_io(&e)
+        ))),
+    }
 }
 
 /// Refuses an environment variable no process can be given, or one of lumen's own.

@@ -66,24 +66,6 @@ impl std::fmt::Debug for Package {
     }
 }
 
-/// Checks that `dir` exists and is a directory (not following a final symbolic link is not
-/// needed: a link to a directory names that directory, as for `cd`).
-pub(crate) fn check_dir(dir: &Path) -> Result<(), Error> {
-    match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Error::invalid(format!(
-            "Config::working_dir({}): not a directory (give the folder holding the files tasks \
-             read by relative paths)",
-            dir.display()
-        ))),
-        Err(e) => Err(Error::invalid(format!(
-            "Config::working_dir({}): {}",
-            dir.display(),
-            describe_io(&e)
-        ))),
-    }
-}
-
 /// A `Vec` that refuses to grow past a cap (so packing stops early).
 struct Capped {
     buf: Vec<u8>,
@@ -109,7 +91,7 @@ impl Write for Capped {
 /// Packs `dir` (see the module's invariants); refuses it with
 /// [`Error::WorkingDirTooLarge`] when the package would pass `cap` bytes.
 pub(crate) fn pack(dir: &Path, cap: u64) -> Result<Package, Error> {
-    check_dir(dir)?;
+    crate::config::check_working_dir(dir)?;
     let out = Capped {
         buf: Vec::new(),
         cap,
