@@ -107,21 +107,25 @@ fn short_name<M>() -> &'static str {
 /// Marks this thread as handling message type `$m` ([`handling`]) and enters a root `debug`
 /// span named `$component` whose `msg` field is the message's kind, with the given fields (ids
 /// the message carries, in `tracing`'s field syntax). Returns a guard for both: bind it for the
-/// rest of the handler. With the `debug` level off under the process's subscriber (a node always
-/// installs one), this costs a thread-local write and a cached level check: the fields are not
-/// evaluated, nothing is allocated or formatted. (In a process that never installed one,
-/// `tracing`'s `log` feature, which a dependency turns on, evaluates them to offer them to the
-/// `log` crate, which formats nothing either without a logger.)
+/// rest of the handler. With the `debug` level off (or no subscriber at all), this costs a
+/// thread-local write and one atomic load of `tracing`'s global level: the fields are not
+/// evaluated, nothing is allocated or formatted.
 macro_rules! message_span {
     ($component:literal, $m:ty $(, $($fields:tt)+)?) => {
         (
             $crate::supervise::handling::<$m>(),
-            ::tracing::debug_span!(
-                parent: None,
-                $component,
-                msg = stringify!($m)
-                $(, $($fields)+)?
-            )
+            // Checked first: with no subscriber at debug anywhere in the process (or none at
+            // all), not even the disabled span `tracing`'s `log` feature would offer to `log`.
+            if ::tracing::level_enabled!(::tracing::Level::DEBUG) {
+                ::tracing::debug_span!(
+                    parent: None,
+                    $component,
+                    msg = stringify!($m)
+                    $(, $($fields)+)?
+                )
+            } else {
+                ::tracing::Span::none()
+            }
             .entered(),
         )
     };
@@ -188,8 +192,12 @@ mod tests {
         let field = || EVALUATED.fetch_add(1, Ordering::Relaxed);
         std::thread::spawn(move || {
             component("raylet");
-            // The subscriber (a node's, at its default level) wants no debug spans: the field
-            // is never computed.
+            // No subscriber at all, then one (a node's, at its default level) that wants no
+            // debug spans: the field is never computed.
+            {
+                let _h = message_span!("raylet", Ping, task = field());
+                assert!(tracing::Span::current().is_none());
+            }
             let info = tracing_subscriber::fmt()
                 .with_max_level(tracing::Level::INFO)
                 .with_test_writer()
