@@ -231,7 +231,7 @@ fn start_driver(
             if !held {
                 gcs.send(PutBinary {
                     hash: p.hash.clone(),
-                    data: p.data.clone().into(),
+                    data: p.data.clone(),
                 })
                 .await??;
             }

@@ -51,7 +51,7 @@ pub(crate) struct Package {
     /// BLAKE3 hex digest of `data`.
     pub(crate) hash: String,
     /// The gzipped tar.
-    pub(crate) data: Vec<u8>,
+    pub(crate) data: bytes::Bytes,
     /// Entries left out (symbolic links, sockets, FIFOs, devices).
     pub(crate) skipped: usize,
 }
@@ -120,7 +120,7 @@ pub(crate) fn pack(dir: &Path, cap: u64) -> Result<Package, Error> {
     let hash = blake3::hash(&out.buf).to_hex().to_string();
     Ok(Package {
         hash,
-        data: out.buf,
+        data: out.buf.into(),
         skipped,
     })
 }
