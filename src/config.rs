@@ -29,6 +29,8 @@ pub struct Config {
     pub(crate) log_to_driver: Option<bool>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) spill_dir: Option<std::path::PathBuf>,
+    pub(crate) working_dir: Option<std::path::PathBuf>,
+    pub(crate) working_dir_max_bytes: Option<u64>,
 }
 
 impl Config {
@@ -175,6 +177,52 @@ impl Config {
         self
     }
 
+    /// A directory to upload as this job's working directory: the driver packs it at init
+    /// (plain files and folders; symbolic links, sockets and the like are left out, and links
+    /// are never followed), uploads it to the GCS content-addressed (like the job's executable,
+    /// so an unchanged directory is uploaded once), and every node unpacks it once into its
+    /// session folder and starts the job's worker processes there: relative paths in tasks and
+    /// actors read the uploaded copy on every machine (Ray's `runtime_env={"working_dir": ..}`).
+    /// A task may write there, but what it writes stays on its node, and the copy is shared with
+    /// other jobs that upload the same content.
+    ///
+    /// The directory must exist and be a directory, and its package (a gzipped tar) must stay
+    /// under a cap, Ray's 100 MiB by default ([`working_dir_max_bytes`](Self::working_dir_max_bytes),
+    /// or `LUMEN_WORKING_DIR_MAX_BYTES`): `init_with` refuses it otherwise, with
+    /// [`Error::WorkingDirTooLarge`] saying the size and the cap.
+    ///
+    /// Without it, a worker process starts in the driver's working directory when that path
+    /// exists on its node (the same machine), else in the node's folder. The embedded cluster
+    /// runs tasks in this process, whose working directory lumen does not change: there the
+    /// directory is only checked, and tasks see the process's own working directory.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// lumen::init_with(lumen::Config::default().address("127.0.0.1:6380").working_dir("./job"))?;
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn working_dir(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.working_dir = Some(path.into());
+        self
+    }
+
+    /// The cap, in bytes, on the package of [`working_dir`](Self::working_dir) (default:
+    /// `LUMEN_WORKING_DIR_MAX_BYTES` if set, else 100 MiB, as Ray).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// let config = lumen::Config::default()
+    ///     .address("127.0.0.1:6380")
+    ///     .working_dir("./job")
+    ///     .working_dir_max_bytes(200 << 20);
+    /// lumen::init_with(config)?;
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn working_dir_max_bytes(mut self, bytes: u64) -> Self {
+        self.working_dir_max_bytes = Some(bytes);
+        self
+    }
+
     /// Checks the node resources this config describes (amounts, GPU counts, names).
     ///
     /// # Examples
@@ -191,6 +239,9 @@ impl Config {
         }
         for (name, value) in &self.env {
             check_env(name, value)?;
+        }
+        if let Some(dir) = &self.working_dir {
+            check_working_dir(dir)?;
         }
         self.node_resources().map(|_| ())
     }
@@ -277,6 +328,24 @@ pub(crate) fn check_namespace(namespace: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `Config::working_dir`'s `dir` exists and is a directory (a symbolic link to one
+/// counts, as for `cd`; inside it, links are never followed).
+pub(crate) fn check_working_dir(dir: &std::path::Path) -> Result<(), Error> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::invalid(format!(
+            "Config::working_dir({}): not a directory (give the folder holding the files tasks \
+             read by relative paths)",
+            dir.display()
+        ))),
+        Err(e) => Err(Error::invalid(format!(
+            "Config::working_dir({}): {}",
+            dir.display(),
+            crate::error::describe_io(&e)
+        ))),
+    }
+}
+
 /// Refuses an environment variable no process can be given, or one of lumen's own.
 fn check_env(name: &str, value: &str) -> Result<()> {
     let why = if name.is_empty() {
@@ -321,6 +390,17 @@ mod tests {
                 "{name:?}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_working_dir_must_be_a_directory() {
+        let here = std::env::temp_dir();
+        assert!(Config::default().working_dir(&here).validate().is_ok());
+        let e = Config::default()
+            .working_dir(here.join("lumen-no-such-folder-here"))
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("lumen-no-such-folder-here"), "{e}");
     }
 
     #[test]

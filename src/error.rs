@@ -179,6 +179,22 @@ pub enum Error {
         /// What happened to the worker or its node.
         reason: String,
     },
+    /// `Config::working_dir` names a directory too large to upload: its package (a gzipped
+    /// tar) passes the cap (Ray's 100 MiB by default).
+    #[error(
+        "Config::working_dir({path}): the directory is too large to upload: its package passes \
+         the cap of {cap} bytes (its files hold {size} bytes). Leave large files out of it (data \
+         sets belong on each node's disk or in object storage), or raise the cap with \
+         Config::working_dir_max_bytes or LUMEN_WORKING_DIR_MAX_BYTES"
+    )]
+    WorkingDirTooLarge {
+        /// The directory.
+        path: String,
+        /// Bytes of the plain files in it, before compression.
+        size: u64,
+        /// The cap on the package, in bytes.
+        cap: u64,
+    },
 }
 
 impl Error {

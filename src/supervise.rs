@@ -8,6 +8,10 @@
 //! component panicked, on which message and why, and exits with status [`EXIT_CODE`]. Panics in
 //! user code (tasks, actor methods) are caught where that code runs and become task errors; they
 //! never reach this hook.
+//!
+//! [`message_span!`] does that marking and also enters a `debug` span for the message (its kind
+//! and the node, job, task or actor ids it carries), a root span per handled message: cheap when
+//! the level is off (see the macro).
 
 use std::cell::{Cell, RefCell};
 use std::sync::Once;
@@ -100,6 +104,34 @@ fn short_name<M>() -> &'static str {
     full.rfind(':').map_or(full, |i| &full[i + 1..])
 }
 
+/// Marks this thread as handling message type `$m` ([`handling`]) and enters a root `debug`
+/// span named `$component` whose `msg` field is the message's kind, with the given fields (ids
+/// the message carries, in `tracing`'s field syntax). Returns a guard for both: bind it for the
+/// rest of the handler. With the `debug` level off (or no subscriber at all), this costs a
+/// thread-local write and one atomic load of `tracing`'s global level: the fields are not
+/// evaluated, nothing is allocated or formatted.
+macro_rules! message_span {
+    ($component:literal, $m:ty $(, $($fields:tt)+)?) => {
+        (
+            $crate::supervise::handling::<$m>(),
+            // Checked first: with no subscriber at debug anywhere in the process (or none at
+            // all), not even the disabled span `tracing`'s `log` feature would offer to `log`.
+            if ::tracing::level_enabled!(::tracing::Level::DEBUG) {
+                ::tracing::debug_span!(
+                    parent: None,
+                    $component,
+                    msg = stringify!($m)
+                    $(, $($fields)+)?
+                )
+            } else {
+                ::tracing::Span::none()
+            }
+            .entered(),
+        )
+    };
+}
+pub(crate) use message_span;
+
 /// Marks this thread as handling `M` in the component named on it.
 pub(crate) fn handling<M>() -> Handling {
     let previous = (
@@ -147,6 +179,47 @@ mod tests {
                 }
                 assert_eq!(current(), Some(("raylet", "Ping")));
             }
+            assert_eq!(current(), None);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_message_span_evaluates_its_fields_only_when_wanted() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static EVALUATED: AtomicUsize = AtomicUsize::new(0);
+        let field = || EVALUATED.fetch_add(1, Ordering::Relaxed);
+        std::thread::spawn(move || {
+            component("raylet");
+            // No subscriber at all, then one (a node's, at its default level) that wants no
+            // debug spans: the field is never computed.
+            {
+                let _h = message_span!("raylet", Ping, task = field());
+                assert!(tracing::Span::current().is_none());
+            }
+            let info = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_test_writer()
+                .finish();
+            tracing::subscriber::with_default(info, || {
+                let _h = message_span!("raylet", Ping, task = field());
+                assert_eq!(current(), Some(("raylet", "Ping")));
+                assert!(tracing::Span::current().is_none());
+            });
+            assert_eq!(EVALUATED.load(Ordering::Relaxed), 0);
+            // One that does: the span is entered, with its fields.
+            let debug = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_test_writer()
+                .finish();
+            tracing::subscriber::with_default(debug, || {
+                let _h = message_span!("raylet", Ping, task = field());
+                let span = tracing::Span::current();
+                assert_eq!(span.metadata().map(|m| m.name()), Some("raylet"));
+                assert!(span.field("msg").is_some() && span.field("task").is_some());
+            });
+            assert_eq!(EVALUATED.load(Ordering::Relaxed), 1);
             assert_eq!(current(), None);
         })
         .join()

@@ -570,6 +570,18 @@ fn print_and_pid(text: String) -> u32 {
     std::process::id()
 }
 
+/// Reads the file at `path` (relative: in the task's working directory); returns what it holds
+/// and where the task ran.
+#[lumen::remote]
+fn read_relative(path: String) -> (Option<String>, String) {
+    (
+        std::fs::read_to_string(&path).ok(),
+        std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+    )
+}
+
 /// An actor that prints what it is told.
 pub struct Talker;
 
@@ -1483,11 +1495,137 @@ fn lumen_logs_lists_and_prints_worker_output_kept_by_the_node() {
     );
     let bad = session.lumen(&["logs", "--node", far_id, "../secrets"]);
     assert!(!bad.ok() && bad.stderr.contains("no log named"), "{bad}");
-    let follow = session.lumen(&["logs", "--node", far_id, &far_file, "--follow"]);
-    assert!(
-        !follow.ok() && follow.stderr.contains("this machine"),
-        "{follow}"
+    // Following it through the node: its last line, then what the worker prints next.
+    let mut follow = session.command(LUMEN);
+    let mut follow = follow
+        .args([
+            "logs", "--node", far_id, &far_file, "--tail", "1", "--follow",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("lumen logs --node ID NAME --follow");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().expect("its output");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + TASK_LIMIT;
+    let mut seen: Vec<String> = Vec::new();
+    let wait_for = |text: &str, seen: &mut Vec<String>| {
+        while !seen.iter().any(|l| l.ends_with(text)) {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => seen.push(line),
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    let started = wait_for(") far line", &mut seen);
+    let again = lumen::get_timeout(
+        &print_and_pid::options()
+            .resource("far", 1.0)
+            .remote("far follow line".to_string()),
+        TASK_LIMIT,
+    )
+    .expect("the second task on the far node");
+    let arrived = started && wait_for(") far follow line", &mut seen);
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(
+        again, far_pid,
+        "the same worker process prints to the same log"
     );
+    assert!(
+        started && arrived,
+        "lumen logs --node ID NAME --follow printed {seen:?}"
+    );
+}
+
+/// `Config::working_dir` on a node of "another machine" (a session folder of its own): the
+/// directory is uploaded, unpacked in that node's session folder, and a task there reads a file
+/// by a relative path that exists neither in the node's folder nor in the driver's. A path that
+/// is not a directory, and a directory over the cap, are refused at init, saying why.
+#[test]
+fn an_uploaded_working_dir_reaches_a_node_on_another_machine() {
+    let session = Session::new("wd");
+    let head = session.start_head(&["--num-cpus", "1"]);
+    let far = Session::new("wd-far");
+    far.join(
+        &head.gcs,
+        &[
+            "--num-cpus",
+            "1",
+            "--resources",
+            r#"{"far": 1}"#,
+            "--token",
+            &head.token,
+        ],
+    );
+    let dir = std::env::temp_dir().join(format!("lumen-cli-test-wd-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("inputs")).expect("the folder to upload");
+    std::fs::write(dir.join("inputs/greeting.txt"), "from the uploaded folder").expect("a file");
+    assert!(
+        !Path::new("inputs/greeting.txt").exists(),
+        "the driver's own folder must not have it"
+    );
+    let _driver = Driver {
+        _lock: common::one_driver_at_a_time(&DRIVER),
+    };
+    std::env::set_var("LUMEN_SESSION_DIR", &session.dir);
+    let config = || {
+        lumen::Config::default()
+            .address(&head.gcs)
+            .token(&head.token)
+    };
+    let file = lumen::init_with(config().working_dir(dir.join("inputs/greeting.txt")))
+        .expect_err("a file is not a working directory");
+    assert!(
+        matches!(file, lumen::Error::InvalidArgument { .. })
+            && file.to_string().contains("not a directory"),
+        "{file}"
+    );
+    let big = lumen::init_with(config().working_dir(&dir).working_dir_max_bytes(16))
+        .expect_err("over the cap");
+    assert!(
+        matches!(
+            big,
+            lumen::Error::WorkingDirTooLarge {
+                cap: 16,
+                size: 24,
+                ..
+            }
+        ) && big.to_string().contains("LUMEN_WORKING_DIR_MAX_BYTES"),
+        "{big}"
+    );
+    lumen::init_with(config().working_dir(&dir))
+        .unwrap_or_else(|e| panic!("lumen::init_with: {e}\n{}", session.logs()));
+    let (content, cwd) = lumen::get_timeout(
+        &read_relative::options()
+            .resource("far", 1.0)
+            .remote("inputs/greeting.txt".to_string()),
+        TASK_LIMIT,
+    )
+    .unwrap_or_else(|e| panic!("the task on the far node: {e}\n{}", far.logs()));
+    assert_eq!(
+        content.as_deref(),
+        Some("from the uploaded folder"),
+        "in {cwd}"
+    );
+    let unpacked = far.dir.join("working_dirs");
+    assert!(
+        cwd.starts_with(&unpacked.display().to_string()),
+        "the task ran in {cwd}, not in the copy in {}",
+        unpacked.display()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Ray's `runtime_env` on `lumen start` nodes, whose worker processes a daemon starts (its own

@@ -543,10 +543,38 @@ fn node_log(id: &str, name: Option<String>) -> Result<Log> {
     Ok(Log::Here(Some(newest)))
 }
 
+/// How often `lumen logs --follow` asks another machine's node for what was added to a log.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
 /// Prints a log of another machine's node (its last `tail` lines, default 1,000), or the list
-/// of its logs, read through its raylet.
-fn remote_log(node: &str, name: Option<&str>, tail: Option<usize>) -> Result<()> {
+/// of its logs, read through its raylet; with `follow`, then what is added to the log, by
+/// polling the node, until interrupted.
+fn remote_log(node: &str, name: Option<&str>, tail: Option<usize>, follow: bool) -> Result<()> {
     let lines = tail.unwrap_or(1000).min(u32::MAX as usize) as u32;
+    if follow {
+        let Some(name) = name else {
+            bail!("--follow needs a log's name: `lumen logs --node {node}` lists them");
+        };
+        let (last, mut log) = lumen::cluster::follow_node_log_at(None, None, node, name, lines)?;
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(last.as_bytes())?;
+        out.flush()?;
+        loop {
+            let added = log.poll()?;
+            if added.restarted {
+                eprintln!(
+                    "lumen logs: {name} became shorter (truncated or replaced); from its start"
+                );
+            }
+            if added.text.is_empty() {
+                std::thread::sleep(FOLLOW_POLL);
+                continue;
+            }
+            out.write_all(added.text.as_bytes())?;
+            out.flush()?;
+        }
+    }
     let read = lumen::cluster::node_log_at(None, None, node, name, lines)?;
     match read.text {
         Some(text) => print!("{text}"),
@@ -825,10 +853,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             match log {
                 Log::Here(name) => logs(name.as_deref(), tail, follow),
-                Log::On { .. } if follow => {
-                    bail!("--follow reads this machine's logs only; run it on the node's machine")
-                }
-                Log::On { node, name } => remote_log(&node, name.as_deref(), tail),
+                Log::On { node, name } => remote_log(&node, name.as_deref(), tail, follow),
             }
         }
         Cmd::Status {

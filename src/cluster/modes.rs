@@ -18,12 +18,12 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ids::{JobId, NodeId};
 use crate::node::processes::env;
-use crate::protocol::gcs::{ExeInfo, GetNodes, PutBinary, RegisterJob};
+use crate::protocol::gcs::{ExeInfo, GetNodes, HasBinary, PutBinary, RegisterJob};
 use crate::protocol::raylet::RegisterWorker;
 use crate::protocol::svc;
 use crate::resources::Resource;
-use crate::system::binaries;
 use crate::system::gcs::Settings as GcsSettings;
+use crate::system::{binaries, packages};
 use crate::transport::{Token, TransportConfig};
 use crate::worker::runtime::{self, publish, Runtime};
 use std::net::SocketAddr;
@@ -60,7 +60,10 @@ pub(crate) fn start(config: Config) -> Result<()> {
             "Config::address and Config::local_cluster cannot be combined: connect to a \
              running cluster, or start a local one",
         )),
-        (Some(addr), None) => start_driver(config, addr.trim(), Vec::new()),
+        (Some(addr), None) => {
+            let package = working_dir_package(&config)?;
+            start_driver(config, addr.trim(), Vec::new(), package)
+        }
         (None, Some(n)) => start_local_cluster(config, n),
         (None, None) => start_embedded(config),
     }
@@ -116,6 +119,7 @@ fn start_embedded(config: Config) -> Result<()> {
                 pid: std::process::id(),
                 env: Vec::new(),
                 working_dir: None,
+                working_dir_package: None,
             },
         )??;
         // This process is its node's worker for its job: the raylet runs the job's work here.
@@ -150,6 +154,8 @@ fn start_local_cluster(config: Config, n: usize) -> Result<()> {
     if n == 0 {
         return Err(Error::invalid("a local cluster needs at least one node"));
     }
+    // Refused before any node starts.
+    let package = working_dir_package(&config)?;
     let mut options = NodeOptions::head(SocketAddr::from(([127, 0, 0, 1], 0)));
     options.resources = config.clone();
     let head = Node::start(options)?;
@@ -168,12 +174,29 @@ fn start_local_cluster(config: Config, n: usize) -> Result<()> {
         local_cluster: None,
         ..config
     };
-    start_driver(driver, &head_addr.to_string(), nodes)
+    start_driver(driver, &head_addr.to_string(), nodes, package)
+}
+
+/// Packs `Config::working_dir`, if given (refused above its cap).
+fn working_dir_package(config: &Config) -> Result<Option<packages::Package>> {
+    let Some(dir) = &config.working_dir else {
+        return Ok(None);
+    };
+    let cap = packages::max_bytes(config.working_dir_max_bytes)?;
+    let package = packages::pack(dir, cap)?;
+    tracing::info!(dir = %dir.display(), bytes = package.data.len(), skipped = package.skipped,
+        hash = %package.hash, "working directory packed");
+    Ok(Some(package))
 }
 
 /// Connects to the cluster at `address` as a driver; `nodes` are nodes this process started
 /// for it (a local cluster), stopped with the runtime.
-fn start_driver(config: Config, address: &str, nodes: Vec<Node>) -> Result<()> {
+fn start_driver(
+    config: Config,
+    address: &str,
+    nodes: Vec<Node>,
+    package: Option<packages::Package>,
+) -> Result<()> {
     let gcs_addr = resolve_address(address)?;
     let token = find_token(config.token.as_deref(), address)?;
     let job_id = JobId::fresh();
@@ -198,6 +221,21 @@ fn start_driver(config: Config, address: &str, nodes: Vec<Node>) -> Result<()> {
             .or_else(|| nodes.iter().find(|n| n.alive))
             .cloned()
             .ok_or_else(|| Error::connection(gcs_addr, "the cluster has no live node"))?;
+        // The working directory first: a node may start a worker as soon as the job is known.
+        if let Some(p) = &package {
+            let held = gcs
+                .send(HasBinary {
+                    hash: p.hash.clone(),
+                })
+                .await??;
+            if !held {
+                gcs.send(PutBinary {
+                    hash: p.hash.clone(),
+                    data: p.data.clone(),
+                })
+                .await??;
+            }
+        }
         let need = gcs
             .send(RegisterJob {
                 job_id,
@@ -211,6 +249,7 @@ fn start_driver(config: Config, address: &str, nodes: Vec<Node>) -> Result<()> {
                 pid: std::process::id(),
                 env: env.clone(),
                 working_dir: std::env::current_dir().ok(),
+                working_dir_package: package.as_ref().map(|p| p.hash.clone()),
             })
             .await??;
         if need {

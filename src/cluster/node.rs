@@ -17,6 +17,7 @@ use crate::protocol::svc;
 use crate::resources::Resource;
 use crate::system::binaries::BinaryCache;
 use crate::system::gcs::Settings as GcsSettings;
+use crate::system::packages::WorkingDirs;
 use crate::transport::{Token, TransportConfig};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -168,6 +169,7 @@ impl Node {
                 node_id,
                 cpus: cpus.max(1),
                 binaries,
+                working_dirs: WorkingDirs::new(session::session_subdir("working_dirs")?),
                 log_dir: options.log_dir.clone(),
                 store: options.resources.store_limits()?,
             }),

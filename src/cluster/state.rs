@@ -576,37 +576,230 @@ pub fn node_log_at(
     let prefix = node.to_ascii_lowercase();
     let name = name.map(str::to_string);
     client.block_on(async move {
-        let limit = Duration::from_secs(10);
-        let nodes = tokio::time::timeout(limit, net.target::<svc::Gcs>(gcs_addr).send(GetNodes))
-            .await
-            .map_err(|_| Error::connection(gcs_addr, "no answer within 10 s"))??;
-        let found: Vec<_> = nodes
-            .iter()
-            .filter(|n| n.node_id.to_string().starts_with(&prefix))
-            .collect();
-        let [n] = found[..] else {
-            return Err(Error::invalid(format!(
-                "{} node of the cluster has an id starting with {prefix}",
-                if found.is_empty() {
-                    "no"
-                } else {
-                    "more than one"
-                }
-            )));
-        };
-        if !n.alive {
-            return Err(Error::invalid(format!("node {} is dead", n.node_id)));
-        }
-        let raylet = net.target::<svc::Raylet>(n.address);
-        let read = tokio::time::timeout(limit, raylet.send(ReadLog { name, lines }))
-            .await
-            .map_err(|_| Error::connection(n.address, "no answer within 10 s"))???;
+        let (node_id, raylet) = find_raylet(&net, gcs_addr, &prefix).await?;
+        let read = read_log(
+            &net,
+            raylet,
+            ReadLog {
+                name,
+                lines,
+                from: None,
+            },
+        )
+        .await?;
         Ok(NodeLog {
-            node_id: n.node_id,
+            node_id,
             files: read.files.into_iter().map(|f| (f.name, f.bytes)).collect(),
             text: read.text,
         })
     })?
+}
+
+/// How long a node may take to answer a log read.
+const LOG_READ_LIMIT: Duration = Duration::from_secs(10);
+
+/// The live node whose id starts with `prefix`, and its raylet's address.
+async fn find_raylet(
+    net: &Arc<Net>,
+    gcs_addr: SocketAddr,
+    prefix: &str,
+) -> Result<(NodeId, SocketAddr)> {
+    let nodes = tokio::time::timeout(
+        LOG_READ_LIMIT,
+        net.target::<svc::Gcs>(gcs_addr).send(GetNodes),
+    )
+    .await
+    .map_err(|_| Error::connection(gcs_addr, "no answer within 10 s"))??;
+    let found: Vec<_> = nodes
+        .iter()
+        .filter(|n| n.node_id.to_string().starts_with(prefix))
+        .collect();
+    let [n] = found[..] else {
+        return Err(Error::invalid(format!(
+            "{} node of the cluster has an id starting with {prefix}",
+            if found.is_empty() {
+                "no"
+            } else {
+                "more than one"
+            }
+        )));
+    };
+    if !n.alive {
+        return Err(Error::invalid(format!("node {} is dead", n.node_id)));
+    }
+    Ok((n.node_id, n.address))
+}
+
+async fn read_log(
+    net: &Arc<Net>,
+    raylet: SocketAddr,
+    msg: ReadLog,
+) -> Result<crate::protocol::raylet::LogRead> {
+    tokio::time::timeout(LOG_READ_LIMIT, net.target::<svc::Raylet>(raylet).send(msg))
+        .await
+        .map_err(|_| Error::connection(raylet, "no answer within 10 s"))??
+}
+
+/// A log of a node, followed through the node itself (on any machine): what
+/// [`follow_node_log_at`] returns, and `lumen logs --node ID NAME --follow` polls. It holds one
+/// connection to the cluster for as long as it lives.
+///
+/// # Examples
+/// ```no_run
+/// let (last, mut log) =
+///     lumen::cluster::follow_node_log_at(None, None, "3f2a", "worker-4123.out", 10)?;
+/// print!("{last}");
+/// loop {
+///     let added = log.poll()?;
+///     if added.text.is_empty() {
+///         std::thread::sleep(std::time::Duration::from_millis(500));
+///     }
+///     print!("{}", added.text);
+/// }
+/// # Ok::<(), lumen::Error>(())
+/// ```
+#[must_use = "a follower reads nothing until polled"]
+pub struct NodeLogFollower {
+    client: crate::cluster::builder::Assembly,
+    raylet: SocketAddr,
+    node_id: NodeId,
+    name: String,
+    /// The position read up to.
+    offset: u64,
+}
+
+impl std::fmt::Debug for NodeLogFollower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeLogFollower")
+            .field("node_id", &self.node_id)
+            .field("name", &self.name)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+/// What [`NodeLogFollower::poll`] read.
+///
+/// # Examples
+/// ```no_run
+/// # let (_, mut log) = lumen::cluster::follow_node_log_at(None, None, "3f2a", "node.log", 0)?;
+/// let added = log.poll()?;
+/// if added.restarted {
+///     eprintln!("(the log was truncated: from its start)");
+/// }
+/// print!("{}", added.text);
+/// # Ok::<(), lumen::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogAdded {
+    /// What was added since the last read (empty: nothing; at most 1 MiB at a time).
+    pub text: String,
+    /// The log had become shorter than what was read of it (truncated, or replaced by a new
+    /// file of that name): `text` is from its start.
+    pub restarted: bool,
+}
+
+impl NodeLogFollower {
+    /// The node read.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// let (_, log) = lumen::cluster::follow_node_log_at(None, None, "3f2a", "node.log", 0)?;
+    /// println!("following a log of node {}", log.node_id());
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Reads what was added to the log since the last read (nothing waits: an empty text says
+    /// nothing was added; poll again later).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// let (_, mut log) = lumen::cluster::follow_node_log_at(None, None, "3f2a", "node.log", 0)?;
+    /// print!("{}", log.poll()?.text);
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn poll(&mut self) -> Result<LogAdded> {
+        let net = self.client.net.clone();
+        let (raylet, name, from) = (self.raylet, self.name.clone(), self.offset);
+        let read = self.client.block_on(async move {
+            read_log(
+                &net,
+                raylet,
+                ReadLog {
+                    name: Some(name),
+                    lines: 0,
+                    from: Some(from),
+                },
+            )
+            .await
+        })??;
+        let end = read.end.ok_or_else(|| {
+            Error::invalid(format!(
+                "node {} runs a lumen too old to follow a log from another machine",
+                self.node_id
+            ))
+        })?;
+        self.offset = end;
+        Ok(LogAdded {
+            text: read.text.unwrap_or_default(),
+            restarted: read.restarted,
+        })
+    }
+}
+
+/// Reads the last `lines` lines of node `node`'s (its id, or a prefix) log `name` through the
+/// node itself, on any machine, and returns them with a [`NodeLogFollower`] that reads what is
+/// added after them.
+///
+/// # Examples
+/// ```no_run
+/// let (last, mut log) =
+///     lumen::cluster::follow_node_log_at(Some("127.0.0.1:6379"), None, "3f2a", "node.log", 5)?;
+/// print!("{last}{}", log.poll()?.text);
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn follow_node_log_at(
+    address: Option<&str>,
+    token: Option<&str>,
+    node: &str,
+    name: &str,
+    lines: u32,
+) -> Result<(String, NodeLogFollower)> {
+    let (client, gcs_addr) = connect(address, token)?;
+    let net = client.net.clone();
+    let prefix = node.to_ascii_lowercase();
+    let msg_name = name.to_string();
+    let (node_id, raylet, read) = client.block_on(async move {
+        let (node_id, raylet) = find_raylet(&net, gcs_addr, &prefix).await?;
+        let read = read_log(
+            &net,
+            raylet,
+            ReadLog {
+                name: Some(msg_name),
+                lines,
+                from: None,
+            },
+        )
+        .await?;
+        Ok::<_, Error>((node_id, raylet, read))
+    })??;
+    let offset = read.end.ok_or_else(|| {
+        Error::invalid(format!(
+            "node {node_id} runs a lumen too old to follow a log from another machine"
+        ))
+    })?;
+    let follower = NodeLogFollower {
+        client,
+        raylet,
+        node_id,
+        name: name.to_string(),
+        offset,
+    };
+    Ok((read.text.unwrap_or_default(), follower))
 }
 
 /// Objects per reference type and state, with their bytes: a line of `lumen summary objects`.

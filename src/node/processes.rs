@@ -2,7 +2,8 @@
 //!
 //! A job's worker is a process that registered with the raylet ([`RegisterWorker`]): a worker
 //! process this node started from the job's own executable (fetched from the GCS by hash and
-//! cached on disk, started in worker mode, watched until it exits), or a process that runs the
+//! cached on disk, started in worker mode — in the job's working directory, unpacked here from
+//! its package when the driver uploaded one — watched until it exits), or a process that runs the
 //! job's work itself (an embedded runtime is its own node's worker). Work admitted before a
 //! job's worker is up waits here, in order.
 //!
@@ -17,6 +18,7 @@ use crate::protocol::raylet::WorkerSummary;
 use crate::protocol::svc;
 use crate::protocol::worker::{Launch, StopActor};
 use crate::system::binaries::BinaryCache;
+use crate::system::packages::WorkingDirs;
 use crate::transport::net::{Net, Target};
 use crate::transport::Token;
 use actix::prelude::*;
@@ -74,6 +76,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) node_id: NodeId,
     pub(crate) cpus: usize,
     pub(crate) binaries: BinaryCache,
+    /// Where jobs' working-directory packages are unpacked, one folder per hash.
+    pub(crate) working_dirs: WorkingDirs,
     /// Where to keep what worker processes print (see `node::output`).
     pub(crate) log_dir: Option<PathBuf>,
     /// The limits of each worker process's object store.
@@ -408,13 +412,29 @@ async fn spawn_worker(
     if let Some(dir) = &settings.store.spill_dir {
         cmd.env(env::SPILL_DIR, dir);
     }
-    match &info.working_dir {
-        Some(dir) if dir.is_dir() => {
+    match (&info.working_dir_package, &info.working_dir) {
+        // The uploaded directory, unpacked here once per hash.
+        (Some(hash), _) => {
+            let dir = match settings.working_dirs.path(hash) {
+                Some(dir) if dir.is_dir() => dir,
+                _ => {
+                    let data = gcs.send(GetBinary { hash: hash.clone() }).await??;
+                    let (dirs, hash) = (settings.working_dirs.clone(), hash.clone());
+                    tokio::task::spawn_blocking(move || dirs.unpack(&hash, &data))
+                        .await
+                        .map_err(|e| {
+                            Error::invalid(format!("unpacking the working directory failed: {e}"))
+                        })??
+                }
+            };
             cmd.current_dir(dir);
         }
-        Some(dir) => tracing::info!(job = %job, dir = %dir.display(),
+        (None, Some(dir)) if dir.is_dir() => {
+            cmd.current_dir(dir);
+        }
+        (None, Some(dir)) => tracing::info!(job = %job, dir = %dir.display(),
             "the driver's working directory is not on this node: the worker starts in the node's"),
-        None => {}
+        (None, None) => {}
     }
     if info.log_to_driver {
         cmd.env(crate::protocol::output::ANNOUNCE_ENV, "1")

@@ -278,7 +278,7 @@ impl Actor for Raylet {
 impl Handler<SubmitTask> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: SubmitTask, ctx: &mut Context<Self>) {
-        let _h = supervise::handling::<SubmitTask>();
+        let _h = supervise::message_span!("raylet", SubmitTask, node = %self.node_id(), task = %msg.spec.task_id, attempt = msg.spec.attempt, job = %msg.spec.job_id);
         let random = (msg.spec.task_id.0 >> 16) as u64;
         let actions = self.core.submit(msg.spec, msg.hops, random);
         self.act(actions, ctx);
@@ -288,7 +288,7 @@ impl Handler<SubmitTask> for Raylet {
 impl Handler<TakeBack> for Raylet {
     type Result = bool;
     fn handle(&mut self, msg: TakeBack, _: &mut Context<Self>) -> bool {
-        let _h = supervise::handling::<TakeBack>();
+        let _h = supervise::message_span!("raylet", TakeBack, node = %self.node_id(), task = %msg.task_id);
         self.core.take_back(msg.task_id)
     }
 }
@@ -296,7 +296,7 @@ impl Handler<TakeBack> for Raylet {
 impl Handler<Resolved> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: Resolved, ctx: &mut Context<Self>) {
-        let _h = supervise::handling::<Resolved>();
+        let _h = supervise::message_span!("raylet", Resolved, node = %self.node_id(), task = %msg.0.spec.task_id, job = %msg.0.spec.job_id);
         let actions = self.core.resolved(msg.0);
         self.act(actions, ctx);
     }
@@ -305,7 +305,7 @@ impl Handler<Resolved> for Raylet {
 impl Handler<TaskDone> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: TaskDone, ctx: &mut Context<Self>) {
-        let _h = supervise::handling::<TaskDone>();
+        let _h = supervise::message_span!("raylet", TaskDone, node = %self.node_id(), task = %msg.task_id);
         let actions = self.core.task_done(msg.task_id);
         self.act(actions, ctx);
     }
@@ -314,7 +314,7 @@ impl Handler<TaskDone> for Raylet {
 impl Handler<TaskBlocked> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: TaskBlocked, ctx: &mut Context<Self>) {
-        let _h = supervise::handling::<TaskBlocked>();
+        let _h = supervise::message_span!("raylet", TaskBlocked, node = %self.node_id(), task = %msg.task_id);
         let actions = self.core.blocked(msg.task_id);
         self.act(actions, ctx);
     }
@@ -323,7 +323,7 @@ impl Handler<TaskBlocked> for Raylet {
 impl Handler<TaskUnblocked> for Raylet {
     type Result = ResponseFuture<Result<(), Error>>;
     fn handle(&mut self, msg: TaskUnblocked, ctx: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<TaskUnblocked>();
+        let _h = supervise::message_span!("raylet", TaskUnblocked, node = %self.node_id(), task = %msg.task_id);
         let (tx, rx) = flume::bounded(1);
         self.unblocking.entry(msg.task_id).or_default().push(tx);
         let actions = self.core.unblocked(msg.task_id);
@@ -339,7 +339,7 @@ impl Handler<TaskUnblocked> for Raylet {
 impl Handler<ActorReady> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: ActorReady, ctx: &mut Context<Self>) {
-        let _h = supervise::handling::<ActorReady>();
+        let _h = supervise::message_span!("raylet", ActorReady, node = %self.node_id(), actor = %msg.actor_id);
         let actions = self.core.actor_ready(msg.actor_id, msg.ok);
         self.act(actions, ctx);
     }
@@ -348,7 +348,7 @@ impl Handler<ActorReady> for Raylet {
 impl Handler<KillHostedActor> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: KillHostedActor, ctx: &mut Context<Self>) {
-        let _h = supervise::handling::<KillHostedActor>();
+        let _h = supervise::message_span!("raylet", KillHostedActor, node = %self.node_id(), actor = %msg.actor_id);
         let actions = self.core.kill_hosted(msg.actor_id, Instant::now());
         self.act(actions, ctx);
     }
@@ -357,7 +357,7 @@ impl Handler<KillHostedActor> for Raylet {
 impl Handler<GetResources> for Raylet {
     type Result = ResourceSnapshot;
     fn handle(&mut self, _: GetResources, _: &mut Context<Self>) -> ResourceSnapshot {
-        let _h = supervise::handling::<GetResources>();
+        let _h = supervise::message_span!("raylet", GetResources, node = %self.node_id());
         self.core.snapshot()
     }
 }
@@ -365,7 +365,7 @@ impl Handler<GetResources> for Raylet {
 impl Handler<GetWorkers> for Raylet {
     type Result = MessageResult<GetWorkers>;
     fn handle(&mut self, _: GetWorkers, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<GetWorkers>();
+        let _h = supervise::message_span!("raylet", GetWorkers, node = %self.node_id());
         MessageResult(self.workers.summaries())
     }
 }
@@ -373,7 +373,8 @@ impl Handler<GetWorkers> for Raylet {
 impl Handler<ReadLog> for Raylet {
     type Result = ResponseFuture<Result<LogRead, Error>>;
     fn handle(&mut self, msg: ReadLog, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<ReadLog>();
+        let _h =
+            supervise::message_span!("raylet", ReadLog, node = %self.node_id(), log = ?msg.name);
         let dir = self.log_dir.clone();
         let node = self.node_id();
         // File reads (bounded: a listing, or at most the last MiB of one log) off the raylet.
@@ -387,7 +388,7 @@ impl Handler<ReadLog> for Raylet {
                 let Some(name) = msg.name else {
                     return Ok(LogRead {
                         files: logs::list_logs(&dir),
-                        text: None,
+                        ..LogRead::default()
                     });
                 };
                 let path = logs::log_path(&dir, &name).ok_or_else(|| {
@@ -396,15 +397,32 @@ impl Handler<ReadLog> for Raylet {
                          lists them"
                     ))
                 })?;
-                let text = logs::tail(&path, msg.lines as usize).map_err(|e| {
+                let unreadable = |e: std::io::Error| {
                     Error::invalid(format!(
                         "cannot read {name} on node {node}: {}",
                         crate::error::describe_io(&e)
                     ))
-                })?;
-                Ok(LogRead {
-                    files: Vec::new(),
-                    text: Some(text),
+                };
+                Ok(match msg.from {
+                    Some(from) => {
+                        let added = logs::read_from(&path, from).map_err(unreadable)?;
+                        LogRead {
+                            files: Vec::new(),
+                            text: Some(added.text),
+                            end: Some(added.end),
+                            restarted: added.restarted,
+                        }
+                    }
+                    None => {
+                        let (text, end) =
+                            logs::tail_and_end(&path, msg.lines as usize).map_err(unreadable)?;
+                        LogRead {
+                            files: Vec::new(),
+                            text: Some(text),
+                            end: Some(end),
+                            restarted: false,
+                        }
+                    }
                 })
             });
             read.await
@@ -416,7 +434,7 @@ impl Handler<ReadLog> for Raylet {
 impl Handler<ClusterView> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: ClusterView, ctx: &mut Context<Self>) {
-        let _h = supervise::handling::<ClusterView>();
+        let _h = supervise::message_span!("raylet", ClusterView, node = %self.node_id());
         let actions = self.core.view(msg.nodes);
         self.act(actions, ctx);
     }
@@ -425,7 +443,7 @@ impl Handler<ClusterView> for Raylet {
 impl Handler<RegisterWorker> for Raylet {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: RegisterWorker, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<RegisterWorker>();
+        let _h = supervise::message_span!("raylet", RegisterWorker, node = %self.node_id(), job = %msg.job_id, pid = msg.pid);
         self.workers.registered(msg.job_id, msg.address, msg.pid);
         Ok(())
     }
@@ -434,7 +452,7 @@ impl Handler<RegisterWorker> for Raylet {
 impl Handler<WorkerEvent> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: WorkerEvent, ctx: &mut Context<Self>) {
-        let _h = supervise::handling::<WorkerEvent>();
+        let _h = supervise::message_span!("raylet", WorkerEvent, node = %self.node_id());
         let actions = match msg {
             WorkerEvent::StartFailed(f) => {
                 tracing::error!(job = %f.job_id, error = %f.error, "cannot start a worker process");
@@ -459,7 +477,8 @@ impl Handler<WorkerEvent> for Raylet {
 impl Handler<JobEnded> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: JobEnded, _: &mut Context<Self>) {
-        let _h = supervise::handling::<JobEnded>();
+        let _h =
+            supervise::message_span!("raylet", JobEnded, node = %self.node_id(), job = %msg.job_id);
         // Detached actors of the job may still submit work of it: keep that.
         if !msg.detached_alive {
             let dropped = self.core.job_ended(msg.job_id, Instant::now());
@@ -477,7 +496,8 @@ impl Handler<JobEnded> for Raylet {
 impl Handler<NodeDown> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: NodeDown, _: &mut Context<Self>) {
-        let _h = supervise::handling::<NodeDown>();
+        let _h =
+            supervise::message_span!("raylet", NodeDown, node = %self.node_id(), down = %msg.node);
         // Workers here own tasks too: pass it on.
         self.workers.broadcast(&NodeDied {
             node: msg.node,
@@ -489,7 +509,8 @@ impl Handler<NodeDown> for Raylet {
 impl Handler<PeerLost> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: PeerLost, ctx: &mut Context<Self>) {
-        let _h = supervise::handling::<PeerLost>();
+        let _h =
+            supervise::message_span!("raylet", PeerLost, node = %self.node_id(), peer = %msg.addr);
         // A worker whose connection closed is as good as dead: a process this node started is
         // killed (its exit is then reported), any other is gone now.
         if let Some((job, started_here)) = self.workers.lost(msg.addr) {
@@ -505,7 +526,7 @@ impl Handler<PeerLost> for Raylet {
 impl Handler<PrepareBundles> for Raylet {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: PrepareBundles, ctx: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<PrepareBundles>();
+        let _h = supervise::message_span!("raylet", PrepareBundles, node = %self.node_id(), group = %msg.group);
         self.core.prepare_bundles(msg.group, &msg.bundles)?;
         if msg.commit {
             let actions = self.core.commit_group(msg.group);
@@ -518,7 +539,7 @@ impl Handler<PrepareBundles> for Raylet {
 impl Handler<CommitBundles> for Raylet {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: CommitBundles, ctx: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<CommitBundles>();
+        let _h = supervise::message_span!("raylet", CommitBundles, node = %self.node_id(), group = %msg.group);
         let actions = self.core.commit_group(msg.group);
         self.act(actions, ctx);
         Ok(())
@@ -528,7 +549,7 @@ impl Handler<CommitBundles> for Raylet {
 impl Handler<CancelBundles> for Raylet {
     type Result = ();
     fn handle(&mut self, msg: CancelBundles, ctx: &mut Context<Self>) {
-        let _h = supervise::handling::<CancelBundles>();
+        let _h = supervise::message_span!("raylet", CancelBundles, node = %self.node_id(), group = %msg.group);
         let actions = self.core.cancel_bundles(msg.group, msg.indices.as_deref());
         self.act(actions, ctx);
     }

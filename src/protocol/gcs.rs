@@ -77,8 +77,12 @@ pub(crate) struct RegisterJob {
     /// Environment variables for the job's worker processes (`Config::env`).
     pub(crate) env: Vec<(String, String)>,
     /// The driver's working directory: a worker process starts there when the path exists on
-    /// its node.
+    /// its node (unless the job has a [`working_dir_package`](Self::working_dir_package)).
     pub(crate) working_dir: Option<std::path::PathBuf>,
+    /// The hash of the job's working-directory package (`Config::working_dir`), uploaded with
+    /// [`PutBinary`]: every node unpacks it and starts the job's worker processes there.
+    #[serde(default)]
+    pub(crate) working_dir_package: Option<String>,
 }
 
 /// A job, as [`GetJob`] reports it.
@@ -94,6 +98,9 @@ pub(crate) struct JobInfo {
     pub(crate) env: Vec<(String, String)>,
     /// Where its worker processes start, when the path exists on their node.
     pub(crate) working_dir: Option<std::path::PathBuf>,
+    /// Its working-directory package, by hash: its worker processes start in it, unpacked.
+    #[serde(default)]
+    pub(crate) working_dir_package: Option<String>,
 }
 
 /// Looks up a job (a raylet about to start the job's worker process).
@@ -103,7 +110,7 @@ pub(crate) struct GetJob {
     pub(crate) job_id: JobId,
 }
 
-/// A driver uploads its executable (content-addressed).
+/// A driver uploads its executable or its working-directory package (content-addressed).
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "Result<(), Error>")]
 pub(crate) struct PutBinary {
@@ -111,7 +118,15 @@ pub(crate) struct PutBinary {
     pub(crate) data: Bytes,
 }
 
-/// A node downloads a job's executable.
+/// Whether the GCS holds the content with this hash (a driver asks before uploading its
+/// working-directory package).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<bool, Error>")]
+pub(crate) struct HasBinary {
+    pub(crate) hash: String,
+}
+
+/// A node downloads a job's executable (or its working-directory package).
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "Result<Bytes, Error>")]
 pub(crate) struct GetBinary {
@@ -400,4 +415,5 @@ super::wire!(TAGS, svc::Gcs:
     AddTaskEvents = 24,
     ListTasks = 25,
     CountTasks = 26,
+    HasBinary = 27,
 );

@@ -183,12 +183,17 @@ pub(crate) struct LogFile {
     pub(crate) modified_ms: u64,
 }
 
-/// Reads the node's log folder: lists it (`name` none), or the last `lines` lines of log `name`.
+/// Reads the node's log folder: lists it (`name` none), or the last `lines` lines of log `name`,
+/// or (with `from`) what log `name` holds from that byte on (following it by polling).
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "Result<LogRead, Error>")]
 pub(crate) struct ReadLog {
     pub(crate) name: Option<String>,
     pub(crate) lines: u32,
+    /// Read from this byte on (at most 1 MiB) instead of the last lines; a log now shorter is
+    /// read from its start ([`LogRead::restarted`]).
+    #[serde(default)]
+    pub(crate) from: Option<u64>,
 }
 
 /// What [`ReadLog`] answers.
@@ -196,8 +201,15 @@ pub(crate) struct ReadLog {
 pub(crate) struct LogRead {
     /// The folder's logs, when listed.
     pub(crate) files: Vec<LogFile>,
-    /// The last lines of the log asked for.
+    /// The last lines of the log asked for (or what it holds from `from` on).
     pub(crate) text: Option<String>,
+    /// The position in the log the text ends at: where to read from next (none from a node
+    /// that predates following).
+    #[serde(default)]
+    pub(crate) end: Option<u64>,
+    /// The log was shorter than `from` (truncated, or replaced): the text is from its start.
+    #[serde(default)]
+    pub(crate) restarted: bool,
 }
 
 super::wire!(TAGS, svc::Raylet:

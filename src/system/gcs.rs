@@ -24,7 +24,7 @@ use crate::system::binaries::BinaryCache;
 use crate::system::membership::Membership;
 use crate::system::placement_groups::PgTable;
 use crate::system::reservation::{Action as RoundAction, Round};
-use crate::system::task_events::{by_state, fail_abandoned, QueueTimes, TaskEvents};
+use crate::system::task_events::{by_state, fail_abandoned, TaskEvents};
 use crate::transport::net::{Net, Target};
 use actix::prelude::*;
 use bytes::Bytes;
@@ -71,6 +71,7 @@ struct JobRecord {
     pid: u32,
     env: Vec<(String, String)>,
     working_dir: Option<std::path::PathBuf>,
+    working_dir_package: Option<String>,
 }
 
 impl JobRecord {
@@ -179,6 +180,7 @@ impl Gcs {
             GetJob,
             PutBinary,
             GetBinary,
+            HasBinary,
             FinishJob,
             CreateActor,
             ActorStarted,
@@ -692,7 +694,7 @@ impl Actor for Gcs {
 impl Handler<RoundReply> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: RoundReply, ctx: &mut Context<Self>) {
-        let _h = supervise::handling::<RoundReply>();
+        let _h = supervise::message_span!("gcs", RoundReply, group = %msg.group, node = %msg.node);
         let Some((round, _)) = self.rounds.get_mut(&msg.group) else {
             return;
         };
@@ -709,7 +711,7 @@ impl Handler<RoundReply> for Gcs {
 impl Handler<RegisterNode> for Gcs {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: RegisterNode, ctx: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<RegisterNode>();
+        let _h = supervise::message_span!("gcs", RegisterNode, node = %msg.node_id);
         tracing::info!(node = %msg.node_id, address = %msg.address, resources = ?msg.total,
             "node registered");
         self.nodes
@@ -726,7 +728,7 @@ impl Handler<RegisterNode> for Gcs {
 impl Handler<Heartbeat> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: Heartbeat, _: &mut Context<Self>) {
-        let _h = supervise::handling::<Heartbeat>();
+        let _h = supervise::message_span!("gcs", Heartbeat, node = %msg.node_id);
         self.nodes.heartbeat(
             msg.node_id,
             msg.available,
@@ -740,7 +742,7 @@ impl Handler<Heartbeat> for Gcs {
 impl Handler<GetNodes> for Gcs {
     type Result = MessageResult<GetNodes>;
     fn handle(&mut self, _: GetNodes, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<GetNodes>();
+        let _h = supervise::message_span!("gcs", GetNodes);
         MessageResult(self.nodes.entries())
     }
 }
@@ -748,7 +750,7 @@ impl Handler<GetNodes> for Gcs {
 impl Handler<RegisterJob> for Gcs {
     type Result = Result<bool, Error>;
     fn handle(&mut self, msg: RegisterJob, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<RegisterJob>();
+        let _h = supervise::message_span!("gcs", RegisterJob, job = %msg.job_id);
         let need = match (&msg.exe, &self.binaries) {
             // Verified, not just present: a changed file is deleted and uploaded again.
             (Some(exe), Some(cache)) => !cache.verified(&exe.hash)?,
@@ -767,6 +769,7 @@ impl Handler<RegisterJob> for Gcs {
                 pid: msg.pid,
                 env: msg.env,
                 working_dir: msg.working_dir,
+                working_dir_package: msg.working_dir_package,
             },
         );
         Ok(need)
@@ -776,7 +779,7 @@ impl Handler<RegisterJob> for Gcs {
 impl Handler<GetJob> for Gcs {
     type Result = Result<JobInfo, Error>;
     fn handle(&mut self, msg: GetJob, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<GetJob>();
+        let _h = supervise::message_span!("gcs", GetJob, job = %msg.job_id);
         self.jobs
             .get(&msg.job_id)
             .map(|j| JobInfo {
@@ -786,6 +789,7 @@ impl Handler<GetJob> for Gcs {
                 log_to_driver: j.log_to_driver,
                 env: j.env.clone(),
                 working_dir: j.working_dir.clone(),
+                working_dir_package: j.working_dir_package.clone(),
             })
             .ok_or_else(|| {
                 Error::invalid(format!(
@@ -799,7 +803,7 @@ impl Handler<GetJob> for Gcs {
 impl Handler<PutBinary> for Gcs {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: PutBinary, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<PutBinary>();
+        let _h = supervise::message_span!("gcs", PutBinary, hash = %msg.hash);
         let cache = self
             .binaries
             .as_ref()
@@ -811,7 +815,7 @@ impl Handler<PutBinary> for Gcs {
 impl Handler<GetBinary> for Gcs {
     type Result = Result<Bytes, Error>;
     fn handle(&mut self, msg: GetBinary, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<GetBinary>();
+        let _h = supervise::message_span!("gcs", GetBinary, hash = %msg.hash);
         let cache = self
             .binaries
             .as_ref()
@@ -820,10 +824,22 @@ impl Handler<GetBinary> for Gcs {
     }
 }
 
+impl Handler<HasBinary> for Gcs {
+    type Result = Result<bool, Error>;
+    fn handle(&mut self, msg: HasBinary, _: &mut Context<Self>) -> Self::Result {
+        let _h = supervise::message_span!("gcs", HasBinary, hash = %msg.hash);
+        match &self.binaries {
+            // Verified, not just present: a changed file is deleted and uploaded again.
+            Some(cache) => cache.verified(&msg.hash),
+            None => Ok(false),
+        }
+    }
+}
+
 impl Handler<FinishJob> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: FinishJob, _: &mut Context<Self>) {
-        let _h = supervise::handling::<FinishJob>();
+        let _h = supervise::message_span!("gcs", FinishJob, job = %msg.job_id);
         self.finish_job(msg.job_id);
     }
 }
@@ -831,7 +847,7 @@ impl Handler<FinishJob> for Gcs {
 impl Handler<PeerLost> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: PeerLost, _: &mut Context<Self>) {
-        let _h = supervise::handling::<PeerLost>();
+        let _h = supervise::message_span!("gcs", PeerLost, peer = %msg.addr);
         // A process that is gone hears of no group again.
         self.groups.unwatch_at(msg.addr);
         if let Some(node) = self.nodes.at(msg.addr) {
@@ -858,7 +874,7 @@ impl Handler<PeerLost> for Gcs {
 impl Handler<CreateActor> for Gcs {
     type Result = Result<Registered, Error>;
     fn handle(&mut self, msg: CreateActor, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<CreateActor>();
+        let _h = supervise::message_span!("gcs", CreateActor, task = %msg.spec.task_id, job = %msg.spec.job_id);
         let TaskKind::ActorCreation(creation) = &msg.spec.kind else {
             return Err(Error::invalid("CreateActor needs an actor-creation task"));
         };
@@ -895,7 +911,7 @@ impl Handler<CreateActor> for Gcs {
 impl Handler<ActorStarted> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: ActorStarted, _: &mut Context<Self>) {
-        let _h = supervise::handling::<ActorStarted>();
+        let _h = supervise::message_span!("gcs", ActorStarted, actor = %msg.actor_id, node = %msg.node_id);
         Self::deliver(self.actors.alive(msg.actor_id, msg.host, msg.node_id));
     }
 }
@@ -903,7 +919,7 @@ impl Handler<ActorStarted> for Gcs {
 impl Handler<ActorFailed> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: ActorFailed, _: &mut Context<Self>) {
-        let _h = supervise::handling::<ActorFailed>();
+        let _h = supervise::message_span!("gcs", ActorFailed, actor = %msg.actor_id);
         self.fail_actor(msg.actor_id, msg.error);
     }
 }
@@ -911,7 +927,7 @@ impl Handler<ActorFailed> for Gcs {
 impl Handler<ActorLost> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: ActorLost, _: &mut Context<Self>) {
-        let _h = supervise::handling::<ActorLost>();
+        let _h = supervise::message_span!("gcs", ActorLost, actor = %msg.actor_id);
         self.actor_lost(msg.actor_id, msg.error);
     }
 }
@@ -919,7 +935,7 @@ impl Handler<ActorLost> for Gcs {
 impl Handler<WatchActor> for Gcs {
     type Result = ResponseFuture<Result<ActorUpdate<SocketAddr>, Error>>;
     fn handle(&mut self, msg: WatchActor, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<WatchActor>();
+        let _h = supervise::message_span!("gcs", WatchActor, actor = %msg.actor_id);
         let subs = self.subscribers.entry(msg.actor_id).or_default();
         if !subs.contains(&msg.subscriber) {
             subs.push(msg.subscriber);
@@ -940,7 +956,7 @@ impl Handler<WatchActor> for Gcs {
 impl Handler<KillActor> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: KillActor, _: &mut Context<Self>) {
-        let _h = supervise::handling::<KillActor>();
+        let _h = supervise::message_span!("gcs", KillActor, actor = %msg.actor_id);
         self.kill_actor(msg.actor_id, msg.reason);
     }
 }
@@ -948,7 +964,7 @@ impl Handler<KillActor> for Gcs {
 impl Handler<ActorOutOfScope> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: ActorOutOfScope, _: &mut Context<Self>) {
-        let _h = supervise::handling::<ActorOutOfScope>();
+        let _h = supervise::message_span!("gcs", ActorOutOfScope, actor = %msg.actor_id);
         if self.actors.collectable(msg.actor_id) {
             self.kill_actor(
                 msg.actor_id,
@@ -961,7 +977,7 @@ impl Handler<ActorOutOfScope> for Gcs {
 impl Handler<LookupActor> for Gcs {
     type Result = Result<(ActorId, String), Error>;
     fn handle(&mut self, msg: LookupActor, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<LookupActor>();
+        let _h = supervise::message_span!("gcs", LookupActor, name = %msg.name);
         self.actors.lookup(&msg.namespace, &msg.name)
     }
 }
@@ -969,7 +985,7 @@ impl Handler<LookupActor> for Gcs {
 impl Handler<ListActors> for Gcs {
     type Result = MessageResult<ListActors>;
     fn handle(&mut self, _: ListActors, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<ListActors>();
+        let _h = supervise::message_span!("gcs", ListActors);
         MessageResult(self.actors.list())
     }
 }
@@ -977,7 +993,7 @@ impl Handler<ListActors> for Gcs {
 impl Handler<ListJobs> for Gcs {
     type Result = MessageResult<ListJobs>;
     fn handle(&mut self, _: ListJobs, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<ListJobs>();
+        let _h = supervise::message_span!("gcs", ListJobs);
         let mut running: Vec<JobSummary> = self
             .jobs
             .iter()
@@ -992,7 +1008,7 @@ impl Handler<ListJobs> for Gcs {
 impl Handler<AddTaskEvents> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: AddTaskEvents, _: &mut Context<Self>) {
-        let _h = supervise::handling::<AddTaskEvents>();
+        let _h = supervise::message_span!("gcs", AddTaskEvents);
         self.tasks.add(msg.batches, msg.dropped);
     }
 }
@@ -1000,7 +1016,7 @@ impl Handler<AddTaskEvents> for Gcs {
 impl Handler<ListTasks> for Gcs {
     type Result = MessageResult<ListTasks>;
     fn handle(&mut self, msg: ListTasks, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<ListTasks>();
+        let _h = supervise::message_span!("gcs", ListTasks, job = ?msg.job);
         let merged = self.task_records();
         let (finished, failed) = self.tasks.ended();
         MessageResult(TaskList {
@@ -1015,10 +1031,10 @@ impl Handler<ListTasks> for Gcs {
 impl Handler<CountTasks> for Gcs {
     type Result = MessageResult<CountTasks>;
     fn handle(&mut self, _: CountTasks, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<CountTasks>();
+        let _h = supervise::message_span!("gcs", CountTasks);
         let merged = self.task_records();
         let (finished, failed) = self.tasks.ended();
-        let queue = QueueTimes::of(&merged);
+        let queue = self.tasks.queue_times();
         MessageResult(TaskCounts {
             by_state: by_state(&merged)
                 .into_iter()
@@ -1036,7 +1052,8 @@ impl Handler<CountTasks> for Gcs {
 impl Handler<CreatePlacementGroup> for Gcs {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: CreatePlacementGroup, ctx: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<CreatePlacementGroup>();
+        let _h =
+            supervise::message_span!("gcs", CreatePlacementGroup, group = %msg.id, job = %msg.job);
         let id = msg.id;
         // As for actors: a group of a job this cluster does not know would hold its bundles
         // with no driver to remove it.
@@ -1055,7 +1072,7 @@ impl Handler<CreatePlacementGroup> for Gcs {
 impl Handler<WaitPlacementGroup> for Gcs {
     type Result = ();
     fn handle(&mut self, msg: WaitPlacementGroup, _: &mut Context<Self>) {
-        let _h = supervise::handling::<WaitPlacementGroup>();
+        let _h = supervise::message_span!("gcs", WaitPlacementGroup, group = %msg.id);
         let owner = self.owner(msg.owner);
         let object = msg.object;
         self.groups.when_ready(
@@ -1068,7 +1085,7 @@ impl Handler<WaitPlacementGroup> for Gcs {
 impl Handler<RemovePlacementGroup> for Gcs {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: RemovePlacementGroup, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<RemovePlacementGroup>();
+        let _h = supervise::message_span!("gcs", RemovePlacementGroup, group = %msg.id);
         self.remove_group(msg.id)
     }
 }
@@ -1076,7 +1093,7 @@ impl Handler<RemovePlacementGroup> for Gcs {
 impl Handler<GetPlacementGroup> for Gcs {
     type Result = Result<PgSummary, Error>;
     fn handle(&mut self, msg: GetPlacementGroup, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<GetPlacementGroup>();
+        let _h = supervise::message_span!("gcs", GetPlacementGroup, name = %msg.name);
         self.groups.lookup(&msg.namespace, &msg.name)
     }
 }
@@ -1084,7 +1101,7 @@ impl Handler<GetPlacementGroup> for Gcs {
 impl Handler<ListPlacementGroups> for Gcs {
     type Result = MessageResult<ListPlacementGroups>;
     fn handle(&mut self, msg: ListPlacementGroups, _: &mut Context<Self>) -> Self::Result {
-        let _h = supervise::handling::<ListPlacementGroups>();
+        let _h = supervise::message_span!("gcs", ListPlacementGroups, group = ?msg.id);
         let rows = match msg.id {
             Some(id) => self
                 .groups

@@ -13,6 +13,7 @@
 //! - [`task_events`]: what each task and actor call went through, merged from the processes'
 //!   reports and bounded.
 //! - [`binaries`]: job executables, content-addressed, cached on disk.
+//! - [`packages`]: jobs' working directories, packed by the driver and unpacked on each node.
 //! - [`gcs`]: the `Gcs` actix actor around those tables: it answers their messages, places
 //!   actors and groups, and broadcasts the resource view to the raylets.
 //!
@@ -23,6 +24,7 @@ pub(crate) mod actor_directory;
 pub(crate) mod binaries;
 pub(crate) mod gcs;
 pub(crate) mod membership;
+pub(crate) mod packages;
 pub(crate) mod placement_groups;
 pub(crate) mod reservation;
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! The GCS's record of task events: the [`TaskPart`]s processes report, kept in arrival order
 //! and bounded (the oldest batch dropped first, and its parts counted), merged into one [`TaskRecord`] per
 //! attempt only when someone lists or counts them, so that the cost of task events while nobody
-//! looks is an append per part. Cumulative counts of attempts that finished and failed (for
-//! metrics, which must not go down when old parts are dropped) are kept as parts arrive.
+//! looks is an append per part. Cumulative counts of attempts that finished and failed, and the
+//! histogram of their queue times (for metrics, which must not go down when old parts are
+//! dropped), are kept as parts arrive: an attempt's queue time is counted once, when the GCS
+//! first knows both its submission and its start.
 
 use crate::ids::{JobId, TaskId};
 use crate::protocol::events::{PartInfo, TaskPart, TaskRecord, TaskState};
@@ -17,6 +19,9 @@ pub(crate) const QUEUE_BUCKETS: [f64; 12] = [
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0,
 ];
 
+/// An attempt: its task and attempt number.
+type Attempt = (TaskId, u32);
+
 /// The parts of every job, oldest first, in the batches they came in (kept whole: a batch is
 /// not copied part by part, and the oldest batch goes whole when the bound is passed).
 #[derive(Debug)]
@@ -30,6 +35,13 @@ pub(crate) struct TaskEvents {
     /// Attempts that finished and that failed, ever (dropped ones included).
     finished: u64,
     failed: u64,
+    /// Queue times of attempts whose submission and start both arrived, ever.
+    queue: QueueTimes,
+    /// Attempts of which one of submission and start arrived so far: (submitted, started), in
+    /// microseconds. Bounded by `cap` (the oldest forgotten first, never counted).
+    half_known: HashMap<Attempt, (Option<u64>, Option<u64>), foldhash::fast::RandomState>,
+    /// The keys of `half_known` in arrival order (some perhaps already counted and gone).
+    half_order: VecDeque<Attempt>,
 }
 
 impl TaskEvents {
@@ -42,6 +54,42 @@ impl TaskEvents {
             dropped: 0,
             finished: 0,
             failed: 0,
+            queue: QueueTimes::default(),
+            half_known: HashMap::default(),
+            half_order: VecDeque::new(),
+        }
+    }
+
+    /// Notes a part's submission or start time; counts the attempt's queue time when both are
+    /// known.
+    fn note_times(&mut self, p: &TaskPart) {
+        let (submitted, started) = match p.what {
+            PartInfo::Submitted { .. } => (Some(p.time_us), None),
+            PartInfo::Running { .. } => (None, Some(p.time_us)),
+            _ => return,
+        };
+        let key = (p.task_id, p.attempt);
+        let entry = match self.half_known.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.half_order.push_back(key);
+                e.insert((None, None))
+            }
+        };
+        entry.0 = entry.0.or(submitted);
+        entry.1 = entry.1.or(started);
+        if let (Some(s), Some(r)) = *entry {
+            self.half_known.remove(&key);
+            self.queue.observe(r.saturating_sub(s) as f64 / 1e6);
+        }
+        // Attempts that never start (or whose other half was lost) are forgotten, oldest first.
+        while self.half_known.len() > self.cap || self.half_order.len() > 2 * self.cap {
+            match self.half_order.pop_front() {
+                Some(old) => {
+                    self.half_known.remove(&old);
+                }
+                None => break,
+            }
         }
     }
 
@@ -57,6 +105,7 @@ impl TaskEvents {
                     PartInfo::Failed { .. } => self.failed += 1,
                     _ => {}
                 }
+                self.note_times(p);
             }
             self.len += batch.len();
             self.batches.push_back(batch);
@@ -109,6 +158,12 @@ impl TaskEvents {
     pub(crate) fn ended(&self) -> (u64, u64) {
         (self.finished, self.failed)
     }
+
+    /// The queue times of every attempt whose submission and start arrived, dropped ones
+    /// included: counts that only grow, as a Prometheus histogram's must.
+    pub(crate) fn queue_times(&self) -> &QueueTimes {
+        &self.queue
+    }
 }
 
 impl Default for TaskEvents {
@@ -160,17 +215,6 @@ pub(crate) struct QueueTimes {
 }
 
 impl QueueTimes {
-    /// The times of the `records` whose submission and start are both known.
-    pub(crate) fn of(records: &[TaskRecord]) -> Self {
-        let mut q = QueueTimes::default();
-        for r in records {
-            if let (Some(submitted), Some(start)) = (r.submitted_us, r.start_us) {
-                q.observe(start.saturating_sub(submitted) as f64 / 1e6);
-            }
-        }
-        q
-    }
-
     fn observe(&mut self, seconds: f64) {
         let i = QUEUE_BUCKETS
             .iter()
@@ -244,7 +288,7 @@ mod tests {
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].state, TaskState::Finished);
         assert_eq!(t.ended(), (1, 0));
-        let q = QueueTimes::of(&records);
+        let q = t.queue_times();
         assert_eq!((q.count, q.sum), (1, 0.002));
         assert_eq!(q.buckets()[3], (0.005, 1));
         assert_eq!(q.buckets().last(), Some(&(f64::MAX, 0)));
@@ -302,5 +346,42 @@ mod tests {
         let mut big = TaskEvents::new(1);
         big.add(vec![vec![submitted(5, 1, 1), submitted(6, 1, 2)]], 0);
         assert_eq!(big.merged().len(), 2);
+    }
+
+    #[test]
+    fn queue_times_only_grow_when_records_are_dropped() {
+        let mut t = TaskEvents::new(2);
+        // Submission and start in different reports, the start first.
+        t.add(vec![vec![running(1, 3_000)]], 0);
+        assert_eq!(t.queue_times().count, 0, "half known: not counted yet");
+        t.add(vec![vec![submitted(1, 1, 1_000)]], 0);
+        assert_eq!(t.queue_times().count, 1);
+        let before = t.queue_times().clone();
+        // Many more attempts push the first one's parts out of the record.
+        for task in 2..20 {
+            t.add(
+                vec![vec![submitted(task, 1, 10)], vec![running(task, 20)]],
+                0,
+            );
+            let now = t.queue_times();
+            assert_eq!(now.count, task as u64, "each attempt counted once");
+            for (a, b) in before.counts.iter().zip(now.counts.iter()) {
+                assert!(b >= a, "a bucket went down: {:?} -> {:?}", before, now);
+            }
+        }
+        assert!(t.merged().iter().all(|r| r.task_id != TaskId(1 << 16)));
+        assert_eq!(
+            t.queue_times().buckets()[3],
+            (0.005, 1),
+            "the dropped one stays"
+        );
+        // A repeated part does not count the attempt again.
+        t.add(vec![vec![running(19, 30)]], 0);
+        assert_eq!(t.queue_times().count, 19);
+        // Attempts that never start are forgotten, within the bound.
+        for task in 100..200 {
+            t.add(vec![vec![submitted(task, 1, 10)]], 0);
+        }
+        assert!(t.half_known.len() <= 2 && t.half_order.len() <= 4);
     }
 }

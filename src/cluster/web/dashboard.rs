@@ -273,6 +273,7 @@ async fn logs(State(d): Shared, Query(q): Query<LogQuery>) -> Result<Json<Vec<Lo
             ReadLog {
                 name: None,
                 lines: 0,
+                from: None,
             },
         )
         .await?;
@@ -298,6 +299,7 @@ async fn log_tail(
             let msg = ReadLog {
                 name: Some(name),
                 lines: lines as u32,
+                from: None,
             };
             read_remote(&d, at, msg).await?.text.unwrap_or_default()
         }

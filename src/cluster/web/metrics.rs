@@ -13,7 +13,7 @@
 //! | `lumen_node_workers` | `node`, `state` (`alive`, `starting`) | every node: its job worker processes |
 //! | `lumen_node_transport_connections` | `node` | every node: its process's live QUIC connections |
 //! | `lumen_node_transport_{sent,received}_bytes_total` (counters) | `node` | every node: UDP bytes |
-//! | `lumen_task_queue_seconds` (histogram) | | the head: time from submission to start |
+//! | `lumen_task_queue_seconds` (histogram) | | the head: time from submission to start of every attempt since it started (cumulative) |
 //! | `lumen_nodes` | `state` (`alive`, `dead`) | the head |
 //! | `lumen_actors` | `state` (`ALIVE`, `PENDING_CREATION`, `DEAD`, …) | the head |
 //! | `lumen_tasks` | `state` | the head: the task attempts the GCS keeps, by state |
