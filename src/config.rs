@@ -165,7 +165,7 @@ impl Config {
             return Err(Error::invalid("a local cluster needs at least one node"));
         }
         for (name, value) in &self.env {
-            check_env(name, value)?;
+            check_env("Config::env", name, value)?;
         }
         self.node_resources().map(|_| ())
     }
@@ -227,8 +227,9 @@ pub(crate) fn check_namespace(namespace: &str) -> Result<()> {
     Ok(())
 }
 
-/// Refuses an environment variable no process can be given, or one of lumen's own.
-fn check_env(name: &str, value: &str) -> Result<()> {
+/// Refuses an environment variable no process can be given, or one of lumen's own; `what`
+/// names the call that gave it in the message (`Config::env`, a task's `.env`).
+pub(crate) fn check_env(what: &str, name: &str, value: &str) -> Result<()> {
     let why = if name.is_empty() {
         Some("its name is empty")
     } else if name.contains('=') || name.contains('\0') {
@@ -242,7 +243,7 @@ fn check_env(name: &str, value: &str) -> Result<()> {
     };
     match why {
         Some(why) => Err(Error::invalid(format!(
-            "Config::env({name:?}, ..) is refused: {why}"
+            "{what}({name:?}, ..) is refused: {why}"
         ))),
         None => Ok(()),
     }

@@ -21,6 +21,7 @@ use crate::node::processes::env;
 use crate::protocol::gcs::{ExeInfo, GetNodes, PutBinary, RegisterJob};
 use crate::protocol::raylet::RegisterWorker;
 use crate::protocol::svc;
+use crate::protocol::task::TaskEnv;
 use crate::resources::Resource;
 use crate::system::binaries;
 use crate::system::gcs::Settings as GcsSettings;
@@ -126,6 +127,7 @@ fn start_embedded(config: Config) -> Result<()> {
                 worker_id: rt.worker_id,
                 address: net.addr(),
                 pid: std::process::id(),
+                env: None,
             },
         )?
     })();
@@ -262,6 +264,15 @@ fn start_worker() -> Result<()> {
     let namespace = env_var(env::NAMESPACE)?;
     let token = Token::parse(&env_var(env::TOKEN)?)?;
     let cpus: usize = env_var(env::CPUS)?.parse().unwrap_or(1);
+    // Started for an environment of its own: the tasks it submits inherit it.
+    let task_env = match std::env::var(env::RUNTIME_ENV) {
+        Ok(text) => TaskEnv::decode(&text)?,
+        Err(_) => None,
+    };
+    let task_env_key = task_env.as_ref().map(|e| e.key);
+    if let Some(e) = task_env {
+        runtime::set_process_env(e);
+    }
     for v in [
         env::WORKER,
         env::NODE,
@@ -271,6 +282,7 @@ fn start_worker() -> Result<()> {
         env::NAMESPACE,
         env::TOKEN,
         env::CPUS,
+        env::RUNTIME_ENV,
     ] {
         // Programs this worker starts are not workers.
         std::env::remove_var(v);
@@ -306,6 +318,7 @@ fn start_worker() -> Result<()> {
             worker_id,
             address: listen,
             pid: std::process::id(),
+            env: task_env_key,
         },
     )??;
     tracing::info!(job = %job_id, node = %node_addr, %listen, "worker process serving");
