@@ -138,7 +138,8 @@ impl Config {
     /// tasks in this process, whose environment lumen does not change (changing it while other
     /// threads may read it is unsound): there `init_with` accepts a variable only if this process
     /// already has it, with that value, and says so otherwise. Names starting with `LUMEN_` are
-    /// lumen's own and refused.
+    /// lumen's own and refused. A task or actor adds its own over these with `.env(..)` on its
+    /// options ([`TaskOptions::env`](crate::TaskOptions::env)).
     ///
     /// # Examples
     /// ```no_run

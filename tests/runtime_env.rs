@@ -48,6 +48,7 @@ fn get_env_wrapper(key: String) -> Result<Option<String>, Error> {
     common::get(&get_env::remote(key))
 }
 
+#[derive(Default)]
 pub struct EnvGetter;
 
 #[lumen::remote]
