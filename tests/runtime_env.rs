@@ -42,6 +42,12 @@ fn get_env_and_pid(key: String) -> (Option<String>, u32) {
     (std::env::var(key).ok(), std::process::id())
 }
 
+/// Variables given in the attribute (Ray's `@ray.remote(runtime_env=..)`): every call has them.
+#[lumen::remote(env(ATTR_SETTING = "attr", OTHER = "o"))]
+fn get_attr_env(key: String) -> Option<String> {
+    std::env::var(key).ok()
+}
+
 /// Ray's `get_env_wrapper`: a nested task without an environment of its own.
 #[lumen::remote]
 fn get_env_wrapper(key: String) -> Result<Option<String>, Error> {
@@ -312,4 +318,24 @@ fn variables_no_process_can_hold_or_lumens_own_are_refused_at_submission() {
         let e = common::get(&a.get(s("A")).remote()).expect_err("refused");
         assert!(e.to_string().contains(why), "{name:?}: {e}");
     }
+}
+
+#[test]
+fn variables_in_the_attribute_apply_to_every_call_and_the_call_may_override_them() {
+    let _g = common::shared();
+    init();
+    let plain = get_attr_env::remote(s("ATTR_SETTING"));
+    if !common::on_cluster() {
+        assert_refused_embedded(common::get(&plain));
+        return;
+    }
+    assert_eq!(common::get(&plain).unwrap().as_deref(), Some("attr"));
+    let r = get_attr_env::options()
+        .env("ATTR_SETTING", "call")
+        .remote(s("ATTR_SETTING"));
+    assert_eq!(common::get(&r).unwrap().as_deref(), Some("call"));
+    let r = get_attr_env::options()
+        .env("ATTR_SETTING", "call")
+        .remote(s("OTHER"));
+    assert_eq!(common::get(&r).unwrap().as_deref(), Some("o"));
 }
