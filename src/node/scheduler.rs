@@ -1158,6 +1158,30 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_worker_of_an_environment_fails_only_the_work_it_ran() {
+        use crate::protocol::task::TaskEnv;
+        let mut s = Scheduler::new(n(1), addr(1), cpus(2));
+        let plain = task(1, SchedulingStrategy::Default, addr(1));
+        let mut with_env = TaskSpec::for_test(cpus(1), SchedulingStrategy::Default, addr(1));
+        with_env.env = TaskEnv::overlay(None, &[("A".into(), "1".into())]).map(Arc::new);
+        let with_env = Arc::new(with_env);
+        assert_eq!(plain.worker_key().0, with_env.worker_key().0, "one job");
+        assert_ne!(plain.worker_key(), with_env.worker_key());
+        s.submit(plain.clone(), 0, 0);
+        s.submit(with_env.clone(), 0, 0);
+        assert_eq!(s.available(), &cpus(0));
+        let out = s.worker_exited(with_env.worker_key(), "killed");
+        assert!(
+            matches!(&out[..], [Action::Report(spec, Error::WorkerDied { .. })]
+                if spec.task_id == with_env.task_id),
+            "{out:?}"
+        );
+        // The job's own worker and its task are untouched.
+        assert_eq!(s.available(), &cpus(1));
+        assert_eq!(s.running.len(), 1);
+    }
+
+    #[test]
     fn a_dead_worker_fails_its_running_tasks_and_frees_their_resources() {
         let mut s = Scheduler::new(n(1), addr(1), cpus(1));
         let t = task(1, SchedulingStrategy::Default, addr(1));
