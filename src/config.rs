@@ -165,7 +165,8 @@ impl Config {
     /// tasks in this process, whose environment lumen does not change (changing it while other
     /// threads may read it is unsound): there `init_with` accepts a variable only if this process
     /// already has it, with that value, and says so otherwise. Names starting with `LUMEN_` are
-    /// lumen's own and refused.
+    /// lumen's own and refused. A task or actor adds its own over these with `.env(..)` on its
+    /// options ([`TaskOptions::env`](crate::TaskOptions::env)).
     ///
     /// # Examples
     /// ```no_run
@@ -238,7 +239,7 @@ impl Config {
             return Err(Error::invalid("a local cluster needs at least one node"));
         }
         for (name, value) in &self.env {
-            check_env(name, value)?;
+            check_env("Config::env", name, value)?;
         }
         if let Some(dir) = &self.working_dir {
             check_working_dir(dir)?;
@@ -346,8 +347,9 @@ pub(crate) fn check_working_dir(dir: &std::path::Path) -> Result<(), Error> {
     }
 }
 
-/// Refuses an environment variable no process can be given, or one of lumen's own.
-fn check_env(name: &str, value: &str) -> Result<()> {
+/// Refuses an environment variable no process can be given, or one of lumen's own; `what`
+/// names the call that gave it in the message (`Config::env`, a task's `.env`).
+pub(crate) fn check_env(what: &str, name: &str, value: &str) -> Result<()> {
     let why = if name.is_empty() {
         Some("its name is empty")
     } else if name.contains('=') || name.contains('\0') {
@@ -361,7 +363,7 @@ fn check_env(name: &str, value: &str) -> Result<()> {
     };
     match why {
         Some(why) => Err(Error::invalid(format!(
-            "Config::env({name:?}, ..) is refused: {why}"
+            "{what}({name:?}, ..) is refused: {why}"
         ))),
         None => Ok(()),
     }

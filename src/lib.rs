@@ -150,7 +150,9 @@ pub use placement::{
 /// On a function `f`, it keeps `f` as an ordinary function and adds a module `f` with
 /// `f::remote(args..) -> ObjectRef<R>` and `f::options()`. Options in the attribute set the
 /// function's defaults: `num_cpus`, `num_gpus`, `memory`, `resources(name = amount, ..)`,
-/// `max_retries`, `retry_exceptions`.
+/// `max_retries`, `retry_exceptions`, `env(NAME = "value", ..)` (environment variables, as
+/// [`TaskOptions::env`] gives them; an actor's `impl` takes `env(..)` too, as
+/// [`ActorOptions::env`]).
 ///
 /// On `impl T`, `new` is the constructor; it adds `T::remote(args..) -> ActorHandle<T>`,
 /// `T::remote_async(args..)` (the same, awaiting a name's registration instead of blocking:

@@ -203,6 +203,7 @@ pub fn forge_work(gcs: SocketAddr, token: &str) -> Result<ForgedReplies> {
             kind,
             pinned: Vec::new(),
             group_bundles: None,
+            env: None,
         })
     };
     let negative = Amount::forged(-10_000);

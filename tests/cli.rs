@@ -1630,8 +1630,9 @@ fn an_uploaded_working_dir_reaches_a_node_on_another_machine() {
 
 /// Ray's `runtime_env` on `lumen start` nodes, whose worker processes a daemon starts (its own
 /// working directory and environment are not the driver's): `Config::env` reaches a task on
-/// each node, and a relative path there reads the driver's working directory
-/// (`common::runtime_env`; the driver is a child process).
+/// each node, and a relative path there reads the driver's working directory; a task's own
+/// `.env(..)` runs it in another worker process with its variables over the job's, and those
+/// processes end with the job (`common::runtime_env`; the driver is a child process).
 #[test]
 fn started_nodes_give_tasks_the_drivers_env_and_working_directory() {
     if common::runtime_env::child_driver() {
@@ -1640,10 +1641,17 @@ fn started_nodes_give_tasks_the_drivers_env_and_working_directory() {
     let session = Session::new("env");
     let head = session.start_head(&["--num-cpus", "1"]);
     session.join(&head.gcs, &["--num-cpus", "1"]);
-    common::runtime_env::check(
+    let env_pids = common::runtime_env::check(
         "started_nodes_give_tasks_the_drivers_env_and_working_directory",
         &format!("{} {}", head.gcs, head.token),
         |cmd| session.isolate(cmd),
+    );
+    assert_eq!(env_pids.len(), 2, "one .env worker process per node");
+    // The driver has gone: the nodes stop its job's worker processes, those for an
+    // environment too.
+    assert!(
+        common::wait_until(EXIT_LIMIT, || !env_pids.iter().any(|p| running(*p))),
+        "the .env worker processes {env_pids:?} outlived their job"
     );
 }
 

@@ -43,6 +43,9 @@ pub(crate) fn option_setters(o: &RemoteOptions) -> TokenStream {
     if let Some(e) = &o.max_concurrency {
         calls.extend(quote!(.max_concurrency(#e)));
     }
+    for (name, _, value) in &o.env {
+        calls.extend(quote!(.env(#name, #value)));
+    }
     calls
 }
 

@@ -104,11 +104,30 @@ pub(crate) struct RemoteOptions {
     pub(crate) max_task_retries: Option<Expr>,
     pub(crate) max_concurrency: Option<Expr>,
     pub(crate) concurrency_groups: Vec<(String, Expr, Span)>,
+    /// Environment variables: `env(NAME = "value", ..)`.
+    pub(crate) env: Vec<(String, Span, LitStr)>,
 }
 
-const FN_OPTIONS: &str =
-    "num_cpus, num_gpus, memory, resources(name = amount, ..), max_retries, retry_exceptions";
-const IMPL_OPTIONS: &str = "num_cpus, num_gpus, memory, resources(name = amount, ..), max_restarts, max_task_retries, max_concurrency, concurrency_groups(name = size, ..)";
+const FN_OPTIONS: &str = "num_cpus, num_gpus, memory, resources(name = amount, ..), max_retries, retry_exceptions, env(NAME = \"value\", ..)";
+const IMPL_OPTIONS: &str = "num_cpus, num_gpus, memory, resources(name = amount, ..), max_restarts, max_task_retries, max_concurrency, concurrency_groups(name = size, ..), env(NAME = \"value\", ..)";
+
+/// Checks an environment variable given as a literal with the rules the runtime applies (an
+/// identifier cannot be empty or hold `=` or NUL): lumen's own names and NUL in values are
+/// refused.
+fn check_env(errors: &mut Errors, name: &str, span: Span, value: &LitStr) {
+    if name.starts_with("LUMEN_") {
+        errors.at(
+            span,
+            format!("env({name} = ..): names starting with LUMEN_ are lumen's own (they put a process in worker mode)"),
+        );
+    }
+    if value.value().contains('\0') {
+        errors.at(
+            value.span(),
+            format!("env({name} = ..): its value contains a NUL byte, which no process can hold"),
+        );
+    }
+}
 
 /// Which item the options are on.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -163,6 +182,26 @@ impl RemoteOptions {
                 ("max_concurrency", Target::Impl) => {
                     o.max_concurrency = Some(meta.value()?.parse()?)
                 }
+                ("env", _) => meta.parse_nested_meta(|inner| {
+                    let Some(id) = inner.path.get_ident() else {
+                        return Err(inner
+                            .error("a variable's name is an identifier: env(MY_SETTING = \"1\")"));
+                    };
+                    let value: Expr = inner.value()?.parse()?;
+                    let Expr::Lit(ExprLit {
+                        lit: Lit::Str(value),
+                        ..
+                    }) = value
+                    else {
+                        return Err(syn::Error::new_spanned(
+                            &value,
+                            "a variable's value is a string literal: env(MY_SETTING = \"1\") \
+                             (for a computed one, use .env(name, value) on the options)",
+                        ));
+                    };
+                    o.env.push((id.to_string(), id.span(), value));
+                    Ok(())
+                })?,
                 ("concurrency_groups", Target::Impl) => meta.parse_nested_meta(|inner| {
                     let Some(id) = inner.path.get_ident() else {
                         return Err(inner
@@ -204,6 +243,9 @@ impl RemoteOptions {
         }
         if let Some(n) = &o.memory {
             check_amount(errors, "memory", n, false);
+        }
+        for (name, span, value) in &o.env {
+            check_env(errors, name, *span, value);
         }
         for (name, n) in &o.resources {
             if matches!(

@@ -165,6 +165,8 @@ pub struct ActorOptionsData {
     pub(crate) max_restarts: i32,
     pub(crate) max_task_retries: i32,
     pub(crate) max_concurrency: Option<usize>,
+    /// Environment variables of its own, in the order given (empty: none).
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// Options for creating an actor: `T::options().name("x").num_cpus(1.0).remote(args)`.
@@ -283,6 +285,35 @@ impl<T: RemoteActor> ActorOptions<T> {
     /// Calls that may run at once (async actors: default 1000).
     pub fn max_concurrency(mut self, n: usize) -> Self {
         self.o().max_concurrency = Some(n);
+        self
+    }
+
+    /// An environment variable for the actor (Ray's per-actor `runtime_env={"env_vars": ..}`),
+    /// over the job's ([`Config::env`](crate::Config::env)) and over those of the task that
+    /// creates it: the actor lives in a worker process of its job started with that
+    /// environment (shared with the job's other tasks and actors of the same environment on
+    /// its node), so every method sees it, and the tasks it submits inherit it. The same
+    /// checks and the same embedded-cluster rule as a task's
+    /// [`env`](crate::TaskOptions::env); a refused one makes the handle's calls fail with the
+    /// reason.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// pub struct Reader;
+    ///
+    /// #[lumen::remote]
+    /// impl Reader {
+    ///     pub fn new() -> Self { Reader }
+    ///     pub fn read(&self, name: String) -> Option<String> { std::env::var(name).ok() }
+    /// }
+    ///
+    /// lumen::init_with(lumen::Config::default().local_cluster(1))?;
+    /// let r = Reader::options().env("MY_SETTING", "1").remote();
+    /// assert_eq!(lumen::get(&r.read("MY_SETTING".to_string()).remote())?.as_deref(), Some("1"));
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.o().env.push((name.into(), value.into()));
         self
     }
 }
@@ -434,6 +465,10 @@ fn prepare_creation<T: RemoteActor>(
         };
         return dead(Some(e));
     }
+    let env = match crate::api::task::task_env(&rt, &options.env) {
+        Ok(e) => e,
+        Err(e) => return dead(Some(e)),
+    };
     let placement = crate::api::task::in_group(placement, &strategy);
     let lifetime = if explicit {
         crate::api::task::in_group(lifetime, &strategy)
@@ -484,6 +519,7 @@ fn prepare_creation<T: RemoteActor>(
         })),
         pinned,
         group_bundles,
+        env,
     });
     // The arguments' pins were taken when they were prepared; the spec now owns them.
     let pinned = spec.pinned.clone();

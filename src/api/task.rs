@@ -7,7 +7,7 @@ use crate::ids::{ObjectId, TaskId};
 use crate::objects::object_ref::ObjectRef;
 use crate::placement::SchedulingStrategy;
 use crate::protocol::refs::{OwnerAddress, RawRef, Stored};
-use crate::protocol::task::{FunctionRef, TaskKind, TaskSpec};
+use crate::protocol::task::{FunctionRef, TaskEnv, TaskKind, TaskSpec};
 use crate::resources::{ResourceRequest, ResourceSet};
 use crate::worker::runtime::{self, Runtime};
 use std::borrow::Cow;
@@ -35,6 +35,8 @@ pub struct TaskOptionsData {
     pub(crate) retry_exceptions: bool,
     /// `None`: not given, so a captured placement group applies.
     pub(crate) strategy: Option<SchedulingStrategy>,
+    /// Environment variables of its own, in the order given (empty: none; no allocation).
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// Implemented by the caller type `#[remote]` generates for each function.
@@ -120,6 +122,66 @@ impl<C: TaskCaller> TaskOptions<C> {
         self.caller.options_mut().strategy = Some(strategy);
         self
     }
+
+    /// An environment variable for this task (Ray's per-task `runtime_env={"env_vars": ..}`),
+    /// over the job's ([`Config::env`](crate::Config::env)) and over those of the task that
+    /// submits it. The task runs in a worker process of its job started with that environment
+    /// (one per distinct environment per node, reused by later tasks with the same one); tasks
+    /// it submits inherit it. Names starting with `LUMEN_`, empty names and names or values no
+    /// process can hold are refused when the task is submitted (its ref holds the error). The
+    /// embedded cluster runs every task in the driver's process and starts no worker
+    /// processes: there a variable is accepted only if this process already has it with that
+    /// value (use `Config::local_cluster` or a cluster otherwise).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// #[lumen::remote]
+    /// fn read(name: String) -> Option<String> { std::env::var(name).ok() }
+    ///
+    /// lumen::init_with(lumen::Config::default().local_cluster(1))?;
+    /// let r = read::options().env("MY_SETTING", "1").remote("MY_SETTING".to_string());
+    /// assert_eq!(lumen::get(&r)?.as_deref(), Some("1"));
+    /// # Ok::<(), lumen::Error>(())
+    /// ```
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.caller
+            .options_mut()
+            .env
+            .push((name.into(), value.into()));
+        self
+    }
+}
+
+/// The environment a submission runs with beyond its job's: its own variables (checked) over
+/// those of the process submitting it. Without variables of its own, no allocation: the
+/// process's (`None` outside worker processes started for an environment).
+pub(crate) fn task_env(rt: &Runtime, own: &[(String, String)]) -> Result<Option<Arc<TaskEnv>>> {
+    let inherited = runtime::process_env();
+    if own.is_empty() {
+        return Ok(inherited.cloned());
+    }
+    for (name, value) in own {
+        crate::config::check_env(".env", name, value)?;
+    }
+    if rt.net.addr() == crate::transport::net::IN_PROCESS {
+        // The embedded cluster: tasks run on this process's threads, and no other process can
+        // reach its node (it has no network endpoint). Accepted when nothing would change.
+        for (name, value) in own {
+            if std::env::var_os(name).as_deref() != Some(std::ffi::OsStr::new(value)) {
+                return Err(crate::error::Error::invalid(format!(
+                    ".env({name:?}, {value:?}): the embedded cluster runs every task and actor \
+                     in this process, whose environment lumen does not change (changing it \
+                     while other threads may read it is unsound), and it starts no worker \
+                     processes (its node has no network endpoint for them to reach); start \
+                     this program with {name}={value}, or run on a cluster \
+                     (Config::local_cluster, Config::address), where the task gets a worker \
+                     process with that environment"
+                )));
+            }
+        }
+        return Ok(None);
+    }
+    Ok(TaskEnv::overlay(inherited.map(|e| &**e), own).map(Arc::new))
 }
 
 impl<C: TaskCaller> Deref for TaskOptions<C> {
@@ -200,6 +262,10 @@ pub fn submit_task<R>(
     if let Err(e) = crate::placement::group::check_request(&strategy, &resources, what) {
         return failed_ref(&rt, e);
     }
+    let env = match task_env(&rt, &options.env) {
+        Ok(e) => e,
+        Err(e) => return failed_ref(&rt, e),
+    };
     let resources = in_group(resources, &strategy);
     let (args, pinned) = match args::collect(args) {
         Ok(a) => a,
@@ -229,6 +295,7 @@ pub fn submit_task<R>(
         },
         pinned,
         group_bundles,
+        env,
     });
     // The arguments' pins were taken when they were prepared; the spec now owns them.
     rt.refs.add_pending(return_id, Some(spec.clone()));

@@ -21,6 +21,7 @@ use crate::node::processes::env;
 use crate::protocol::gcs::{ExeInfo, GetNodes, HasBinary, PutBinary, RegisterJob};
 use crate::protocol::raylet::RegisterWorker;
 use crate::protocol::svc;
+use crate::protocol::task::TaskEnv;
 use crate::resources::Resource;
 use crate::system::gcs::Settings as GcsSettings;
 use crate::system::{binaries, packages};
@@ -130,6 +131,7 @@ fn start_embedded(config: Config) -> Result<()> {
                 worker_id: rt.worker_id,
                 address: net.addr(),
                 pid: std::process::id(),
+                env: None,
             },
         )?
     })();
@@ -318,6 +320,15 @@ fn start_worker() -> Result<()> {
     let token = Token::parse(&env_var(env::TOKEN)?)?;
     let cpus: usize = env_var(env::CPUS)?.parse().unwrap_or(1);
     let store = worker_store_limits()?;
+    // Started for an environment of its own: the tasks it submits inherit it.
+    let task_env = match std::env::var(env::RUNTIME_ENV) {
+        Ok(text) => TaskEnv::decode(&text)?,
+        Err(_) => None,
+    };
+    let task_env_key = task_env.as_ref().map(|e| e.key);
+    if let Some(e) = task_env {
+        runtime::set_process_env(e);
+    }
     for v in [
         env::WORKER,
         env::NODE,
@@ -329,6 +340,7 @@ fn start_worker() -> Result<()> {
         env::CPUS,
         env::STORE_MEMORY,
         env::SPILL_DIR,
+        env::RUNTIME_ENV,
     ] {
         // Programs this worker starts are not workers.
         std::env::remove_var(v);
@@ -364,6 +376,7 @@ fn start_worker() -> Result<()> {
             worker_id,
             address: listen,
             pid: std::process::id(),
+            env: task_env_key,
         },
     )??;
     tracing::info!(job = %job_id, node = %node_addr, %listen, "worker process serving");

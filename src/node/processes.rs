@@ -1,4 +1,5 @@
-//! A node's workers, by job: where each job's tasks and actors run on this node.
+//! A node's workers, by job and environment: where each job's tasks and actors run on this
+//! node.
 //!
 //! A job's worker is a process that registered with the raylet ([`RegisterWorker`]): a worker
 //! process this node started from the job's own executable (fetched from the GCS by hash and
@@ -6,6 +7,13 @@
 //! its package when the driver uploaded one — watched until it exits), or a process that runs the
 //! job's work itself (an embedded runtime is its own node's worker). Work admitted before a
 //! job's worker is up waits here, in order.
+//!
+//! Tasks and actors with environment variables of their own ([`TaskEnv`]) run in a worker
+//! process of their job started with the job's variables and theirs on top, one per distinct
+//! environment ([`WorkerKey`]), reused by later work with the same one (Ray's worker pool keys
+//! workers by runtime environment). Such a process ends with its job like the job's own.
+//!
+//! [`TaskEnv`]: crate::protocol::task::TaskEnv
 //!
 //! [`RegisterWorker`]: crate::protocol::raylet::RegisterWorker
 
@@ -16,6 +24,7 @@ use crate::protocol::gcs::{GetBinary, GetJob};
 use crate::protocol::owner::NodeDied;
 use crate::protocol::raylet::WorkerSummary;
 use crate::protocol::svc;
+use crate::protocol::task::{TaskEnv, WorkerKey};
 use crate::protocol::worker::{Launch, StopActor};
 use crate::system::binaries::BinaryCache;
 use crate::system::packages::WorkingDirs;
@@ -50,13 +59,16 @@ pub(crate) mod env {
     pub(crate) const STORE_MEMORY: &str = "LUMEN_WORKER_STORE_MEMORY";
     /// The node's spill folder.
     pub(crate) const SPILL_DIR: &str = "LUMEN_WORKER_SPILL_DIR";
+    /// The worker's environment beyond its job's, when it was started for one
+    /// ([`TaskEnv::encode`](crate::protocol::task::TaskEnv::encode)).
+    pub(crate) const RUNTIME_ENV: &str = "LUMEN_WORKER_RUNTIME_ENV";
 }
 
 /// A job's worker process exited.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct WorkerExited {
-    pub(crate) job_id: JobId,
+    pub(crate) key: WorkerKey,
     pub(crate) pid: u32,
     pub(crate) status: String,
 }
@@ -65,7 +77,7 @@ pub(crate) struct WorkerExited {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct WorkerStartFailed {
-    pub(crate) job_id: JobId,
+    pub(crate) key: WorkerKey,
     pub(crate) error: Error,
 }
 
@@ -112,12 +124,12 @@ pub(crate) enum Sent {
     NoWorker(Box<Launch>, Error),
 }
 
-/// The workers of a node, by job.
+/// The workers of a node, by job and environment.
 pub(crate) struct JobWorkers {
     net: Arc<Net>,
     /// How to start worker processes; `None`: jobs bring their own worker.
     spawn: Option<WorkerSettings>,
-    jobs: HashMap<JobId, JobWorker>,
+    jobs: HashMap<WorkerKey, JobWorker>,
     /// For each job whose worker process this node started and whose output goes to its
     /// driver: set when the job ends (its lines then stay here).
     driver_gone: HashMap<JobId, Arc<AtomicBool>>,
@@ -153,8 +165,9 @@ impl JobWorkers {
         gcs: &Target<svc::Gcs>,
         raylet: Recipient<WorkerEvent>,
     ) -> Sent {
-        let job = launch.spec.job_id;
-        match self.jobs.get_mut(&job) {
+        let key = launch.spec.worker_key();
+        let job = key.0;
+        match self.jobs.get_mut(&key) {
             Some(JobWorker::Ready { addr, .. }) => {
                 let addr = *addr;
                 self.worker(addr).do_send(launch);
@@ -166,14 +179,21 @@ impl JobWorkers {
             }
             None => {
                 let Some(settings) = self.spawn.clone() else {
-                    let e = Error::invalid(format!(
-                        "this node has no worker for job {job} and starts no worker processes"
-                    ));
+                    let e = match key.1 {
+                        None => Error::invalid(format!(
+                            "this node has no worker for job {job} and starts no worker processes"
+                        )),
+                        Some(_) => Error::invalid(format!(
+                            "this node starts no worker processes, so it cannot run work of job \
+                             {job} with environment variables of its own (.env)"
+                        )),
+                    };
                     return Sent::NoWorker(Box::new(launch), e);
                 };
+                let task_env = launch.spec.env.clone();
                 let pid = Arc::new(AtomicU32::new(0));
                 self.jobs.insert(
-                    job,
+                    key,
                     JobWorker::Starting {
                         queue: vec![launch],
                         pid: pid.clone(),
@@ -182,7 +202,7 @@ impl JobWorkers {
                 let (gcs, node, net) = (gcs.clone(), self.net.addr(), self.net.clone());
                 let gone = self.driver_gone.entry(job).or_default().clone();
                 self.net.runtime().spawn(async move {
-                    match spawn_worker(&settings, node, job, &gcs).await {
+                    match spawn_worker(&settings, node, job, task_env.as_deref(), &gcs).await {
                         Ok((mut child, driver)) => {
                             let id = child.id().unwrap_or(0);
                             pid.store(id, Ordering::Release);
@@ -207,14 +227,14 @@ impl JobWorkers {
                                 Err(e) => format!("could not be waited for: {e}"),
                             };
                             let _ = raylet.try_send(WorkerEvent::Exited(WorkerExited {
-                                job_id: job,
+                                key,
                                 pid: id,
                                 status,
                             }));
                         }
                         Err(error) => {
                             let _ = raylet.try_send(WorkerEvent::StartFailed(WorkerStartFailed {
-                                job_id: job,
+                                key,
                                 error,
                             }));
                         }
@@ -225,47 +245,54 @@ impl JobWorkers {
         }
     }
 
-    /// The job's worker is up in the process at `addr`: send it what waited.
-    pub(crate) fn registered(&mut self, job: JobId, addr: SocketAddr, pid: u32) {
-        let (queued, child) = match self.jobs.remove(&job) {
+    /// The worker `key` is up in the process at `addr`: send it what waited.
+    pub(crate) fn registered(&mut self, key: WorkerKey, addr: SocketAddr, pid: u32) {
+        let (queued, child) = match self.jobs.remove(&key) {
             Some(JobWorker::Starting { queue, pid }) => (queue, Some(pid.load(Ordering::Acquire))),
             Some(JobWorker::Ready { pid, .. }) => (Vec::new(), pid),
             None => (Vec::new(), None),
         };
         // Only a process this node started is ever signalled.
         let pid = child.filter(|c| *c == pid && pid > 0);
-        tracing::info!(job = %job, %addr, pid, "worker registered");
+        tracing::info!(job = %key.0, env = ?key.1, %addr, pid, "worker registered");
         let target = self.worker(addr);
         for launch in queued {
             target.do_send(launch);
         }
-        self.jobs.insert(job, JobWorker::Ready { addr, pid });
+        self.jobs.insert(key, JobWorker::Ready { addr, pid });
     }
 
-    /// The job's worker could not start: returns what waited for it.
-    pub(crate) fn failed(&mut self, job: JobId) -> Vec<Launch> {
-        match self.jobs.remove(&job) {
+    /// The worker `key` could not start: returns what waited for it.
+    pub(crate) fn failed(&mut self, key: WorkerKey) -> Vec<Launch> {
+        match self.jobs.remove(&key) {
             Some(JobWorker::Starting { queue, .. }) => {
-                self.driver_gone.remove(&job);
+                self.forget_driver_unless_used(key.0);
                 queue
             }
             Some(other) => {
-                self.jobs.insert(job, other);
+                self.jobs.insert(key, other);
                 Vec::new()
             }
             None => Vec::new(),
         }
     }
 
-    /// A worker process exited: whether it was the job's current one.
-    pub(crate) fn exited(&mut self, job: JobId, pid: u32) -> bool {
-        match self.jobs.get(&job) {
+    /// A worker process exited: whether it was the current one for `key`.
+    pub(crate) fn exited(&mut self, key: WorkerKey, pid: u32) -> bool {
+        match self.jobs.get(&key) {
             Some(w) if w.child_pid().is_none_or(|p| p == pid) => {
-                self.jobs.remove(&job);
-                self.driver_gone.remove(&job);
+                self.jobs.remove(&key);
+                self.forget_driver_unless_used(key.0);
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Drops the job's output flag once none of its workers is left here.
+    fn forget_driver_unless_used(&mut self, job: JobId) {
+        if !self.jobs.keys().any(|(j, _)| *j == job) {
+            self.driver_gone.remove(&job);
         }
     }
 
@@ -274,7 +301,7 @@ impl JobWorkers {
         let mut rows: Vec<WorkerSummary> = self
             .jobs
             .iter()
-            .map(|(job, w)| match w {
+            .map(|((job, _), w)| match w {
                 JobWorker::Starting { .. } => WorkerSummary {
                     job_id: *job,
                     address: None,
@@ -293,9 +320,9 @@ impl JobWorkers {
         rows
     }
 
-    /// Stops an actor in the job's worker.
-    pub(crate) fn stop_actor(&mut self, job: JobId, actor_id: ActorId) {
-        if let Some(JobWorker::Ready { addr, .. }) = self.jobs.get(&job) {
+    /// Stops an actor in the worker `key`.
+    pub(crate) fn stop_actor(&mut self, key: WorkerKey, actor_id: ActorId) {
+        if let Some(JobWorker::Ready { addr, .. }) = self.jobs.get(&key) {
             self.worker(*addr).do_send(StopActor { actor_id });
         }
     }
@@ -316,30 +343,33 @@ impl JobWorkers {
         }
     }
 
-    /// Kills the job's worker process, if this node started one (its exit is reported as usual).
+    /// Kills the job's worker processes (its own and those for environments) that this node
+    /// started (their exits are reported as usual).
     pub(crate) fn kill(&mut self, job: JobId) {
-        if let Some(pid) = self.jobs.get(&job).and_then(JobWorker::child_pid) {
-            tracing::info!(job = %job, pid, "stopping the job's worker process");
-            kill_pid(pid);
+        for ((j, env), w) in &self.jobs {
+            if let Some(pid) = w.child_pid().filter(|_| *j == job) {
+                tracing::info!(job = %job, env = ?env, pid, "stopping the job's worker process");
+                kill_pid(pid);
+            }
         }
     }
 
     /// The worker in the process at `addr` is gone: kill it if this node started it, and
-    /// return its job (its exit is then reported as usual; a worker this node did not start is
+    /// return its key (its exit is then reported as usual; a worker this node did not start is
     /// forgotten here and reported by the caller).
-    pub(crate) fn lost(&mut self, addr: SocketAddr) -> Option<(JobId, bool)> {
-        let job = self.jobs.iter().find_map(|(job, w)| match w {
-            JobWorker::Ready { addr: a, .. } if *a == addr => Some(*job),
+    pub(crate) fn lost(&mut self, addr: SocketAddr) -> Option<(WorkerKey, bool)> {
+        let key = self.jobs.iter().find_map(|(key, w)| match w {
+            JobWorker::Ready { addr: a, .. } if *a == addr => Some(*key),
             _ => None,
         })?;
-        match self.jobs.get(&job).and_then(JobWorker::child_pid) {
+        match self.jobs.get(&key).and_then(JobWorker::child_pid) {
             Some(pid) => {
                 kill_pid(pid);
-                Some((job, true))
+                Some((key, true))
             }
             None => {
-                self.jobs.remove(&job);
-                Some((job, false))
+                self.jobs.remove(&key);
+                Some((key, false))
             }
         }
     }
@@ -375,6 +405,7 @@ async fn spawn_worker(
     settings: &WorkerSettings,
     node: SocketAddr,
     job: JobId,
+    task_env: Option<&TaskEnv>,
     gcs: &Target<svc::Gcs>,
 ) -> Result<(tokio::process::Child, Option<SocketAddr>), Error> {
     let info = gcs.send(GetJob { job_id: job }).await??;
@@ -409,6 +440,11 @@ async fn spawn_worker(
         .env_remove("LUMEN_ADDRESS")
         .envs(info.env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null());
+    if let Some(own) = task_env {
+        // The task's variables over the job's; the worker learns them too, for its children.
+        cmd.envs(own.vars.iter().map(|(k, v)| (k, v)))
+            .env(env::RUNTIME_ENV, own.encode());
+    }
     if let Some(dir) = &settings.store.spill_dir {
         cmd.env(env::SPILL_DIR, dir);
     }
@@ -449,7 +485,8 @@ async fn spawn_worker(
             Ok(())
         });
     }
-    tracing::info!(job = %job, exe = %path.display(), "starting a worker process");
+    tracing::info!(job = %job, env = ?task_env.map(|e| e.key), exe = %path.display(),
+        "starting a worker process");
     let child = cmd.spawn().map_err(|e| {
         Error::invalid(format!(
             "cannot start the worker process {}: {}",

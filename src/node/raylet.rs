@@ -182,7 +182,7 @@ impl Raylet {
                 Action::ActorLost(actor_id, error) => {
                     self.gcs.do_send(ActorLost { actor_id, error })
                 }
-                Action::StopActor(job, actor_id) => self.workers.stop_actor(job, actor_id),
+                Action::StopActor(key, actor_id) => self.workers.stop_actor(key, actor_id),
                 Action::Unblocked(task_id) => {
                     for tx in self.unblocking.remove(&task_id).unwrap_or_default() {
                         let _ = tx.send(());
@@ -444,7 +444,8 @@ impl Handler<RegisterWorker> for Raylet {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: RegisterWorker, _: &mut Context<Self>) -> Self::Result {
         let _h = supervise::message_span!("raylet", RegisterWorker, node = %self.node_id(), job = %msg.job_id, pid = msg.pid);
-        self.workers.registered(msg.job_id, msg.address, msg.pid);
+        self.workers
+            .registered((msg.job_id, msg.env), msg.address, msg.pid);
         Ok(())
     }
 }
@@ -455,19 +456,21 @@ impl Handler<WorkerEvent> for Raylet {
         let _h = supervise::message_span!("raylet", WorkerEvent, node = %self.node_id());
         let actions = match msg {
             WorkerEvent::StartFailed(f) => {
-                tracing::error!(job = %f.job_id, error = %f.error, "cannot start a worker process");
-                let queued = self.workers.failed(f.job_id);
+                tracing::error!(job = %f.key.0, env = ?f.key.1, error = %f.error,
+                    "cannot start a worker process");
+                let queued = self.workers.failed(f.key);
                 let reason = format!("its worker process could not start: {}", f.error);
                 let specs = queued.into_iter().map(|l| l.spec).collect();
                 self.core.worker_start_failed(specs, &reason)
             }
             WorkerEvent::Exited(e) => {
-                if !self.workers.exited(e.job_id, e.pid) {
+                if !self.workers.exited(e.key, e.pid) {
                     return;
                 }
-                tracing::warn!(job = %e.job_id, pid = e.pid, status = %e.status, "worker process exited");
+                tracing::warn!(job = %e.key.0, env = ?e.key.1, pid = e.pid, status = %e.status,
+                    "worker process exited");
                 let reason = format!("its worker process (pid {}) exited: {}", e.pid, e.status);
-                self.core.worker_exited(e.job_id, &reason)
+                self.core.worker_exited(e.key, &reason)
             }
         };
         self.act(actions, ctx);
@@ -513,10 +516,10 @@ impl Handler<PeerLost> for Raylet {
             supervise::message_span!("raylet", PeerLost, node = %self.node_id(), peer = %msg.addr);
         // A worker whose connection closed is as good as dead: a process this node started is
         // killed (its exit is then reported), any other is gone now.
-        if let Some((job, started_here)) = self.workers.lost(msg.addr) {
+        if let Some((key, started_here)) = self.workers.lost(msg.addr) {
             if !started_here {
                 let reason = format!("the connection to its worker at {} was lost", msg.addr);
-                let actions = self.core.worker_exited(job, &reason);
+                let actions = self.core.worker_exited(key, &reason);
                 self.act(actions, ctx);
             }
         }

@@ -17,7 +17,7 @@ use crate::placement::policy::{claim, pick_node, NodeView, Placement};
 use crate::placement::SchedulingStrategy;
 use crate::protocol::raylet::{ResourceSnapshot, ViewEntry};
 use crate::protocol::refs::{RawRef, Stored};
-use crate::protocol::task::{TaskKind, TaskSpec};
+use crate::protocol::task::{TaskKind, TaskSpec, WorkerKey};
 use crate::resources::{Grant, NodeResources, ResourceSet};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -63,8 +63,8 @@ pub(crate) enum Action {
     ActorFailed(ActorId, Error),
     /// Tell the GCS the actor's process died (it may be restarted).
     ActorLost(ActorId, Error),
-    /// Stop the actor in its job's worker.
-    StopActor(JobId, ActorId),
+    /// Stop the actor in its worker (its job's, or the job's one for its environment).
+    StopActor(WorkerKey, ActorId),
     /// The blocked task has its CPU back: answer its request.
     Unblocked(TaskId),
 }
@@ -80,7 +80,8 @@ struct Running {
 struct HostedActor {
     grant: Grant,
     lifetime: ResourceSet,
-    job: JobId,
+    /// The worker process it lives in: its job's, or the job's one for its environment.
+    worker: WorkerKey,
     detached: bool,
     /// The placement group it was scheduled into.
     group: Option<PlacementGroupId>,
@@ -459,7 +460,7 @@ impl Scheduler {
                     HostedActor {
                         grant: grant.clone(),
                         lifetime: creation.lifetime_resources.clone(),
-                        job: spec.job_id,
+                        worker: spec.worker_key(),
                         detached: creation.detached,
                         group: group_of(&spec),
                         class: spec.function.path.to_string(),
@@ -545,7 +546,7 @@ impl Scheduler {
         if !ok {
             if let Some(h) = self.actors.remove(&actor_id) {
                 self.resources.release(&h.grant);
-                out.push(Action::StopActor(h.job, actor_id));
+                out.push(Action::StopActor(h.worker, actor_id));
             }
         } else if let Some(h) = self.actors.get_mut(&actor_id) {
             // Placed with its placement resources; it keeps only its lifetime resources.
@@ -562,7 +563,7 @@ impl Scheduler {
     pub(crate) fn kill_hosted(&mut self, actor_id: ActorId, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         if let Some(h) = self.actors.remove(&actor_id) {
-            out.push(Action::StopActor(h.job, actor_id));
+            out.push(Action::StopActor(h.worker, actor_id));
             self.resources.release(&h.grant);
         } else {
             // Not created yet: drop it from the queue, or refuse it when it arrives.
@@ -694,12 +695,13 @@ impl Scheduler {
         out
     }
 
-    /// The job's worker process died: its running tasks fail (their owners may retry them) and
-    /// its actors are lost (the GCS may restart them).
-    pub(crate) fn worker_exited(&mut self, job: JobId, reason: &str) -> Vec<Action> {
+    /// A worker process died (the job's, or the job's one for an environment): its running
+    /// tasks fail (their owners may retry them) and its actors are lost (the GCS may restart
+    /// them).
+    pub(crate) fn worker_exited(&mut self, key: WorkerKey, reason: &str) -> Vec<Action> {
         let mut out = Vec::new();
         self.abort_running_where(
-            |spec| spec.job_id == job,
+            |spec| spec.worker_key() == key,
             |function| Error::WorkerDied {
                 function,
                 reason: reason.to_string(),
@@ -709,7 +711,7 @@ impl Scheduler {
         let actors: Vec<ActorId> = self
             .actors
             .iter()
-            .filter(|(_, h)| h.job == job)
+            .filter(|(_, h)| h.worker == key)
             .map(|(id, _)| *id)
             .collect();
         for actor_id in actors {
@@ -736,7 +738,9 @@ impl Scheduler {
 
     /// Whether a detached actor of `job` lives here (its worker must outlive the driver).
     pub(crate) fn keeps_detached(&self, job: JobId) -> bool {
-        self.actors.values().any(|h| h.job == job && h.detached)
+        self.actors
+            .values()
+            .any(|h| h.worker.0 == job && h.detached)
     }
 
     /// Phase one of a reservation: set `bundles` aside, all or none.
@@ -831,7 +835,7 @@ impl Scheduler {
             .collect();
         for actor_id in actors {
             if let Some(h) = self.actors.remove(&actor_id) {
-                out.push(Action::StopActor(h.job, actor_id));
+                out.push(Action::StopActor(h.worker, actor_id));
                 self.resources.release(&h.grant);
                 out.push(Action::ActorFailed(
                     actor_id,
@@ -1154,12 +1158,36 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_worker_of_an_environment_fails_only_the_work_it_ran() {
+        use crate::protocol::task::TaskEnv;
+        let mut s = Scheduler::new(n(1), addr(1), cpus(2));
+        let plain = task(1, SchedulingStrategy::Default, addr(1));
+        let mut with_env = TaskSpec::for_test(cpus(1), SchedulingStrategy::Default, addr(1));
+        with_env.env = TaskEnv::overlay(None, &[("A".into(), "1".into())]).map(Arc::new);
+        let with_env = Arc::new(with_env);
+        assert_eq!(plain.worker_key().0, with_env.worker_key().0, "one job");
+        assert_ne!(plain.worker_key(), with_env.worker_key());
+        s.submit(plain.clone(), 0, 0);
+        s.submit(with_env.clone(), 0, 0);
+        assert_eq!(s.available(), &cpus(0));
+        let out = s.worker_exited(with_env.worker_key(), "killed");
+        assert!(
+            matches!(&out[..], [Action::Report(spec, Error::WorkerDied { .. })]
+                if spec.task_id == with_env.task_id),
+            "{out:?}"
+        );
+        // The job's own worker and its task are untouched.
+        assert_eq!(s.available(), &cpus(1));
+        assert_eq!(s.running.len(), 1);
+    }
+
+    #[test]
     fn a_dead_worker_fails_its_running_tasks_and_frees_their_resources() {
         let mut s = Scheduler::new(n(1), addr(1), cpus(1));
         let t = task(1, SchedulingStrategy::Default, addr(1));
         s.submit(t.clone(), 0, 0);
         assert_eq!(s.available(), &cpus(0));
-        let out = s.worker_exited(t.job_id, "killed");
+        let out = s.worker_exited(t.worker_key(), "killed");
         assert!(
             matches!(&out[..], [Action::Report(_, Error::WorkerDied { .. })]),
             "{out:?}"

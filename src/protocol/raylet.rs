@@ -115,6 +115,9 @@ pub(crate) struct RegisterWorker {
     pub(crate) worker_id: WorkerId,
     pub(crate) address: SocketAddr,
     pub(crate) pid: u32,
+    /// The key of the environment it was started for beyond its job's
+    /// ([`TaskEnv`](crate::protocol::task::TaskEnv)), if any.
+    pub(crate) env: Option<u64>,
 }
 
 /// A job's driver is gone: stop its worker process here, and drop its queued work unless

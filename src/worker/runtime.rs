@@ -15,7 +15,7 @@ use crate::protocol::owner::Infeasible;
 use crate::protocol::raylet::{SubmitTask, TakeBack};
 use crate::protocol::refs::OwnerAddress;
 use crate::protocol::svc;
-use crate::protocol::task::TaskSpec;
+use crate::protocol::task::{TaskEnv, TaskSpec};
 use crate::protocol::worker::{PushTask, ReturnLease};
 use crate::resources::ResourceSet;
 use crate::transport::net::{Net, Target, Wire};
@@ -30,6 +30,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 static CURRENT: ArcSwapOption<Runtime> = ArcSwapOption::const_empty();
+
+/// The environment a worker process was started with beyond its job's, if any.
+static PROCESS_ENV: std::sync::OnceLock<Arc<TaskEnv>> = std::sync::OnceLock::new();
+
+/// This process runs the tasks of `env` (a worker process started for it): the tasks it submits
+/// inherit it, as Ray's children inherit their parent's runtime environment.
+pub(crate) fn set_process_env(env: TaskEnv) {
+    let _ = PROCESS_ENV.set(Arc::new(env));
+}
+
+/// The environment this process runs tasks of beyond its job's, if any.
+#[inline]
+pub(crate) fn process_env() -> Option<&'static Arc<TaskEnv>> {
+    PROCESS_ENV.get()
+}
 
 /// Runs `f` on the current runtime, if there is one.
 #[inline]

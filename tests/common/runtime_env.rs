@@ -1,6 +1,8 @@
 //! Ray's runtime environment (`env_vars`, `working_dir`) in lumen's terms: `Config::env` reaches
 //! every worker process of the job, and a worker process starts in the driver's working
 //! directory when that exists on its node, so relative paths mean the same as in the driver.
+//! A task's own `.env(..)` runs it in another worker process of the job, with the job's
+//! variables and its own on top, in the same working directory.
 //!
 //! The driver is a child process — the calling test binary again, running only the calling
 //! test, with [`CHILD`] set to where it connects — started in a fresh directory holding
@@ -20,12 +22,16 @@ const DATA: &str = "read by a relative path";
 /// What the child says when every task saw the variable and the file.
 const SEEN: &str = "child: every task saw MY_SETTING and data.txt";
 
+/// What the child says before the pids of the worker processes its tasks with `.env(..)` ran in.
+const ENV_PIDS: &str = "child: .env worker pids:";
+
 #[lumen::remote]
-fn what_a_task_sees() -> (Option<String>, Option<String>, u32) {
+fn what_a_task_sees() -> (Option<String>, Option<String>, u32, Option<String>) {
     (
         std::env::var("MY_SETTING").ok(),
         std::fs::read_to_string(DATA_FILE).ok(),
         std::process::id(),
+        std::env::var("TASK_ONLY").ok(),
     )
 }
 
@@ -55,17 +61,50 @@ pub fn child_driver() -> bool {
         None => config.num_cpus(1.0),
     };
     lumen::init_with(config).expect("the child driver starts");
+    let mut env_pids = Vec::new();
     for node in lumen::nodes() {
-        let seen = lumen::get_timeout(
-            &what_a_task_sees::options()
-                .scheduling_strategy(lumen::SchedulingStrategy::NodeAffinity {
+        let on_node = || {
+            what_a_task_sees::options().scheduling_strategy(
+                lumen::SchedulingStrategy::NodeAffinity {
                     node_id: node.node_id,
                     soft: false,
-                })
-                .remote(),
-            std::time::Duration::from_secs(60),
-        )
-        .expect("the task runs");
+                },
+            )
+        };
+        let seen = lumen::get_timeout(&on_node().remote(), std::time::Duration::from_secs(60))
+            .expect("the task runs");
+        assert_eq!(
+            seen.3, None,
+            "a variable of another task's, on {}",
+            node.node_id
+        );
+        if target != "embedded" {
+            // A task's own variables, over the job's, in a worker process of their own that
+            // starts in the driver's directory too.
+            let own = lumen::get_timeout(
+                &on_node()
+                    .env("MY_SETTING", "task")
+                    .env("TASK_ONLY", "1")
+                    .remote(),
+                std::time::Duration::from_secs(60),
+            )
+            .expect("the task with .env runs");
+            assert_eq!(
+                own.0.as_deref(),
+                Some("task"),
+                "task over job, on {}",
+                node.node_id
+            );
+            assert_eq!(own.3.as_deref(), Some("1"), "its own, on {}", node.node_id);
+            assert_eq!(
+                own.1.as_deref(),
+                Some(DATA),
+                "the file, on {}",
+                node.node_id
+            );
+            assert_ne!(own.2, seen.2, "another worker process, on {}", node.node_id);
+            env_pids.push(own.2);
+        }
         assert_eq!(
             seen.0.as_deref(),
             Some("42"),
@@ -82,6 +121,8 @@ pub fn child_driver() -> bool {
             assert_ne!(seen.2, std::process::id(), "ran in a worker process");
         }
     }
+    let pids: Vec<String> = env_pids.iter().map(u32::to_string).collect();
+    eprintln!("{ENV_PIDS} {}", pids.join(" "));
     eprintln!("{SEEN}");
     lumen::shutdown();
     true
@@ -89,8 +130,9 @@ pub fn child_driver() -> bool {
 
 /// The parent's part: runs `test` (the calling test's name) again as a child driver of
 /// `target` (see [`CHILD`]) in a fresh directory holding [`DATA_FILE`], after `prepare` adjusts
-/// its command; checks that every task saw the variable and the file.
-pub fn check(test: &str, target: &str, prepare: impl FnOnce(&mut Command)) {
+/// its command; checks that every task saw the variable and the file. Returns the pids of the
+/// worker processes the child's tasks with `.env(..)` ran in (none embedded).
+pub fn check(test: &str, target: &str, prepare: impl FnOnce(&mut Command)) -> Vec<u32> {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("lumen-env-{}-{run}", std::process::id()));
@@ -117,4 +159,13 @@ pub fn check(test: &str, target: &str, prepare: impl FnOnce(&mut Command)) {
         "the child driver ({target}) failed ({}):\n{stderr}",
         out.status
     );
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(ENV_PIDS))
+        .map(|pids| {
+            pids.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
