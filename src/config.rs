@@ -249,7 +249,7 @@ impl Config {
 
     /// The limits of this process's object store: the configured `object_store_memory` (or 30% of
     /// available memory) and spill folder.
-    pub(crate) fn store_limits(&self) -> Result<crate::objects::spill::StoreLimits> {
+    pub(crate) fn store_limits(&self) -> Result<StoreLimits> {
         let capacity = match self.object_store_memory {
             Some(b) if b.is_finite() && b > 0.0 => b as u64,
             Some(b) => {
@@ -263,7 +263,7 @@ impl Config {
             .spill_dir
             .clone()
             .or_else(|| std::env::var_os(SPILL_DIR_ENV).map(Into::into));
-        Ok(crate::objects::spill::StoreLimits {
+        Ok(StoreLimits {
             capacity,
             spill_dir,
         })
@@ -303,6 +303,27 @@ pub(crate) fn detect_gpus() -> usize {
         return v.split(',').filter(|s| !s.trim().is_empty()).count();
     }
     std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count())
+}
+
+/// How much a store may hold in memory, and where it spills.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreLimits {
+    /// Bytes of objects kept in memory.
+    pub(crate) capacity: u64,
+    /// The folder spill files go in (each store uses its own subfolder, removed when it stops);
+    /// `None`: the system's temporary folder.
+    pub(crate) spill_dir: Option<std::path::PathBuf>,
+}
+
+impl StoreLimits {
+    /// No cap (tests of other parts).
+    #[cfg(test)]
+    pub(crate) fn unlimited() -> Self {
+        StoreLimits {
+            capacity: u64::MAX,
+            spill_dir: None,
+        }
+    }
 }
 
 /// The spill folder when `Config::spill_dir` is not given.

@@ -363,13 +363,7 @@ fn keep_here(
     if bytes.len() <= KEEP_MIN || actor.is_some() || net.is_here(owner) {
         return None;
     }
-    let rt = crate::worker::runtime::current().ok()?;
-    let size = rt.refs.keep_copy(owner, id, bytes.clone())?;
-    Some(HeldCopy {
-        holder: net.addr(),
-        node: rt.node_id,
-        size,
-    })
+    ownership::with_current(|t| t.keep_copy(owner, id, bytes.clone())).flatten()
 }
 
 /// Sends a failure (no value, no refs) to the owner of `spec`'s result.

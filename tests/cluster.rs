@@ -989,3 +989,81 @@ fn actor_restarts_after_its_process_dies() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. Lineage reconstruction
+// ---------------------------------------------------------------------------------------------
+
+/// `n` bytes of `v`, made where it runs.
+#[lumen::remote]
+fn made(v: u8, n: usize) -> lumen::Buffer<u8> {
+    lumen::Buffer::from(vec![v; n])
+}
+
+/// Its argument with every byte doubled.
+#[lumen::remote]
+fn doubled(b: lumen::Buffer<u8>) -> lumen::Buffer<u8> {
+    b.iter().map(|x| x.wrapping_mul(2)).collect()
+}
+
+/// The sum of its argument's bytes, and where it ran.
+#[lumen::remote]
+fn total(b: lumen::Buffer<u8>) -> (u64, NodeId) {
+    (b.iter().map(|x| *x as u64).sum(), here())
+}
+
+/// `test_reconstruction.py::test_reconstruction_chain`: a chain of three tasks whose first two
+/// results lived only on a node that was killed. Reading the last one rebuilds both by running
+/// their tasks again (on another node with the resource they need), and its `get` succeeds with
+/// the right value; a `get` of the middle result does too.
+#[test]
+fn test_reconstruction_chain() {
+    let x = |c: lumen::Config| c.num_cpus(1.0).num_gpus(0.0);
+    let mut s = Session::start(vec![
+        x(lumen::Config::default()),
+        x(lumen::Config::default()).resource("maker", 1.0),
+    ]);
+    let doomed = s.node(1);
+    const N: usize = 1 << 20;
+    let first = made::options().resource("maker", 1.0).remote(3, N);
+    let middle = doubled::options().resource("maker", 1.0).remote(&first);
+    // Both are made and kept on node 1 before it dies.
+    let (ready, _) = lumen::wait(std::slice::from_ref(&middle), 1, Some(LONG));
+    assert_eq!(ready.len(), 1, "the middle task did not finish");
+    s.cluster_mut()
+        .add_node(x(lumen::Config::default()).resource("maker", 1.0))
+        .expect("a node to rebuild on");
+    s.cluster_mut().kill_node(1);
+    wait_node_dead(doomed);
+    let (sum, ran) = get(&total::remote(&middle)).expect("rebuilt through the chain");
+    assert_eq!(sum, 6 * N as u64);
+    assert_ne!(ran, doomed);
+    let again = get(&middle).expect("the middle result, rebuilt");
+    assert!(again.len() == N && again.iter().all(|b| *b == 6));
+    assert_eq!(get(&first).expect("the first result, rebuilt")[N - 1], 3);
+}
+
+/// A lost result whose task may not run again fails with `ObjectLost` saying so.
+#[test]
+fn a_lost_result_without_retries_fails_with_the_reason() {
+    let x = |c: lumen::Config| c.num_cpus(1.0).num_gpus(0.0);
+    let mut s = Session::start(vec![
+        x(lumen::Config::default()),
+        x(lumen::Config::default()).resource("maker", 1.0),
+    ]);
+    let doomed = s.node(1);
+    let r = made::options()
+        .resource("maker", 1.0)
+        .max_retries(0)
+        .remote(1, 1 << 20);
+    let (ready, _) = lumen::wait(std::slice::from_ref(&r), 1, Some(LONG));
+    assert_eq!(ready.len(), 1);
+    s.cluster_mut().kill_node(1);
+    wait_node_dead(doomed);
+    match lumen::get_timeout(&r, LONG) {
+        Err(Error::ObjectLost { reason, .. }) => {
+            assert!(reason.contains("no retries left"), "{reason}")
+        }
+        other => panic!("expected ObjectLost, got {other:?}"),
+    }
+}

@@ -1,6 +1,7 @@
 //! Where the default policy and SPREAD put work on a cluster, after Ray's own scheduling tests:
 //! `test_scheduling.py::test_load_balancing`, `test_load_balancing_with_dependencies` and
-//! `test_hybrid_policy_threshold`, `test_actor_advanced.py::test_actor_load_balancing`, and SPREAD
+//! `test_hybrid_policy_threshold`, `test_locality_aware_leasing`,
+//! `test_actor_advanced.py::test_actor_load_balancing`, and SPREAD
 //! sent right after a burst of tasks and right after a node joins; and what happens to work no
 //! node fits (a warning at its driver, a demand that leaves with its job) and to work a detached
 //! actor submits after its job ended (it runs). The last two run a second driver in a child
@@ -145,6 +146,33 @@ fn test_load_balancing_with_dependencies() {
     let nodes = ids(&s, 3);
     let x = lumen::put(vec![0.0f64; 1_000_000]);
     attempt_to_load_balance(&nodes, 100, 20, 20, || node_after_reading::remote(&x, 100));
+}
+
+/// A 1 MiB buffer, made where the task runs.
+#[lumen::remote]
+fn big_buffer(n: usize) -> lumen::Buffer<u8> {
+    lumen::Buffer::from(vec![1u8; n])
+}
+
+/// Reads its argument; returns the node that ran it.
+#[lumen::remote]
+fn node_reading(x: lumen::Buffer<u8>) -> NodeId {
+    assert_eq!(x.len(), 1 << 20);
+    here()
+}
+
+/// `test_scheduling.py::test_locality_aware_leasing`: a task runs on the node that keeps its
+/// argument (a 1 MiB result made there by a task pinned to it by a resource), not on the
+/// driver's node where the default policy would otherwise pack it.
+#[test]
+fn test_locality_aware_leasing() {
+    let s = Session::labelled(2, 1.0);
+    let far = s.node(1);
+    for _ in 0..5 {
+        let x = big_buffer::options().resource("node1", 1.0).remote(1 << 20);
+        let ran = lumen::get(&node_reading::remote(&x)).expect("the reading task");
+        assert_eq!(ran, far, "ran away from its argument");
+    }
 }
 
 /// `test_hybrid_policy_threshold`: the local node is packed up to half its CPUs, then the

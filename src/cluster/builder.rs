@@ -18,12 +18,12 @@
 //! | other node | ✓ | – | ✓ (starts worker processes) | – | – |
 
 use crate::actors::host::HostSite;
+use crate::config::StoreLimits;
 use crate::error::{Error, Result};
 use crate::ids::{JobId, NodeId, WorkerId};
 use crate::node::processes::WorkerSettings;
 use crate::node::raylet::{Raylet, RayletSettings};
 use crate::objects::ownership::RefTable;
-use crate::objects::spill::StoreLimits;
 use crate::objects::store::StoreClient;
 use crate::protocol::gcs::GetNodes;
 use crate::protocol::raylet::GetResources;
@@ -308,6 +308,7 @@ impl Assembly {
             store,
             net.clone(),
             net.target::<svc::Gcs>(self.gcs),
+            node_id,
         ));
         let rt = Runtime::new(Core {
             job_id,

@@ -292,7 +292,7 @@ fn env_var(name: &str) -> Result<String> {
 
 /// A worker process's store limits: its node's (`lumen start --object-store-memory`,
 /// `--spill-dir`), passed in its environment.
-fn worker_store_limits() -> Result<crate::objects::spill::StoreLimits> {
+fn worker_store_limits() -> Result<crate::config::StoreLimits> {
     let mut config = Config::default();
     if let Ok(v) = std::env::var(env::STORE_MEMORY) {
         let bytes: f64 = v

@@ -93,7 +93,7 @@ pub(crate) struct WorkerSettings {
     /// Where to keep what worker processes print (see `node::output`).
     pub(crate) log_dir: Option<PathBuf>,
     /// The limits of each worker process's object store.
-    pub(crate) store: crate::objects::spill::StoreLimits,
+    pub(crate) store: crate::config::StoreLimits,
 }
 
 enum JobWorker {

@@ -216,13 +216,23 @@ impl Raylet {
         let me = ctx.address();
         self.net.runtime().spawn(async move {
             let mut resolved: Vec<Option<Stored>> = vec![None; nargs];
+            let mut kept = Vec::new();
             for _ in 0..n {
                 match rx.recv_async().await {
-                    Ok((slot, v)) => resolved[slot as usize] = v,
+                    Ok((slot, (v, copy))) => {
+                        if let Some(c) = copy {
+                            kept.push((c.node, c.size));
+                        }
+                        resolved[slot as usize] = v;
+                    }
                     Err(_) => break,
                 }
             }
-            me.do_send(Resolved(Ready { spec, resolved }));
+            me.do_send(Resolved(Ready {
+                spec,
+                resolved,
+                kept,
+            }));
         });
     }
 

@@ -37,6 +37,10 @@ pub(crate) struct Ready {
     pub(crate) spec: Arc<TaskSpec>,
     /// The value of each ref argument, by argument index (`None`: the worker fetches it).
     pub(crate) resolved: Vec<Option<Stored>>,
+    /// Where the arguments the worker fetches itself are kept (by the processes that made
+    /// them), and their bytes: the node holding most of them is where the task would rather
+    /// run.
+    pub(crate) kept: Vec<(NodeId, u64)>,
 }
 
 /// What the raylet must do.
@@ -356,6 +360,7 @@ impl Scheduler {
         if deps.is_empty() {
             self.enqueue(
                 Ready {
+                    kept: Vec::new(),
                     spec,
                     resolved: Vec::new(),
                 },
@@ -378,8 +383,54 @@ impl Scheduler {
         if self.orphaned(&ready.spec) {
             return out;
         }
+        if let Some(node) = self.nearer_to_arguments(&ready) {
+            tracing::debug!(task = %ready.spec.task_id, node = %node,
+                "sent where most of its arguments are");
+            match self.forward(node, ready.spec, 1, &mut out) {
+                Ok(()) => return out,
+                Err(spec) => {
+                    let ready = Ready { spec, ..ready };
+                    self.enqueue(ready, &mut out);
+                    return out;
+                }
+            }
+        }
         self.enqueue(ready, &mut out);
         out
+    }
+
+    /// The node that keeps more of a task's argument bytes than this one, when the task may go
+    /// there: Ray's locality-aware leasing, for tasks under the default strategy only (a
+    /// strategy the user chose wins), to a live node that fits the task. If that node is busy
+    /// the task queues there, and moves on if room frees elsewhere first (as any queued task).
+    fn nearer_to_arguments(&self, ready: &Ready) -> Option<NodeId> {
+        if ready.kept.is_empty()
+            || !matches!(ready.spec.strategy, SchedulingStrategy::Default)
+            || !ready.spec.is_normal()
+        {
+            return None;
+        }
+        let mut bytes: Vec<(NodeId, u64)> = Vec::new();
+        for (node, size) in &ready.kept {
+            match bytes.iter_mut().find(|(n, _)| n == node) {
+                Some((_, b)) => *b += size,
+                None => bytes.push((*node, *size)),
+            }
+        }
+        let here = bytes
+            .iter()
+            .find(|(n, _)| *n == self.node_id)
+            .map_or(0, |(_, b)| *b);
+        let (best, most) = bytes
+            .iter()
+            .copied()
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))?;
+        if best == self.node_id || most <= here {
+            return None;
+        }
+        let views = self.views();
+        let view = views.iter().find(|v| v.id == best)?;
+        view.feasible(&ready.spec.resources).then_some(best)
     }
 
     fn enqueue(&mut self, ready: Ready, out: &mut Vec<Action>) {
@@ -1122,6 +1173,52 @@ mod tests {
             vec![pinned.task_id]
         );
         assert_eq!(launched(&s.task_done(pinned.task_id)), vec![w2.task_id]);
+    }
+
+    #[test]
+    fn a_task_goes_where_most_of_its_argument_bytes_are_kept() {
+        let mut s = Scheduler::new(n(1), addr(1), cpus(2));
+        let peer = |available: u64| ViewEntry {
+            node_id: n(2),
+            address: addr(2),
+            alive: true,
+            total: cpus(2),
+            available: cpus(available),
+            backlog: ResourceSet::new(),
+        };
+        s.view(vec![peer(2)]);
+        let ready = |spec: Arc<TaskSpec>, kept: Vec<(NodeId, u64)>| Ready {
+            spec,
+            resolved: Vec::new(),
+            kept,
+        };
+        let forwarded = |out: &[Action]| {
+            out.iter()
+                .any(|a| matches!(a, Action::Forward { address, .. } if *address == addr(2)))
+        };
+        // Most bytes on node 2: sent there.
+        let t = task(1, SchedulingStrategy::Default, addr(1));
+        let out = s.resolved(ready(t, vec![(n(2), 1 << 20), (n(1), 1 << 10)]));
+        assert!(forwarded(&out), "{out:?}");
+        // Most bytes here: runs here.
+        let t = task(1, SchedulingStrategy::Default, addr(1));
+        let out = s.resolved(ready(t.clone(), vec![(n(2), 1 << 10), (n(1), 1 << 20)]));
+        assert_eq!(launched(&out), vec![t.task_id]);
+        // A strategy the user chose wins over where the bytes are.
+        let soft_here = SchedulingStrategy::NodeAffinity {
+            node_id: n(1),
+            soft: true,
+        };
+        let t = task(1, soft_here, addr(1));
+        let out = s.resolved(ready(t.clone(), vec![(n(2), 1 << 20)]));
+        assert_eq!(launched(&out), vec![t.task_id]);
+        // A dead node cannot have it: it stays.
+        let mut dead = peer(2);
+        dead.alive = false;
+        s.view(vec![dead]);
+        let t = task(1, SchedulingStrategy::Default, addr(1));
+        let out = s.resolved(ready(t, vec![(n(2), 1 << 20)]));
+        assert!(!forwarded(&out), "{out:?}");
     }
 
     #[test]

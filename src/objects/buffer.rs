@@ -73,20 +73,17 @@ impl<T: Pod> AsRef<[u8]> for Owned<T> {
 /// decoded into fresh memory. Cloning a buffer is a reference-count increment.
 ///
 /// # Examples
-/// ```
+/// ```no_run
 /// let b = lumen::Buffer::from(vec![0.5f64; 1 << 20]); // no copy: the buffer owns the vector
 /// assert_eq!(b.len(), 1 << 20);
 /// assert_eq!(b[7], 0.5);
 /// let total: f64 = b.iter().sum();                    // Deref<Target = [f64]>
 /// assert_eq!(total, 524288.0);
-/// # fn main() -> lumen::Result<()> {
 /// lumen::init()?;
 /// let r = lumen::put(b.clone());
 /// let view: lumen::Buffer<f64> = lumen::get(&r)?;      // the same bytes, shared
 /// assert_eq!(view, b);
-/// # lumen::shutdown();
-/// # Ok(())
-/// # }
+/// # Ok::<(), lumen::Error>(())
 /// ```
 pub struct Buffer<T: Element> {
     /// Native-order elements, aligned for `T`, a whole number of them.

@@ -15,7 +15,7 @@
 //! so a result can never be stored after its object was freed.
 
 use crate::error::Error;
-use crate::ids::{ActorId, IdDashMap, IdHasher, ObjectId};
+use crate::ids::{ActorId, IdDashMap, IdHasher, NodeId, ObjectId};
 use crate::objects::store::{FetchReply, StoreClient};
 use crate::protocol::gcs::ActorOutOfScope;
 use crate::protocol::owner::{Borrow, FreeCopies, HeldCopy};
@@ -480,6 +480,16 @@ impl RefCounts {
         }
     }
 
+    /// Makes a completed object pending again (its value was lost and is being rebuilt): readers
+    /// wait for it as for a task in flight.
+    pub(crate) fn reset(&self, id: ObjectId) {
+        if let Some(mut e) = self.map.get_mut(&id) {
+            e.stored = false;
+            e.in_store = false;
+            e.inline = None;
+        }
+    }
+
     /// Removes entries whose counts are zero and what only they kept alive.
     fn release(&self, first: ObjectId) -> Vec<Effect> {
         let mut out = Vec::new();
@@ -649,6 +659,8 @@ fn send_borrows(net: &Arc<Net>, outbox: &parking_lot::Mutex<Vec<(SocketAddr, Obj
 /// The reference table of this process: [`RefCounts`] and the parts that carry out its effects.
 pub(crate) struct RefTable {
     counts: RefCounts,
+    /// The node this process is on (where the copies it keeps are).
+    node: NodeId,
     store: StoreClient,
     net: Arc<Net>,
     gcs: Target<svc::Gcs>,
@@ -658,6 +670,9 @@ pub(crate) struct RefTable {
     copies: parking_lot::Mutex<HashMap<SocketAddr, Vec<ObjectId>>>,
     /// Where the objects this process owns that other processes keep are.
     kept: IdDashMap<ObjectId, HeldCopy>,
+    /// The task that made each kept object, to run again if its copy is lost (lineage); its
+    /// arguments stay pinned while the object lives.
+    lineage: IdDashMap<ObjectId, Arc<TaskSpec>>,
 }
 
 impl std::ops::Deref for RefTable {
@@ -696,8 +711,14 @@ impl RefTable {
         objects
     }
 
-    pub(crate) fn new(store: StoreClient, net: Arc<Net>, gcs: Target<svc::Gcs>) -> Self {
+    pub(crate) fn new(
+        store: StoreClient,
+        net: Arc<Net>,
+        gcs: Target<svc::Gcs>,
+        node: NodeId,
+    ) -> Self {
         RefTable {
+            node,
             counts: RefCounts::new(net.addr()),
             store,
             net,
@@ -705,6 +726,7 @@ impl RefTable {
             outbox: Arc::default(),
             copies: Default::default(),
             kept: IdDashMap::default(),
+            lineage: IdDashMap::default(),
         }
     }
 
@@ -715,6 +737,9 @@ impl RefTable {
                 Effect::Free(id) => {
                     self.kept.remove(&id);
                     self.store.free(id);
+                    if let Some((_, spec)) = self.lineage.remove(&id) {
+                        self.unpin(&spec.pinned);
+                    }
                 }
                 Effect::Notify { owner, id, add } => self.notify(owner, id, add),
                 Effect::OutOfScope(actor_id) => self.gcs.do_send(ActorOutOfScope { actor_id }),
@@ -859,18 +884,76 @@ impl RefTable {
         done.kept
     }
 
+    /// Keeps `spec`, the task that made kept object `id`, to run again if the copy is lost; its
+    /// arguments stay pinned until the object is freed.
+    pub(crate) fn keep_lineage(&self, id: ObjectId, spec: Arc<TaskSpec>) {
+        self.lineage.insert(id, spec);
+    }
+
+    /// Whether object `id` has lineage kept (its arguments' pins are the lineage's).
+    pub(crate) fn drop_lineage(&self, id: ObjectId) -> bool {
+        self.lineage.remove(&id).is_some()
+    }
+
+    /// The objects owned here that are kept on `node`.
+    pub(crate) fn kept_on(&self, node: NodeId) -> Vec<(ObjectId, HeldCopy)> {
+        self.kept
+            .iter()
+            .filter(|e| e.value().node == node)
+            .map(|e| (*e.key(), *e.value()))
+            .collect()
+    }
+
+    /// Object `id`'s copy (`copy`) was lost: it becomes pending again, its readers waiting, and
+    /// the task that made it is returned to run again. `None` if it is no longer kept there
+    /// (freed, or already being rebuilt). `Some(None)`: no lineage to rebuild it from.
+    pub(crate) fn begin_rebuild(
+        &self,
+        id: ObjectId,
+        copy: HeldCopy,
+    ) -> Option<Option<Arc<TaskSpec>>> {
+        self.kept.remove_if(&id, |_, c| *c == copy)?;
+        self.counts.reset(id);
+        self.store.forget(id);
+        // The old keeper may still be alive (a reader could not reach it): it frees its copy.
+        self.net
+            .target::<svc::Owner>(copy.holder)
+            .do_send(FreeCopies { ids: vec![id] });
+        Some(self.lineage.get(&id).map(|s| s.clone()))
+    }
+
+    /// Fails object `id` (pending after [`begin_rebuild`](Self::begin_rebuild)) with `error`,
+    /// for readers waiting here and in the store, and lets its lineage go.
+    pub(crate) fn fail_lost(&self, id: ObjectId, error: Error) {
+        self.complete(id, Stored::Error(error.clone()), Vec::new());
+        let _ = self.store.put(id, Stored::Error(error));
+        if let Some((_, spec)) = self.lineage.remove(&id) {
+            self.unpin(&spec.pinned);
+        }
+    }
+
     /// Where another process keeps object `id` (owned here), if it does.
     pub(crate) fn kept_at(&self, id: ObjectId) -> Option<HeldCopy> {
         self.kept.get(&id).map(|c| *c)
     }
 
     /// Keeps `bytes`, the result `id` this process made for the owner at `owner`, in this
-    /// process's store; `None` (send the value instead) if the store cannot take it.
-    pub(crate) fn keep_copy(&self, owner: SocketAddr, id: ObjectId, bytes: Bytes) -> Option<u64> {
+    /// process's store; where it is kept, or `None` (send the value instead) if the store cannot
+    /// take it.
+    pub(crate) fn keep_copy(
+        &self,
+        owner: SocketAddr,
+        id: ObjectId,
+        bytes: Bytes,
+    ) -> Option<HeldCopy> {
         let size = bytes.len() as u64;
         self.store.put(id, Stored::Value(bytes)).ok()?;
         self.copies.lock().entry(owner).or_default().push(id);
-        Some(size)
+        Some(HeldCopy {
+            holder: self.net.addr(),
+            node: self.node,
+            size,
+        })
     }
 
     /// The owner let go of copies this process keeps for it.

@@ -13,7 +13,7 @@ use crate::objects::ownership::{self, Lookup, RefTable};
 use crate::objects::reply;
 use crate::objects::store::FetchReply;
 use crate::objects::store::StoreClient;
-use crate::protocol::owner::{Fetched, GetObject, HeldCopy, ReadCopy};
+use crate::protocol::owner::{CopyLost, Fetched, GetObject, HeldCopy, ReadCopy};
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::svc;
 use crate::transport::net::Net;
@@ -28,32 +28,61 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(id: ObjectId, stored: Stored
     }
 }
 
-/// Asks the owner of `raw` for it: `Some` with its content once ready (or `OwnerDied` if the
-/// owner could not be asked), `None` when it is larger than `inline_max` bytes. An object kept
-/// by the process that made it is read there: from `store` when that is this process.
+/// What an owner said of an object: its content (`None`: larger than asked for), and where it
+/// is kept if the process that made it keeps it.
+pub(crate) type Asked = (Option<Stored>, Option<HeldCopy>);
+
+/// Asks the owner of `raw` for it: its content once ready (or `OwnerDied` if the owner could
+/// not be asked), `None` when it is larger than `inline_max` bytes. An object kept by the
+/// process that made it is read there: from `store` when that is this process.
 pub(crate) async fn ask_owner(
     net: Arc<Net>,
     raw: RawRef,
     inline_max: u64,
     store: Option<StoreClient>,
-) -> Option<Stored> {
+) -> Asked {
     let owner = raw.owner.addr;
-    let reply = net.target::<svc::Owner>(owner).send(GetObject {
-        id: raw.id,
-        inline_max,
-    });
-    match reply.await {
-        Ok(Fetched::Here(v)) => Some(v),
-        Ok(Fetched::TooLarge(_)) => None,
-        Ok(Fetched::Kept(copy)) if copy.size > inline_max => None,
-        Ok(Fetched::Kept(copy)) => Some(read_kept(&net, store.as_ref(), raw.id, copy).await),
-        Err(e) => Some(Stored::Error(Error::OwnerDied {
-            object: raw.id.to_string(),
-            owner: owner.to_string(),
-            reason: format!("it could not be reached: {e}"),
-        })),
+    // A copy that cannot be read where the owner said it is kept is reported, and the owner
+    // asked again: it rebuilds the object (or fails it) and answers when that is done.
+    for _ in 0..REBUILD_ASKS {
+        let reply = net.target::<svc::Owner>(owner).send(GetObject {
+            id: raw.id,
+            inline_max,
+        });
+        let copy = match reply.await {
+            Ok(Fetched::Here(v)) => return (Some(v), None),
+            Ok(Fetched::TooLarge(_)) => return (None, None),
+            Ok(Fetched::Kept(copy)) if copy.size > inline_max => return (None, Some(copy)),
+            Ok(Fetched::Kept(copy)) => copy,
+            Err(e) => {
+                let died = Error::OwnerDied {
+                    object: raw.id.to_string(),
+                    owner: owner.to_string(),
+                    reason: format!("it could not be reached: {e}"),
+                };
+                return (Some(Stored::Error(died)), None);
+            }
+        };
+        match read_kept(&net, store.as_ref(), raw.id, copy).await {
+            Stored::Error(Error::ObjectLost { reason, .. }) => {
+                net.target::<svc::Owner>(owner).do_send(CopyLost {
+                    id: raw.id,
+                    copy,
+                    reason,
+                });
+            }
+            v => return (Some(v), Some(copy)),
+        }
     }
+    let lost = Error::ObjectLost {
+        object: raw.id.to_string(),
+        reason: format!("its copy could not be read after {REBUILD_ASKS} rebuilds"),
+    };
+    (Some(Stored::Error(lost)), None)
 }
+
+/// How many times a reader asks an owner again after a kept copy could not be read.
+const REBUILD_ASKS: usize = 4;
 
 /// Reads object `id` where `copy` says it is kept: in this process's `store`, or from the
 /// process keeping it.
@@ -93,7 +122,7 @@ pub(crate) fn ask_owners(
     wants: Vec<(usize, RawRef)>,
     inline_max: u64,
     store: Option<&StoreClient>,
-    tx: flume::Sender<(u32, Option<Stored>)>,
+    tx: flume::Sender<(u32, Asked)>,
 ) {
     for (slot, raw) in wants {
         let (net2, tx, store) = (net.clone(), tx.clone(), store.cloned());
@@ -133,10 +162,10 @@ pub(crate) fn fetch_into(table: &RefTable, wants: Vec<(usize, RawRef)>, tx: &Fet
         table.net().runtime().spawn(async move {
             for _ in 0..n {
                 match orx.recv_async().await {
-                    Ok((slot, Some(v))) => {
+                    Ok((slot, (Some(v), _))) => {
                         let _ = tx.send((slot, v));
                     }
-                    Ok((_, None)) => {}
+                    Ok((_, (None, _))) => {}
                     Err(_) => break,
                 }
             }

@@ -23,26 +23,7 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-/// How much a store may hold in memory, and where it spills.
-#[derive(Debug, Clone)]
-pub(crate) struct StoreLimits {
-    /// Bytes of objects kept in memory.
-    pub(crate) capacity: u64,
-    /// The folder spill files go in (each store uses its own subfolder, removed when it stops);
-    /// `None`: the system's temporary folder.
-    pub(crate) spill_dir: Option<PathBuf>,
-}
-
-impl StoreLimits {
-    /// No cap (tests of other parts).
-    #[cfg(test)]
-    pub(crate) fn unlimited() -> Self {
-        StoreLimits {
-            capacity: u64::MAX,
-            spill_dir: None,
-        }
-    }
-}
+pub(crate) use crate::config::StoreLimits;
 
 /// One stored object's bytes.
 #[derive(Debug)]

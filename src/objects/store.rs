@@ -70,7 +70,20 @@ impl Entry {
 struct Pulled {
     id: ObjectId,
     value: Stored,
+    /// The keeper could not be read (gone, or without the copy): the object is lost there.
+    lost: bool,
 }
+
+/// Drops what this store knows of an object kept elsewhere whose copy was lost, keeping its
+/// readers waiting for it to be stored again (rebuilt) or failed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Forget {
+    pub(crate) id: ObjectId,
+}
+
+/// Objects whose keeper could not be read, and where they were kept: for the owner to rebuild.
+pub(crate) type LostCopies = flume::Receiver<(ObjectId, HeldCopy, String)>;
 
 /// Stores a value (objects are immutable: a second put of the same id is ignored).
 #[derive(Message)]
@@ -118,16 +131,23 @@ pub(crate) struct StoreShard {
     memory: Arc<StoreMemory>,
     /// The process's switchboard, to pull objects kept elsewhere and free their copies.
     net: Weak<Net>,
+    /// Where copies that could not be read are reported.
+    lost: flume::Sender<(ObjectId, HeldCopy, String)>,
 }
 
 impl StoreShard {
-    pub(crate) fn new(memory: Arc<StoreMemory>, net: Weak<Net>) -> Self {
+    pub(crate) fn new(
+        memory: Arc<StoreMemory>,
+        net: Weak<Net>,
+        lost: flume::Sender<(ObjectId, HeldCopy, String)>,
+    ) -> Self {
         StoreShard {
             objects: IdMap::default(),
             waiters: IdMap::default(),
             bytes: 0,
             memory,
             net,
+            lost,
         }
     }
 
@@ -183,26 +203,40 @@ impl StoreShard {
             me.do_send(Pulled {
                 id,
                 value: Stored::Error(Error::shutdown("pulling an object")),
+                lost: false,
             });
             return;
         };
         let reply = net.target::<svc::Owner>(copy.holder).send(ReadCopy { id });
         net.runtime().spawn(async move {
-            let value = match reply.await {
-                Ok(Fetched::Here(v)) => v,
-                Ok(Fetched::TooLarge(_) | Fetched::Kept(_)) => Stored::Error(Error::ObjectLost {
-                    object: id.to_string(),
-                    reason: "the process keeping it answered with no value".into(),
-                }),
-                Err(e) => Stored::Error(Error::ObjectLost {
-                    object: id.to_string(),
-                    reason: format!(
-                        "the process keeping it on node {} ({}) could not be reached: {e}",
-                        copy.node, copy.holder
-                    ),
-                }),
+            let (value, lost) = match reply.await {
+                Ok(Fetched::Here(Stored::Error(Error::ObjectLost { reason, .. }))) => (
+                    Stored::Error(Error::ObjectLost {
+                        object: id.to_string(),
+                        reason,
+                    }),
+                    true,
+                ),
+                Ok(Fetched::Here(v)) => (v, false),
+                Ok(Fetched::TooLarge(_) | Fetched::Kept(_)) => (
+                    Stored::Error(Error::ObjectLost {
+                        object: id.to_string(),
+                        reason: "the process keeping it answered with no value".into(),
+                    }),
+                    true,
+                ),
+                Err(e) => (
+                    Stored::Error(Error::ObjectLost {
+                        object: id.to_string(),
+                        reason: format!(
+                            "the process keeping it on node {} ({}) could not be reached: {e}",
+                            copy.node, copy.holder
+                        ),
+                    }),
+                    true,
+                ),
             };
-            me.do_send(Pulled { id, value });
+            me.do_send(Pulled { id, value, lost });
         });
     }
 }
@@ -213,6 +247,19 @@ impl Handler<Pulled> for StoreShard {
         let Some(Entry::Remote(r)) = self.objects.get_mut(&msg.id) else {
             return;
         };
+        if msg.lost && r.local.is_none() {
+            // Its readers wait for the owner to rebuild it (or fail it) and store it again.
+            let copy = r.copy;
+            let waiting = std::mem::take(&mut r.pulling);
+            self.objects.remove(&msg.id);
+            self.waiters.entry(msg.id).or_default().extend(waiting);
+            let reason = match msg.value {
+                Stored::Error(e) => e.to_string(),
+                Stored::Value(_) => String::new(),
+            };
+            let _ = self.lost.send((msg.id, copy, reason));
+            return;
+        }
         let waiting = std::mem::take(&mut r.pulling);
         if let (Stored::Value(b), None) = (&msg.value, &r.local) {
             // Kept for the next reader when it fits; a pulled copy is never worth refusing for.
@@ -269,6 +316,19 @@ impl Handler<Fetch> for StoreShard {
     }
 }
 
+impl Handler<Forget> for StoreShard {
+    type Result = ();
+    fn handle(&mut self, msg: Forget, _: &mut Context<Self>) {
+        if let Some(Entry::Remote(r)) = self.objects.remove(&msg.id) {
+            if let Some(slot) = &r.local {
+                self.bytes -= slot.size() as usize;
+                self.memory.forget(msg.id);
+            }
+            self.waiters.entry(msg.id).or_default().extend(r.pulling);
+        }
+    }
+}
+
 impl Handler<Free> for StoreShard {
     type Result = ();
     fn handle(&mut self, msg: Free, _: &mut Context<Self>) {
@@ -314,6 +374,7 @@ impl Handler<Stats> for StoreShard {
 pub(crate) struct StoreClient {
     shards: Arc<[Addr<StoreShard>]>,
     memory: Arc<StoreMemory>,
+    lost: LostCopies,
 }
 
 impl StoreClient {
@@ -321,17 +382,19 @@ impl StoreClient {
     /// reaches the processes that keep objects this store only knows the place of.
     pub(crate) fn start(n: usize, limits: StoreLimits, net: Weak<Net>) -> Self {
         let memory = Arc::new(StoreMemory::new(limits));
+        let (lost_tx, lost) = flume::unbounded();
         let shards = (0..n.max(1))
             .map(|_| {
-                let (memory, net) = (memory.clone(), net.clone());
+                let (memory, net, lost) = (memory.clone(), net.clone(), lost_tx.clone());
                 StoreShard::start_in_arbiter(&Arbiter::new().handle(), |_| {
-                    StoreShard::new(memory, net)
+                    StoreShard::new(memory, net, lost)
                 })
             })
             .collect::<Vec<_>>();
         StoreClient {
             shards: shards.into(),
             memory,
+            lost,
         }
     }
 
@@ -362,6 +425,16 @@ impl StoreClient {
             id,
             entry: Entry::remote(copy),
         });
+    }
+
+    /// Forgets an object kept elsewhere whose copy was lost (its readers keep waiting).
+    pub(crate) fn forget(&self, id: ObjectId) {
+        self.shard(id).do_send(Forget { id });
+    }
+
+    /// Objects this store could not pull because their keeper lost them.
+    pub(crate) fn lost_copies(&self) -> LostCopies {
+        self.lost.clone()
     }
 
     /// The store's memory: capacity, bytes in memory and spilled.

@@ -54,6 +54,16 @@ pub(crate) struct ReadCopy {
     pub(crate) id: ObjectId,
 }
 
+/// A reader could not read the copy of an object where the owner said it is kept: the owner
+/// rebuilds it (lineage reconstruction) or fails it.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct CopyLost {
+    pub(crate) id: ObjectId,
+    pub(crate) copy: HeldCopy,
+    pub(crate) reason: String,
+}
+
 /// The owner let go of objects whose copies this process keeps for it.
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
@@ -282,4 +292,5 @@ super::wire!(TAGS, svc::Owner:
     ListObjects = 73,
     ReadCopy = 74,
     FreeCopies = 75,
+    CopyLost = 76,
 );

@@ -147,6 +147,16 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
         },
     )?;
     direct::<FreeCopies>(net, rt, |rt, m| rt.refs.free_copies(&m.ids))?;
+    direct::<CopyLost>(net, rt, |rt, m| rebuild(rt, m.id, m.copy, &m.reason))?;
+    // Objects this process's own reads could not pull: rebuilt the same way.
+    let lost = rt.refs.store().lost_copies();
+    let weak: Weak<Runtime> = Arc::downgrade(rt);
+    net.runtime().spawn(async move {
+        while let Ok((id, copy, reason)) = lost.recv_async().await {
+            let Some(rt) = weak.upgrade() else { break };
+            rebuild(&rt, id, copy, &reason);
+        }
+    });
     let weak: Weak<Runtime> = Arc::downgrade(rt);
     net.on_lost(Arc::new(move |peer, reason| {
         if let Some(rt) = weak.upgrade() {
@@ -253,14 +263,19 @@ pub(crate) fn owner_finish(
     // The sender keeps its own references to what the value contains until this returns.
     rt.refs.adopt(contains);
     if let (Ok(_), Some(copy)) = (&outcome, held) {
-        rt.refs.complete_held(
-            spec.return_id,
-            copy,
-            contains.iter().map(|r| r.id).collect(),
-        );
-        rt.refs.unpin(&spec.pinned);
+        // Its lineage (and its arguments' pins) stay while the object lives: a lost copy is
+        // rebuilt by running the task again.
+        rt.refs.keep_lineage(spec.return_id, spec.clone());
+        let ids = contains.iter().map(|r| r.id).collect();
+        if !rt.refs.complete_held(spec.return_id, copy, ids) && rt.refs.drop_lineage(spec.return_id)
+        {
+            rt.refs.unpin(&spec.pinned);
+        }
         return;
     }
+    // A rebuilt object that came back small (or failed) needs its lineage no more; its pins
+    // are let go below.
+    rt.refs.drop_lineage(spec.return_id);
     let value = match outcome {
         Ok(b) => Stored::Value(b),
         Err(e) => Stored::Error(e),
@@ -301,6 +316,10 @@ fn on_node_died(rt: &Arc<Runtime>, msg: NodeDied) {
             }
         }
     }
+    // What it kept for this process is lost: rebuilt from lineage, or failed.
+    for (id, copy) in rt.refs.kept_on(msg.node) {
+        rebuild(rt, id, copy, &format!("its node died: {}", msg.reason));
+    }
     // Its slots are gone; the tasks running there are failed below with the rest.
     let (_, steps) = rt
         .leases
@@ -308,6 +327,45 @@ fn on_node_died(rt: &Arc<Runtime>, msg: NodeDied) {
         .node_died(msg.node, std::time::Instant::now());
     rt.carry_out(steps);
     fail_lost(rt, msg.node, &msg.reason);
+}
+
+/// Rebuilds object `id`, whose copy kept by `copy.holder` is lost (`why`), by running the task
+/// that made it again within its `max_retries` (Ray's lineage reconstruction); its arguments,
+/// pinned by the lineage, are read (and rebuilt, if lost too) as for any task. An object with
+/// no lineage or no retries left fails with `ObjectLost` saying why.
+pub(crate) fn rebuild(rt: &Arc<Runtime>, id: ObjectId, copy: HeldCopy, why: &str) {
+    let Some(lineage) = rt.refs.begin_rebuild(id, copy) else {
+        return;
+    };
+    let lost = |reason: String| Error::ObjectLost {
+        object: id.to_string(),
+        reason,
+    };
+    match lineage {
+        Some(spec) if spec.may_retry() => {
+            let mut next = (*spec).clone();
+            next.attempt += 1;
+            tracing::info!(object = %id, task = %spec.task_id, attempt = next.attempt,
+                node = %copy.node, "rebuilding a lost object by running its task again");
+            rt.submit(Arc::new(next));
+        }
+        Some(spec) => rt.refs.fail_lost(
+            id,
+            lost(format!(
+                "its only copy was kept on node {} ({}), lost ({why}), and the task that made \
+                 it ({}) has no retries left to rebuild it (max_retries = {})",
+                copy.node, copy.holder, spec.function.path, spec.max_retries
+            )),
+        ),
+        None => rt.refs.fail_lost(
+            id,
+            lost(format!(
+                "its only copy was kept on node {} ({}), lost ({why}), and nothing is known \
+                 of the task that made it",
+                copy.node, copy.holder
+            )),
+        ),
+    }
 }
 
 /// Fails (or retries) the tasks in flight on a dead node.
