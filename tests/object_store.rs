@@ -157,6 +157,17 @@ fn results_stay_where_they_are_made() {
     assert!(grown < 20 * MIB, "the driver grew by {} MiB", grown / MIB);
     // The driver reads one itself: pulled from where it is kept, and read again.
     let made = filled::remote(7, 2 * MIB);
+    let (ready, _) = lumen::wait(std::slice::from_ref(&made), 1, Some(PATIENCE));
+    assert_eq!(ready.len(), 1);
+    // Listed with its size and the node that keeps it.
+    let listed = lumen::list_objects().expect("list_objects");
+    let info = listed
+        .iter()
+        .find(|o| o.object_id == made.id() && o.owned)
+        .expect("the result is listed by its owner");
+    assert_eq!(info.size, Some(2 * MIB as u64));
+    assert_eq!(info.locations.len(), 1, "{info:?}");
+    assert!(common::is_node(&info.locations[0].to_string()));
     for _ in 0..2 {
         let b = lumen::get(&made).unwrap();
         assert!(b.len() == 2 * MIB && b.iter().all(|x| *x == 7));

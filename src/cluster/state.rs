@@ -422,7 +422,8 @@ pub struct ObjectInfo {
     /// Whether this process owns it.
     pub owned: bool,
     /// The nodes its value is on, as far as this process knows (an owner's own objects are on
-    /// its node; a borrower asks the owner).
+    /// its node, a large task result on the node of the process that made and keeps it; a
+    /// borrower asks the owner).
     #[serde(serialize_with = "hex_list")]
     pub locations: Vec<NodeId>,
     /// The node of the process that holds this reference.
@@ -469,10 +470,10 @@ fn object_rows(held: ObjectsHeld, here: SocketAddr) -> Vec<ObjectInfo> {
                 reference_type: reference_type.to_string(),
                 owner_address: o.owner.unwrap_or(here).to_string(),
                 owned,
-                locations: if owned && o.state != ObjectState::Pending {
-                    vec![held.node]
-                } else {
-                    Vec::new()
+                locations: match o.kept_on {
+                    Some(node) => vec![node],
+                    None if owned && o.state != ObjectState::Pending => vec![held.node],
+                    None => Vec::new(),
                 },
                 node_id: held.node,
                 pid: held.pid,

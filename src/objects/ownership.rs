@@ -222,6 +222,7 @@ impl RefCounts {
                     },
                     size: r.inline.as_ref().map(|v| v.size() as u64),
                     in_store: r.in_store,
+                    kept_on: None,
                 }
             })
             .collect()
@@ -687,6 +688,12 @@ impl RefTable {
     /// value found in the store.
     pub(crate) async fn held(&self, limit: usize) -> Vec<ObjectEntry> {
         let mut objects = self.snapshot(limit);
+        for o in objects.iter_mut() {
+            if let Some(copy) = self.kept_at(o.id) {
+                o.size = Some(copy.size);
+                o.kept_on = Some(copy.node);
+            }
+        }
         let stored: Vec<ObjectId> = objects
             .iter()
             .filter(|o| o.in_store && o.size.is_none())

@@ -257,6 +257,9 @@ pub(crate) struct ObjectEntry {
     pub(crate) size: Option<u64>,
     /// Its value is in this process's store.
     pub(crate) in_store: bool,
+    /// The node whose process keeps its value (a result kept where it was made).
+    #[serde(default)]
+    pub(crate) kept_on: Option<NodeId>,
 }
 
 /// Lists (up to `limit` of) the objects a process holds references to.
