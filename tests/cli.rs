@@ -796,6 +796,29 @@ fn two_node_cluster_runs_tasks_and_the_example_then_stops_clean() {
             .lumen(&["summary", "objects"])
             .expect_ok("lumen summary objects");
         assert!(summary.stdout.contains("LOCAL_REFERENCE"), "{summary}");
+        // `lumen memory`: this driver's store and the worker processes' ones, per node.
+        let out = session
+            .lumen(&["memory", "--format", "json"])
+            .expect_ok("lumen memory --format json");
+        let stores: Vec<serde_json::Value> = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("lumen memory --format json: {e}: {}", out.stdout));
+        let mine = stores
+            .iter()
+            .find(|s| s["pid"] == std::process::id())
+            .unwrap_or_else(|| panic!("this driver's store is listed: {}", out.stdout));
+        assert!(mine["capacity"].as_u64().is_some_and(|c| c > 0), "{mine}");
+        for pid in &worker_pids {
+            assert!(
+                stores.iter().any(|s| s["pid"] == *pid),
+                "worker {pid}'s store: {}",
+                out.stdout
+            );
+        }
+        let table = session.lumen(&["memory"]).expect_ok("lumen memory");
+        assert!(
+            table.stdout.contains("IN MEMORY / CAP") && table.stdout.contains(&head.node_id[..8]),
+            "{table}"
+        );
         let bad = session.lumen(&["list", "tasks", "--filter", "colour=red"]);
         assert!(!bad.ok() && bad.stderr.contains("no field"), "{bad}");
 

@@ -169,6 +169,19 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Show the object stores of the cluster: per node, then per process (driver, worker
+    /// process), the objects held, the bytes in memory against the cap, what was spilled, and
+    /// the results kept for other processes.
+    Memory {
+        /// The cluster (default: LUMEN_ADDRESS, else the head on this machine).
+        #[arg(long)]
+        address: Option<String>,
+        /// The cluster token (default: LUMEN_TOKEN, else found locally). Prefer LUMEN_TOKEN.
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Write the cluster's task events as a Chrome trace (open it in chrome://tracing or
     /// https://ui.perfetto.dev): one bar per task attempt, a row per node and worker process.
     Timeline {
@@ -892,6 +905,11 @@ fn run(cli: Cli) -> Result<()> {
             token,
             format,
         } => summary(what, address.as_deref(), token.as_deref(), format),
+        Cmd::Memory {
+            address,
+            token,
+            format,
+        } => memory(address.as_deref(), token.as_deref(), format),
         Cmd::Timeline {
             job,
             output,
@@ -1128,6 +1146,64 @@ fn list_tasks(
             "({} older or unreported task events are gone: the cluster keeps the last 300,000, \
              about 100,000 attempts)",
             listing.dropped
+        );
+    }
+    Ok(())
+}
+
+/// `lumen memory`: the object stores of the cluster, per node and per process.
+fn memory(address: Option<&str>, token: Option<&str>, format: Format) -> Result<()> {
+    let stores = lumen::cluster::stores_at(address, token)?;
+    if let Format::Json = format {
+        println!("{}", serde_json::to_string_pretty(&stores)?);
+        return Ok(());
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut nodes: BTreeMap<String, (usize, usize, u64, u64, usize, u64)> = BTreeMap::new();
+    for s in &stores {
+        let n = nodes.entry(s.node_id.to_string()).or_default();
+        n.0 += 1;
+        n.1 += s.objects;
+        n.2 += s.memory_bytes;
+        n.3 += s.capacity;
+        n.4 += s.spilled_objects;
+        n.5 += s.spilled_bytes;
+    }
+    println!("======== object stores per node ========");
+    println!(
+        "{:<34} {:>9} {:>8} {:>22} {:>8} {:>12}",
+        "NODE", "PROCESSES", "OBJECTS", "IN MEMORY / CAP (MiB)", "SPILLED", "SPILLED MiB"
+    );
+    for (node, (procs, objects, used, cap, spilled, spilled_bytes)) in &nodes {
+        println!(
+            "{:<34} {:>9} {:>8} {:>22} {:>8} {:>12.1}",
+            node,
+            procs,
+            objects,
+            format!("{:.1} / {:.1}", mib(*used), mib(*cap)),
+            spilled,
+            mib(*spilled_bytes)
+        );
+    }
+    println!();
+    println!("======== per process ========");
+    println!(
+        "{:<18} {:>8} {:<18} {:>8} {:>22} {:>8} {:>12} {:>6}",
+        "NODE", "PID", "JOB", "OBJECTS", "IN MEMORY / CAP (MiB)", "SPILLED", "SPILLED MiB", "KEPT"
+    );
+    for s in &stores {
+        let node = s.node_id.to_string();
+        let job = s.job_id.to_string();
+        println!(
+            "{:<18} {:>8} {:<18} {:>8} {:>22} {:>8} {:>12.1} {:>6}",
+            &node[..node.len().min(16)],
+            s.pid,
+            &job[..job.len().min(16)],
+            s.objects,
+            format!("{:.1} / {:.1}", mib(s.memory_bytes), mib(s.capacity)),
+            s.spilled_objects,
+            mib(s.spilled_bytes),
+            s.kept_copies
         );
     }
     Ok(())

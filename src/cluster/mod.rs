@@ -23,8 +23,8 @@ pub(crate) mod web;
 
 pub use node::{Node, NodeOptions};
 pub use state::{
-    chrome_trace, filter_rows, follow_node_log_at, node_log_at, objects_at, summarize_objects,
-    summarize_tasks, tasks_at, Filter, LogAdded, NodeLog, NodeLogFollower, ObjectInfo,
-    ObjectSummaryRow, TaskInfo, TaskListing, TaskSummaryRow,
+    chrome_trace, filter_rows, follow_node_log_at, node_log_at, objects_at, stores_at,
+    summarize_objects, summarize_tasks, tasks_at, Filter, LogAdded, NodeLog, NodeLogFollower,
+    ObjectInfo, ObjectSummaryRow, StoreInfo, TaskInfo, TaskListing, TaskSummaryRow,
 };
 pub use status::{cluster_status, ActorRow, ClusterStatus, NodeStatus, PlacementGroupRow};

@@ -488,6 +488,82 @@ fn object_rows(held: ObjectsHeld, here: SocketAddr) -> Vec<ObjectInfo> {
 /// it holds references to (each at most [`OBJECTS_PER_PROCESS`]); a process that does not
 /// answer within 5 s is left out.
 pub(crate) async fn read_objects(net: Arc<Net>, gcs_addr: SocketAddr) -> Result<Vec<ObjectInfo>> {
+    Ok(read_held(net, gcs_addr, OBJECTS_PER_PROCESS)
+        .await?
+        .into_iter()
+        .flat_map(|(addr, held)| object_rows(held, addr))
+        .collect())
+}
+
+/// One process's object store, as `lumen memory` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct StoreInfo {
+    /// The node the process is on.
+    #[serde(serialize_with = "hex")]
+    pub node_id: NodeId,
+    /// The process (a driver, a job's worker process, an embedded runtime).
+    pub pid: u32,
+    /// Its job.
+    #[serde(serialize_with = "hex")]
+    pub job_id: JobId,
+    /// Its cap on bytes in memory (`object_store_memory`).
+    pub capacity: u64,
+    /// Objects in its store, in memory or spilled, and their bytes.
+    pub objects: usize,
+    /// Bytes of those objects.
+    pub bytes: u64,
+    /// Bytes in memory now.
+    pub memory_bytes: u64,
+    /// Objects spilled to disk, and their bytes.
+    pub spilled_objects: usize,
+    /// Bytes spilled to disk.
+    pub spilled_bytes: u64,
+    /// Task results it made and keeps for their owners (primary copies); the other objects in
+    /// its store are its own, or copies it pulled (secondary).
+    pub kept_copies: usize,
+}
+
+/// Reads the object store of every driver and worker process of the cluster at `address`, as
+/// `lumen memory` does (`None`: `LUMEN_ADDRESS`, else the head on this machine).
+///
+/// # Examples
+/// ```no_run
+/// for s in lumen::cluster::stores_at(Some("127.0.0.1:6379"), None)? {
+///     println!("{} pid {}: {} of {} bytes in memory", s.node_id, s.pid, s.memory_bytes, s.capacity);
+/// }
+/// # Ok::<(), lumen::Error>(())
+/// ```
+pub fn stores_at(address: Option<&str>, token: Option<&str>) -> Result<Vec<StoreInfo>> {
+    let (client, gcs_addr) = connect(address, token)?;
+    let net = client.net.clone();
+    let held = client.block_on(read_held(net, gcs_addr, 0))??;
+    let mut rows: Vec<StoreInfo> = held
+        .into_iter()
+        .map(|(_, h)| StoreInfo {
+            node_id: h.node,
+            pid: h.pid,
+            job_id: h.job,
+            capacity: h.store.capacity,
+            objects: h.store.objects,
+            bytes: h.store.bytes,
+            memory_bytes: h.store.memory_bytes,
+            spilled_objects: h.store.spilled_objects,
+            spilled_bytes: h.store.spilled_bytes,
+            kept_copies: h.store.kept_copies,
+        })
+        .collect();
+    rows.sort_by_key(|r| (r.node_id, r.pid));
+    Ok(rows)
+}
+
+/// What every live driver and worker process of the cluster holds (at most `limit` objects
+/// listed each), with its address; a process that does not answer within 5 s is left out.
+async fn read_held(
+    net: Arc<Net>,
+    gcs_addr: SocketAddr,
+    listed: u32,
+) -> Result<Vec<(SocketAddr, ObjectsHeld)>> {
     let gcs = net.target::<svc::Gcs>(gcs_addr);
     let limit = Duration::from_secs(5);
     let jobs = tokio::time::timeout(limit, gcs.send(ListJobs))
@@ -511,12 +587,10 @@ pub(crate) async fn read_objects(net: Arc<Net>, gcs_addr: SocketAddr) -> Result<
     let answers = futures::future::join_all(processes.into_iter().map(|addr| {
         let owner = net.target::<svc::Owner>(addr);
         async move {
-            let ask = owner.send(ListObjects {
-                limit: OBJECTS_PER_PROCESS,
-            });
+            let ask = owner.send(ListObjects { limit: listed });
             match tokio::time::timeout(limit, ask).await {
-                Ok(Ok(held)) => object_rows(held, addr),
-                _ => Vec::new(),
+                Ok(Ok(held)) => Some((addr, held)),
+                _ => None,
             }
         }
     }))

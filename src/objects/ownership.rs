@@ -976,6 +976,21 @@ impl RefTable {
         }
     }
 
+    /// What this process's store holds, for `lumen memory`.
+    pub(crate) async fn store_usage(&self) -> crate::protocol::owner::StoreUsage {
+        let shards = self.store.stats().await;
+        let memory = self.store.memory();
+        crate::protocol::owner::StoreUsage {
+            capacity: memory.capacity,
+            objects: shards.objects,
+            bytes: shards.bytes as u64,
+            memory_bytes: memory.used,
+            spilled_objects: memory.spilled_objects,
+            spilled_bytes: memory.spilled_bytes,
+            kept_copies: self.copies.lock().values().map(Vec::len).sum(),
+        }
+    }
+
     /// The process at `owner` is gone: nobody can read the copies kept for it any more.
     pub(crate) fn owner_gone(&self, owner: SocketAddr) {
         let ids = self.copies.lock().remove(&owner).unwrap_or_default();

@@ -276,6 +276,24 @@ pub(crate) struct ObjectsHeld {
     pub(crate) job: JobId,
     pub(crate) pid: u32,
     pub(crate) objects: Vec<ObjectEntry>,
+    /// The process's object store.
+    #[serde(default)]
+    pub(crate) store: StoreUsage,
+}
+
+/// What a process's object store holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoreUsage {
+    pub(crate) capacity: u64,
+    /// Objects in the store (in memory or spilled), and their bytes.
+    pub(crate) objects: usize,
+    pub(crate) bytes: u64,
+    /// Bytes in memory now.
+    pub(crate) memory_bytes: u64,
+    pub(crate) spilled_objects: usize,
+    pub(crate) spilled_bytes: u64,
+    /// Results this process made and keeps for their owners (primary copies).
+    pub(crate) kept_copies: usize,
 }
 
 super::wire!(TAGS, svc::Owner:

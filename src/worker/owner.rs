@@ -110,6 +110,7 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
                     job,
                     pid: std::process::id(),
                     objects: table.held(m.limit as usize).await,
+                    store: table.store_usage().await,
                 })
             })
         },
