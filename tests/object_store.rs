@@ -346,9 +346,19 @@ fn test_owner_died() {
         .status()
         .expect("run kill");
     assert!(killed.success());
-    // A borrower keeps no copy: this read asks the dead owner (the connection to it fails
-    // within the transport's idle timeout).
-    match lumen::get_timeout(&refs[0], PATIENCE).map(|b| b.len()) {
+    // The copy read above stays here until the owner's death is noticed (its connection
+    // fails within the transport's idle timeout); from then on, reads say the owner died.
+    let died = |r: &lumen::Result<Buffer<u8>>| matches!(r, Err(Error::OwnerDied { .. }));
+    let mut last = lumen::get_timeout(&refs[0], PATIENCE);
+    assert!(
+        common::wait_until(PATIENCE, || {
+            last = lumen::get_timeout(&refs[0], PATIENCE);
+            died(&last)
+        }),
+        "reads never said the owner died: {:?}",
+        last.as_ref().map(|b| b.len())
+    );
+    match last.map(|b| b.len()) {
         Err(Error::OwnerDied { object, owner, .. }) => {
             assert_eq!(object, refs[0].id().to_string());
             assert!(!owner.is_empty());

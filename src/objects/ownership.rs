@@ -674,6 +674,9 @@ pub(crate) struct RefTable {
     /// The task that made each kept object, to run again if its copy is lost (lineage); its
     /// arguments stay pinned while the object lives.
     lineage: IdDashMap<ObjectId, Arc<TaskSpec>>,
+    /// Borrowed objects whose value this process read from elsewhere and keeps in its store
+    /// while it borrows them (secondary copies).
+    secondary: IdDashMap<ObjectId, SocketAddr>,
 }
 
 impl std::ops::Deref for RefTable {
@@ -734,6 +737,7 @@ impl RefTable {
             copies: Default::default(),
             kept: IdDashMap::default(),
             lineage: IdDashMap::default(),
+            secondary: IdDashMap::default(),
         }
     }
 
@@ -748,7 +752,12 @@ impl RefTable {
                         self.unpin(&spec.pinned);
                     }
                 }
-                Effect::Notify { owner, id, add } => self.notify(owner, id, add),
+                Effect::Notify { owner, id, add } => {
+                    if !add && self.secondary.remove(&id).is_some() {
+                        self.store.free(id);
+                    }
+                    self.notify(owner, id, add)
+                }
                 Effect::OutOfScope(actor_id) => self.gcs.do_send(ActorOutOfScope { actor_id }),
                 Effect::Unhandled { id, error } => report_unhandled(id, &error),
             }
@@ -939,6 +948,27 @@ impl RefTable {
         }
     }
 
+    /// Keeps a copy of borrowed object `id`'s value, read from elsewhere, while this process
+    /// borrows it (if the store has room for it and the ref is still held).
+    pub(crate) fn keep_secondary(&self, id: ObjectId, owner: SocketAddr, bytes: Bytes) {
+        if !self.counts.contains(id) || self.secondary.contains_key(&id) {
+            return;
+        }
+        if self.store.put(id, Stored::Value(bytes)).is_ok() {
+            self.secondary.insert(id, owner);
+            // The last ref may have gone meanwhile: then nothing would free the copy.
+            if !self.counts.contains(id) && self.secondary.remove(&id).is_some() {
+                self.store.free(id);
+            }
+        }
+    }
+
+    /// Whether this process keeps a copy of borrowed object `id` (see
+    /// [`keep_secondary`](Self::keep_secondary)).
+    pub(crate) fn has_copy(&self, id: ObjectId) -> bool {
+        self.secondary.contains_key(&id)
+    }
+
     /// Where another process keeps object `id` (owned here), if it does.
     pub(crate) fn kept_at(&self, id: ObjectId) -> Option<HeldCopy> {
         self.kept.get(&id).map(|c| *c)
@@ -991,8 +1021,21 @@ impl RefTable {
         }
     }
 
-    /// The process at `owner` is gone: nobody can read the copies kept for it any more.
+    /// The process at `owner` is gone: nobody can read the copies kept for it any more, and the
+    /// copies of its objects read here go too (an object shares its owner's fate: reads now
+    /// say `OwnerDied`).
     pub(crate) fn owner_gone(&self, owner: SocketAddr) {
+        let copies: Vec<ObjectId> = self
+            .secondary
+            .iter()
+            .filter(|e| *e.value() == owner)
+            .map(|e| *e.key())
+            .collect();
+        for id in copies {
+            if self.secondary.remove(&id).is_some() {
+                self.store.free(id);
+            }
+        }
         let ids = self.copies.lock().remove(&owner).unwrap_or_default();
         if !ids.is_empty() {
             tracing::debug!(owner = %owner, objects = ids.len(), "freeing copies kept for an owner that is gone");

@@ -145,7 +145,9 @@ pub(crate) fn fetch_into(table: &RefTable, wants: Vec<(usize, RawRef)>, tx: &Fet
                 let _ = tx.send((slot as u32, v));
             }
             Lookup::Waiting => {}
-            Lookup::Elsewhere | Lookup::Unknown if table.net().is_here(raw.owner.addr) => {
+            Lookup::Elsewhere | Lookup::Unknown
+                if table.net().is_here(raw.owner.addr) || table.has_copy(raw.id) =>
+            {
                 via_store.push((slot, raw.id))
             }
             Lookup::Elsewhere | Lookup::Unknown => remote.push((slot, raw)),
@@ -157,12 +159,30 @@ pub(crate) fn fetch_into(table: &RefTable, wants: Vec<(usize, RawRef)>, tx: &Fet
     if !remote.is_empty() {
         let (otx, orx) = flume::unbounded();
         let n = remote.len();
+        let ids: Vec<(usize, ObjectId, std::net::SocketAddr)> = remote
+            .iter()
+            .map(|(s, r)| (*s, r.id, r.owner.addr))
+            .collect();
         ask_owners(table.net(), remote, u64::MAX, Some(table.store()), otx);
         let tx = tx.clone();
+        let net = table.net().clone();
         table.net().runtime().spawn(async move {
             for _ in 0..n {
                 match orx.recv_async().await {
-                    Ok((slot, (Some(v), _))) => {
+                    Ok((slot, (Some(v), copy))) => {
+                        // A large value read from another process stays here while this
+                        // process borrows it (a secondary copy): the next read is local.
+                        let read_here = copy.is_some_and(|c| net.is_here(c.holder));
+                        if let (Stored::Value(b), false) = (&v, read_here) {
+                            if b.len() > ownership::INLINE_MAX {
+                                let found = ids.iter().find(|(s, _, _)| *s as u32 == slot);
+                                if let Some((_, id, owner)) = found {
+                                    ownership::with_current(|t| {
+                                        t.keep_secondary(*id, *owner, b.clone())
+                                    });
+                                }
+                            }
+                        }
                         let _ = tx.send((slot, v));
                     }
                     Ok((_, (None, _))) => {}
