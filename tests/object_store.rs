@@ -9,7 +9,7 @@
 mod common;
 
 use common::{exclusive, shared, PATIENCE};
-use lumen::{Buffer, Error, ObjectRef};
+use lumen::{Buffer, Error, NodeId, ObjectRef};
 
 const MIB: usize = 1 << 20;
 const CAP: usize = 256 * MIB;
@@ -61,6 +61,29 @@ fn own_one() -> (u32, Vec<ObjectRef<Buffer<u8>>>) {
         std::process::id(),
         vec![lumen::put(Buffer::from(vec![9u8; MIB]))],
     )
+}
+
+/// Reads its argument; returns where it ran and the bytes its process's store holds.
+#[lumen::remote]
+fn store_bytes_after_reading(b: Buffer<u8>) -> (u32, NodeId, usize) {
+    assert!(!b.is_empty());
+    (
+        std::process::id(),
+        lumen::runtime_context().node_id(),
+        stored_here(),
+    )
+}
+
+/// Where it runs and the bytes its process's store holds.
+#[lumen::remote]
+fn store_bytes() -> (u32, usize) {
+    (std::process::id(), stored_here())
+}
+
+fn stored_here() -> usize {
+    lumen::memory_summary()
+        .expect("memory_summary")
+        .stored_bytes
 }
 
 /// This process's resident memory, in bytes.
@@ -172,6 +195,41 @@ fn results_stay_where_they_are_made() {
         let b = lumen::get(&made).unwrap();
         assert!(b.len() == 2 * MIB && b.iter().all(|x| *x == 7));
     }
+}
+
+/// A process that read a large object from elsewhere keeps a copy for its next reads (Ray's
+/// secondary copies), and frees it when the owner frees the object.
+#[test]
+fn a_copy_read_from_elsewhere_stays_until_the_owner_frees_it() {
+    init();
+    if !common::on_cluster() {
+        // Embedded, every object is in this process's own store.
+        return;
+    }
+    let _g = exclusive();
+    let x = lumen::put(Buffer::from(vec![5u8; 4 * MIB]));
+    let (pid, node, held) = lumen::get(&store_bytes_after_reading::remote(&x)).unwrap();
+    assert!(
+        held >= 4 * MIB,
+        "the reading process keeps a copy: {held} bytes"
+    );
+    let there = lumen::SchedulingStrategy::NodeAffinity {
+        node_id: node,
+        soft: false,
+    };
+    drop(x);
+    assert!(
+        common::wait_until(PATIENCE, || {
+            let (p, bytes) = lumen::get(
+                &store_bytes::options()
+                    .scheduling_strategy(there.clone())
+                    .remote(),
+            )
+            .unwrap();
+            p == pid && bytes < 4 * MIB
+        }),
+        "the copy was not freed with the object"
+    );
 }
 
 /// Ray's `test_spilling_not_done_for_pinned_object`: an object being read (a `Buffer` view of

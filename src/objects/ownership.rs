@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::ids::{ActorId, IdDashMap, IdHasher, NodeId, ObjectId};
 use crate::objects::store::{FetchReply, StoreClient};
 use crate::protocol::gcs::ActorOutOfScope;
-use crate::protocol::owner::{Borrow, FreeCopies, HeldCopy};
+use crate::protocol::owner::{Borrow, CopyHere, FreeCopies, HeldCopy};
 use crate::protocol::owner::{ObjectEntry, ObjectState};
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::svc;
@@ -674,9 +674,13 @@ pub(crate) struct RefTable {
     /// The task that made each kept object, to run again if its copy is lost (lineage); its
     /// arguments stay pinned while the object lives.
     lineage: IdDashMap<ObjectId, Arc<TaskSpec>>,
-    /// Borrowed objects whose value this process read from elsewhere and keeps in its store
-    /// while it borrows them (secondary copies).
+    /// Objects of other owners whose value this process read from elsewhere and keeps in its
+    /// store (secondary copies), with their owners: freed when the owner frees the object (it
+    /// knows of the copy) or is gone.
     secondary: IdDashMap<ObjectId, SocketAddr>,
+    /// For objects owned here: the other processes keeping copies of them, told to free them
+    /// with the object.
+    copies_at: IdDashMap<ObjectId, Vec<SocketAddr>>,
 }
 
 impl std::ops::Deref for RefTable {
@@ -738,6 +742,7 @@ impl RefTable {
             kept: IdDashMap::default(),
             lineage: IdDashMap::default(),
             secondary: IdDashMap::default(),
+            copies_at: IdDashMap::default(),
         }
     }
 
@@ -748,16 +753,18 @@ impl RefTable {
                 Effect::Free(id) => {
                     self.kept.remove(&id);
                     self.store.free(id);
+                    if let Some((_, at)) = self.copies_at.remove(&id) {
+                        for addr in at {
+                            self.net
+                                .target::<svc::Owner>(addr)
+                                .do_send(FreeCopies { ids: vec![id] });
+                        }
+                    }
                     if let Some((_, spec)) = self.lineage.remove(&id) {
                         self.unpin(&spec.pinned);
                     }
                 }
-                Effect::Notify { owner, id, add } => {
-                    if !add && self.secondary.remove(&id).is_some() {
-                        self.store.free(id);
-                    }
-                    self.notify(owner, id, add)
-                }
+                Effect::Notify { owner, id, add } => self.notify(owner, id, add),
                 Effect::OutOfScope(actor_id) => self.gcs.do_send(ActorOutOfScope { actor_id }),
                 Effect::Unhandled { id, error } => report_unhandled(id, &error),
             }
@@ -948,18 +955,37 @@ impl RefTable {
         }
     }
 
-    /// Keeps a copy of borrowed object `id`'s value, read from elsewhere, while this process
-    /// borrows it (if the store has room for it and the ref is still held).
+    /// Keeps a copy of object `id` (owned by `owner`), whose value this process read from
+    /// elsewhere, for its next reads here (if the store has room): the owner hears of it and
+    /// frees it with the object, as Ray's owners track secondary copies.
     pub(crate) fn keep_secondary(&self, id: ObjectId, owner: SocketAddr, bytes: Bytes) {
-        if !self.counts.contains(id) || self.secondary.contains_key(&id) {
+        if self.secondary.contains_key(&id) {
             return;
         }
         if self.store.put(id, Stored::Value(bytes)).is_ok() {
             self.secondary.insert(id, owner);
-            // The last ref may have gone meanwhile: then nothing would free the copy.
-            if !self.counts.contains(id) && self.secondary.remove(&id).is_some() {
-                self.store.free(id);
+            self.net.target::<svc::Owner>(owner).do_send(CopyHere {
+                id,
+                at: self.net.addr(),
+            });
+        }
+    }
+
+    /// Process `at` keeps a copy of object `id`, owned here: freed there with the object (at
+    /// once if the object is gone already).
+    pub(crate) fn copy_at(&self, id: ObjectId, at: SocketAddr) {
+        if self.counts.contains(id) {
+            self.copies_at.entry(id).or_default().push(at);
+            // Freed meanwhile: the free did not see this copy.
+            if !self.counts.contains(id) && self.copies_at.remove(&id).is_some() {
+                self.net
+                    .target::<svc::Owner>(at)
+                    .do_send(FreeCopies { ids: vec![id] });
             }
+        } else {
+            self.net
+                .target::<svc::Owner>(at)
+                .do_send(FreeCopies { ids: vec![id] });
         }
     }
 
@@ -1002,6 +1028,7 @@ impl RefTable {
         copies.retain(|_, list| !list.is_empty());
         drop(copies);
         for id in ids {
+            self.secondary.remove(id);
             self.store.free(*id);
         }
     }

@@ -64,6 +64,15 @@ pub(crate) struct CopyLost {
     pub(crate) reason: String,
 }
 
+/// A process (`at`) keeps a copy of an object it read: the owner frees it there with the
+/// object ([`FreeCopies`]).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct CopyHere {
+    pub(crate) id: ObjectId,
+    pub(crate) at: SocketAddr,
+}
+
 /// The owner let go of objects whose copies this process keeps for it.
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
@@ -314,4 +323,5 @@ super::wire!(TAGS, svc::Owner:
     ReadCopy = 74,
     FreeCopies = 75,
     CopyLost = 76,
+    CopyHere = 77,
 );

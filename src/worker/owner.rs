@@ -149,6 +149,7 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
     )?;
     direct::<FreeCopies>(net, rt, |rt, m| rt.refs.free_copies(&m.ids))?;
     direct::<CopyLost>(net, rt, |rt, m| rebuild(rt, m.id, m.copy, &m.reason))?;
+    direct::<CopyHere>(net, rt, |rt, m| rt.refs.copy_at(m.id, m.at))?;
     // Objects this process's own reads could not pull: rebuilt the same way.
     let lost = rt.refs.store().lost_copies();
     let weak: Weak<Runtime> = Arc::downgrade(rt);
