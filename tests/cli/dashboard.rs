@@ -27,6 +27,12 @@ impl Keeper {
     }
 }
 
+/// A 1 MiB result: it stays in the worker process that made it.
+#[lumen::remote]
+fn megabyte() -> lumen::Buffer<u8> {
+    lumen::Buffer::from(vec![1u8; 1 << 20])
+}
+
 /// Holds its CPU until the file `gate` exists (or a minute passes); returns its process.
 #[lumen::remote]
 fn hold_cpu(gate: String) -> u32 {
@@ -534,6 +540,38 @@ fn metrics_follow_resources_and_actors_for_holders_of_the_token_only() {
             && traffic(&text, "lumen_node_transport_received_bytes_total") > 0.0,
         "{text}"
     );
+    // The object store series: a 1 MiB result made on the node stays there, in memory.
+    let store = |text: &str, state: &str| {
+        sample(
+            text,
+            &format!(
+                "lumen_object_store_bytes{{node=\"{}\",state=\"{state}\"}}",
+                node.node_id
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    let stored_before = store(&text, "memory");
+    let kept = megabyte::options().resource("node1", 1.0).remote();
+    assert!(
+        wait_until(TASK_LIMIT, || {
+            text = scrape(&node_metrics);
+            store(&text, "memory") >= stored_before + (1 << 20) as f64
+        }),
+        "the kept result does not show in the node's store (before: {stored_before}): {text}"
+    );
+    assert!(
+        sample(
+            &text,
+            &format!(
+                "lumen_object_store_capacity_bytes{{node=\"{}\"}}",
+                node.node_id
+            )
+        )
+        .is_some_and(|n| n > 0.0),
+        "{text}"
+    );
+    drop(kept);
     // The task series (on the head, from the task events): the held task runs.
     let finished_before = sample(&scrape(&head_metrics), "lumen_tasks_finished_total");
     assert!(

@@ -26,6 +26,7 @@
 use crate::error::{Error, Result};
 use crate::ids::NodeId;
 use crate::protocol::gcs::{CountTasks, GetNodes, ListActors};
+use crate::protocol::owner::{ListObjects, StoreUsage};
 use crate::protocol::raylet::{GetResources, GetWorkers};
 use crate::protocol::svc;
 use crate::transport::net::Net;
@@ -64,6 +65,8 @@ pub(crate) struct MetricsSnapshot {
     pub(crate) workers_starting: u64,
     /// The node process's QUIC endpoint: live connections, bytes sent and received.
     pub(crate) transport: Traffic,
+    /// The object stores of the node's worker processes, summed.
+    pub(crate) store: StoreUsage,
     /// What only the head serves: the cluster's nodes, actors and tasks.
     pub(crate) cluster: Option<ClusterCounts>,
 }
@@ -164,6 +167,39 @@ pub(crate) fn encode(s: &MetricsSnapshot) -> Result<String> {
     workers
         .get_or_create(&labels(&[("node", node), ("state", "starting")]))
         .set(s.workers_starting as f64);
+    gauges(
+        &mut registry,
+        "lumen_object_store_capacity_bytes",
+        "The cap on bytes in memory of the node's worker processes' object stores, summed",
+    )
+    .get_or_create(&labels(&[("node", node)]))
+    .set(s.store.capacity as f64);
+    let bytes = gauges(
+        &mut registry,
+        "lumen_object_store_bytes",
+        "Bytes of objects in the node's worker processes' stores: in memory, and spilled to disk",
+    );
+    bytes
+        .get_or_create(&labels(&[("node", node), ("state", "memory")]))
+        .set(s.store.memory_bytes as f64);
+    bytes
+        .get_or_create(&labels(&[("node", node), ("state", "spilled")]))
+        .set(s.store.spilled_bytes as f64);
+    let objects = gauges(
+        &mut registry,
+        "lumen_object_store_objects",
+        "Objects in the node's worker processes' stores (stored: all; spilled: with a spill \
+         file; kept: results kept for their owners)",
+    );
+    for (state, n) in [
+        ("stored", s.store.objects),
+        ("spilled", s.store.spilled_objects),
+        ("kept", s.store.kept_copies),
+    ] {
+        objects
+            .get_or_create(&labels(&[("node", node), ("state", state)]))
+            .set(n as f64);
+    }
     gauges(
         &mut registry,
         "lumen_node_transport_connections",
@@ -268,6 +304,34 @@ impl std::fmt::Debug for Source {
     }
 }
 
+/// The object stores of the node's registered worker processes, summed (one that does not
+/// answer within a second is left out).
+async fn stores(net: &Arc<Net>, workers: &[crate::protocol::raylet::WorkerSummary]) -> StoreUsage {
+    let asks = workers.iter().filter_map(|w| w.address).map(|addr| {
+        let ask = net
+            .target::<svc::Owner>(addr)
+            .send(ListObjects { limit: 0 });
+        async move {
+            tokio::time::timeout(Duration::from_secs(1), ask)
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+        }
+    });
+    let mut sum = StoreUsage::default();
+    for held in futures::future::join_all(asks).await.into_iter().flatten() {
+        let s = held.store;
+        sum.capacity += s.capacity;
+        sum.objects += s.objects;
+        sum.bytes += s.bytes;
+        sum.memory_bytes += s.memory_bytes;
+        sum.spilled_objects += s.spilled_objects;
+        sum.spilled_bytes += s.spilled_bytes;
+        sum.kept_copies += s.kept_copies;
+    }
+    sum
+}
+
 /// Reads a snapshot of the node (and of the cluster, on the head), waiting at most
 /// [`SCRAPE_LIMIT`].
 pub(crate) async fn snapshot(source: &Source) -> Result<MetricsSnapshot> {
@@ -294,6 +358,7 @@ pub(crate) async fn snapshot(source: &Source) -> Result<MetricsSnapshot> {
             workers_alive: workers.iter().filter(|w| w.alive).count() as u64,
             workers_starting: workers.iter().filter(|w| !w.alive).count() as u64,
             transport: source.net.traffic(),
+            store: stores(&source.net, &workers).await,
             cluster: None,
         };
         if head {
@@ -344,6 +409,15 @@ mod tests {
                 bytes_sent: 100,
                 bytes_received: 50,
             },
+            store: StoreUsage {
+                capacity: 1 << 30,
+                objects: 3,
+                bytes: 3 << 20,
+                memory_bytes: 2 << 20,
+                spilled_objects: 1,
+                spilled_bytes: 1 << 20,
+                kept_copies: 2,
+            },
             cluster,
         }
     }
@@ -360,6 +434,10 @@ mod tests {
             format!("lumen_node_workers{{node=\"{node}\",state=\"starting\"}} 2.0"),
             format!("lumen_node_transport_connections{{node=\"{node}\"}} 2.0"),
             format!("lumen_node_transport_sent_bytes_total{{node=\"{node}\"}} 100"),
+            format!("lumen_object_store_capacity_bytes{{node=\"{node}\"}} 1073741824.0"),
+            format!("lumen_object_store_bytes{{node=\"{node}\",state=\"memory\"}} 2097152.0"),
+            format!("lumen_object_store_bytes{{node=\"{node}\",state=\"spilled\"}} 1048576.0"),
+            format!("lumen_object_store_objects{{node=\"{node}\",state=\"kept\"}} 2.0"),
             "# TYPE lumen_node_resource_total gauge".to_string(),
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
