@@ -9,7 +9,8 @@
 //! 3. **Actors**: a `#[lumen::remote] impl` turns a struct into a stateful service.
 //! 4. **Actor handles are values**: worker tasks receive a handle and send messages into one
 //!    shared actor, which the driver reads back.
-//! 5. **The object store**: `lumen::put` a 64 MiB buffer once, read it back with `lumen::get`.
+//! 5. **The object store**: `lumen::put` a 64 MiB `lumen::Buffer` once, read it back with
+//!    `lumen::get` (a view of the stored bytes, not a copy).
 //!
 //! `lumen::init()` starts a whole one-node cluster inside this process: nothing to install or
 //! start first.
@@ -228,16 +229,17 @@ fn main() -> lumen::Result<()> {
 
     // ----- 5. The object store --------------------------------------------------------------
     println!("5. The object store: put and get a 64 MiB buffer");
-    // Values are stored serialized (MessagePack). For large raw byte buffers, wrapping them in
-    // `serde_bytes::ByteBuf` (add the `serde_bytes` crate) encodes them as one blob, which is
-    // several times faster than a `Vec<u8>`'s element-by-element encoding.
+    // Values are stored serialized (MessagePack); vectors of plain numbers as their raw bytes.
+    // A `lumen::Buffer` (bytes or plain numbers) is stored as those bytes too, and reading it
+    // back shares them: `put` takes the vector over and `get` returns a view, so neither copies
+    // the 64 MiB (a `Vec<u8>` would be decoded into fresh memory on every `get`).
     let size = 64 << 20;
-    let buffer: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let buffer: lumen::Buffer<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     let t = Instant::now();
     let buffer_ref = lumen::put(buffer);
     let put_time = t.elapsed();
     let t = Instant::now();
-    let back: Vec<u8> = lumen::get(&buffer_ref)?;
+    let back: lumen::Buffer<u8> = lumen::get(&buffer_ref)?;
     let get_time = t.elapsed();
     println!(
         "   put {} MiB in {put_time:.2?}, got it back in {get_time:.2?}",
