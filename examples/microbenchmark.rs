@@ -16,8 +16,10 @@
 //! order.
 //!
 //! After Ray's rows come lumen's own figures, prefixed `lumen: `: a 100 MiB object read by a task
-//! (GB/s), as a `Vec<u8>` and as a `Buffer<u8>`; put and get of 100 MiB (GB/s) and 1 MiB (per
-//! second) buffers and vectors (Ray's counterparts: `bench/ray_objects.py`), time from `lumen::init()` to the first task's result, the process's resident memory
+//! (GB/s), as a `Vec<u8>` and as a `Buffer<u8>`; a new 100 MiB result read by the driver each
+//! time (over two nodes: pulled from the worker node that keeps it); put and get of 100 MiB
+//! (GB/s) and 1 MiB (per second) buffers and vectors (Ray's counterparts:
+//! `bench/ray_objects.py`), time from `lumen::init()` to the first task's result, the process's resident memory
 //! right after that (with `--address`, also each `lumen start` node of this machine, read
 //! before the driver connects), the resident memory a held small object and a held task result
 //! cost (200,000 puts and 20,000 tasks, measured before the other rows, and only when the
@@ -48,6 +50,12 @@ use std::time::{Duration, Instant};
 #[lumen::remote]
 fn byte_len(v: Vec<u8>) -> usize {
     v.len()
+}
+
+/// A fresh buffer of `n` bytes, made where the task runs (and kept there).
+#[lumen::remote]
+fn fresh_buffer(n: usize) -> lumen::Buffer<u8> {
+    lumen::Buffer::from(vec![1u8; n])
 }
 
 /// The length of a buffer (passed by ref, it is read where it is stored, not copied).
@@ -560,6 +568,16 @@ fn main() -> lumen::Result<()> {
         std::hint::black_box(lumen::get(&big).expect("get").len());
     });
     drop(big);
+    // A new 100 MiB result each time, read by the driver: over two nodes it is kept on the
+    // worker node and pulled across (the transfer itself, plus making the result).
+    b.run(
+        "lumen: 100 MiB result pulled by the driver gigabytes",
+        0.1048576,
+        || {
+            let r = fresh_buffer::remote(mib100);
+            std::hint::black_box(lumen::get(&r).expect("get").len());
+        },
+    );
     let arr = std::hint::black_box(vec![1u8; mib100]);
     b.run("lumen: put 100 MiB Buffer gigabytes", 0.1048576, || {
         drop(lumen::put(lumen::Buffer::from(arr.clone())));
