@@ -1353,6 +1353,24 @@ fn a_detached_actors_output_stays_on_its_node_after_its_job() {
 /// `lumen logs`: a `lumen start` node keeps what its worker processes print
 /// (`worker-<pid>.out`, prefixed as at the driver) next to its own logs; `lumen logs` lists
 /// them, prints one (`--tail N`), follows one as it grows, and refuses a name it does not list.
+/// The lines `child` prints on its (piped) standard output, as they come.
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("its output is piped");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 #[test]
 fn lumen_logs_lists_and_prints_worker_output_kept_by_the_node() {
     let session = Session::new("logs");
@@ -1392,19 +1410,7 @@ fn lumen_logs_lists_and_prints_worker_output_kept_by_the_node() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("lumen logs --follow");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = follow.stdout.take().expect("its output");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(&mut follow);
     lumen::get_timeout(
         &print_and_pid::remote("second line".to_string()),
         TASK_LIMIT,
@@ -1527,19 +1533,7 @@ fn lumen_logs_lists_and_prints_worker_output_kept_by_the_node() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("lumen logs --node ID NAME --follow");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = follow.stdout.take().expect("its output");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(&mut follow);
     let deadline = Instant::now() + TASK_LIMIT;
     let mut seen: Vec<String> = Vec::new();
     let wait_for = |text: &str, seen: &mut Vec<String>| {

@@ -971,17 +971,7 @@ fn fetch_ready_now(rt: &Arc<Runtime>, ids: &[ObjectId]) -> Vec<Option<Stored>> {
 async fn fetch_ready_now_async(rt: &Arc<Runtime>, ids: &[ObjectId]) -> Vec<Option<Stored>> {
     let (mut slots, at) = inline_now(rt, ids);
     let ask: Vec<ObjectId> = at.iter().map(|i| ids[*i]).collect();
-    let mut from_store = vec![None; ask.len()];
-    if !ask.is_empty() {
-        let (rx, mut markers) = rt.refs.store().fetch_marked(&ask);
-        while markers > 0 {
-            match rx.recv_async().await {
-                Ok((PRESENT_SENT, _)) => markers -= 1,
-                Ok((slot, v)) => from_store[slot as usize] = Some(v),
-                Err(_) => break,
-            }
-        }
-    }
+    let from_store = rt.refs.store().present(&ask).await;
     for (i, v) in at.into_iter().zip(from_store) {
         slots[i] = v;
     }

@@ -706,20 +706,9 @@ impl RefTable {
             .filter(|o| o.in_store && o.size.is_none())
             .map(|o| o.id)
             .collect();
-        if stored.is_empty() {
-            return objects;
-        }
-        let (rx, mut markers) = self.store.fetch_marked(&stored);
-        while markers > 0 {
-            match rx.recv_async().await {
-                Ok((crate::objects::store::PRESENT_SENT, _)) => markers -= 1,
-                Ok((slot, value)) => {
-                    let id = stored.get(slot as usize).copied();
-                    if let Some(o) = objects.iter_mut().find(|o| Some(o.id) == id) {
-                        o.size = Some(value.size() as u64);
-                    }
-                }
-                Err(_) => break,
+        for (id, value) in stored.iter().zip(self.store.present(&stored).await) {
+            if let (Some(v), Some(o)) = (value, objects.iter_mut().find(|o| o.id == *id)) {
+                o.size = Some(v.size() as u64);
             }
         }
         objects

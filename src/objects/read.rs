@@ -254,18 +254,13 @@ async fn read_ready(table: Arc<RefTable>, id: ObjectId) -> OwnedRead {
 /// A copy this process keeps for another owner (a result it made), for a reader elsewhere; an
 /// error if it keeps none.
 pub(crate) async fn read_copy(store: &StoreClient, id: ObjectId) -> Stored {
-    let (rx, mut markers) = store.fetch_marked(&[id]);
-    while markers > 0 {
-        match rx.recv_async().await {
-            Ok((crate::objects::store::PRESENT_SENT, _)) => markers -= 1,
-            Ok((_, v)) => return v,
-            Err(_) => break,
-        }
+    match store.present(&[id]).await.pop().flatten() {
+        Some(v) => v,
+        None => Stored::Error(Error::ObjectLost {
+            object: id.to_string(),
+            reason: "the process that made it no longer keeps it".into(),
+        }),
     }
-    Stored::Error(Error::ObjectLost {
-        object: id.to_string(),
-        reason: "the process that made it no longer keeps it".into(),
-    })
 }
 
 /// Refuses objects this process holds no reference to: they can never arrive (a ref made before

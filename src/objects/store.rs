@@ -462,6 +462,24 @@ impl StoreClient {
         (rx, n)
     }
 
+    /// What the store holds of `ids` right now (slot `i` is `ids[i]`; `None`: not here), without
+    /// waiting for the others to arrive.
+    pub(crate) async fn present(&self, ids: &[ObjectId]) -> Vec<Option<Stored>> {
+        let mut out = vec![None; ids.len()];
+        if ids.is_empty() {
+            return out;
+        }
+        let (rx, mut markers) = self.fetch_marked(ids);
+        while markers > 0 {
+            match rx.recv_async().await {
+                Ok((PRESENT_SENT, _)) => markers -= 1,
+                Ok((slot, v)) => out[slot as usize] = Some(v),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
     /// Fetches `(slot, id)` pairs into an existing reply channel.
     pub(crate) fn fetch_into(
         &self,
