@@ -88,13 +88,18 @@ fn stored_here() -> usize {
 
 /// This process's resident memory, in bytes.
 fn resident() -> usize {
+    status_bytes("VmRSS:")
+}
+
+/// A size from this process's `/proc/self/status` (`VmRSS:`, `RssAnon:`), in bytes.
+fn status_bytes(field: &str) -> usize {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     let kb: usize = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"));
     kb * 1024
 }
 
@@ -380,6 +385,78 @@ fn buffers_are_shared_not_copied() {
     let nested = lumen::put((String::from("label"), Buffer::from(vec![7i32, -7])));
     let (label, xs) = lumen::get(&nested).unwrap();
     assert_eq!((label.as_str(), xs.as_slice()), ("label", &[7, -7][..]));
+}
+
+/// Where it runs, and its private (anonymous) resident memory.
+#[lumen::remote]
+fn private_memory() -> (u32, usize) {
+    (std::process::id(), status_bytes("RssAnon:"))
+}
+
+/// Reads every byte of `b`; returns where it ran, their sum, and its private resident memory
+/// after reading them.
+#[lumen::remote]
+fn read_all(b: Buffer<u8>) -> (u32, NodeId, u64, usize) {
+    let sum = b.iter().map(|x| *x as u64).sum();
+    (
+        std::process::id(),
+        lumen::runtime_context().node_id(),
+        sum,
+        status_bytes("RssAnon:"),
+    )
+}
+
+/// A worker process reads a large object put by the driver on its own node from shared memory:
+/// it maps the driver's copy, so reading all 100 MiB grows its private memory by far less than
+/// the object (Ray's workers read from the node's plasma store the same way). On the embedded
+/// cluster the task runs in this process and `buffers_are_shared_not_copied` covers it.
+#[test]
+fn a_worker_process_reads_a_node_local_buffer_without_a_copy() {
+    init();
+    if !common::on_cluster() {
+        return;
+    }
+    let _g = exclusive();
+    let here = lumen::SchedulingStrategy::NodeAffinity {
+        node_id: lumen::runtime_context().node_id(),
+        soft: false,
+    };
+    let len = 100 * MIB;
+    let r = lumen::put(Buffer::from(vec![3u8; len]));
+    let (pid, before) = lumen::get(
+        &private_memory::options()
+            .scheduling_strategy(here.clone())
+            .remote(),
+    )
+    .unwrap();
+    assert_ne!(pid, std::process::id(), "the task runs in a worker process");
+    let (pid2, node, sum, after) = lumen::get(
+        &read_all::options()
+            .scheduling_strategy(here.clone())
+            .remote(&r),
+    )
+    .unwrap();
+    assert_eq!((pid2, node), (pid, lumen::runtime_context().node_id()));
+    assert_eq!(sum, 3 * len as u64, "every byte read back");
+    assert!(
+        after < before + 20 * MIB,
+        "the worker's private memory grew by {} MiB reading a 100 MiB object",
+        (after.saturating_sub(before)) / MIB
+    );
+    // The same object read again, and a buffer made by copying a slice, map the same way.
+    let copied = lumen::put(Buffer::from(&vec![4u8; len][..]));
+    let (_, _, sum, again) = lumen::get(
+        &read_all::options()
+            .scheduling_strategy(here)
+            .remote(&copied),
+    )
+    .unwrap();
+    assert_eq!(sum, 4 * len as u64);
+    assert!(
+        again < before + 20 * MIB,
+        "the worker's private memory grew by {} MiB reading two 100 MiB objects",
+        (again.saturating_sub(before)) / MIB
+    );
 }
 
 /// Ray's `test_return_object_ref` with the owner failing (test_reference_counting_2.py): a ref

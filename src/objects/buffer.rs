@@ -8,6 +8,7 @@
 //! and a `Vec<f64>` read each other's objects. Bytes that arrive misaligned for `T` (from the
 //! network, at an odd offset of a frame) are copied once into aligned memory.
 
+use crate::objects::shm;
 use bytemuck::Pod;
 use bytes::Bytes;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -214,7 +215,20 @@ impl<T: Element> From<Vec<T>> for Buffer<T> {
 }
 
 impl<T: Element> From<&[T]> for Buffer<T> {
+    /// Copies the elements: a large slice into shared memory (reused from buffers freed
+    /// before, so the copy does not fault in fresh pages), which other processes of the node
+    /// then map without a copy of their own.
     fn from(v: &[T]) -> Self {
+        let raw: &[u8] = bytemuck::cast_slice(v);
+        if cfg!(target_endian = "little") && raw.len() >= shm::SHARE_MIN {
+            if let Ok(seg) = shm::Segment::copy_of(raw) {
+                // A segment is page-aligned: aligned for any element.
+                return Buffer {
+                    bytes: seg.bytes(),
+                    _t: PhantomData,
+                };
+            }
+        }
         Self::from(v.to_vec())
     }
 }

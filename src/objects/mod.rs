@@ -10,6 +10,8 @@
 //!   of what it owns and borrows.
 //! - [`read`]: reading an object from this process's table, its store, or its owner.
 //! - [`reply`]: the channel a read's objects arrive on, waking a sleeping reader once per batch.
+//! - [`shm`]: shared memory between the processes of a node: large objects in memfd segments
+//!   that other processes map instead of copying.
 //! - [`spill`]: the store's memory: objects in memory or spilled to disk, within the capacity.
 //! - [`standing`]: a `wait` loop's registrations, kept from one call to the next.
 //! - [`store`]: object-store shards, each an actix actor that holds bytes and wakes waiters.
@@ -21,6 +23,7 @@ pub(crate) mod object_ref;
 pub(crate) mod ownership;
 pub(crate) mod read;
 pub(crate) mod reply;
+pub(crate) mod shm;
 pub(crate) mod spill;
 pub(crate) mod standing;
 pub(crate) mod store;

@@ -720,6 +720,7 @@ impl RefTable {
         gcs: Target<svc::Gcs>,
         node: NodeId,
     ) -> Self {
+        store.set_node(node);
         RefTable {
             node,
             counts: RefCounts::new(net.addr()),

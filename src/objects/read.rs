@@ -11,9 +11,11 @@ use crate::ids::ObjectId;
 use crate::objects::codec;
 use crate::objects::ownership::{self, Lookup, RefTable};
 use crate::objects::reply;
+use crate::objects::shm;
+use crate::objects::store;
 use crate::objects::store::FetchReply;
 use crate::objects::store::StoreClient;
-use crate::protocol::owner::{CopyLost, Fetched, GetObject, HeldCopy, ReadCopy};
+use crate::protocol::owner::{CopyLost, Fetched, GetObject, HeldCopy};
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::svc;
 use crate::transport::net::Net;
@@ -44,13 +46,27 @@ pub(crate) async fn ask_owner(
     let owner = raw.owner.addr;
     // A copy that cannot be read where the owner said it is kept is reported, and the owner
     // asked again: it rebuilds the object (or fails it) and answers when that is done.
+    // The owner may answer with shared memory when it is on this process's node.
+    let mut share = store
+        .as_ref()
+        .filter(|_| !net.is_here(owner))
+        .and_then(|s| s.share_key(raw.owner.node));
     for _ in 0..REBUILD_ASKS {
         let reply = net.target::<svc::Owner>(owner).send(GetObject {
             id: raw.id,
             inline_max,
+            share,
         });
         let copy = match reply.await {
             Ok(Fetched::Here(v)) => return (Some(v), None),
+            Ok(Fetched::Shared(h)) => match shm::open(&h) {
+                Ok(b) => return (Some(Stored::Value(b)), None),
+                Err(e) => {
+                    tracing::debug!(object = %raw.id, %owner, error = %e, "cannot map a shared value");
+                    share = None;
+                    continue;
+                }
+            },
             Ok(Fetched::TooLarge(_)) => return (None, None),
             Ok(Fetched::Kept(copy)) if copy.size > inline_max => return (None, Some(copy)),
             Ok(Fetched::Kept(copy)) => copy,
@@ -95,11 +111,8 @@ pub(crate) async fn read_kept(
     if let Some(store) = store.filter(|_| net.is_here(copy.holder)) {
         return read_copy(store, id).await;
     }
-    match net
-        .target::<svc::Owner>(copy.holder)
-        .send(ReadCopy { id })
-        .await
-    {
+    let share = store.and_then(|s| s.share_key(copy.node));
+    match store::ask_copy(net, copy.holder, id, share).await {
         Ok(Fetched::Here(v)) => v,
         Ok(_) => Stored::Error(Error::ObjectLost {
             object: id.to_string(),

@@ -16,6 +16,7 @@
 use crate::error::Error;
 use crate::ids::{IdMap, ObjectId};
 use crate::objects::budget::Budget;
+use crate::objects::shm::{self, ShareKey, ShmHandle};
 use bytes::Bytes;
 use parking_lot::Mutex;
 #[cfg(test)]
@@ -45,6 +46,32 @@ struct SlotState {
 impl Slot {
     pub(crate) fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The handle of a shared-memory segment holding this object, for another process of this
+    /// node to map: the bytes are moved into one the first time (one copy, which this store
+    /// then keeps instead). `None` when it is small, not in memory (spilled: read it the usual
+    /// way) or a segment cannot be made.
+    fn share(&self) -> Option<ShmHandle> {
+        if (self.size as usize) < shm::SHARE_MIN {
+            return None;
+        }
+        let mut st = self.state.lock();
+        let memory = st.memory.as_ref()?;
+        if let Some(h) = shm::export(memory) {
+            return Some(h);
+        }
+        let seg = match shm::Segment::copy_of(memory) {
+            Ok(seg) => seg,
+            Err(e) => {
+                tracing::debug!(object = %self.id, error = %e, "no shared-memory segment");
+                return None;
+            }
+        };
+        let bytes = seg.bytes();
+        let h = shm::export(&bytes)?;
+        st.memory = Some(Arc::new(bytes));
+        Some(h)
     }
 }
 
@@ -86,6 +113,8 @@ pub(crate) struct StoreMemory {
     /// This store's own spill folder, created at the first spill (or why it could not be).
     dir: PathBuf,
     created: OnceLock<Result<(), String>>,
+    /// The node this store is on, as processes that can map its shared memory say it.
+    key: OnceLock<ShareKey>,
 }
 
 impl std::fmt::Debug for StoreMemory {
@@ -114,7 +143,31 @@ impl StoreMemory {
             }),
             dir: parent.join(unique),
             created: OnceLock::new(),
+            key: OnceLock::new(),
         }
+    }
+
+    /// Places this store on `node`: processes of that node may then map its large objects.
+    pub(crate) fn set_node(&self, node: crate::ids::NodeId) {
+        if let Some(key) = shm::key_for(node) {
+            let _ = self.key.set(key);
+        }
+    }
+
+    /// The key to read with from a process on `node`: `Some` when that is this store's node
+    /// (the two can share memory).
+    pub(crate) fn share_key(&self, node: crate::ids::NodeId) -> Option<ShareKey> {
+        self.key.get().copied().filter(|k| k.node == node)
+    }
+
+    /// A shared-memory handle of object `id` for a reader that asked with `asker`: `None`
+    /// unless the reader is on this store's node and the object is large and in memory.
+    pub(crate) fn share(&self, id: ObjectId, asker: ShareKey) -> Option<ShmHandle> {
+        if self.key.get() != Some(&asker) {
+            return None;
+        }
+        let slot = self.inner.lock().slots.get(&id).cloned()?;
+        slot.share()
     }
 
     /// Takes `bytes` as object `id`, making room if needed; refuses it with

@@ -11,6 +11,7 @@
 
 use crate::error::Error;
 use crate::ids::{IdMap, ObjectId};
+use crate::objects::shm::{self, ShareKey};
 use crate::objects::spill::{MemoryStats, Slot, StoreLimits, StoreMemory};
 use crate::protocol::owner::{Fetched, FreeCopies, HeldCopy, ReadCopy};
 pub(crate) use crate::protocol::refs::Stored;
@@ -207,9 +208,10 @@ impl StoreShard {
             });
             return;
         };
-        let reply = net.target::<svc::Owner>(copy.holder).send(ReadCopy { id });
-        net.runtime().spawn(async move {
-            let (value, lost) = match reply.await {
+        let share = self.memory.share_key(copy.node);
+        let runtime = net.runtime().clone();
+        runtime.spawn(async move {
+            let (value, lost) = match ask_copy(&net, copy.holder, id, share).await {
                 Ok(Fetched::Here(Stored::Error(Error::ObjectLost { reason, .. }))) => (
                     Stored::Error(Error::ObjectLost {
                         object: id.to_string(),
@@ -218,7 +220,7 @@ impl StoreShard {
                     true,
                 ),
                 Ok(Fetched::Here(v)) => (v, false),
-                Ok(Fetched::TooLarge(_) | Fetched::Kept(_)) => (
+                Ok(Fetched::TooLarge(_) | Fetched::Kept(_) | Fetched::Shared(_)) => (
                     Stored::Error(Error::ObjectLost {
                         object: id.to_string(),
                         reason: "the process keeping it answered with no value".into(),
@@ -239,6 +241,30 @@ impl StoreShard {
             me.do_send(Pulled { id, value, lost });
         });
     }
+}
+
+/// Asks process `holder` for the copy of `id` it keeps: mapped from shared memory when the
+/// two are on one node (`share`) and it can be, else sent over. A `Shared` answer never comes
+/// back from here.
+pub(crate) async fn ask_copy(
+    net: &Arc<Net>,
+    holder: SocketAddr,
+    id: ObjectId,
+    share: Option<ShareKey>,
+) -> Result<Fetched, Error> {
+    let to = net.target::<svc::Owner>(holder);
+    if share.is_some() {
+        match to.send(ReadCopy { id, share }).await? {
+            Fetched::Shared(h) => match shm::open(&h) {
+                Ok(b) => return Ok(Fetched::Here(Stored::Value(b))),
+                Err(e) => {
+                    tracing::debug!(object = %id, %holder, error = %e, "cannot map a shared copy")
+                }
+            },
+            other => return Ok(other),
+        }
+    }
+    to.send(ReadCopy { id, share: None }).await
 }
 
 impl Handler<Pulled> for StoreShard {
@@ -435,6 +461,30 @@ impl StoreClient {
     /// Objects this store could not pull because their keeper lost them.
     pub(crate) fn lost_copies(&self) -> LostCopies {
         self.lost.clone()
+    }
+
+    /// Places this store on `node` (see [`StoreMemory::set_node`]).
+    pub(crate) fn set_node(&self, node: crate::ids::NodeId) {
+        self.memory.set_node(node);
+    }
+
+    /// The key to read with from a process on `node`, when it shares memory with this one.
+    pub(crate) fn share_key(&self, node: crate::ids::NodeId) -> Option<ShareKey> {
+        self.memory.share_key(node)
+    }
+
+    /// What to answer a reader of object `id` (whose value is `value`) that asked with
+    /// `share`: the value's shared-memory segment when the reader is on this node and it is
+    /// large, else the value itself.
+    pub(crate) fn answer(&self, id: ObjectId, value: Stored, share: Option<ShareKey>) -> Fetched {
+        if let (Some(key), Stored::Value(b)) = (share, &value) {
+            if b.len() >= shm::SHARE_MIN {
+                if let Some(h) = self.memory.share(id, key) {
+                    return Fetched::Shared(h);
+                }
+            }
+        }
+        Fetched::Here(value)
     }
 
     /// The store's memory: capacity, bytes in memory and spilled.

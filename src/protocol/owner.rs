@@ -52,6 +52,9 @@ pub(crate) struct HeldCopy {
 #[rtype(result = "Fetched")]
 pub(crate) struct ReadCopy {
     pub(crate) id: ObjectId,
+    /// As [`GetObject::share`].
+    #[serde(default)]
+    pub(crate) share: Option<ShareKey>,
 }
 
 /// A reader could not read the copy of an object where the owner said it is kept: the owner
@@ -119,6 +122,29 @@ pub(crate) struct LeaseGrant {
 pub(crate) struct GetObject {
     pub(crate) id: ObjectId,
     pub(crate) inline_max: u64,
+    /// The reader is on the owner's node: a large value may be answered as shared memory to
+    /// map ([`Fetched::Shared`]) instead of its bytes.
+    #[serde(default)]
+    pub(crate) share: Option<ShareKey>,
+}
+
+/// Where a reader runs, for the process it reads from to decide whether the two can share
+/// memory: the same machine (`host`, from its boot id) and the same node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ShareKey {
+    pub(crate) host: u64,
+    pub(crate) node: NodeId,
+}
+
+/// An object's bytes in a shared-memory segment (a memfd) of the process `pid`, open there as
+/// descriptor `fd`: a reader on the same node maps it (`/proc/<pid>/fd/<fd>`) after checking
+/// the segment's name carries `tag` and that it holds `len` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ShmHandle {
+    pub(crate) pid: u32,
+    pub(crate) fd: i32,
+    pub(crate) tag: u64,
+    pub(crate) len: u64,
 }
 
 /// The answer to [`GetObject`].
@@ -130,6 +156,9 @@ pub(crate) enum Fetched {
     TooLarge(u64),
     /// Ready, and kept by the process that made it: read it there ([`ReadCopy`]).
     Kept(HeldCopy),
+    /// The value, in shared memory the reader maps (it asked with a [`ShareKey`] of this
+    /// node).
+    Shared(ShmHandle),
 }
 
 /// The process `from` starts (`true`) or stops holding refs to objects this owner owns, in order.

@@ -123,13 +123,14 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
             Box::pin(async move {
                 let rt = rt.ok_or_else(|| Error::shutdown("reading an object from its owner"))?;
                 let table = rt.refs.clone();
+                let store = rt.refs.store().clone();
                 drop(rt);
                 Ok(match read::read_owned(table, m.id).await {
                     read::OwnedRead::Kept(copy) => Fetched::Kept(copy),
                     read::OwnedRead::Value(Stored::Value(b)) if b.len() as u64 > m.inline_max => {
                         Fetched::TooLarge(b.len() as u64)
                     }
-                    read::OwnedRead::Value(v) => Fetched::Here(v),
+                    read::OwnedRead::Value(v) => store.answer(m.id, v, m.share),
                 })
             })
         },
@@ -143,7 +144,8 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
                 let rt = rt.ok_or_else(|| Error::shutdown("reading a kept copy"))?;
                 let store = rt.refs.store().clone();
                 drop(rt);
-                Ok(Fetched::Here(read::read_copy(&store, m.id).await))
+                let value = read::read_copy(&store, m.id).await;
+                Ok(store.answer(m.id, value, m.share))
             })
         },
     )?;
