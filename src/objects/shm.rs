@@ -20,15 +20,25 @@ pub(crate) use crate::protocol::owner::{ShareKey, ShmHandle};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 /// Objects smaller than this are read through the usual messages: mapping a segment costs more
 /// than sending them.
 pub(crate) const SHARE_MIN: usize = 256 << 10;
 
-/// Freed segments kept for reuse, at most, in bytes.
+/// Freed segments kept for reuse, at most, in bytes (less when a store's capacity is small:
+/// [`limit_pool`]).
 pub(crate) const POOL_BYTES: usize = 512 << 20;
+
+/// The pool's bound now.
+static POOL_LIMIT: AtomicUsize = AtomicUsize::new(POOL_BYTES);
+
+/// Keeps at most a quarter of a store's `capacity` in freed segments.
+pub(crate) fn limit_pool(capacity: u64) {
+    let quarter = usize::try_from(capacity / 4).unwrap_or(usize::MAX);
+    POOL_LIMIT.fetch_min(quarter, Ordering::Relaxed);
+}
 
 /// This machine, as seen by processes that could share memory: a hash of the kernel's boot id
 /// (the same for every process of this boot of this machine); `None` where there is none.
@@ -163,9 +173,46 @@ fn name(tag: u64) -> String {
     format!("lumen-{tag:016x}")
 }
 
+/// Segments alive in this process (each holds a descriptor).
+static SEGMENTS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many segments this process may hold at once: half of its descriptor limit (raised to the
+/// hard limit first), so that sockets and files always have room; past it, values are copied
+/// the usual way.
+fn max_segments() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `lim` is a valid rlimit for the kernel to fill and read.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return 256;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim = raised;
+                }
+            }
+        }
+        usize::try_from(lim.rlim_cur / 2).unwrap_or(usize::MAX)
+    })
+}
+
 #[cfg(target_os = "linux")]
 fn create(len: usize) -> std::io::Result<Mapped> {
     use std::os::fd::FromRawFd;
+    if SEGMENTS.load(Ordering::Relaxed) >= max_segments() {
+        return Err(std::io::Error::other(
+            "this process holds as many shared segments as its descriptor limit allows",
+        ));
+    }
     let mut t = [0u8; 8];
     getrandom::getrandom(&mut t).map_err(|e| std::io::Error::other(e.to_string()))?;
     let tag = u64::from_le_bytes(t);
@@ -181,7 +228,14 @@ fn create(len: usize) -> std::io::Result<Mapped> {
     // SAFETY: the memfd is private to this process until exported, and exported segments are
     // never written again.
     let map = unsafe { memmap2::MmapMut::map_mut(&file)? };
+    SEGMENTS.fetch_add(1, Ordering::Relaxed);
     Ok(Mapped { file, map, tag })
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        SEGMENTS.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -208,13 +262,13 @@ impl Pool {
     }
 
     fn give(&mut self, m: Mapped) {
-        let len = m.map.len();
-        if len > POOL_BYTES {
+        let (len, limit) = (m.map.len(), POOL_LIMIT.load(Ordering::Relaxed));
+        if len > limit {
             return;
         }
         self.bytes += len;
         self.free.push_back(m);
-        while self.bytes > POOL_BYTES {
+        while self.bytes > limit {
             match self.free.pop_front() {
                 Some(old) => self.bytes -= old.map.len(),
                 None => break,

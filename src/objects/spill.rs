@@ -128,6 +128,7 @@ impl std::fmt::Debug for StoreMemory {
 
 impl StoreMemory {
     pub(crate) fn new(limits: StoreLimits) -> Self {
+        shm::limit_pool(limits.capacity);
         let parent = limits.spill_dir.unwrap_or_else(std::env::temp_dir);
         let unique = format!(
             "lumen-spill-{}-{:08x}",
