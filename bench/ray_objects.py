@@ -41,6 +41,11 @@ def array_len(a):
     return len(a)
 
 
+@ray.remote
+def fresh_buffer(n):
+    return np.ones(n, dtype=np.uint8)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=4)
@@ -68,6 +73,8 @@ def main():
     timeit(prefix + "lumen: get 100 MiB Buffer gigabytes",
            lambda: len(ray.get(big)), 0.1048576, r, s)
     del big
+    timeit(prefix + "lumen: 100 MiB result pulled by the driver gigabytes",
+           lambda: len(ray.get(fresh_buffer.remote(100 * MIB))), 0.1048576, r, s)
     arr = np.ones(100 * MIB, dtype=np.uint8)
     timeit(prefix + "lumen: put 100 MiB Buffer gigabytes", lambda: ray.put(arr), 0.1048576, r, s)
     as_bytes = ray.put(arr.tobytes())

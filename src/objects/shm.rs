@@ -227,7 +227,8 @@ fn create(len: usize) -> std::io::Result<Mapped> {
     file.set_len(len as u64)?;
     // SAFETY: the memfd is private to this process until exported, and exported segments are
     // never written again.
-    let map = unsafe { memmap2::MmapMut::map_mut(&file)? };
+    // Populated at once: faulting the pages in one by one as the copy writes them costs more.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map_mut(&file)? };
     SEGMENTS.fetch_add(1, Ordering::Relaxed);
     Ok(Mapped { file, map, tag })
 }

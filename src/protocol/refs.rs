@@ -231,7 +231,8 @@ impl serde::de::Visitor<'_> for PackedRef {
 /// An object's content: its encoded value, or the error its task failed with.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Stored {
-    Value(Bytes),
+    /// Decoded from a reply, a large value shares the buffer it arrived in.
+    Value(#[serde(deserialize_with = "crate::transport::net::shared_bytes")] Bytes),
     Error(Error),
 }
 

@@ -372,7 +372,7 @@ mod tests {
         };
         assert!(check_answer(&newer, &TOKEN, &FP, &NONCE)
             .unwrap_err()
-            .contains("protocol v2"));
+            .contains(&format!("protocol v{}", PROTOCOL_VERSION + 1)));
         let refused = Answer::Refused {
             reason: "nope".into(),
         };

@@ -91,6 +91,8 @@ const BLOB_CHUNK: usize = 1 << 20;
 const ITEM_OVERHEAD: usize = 64;
 /// First allocation for an incoming blob, once its first bytes arrive.
 const BLOB_PREALLOC: usize = BLOB_CHUNK;
+/// Blobs up to this size get their whole buffer when their first bytes arrive.
+const BLOB_EXACT: usize = 1 << 30;
 /// What a peer may have in flight to this process, over all its streams, before its hello is
 /// verified (a hello is at most [`handshake::MAX_HELLO`] bytes): an unauthenticated
 /// connection costs this much buffer at most, not [`RECEIVE_WINDOW`].
@@ -1564,7 +1566,7 @@ impl Shared {
         };
         // Allocated as the bytes arrive (a header alone costs nothing), at most doubling what
         // has arrived, never past the announced length.
-        let mut data = BytesMut::new();
+        let mut data: Vec<u8> = Vec::new();
         loop {
             match recv.read_chunk(usize::MAX, true).await {
                 Ok(Some(chunk)) => {
@@ -1575,8 +1577,20 @@ impl Shared {
                         );
                     }
                     if data.capacity() - data.len() < chunk.bytes.len() {
-                        let grow = data.len().max(BLOB_PREALLOC).max(chunk.bytes.len());
-                        data.reserve(grow.min(expected - data.len()));
+                        // Up to BLOB_EXACT, the whole blob at once (reserved, not yet touched:
+                        // its pages are faulted in as they are written, and nothing is copied
+                        // again as it grows); beyond, at most doubling what has arrived.
+                        let grow = if expected <= BLOB_EXACT {
+                            expected - data.len()
+                        } else {
+                            data.len().max(BLOB_PREALLOC).max(chunk.bytes.len())
+                        };
+                        if data.try_reserve(grow.min(expected - data.len())).is_err() {
+                            return link.protocol_error(
+                                conn,
+                                format!("blob {seq} of {len} bytes does not fit in memory"),
+                            );
+                        }
                     }
                     data.extend_from_slice(&chunk.bytes);
                 }
@@ -1591,7 +1605,7 @@ impl Shared {
                 format!("blob {seq} ended after {} of its {len} bytes", data.len()),
             );
         }
-        if let Err(reason) = blobs.complete(seq, data.freeze()) {
+        if let Err(reason) = blobs.complete(seq, Bytes::from(data)) {
             link.protocol_error(conn, reason);
         }
     }

@@ -468,13 +468,65 @@ fn encode_reply<T: Serialize>(reply: &Result<T, Error>) -> Bytes {
     }
 }
 
-fn decode_reply<M: Wire>(from: SocketAddr, bytes: &[u8]) -> Result<M::Result, Error> {
-    let decoded: Result<M::Result, Error> =
-        rmp_serde::from_slice(bytes).map_err(|e| Error::Serialization {
+fn decode_reply<M: Wire>(from: SocketAddr, bytes: &Bytes) -> Result<M::Result, Error> {
+    let decoded: Result<M::Result, Error> = reading_from(bytes, || rmp_serde::from_slice(bytes))
+        .map_err(|e| Error::Serialization {
             what: format!("the reply to {} from {from}", short_name::<M>()),
             reason: e.to_string(),
         })?;
     decoded
+}
+
+thread_local! {
+    /// The payload being decoded on this thread, for [`shared_bytes`] to share instead of copy.
+    static SOURCE: std::cell::RefCell<Option<Bytes>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `decode` with `payload` as the bytes that [`shared_bytes`] fields may share.
+fn reading_from<R>(payload: &Bytes, decode: impl FnOnce() -> R) -> R {
+    let before = SOURCE.with(|s| s.replace(Some(payload.clone())));
+    let r = decode();
+    SOURCE.with(|s| *s.borrow_mut() = before);
+    r
+}
+
+/// Deserializes a byte string as `Bytes` that share the payload being decoded (a reply's large
+/// value is then not copied out of the buffer it arrived in); a copy when it is not part of it.
+/// For `#[serde(deserialize_with = "...")]`.
+pub(crate) fn shared_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+    struct Visit;
+    impl<'de> serde::de::Visitor<'de> for Visit {
+        type Value = Bytes;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+            Ok(SOURCE.with(|s| {
+                let s = s.borrow();
+                match &*s {
+                    Some(src) if within(src, v) => src.slice_ref(v),
+                    _ => Bytes::copy_from_slice(v),
+                }
+            }))
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(v))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(b) = seq.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(Bytes::from(out))
+        }
+    }
+    d.deserialize_bytes(Visit)
+}
+
+/// Whether `part` lies inside `whole`'s memory.
+fn within(whole: &[u8], part: &[u8]) -> bool {
+    let (w, p) = (whole.as_ptr() as usize, part.as_ptr() as usize);
+    p >= w && p + part.len() <= w + whole.len() && !part.is_empty()
 }
 
 /// The address of a component of kind `S`: the process it lives in. Sending to it is a plain
