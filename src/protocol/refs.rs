@@ -231,8 +231,15 @@ impl serde::de::Visitor<'_> for PackedRef {
 /// An object's content: its encoded value, or the error its task failed with.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Stored {
-    /// Decoded from a reply, a large value shares the buffer it arrived in.
-    Value(#[serde(deserialize_with = "crate::transport::net::shared_bytes")] Bytes),
+    /// In a reply, a large value is sent without being copied into the message, and shares the
+    /// buffer it arrived in when decoded.
+    Value(
+        #[serde(
+            serialize_with = "crate::transport::net::attached_bytes",
+            deserialize_with = "crate::transport::net::shared_bytes"
+        )]
+        Bytes,
+    ),
     Error(Error),
 }
 

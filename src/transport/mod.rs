@@ -278,21 +278,27 @@ enum Outgoing {
     Message(Bytes),
     /// A request registered in the link's pending map under `id`.
     Request { id: u64, payload: Bytes },
-    /// The reply to the peer's request `id`.
-    Reply { id: u64, payload: Bytes },
+    /// The reply to the peer's request `id`: `payload` then `tail`, sent as one (the tail is a
+    /// large value the reply ends with, sent from where it is instead of copied into the
+    /// payload; usually empty).
+    Reply {
+        id: u64,
+        payload: Bytes,
+        tail: Bytes,
+    },
 }
 
 impl Outgoing {
-    /// What to frame: kind, id (0 for messages) and payload.
-    fn into_parts(self) -> (Kind, u64, Bytes) {
+    /// What to frame: kind, id (0 for messages), payload and the tail that follows it.
+    fn into_parts(self) -> (Kind, u64, Bytes, Bytes) {
         match self {
-            Outgoing::Message(payload) => (Kind::Message, 0, payload),
-            Outgoing::Request { id, payload } => (Kind::Request, id, payload),
-            Outgoing::Reply { id, payload } => (Kind::Reply, id, payload),
+            Outgoing::Message(payload) => (Kind::Message, 0, payload, Bytes::new()),
+            Outgoing::Request { id, payload } => (Kind::Request, id, payload, Bytes::new()),
+            Outgoing::Reply { id, payload, tail } => (Kind::Reply, id, payload, tail),
         }
     }
 
-    /// Just the payload (to retry it on another connection).
+    /// Just the payload (to retry a message or request on another connection).
     fn into_payload(self) -> Bytes {
         self.into_parts().2
     }
@@ -303,9 +309,8 @@ impl Outgoing {
     fn len(&self) -> usize {
         ITEM_OVERHEAD
             + match self {
-                Outgoing::Message(payload)
-                | Outgoing::Request { payload, .. }
-                | Outgoing::Reply { payload, .. } => payload.len(),
+                Outgoing::Message(payload) | Outgoing::Request { payload, .. } => payload.len(),
+                Outgoing::Reply { payload, tail, .. } => payload.len() + tail.len(),
             }
     }
 }
@@ -1058,7 +1063,17 @@ impl Conn {
     /// queue limits like [`Transport::send`]. Dropped (with a debug log) if the connection is
     /// gone.
     pub(crate) fn reply(&self, id: u64, payload: Bytes) {
-        if self.link.push(Outgoing::Reply { id, payload }).is_err() {
+        self.reply_with_tail(id, payload, Bytes::new());
+    }
+
+    /// Replies to request `id` with `payload` followed by `tail` (the peer receives them as
+    /// one payload; the tail is sent from where it is, not copied).
+    pub(crate) fn reply_with_tail(&self, id: u64, payload: Bytes, tail: Bytes) {
+        if self
+            .link
+            .push(Outgoing::Reply { id, payload, tail })
+            .is_err()
+        {
             debug!(peer = %self.link.peer, id, "reply dropped: the connection is closed");
         }
     }
@@ -1647,8 +1662,8 @@ async fn write_loop(
         // overhead; blobs are uncounted by their own tasks).
         let mut framed = 0;
         while let Some(item) = next {
-            let (kind, id, payload) = item.into_parts();
-            if payload.len() > blob_threshold {
+            let (kind, id, mut payload, tail) = item.into_parts();
+            if payload.len() + tail.len() > blob_threshold {
                 let seq = blob_seq;
                 blob_seq += 1;
                 frame::encode(
@@ -1659,9 +1674,16 @@ async fn write_loop(
                     },
                     &mut buf,
                 );
-                runtime
-                    .spawn(send_blob(conn.clone(), link.clone(), seq, payload).in_current_span());
+                runtime.spawn(
+                    send_blob(conn.clone(), link.clone(), seq, [payload, tail]).in_current_span(),
+                );
             } else {
+                if !tail.is_empty() {
+                    let mut whole = BytesMut::with_capacity(payload.len() + tail.len());
+                    whole.put_slice(&payload);
+                    whole.put_slice(&tail);
+                    payload = whole.freeze();
+                }
                 framed += ITEM_OVERHEAD + payload.len();
                 let frame = match kind {
                     Kind::Message => Frame::Message(payload),
@@ -1686,21 +1708,23 @@ async fn write_loop(
     Ok(())
 }
 
-/// Sends one payload on its own uni stream: `[tag][seq][len]` then the bytes, in chunks; then
-/// (or on failure) uncounts it from `link`'s queued bytes.
-async fn send_blob(conn: quinn::Connection, link: Arc<Link>, seq: u64, payload: Bytes) {
-    let queued = ITEM_OVERHEAD + payload.len();
+/// Sends one payload (its parts, one after the other) on its own uni stream: `[tag][seq][len]`
+/// then the bytes, in chunks; then (or on failure) uncounts it from `link`'s queued bytes.
+async fn send_blob(conn: quinn::Connection, link: Arc<Link>, seq: u64, parts: [Bytes; 2]) {
+    let total: usize = parts.iter().map(Bytes::len).sum();
+    let queued = ITEM_OVERHEAD + total;
     let result = async {
         let mut stream = conn.open_uni().await?;
-        let len = payload.len() as u64;
         let mut header = BytesMut::with_capacity(1 + frame::BLOB_HEADER_LEN);
-        header.put_slice(&frame::encode_blob_header(seq, len));
+        header.put_slice(&frame::encode_blob_header(seq, total as u64));
         stream.write_chunk(header.freeze()).await?;
-        let mut offset = 0;
-        while offset < payload.len() {
-            let end = (offset + BLOB_CHUNK).min(payload.len());
-            stream.write_chunk(payload.slice(offset..end)).await?;
-            offset = end;
+        for part in &parts {
+            let mut offset = 0;
+            while offset < part.len() {
+                let end = (offset + BLOB_CHUNK).min(part.len());
+                stream.write_chunk(part.slice(offset..end)).await?;
+                offset = end;
+            }
         }
         stream.finish().map_err(quinn::WriteError::from)?;
         Ok::<(), quinn::WriteError>(())

@@ -426,7 +426,8 @@ fn inbound<M: Wire>(
             let answer = (h.ask)(msg);
             net.runtime.spawn(async move {
                 let r = answer.await;
-                conn.reply(id, encode_reply(&r));
+                let (payload, tail) = encode_reply_parts(&r);
+                conn.reply_with_tail(id, payload, tail);
             });
         }
     }
@@ -465,6 +466,90 @@ fn encode_reply<T: Serialize>(reply: &Result<T, Error>) -> Bytes {
             });
             Bytes::from(rmp_serde::to_vec(&err).unwrap_or_default())
         }
+    }
+}
+
+/// Encodes the reply to a request as a payload and a tail: a large value that the reply ends
+/// with ([`attached_bytes`]) is the tail, sent from where it is instead of copied (the peer
+/// receives the two as one payload and decodes it as usual).
+fn encode_reply_parts<T: Serialize>(reply: &Result<T, Error>) -> (Bytes, Bytes) {
+    if reply.is_err() {
+        return (encode_reply(reply), Bytes::new());
+    }
+    ATTACHED.with(|a| a.borrow_mut().collecting = true);
+    let mut w = TailWriter::default();
+    let written = rmp_serde::encode::write(&mut w, reply);
+    ATTACHED.with(|a| {
+        let mut a = a.borrow_mut();
+        a.collecting = false;
+        a.values.clear();
+    });
+    match written {
+        Ok(()) => (Bytes::from(w.head), w.tail.unwrap_or_default()),
+        Err(_) => (encode_reply(reply), Bytes::new()),
+    }
+}
+
+/// Values at least this large may travel as a reply's tail.
+const ATTACH_MIN: usize = 1 << 20;
+
+#[derive(Default)]
+struct Attached {
+    collecting: bool,
+    values: Vec<Bytes>,
+}
+
+thread_local! {
+    /// Large values serialized (with [`attached_bytes`]) by the reply being encoded here.
+    static ATTACHED: std::cell::RefCell<Attached> = std::cell::RefCell::default();
+}
+
+/// Serializes `bytes` as a byte string; in a reply being encoded, a large one is noted so that
+/// it can travel as the reply's tail without a copy. For `#[serde(serialize_with = "...")]`.
+pub(crate) fn attached_bytes<S: serde::Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    if bytes.len() >= ATTACH_MIN {
+        ATTACHED.with(|a| {
+            let mut a = a.borrow_mut();
+            if a.collecting {
+                a.values.push(bytes.clone());
+            }
+        });
+    }
+    s.serialize_bytes(bytes)
+}
+
+/// Collects an encoding: everything in `head`, except a noted value written last, kept as the
+/// `tail` (a noted value followed by more bytes is copied into `head` after all).
+#[derive(Default)]
+struct TailWriter {
+    head: Vec<u8>,
+    tail: Option<Bytes>,
+}
+
+impl std::io::Write for TailWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(t) = self.tail.take() {
+            self.head.extend_from_slice(&t);
+        }
+        if buf.len() >= ATTACH_MIN {
+            let noted = ATTACHED.with(|a| {
+                a.borrow()
+                    .values
+                    .iter()
+                    .find(|v| v.as_ptr() == buf.as_ptr() && v.len() == buf.len())
+                    .cloned()
+            });
+            if let Some(v) = noted {
+                self.tail = Some(v);
+                return Ok(buf.len());
+            }
+        }
+        self.head.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -585,6 +670,38 @@ mod tests {
     use crate::transport::Token;
     use serde::Deserialize;
     use std::time::Duration;
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    enum Answer {
+        Value(#[serde(serialize_with = "attached_bytes", deserialize_with = "shared_bytes")] Bytes),
+    }
+
+    #[test]
+    fn a_large_value_ending_a_reply_travels_and_decodes_without_a_copy() {
+        let big = Bytes::from(vec![7u8; ATTACH_MIN + 5]);
+        let (head, tail) = encode_reply_parts::<Answer>(&Ok(Answer::Value(big.clone())));
+        assert_eq!(tail.as_ptr(), big.as_ptr(), "the tail is the value itself");
+        assert!(head.len() < 64, "{} bytes", head.len());
+        let whole = Bytes::from([&head[..], &tail[..]].concat());
+        let back: Result<Answer, Error> =
+            reading_from(&whole, || rmp_serde::from_slice(&whole)).expect("decodes");
+        let Ok(Answer::Value(b)) = back else {
+            panic!("not a value")
+        };
+        assert_eq!(b, big);
+        assert!(within(&whole, &b), "shares the received buffer");
+        // Decoded elsewhere, the same bytes are copied.
+        let copied: Result<Answer, Error> = rmp_serde::from_slice(&whole).expect("decodes");
+        assert!(matches!(copied, Ok(Answer::Value(c)) if !within(&whole, &c)));
+        // Small values, and large ones that something follows, go in the payload.
+        let small = encode_reply_parts::<Answer>(&Ok(Answer::Value(Bytes::from_static(b"x"))));
+        assert!(small.1.is_empty());
+        let pair = Ok((Answer::Value(big.clone()), 5u32));
+        let (head, tail) = encode_reply_parts(&pair);
+        assert!(tail.is_empty());
+        let back: Result<(Answer, u32), Error> = rmp_serde::from_slice(&head).expect("decodes");
+        assert_eq!(back.ok(), Some((Answer::Value(big), 5)));
+    }
 
     struct Echo;
     impl Service for Echo {
