@@ -112,6 +112,10 @@ pub(crate) async fn read_kept(
         return read_copy(store, id).await;
     }
     let share = store.and_then(|s| s.share_key(copy.node));
+    let _room = match (store, share) {
+        (Some(s), None) => s.pull_room(copy.size).await,
+        _ => None,
+    };
     match store::ask_copy(net, copy.holder, id, share).await {
         Ok(Fetched::Here(v)) => v,
         Ok(_) => Stored::Error(Error::ObjectLost {

@@ -115,7 +115,14 @@ pub(crate) struct StoreMemory {
     created: OnceLock<Result<(), String>>,
     /// The node this store is on, as processes that can map its shared memory say it.
     key: OnceLock<ShareKey>,
+    /// Pulls of copies from other processes in flight, in pages of [`PULL_PAGE`] bytes: at most
+    /// the store's capacity arrives at once.
+    pulls: Arc<tokio::sync::Semaphore>,
+    pull_pages: u32,
 }
+
+/// The unit pulls in flight are counted in.
+const PULL_PAGE: u64 = 4096;
 
 impl std::fmt::Debug for StoreMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,6 +136,10 @@ impl std::fmt::Debug for StoreMemory {
 impl StoreMemory {
     pub(crate) fn new(limits: StoreLimits) -> Self {
         shm::limit_pool(limits.capacity);
+        let pull_pages = (limits.capacity / PULL_PAGE).clamp(
+            1,
+            u64::from(u32::MAX).min(tokio::sync::Semaphore::MAX_PERMITS as u64),
+        ) as u32;
         let parent = limits.spill_dir.unwrap_or_else(std::env::temp_dir);
         let unique = format!(
             "lumen-spill-{}-{:08x}",
@@ -145,7 +156,18 @@ impl StoreMemory {
             dir: parent.join(unique),
             created: OnceLock::new(),
             key: OnceLock::new(),
+            pulls: Arc::new(tokio::sync::Semaphore::new(pull_pages as usize)),
+            pull_pages,
         }
+    }
+
+    /// Waits until a pull of `size` bytes fits with the pulls in flight (their total stays
+    /// within the store's capacity; pulls get room in the order they ask; a value larger than
+    /// the whole store waits for all the others and goes alone, and [`admit`](Self::admit)
+    /// then decides as usual). Held until the pull is done.
+    pub(crate) async fn pull_room(&self, size: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let pages = size.div_ceil(PULL_PAGE).min(u64::from(self.pull_pages)) as u32;
+        self.pulls.clone().acquire_many_owned(pages).await.ok()
     }
 
     /// Places this store on `node`: processes of that node may then map its large objects.
@@ -405,6 +427,27 @@ mod tests {
 
     fn blob(n: u8, size: usize) -> Bytes {
         Bytes::from(vec![n; size])
+    }
+
+    #[tokio::test]
+    async fn pulls_in_flight_stay_within_the_capacity() {
+        use futures::FutureExt;
+        let mem = store(4 * MIB, &scratch("pulls"));
+        let first = mem.pull_room(3 * MIB as u64).await.expect("room");
+        // 2 MiB more would go past the capacity: it waits for the first to arrive.
+        let mut second = Box::pin(mem.pull_room(2 * MIB as u64));
+        assert!((&mut second).now_or_never().is_none());
+        // Pulls get room in the order they asked: a small one does not pass the waiting one.
+        let mut small = Box::pin(mem.pull_room(MIB as u64));
+        assert!((&mut small).now_or_never().is_none());
+        drop(first);
+        let second = second.await.expect("room once the first is done");
+        assert!(small.await.is_some(), "and for the small one behind it");
+        // Larger than the whole store: it waits for the others, then goes alone.
+        let mut huge = Box::pin(mem.pull_room(64 * MIB as u64));
+        assert!((&mut huge).now_or_never().is_none());
+        drop(second);
+        assert!(huge.await.is_some());
     }
 
     #[test]

@@ -210,7 +210,13 @@ impl StoreShard {
         };
         let share = self.memory.share_key(copy.node);
         let runtime = net.runtime().clone();
+        let memory = self.memory.clone();
         runtime.spawn(async move {
+            // Mapped copies take no room; sent ones arrive within the store's capacity.
+            let _room = match share {
+                Some(_) => None,
+                None => memory.pull_room(copy.size).await,
+            };
             let (value, lost) = match ask_copy(&net, copy.holder, id, share).await {
                 Ok(Fetched::Here(Stored::Error(Error::ObjectLost { reason, .. }))) => (
                     Stored::Error(Error::ObjectLost {
@@ -461,6 +467,11 @@ impl StoreClient {
     /// Objects this store could not pull because their keeper lost them.
     pub(crate) fn lost_copies(&self) -> LostCopies {
         self.lost.clone()
+    }
+
+    /// Waits for room for a pull of `size` bytes (see [`StoreMemory::pull_room`]).
+    pub(crate) async fn pull_room(&self, size: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.memory.pull_room(size).await
     }
 
     /// Places this store on `node` (see [`StoreMemory::set_node`]).
