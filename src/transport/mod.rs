@@ -93,6 +93,10 @@ const ITEM_OVERHEAD: usize = 64;
 const BLOB_PREALLOC: usize = BLOB_CHUNK;
 /// Blobs up to this size get their whole buffer when their first bytes arrive.
 const BLOB_EXACT: usize = 1 << 30;
+/// Such a blob ends on a multiple of this in memory: a large value that ends a reply (its
+/// tail) is then aligned for any element type when decoded in place, whatever the length of
+/// the message before it (its length is a multiple of its element's size).
+const BLOB_ALIGN: usize = 64;
 /// What a peer may have in flight to this process, over all its streams, before its hello is
 /// verified (a hello is at most [`handshake::MAX_HELLO`] bytes): an unauthenticated
 /// connection costs this much buffer at most, not [`RECEIVE_WINDOW`].
@@ -1582,10 +1586,13 @@ impl Shared {
         // Allocated as the bytes arrive (a header alone costs nothing), at most doubling what
         // has arrived, never past the announced length.
         let mut data: Vec<u8> = Vec::new();
+        // Leading bytes of `data` that are not the blob (see BLOB_ALIGN).
+        let mut pad = 0;
         loop {
             match recv.read_chunk(usize::MAX, true).await {
                 Ok(Some(chunk)) => {
-                    if data.len() + chunk.bytes.len() > expected {
+                    let got = data.len() - pad;
+                    if got + chunk.bytes.len() > expected {
                         return link.protocol_error(
                             conn,
                             format!("blob {seq} is longer than its announced {len} bytes"),
@@ -1594,17 +1601,26 @@ impl Shared {
                     if data.capacity() - data.len() < chunk.bytes.len() {
                         // Up to BLOB_EXACT, the whole blob at once (reserved, not yet touched:
                         // its pages are faulted in as they are written, and nothing is copied
-                        // again as it grows); beyond, at most doubling what has arrived.
-                        let grow = if expected <= BLOB_EXACT {
-                            expected - data.len()
+                        // again as it grows), placed to end on a BLOB_ALIGN boundary; beyond,
+                        // at most doubling what has arrived.
+                        let exact = expected <= BLOB_EXACT && data.is_empty();
+                        let grow = if exact {
+                            expected + BLOB_ALIGN
                         } else {
-                            data.len().max(BLOB_PREALLOC).max(chunk.bytes.len())
+                            got.max(BLOB_PREALLOC)
+                                .max(chunk.bytes.len())
+                                .min(expected - got)
                         };
-                        if data.try_reserve(grow.min(expected - data.len())).is_err() {
+                        if data.try_reserve_exact(grow).is_err() {
                             return link.protocol_error(
                                 conn,
                                 format!("blob {seq} of {len} bytes does not fit in memory"),
                             );
+                        }
+                        if exact {
+                            let end = data.as_ptr() as usize + expected;
+                            pad = (BLOB_ALIGN - end % BLOB_ALIGN) % BLOB_ALIGN;
+                            data.resize(pad, 0);
                         }
                     }
                     data.extend_from_slice(&chunk.bytes);
@@ -1614,13 +1630,16 @@ impl Shared {
                 Err(e) => return link.protocol_error(conn, format!("blob {seq} failed: {e}")),
             }
         }
-        if data.len() != expected {
+        if data.len() - pad != expected {
             return link.protocol_error(
                 conn,
-                format!("blob {seq} ended after {} of its {len} bytes", data.len()),
+                format!(
+                    "blob {seq} ended after {} of its {len} bytes",
+                    data.len() - pad
+                ),
             );
         }
-        if let Err(reason) = blobs.complete(seq, Bytes::from(data)) {
+        if let Err(reason) = blobs.complete(seq, Bytes::from(data).slice(pad..)) {
             link.protocol_error(conn, reason);
         }
     }
@@ -1967,6 +1986,8 @@ mod tests {
         let got = b.next_message().await;
         assert_eq!(got.len(), big.len());
         assert!(got == big, "50 MiB payload corrupted");
+        let end = got.as_ptr() as usize + got.len();
+        assert_eq!(end % BLOB_ALIGN, 0, "a blob ends aligned, for its tail");
         assert_eq!(b.next_message().await.as_ref(), b"after");
         assert_eq!(b.next_message().await, big.slice(..1 << 20));
         assert_eq!(b.next_message().await.as_ref(), b"last");
