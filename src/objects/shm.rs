@@ -166,7 +166,34 @@ pub(crate) fn open(h: &ShmHandle) -> std::io::Result<Bytes> {
     // SAFETY: the segment is a memfd that its holder only wrote before handing it out (objects
     // are immutable), mapped read-only here; it stays valid for as long as the map lives.
     let map = unsafe { memmap2::MmapOptions::new().len(len).map(&file)? };
-    Ok(Bytes::from_owner(map))
+    mapped().lock().insert(map.as_ptr() as usize, len);
+    Ok(Bytes::from_owner(Mapping(map)))
+}
+
+/// Another process's segment, mapped here.
+struct Mapping(memmap2::Mmap);
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        mapped().lock().remove(&(self.0.as_ptr() as usize));
+    }
+}
+
+/// Whether `bytes` are a whole mapping of another process's segment ([`open`]).
+pub(crate) fn is_mapping(bytes: &Bytes) -> bool {
+    mapped().lock().get(&(bytes.as_ptr() as usize)) == Some(&bytes.len())
+}
+
+/// Segments of other processes mapped here: their length by the address of their first byte.
+fn mapped() -> &'static Mutex<std::collections::HashMap<usize, usize>> {
+    static MAPPED: OnceLock<Mutex<std::collections::HashMap<usize, usize>>> = OnceLock::new();
+    MAPPED.get_or_init(Mutex::default)
 }
 
 fn name(tag: u64) -> String {
@@ -302,6 +329,7 @@ mod tests {
         let mapped = open(&h).expect("open through /proc");
         assert_eq!(&mapped[..], &data[..]);
         assert_ne!(mapped.as_ptr(), bytes.as_ptr(), "a second mapping");
+        assert!(is_mapping(&mapped) && !is_mapping(&bytes) && !is_mapping(&mapped.slice(1..)));
         // A slice of the segment is not the segment.
         assert!(export(&bytes.slice(1..)).is_none());
     }

@@ -195,14 +195,17 @@ impl StoreMemory {
 
     /// Takes `bytes` as object `id`, making room if needed; refuses it with
     /// [`Error::ObjectStoreFull`] if room cannot be made. A second admit of the same id keeps
-    /// the first (objects are immutable).
+    /// the first (objects are immutable). A mapping of another process's shared memory
+    /// ([`shm::is_mapping`]) takes no room here: it is that process's memory, counted by its
+    /// store, and it is never spilled (it goes when the object is freed).
     pub(crate) fn admit(&self, id: ObjectId, bytes: Bytes) -> Result<Arc<Slot>, Error> {
         let size = bytes.len() as u64;
         let mut inner = self.inner.lock();
         if let Some(slot) = inner.slots.get(&id) {
             return Ok(slot.clone());
         }
-        if !inner.budget.fits(size) {
+        let mapped = shm::is_mapping(&bytes);
+        if !mapped && !inner.budget.fits(size) {
             if let Err(reason) = self.make_room(&mut inner, size) {
                 return Err(Error::ObjectStoreFull {
                     what: format!("object {id}"),
@@ -221,7 +224,9 @@ impl StoreMemory {
                 file: None,
             }),
         });
-        inner.budget.insert(id, size);
+        if !mapped {
+            inner.budget.insert(id, size);
+        }
         inner.slots.insert(id, slot.clone());
         Ok(slot)
     }
@@ -427,6 +432,23 @@ mod tests {
 
     fn blob(n: u8, size: usize) -> Bytes {
         Bytes::from(vec![n; size])
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_mapping_of_another_processs_segment_takes_no_room() {
+        let mem = store(MIB, &scratch("mapped"));
+        let seg = shm::Segment::copy_of(&vec![6u8; 2 * MIB]).expect("segment");
+        let h = shm::export(&seg.bytes()).expect("exports");
+        let mapped = shm::open(&h).expect("maps");
+        let slot = mem.admit(ObjectId::for_put(), mapped).expect("admitted");
+        assert_eq!(mem.stats().used, 0, "not counted against this store");
+        let full = mem
+            .admit(ObjectId::for_put(), blob(1, MIB))
+            .expect("the store's own fits");
+        assert_eq!(mem.stats().used, MIB as u64);
+        assert_eq!(mem.read(&slot).expect("reads").len(), 2 * MIB);
+        drop(full);
     }
 
     #[tokio::test]
