@@ -60,7 +60,8 @@ def main():
         ray.init(address=cluster.address)
         prefix = "2n: "
     else:
-        ray.init()
+        # Loopback: the machine's own address may not be reachable from itself.
+        ray.init(_node_ip_address="127.0.0.1")
         prefix = ""
     r, s = args.rounds, args.seconds
     as_bytes = ray.put(np.ones(100 * MIB, dtype=np.uint8).tobytes())
