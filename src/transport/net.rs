@@ -477,7 +477,11 @@ fn encode_reply_parts<T: Serialize>(reply: &Result<T, Error>) -> (Bytes, Bytes) 
         return (encode_reply(reply), Bytes::new());
     }
     ATTACHED.with(|a| a.borrow_mut().collecting = true);
-    let mut w = TailWriter::default();
+    // As `rmp_serde::to_vec` starts: most replies fit without growing.
+    let mut w = TailWriter {
+        head: Vec::with_capacity(128),
+        tail: None,
+    };
     let written = rmp_serde::encode::write(&mut w, reply);
     ATTACHED.with(|a| {
         let mut a = a.borrow_mut();
