@@ -111,12 +111,11 @@ pub(crate) async fn read_kept(
     if let Some(store) = store.filter(|_| net.is_here(copy.holder)) {
         return read_copy(store, id).await;
     }
-    let share = store.and_then(|s| s.share_key(copy.node));
-    let _room = match (store, share) {
-        (Some(s), None) => s.pull_room(copy.size).await,
-        _ => None,
+    let asked = match store {
+        Some(s) => s.ask_copy(net, id, copy).await,
+        None => store::ask_copy(net, id, copy, None).await,
     };
-    match store::ask_copy(net, copy.holder, id, share).await {
+    match asked {
         Ok(Fetched::Here(v)) => v,
         Ok(_) => Stored::Error(Error::ObjectLost {
             object: id.to_string(),

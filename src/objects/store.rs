@@ -208,16 +208,10 @@ impl StoreShard {
             });
             return;
         };
-        let share = self.memory.share_key(copy.node);
         let runtime = net.runtime().clone();
         let memory = self.memory.clone();
         runtime.spawn(async move {
-            // Mapped copies take no room; sent ones arrive within the store's capacity.
-            let _room = match share {
-                Some(_) => None,
-                None => memory.pull_room(copy.size).await,
-            };
-            let (value, lost) = match ask_copy(&net, copy.holder, id, share).await {
+            let (value, lost) = match ask_copy(&net, id, copy, Some(&memory)).await {
                 Ok(Fetched::Here(Stored::Error(Error::ObjectLost { reason, .. }))) => (
                     Stored::Error(Error::ObjectLost {
                         object: id.to_string(),
@@ -249,27 +243,33 @@ impl StoreShard {
     }
 }
 
-/// Asks process `holder` for the copy of `id` it keeps: mapped from shared memory when the
-/// two are on one node (`share`) and it can be, else sent over. A `Shared` answer never comes
-/// back from here.
+/// Asks the process keeping `copy` for object `id`, for the store `memory` (if this process
+/// has one): mapped from shared memory when the two are on one node and it can be, else sent
+/// over once the pulls in flight leave room for it ([`StoreMemory::pull_room`]). A `Shared`
+/// answer never comes back from here.
 pub(crate) async fn ask_copy(
     net: &Arc<Net>,
-    holder: SocketAddr,
     id: ObjectId,
-    share: Option<ShareKey>,
+    copy: HeldCopy,
+    memory: Option<&StoreMemory>,
 ) -> Result<Fetched, Error> {
-    let to = net.target::<svc::Owner>(holder);
+    let to = net.target::<svc::Owner>(copy.holder);
+    let share = memory.and_then(|m| m.share_key(copy.node));
     if share.is_some() {
         match to.send(ReadCopy { id, share }).await? {
             Fetched::Shared(h) => match shm::open(&h) {
                 Ok(b) => return Ok(Fetched::Here(Stored::Value(b))),
-                Err(e) => {
-                    tracing::debug!(object = %id, %holder, error = %e, "cannot map a shared copy")
-                }
+                Err(e) => tracing::debug!(
+                    object = %id, holder = %copy.holder, error = %e, "cannot map a shared copy"
+                ),
             },
             other => return Ok(other),
         }
     }
+    let _room = match memory {
+        Some(m) => m.pull_room(copy.size).await,
+        None => None,
+    };
     to.send(ReadCopy { id, share: None }).await
 }
 
@@ -469,9 +469,14 @@ impl StoreClient {
         self.lost.clone()
     }
 
-    /// Waits for room for a pull of `size` bytes (see [`StoreMemory::pull_room`]).
-    pub(crate) async fn pull_room(&self, size: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.memory.pull_room(size).await
+    /// Reads object `id` where `copy` says it is kept, into this store (see [`ask_copy`]).
+    pub(crate) async fn ask_copy(
+        &self,
+        net: &Arc<Net>,
+        id: ObjectId,
+        copy: HeldCopy,
+    ) -> Result<Fetched, Error> {
+        ask_copy(net, id, copy, Some(&self.memory)).await
     }
 
     /// Places this store on `node` (see [`StoreMemory::set_node`]).
