@@ -318,7 +318,7 @@ pub(crate) fn send_result(
     let (outcome, pins, held) = match outcome {
         Ok(enc) => {
             let (bytes, pins) = enc.into_parts();
-            match keep_here(net, owner, return_id, actor, &bytes) {
+            match keep_here(net, owner, return_id, &bytes) {
                 Some(copy) => (Ok(Bytes::new()), pins, Some(copy)),
                 None => (Ok(bytes), pins, None),
             }
@@ -351,16 +351,10 @@ pub(crate) const KEEP_MIN: usize = 100 * 1024;
 
 /// Keeps a large task result in this process's store, on the node that made it, when its owner
 /// is another process: the owner learns where it is, and readers pull it from here (a task
-/// on this node reads it in place). `None`: send the value to the owner instead (small, owned
-/// here, an actor call's, or no room here).
-fn keep_here(
-    net: &Arc<Net>,
-    owner: SocketAddr,
-    id: ObjectId,
-    actor: Option<ActorId>,
-    bytes: &Bytes,
-) -> Option<HeldCopy> {
-    if bytes.len() <= KEEP_MIN || actor.is_some() || net.is_here(owner) {
+/// on this node reads it in place). The same for an actor call's result, kept by the actor's
+/// process. `None`: send the value to the owner instead (small, owned here, or no room here).
+fn keep_here(net: &Arc<Net>, owner: SocketAddr, id: ObjectId, bytes: &Bytes) -> Option<HeldCopy> {
+    if bytes.len() <= KEEP_MIN || net.is_here(owner) {
         return None;
     }
     ownership::with_current(|t| t.keep_copy(owner, id, bytes.clone())).flatten()

@@ -1768,3 +1768,57 @@ fn started_nodes_spread_default_actors_and_report_infeasible_work() {
         table.stdout
     );
 }
+
+/// Where it runs, and its private (anonymous) resident memory in bytes.
+#[lumen::remote]
+fn private_memory() -> (u32, u64) {
+    (std::process::id(), rss_anon())
+}
+
+/// Reads every byte of `b`; returns where it ran, their sum, and its private resident memory
+/// after reading them.
+#[lumen::remote]
+fn read_all(b: lumen::Buffer<u8>) -> (u32, u64, u64) {
+    (
+        std::process::id(),
+        b.iter().map(|x| *x as u64).sum(),
+        rss_anon(),
+    )
+}
+
+/// This process's `RssAnon`, in bytes.
+fn rss_anon() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("RssAnon in /proc/self/status")
+        * 1024
+}
+
+/// On a node started with `lumen start`, the job's worker process (a separate program from
+/// this driver) reads a 100 MiB buffer the driver put by mapping the driver's shared memory:
+/// its private memory grows by far less than the object, and every byte reads back.
+#[test]
+fn a_started_nodes_worker_maps_the_drivers_buffer() {
+    const MIB: u64 = 1 << 20;
+    let session = Session::new("shm");
+    let head = session.start_head(&["--num-cpus", "1"]);
+    let _driver = Driver::connect(&session, &head.gcs, &head.token);
+    let len = 100 * MIB as usize;
+    let r = lumen::put(lumen::Buffer::from(vec![3u8; len]));
+    let (pid, before) = lumen::get_timeout(&private_memory::remote(), TASK_LIMIT)
+        .unwrap_or_else(|e| panic!("private_memory: {e}\n{}", session.logs()));
+    assert_ne!(pid, std::process::id(), "the task runs in a worker process");
+    let (pid2, sum, after) = lumen::get_timeout(&read_all::remote(&r), TASK_LIMIT)
+        .unwrap_or_else(|e| panic!("read_all: {e}\n{}", session.logs()));
+    assert_eq!(pid2, pid, "the same worker process");
+    assert_eq!(sum, 3 * len as u64, "every byte read back");
+    assert!(
+        after < before + 20 * MIB,
+        "the worker's private memory grew by {} MiB reading a 100 MiB object",
+        after.saturating_sub(before) / MIB
+    );
+}

@@ -1043,6 +1043,170 @@ fn test_reconstruction_chain() {
     assert_eq!(get(&first).expect("the first result, rebuilt")[N - 1], 3);
 }
 
+/// `n` bytes in which every position differs from its neighbours' chunks (a misplaced range
+/// changes [`digest`]).
+#[lumen::remote]
+fn patterned(n: usize) -> lumen::Buffer<u8> {
+    (0..n).map(|i| (i ^ (i >> 13)) as u8).collect()
+}
+
+/// A digest of `bytes` that depends on where each byte is.
+fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().enumerate().fold(0u64, |h, (i, b)| {
+        h.wrapping_mul(31).wrapping_add((*b as u64) ^ (i as u64))
+    })
+}
+
+/// Reads `r` (borrowed: this process keeps a copy); returns its digest, its length, and the
+/// node it ran on.
+#[lumen::remote]
+fn read_through(r: Vec<ObjectRef<lumen::Buffer<u8>>>) -> (u64, usize, NodeId) {
+    let b = lumen::get(&r[0]).expect("a borrowed object");
+    (digest(&b), b.len(), here())
+}
+
+/// Bytes the store of the process this runs in sent to readers elsewhere.
+#[lumen::remote]
+fn sent_here() -> (u64, NodeId) {
+    (
+        lumen::memory_summary().expect("memory_summary").sent_bytes,
+        here(),
+    )
+}
+
+/// Waits until the owner lists `node` among the places keeping object `r`.
+fn wait_copy_on(r: &ObjectRef<lumen::Buffer<u8>>, node: NodeId) {
+    assert!(
+        wait_until(LONG, || lumen::list_objects()
+            .expect("list_objects")
+            .iter()
+            .any(|o| o.object_id == r.id()
+                && o.owned
+                && o.locations.contains(&node))),
+        "the owner never heard of the copy on {node}"
+    );
+}
+
+/// Ray's object recovery (`ObjectRecoveryManager`) reads a lost object from another copy
+/// before it rebuilds it: a result kept on node 1 and read (and kept) by a process on node 2
+/// survives node 1's death without its task running again (it may not: `max_retries(0)`), and
+/// the owner then lists node 2 as where it is.
+#[test]
+fn a_lost_copy_is_replaced_by_another_copy_without_rebuilding() {
+    let s = Session::labelled(3, 2.0);
+    let (doomed, reader) = (s.node(1), s.node(2));
+    let mut s = s;
+    const N: usize = 4 << 20;
+    let r = patterned::options()
+        .resource("node1", 1.0)
+        .max_retries(0)
+        .remote(N);
+    let (want, len, ran) = get(&read_through::options()
+        .resource("node2", 1.0)
+        .remote(vec![r.clone()]))
+    .expect("the first reader");
+    assert_eq!((len, ran), (N, reader));
+    wait_copy_on(&r, reader);
+    s.cluster_mut().kill_node(1);
+    wait_node_dead(doomed);
+    let b = lumen::get_timeout(&r, LONG).expect("read from the other copy");
+    assert_eq!((b.len(), digest(&b)), (N, want));
+    let info = lumen::list_objects()
+        .expect("list_objects")
+        .into_iter()
+        .find(|o| o.object_id == r.id() && o.owned)
+        .expect("listed by its owner");
+    assert_eq!(info.locations, vec![reader], "{info:?}");
+}
+
+/// Ray's object manager pulls a large object in chunks from every node that has a copy: a
+/// 64 MiB result kept on node 1 and copied by a reader on node 2 is read on node 3 from both
+/// (each sent part of it), and arrives whole, every byte in its place.
+#[test]
+fn a_pull_takes_chunks_from_every_holder() {
+    let s = Session::labelled(4, 2.0);
+    let (maker, first, second) = (s.node(1), s.node(2), s.node(3));
+    const N: usize = 64 << 20;
+    let r = patterned::options().resource("node1", 1.0).remote(N);
+    let on = |k: usize| format!("node{k}");
+    let (want, _, _) = get(&read_through::options()
+        .resource(on(2), 1.0)
+        .remote(vec![r.clone()]))
+    .expect("the first reader");
+    wait_copy_on(&r, first);
+    let sent = |k: usize| {
+        get(&sent_here::options().resource(on(k), 1.0).remote())
+            .expect("sent_here")
+            .0
+    };
+    let before = (sent(1), sent(2));
+    let (got, len, ran) = get(&read_through::options()
+        .resource(on(3), 1.0)
+        .remote(vec![r.clone()]))
+    .expect("the second reader");
+    assert_eq!((got, len, ran), (want, N, second));
+    let after = (sent(1), sent(2));
+    let (from_maker, from_first) = (after.0 - before.0, after.1 - before.1);
+    assert!(
+        from_maker > 0 && from_first > 0,
+        "both holders send chunks: {from_maker} bytes from {maker}, {from_first} from {first}"
+    );
+    assert!(
+        from_maker + from_first >= N as u64,
+        "{from_maker} + {from_first} bytes sent for {N}"
+    );
+}
+
+/// Makes buffers, as an actor.
+#[derive(Default)]
+pub struct Maker;
+
+#[lumen::remote]
+impl Maker {
+    pub fn new() -> Self {
+        Maker
+    }
+
+    /// `n` bytes of `v`.
+    pub fn made(&self, v: u8, n: usize) -> lumen::Buffer<u8> {
+        lumen::Buffer::from(vec![v; n])
+    }
+}
+
+/// A large result of an actor call is kept by the actor's process, on its node; when that node
+/// dies the result is lost for good (an actor call is not run again to rebuild it, as in Ray
+/// without `max_task_retries`), and `get` says so with `ObjectLost`.
+#[test]
+fn a_lost_actor_call_result_fails_with_the_reason() {
+    let x = |c: lumen::Config| c.num_cpus(1.0).num_gpus(0.0);
+    let mut s = Session::start(vec![
+        x(lumen::Config::default()),
+        x(lumen::Config::default()).resource("maker", 1.0),
+    ]);
+    let doomed = s.node(1);
+    let maker = Maker::options().resource("maker", 1.0).remote();
+    let r = maker.made(1, 1 << 20).remote();
+    let (ready, _) = lumen::wait(std::slice::from_ref(&r), 1, Some(LONG));
+    assert_eq!(ready.len(), 1);
+    let info = lumen::list_objects()
+        .expect("list_objects")
+        .into_iter()
+        .find(|o| o.object_id == r.id() && o.owned)
+        .expect("the result is listed by its owner");
+    assert!(
+        info.locations.contains(&doomed),
+        "kept on the actor's node: {info:?}"
+    );
+    s.cluster_mut().kill_node(1);
+    wait_node_dead(doomed);
+    match lumen::get_timeout(&r, LONG) {
+        Err(Error::ObjectLost { reason, .. }) => {
+            assert!(reason.contains("actor call"), "{reason}")
+        }
+        other => panic!("expected ObjectLost, got {other:?}"),
+    }
+}
+
 /// A lost result whose task may not run again fails with `ObjectLost` saying so.
 #[test]
 fn a_lost_result_without_retries_fails_with_the_reason() {

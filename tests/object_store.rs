@@ -202,6 +202,62 @@ fn results_stay_where_they_are_made() {
     }
 }
 
+/// Makes buffers, as an actor.
+#[derive(Default)]
+pub struct Maker;
+
+#[lumen::remote]
+impl Maker {
+    pub fn new() -> Self {
+        Maker
+    }
+
+    /// `len` bytes of `n`.
+    pub fn fill(&self, n: u8, len: usize) -> Buffer<u8> {
+        Buffer::from(vec![n; len])
+    }
+}
+
+/// Results of actor calls stay where they are made too, as Ray's: 20 results of 100 MiB made
+/// by an actor (on a cluster, in a worker process) and read by a task never pass through the
+/// driver, which still reads one itself and sees where it is kept.
+#[test]
+fn results_of_actor_calls_stay_where_they_are_made() {
+    init();
+    let _g = exclusive();
+    let maker = Maker::remote();
+    let before = resident();
+    for n in 0..20u8 {
+        let made = maker.fill(n, 100 * MIB).remote();
+        let (_, matching) = lumen::get(&count::remote(&made, n)).expect("the reading task");
+        assert_eq!(matching, 100 * MIB, "object {n}");
+        if common::on_cluster() {
+            // The driver owns it but has only its place: the bytes never came here.
+            let held = summary().stored_bytes;
+            assert!(held < MIB, "the driver holds {held} bytes of object {n}");
+        }
+    }
+    assert!(common::wait_until(PATIENCE, || summary()
+        .store_memory_bytes
+        < MIB as u64));
+    let grown = resident().saturating_sub(before);
+    assert!(grown < 20 * MIB, "the driver grew by {} MiB", grown / MIB);
+    let made = maker.fill(7, 2 * MIB).remote();
+    let (ready, _) = lumen::wait(std::slice::from_ref(&made), 1, Some(PATIENCE));
+    assert_eq!(ready.len(), 1);
+    let listed = lumen::list_objects().expect("list_objects");
+    let info = listed
+        .iter()
+        .find(|o| o.object_id == made.id() && o.owned)
+        .expect("the result is listed by its owner");
+    assert_eq!(info.size, Some(2 * MIB as u64));
+    assert_eq!(info.locations.len(), 1, "{info:?}");
+    for _ in 0..2 {
+        let b = lumen::get(&made).unwrap();
+        assert!(b.len() == 2 * MIB && b.iter().all(|x| *x == 7));
+    }
+}
+
 /// A process that read a large object from elsewhere keeps a copy for its next reads (Ray's
 /// secondary copies), and frees it when the owner frees the object.
 #[test]
@@ -235,6 +291,55 @@ fn a_copy_read_from_elsewhere_stays_until_the_owner_frees_it() {
         }),
         "the copy was not freed with the object"
     );
+}
+
+/// Reads each of `refs` (borrowed) in turn, then the first again; returns how many of each
+/// one's bytes were `n + i`, and this process's store's evicted and spilled objects.
+#[lumen::remote]
+fn read_each_then_the_first(refs: Vec<ObjectRef<Buffer<u8>>>, n: u8) -> (Vec<usize>, u64, usize) {
+    let mut seen = Vec::new();
+    for (i, r) in refs.iter().chain(refs.first()).enumerate() {
+        let want = n + (i % refs.len()) as u8;
+        let b = lumen::get(r).expect("a borrowed object");
+        seen.push(b.iter().filter(|x| **x == want).count());
+    }
+    let s = summary();
+    (seen, s.evicted_objects, s.spilled_objects)
+}
+
+/// Ray's object manager keeps a pulled copy of an object (a secondary copy) only while there is
+/// room: under pressure the store evicts it, least recently used first, instead of spilling it
+/// (the primary copy is elsewhere), and a later read pulls it again. Here a process on another
+/// node reads three 100 MiB objects through a 256 MiB store, then the first one again.
+#[test]
+fn secondary_copies_are_evicted_not_spilled() {
+    init();
+    if !common::on_cluster() {
+        // Embedded, every object is in this process's own store: there are no secondary copies.
+        return;
+    }
+    let _g = exclusive();
+    let here = lumen::runtime_context().node_id();
+    let other = lumen::nodes()
+        .into_iter()
+        .find(|n| n.alive && n.node_id != here)
+        .expect("a second node")
+        .node_id;
+    let refs: Vec<ObjectRef<Buffer<u8>>> = (0..3u8)
+        .map(|i| lumen::put(Buffer::from(vec![40 + i; 100 * MIB])))
+        .collect();
+    let (seen, evicted, spilled) = lumen::get(
+        &read_each_then_the_first::options()
+            .scheduling_strategy(lumen::SchedulingStrategy::NodeAffinity {
+                node_id: other,
+                soft: false,
+            })
+            .remote(refs.clone(), 40),
+    )
+    .expect("the reading task");
+    assert_eq!(seen, vec![100 * MIB; 4], "every read saw its object");
+    assert!(evicted >= 1, "no secondary copy was evicted");
+    assert_eq!(spilled, 0, "the reading process spilled secondary copies");
 }
 
 /// Ray's `test_spilling_not_done_for_pinned_object`: an object being read (a `Buffer` view of

@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::ids::{ActorId, IdDashMap, ObjectId};
 use crate::objects::ownership::RefTable;
 use crate::protocol::gcs::{ActorUpdate, WatchActor};
+use crate::protocol::owner::HeldCopy;
 use crate::protocol::refs::Stored;
 use crate::protocol::svc;
 use crate::protocol::worker::ActorCall;
@@ -156,14 +157,16 @@ impl ActorClients {
         }
     }
 
-    /// The result of a call to `actor_id` arrived: stores it and lets the call's pins go.
-    /// Whether it was a call of this table's still awaiting its answer.
+    /// The result of a call to `actor_id` arrived: stores it (or, `held`, where the actor's
+    /// process keeps it) and lets the call's pins go. Whether it was a call of this table's
+    /// still awaiting its answer.
     pub(crate) fn finish(
         &self,
         actor_id: ActorId,
         return_id: ObjectId,
         outcome: Result<Stored, Error>,
         contains: Vec<ObjectId>,
+        held: Option<HeldCopy>,
     ) -> bool {
         let pins = match self.map.get_mut(&actor_id) {
             Some(mut c) => c.answered(return_id),
@@ -172,8 +175,17 @@ impl ActorClients {
         let Some(pins) = pins else {
             return false;
         };
-        let value = outcome.unwrap_or_else(Stored::Error);
-        self.refs.complete(return_id, value, contains);
+        match (outcome, held) {
+            // No lineage: a lost copy of an actor call's result is not rebuilt (the call is
+            // not run again), it fails with `ObjectLost`.
+            (Ok(_), Some(copy)) => {
+                self.refs.complete_held(return_id, copy, contains);
+            }
+            (outcome, _) => {
+                let value = outcome.unwrap_or_else(Stored::Error);
+                self.refs.complete(return_id, value, contains);
+            }
+        }
         self.refs.unpin(&pins);
         true
     }

@@ -1022,6 +1022,14 @@ pub struct MemorySummary {
     pub spilled_objects: usize,
     /// Bytes of the spilled objects.
     pub spilled_bytes: u64,
+    /// Secondary copies (of objects kept elsewhere, read here) the local store dropped to make
+    /// room since it began, and their bytes: they are read from their keeper again if needed.
+    pub evicted_objects: u64,
+    /// Bytes of the evicted copies.
+    pub evicted_bytes: u64,
+    /// Bytes of object values the local store sent to readers in other processes since it
+    /// began (values mapped from shared memory by processes of this node are not sent).
+    pub sent_bytes: u64,
 }
 
 /// What this process references and the local object store holds; for finding leaks.
@@ -1080,5 +1088,8 @@ async fn summarize(rt: Arc<Runtime>) -> MemorySummary {
         store_memory_bytes: memory.used,
         spilled_objects: memory.spilled_objects,
         spilled_bytes: memory.spilled_bytes,
+        evicted_objects: memory.evicted_objects,
+        evicted_bytes: memory.evicted_bytes,
+        sent_bytes: memory.sent_bytes,
     }
 }

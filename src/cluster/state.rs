@@ -422,8 +422,8 @@ pub struct ObjectInfo {
     /// Whether this process owns it.
     pub owned: bool,
     /// The nodes its value is on, as far as this process knows (an owner's own objects are on
-    /// its node, a large task result on the node of the process that made and keeps it; a
-    /// borrower asks the owner).
+    /// its node, a large task result on the node of the process that made and keeps it, first,
+    /// then the nodes of processes that read it and keep a copy; a borrower asks the owner).
     #[serde(serialize_with = "hex_list")]
     pub locations: Vec<NodeId>,
     /// The node of the process that holds this reference.
@@ -470,10 +470,18 @@ fn object_rows(held: ObjectsHeld, here: SocketAddr) -> Vec<ObjectInfo> {
                 reference_type: reference_type.to_string(),
                 owner_address: o.owner.unwrap_or(here).to_string(),
                 owned,
-                locations: match o.kept_on {
-                    Some(node) => vec![node],
-                    None if owned && o.state != ObjectState::Pending => vec![held.node],
-                    None => Vec::new(),
+                locations: {
+                    let mut at = match o.kept_on {
+                        Some(node) => vec![node],
+                        None if owned && o.state != ObjectState::Pending => vec![held.node],
+                        None => Vec::new(),
+                    };
+                    for node in &o.copies_on {
+                        if !at.contains(node) {
+                            at.push(*node);
+                        }
+                    }
+                    at
                 },
                 node_id: held.node,
                 pid: held.pid,

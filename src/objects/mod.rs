@@ -8,6 +8,8 @@
 //!   of an object.
 //! - [`ownership`]: reference counting with borrowers (a pure core) and this process's table
 //!   of what it owns and borrows.
+//! - [`pull`]: reading a copy other processes keep: mapped on one node, else sent over, in
+//!   chunks from several holders at once when there are several.
 //! - [`read`]: reading an object from this process's table, its store, or its owner.
 //! - [`reply`]: the channel a read's objects arrive on, waking a sleeping reader once per batch.
 //! - [`shm`]: shared memory between the processes of a node: large objects in memfd segments
@@ -21,6 +23,7 @@ pub(crate) mod buffer;
 pub(crate) mod codec;
 pub(crate) mod object_ref;
 pub(crate) mod ownership;
+pub(crate) mod pull;
 pub(crate) mod read;
 pub(crate) mod reply;
 pub(crate) mod shm;

@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::ids::{ActorId, IdDashMap, IdHasher, NodeId, ObjectId};
 use crate::objects::store::{FetchReply, StoreClient};
 use crate::protocol::gcs::ActorOutOfScope;
-use crate::protocol::owner::{Borrow, CopyHere, FreeCopies, HeldCopy};
+use crate::protocol::owner::{Borrow, CopyHere, FreeCopies, HeldCopy, KeepCopy};
 use crate::protocol::owner::{ObjectEntry, ObjectState};
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::svc;
@@ -223,6 +223,7 @@ impl RefCounts {
                     size: r.inline.as_ref().map(|v| v.size() as u64),
                     in_store: r.in_store,
                     kept_on: None,
+                    copies_on: Vec::new(),
                 }
             })
             .collect()
@@ -678,9 +679,10 @@ pub(crate) struct RefTable {
     /// store (secondary copies), with their owners: freed when the owner frees the object (it
     /// knows of the copy) or is gone.
     secondary: IdDashMap<ObjectId, SocketAddr>,
-    /// For objects owned here: the other processes keeping copies of them, told to free them
-    /// with the object.
-    copies_at: IdDashMap<ObjectId, Vec<SocketAddr>>,
+    /// For objects owned here: the other processes keeping copies of them, and their nodes:
+    /// readers pull from them too, one takes the place of a lost kept copy, and they are told
+    /// to free them with the object.
+    copies_at: IdDashMap<ObjectId, Vec<(SocketAddr, NodeId)>>,
 }
 
 impl std::ops::Deref for RefTable {
@@ -699,6 +701,9 @@ impl RefTable {
             if let Some(copy) = self.kept_at(o.id) {
                 o.size = Some(copy.size);
                 o.kept_on = Some(copy.node);
+            }
+            if let Some(at) = self.copies_at.get(&o.id) {
+                o.copies_on = at.iter().map(|(_, node)| *node).collect();
             }
         }
         let stored: Vec<ObjectId> = objects
@@ -744,7 +749,7 @@ impl RefTable {
                     self.kept.remove(&id);
                     self.store.free(id);
                     if let Some((_, at)) = self.copies_at.remove(&id) {
-                        for addr in at {
+                        for (addr, _) in at {
                             self.net
                                 .target::<svc::Owner>(addr)
                                 .do_send(FreeCopies { ids: vec![id] });
@@ -952,20 +957,26 @@ impl RefTable {
         if self.secondary.contains_key(&id) {
             return;
         }
-        if self.store.put(id, Stored::Value(bytes)).is_ok() {
+        if self.store.put_secondary(id, bytes).is_ok() {
             self.secondary.insert(id, owner);
             self.net.target::<svc::Owner>(owner).do_send(CopyHere {
                 id,
                 at: self.net.addr(),
+                node: self.node,
             });
         }
     }
 
     /// Process `at` keeps a copy of object `id`, owned here: freed there with the object (at
     /// once if the object is gone already).
-    pub(crate) fn copy_at(&self, id: ObjectId, at: SocketAddr) {
+    pub(crate) fn copy_at(&self, id: ObjectId, at: SocketAddr, node: NodeId) {
         if self.counts.contains(id) {
-            self.copies_at.entry(id).or_default().push(at);
+            {
+                let mut list = self.copies_at.entry(id).or_default();
+                if !list.iter().any(|(a, _)| *a == at) {
+                    list.push((at, node));
+                }
+            }
             // Freed meanwhile: the free did not see this copy.
             if !self.counts.contains(id) && self.copies_at.remove(&id).is_some() {
                 self.net
@@ -979,10 +990,88 @@ impl RefTable {
         }
     }
 
-    /// Whether this process keeps a copy of borrowed object `id` (see
-    /// [`keep_secondary`](Self::keep_secondary)).
-    pub(crate) fn has_copy(&self, id: ObjectId) -> bool {
-        self.secondary.contains_key(&id)
+    /// The copy of borrowed object `id` this process keeps (see
+    /// [`keep_secondary`](Self::keep_secondary)), unless it has none or it was evicted to make
+    /// room (then it is read from elsewhere again, and may be kept again).
+    pub(crate) fn copy_here(&self, id: ObjectId) -> Option<Bytes> {
+        if !self.secondary.contains_key(&id) {
+            return None;
+        }
+        let bytes = self.store.read_secondary(id);
+        if bytes.is_none() {
+            self.secondary.remove(&id);
+        }
+        bytes
+    }
+
+    /// The copies of object `id` (owned here, `size` bytes) that processes which read it keep.
+    pub(crate) fn copies_of(&self, id: ObjectId, size: u64) -> Vec<HeldCopy> {
+        self.copies_at.get(&id).map_or_else(Vec::new, |at| {
+            at.iter()
+                .map(|(holder, node)| HeldCopy {
+                    holder: *holder,
+                    node: *node,
+                    size,
+                })
+                .collect()
+        })
+    }
+
+    /// The kept copy `lost` of object `id` (owned here) is gone: another process's copy of it,
+    /// if one is known, takes its place (told with [`KeepCopy`] to keep it for this owner), and
+    /// readers here read it there. Returns that copy; `None` when there is none (rebuild the
+    /// object) or `lost` is not where it is kept any more (moved or rebuilt already).
+    pub(crate) fn move_kept(&self, id: ObjectId, lost: HeldCopy) -> Option<HeldCopy> {
+        let mut kept = self.kept.get_mut(&id)?;
+        if *kept != lost {
+            return None;
+        }
+        let next = {
+            let mut at = self.copies_at.get_mut(&id)?;
+            at.retain(|(holder, _)| *holder != lost.holder);
+            if at.is_empty() {
+                return None;
+            }
+            let (holder, node) = at.remove(0);
+            HeldCopy {
+                holder,
+                node,
+                size: lost.size,
+            }
+        };
+        *kept = next;
+        drop(kept);
+        // Readers waiting for the lost copy wait again, and pull from the new place.
+        self.store.forget(id);
+        self.store.put_remote(id, next);
+        self.net
+            .target::<svc::Owner>(next.holder)
+            .do_send(KeepCopy {
+                id,
+                owner: self.net.addr(),
+            });
+        Some(next)
+    }
+
+    /// The copies of objects owned here that processes on `node` (or the process at `peer`)
+    /// kept are gone with them.
+    pub(crate) fn copies_gone(&self, node: Option<NodeId>, peer: Option<SocketAddr>) {
+        for mut at in self.copies_at.iter_mut() {
+            at.retain(|(a, n)| Some(*n) != node && Some(*a) != peer);
+        }
+        self.copies_at.retain(|_, at| !at.is_empty());
+    }
+
+    /// The owner at `owner` lost the copy of object `id` it kept elsewhere: this process's copy
+    /// of it (if it still has it) is kept for that owner from now on, no longer evictable.
+    pub(crate) fn keep_for(&self, id: ObjectId, owner: SocketAddr) {
+        if self.secondary.remove(&id).is_none() {
+            return;
+        }
+        if self.store.promote(id) {
+            tracing::debug!(object = %id, %owner, "a secondary copy is now the kept one");
+            self.copies.lock().entry(owner).or_default().push(id);
+        }
     }
 
     /// Where another process keeps object `id` (owned here), if it does.

@@ -10,9 +10,9 @@ use crate::error::{Error, Result};
 use crate::ids::ObjectId;
 use crate::objects::codec;
 use crate::objects::ownership::{self, Lookup, RefTable};
+use crate::objects::pull;
 use crate::objects::reply;
 use crate::objects::shm;
-use crate::objects::store;
 use crate::objects::store::FetchReply;
 use crate::objects::store::StoreClient;
 use crate::protocol::owner::{CopyLost, Fetched, GetObject, HeldCopy};
@@ -57,7 +57,7 @@ pub(crate) async fn ask_owner(
             inline_max,
             share,
         });
-        let copy = match reply.await {
+        let (copy, others) = match reply.await {
             Ok(Fetched::Here(v)) => return (Some(v), None),
             Ok(Fetched::Shared(h)) => match shm::open(&h) {
                 Ok(b) => return (Some(Stored::Value(b)), None),
@@ -68,8 +68,8 @@ pub(crate) async fn ask_owner(
                 }
             },
             Ok(Fetched::TooLarge(_)) => return (None, None),
-            Ok(Fetched::Kept(copy)) if copy.size > inline_max => return (None, Some(copy)),
-            Ok(Fetched::Kept(copy)) => copy,
+            Ok(Fetched::Kept(copy, _)) if copy.size > inline_max => return (None, Some(copy)),
+            Ok(Fetched::Kept(copy, others)) => (copy, others),
             Err(e) => {
                 let died = Error::OwnerDied {
                     object: raw.id.to_string(),
@@ -79,7 +79,7 @@ pub(crate) async fn ask_owner(
                 return (Some(Stored::Error(died)), None);
             }
         };
-        match read_kept(&net, store.as_ref(), raw.id, copy).await {
+        match read_kept(&net, store.as_ref(), raw.id, copy, &others).await {
             Stored::Error(Error::ObjectLost { reason, .. }) => {
                 net.target::<svc::Owner>(owner).do_send(CopyLost {
                     id: raw.id,
@@ -100,20 +100,21 @@ pub(crate) async fn ask_owner(
 /// How many times a reader asks an owner again after a kept copy could not be read.
 const REBUILD_ASKS: usize = 4;
 
-/// Reads object `id` where `copy` says it is kept: in this process's `store`, or from the
-/// process keeping it.
+/// Reads object `id` where `copy` (and `others`, secondary copies) say it is kept: in this
+/// process's `store`, or from the processes keeping it ([`pull`]).
 pub(crate) async fn read_kept(
     net: &Arc<Net>,
     store: Option<&StoreClient>,
     id: ObjectId,
     copy: HeldCopy,
+    others: &[HeldCopy],
 ) -> Stored {
     if let Some(store) = store.filter(|_| net.is_here(copy.holder)) {
         return read_copy(store, id).await;
     }
     let asked = match store {
-        Some(s) => s.ask_copy(net, id, copy).await,
-        None => store::ask_copy(net, id, copy, None).await,
+        Some(s) => s.ask_copy(net, id, copy, others).await,
+        None => pull::ask_copy(net, id, copy, others, None).await,
     };
     match asked {
         Ok(Fetched::Here(v)) => v,
@@ -161,12 +162,15 @@ pub(crate) fn fetch_into(table: &RefTable, wants: Vec<(usize, RawRef)>, tx: &Fet
                 let _ = tx.send((slot as u32, v));
             }
             Lookup::Waiting => {}
-            Lookup::Elsewhere | Lookup::Unknown
-                if table.net().is_here(raw.owner.addr) || table.has_copy(raw.id) =>
-            {
+            Lookup::Elsewhere | Lookup::Unknown if table.net().is_here(raw.owner.addr) => {
                 via_store.push((slot, raw.id))
             }
-            Lookup::Elsewhere | Lookup::Unknown => remote.push((slot, raw)),
+            Lookup::Elsewhere | Lookup::Unknown => match table.copy_here(raw.id) {
+                Some(b) => {
+                    let _ = tx.send((slot as u32, Stored::Value(b)));
+                }
+                None => remote.push((slot, raw)),
+            },
         }
     }
     if !via_store.is_empty() {
@@ -212,7 +216,8 @@ pub(crate) fn fetch_into(table: &RefTable, wants: Vec<(usize, RawRef)>, tx: &Fet
 /// What the owner answers a reader: the object's content, or where it is kept.
 pub(crate) enum OwnedRead {
     Value(Stored),
-    Kept(HeldCopy),
+    /// Kept by the process that made it, and copies of it by these others.
+    Kept(HeldCopy, Vec<HeldCopy>),
 }
 
 /// The owner's side of a read: once the object is ready, its content, or where the process that
@@ -251,7 +256,7 @@ pub(crate) async fn read_owned(table: Arc<RefTable>, id: ObjectId) -> OwnedRead 
 /// [`read_owned`] of an object known to be ready.
 async fn read_ready(table: Arc<RefTable>, id: ObjectId) -> OwnedRead {
     if let Some(copy) = table.kept_at(id) {
-        return OwnedRead::Kept(copy);
+        return OwnedRead::Kept(copy, table.copies_of(id, copy.size));
     }
     if let Some(v) = table.inline(id) {
         return OwnedRead::Value(v);

@@ -2,9 +2,11 @@
 //! to the store's capacity (`object_store_memory`).
 //!
 //! A value is admitted before it is stored ([`StoreMemory::admit`]): when it does not fit, the
-//! objects used least recently ([`Budget`]) make room, as Ray's store does: a copy that is also
-//! on disk is dropped from memory (free), any other is written to the spill folder first. An
-//! object being read at that moment (a reader holds its bytes) stays. A value that cannot fit
+//! objects used least recently ([`Budget`]) make room, as Ray's store does: a secondary copy (of
+//! an object another process keeps, [`StoreMemory::admit_secondary`]) is evicted, simply dropped:
+//! it is read from there again when needed; a copy that is also on disk is dropped from memory
+//! (free); any other is written to the spill folder first. An object being read at that moment
+//! (a reader holds its bytes) stays. A value that cannot fit
 //! even then is refused with [`Error::ObjectStoreFull`] saying how much was asked and what is
 //! free, and the store goes on. Reading a spilled object reads its file and keeps the copy in
 //! memory while there is room for it.
@@ -22,6 +24,7 @@ use parking_lot::Mutex;
 #[cfg(test)]
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 pub(crate) use crate::config::StoreLimits;
@@ -31,6 +34,9 @@ pub(crate) use crate::config::StoreLimits;
 pub(crate) struct Slot {
     id: ObjectId,
     size: u64,
+    /// A copy of an object kept by another process: evicted, not spilled, to make room (until
+    /// it becomes the kept copy, [`StoreMemory::promote`]).
+    secondary: AtomicBool,
     state: Mutex<SlotState>,
 }
 
@@ -41,11 +47,23 @@ struct SlotState {
     memory: Option<Arc<Bytes>>,
     /// On disk.
     file: Option<PathBuf>,
+    /// A secondary copy dropped to make room: this slot holds nothing any more.
+    evicted: bool,
 }
 
 impl Slot {
     pub(crate) fn size(&self) -> u64 {
         self.size
+    }
+
+    fn is_secondary(&self) -> bool {
+        self.secondary.load(Ordering::Relaxed)
+    }
+
+    /// Whether this secondary copy was dropped to make room (read the object from its keeper
+    /// again).
+    pub(crate) fn evicted(&self) -> bool {
+        self.state.lock().evicted
     }
 
     /// The handle of a shared-memory segment holding this object, for another process of this
@@ -98,6 +116,11 @@ pub(crate) struct MemoryStats {
     /// Objects with a spill file, and their bytes (some may also be in memory again).
     pub(crate) spilled_objects: usize,
     pub(crate) spilled_bytes: u64,
+    /// Secondary copies evicted to make room, and their bytes, since the store began.
+    pub(crate) evicted_objects: u64,
+    pub(crate) evicted_bytes: u64,
+    /// Bytes of values sent to readers in other processes since the store began.
+    pub(crate) sent_bytes: u64,
 }
 
 struct Inner {
@@ -105,6 +128,9 @@ struct Inner {
     slots: IdMap<ObjectId, Arc<Slot>>,
     spilled_objects: usize,
     spilled_bytes: u64,
+    /// Secondary copies evicted, and their bytes, since the store began.
+    evicted_objects: u64,
+    evicted_bytes: u64,
 }
 
 /// A store's memory: its slots, their budget and its spill folder.
@@ -119,6 +145,8 @@ pub(crate) struct StoreMemory {
     /// the store's capacity arrives at once.
     pulls: Arc<tokio::sync::Semaphore>,
     pull_pages: u32,
+    /// Bytes of values sent to readers in other processes (not mapped by them).
+    sent: AtomicU64,
 }
 
 /// The unit pulls in flight are counted in.
@@ -152,12 +180,15 @@ impl StoreMemory {
                 slots: IdMap::default(),
                 spilled_objects: 0,
                 spilled_bytes: 0,
+                evicted_objects: 0,
+                evicted_bytes: 0,
             }),
             dir: parent.join(unique),
             created: OnceLock::new(),
             key: OnceLock::new(),
             pulls: Arc::new(tokio::sync::Semaphore::new(pull_pages as usize)),
             pull_pages,
+            sent: AtomicU64::new(0),
         }
     }
 
@@ -199,6 +230,17 @@ impl StoreMemory {
     /// ([`shm::is_mapping`]) takes no room here: it is that process's memory, counted by its
     /// store, and it is never spilled (it goes when the object is freed).
     pub(crate) fn admit(&self, id: ObjectId, bytes: Bytes) -> Result<Arc<Slot>, Error> {
+        self.admit_as(id, bytes, false)
+    }
+
+    /// Like [`admit`](Self::admit), for a secondary copy: a copy of an object another process
+    /// keeps, read from there. Under pressure it is evicted (dropped, see [`Slot::evicted`])
+    /// rather than spilled.
+    pub(crate) fn admit_secondary(&self, id: ObjectId, bytes: Bytes) -> Result<Arc<Slot>, Error> {
+        self.admit_as(id, bytes, true)
+    }
+
+    fn admit_as(&self, id: ObjectId, bytes: Bytes, secondary: bool) -> Result<Arc<Slot>, Error> {
         let size = bytes.len() as u64;
         let mut inner = self.inner.lock();
         if let Some(slot) = inner.slots.get(&id) {
@@ -219,9 +261,11 @@ impl StoreMemory {
         let slot = Arc::new(Slot {
             id,
             size,
+            secondary: AtomicBool::new(secondary),
             state: Mutex::new(SlotState {
                 memory: Some(Arc::new(bytes)),
                 file: None,
+                evicted: false,
             }),
         });
         if !mapped {
@@ -241,8 +285,12 @@ impl StoreMemory {
             ));
         }
         let coldest: Vec<ObjectId> = inner.budget.coldest().map(|(id, _)| id).collect();
+        // Secondary copies first (dropping them costs nothing here), then the rest.
+        let (secondary, primary): (Vec<_>, Vec<_>) = coldest
+            .into_iter()
+            .partition(|id| inner.slots.get(id).is_some_and(|s| s.is_secondary()));
         let mut in_use = 0u64;
-        for id in coldest {
+        for id in secondary.into_iter().chain(primary) {
             if inner.budget.fits(size) {
                 break;
             }
@@ -251,6 +299,13 @@ impl StoreMemory {
                 continue;
             };
             match self.spill(&slot) {
+                Ok(Spill::Dropped) => {
+                    tracing::debug!(object = %id, bytes = slot.size, "evicted a secondary copy");
+                    inner.evicted_objects += 1;
+                    inner.evicted_bytes += slot.size;
+                    inner.budget.release(id);
+                    inner.slots.remove(&id);
+                }
                 Ok(Spill::Written) => {
                     inner.spilled_objects += 1;
                     inner.spilled_bytes += slot.size;
@@ -272,7 +327,8 @@ impl StoreMemory {
         ))
     }
 
-    /// Takes `slot` out of memory: writes it to its spill file first unless it has one.
+    /// Takes `slot` out of memory: drops it if it is a secondary copy, else writes it to its
+    /// spill file first unless it has one.
     fn spill(&self, slot: &Slot) -> Result<Spill, String> {
         let mut st = slot.state.lock();
         let Some(memory) = &st.memory else {
@@ -280,6 +336,11 @@ impl StoreMemory {
         };
         if Arc::strong_count(memory) > 1 {
             return Ok(Spill::InUse);
+        }
+        if slot.is_secondary() {
+            st.memory = None;
+            st.evicted = true;
+            return Ok(Spill::Dropped);
         }
         if st.file.is_some() {
             st.memory = None;
@@ -333,7 +394,12 @@ impl StoreMemory {
             reason,
         };
         let Some(path) = file else {
-            return Err(lost("it was freed while being read".into()));
+            let why = if slot.evicted() {
+                "this copy was evicted to make room while being read"
+            } else {
+                "it was freed while being read"
+            };
+            return Err(lost(why.into()));
         };
         let data = std::fs::read(&path).map_err(|e| {
             lost(format!(
@@ -352,6 +418,34 @@ impl StoreMemory {
             }
         }
         Ok(share(&memory))
+    }
+
+    /// Secondary copy `id` becomes a copy this store keeps for its owner: spilled, not evicted,
+    /// under pressure. `false` if the store no longer has it (evicted or freed).
+    pub(crate) fn promote(&self, id: ObjectId) -> bool {
+        let Some(slot) = self.inner.lock().slots.get(&id).cloned() else {
+            return false;
+        };
+        let st = slot.state.lock();
+        if st.evicted {
+            return false;
+        }
+        slot.secondary.store(false, Ordering::Relaxed);
+        true
+    }
+
+    /// Counts `bytes` of values sent to readers in other processes.
+    pub(crate) fn sent(&self, bytes: u64) {
+        self.sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The bytes of secondary copy `id` if this store still has them in memory (`None`:
+    /// never kept, freed or evicted: read it from its keeper).
+    pub(crate) fn read_secondary(&self, id: ObjectId) -> Option<Bytes> {
+        let slot = self.inner.lock().slots.get(&id).cloned()?;
+        let bytes = share(slot.state.lock().memory.as_ref()?);
+        self.inner.lock().budget.touch(id);
+        Some(bytes)
     }
 
     /// Drops object `id`: its memory and its spill file.
@@ -380,6 +474,9 @@ impl StoreMemory {
             resident: inner.budget.resident(),
             spilled_objects: inner.spilled_objects,
             spilled_bytes: inner.spilled_bytes,
+            evicted_objects: inner.evicted_objects,
+            evicted_bytes: inner.evicted_bytes,
+            sent_bytes: self.sent.load(Ordering::Relaxed),
         }
     }
 
@@ -406,6 +503,8 @@ enum Spill {
     Written,
     /// Dropped from memory (it was on disk already, or not in memory).
     Evicted,
+    /// A secondary copy, dropped: read from its keeper again when needed.
+    Dropped,
     /// Left alone: a reader holds its bytes.
     InUse,
 }
@@ -547,6 +646,44 @@ mod tests {
         assert!(matches!(e, Error::ObjectStoreFull { .. }), "{e:?}");
         assert!(text.contains("cannot create the spill folder"), "{text}");
         let _ = std::fs::remove_file(&file);
+    }
+
+    #[test]
+    fn secondary_copies_are_evicted_before_anything_spills() {
+        let dir = scratch("secondary");
+        let mem = store(3 * MIB, &dir);
+        let primary = mem.admit(ObjectId::for_put(), blob(1, MIB)).unwrap();
+        let (s1, s2) = (ObjectId::for_put(), ObjectId::for_put());
+        let first = mem.admit_secondary(s1, blob(2, MIB)).unwrap();
+        let _second = mem.admit_secondary(s2, blob(3, MIB)).unwrap();
+        assert_eq!(mem.read_secondary(s1).expect("in memory")[0], 2);
+        // The primary is the coldest now, yet room is made by dropping secondary copies: the
+        // coldest of them first, and nothing is written to disk.
+        mem.admit(ObjectId::for_put(), blob(4, MIB)).unwrap();
+        let st = mem.stats();
+        assert_eq!(
+            (st.spilled_objects, st.evicted_objects, st.evicted_bytes),
+            (0, 1, MIB as u64),
+            "{st:?}"
+        );
+        assert!(mem.read_secondary(s2).is_none(), "the coldest copy went");
+        assert!(mem.read_secondary(s1).is_some(), "the one read since stays");
+        assert!(!first.evicted());
+        // With no secondary copy left to drop (the last one is being read), primaries spill.
+        let reading = mem.read_secondary(s1).unwrap();
+        mem.admit(ObjectId::for_put(), blob(5, MIB)).unwrap();
+        assert_eq!(mem.stats().spilled_objects, 1);
+        assert_eq!(
+            mem.read(&primary).unwrap()[0],
+            1,
+            "the spilled primary reads back"
+        );
+        drop(reading);
+        mem.admit(ObjectId::for_put(), blob(6, 2 * MIB)).unwrap();
+        assert!(first.evicted() && mem.read_secondary(s1).is_none());
+        let e = mem.read(&first).unwrap_err();
+        assert!(e.to_string().contains("evicted"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

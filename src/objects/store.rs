@@ -11,9 +11,10 @@
 
 use crate::error::Error;
 use crate::ids::{IdMap, ObjectId};
+use crate::objects::pull;
 use crate::objects::shm::{self, ShareKey};
 use crate::objects::spill::{MemoryStats, Slot, StoreLimits, StoreMemory};
-use crate::protocol::owner::{Fetched, FreeCopies, HeldCopy, ReadCopy};
+use crate::protocol::owner::{Fetched, FreeCopies, HeldCopy};
 pub(crate) use crate::protocol::refs::Stored;
 use crate::protocol::svc;
 use crate::transport::net::Net;
@@ -177,6 +178,12 @@ impl StoreShard {
                 self.read_slot(&s)
             }
             Some(Entry::Remote(r)) => match &r.local {
+                // Evicted to make room: pulled again.
+                Some(s) if s.evicted() => {
+                    self.bytes -= s.size() as usize;
+                    r.local = None;
+                    return self.deliver(id, slot, reply, mark, ctx);
+                }
                 Some(s) => {
                     let s = s.clone();
                     self.read_slot(&s)
@@ -211,7 +218,7 @@ impl StoreShard {
         let runtime = net.runtime().clone();
         let memory = self.memory.clone();
         runtime.spawn(async move {
-            let (value, lost) = match ask_copy(&net, id, copy, Some(&memory)).await {
+            let (value, lost) = match pull::ask_copy(&net, id, copy, &[], Some(&memory)).await {
                 Ok(Fetched::Here(Stored::Error(Error::ObjectLost { reason, .. }))) => (
                     Stored::Error(Error::ObjectLost {
                         object: id.to_string(),
@@ -220,7 +227,7 @@ impl StoreShard {
                     true,
                 ),
                 Ok(Fetched::Here(v)) => (v, false),
-                Ok(Fetched::TooLarge(_) | Fetched::Kept(_) | Fetched::Shared(_)) => (
+                Ok(Fetched::TooLarge(_) | Fetched::Kept(..) | Fetched::Shared(_)) => (
                     Stored::Error(Error::ObjectLost {
                         object: id.to_string(),
                         reason: "the process keeping it answered with no value".into(),
@@ -241,36 +248,6 @@ impl StoreShard {
             me.do_send(Pulled { id, value, lost });
         });
     }
-}
-
-/// Asks the process keeping `copy` for object `id`, for the store `memory` (if this process
-/// has one): mapped from shared memory when the two are on one node and it can be, else sent
-/// over once the pulls in flight leave room for it ([`StoreMemory::pull_room`]). A `Shared`
-/// answer never comes back from here.
-pub(crate) async fn ask_copy(
-    net: &Arc<Net>,
-    id: ObjectId,
-    copy: HeldCopy,
-    memory: Option<&StoreMemory>,
-) -> Result<Fetched, Error> {
-    let to = net.target::<svc::Owner>(copy.holder);
-    let share = memory.and_then(|m| m.share_key(copy.node));
-    if share.is_some() {
-        match to.send(ReadCopy { id, share }).await? {
-            Fetched::Shared(h) => match shm::open(&h) {
-                Ok(b) => return Ok(Fetched::Here(Stored::Value(b))),
-                Err(e) => tracing::debug!(
-                    object = %id, holder = %copy.holder, error = %e, "cannot map a shared copy"
-                ),
-            },
-            other => return Ok(other),
-        }
-    }
-    let _room = match memory {
-        Some(m) => m.pull_room(copy.size).await,
-        None => None,
-    };
-    to.send(ReadCopy { id, share: None }).await
 }
 
 impl Handler<Pulled> for StoreShard {
@@ -294,8 +271,9 @@ impl Handler<Pulled> for StoreShard {
         }
         let waiting = std::mem::take(&mut r.pulling);
         if let (Stored::Value(b), None) = (&msg.value, &r.local) {
-            // Kept for the next reader when it fits; a pulled copy is never worth refusing for.
-            if let Ok(slot) = self.memory.admit(msg.id, b.clone()) {
+            // Kept for the next reader when it fits (a secondary copy: evicted, not spilled,
+            // under pressure); a pulled copy is never worth refusing for.
+            if let Ok(slot) = self.memory.admit_secondary(msg.id, b.clone()) {
                 self.bytes += slot.size() as usize;
                 r.local = Some(slot);
             }
@@ -313,8 +291,14 @@ impl Actor for StoreShard {
 impl Handler<Put> for StoreShard {
     type Result = ();
     fn handle(&mut self, msg: Put, ctx: &mut Context<Self>) {
-        if self.objects.contains_key(&msg.id) {
-            return;
+        match self.objects.get(&msg.id) {
+            // A secondary copy evicted since: the new copy takes its place.
+            Some(Entry::Bytes(s)) if s.evicted() => {
+                self.bytes -= s.size() as usize;
+                self.objects.remove(&msg.id);
+            }
+            Some(_) => return,
+            None => {}
         }
         self.bytes += msg.entry.size();
         self.objects.insert(msg.id, msg.entry);
@@ -393,6 +377,22 @@ impl Handler<Free> for StoreShard {
 impl Handler<Stats> for StoreShard {
     type Result = ShardStats;
     fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> ShardStats {
+        // Secondary copies evicted since: no longer held here.
+        let mut gone = Vec::new();
+        for (id, entry) in self.objects.iter_mut() {
+            match entry {
+                Entry::Bytes(s) if s.evicted() => gone.push(*id),
+                Entry::Remote(r) if r.local.as_ref().is_some_and(|s| s.evicted()) => {
+                    self.bytes -= r.local.take().map_or(0, |s| s.size() as usize);
+                }
+                _ => {}
+            }
+        }
+        for id in gone {
+            if let Some(entry) = self.objects.remove(&id) {
+                self.bytes -= entry.size();
+            }
+        }
         ShardStats {
             objects: self.objects.len(),
             bytes: self.bytes,
@@ -451,6 +451,24 @@ impl StoreClient {
         refused.map_or(Ok(()), Err)
     }
 
+    /// Keeps `bytes`, a copy of object `id` read from the process that keeps it, while there is
+    /// room: evicted rather than spilled under pressure (read it with
+    /// [`read_secondary`](Self::read_secondary), which says when it is gone).
+    pub(crate) fn put_secondary(&self, id: ObjectId, bytes: bytes::Bytes) -> Result<(), Error> {
+        let slot = self.memory.admit_secondary(id, bytes)?;
+        self.shard(id).do_send(Put {
+            id,
+            entry: Entry::Bytes(slot),
+        });
+        Ok(())
+    }
+
+    /// The bytes of secondary copy `id` (see [`put_secondary`](Self::put_secondary)) if this
+    /// store still has them.
+    pub(crate) fn read_secondary(&self, id: ObjectId) -> Option<bytes::Bytes> {
+        self.memory.read_secondary(id)
+    }
+
     /// Records that object `id` is kept by another process (`copy`): readers here pull it.
     pub(crate) fn put_remote(&self, id: ObjectId, copy: HeldCopy) {
         self.shard(id).do_send(Put {
@@ -469,14 +487,16 @@ impl StoreClient {
         self.lost.clone()
     }
 
-    /// Reads object `id` where `copy` says it is kept, into this store (see [`ask_copy`]).
+    /// Reads object `id` where `copy` (and `others`) say it is kept, into this store (see
+    /// [`pull::ask_copy`]).
     pub(crate) async fn ask_copy(
         &self,
         net: &Arc<Net>,
         id: ObjectId,
         copy: HeldCopy,
+        others: &[HeldCopy],
     ) -> Result<Fetched, Error> {
-        ask_copy(net, id, copy, Some(&self.memory)).await
+        pull::ask_copy(net, id, copy, others, Some(&self.memory)).await
     }
 
     /// Places this store on `node` (see [`StoreMemory::set_node`]).
@@ -500,7 +520,16 @@ impl StoreClient {
                 }
             }
         }
+        if let Stored::Value(b) = &value {
+            self.memory.sent(b.len() as u64);
+        }
         Fetched::Here(value)
+    }
+
+    /// Secondary copy `id` becomes one this store keeps for its owner (see
+    /// [`StoreMemory::promote`]).
+    pub(crate) fn promote(&self, id: ObjectId) -> bool {
+        self.memory.promote(id)
     }
 
     /// The store's memory: capacity, bytes in memory and spilled.

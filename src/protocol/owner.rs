@@ -55,6 +55,20 @@ pub(crate) struct ReadCopy {
     /// As [`GetObject::share`].
     #[serde(default)]
     pub(crate) share: Option<ShareKey>,
+    /// Only these bytes of the value (`start..end`), for a reader that pulls it in chunks from
+    /// several holders; the whole value if `None`.
+    #[serde(default)]
+    pub(crate) range: Option<(u64, u64)>,
+}
+
+/// The owner of object `id` (at `owner`) lost the copy it kept elsewhere: this process's copy of
+/// it (a secondary copy) becomes the one kept for it, held until the owner frees it, as a result
+/// this process made would be.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct KeepCopy {
+    pub(crate) id: ObjectId,
+    pub(crate) owner: SocketAddr,
 }
 
 /// A reader could not read the copy of an object where the owner said it is kept: the owner
@@ -74,6 +88,8 @@ pub(crate) struct CopyLost {
 pub(crate) struct CopyHere {
     pub(crate) id: ObjectId,
     pub(crate) at: SocketAddr,
+    /// The node of `at`.
+    pub(crate) node: NodeId,
 }
 
 /// The owner let go of objects whose copies this process keeps for it.
@@ -154,8 +170,9 @@ pub(crate) enum Fetched {
     Here(Stored),
     /// Ready, but larger than asked for: the reader that needs it fetches it itself.
     TooLarge(u64),
-    /// Ready, and kept by the process that made it: read it there ([`ReadCopy`]).
-    Kept(HeldCopy),
+    /// Ready, and kept by the process that made it: read it there ([`ReadCopy`]); the other
+    /// processes that keep copies of it (secondary copies) follow, to pull from in parallel.
+    Kept(HeldCopy, Vec<HeldCopy>),
     /// The value, in shared memory the reader maps (it asked with a [`ShareKey`] of this
     /// node).
     Shared(ShmHandle),
@@ -298,6 +315,9 @@ pub(crate) struct ObjectEntry {
     /// The node whose process keeps its value (a result kept where it was made).
     #[serde(default)]
     pub(crate) kept_on: Option<NodeId>,
+    /// The nodes of other processes keeping copies of it (read there, for an owned object).
+    #[serde(default)]
+    pub(crate) copies_on: Vec<NodeId>,
 }
 
 /// Lists (up to `limit` of) the objects a process holds references to.
@@ -353,4 +373,5 @@ super::wire!(TAGS, svc::Owner:
     FreeCopies = 75,
     CopyLost = 76,
     CopyHere = 77,
+    KeepCopy = 78,
 );

@@ -69,8 +69,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 /// Version of the lumen wire protocol; peers with another version are refused. Raised when a
-/// message changes shape (v2: reads of objects may be answered with shared memory).
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+/// message changes shape (v2: reads of objects may be answered with shared memory; v3: reads
+/// of kept copies by range, from several holders, and copies moved to another holder).
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 
 /// Application close code: orderly close (the transport shut down).
 pub(crate) const CLOSE_NORMAL: quinn::VarInt = quinn::VarInt::from_u32(0);

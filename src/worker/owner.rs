@@ -9,7 +9,7 @@
 
 use crate::error::Error;
 use crate::ids::{NodeId, ObjectId};
-use crate::objects::read;
+use crate::objects::{pull, read};
 use crate::protocol::owner::*;
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::task::TaskSpec;
@@ -126,7 +126,7 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
                 let store = rt.refs.store().clone();
                 drop(rt);
                 Ok(match read::read_owned(table, m.id).await {
-                    read::OwnedRead::Kept(copy) => Fetched::Kept(copy),
+                    read::OwnedRead::Kept(copy, others) => Fetched::Kept(copy, others),
                     read::OwnedRead::Value(Stored::Value(b)) if b.len() as u64 > m.inline_max => {
                         Fetched::TooLarge(b.len() as u64)
                     }
@@ -144,14 +144,17 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
                 let rt = rt.ok_or_else(|| Error::shutdown("reading a kept copy"))?;
                 let store = rt.refs.store().clone();
                 drop(rt);
-                let value = read::read_copy(&store, m.id).await;
-                Ok(store.answer(m.id, value, m.share))
+                let value = pull::slice(m.id, read::read_copy(&store, m.id).await, m.range);
+                // A range is a chunk of a pull from several holders: sent, never mapped.
+                let share = m.share.filter(|_| m.range.is_none());
+                Ok(store.answer(m.id, value, share))
             })
         },
     )?;
     direct::<FreeCopies>(net, rt, |rt, m| rt.refs.free_copies(&m.ids))?;
     direct::<CopyLost>(net, rt, |rt, m| rebuild(rt, m.id, m.copy, &m.reason))?;
-    direct::<CopyHere>(net, rt, |rt, m| rt.refs.copy_at(m.id, m.at))?;
+    direct::<CopyHere>(net, rt, |rt, m| rt.refs.copy_at(m.id, m.at, m.node))?;
+    direct::<KeepCopy>(net, rt, |rt, m| rt.refs.keep_for(m.id, m.owner))?;
     // Objects this process's own reads could not pull: rebuilt the same way.
     let lost = rt.refs.store().lost_copies();
     let weak: Weak<Runtime> = Arc::downgrade(rt);
@@ -168,6 +171,7 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
             rt.actors.peer_lost(peer, reason);
             rt.refs.drop_borrower(peer);
             rt.refs.owner_gone(peer);
+            rt.refs.copies_gone(None, Some(peer));
             let (running, steps) = rt
                 .leases
                 .lock()
@@ -196,9 +200,17 @@ fn on_task_result(rt: &Arc<Runtime>, msg: TaskResult) {
         let outcome = msg.outcome.map(Stored::Value);
         if !rt
             .actors
-            .finish(actor_id, msg.return_id, outcome, contains.clone())
+            .finish(actor_id, msg.return_id, outcome, contains.clone(), msg.held)
         {
             rt.refs.unpin(&contains);
+            if let Some(copy) = msg.held {
+                // Nobody will read the copy its maker keeps.
+                rt.net
+                    .target::<crate::protocol::svc::Owner>(copy.holder)
+                    .do_send(FreeCopies {
+                        ids: vec![msg.return_id],
+                    });
+            }
             tracing::debug!(call = %msg.task_id, "result of a call this process no longer awaits");
         }
         return;
@@ -320,7 +332,9 @@ fn on_node_died(rt: &Arc<Runtime>, msg: NodeDied) {
             }
         }
     }
-    // What it kept for this process is lost: rebuilt from lineage, or failed.
+    // What it kept for this process is lost: read from another copy, else rebuilt from
+    // lineage, or failed.
+    rt.refs.copies_gone(Some(msg.node), None);
     for (id, copy) in rt.refs.kept_on(msg.node) {
         rebuild(rt, id, copy, &format!("its node died: {}", msg.reason));
     }
@@ -338,6 +352,11 @@ fn on_node_died(rt: &Arc<Runtime>, msg: NodeDied) {
 /// pinned by the lineage, are read (and rebuilt, if lost too) as for any task. An object with
 /// no lineage or no retries left fails with `ObjectLost` saying why.
 pub(crate) fn rebuild(rt: &Arc<Runtime>, id: ObjectId, copy: HeldCopy, why: &str) {
+    if let Some(next) = rt.refs.move_kept(id, copy) {
+        tracing::info!(object = %id, lost = %copy.holder, node = %next.node,
+            "a lost copy is replaced by another process's copy ({why})");
+        return;
+    }
     let Some(lineage) = rt.refs.begin_rebuild(id, copy) else {
         return;
     };
@@ -361,11 +380,12 @@ pub(crate) fn rebuild(rt: &Arc<Runtime>, id: ObjectId, copy: HeldCopy, why: &str
                 copy.node, copy.holder, spec.function.path, spec.max_retries
             )),
         ),
+        // Kept results without lineage are those of actor calls.
         None => rt.refs.fail_lost(
             id,
             lost(format!(
-                "its only copy was kept on node {} ({}), lost ({why}), and nothing is known \
-                 of the task that made it",
+                "its only copy was kept on node {} ({}), lost ({why}), and it was made by an \
+                 actor call, which is not run again to rebuild it",
                 copy.node, copy.holder
             )),
         ),
