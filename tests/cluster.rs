@@ -1155,6 +1155,29 @@ fn a_pull_takes_chunks_from_every_holder() {
         from_maker + from_first >= N as u64,
         "{from_maker} + {from_first} bytes sent for {N}"
     );
+
+    // The same for an object the driver put: its owner holds it and is pulled from like a
+    // kept copy, together with the copy a first reader keeps.
+    let put = lumen::put(
+        get(&patterned::options().resource(on(1), 1.0).remote(N)).expect("the bytes to put"),
+    );
+    let (want, _, _) = get(&read_through::options()
+        .resource(on(2), 1.0)
+        .remote(vec![put.clone()]))
+    .expect("the first reader of the put object");
+    wait_copy_on(&put, first);
+    let driver_sent = || lumen::memory_summary().expect("memory_summary").sent_bytes;
+    let before = (driver_sent(), sent(2));
+    let (got, len, _) = get(&read_through::options()
+        .resource(on(3), 1.0)
+        .remote(vec![put]))
+    .expect("the second reader of the put object");
+    assert_eq!((got, len), (want, N));
+    let (from_owner, from_first) = (driver_sent() - before.0, sent(2) - before.1);
+    assert!(
+        from_owner > 0 && from_first > 0 && from_owner + from_first >= N as u64,
+        "both holders send chunks: {from_owner} bytes from the owner, {from_first} from {first}"
+    );
 }
 
 /// Makes buffers, as an actor.

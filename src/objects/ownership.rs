@@ -1004,6 +1004,15 @@ impl RefTable {
         bytes
     }
 
+    /// A copy of `size` bytes kept by this process, on its node.
+    pub(crate) fn held_here(&self, size: u64) -> HeldCopy {
+        HeldCopy {
+            holder: self.net.addr(),
+            node: self.node,
+            size,
+        }
+    }
+
     /// The copies of object `id` (owned here, `size` bytes) that processes which read it keep.
     pub(crate) fn copies_of(&self, id: ObjectId, size: u64) -> Vec<HeldCopy> {
         self.copies_at.get(&id).map_or_else(Vec::new, |at| {

@@ -24,6 +24,10 @@ use std::sync::Arc;
 /// The size of the ranges a value kept by several processes is pulled in.
 pub(crate) const CHUNK: u64 = 8 << 20;
 
+/// Values this large that their owner holds are pulled from it like kept copies
+/// ([`read::answer_get`](crate::objects::read::answer_get)).
+pub(crate) const PULL_MIN: u64 = 1 << 20;
+
 /// Ranges asked of one holder at a time.
 const PER_HOLDER: usize = 2;
 

@@ -220,6 +220,34 @@ pub(crate) enum OwnedRead {
     Kept(HeldCopy, Vec<HeldCopy>),
 }
 
+/// The owner's answer to [`GetObject`] `m`, once the object is ready: where it is kept (and the
+/// copies of it elsewhere), in shared memory for a reader on this node, or its content. A
+/// large value held here ([`pull::PULL_MIN`] bytes or more) is answered as a copy kept here,
+/// so that the reader pulls it like any kept copy: within its store's room for pulls, and in
+/// chunks from this process and the readers that keep copies of it.
+pub(crate) async fn answer_get(table: Arc<RefTable>, m: GetObject) -> Fetched {
+    let weak = Arc::downgrade(&table);
+    let store = table.store().clone();
+    match read_owned(table, m.id).await {
+        OwnedRead::Kept(copy, others) => Fetched::Kept(copy, others),
+        OwnedRead::Value(Stored::Value(b)) if b.len() as u64 > m.inline_max => {
+            Fetched::TooLarge(b.len() as u64)
+        }
+        OwnedRead::Value(v) => {
+            if let Some(h) = store.shared(m.id, &v, m.share) {
+                return Fetched::Shared(h);
+            }
+            match (&v, weak.upgrade()) {
+                (Stored::Value(b), Some(table)) if b.len() as u64 >= pull::PULL_MIN => {
+                    let size = b.len() as u64;
+                    Fetched::Kept(table.held_here(size), table.copies_of(m.id, size))
+                }
+                _ => store.answer(m.id, v, None),
+            }
+        }
+    }
+}
+
 /// The owner's side of a read: once the object is ready, its content, or where the process that
 /// made it keeps it (the reader goes there: the value does not pass through the owner).
 pub(crate) async fn read_owned(table: Arc<RefTable>, id: ObjectId) -> OwnedRead {

@@ -513,17 +513,29 @@ impl StoreClient {
     /// `share`: the value's shared-memory segment when the reader is on this node and it is
     /// large, else the value itself.
     pub(crate) fn answer(&self, id: ObjectId, value: Stored, share: Option<ShareKey>) -> Fetched {
-        if let (Some(key), Stored::Value(b)) = (share, &value) {
-            if b.len() >= shm::SHARE_MIN {
-                if let Some(h) = self.memory.share(id, key) {
-                    return Fetched::Shared(h);
-                }
-            }
+        if let Some(h) = self.shared(id, &value, share) {
+            return Fetched::Shared(h);
         }
         if let Stored::Value(b) = &value {
             self.memory.sent(b.len() as u64);
         }
         Fetched::Here(value)
+    }
+
+    /// The shared-memory handle to answer a reader that asked with `share` with, if it may map
+    /// `value` (object `id`, large and in this store).
+    pub(crate) fn shared(
+        &self,
+        id: ObjectId,
+        value: &Stored,
+        share: Option<ShareKey>,
+    ) -> Option<shm::ShmHandle> {
+        match (share, value) {
+            (Some(key), Stored::Value(b)) if b.len() >= shm::SHARE_MIN => {
+                self.memory.share(id, key)
+            }
+            _ => None,
+        }
     }
 
     /// Secondary copy `id` becomes one this store keeps for its owner (see

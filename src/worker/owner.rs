@@ -123,15 +123,8 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
             Box::pin(async move {
                 let rt = rt.ok_or_else(|| Error::shutdown("reading an object from its owner"))?;
                 let table = rt.refs.clone();
-                let store = rt.refs.store().clone();
                 drop(rt);
-                Ok(match read::read_owned(table, m.id).await {
-                    read::OwnedRead::Kept(copy, others) => Fetched::Kept(copy, others),
-                    read::OwnedRead::Value(Stored::Value(b)) if b.len() as u64 > m.inline_max => {
-                        Fetched::TooLarge(b.len() as u64)
-                    }
-                    read::OwnedRead::Value(v) => store.answer(m.id, v, m.share),
-                })
+                Ok(read::answer_get(table, m).await)
             })
         },
     )?;
