@@ -340,6 +340,22 @@ fn secondary_copies_are_evicted_not_spilled() {
     assert_eq!(seen, vec![100 * MIB; 4], "every read saw its object");
     assert!(evicted >= 1, "no secondary copy was evicted");
     assert_eq!(spilled, 0, "the reading process spilled secondary copies");
+    // The owner hears which copies went: the second object's (evicted when the first was read
+    // again) is no longer among its places; the third's, still kept, is.
+    let places = |r: &ObjectRef<Buffer<u8>>| {
+        lumen::list_objects()
+            .expect("list_objects")
+            .into_iter()
+            .find(|o| o.object_id == r.id() && o.owned)
+            .map(|o| o.locations)
+            .unwrap_or_default()
+    };
+    assert!(
+        common::wait_until(PATIENCE, || !places(&refs[1]).contains(&other)),
+        "the owner still names the evicted copy: {:?}",
+        places(&refs[1])
+    );
+    assert!(places(&refs[2]).contains(&other), "{:?}", places(&refs[2]));
 }
 
 /// Ray's `test_spilling_not_done_for_pinned_object`: an object being read (a `Buffer` view of

@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::ids::{ActorId, IdDashMap, IdHasher, NodeId, ObjectId};
 use crate::objects::store::{FetchReply, StoreClient};
 use crate::protocol::gcs::ActorOutOfScope;
-use crate::protocol::owner::{Borrow, CopyHere, FreeCopies, HeldCopy, KeepCopy};
+use crate::protocol::owner::{Borrow, CopyGone, CopyHere, FreeCopies, HeldCopy, KeepCopy};
 use crate::protocol::owner::{ObjectEntry, ObjectState};
 use crate::protocol::refs::{RawRef, Stored};
 use crate::protocol::svc;
@@ -999,7 +999,7 @@ impl RefTable {
         }
         let bytes = self.store.read_secondary(id);
         if bytes.is_none() {
-            self.secondary.remove(&id);
+            self.copy_evicted(id);
         }
         bytes
     }
@@ -1060,6 +1060,29 @@ impl RefTable {
                 owner: self.net.addr(),
             });
         Some(next)
+    }
+
+    /// This process's store evicted its copy of object `id`: if it was a borrowed object's copy,
+    /// its owner hears that it is gone.
+    pub(crate) fn copy_evicted(&self, id: ObjectId) {
+        // Kept again since (read once more): that copy stays.
+        if self.store.holds(id) {
+            return;
+        }
+        if let Some((_, owner)) = self.secondary.remove(&id) {
+            self.net.target::<svc::Owner>(owner).do_send(CopyGone {
+                id,
+                at: self.net.addr(),
+            });
+        }
+    }
+
+    /// Process `at` no longer keeps its copy of object `id` (owned here).
+    pub(crate) fn copy_gone(&self, id: ObjectId, at: SocketAddr) {
+        if let Some(mut list) = self.copies_at.get_mut(&id) {
+            list.retain(|(a, _)| *a != at);
+        }
+        self.copies_at.remove_if(&id, |_, list| list.is_empty());
     }
 
     /// The copies of objects owned here that processes on `node` (or the process at `peer`)

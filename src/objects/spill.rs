@@ -147,6 +147,9 @@ pub(crate) struct StoreMemory {
     pull_pages: u32,
     /// Bytes of values sent to readers in other processes (not mapped by them).
     sent: AtomicU64,
+    /// The secondary copies evicted, in order, for whoever told others of them
+    /// ([`evictions`](Self::evictions)).
+    evicted: (flume::Sender<ObjectId>, flume::Receiver<ObjectId>),
 }
 
 /// The unit pulls in flight are counted in.
@@ -189,6 +192,7 @@ impl StoreMemory {
             pulls: Arc::new(tokio::sync::Semaphore::new(pull_pages as usize)),
             pull_pages,
             sent: AtomicU64::new(0),
+            evicted: flume::unbounded(),
         }
     }
 
@@ -303,6 +307,7 @@ impl StoreMemory {
                     tracing::debug!(object = %id, bytes = slot.size, "evicted a secondary copy");
                     inner.evicted_objects += 1;
                     inner.evicted_bytes += slot.size;
+                    let _ = self.evicted.0.send(id);
                     inner.budget.release(id);
                     inner.slots.remove(&id);
                 }
@@ -432,6 +437,16 @@ impl StoreMemory {
         }
         slot.secondary.store(false, Ordering::Relaxed);
         true
+    }
+
+    /// Whether this store holds object `id`'s bytes (in memory or spilled).
+    pub(crate) fn holds(&self, id: ObjectId) -> bool {
+        self.inner.lock().slots.contains_key(&id)
+    }
+
+    /// The ids of secondary copies this store evicts, as it evicts them.
+    pub(crate) fn evictions(&self) -> flume::Receiver<ObjectId> {
+        self.evicted.1.clone()
     }
 
     /// Counts `bytes` of values sent to readers in other processes.

@@ -538,6 +538,16 @@ impl StoreClient {
         }
     }
 
+    /// The ids of secondary copies this store evicts, as it evicts them.
+    pub(crate) fn evictions(&self) -> flume::Receiver<ObjectId> {
+        self.memory.evictions()
+    }
+
+    /// Whether this store holds object `id`'s bytes (in memory or spilled).
+    pub(crate) fn holds(&self, id: ObjectId) -> bool {
+        self.memory.holds(id)
+    }
+
     /// Secondary copy `id` becomes one this store keeps for its owner (see
     /// [`StoreMemory::promote`]).
     pub(crate) fn promote(&self, id: ObjectId) -> bool {

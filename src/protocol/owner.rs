@@ -92,6 +92,15 @@ pub(crate) struct CopyHere {
     pub(crate) node: NodeId,
 }
 
+/// The process `at` no longer keeps its copy of object `id` (its store evicted it to make
+/// room): the owner stops naming it as a place to read from.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub(crate) struct CopyGone {
+    pub(crate) id: ObjectId,
+    pub(crate) at: SocketAddr,
+}
+
 /// The owner let go of objects whose copies this process keeps for it.
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
@@ -374,4 +383,5 @@ super::wire!(TAGS, svc::Owner:
     CopyLost = 76,
     CopyHere = 77,
     KeepCopy = 78,
+    CopyGone = 79,
 );

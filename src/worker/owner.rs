@@ -148,6 +148,16 @@ pub(crate) fn serve(net: &Arc<Net>, rt: &Arc<Runtime>) -> Result<(), Error> {
     direct::<CopyLost>(net, rt, |rt, m| rebuild(rt, m.id, m.copy, &m.reason))?;
     direct::<CopyHere>(net, rt, |rt, m| rt.refs.copy_at(m.id, m.at, m.node))?;
     direct::<KeepCopy>(net, rt, |rt, m| rt.refs.keep_for(m.id, m.owner))?;
+    direct::<CopyGone>(net, rt, |rt, m| rt.refs.copy_gone(m.id, m.at))?;
+    // Copies of borrowed objects this process's store evicted: their owners hear of it.
+    let evicted = rt.refs.store().evictions();
+    let weak: Weak<Runtime> = Arc::downgrade(rt);
+    net.runtime().spawn(async move {
+        while let Ok(id) = evicted.recv_async().await {
+            let Some(rt) = weak.upgrade() else { break };
+            rt.refs.copy_evicted(id);
+        }
+    });
     // Objects this process's own reads could not pull: rebuilt the same way.
     let lost = rt.refs.store().lost_copies();
     let weak: Weak<Runtime> = Arc::downgrade(rt);
