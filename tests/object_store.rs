@@ -171,35 +171,7 @@ fn test_spill_objects_automatically() {
 fn results_stay_where_they_are_made() {
     init();
     let _g = exclusive();
-    let before = resident();
-    for n in 0..20u8 {
-        let made = filled::remote(n, 100 * MIB);
-        let (_, matching) = lumen::get(&count::remote(&made, n)).expect("the reading task");
-        assert_eq!(matching, 100 * MIB, "object {n}");
-    }
-    // Embedded, the results were in this process's store: freed once their refs went.
-    assert!(common::wait_until(PATIENCE, || summary()
-        .store_memory_bytes
-        < MIB as u64));
-    let grown = resident().saturating_sub(before);
-    assert!(grown < 20 * MIB, "the driver grew by {} MiB", grown / MIB);
-    // The driver reads one itself: pulled from where it is kept, and read again.
-    let made = filled::remote(7, 2 * MIB);
-    let (ready, _) = lumen::wait(std::slice::from_ref(&made), 1, Some(PATIENCE));
-    assert_eq!(ready.len(), 1);
-    // Listed with its size and the node that keeps it.
-    let listed = lumen::list_objects().expect("list_objects");
-    let info = listed
-        .iter()
-        .find(|o| o.object_id == made.id() && o.owned)
-        .expect("the result is listed by its owner");
-    assert_eq!(info.size, Some(2 * MIB as u64));
-    assert_eq!(info.locations.len(), 1, "{info:?}");
-    assert!(common::is_node(&info.locations[0].to_string()));
-    for _ in 0..2 {
-        let b = lumen::get(&made).unwrap();
-        assert!(b.len() == 2 * MIB && b.iter().all(|x| *x == 7));
-    }
+    kept_where_made(filled::remote);
 }
 
 /// Makes buffers, as an actor.
@@ -226,9 +198,17 @@ fn results_of_actor_calls_stay_where_they_are_made() {
     init();
     let _g = exclusive();
     let maker = Maker::remote();
+    kept_where_made(|n, len| maker.fill(n, len).remote());
+}
+
+/// Makes 20 results of 100 MiB with `make(n, len)` (bytes `n`), each read by a task: they never
+/// reach the driver (on a cluster it holds only their place), whose resident memory grows by
+/// less than 20 MiB; then a 2 MiB one is listed with its size and the node keeping it, and the
+/// driver reads it twice.
+fn kept_where_made(make: impl Fn(u8, usize) -> ObjectRef<Buffer<u8>>) {
     let before = resident();
     for n in 0..20u8 {
-        let made = maker.fill(n, 100 * MIB).remote();
+        let made = make(n, 100 * MIB);
         let (_, matching) = lumen::get(&count::remote(&made, n)).expect("the reading task");
         assert_eq!(matching, 100 * MIB, "object {n}");
         if common::on_cluster() {
@@ -237,14 +217,17 @@ fn results_of_actor_calls_stay_where_they_are_made() {
             assert!(held < MIB, "the driver holds {held} bytes of object {n}");
         }
     }
+    // Embedded, the results were in this process's store: freed once their refs went.
     assert!(common::wait_until(PATIENCE, || summary()
         .store_memory_bytes
         < MIB as u64));
     let grown = resident().saturating_sub(before);
     assert!(grown < 20 * MIB, "the driver grew by {} MiB", grown / MIB);
-    let made = maker.fill(7, 2 * MIB).remote();
+    // The driver reads one itself: pulled from where it is kept, and read again.
+    let made = make(7, 2 * MIB);
     let (ready, _) = lumen::wait(std::slice::from_ref(&made), 1, Some(PATIENCE));
     assert_eq!(ready.len(), 1);
+    // Listed with its size and the node that keeps it.
     let listed = lumen::list_objects().expect("list_objects");
     let info = listed
         .iter()
@@ -252,6 +235,7 @@ fn results_of_actor_calls_stay_where_they_are_made() {
         .expect("the result is listed by its owner");
     assert_eq!(info.size, Some(2 * MIB as u64));
     assert_eq!(info.locations.len(), 1, "{info:?}");
+    assert!(common::is_node(&info.locations[0].to_string()));
     for _ in 0..2 {
         let b = lumen::get(&made).unwrap();
         assert!(b.len() == 2 * MIB && b.iter().all(|x| *x == 7));
