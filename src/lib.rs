@@ -71,7 +71,7 @@
 //!  error, ids, resources, spin, supervise
 //! ```
 //!
-//! Every component is reached through a [`Target`](transport::net::Target): a plain actix send
+//! Every component is reached through a `Target` (`transport::net::Target`): a plain actix send
 //! when it is in this process, the same message over QUIC when it is not. The embedded runtime
 //! is a one-node cluster whose links happen to be in-process.
 

@@ -3,13 +3,13 @@
 //! The GCS, raylets, store shards and the owner's message handlers are lumen's code, not the
 //! user's; a panic in one of them means its state can no longer be trusted, and the messages it
 //! would have handled would be dropped without a word (an actix actor whose thread unwinds is
-//! simply gone). So each such component names itself on its thread ([`component`]) and marks
-//! the message it is handling ([`handling`]); if a panic happens there, the process logs which
+//! simply gone). So each such component names itself on its thread (`component`) and marks
+//! the message it is handling (`handling`); if a panic happens there, the process logs which
 //! component panicked, on which message and why, and exits with status [`EXIT_CODE`]. Panics in
 //! user code (tasks, actor methods) are caught where that code runs and become task errors; they
 //! never reach this hook.
 //!
-//! [`message_span!`] does that marking and also enters a `debug` span for the message (its kind
+//! `message_span!` does that marking and also enters a `debug` span for the message (its kind
 //! and the node, job, task or actor ids it carries), a root span per handled message: cheap when
 //! the level is off (see the macro).
 

@@ -2,14 +2,14 @@
 //! process starts in (embedded, local cluster, driver, worker), the `lumen start` node, the
 //! session folder of the CLI, and `lumen status`.
 //!
-//! - [`builder`]: which components a process runs, started the same way in every mode.
-//! - [`contact`]: finding a cluster (address, token) and joining it.
-//! - [`modes`]: `lumen::init()` in each mode, and worker mode (entered before `main`).
-//! - [`node`]: [`Node`], a cluster node in this process (what `lumen start` runs).
+//! - `builder`: which components a process runs, started the same way in every mode.
+//! - `contact`: finding a cluster (address, token) and joining it.
+//! - `modes`: `lumen::init()` in each mode, and worker mode (entered before `main`).
+//! - `node`: [`Node`], a cluster node in this process (what `lumen start` runs).
 //! - [`session`]: the per-user folder where `lumen start` records its nodes.
-//! - [`status`]: what `lumen status` and `lumen list` read from a cluster.
-//! - [`state`]: task rows, filters, summaries and the timeline of `lumen list/summary/timeline`.
-//! - [`web`]: the head's dashboard and each node's Prometheus endpoint, behind the token.
+//! - `status`: what `lumen status` and `lumen list` read from a cluster.
+//! - `state`: task rows, filters, summaries and the timeline of `lumen list/summary/timeline`.
+//! - `web`: the head's dashboard and each node's Prometheus endpoint, behind the token.
 
 pub(crate) mod builder;
 pub(crate) mod contact;

@@ -58,7 +58,7 @@ fn decoding<R>(f: impl FnOnce() -> R) -> R {
 ///
 /// The pins are taken while the value is still alive, so a ref moved into a value (or a task
 /// argument, or a task's return value) can never be freed between encoding and use. Whoever
-/// stores or sends the bytes takes the pins over ([`into_parts`](Encoded::into_parts)); if the
+/// stores or sends the bytes takes the pins over (`into_parts`); if the
 /// `Encoded` is dropped instead, its pins are released.
 #[derive(Debug, Default)]
 pub struct Encoded {

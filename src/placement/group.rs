@@ -103,7 +103,7 @@ impl PlacementGroupState {
     }
 }
 
-/// A placement group, as [`placement_group_table`] reports it.
+/// A placement group, as [`placement_group_table`](crate::placement_group_table) reports it.
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlacementGroupInfo {
